@@ -1,0 +1,38 @@
+"""Session-wide fixtures: one genuine Apache Kafka broker for every test marked ``kafka``."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.kafka_harness import kafka_local
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """Start a single-node KRaft broker on free ports for the whole session.
+
+    ``STREAMCAST_TEST_BOOTSTRAP`` points the suite at an already-running broker instead.
+    """
+    config = kafka_local.BrokerConfig(
+        port=kafka_local.free_port(), data_dir=Path(tmp_path_factory.mktemp("kafka"))
+    )
+    broker = kafka_local.LocalBroker(config)
+    broker.start(timeout=90)
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+@pytest.fixture(scope="session")
+def bootstrap(request: pytest.FixtureRequest) -> str:
+    """Bootstrap address of the session broker."""
+    external = os.environ.get("STREAMCAST_TEST_BOOTSTRAP")
+    if external:
+        return external
+    broker = request.getfixturevalue("kafka_broker")
+    return str(broker.config.bootstrap)

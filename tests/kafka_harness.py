@@ -1,0 +1,51 @@
+"""Real-broker helpers shared by the test suite: start one genuine Kafka per session.
+
+The broker is started with exactly the code behind ``scripts/kafka-local`` (imported from
+``scripts/kafka_local.py``) on free ports and a temporary data dir.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import uuid
+from pathlib import Path
+from types import ModuleType
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _load_kafka_local() -> ModuleType:
+    name = "kafka_local"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / "kafka_local.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+kafka_local = _load_kafka_local()
+
+
+def unique_topic(prefix: str = "t") -> str:
+    """A topic name no other test uses."""
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+async def create_topics(
+    bootstrap: str, names: list[str], partitions: int = 1, config: dict[str, str] | None = None
+) -> None:
+    """Create topics (auto-creation is off on the test broker, as in production)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics(
+            [NewTopic(n, partitions, 1, topic_configs=config or {}) for n in names]
+        )
+    finally:
+        await admin.close()
