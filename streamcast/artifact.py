@@ -1,0 +1,173 @@
+"""The model artifact's self-description: the contract between training and serving.
+
+An exported model is one ONNX file whose ``metadata_props`` carry, under the key
+``streamcast``, a JSON document validated by :class:`ModelMeta` (DESIGN invariant 6).
+Training writes it (``training/export.py``); the service reads it (``streamcast/model.py``)
+through ONNX Runtime's ``custom_metadata_map`` and needs nothing else.
+
+Graph signature (``schema_version`` 1), all float32, batch dimension dynamic:
+
+========== =============== ==========================================================
+input      shape           meaning
+========== =============== ==========================================================
+x          [B, 1 + E]      scaled value and extras observed at the closed interval t
+h, c       [B, S]          LSTM state before the step, layers concatenated (S = L*U)
+calendar   [B, H, C]       calendar rows of target intervals t+1..t+H (only if C > 0)
+========== =============== ==========================================================
+
+========== =============== ==========================================================
+output     shape           meaning
+========== =============== ==========================================================
+h_out      [B, S]          state after consuming x (the H-step rollout does not touch it)
+c_out      [B, S]
+forecast   [B, H]          scaled forecasts of t+1..t+H (recursive rollout in-graph)
+========== =============== ==========================================================
+
+Lifecycle of a key, identical online and offline: state starts at zero; the first
+``window`` intervals are buffered (warm-up); when the window is full, a key the model
+never saw gets its value scaling from that window, the buffered intervals are stepped in
+order, and the step at the window's last interval yields the key's first forecast. From
+then on each closed interval is one step and one forecast. Gaps of up to ``gap.max_gap``
+missing intervals are filled by linear interpolation and stepped (no forecast is emitted
+for imputed intervals); a longer gap resets the key to warm-up (known keys keep their
+training scale).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from streamcast.features import CalendarName, ExtraScaling, FeatureSpec, ValueScaling
+
+METADATA_KEY = "streamcast"
+SCHEMA_VERSION = 1
+
+Aggregation = Literal["last", "mean", "sum", "min", "max"]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class GraphNames(_Frozen):
+    """Names of the graph's inputs and outputs."""
+
+    x: str = "x"
+    h: str = "h"
+    c: str = "c"
+    calendar: str | None = "calendar"
+    h_out: str = "h_out"
+    c_out: str = "c_out"
+    forecast: str = "forecast"
+
+
+class FeatureMeta(_Frozen):
+    """What the model consumes (see :class:`streamcast.features.FeatureSpec`)."""
+
+    value_name: str = "value"
+    extra_names: tuple[str, ...] = ()
+    calendar: tuple[CalendarName, ...] = ()
+    timezone: str = "UTC"
+    #: exogenous extras during the rollout: held at their last observed value
+    extra_rollout: Literal["hold_last"] = "hold_last"
+
+
+class ScalingMeta(_Frozen):
+    """Value scaling per key (training stats, or the warm-up window) and global extras."""
+
+    scheme: Literal["standard"] = "standard"
+    unseen_keys: Literal["warmup_window"] = "warmup_window"
+    known: dict[str, tuple[float, float]] = Field(default_factory=dict)
+    extra_loc: tuple[float, ...] = ()
+    extra_scale: tuple[float, ...] = ()
+
+
+class GapMeta(_Frozen):
+    """How missing intervals are treated (training preparation and serving alike)."""
+
+    policy: Literal["linear"] = "linear"
+    max_gap: int = Field(default=3, ge=0)
+
+
+class CalibrationMeta(_Frozen):
+    """Prediction-interval calibration: per-step quantiles of *scaled* residuals."""
+
+    levels: tuple[float, ...] = ()
+    #: lower[i][k], upper[i][k]: level i, horizon step k
+    lower: tuple[tuple[float, ...], ...] = ()
+    upper: tuple[tuple[float, ...], ...] = ()
+
+
+class TrainingMeta(_Frozen):
+    """Where the model came from and how good it was."""
+
+    data_fingerprint: str = ""
+    data_source: str = ""
+    n_keys: int = 0
+    n_rows: int = 0
+    seed: int = 0
+    metrics: dict[str, dict[str, float]] = Field(default_factory=dict)
+    config: dict[str, object] = Field(default_factory=dict)
+
+
+class ModelMeta(_Frozen):
+    """Everything serving needs, stored in the ONNX file's metadata."""
+
+    schema_version: int = SCHEMA_VERSION
+    name: str
+    version: str
+    created_at: str
+    graph: GraphNames = GraphNames()
+    state_size: int = Field(gt=0)
+    layers: int = Field(default=1, gt=0)
+    units: int = Field(gt=0)
+    window: int = Field(gt=0)
+    horizon: int = Field(gt=0)
+    interval_s: int = Field(gt=0)
+    aggregation: Aggregation = "last"
+    features: FeatureMeta = FeatureMeta()
+    scaling: ScalingMeta = ScalingMeta()
+    gap: GapMeta = GapMeta()
+    calibration: CalibrationMeta = CalibrationMeta()
+    drift: dict[str, object] = Field(default_factory=dict)
+    training: TrainingMeta = TrainingMeta()
+
+    def feature_spec(self) -> FeatureSpec:
+        """The shared feature description used by both halves."""
+        return FeatureSpec(
+            interval_s=self.interval_s,
+            value_name=self.features.value_name,
+            extra_names=self.features.extra_names,
+            calendar=self.features.calendar,
+            timezone=self.features.timezone,
+        )
+
+    def value_scaling(self) -> ValueScaling:
+        """Per-key value scaling for the keys seen in training."""
+        return ValueScaling(known=dict(self.scaling.known))
+
+    def extra_scaling(self) -> ExtraScaling:
+        """Global scaling of the extra features."""
+        return ExtraScaling(loc=self.scaling.extra_loc, scale=self.scaling.extra_scale)
+
+    def to_json(self) -> str:
+        """Serialised form stored under :data:`METADATA_KEY`."""
+        return self.model_dump_json()
+
+    @classmethod
+    def from_metadata_map(cls, props: dict[str, str]) -> ModelMeta:
+        """Parse the ``metadata_props`` map of an ONNX model; fails on other schema versions."""
+        raw = props.get(METADATA_KEY)
+        if raw is None:
+            raise ValueError(
+                f"model has no '{METADATA_KEY}' metadata: not exported by streamcast-train"
+            )
+        meta = cls.model_validate_json(raw)
+        if meta.schema_version != SCHEMA_VERSION:
+            raise ValueError(
+                f"model metadata schema {meta.schema_version} is not supported "
+                f"(this streamcast reads schema {SCHEMA_VERSION})"
+            )
+        return meta
