@@ -1,0 +1,81 @@
+"""Export: the ONNX step matches TensorFlow, carries its metadata, and fails loudly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from streamcast.artifact import GraphNames, ModelMeta
+from training.config import TrainConfig
+from training.errors import ExportError
+from training.export import export_step, random_inputs, reference_step, session
+from training.model import StepModel
+
+
+def _meta(model: StepModel, horizon: int) -> ModelMeta:
+    return ModelMeta(
+        name="unit",
+        version="0",
+        created_at="2026-11-24T00:00:00Z",
+        graph=GraphNames() if model.n_calendar else GraphNames(calendar=None),
+        state_size=model.state_size,
+        layers=model.n_layers,
+        units=model.units,
+        window=4,
+        horizon=horizon,
+        interval_s=3600,
+    )
+
+
+@pytest.mark.parametrize(
+    ("calendar", "layers", "n_inputs"), [((), 1, 1), (("time_of_day", "day_of_week"), 2, 3)]
+)
+def test_export_parity_and_signature(
+    tmp_path: Path, calendar: tuple[str, ...], layers: int, n_inputs: int
+) -> None:
+    config = TrainConfig(units=8, layers=layers, horizon=6, calendar=calendar)  # type: ignore[arg-type]
+    model = StepModel.from_config_values(config, n_inputs=n_inputs)
+    path = tmp_path / "m.onnx"
+    diff = export_step(model, _meta(model, 6), path)
+    assert 0.0 <= diff <= 1e-5
+    sess = session(path)
+    inputs = {i.name: i.shape for i in sess.get_inputs()}
+    outputs = {o.name: o.shape for o in sess.get_outputs()}
+    s = model.state_size
+    assert inputs["x"][1:] == [n_inputs]
+    assert inputs["h"][1:] == [s] and inputs["c"][1:] == [s]
+    assert ("calendar" in inputs) == bool(calendar)
+    assert outputs["h_out"][1:] == [s] and outputs["forecast"][1:] == [6]
+    # dynamic batch: a batch size never seen at export runs and matches TensorFlow
+    batch = random_inputs(model, 6, batch=5, seed=9)
+    names = _meta(model, 6).graph
+    got = sess.run(["h_out", "c_out", "forecast"], batch.feeds(names))
+    for a, b in zip(got, reference_step(model, batch, 6), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    meta = ModelMeta.from_metadata_map(sess.get_modelmeta().custom_metadata_map)
+    assert meta.state_size == s and meta.horizon == 6
+
+
+def test_state_out_is_after_one_step_only(tmp_path: Path) -> None:
+    """h_out/c_out must not include the rollout: stepping twice equals two single steps."""
+    model = StepModel.from_config_values(TrainConfig(units=4, horizon=5), n_inputs=1)
+    export_step(model, _meta(model, 5), tmp_path / "m.onnx")
+    sess = session(tmp_path / "m.onnx")
+    names = GraphNames(calendar=None)
+    batch = random_inputs(model, 5, batch=3, seed=4)
+    h1, c1, _ = sess.run(["h_out", "c_out", "forecast"], batch.feeds(names))
+    one_horizon = StepModel.from_config_values(TrainConfig(units=4, horizon=1), n_inputs=1)
+    one_horizon.set_weights(model.get_weights())
+    h_ref, c_ref, _ = reference_step(one_horizon, batch, 1)
+    np.testing.assert_allclose(h1, h_ref, atol=1e-6)
+    np.testing.assert_allclose(c1, c_ref, atol=1e-6)
+
+
+def test_failing_parity_fails_the_export(tmp_path: Path) -> None:
+    model = StepModel.from_config_values(TrainConfig(units=4, horizon=3), n_inputs=1)
+    path = tmp_path / "m.onnx"
+    with pytest.raises(ExportError, match="parity"):
+        export_step(model, _meta(model, 3), path, tolerance=-1.0)
+    assert not path.exists()

@@ -1,0 +1,132 @@
+"""Training configuration: one frozen object parsed at the edge (CLI, tune) and passed down.
+
+A config round-trips through JSON or TOML (``TrainConfig.load`` / ``TrainConfig.save``):
+``streamcast-train tune`` writes the best one and ``streamcast-train fit --config`` reads it.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from streamcast.features import CalendarName
+from training.errors import ConfigError
+
+CALENDAR_CHOICES: tuple[CalendarName, ...] = ("time_of_day", "day_of_week", "day_of_year")
+Aggregation = Literal["last", "mean", "sum", "min", "max"]
+
+
+class ConfigFileError(ConfigError):
+    """A config file that cannot be read or holds unknown or invalid settings."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that shapes a trained model and its evaluation."""
+
+    #: model
+    units: int = 64
+    layers: int = 1
+    dropout: float = 0.0
+    window: int = 48
+    horizon: int = 24
+    calendar: tuple[CalendarName, ...] = ()
+    timezone: str = "UTC"
+    #: data
+    interval_s: int = 3600
+    max_gap: int = 3
+    aggregation: Aggregation = "last"
+    season: int = 24
+    val_frac: float = 0.15
+    test_frac: float = 0.15
+    #: training: sequences of ``burn_in + seq_len`` consumed steps, losses from origins
+    #: every ``origin_stride`` steps after the burn-in, each rolled out ``horizon`` steps
+    seq_len: int = 168
+    burn_in: int = 48
+    origin_stride: int = 3
+    batch_size: int = 32
+    epochs: int = 60
+    learning_rate: float = 3e-3
+    clipnorm: float = 1.0
+    patience: int = 8
+    time_budget_s: float = 150.0
+    seed: int = 0
+    #: prediction-interval levels calibrated on the validation period
+    interval_levels: tuple[float, ...] = (0.8, 0.95)
+
+    def __post_init__(self) -> None:
+        problems = []
+        for name in ("units", "layers", "window", "horizon", "interval_s", "season", "seq_len"):
+            if getattr(self, name) <= 0:
+                problems.append(f"{name} must be positive (got {getattr(self, name)})")
+        if not 0.0 <= self.dropout < 1.0:
+            problems.append(f"dropout must be in [0, 1) (got {self.dropout})")
+        if not 0.0 < self.val_frac < 1.0 or not 0.0 < self.test_frac < 1.0:
+            problems.append("val_frac and test_frac must be in (0, 1)")
+        elif self.val_frac + self.test_frac >= 0.9:
+            problems.append("val_frac + test_frac must leave at least 10% for training")
+        if self.burn_in < 0 or self.origin_stride <= 0 or self.batch_size <= 0:
+            problems.append("burn_in must be >= 0, origin_stride and batch_size positive")
+        if self.learning_rate <= 0 or self.time_budget_s <= 0 or self.epochs <= 0:
+            problems.append("learning_rate, time_budget_s and epochs must be positive")
+        for name in self.calendar:
+            if name not in CALENDAR_CHOICES:
+                problems.append(
+                    f"unknown calendar feature {name!r} (choose from {CALENDAR_CHOICES})"
+                )
+        if problems:
+            raise ConfigFileError("; ".join(problems))
+
+    @property
+    def n_calendar(self) -> int:
+        """Width of a calendar row (sin and cos per calendar feature)."""
+        return 2 * len(self.calendar)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able form (tuples become lists)."""
+        out = asdict(self)
+        out["calendar"] = list(self.calendar)
+        out["interval_levels"] = list(self.interval_levels)
+        return out
+
+    def updated(self, **changes: Any) -> TrainConfig:
+        """A copy with ``changes`` applied (validated again)."""
+        return replace(self, **changes)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> TrainConfig:
+        """Build from a mapping, rejecting unknown keys with a clear message."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise ConfigFileError(f"unknown setting(s) {', '.join(unknown)}")
+        values = dict(raw)
+        for name in ("calendar", "interval_levels"):
+            if name in values:
+                values[name] = tuple(values[name])
+        try:
+            return cls(**values)
+        except TypeError as exc:
+            raise ConfigFileError(str(exc)) from exc
+
+    @classmethod
+    def load(cls, path: Path) -> TrainConfig:
+        """Read a JSON (``.json``) or TOML (anything else) config file."""
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise ConfigFileError(f"cannot read config {path}: {exc.strerror}") from exc
+        try:
+            raw = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+        except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigFileError(f"config {path} is not valid: {exc}") from exc
+        if not isinstance(raw, dict):
+            raise ConfigFileError(f"config {path} must hold a mapping of settings")
+        return cls.from_dict(raw)
+
+    def save(self, path: Path) -> None:
+        """Write as JSON (the format ``load`` reads back)."""
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")

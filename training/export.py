@@ -1,0 +1,199 @@
+"""Export the trained step to ONNX, stamp it with its metadata, and prove parity.
+
+The graph is a ``tf.function`` with an explicit input signature (``x``, ``h``, ``c`` and,
+when the model uses calendar features, ``calendar``) converted with
+``tf2onnx.convert.from_function`` (Keras 3's ``from_keras`` path is unreliable). The
+H-step rollout is a Python loop inside the function, so it becomes plain graph nodes and
+the whole horizon is one ONNX Runtime call. Outputs are renamed to the names in
+:class:`streamcast.artifact.GraphNames`, and the :class:`~streamcast.artifact.ModelMeta`
+JSON goes into ``metadata_props["streamcast"]``.
+
+Parity: ONNX Runtime and TensorFlow run the same random and real inputs; if any scaled
+output differs by more than :data:`PARITY_TOLERANCE`, the export fails with ExportError.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import tensorflow as tf
+import tf2onnx
+
+from streamcast.artifact import METADATA_KEY, GraphNames, ModelMeta
+from streamcast.features import Float32Array
+from training.errors import ExportError
+from training.model import StepModel
+
+OPSET = 17
+PARITY_TOLERANCE = 1e-5
+
+
+@dataclass(frozen=True)
+class StepInputs:
+    """One batch of step inputs (scaled): ``calendar`` is None when the model has none."""
+
+    x: Float32Array
+    h: Float32Array
+    c: Float32Array
+    calendar: Float32Array | None
+
+    def feeds(self, names: GraphNames) -> dict[str, Float32Array]:
+        """The ONNX Runtime feed dictionary."""
+        out = {names.x: self.x, names.h: self.h, names.c: self.c}
+        if self.calendar is not None and names.calendar is not None:
+            out[names.calendar] = self.calendar
+        return out
+
+
+def random_inputs(model: StepModel, horizon: int, batch: int, seed: int) -> StepInputs:
+    """Random scaled inputs of the step's shapes, states in the LSTM's range (-1, 1)."""
+    rng = np.random.default_rng(seed)
+    s = model.state_size
+    calendar = None
+    if model.n_calendar:
+        calendar = rng.uniform(-1, 1, (batch, horizon, model.n_calendar)).astype(np.float32)
+    return StepInputs(
+        x=rng.normal(size=(batch, model.n_inputs)).astype(np.float32),
+        h=rng.uniform(-1, 1, (batch, s)).astype(np.float32),
+        c=rng.normal(size=(batch, s)).astype(np.float32),
+        calendar=calendar,
+    )
+
+
+def reference_step(
+    model: StepModel, inputs: StepInputs, horizon: int
+) -> tuple[Float32Array, Float32Array, Float32Array]:
+    """The step computed by TensorFlow (the parity reference)."""
+    cal = None if inputs.calendar is None else tf.constant(inputs.calendar)
+    h, c, f = model.step(
+        tf.constant(inputs.x), tf.constant(inputs.h), tf.constant(inputs.c), cal, horizon
+    )
+    return h.numpy(), c.numpy(), f.numpy()
+
+
+def _step_function(
+    model: StepModel, horizon: int
+) -> tuple[tf.types.experimental.GenericFunction, list[tf.TensorSpec]]:
+    s = model.state_size
+    signature = [
+        tf.TensorSpec([None, model.n_inputs], tf.float32, name="x"),
+        tf.TensorSpec([None, s], tf.float32, name="h"),
+        tf.TensorSpec([None, s], tf.float32, name="c"),
+    ]
+    if model.n_calendar:
+        signature.append(
+            tf.TensorSpec([None, horizon, model.n_calendar], tf.float32, name="calendar")
+        )
+
+        @tf.function(input_signature=signature)  # type: ignore[untyped-decorator]
+        def step_with_calendar(
+            x: tf.Tensor, h: tf.Tensor, c: tf.Tensor, calendar: tf.Tensor
+        ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+            return model.step(x, h, c, calendar, horizon)
+
+        return step_with_calendar, signature
+
+    @tf.function(input_signature=signature)  # type: ignore[untyped-decorator]
+    def step(x: tf.Tensor, h: tf.Tensor, c: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        return model.step(x, h, c, None, horizon)
+
+    return step, signature
+
+
+def _rename_outputs(proto: onnx.ModelProto, names: list[str]) -> None:
+    """Give the graph outputs their contract names (tf2onnx names them after TF tensors)."""
+    graph = proto.graph
+    if len(graph.output) != len(names):
+        raise ExportError(f"exported graph has {len(graph.output)} outputs, expected {names}")
+    for output, new in zip(list(graph.output), names, strict=True):
+        old = output.name
+        if old == new:
+            continue
+        for node in graph.node:
+            node.output[:] = [new if o == old else o for o in node.output]
+            node.input[:] = [new if i == old else i for i in node.input]
+        output.name = new
+
+
+def _check_inputs(proto: onnx.ModelProto, expected: list[str]) -> None:
+    got = [i.name for i in proto.graph.input]
+    if got != expected:
+        raise ExportError(f"exported graph inputs are {got}, expected {expected}")
+
+
+def session(path_or_bytes: Path | bytes) -> ort.InferenceSession:
+    """A single-threaded CPU ONNX Runtime session (deterministic, polite on shared cores)."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    source = str(path_or_bytes) if isinstance(path_or_bytes, Path) else path_or_bytes
+    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+
+
+def parity(
+    sess: ort.InferenceSession, model: StepModel, horizon: int, batches: list[StepInputs]
+) -> float:
+    """Largest absolute difference between ONNX Runtime and TensorFlow over ``batches``."""
+    names = GraphNames() if model.n_calendar else GraphNames(calendar=None)
+    worst = 0.0
+    for inputs in batches:
+        onnx_out = sess.run([names.h_out, names.c_out, names.forecast], inputs.feeds(names))
+        tf_out = reference_step(model, inputs, horizon)
+        for a, b in zip(onnx_out, tf_out, strict=True):
+            if a.shape != b.shape:
+                raise ExportError(f"ONNX output shape {a.shape} differs from Keras {b.shape}")
+            worst = max(worst, float(np.max(np.abs(a - b))))
+    return worst
+
+
+def export_step(
+    model: StepModel,
+    meta: ModelMeta,
+    path: Path,
+    real_inputs: StepInputs | None = None,
+    tolerance: float = PARITY_TOLERANCE,
+) -> float:
+    """Convert, stamp metadata, write ``path`` and return the parity max abs difference.
+
+    Raises ExportError if conversion fails or parity exceeds ``tolerance``.
+    """
+    names = meta.graph
+    if (names.calendar is None) != (model.n_calendar == 0):
+        raise ExportError("metadata graph names disagree with the model's calendar input")
+    if meta.state_size != model.state_size:
+        raise ExportError(f"metadata state_size {meta.state_size} != model {model.state_size}")
+    function, signature = _step_function(model, meta.horizon)
+    try:
+        proto, _ = tf2onnx.convert.from_function(function, input_signature=signature, opset=OPSET)
+    except Exception as exc:  # tf2onnx raises assorted internal errors
+        raise ExportError(f"tf2onnx could not convert the step function: {exc}") from exc
+    expected_inputs = [names.x, names.h, names.c]
+    if names.calendar is not None:
+        expected_inputs.append(names.calendar)
+    _check_inputs(proto, expected_inputs)
+    _rename_outputs(proto, [names.h_out, names.c_out, names.forecast])
+    entry = proto.metadata_props.add()
+    entry.key = METADATA_KEY
+    entry.value = meta.to_json()
+    proto.producer_name = "streamcast-train"
+    proto.model_version = 1
+    onnx.checker.check_model(proto)
+    data = proto.SerializeToString()
+    batches = [random_inputs(model, meta.horizon, batch, seed) for batch, seed in ((1, 1), (37, 2))]
+    if real_inputs is not None:
+        batches.append(real_inputs)
+    diff = parity(session(data), model, meta.horizon, batches)
+    if not diff <= tolerance:
+        raise ExportError(
+            f"ONNX parity check failed: max abs difference {diff:.3g} > {tolerance:g} "
+            "between ONNX Runtime and TensorFlow; the model was not written"
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".onnx.tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+    return diff
