@@ -1,0 +1,399 @@
+"""Regularise a canonical long frame onto an interval grid, exactly as the service sees it.
+
+:func:`regularise` (re-exported by ``training.data``) turns the frame :func:`load_table`
+returns into a :class:`~training.series.SeriesSet` and a :class:`PrepReport`:
+
+1. rows whose value or an extra is missing are dropped (they become part of a gap);
+2. exact duplicate (key, timestamp) rows are an error, or with ``duplicates="aggregate"``
+   they are aggregated like any other rows of one interval;
+3. the interval is the one given, or the most common positive step between consecutive
+   timestamps of a key (ties: the smaller), and reported as inferred;
+4. each row is labelled with the start of its interval
+   (:func:`streamcast.features.interval_start`); several rows in one interval are combined
+   with ``aggregation`` (last/mean/sum/min/max, the service's setting), extras alike;
+5. a gap of up to ``max_gap`` missing intervals is bridged by linear interpolation (the
+   :func:`streamcast.features.interpolate_gap` policy; such rows have ``observed=False``);
+   a longer gap makes the next row a ``reset`` (the key warms up again) and is reported;
+6. segments (rows from one reset to the next) shorter than ``min_length`` rows are dropped
+   and reported; a key left with no rows is reported as dropped.
+
+Everything is vectorised over rows (sort, diff, repeat, ``ufunc.reduceat``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Literal, get_args
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from streamcast.artifact import Aggregation
+from streamcast.features import interval_start
+from training.errors import ConfigError, DataError
+from training.series import SeriesSet
+
+Duplicates = Literal["error", "aggregate"]
+_KEY, _TS, _VALUE = "key", "ts", "value"
+
+
+def iso(ts_s: int | np.integer) -> str:
+    """Epoch seconds as an ISO-8601 UTC string, e.g. ``2015-01-01T13:00:00Z``."""
+    return f"{np.datetime64(int(ts_s), 's')}Z"
+
+
+def parse_interval(interval: str | int | pd.Timedelta) -> int:
+    """Interval in whole seconds from ``"1h"``, ``"30min"``, ``"1d"``, ``"15s"`` or seconds."""
+    try:
+        seconds = (
+            float(interval)
+            if isinstance(interval, int | float)
+            else pd.Timedelta(interval).total_seconds()
+        )
+    except (ValueError, TypeError):
+        raise ConfigError(
+            f"cannot read interval {interval!r}; use e.g. 1h, 30min, 1d, 15s or seconds"
+        ) from None
+    if seconds <= 0 or seconds != int(seconds):
+        raise ConfigError(f"interval {interval!r} must be a positive whole number of seconds")
+    return int(seconds)
+
+
+def format_interval(seconds: int) -> str:
+    """The shortest exact spelling of an interval: ``3600 -> "1h"``, ``1800 -> "30min"``."""
+    for unit, size in (("d", 86_400), ("h", 3_600), ("min", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+@dataclass(frozen=True)
+class LongGap:
+    """A gap longer than ``max_gap``: the key resets to warm-up at ``first_after``."""
+
+    key: str
+    last_before: str
+    first_after: str
+    missing: int
+
+
+@dataclass(frozen=True)
+class DroppedSegment:
+    """A run of rows between resets that was too short to keep."""
+
+    key: str
+    start: str
+    end: str
+    length: int
+
+
+@dataclass
+class PrepReport:
+    """What :func:`regularise` did, for the console and ``report.json``."""
+
+    rows_in: int = 0
+    rows_missing_value: int = 0
+    duplicate_rows: int = 0
+    merged_rows: int = 0
+    interval_s: int = 0
+    interval_inferred: bool = False
+    aggregation: str = "last"
+    max_gap: int = 0
+    bridged_gaps: int = 0
+    imputed_rows: int = 0
+    long_gaps: list[LongGap] = field(default_factory=list)
+    dropped_segments: list[DroppedSegment] = field(default_factory=list)
+    dropped_keys: list[str] = field(default_factory=list)
+    keys_out: int = 0
+    rows_out: int = 0
+
+    def to_dict(self) -> dict[str, object]:
+        """Plain JSON-ready dictionary (timestamps are ISO-8601 strings)."""
+        out = asdict(self)
+        out["interval"] = format_interval(self.interval_s)
+        return out
+
+    def summary(self, max_details: int = 10) -> str:
+        """A human-readable table of what was done, with the first few long gaps."""
+        how = "inferred" if self.interval_inferred else "given"
+        rows = [
+            ("rows read", f"{self.rows_in:,}"),
+            ("rows without a value (dropped)", f"{self.rows_missing_value:,}"),
+            ("duplicate timestamp rows", f"{self.duplicate_rows:,}"),
+            (f"rows merged into an interval ({self.aggregation})", f"{self.merged_rows:,}"),
+            ("interval", f"{format_interval(self.interval_s)} ({how})"),
+            (
+                f"short gaps bridged (<= {self.max_gap} missing, linear)",
+                f"{self.bridged_gaps:,} ({self.imputed_rows:,} imputed rows)",
+            ),
+            ("long gaps (key resets to warm-up)", f"{len(self.long_gaps):,}"),
+            ("segments dropped (too short)", f"{len(self.dropped_segments):,}"),
+            ("keys dropped", f"{len(self.dropped_keys):,}"),
+            ("keys / rows out", f"{self.keys_out:,} / {self.rows_out:,}"),
+        ]
+        width = max(len(name) for name, _ in rows)
+        lines = [f"{name:<{width}}  {value}" for name, value in rows]
+        for gap in self.long_gaps[:max_details]:
+            lines.append(
+                f"  long gap  {gap.key}: {gap.last_before} -> {gap.first_after} "
+                f"({gap.missing:,} missing intervals)"
+            )
+        lines += [
+            f"  dropped   {seg.key}: {seg.start} .. {seg.end} ({seg.length} rows)"
+            for seg in self.dropped_segments[:max_details]
+        ]
+        if self.dropped_keys:
+            lines.append("  keys dropped: " + ", ".join(self.dropped_keys[:max_details]))
+        hidden = max(len(self.long_gaps), len(self.dropped_segments)) - max_details
+        if hidden > 0:
+            lines.append(f"  ... more in report.json ({hidden:,} not shown)")
+        return "\n".join(lines)
+
+
+def regularise(
+    df: pd.DataFrame,
+    *,
+    interval: str | int | None = None,
+    max_gap: int = 3,
+    min_length: int = 2,
+    aggregation: Aggregation = "last",
+    duplicates: Duplicates = "error",
+) -> tuple[SeriesSet, PrepReport]:
+    """Put a canonical long frame on a regular grid (steps in the module docstring).
+
+    Raises :class:`ConfigError` for impossible settings and :class:`DataError` for
+    duplicate timestamps (``duplicates="error"``) or when no series is long enough.
+    """
+    if aggregation not in get_args(Aggregation):
+        raise ConfigError(
+            f"unknown aggregation {aggregation!r}; use one of {', '.join(get_args(Aggregation))}"
+        )
+    if duplicates not in get_args(Duplicates):
+        raise ConfigError(f"duplicates must be 'error' or 'aggregate', not {duplicates!r}")
+    if max_gap < 0 or min_length < 1:
+        raise ConfigError(f"need max_gap >= 0 and min_length >= 1 (got {max_gap}, {min_length})")
+    missing_cols = [c for c in (_KEY, _TS, _VALUE) if c not in df.columns]
+    if missing_cols:
+        raise ConfigError(f"regularise needs the canonical frame of load_table; no {missing_cols}")
+    source = str(df.attrs.get("source", "data"))
+    extra_names = tuple(str(c) for c in df.columns if c not in (_KEY, _TS, _VALUE))
+    report = PrepReport(rows_in=len(df), aggregation=aggregation, max_gap=max_gap)
+
+    codes, uniques = pd.factorize(df[_KEY].astype(str), sort=True)
+    key_names = [str(k) for k in uniques]
+    ts = df[_TS].to_numpy(np.int64)
+    values = df[[_VALUE, *extra_names]].to_numpy(np.float64)
+    order = np.lexsort((ts, codes))  # stable: ties keep file order ("last" = last in file)
+    codes, ts, values = codes[order].astype(np.int64), ts[order], values[order]
+
+    dup = np.zeros(len(ts), dtype=bool)
+    dup[1:] = (np.diff(codes) == 0) & (np.diff(ts) == 0)
+    report.duplicate_rows = int(dup.sum())
+    if report.duplicate_rows and duplicates == "error":
+        i = int(np.argmax(dup))
+        same = int(np.sum((codes == codes[i]) & (ts == ts[i])))
+        raise DataError(
+            f"{source}: duplicate timestamps: key '{key_names[codes[i]]}' has {same} rows at "
+            f"{iso(ts[i])} ({report.duplicate_rows} duplicate rows in all); remove them or "
+            "aggregate them (duplicates='aggregate')"
+        )
+
+    finite = np.isfinite(values).all(axis=1)
+    report.rows_missing_value = int((~finite).sum())
+    codes, ts, values = codes[finite], ts[finite], values[finite]
+
+    if interval is None:
+        interval_s = _infer_interval(codes, ts, source)
+        report.interval_inferred = True
+    else:
+        interval_s = parse_interval(interval)
+    report.interval_s = interval_s
+
+    g_code, g_ts, g_values = _aggregate(codes, interval_start(ts, interval_s), values, aggregation)
+    report.merged_rows = len(ts) - len(g_ts)
+
+    out_code, out_ts, out_values, observed, reset = _bridge(
+        g_code,
+        g_ts,
+        g_values,
+        interval_s=interval_s,
+        max_gap=max_gap,
+        key_names=key_names,
+        report=report,
+    )
+    series = _drop_short(
+        out_code,
+        out_ts,
+        out_values,
+        observed,
+        reset,
+        min_length=min_length,
+        key_names=key_names,
+        report=report,
+    )
+    if series is None:
+        raise DataError(
+            f"{source}: no series left: every segment of all {len(key_names)} key(s) is "
+            f"shorter than min_length={min_length} rows; use more data or a smaller "
+            "window/horizon"
+        )
+    return (
+        SeriesSet(
+            keys=series[0],
+            offsets=series[1],
+            ts=series[2],
+            values=series[3],
+            observed=series[4],
+            reset=series[5],
+            interval_s=interval_s,
+            value_name=str(df.attrs.get("value_name", _VALUE)),
+            extra_names=extra_names,
+        ),
+        report,
+    )
+
+
+def _infer_interval(codes: npt.NDArray[np.int64], ts: npt.NDArray[np.int64], source: str) -> int:
+    steps = np.diff(ts)[np.diff(codes) == 0]
+    steps = steps[steps > 0]
+    if len(steps) == 0:
+        raise ConfigError(
+            f"{source}: cannot infer the interval (no key has two distinct timestamps); "
+            "give the interval, e.g. 1h"
+        )
+    candidates, counts = np.unique(steps, return_counts=True)
+    return int(candidates[np.argmax(counts)])  # argmax takes the first: the smaller step
+
+
+def _aggregate(
+    codes: npt.NDArray[np.int64],
+    starts: npt.NDArray[np.int64],
+    values: npt.NDArray[np.float64],
+    how: str,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+    """Combine rows sharing (key, interval start); rows arrive sorted by key then time."""
+    new = np.ones(len(codes), dtype=bool)
+    new[1:] = (np.diff(codes) != 0) | (np.diff(starts) != 0)
+    first = np.flatnonzero(new)
+    if len(first) == len(codes):
+        return codes, starts, values
+    if how == "last":
+        last = np.append(first[1:], len(codes)) - 1
+        combined = values[last]
+    elif how == "sum":
+        combined = np.add.reduceat(values, first, axis=0)
+    elif how == "mean":
+        counts = np.diff(np.append(first, len(codes)))
+        combined = np.add.reduceat(values, first, axis=0) / counts[:, None]
+    elif how == "min":
+        combined = np.minimum.reduceat(values, first, axis=0)
+    else:
+        combined = np.maximum.reduceat(values, first, axis=0)
+    return codes[first], starts[first], np.asarray(combined, dtype=np.float64)
+
+
+def _bridge(
+    codes: npt.NDArray[np.int64],
+    ts: npt.NDArray[np.int64],
+    values: npt.NDArray[np.float64],
+    *,
+    interval_s: int,
+    max_gap: int,
+    key_names: list[str],
+    report: PrepReport,
+) -> tuple[
+    npt.NDArray[np.int64],
+    npt.NDArray[np.int64],
+    npt.NDArray[np.float64],
+    npt.NDArray[np.bool_],
+    npt.NDArray[np.bool_],
+]:
+    """Insert linearly interpolated rows into short gaps; flag resets after long ones."""
+    n = len(ts)
+    same_key = np.zeros(n, dtype=bool)
+    same_key[1:] = np.diff(codes) == 0
+    missing = np.zeros(n, dtype=np.int64)
+    missing[1:] = np.diff(ts) // interval_s - 1
+    missing[~same_key] = 0
+    short = (missing >= 1) & (missing <= max_gap)
+    long = missing > max_gap
+    report.bridged_gaps = int(short.sum())
+    report.long_gaps = [
+        LongGap(key_names[codes[i]], iso(ts[i - 1]), iso(ts[i]), int(missing[i]))
+        for i in np.flatnonzero(long)
+    ]
+
+    n_insert = np.where(short, missing, 0)
+    position = np.arange(n) + np.cumsum(n_insert)  # where each aggregated row lands
+    total = n + int(n_insert.sum())
+    report.imputed_rows = total - n
+    out_code = np.empty(total, dtype=np.int64)
+    out_ts = np.empty(total, dtype=np.int64)
+    out_values = np.empty((total, values.shape[1]), dtype=np.float64)
+    observed = np.zeros(total, dtype=bool)
+    reset = np.zeros(total, dtype=bool)
+    out_code[position], out_ts[position], out_values[position] = codes, ts, values
+    observed[position] = True
+    reset[position] = ~same_key | long
+
+    after = np.repeat(np.arange(n), n_insert)  # the observed row that closes each gap
+    gap_size = n_insert[after]
+    step = np.arange(total - n) - np.repeat(np.cumsum(n_insert) - n_insert, n_insert) + 1
+    # the same arithmetic as streamcast.features.interpolate_gap, row by row
+    weight = (step.astype(np.float64) / (gap_size + 1))[:, None]
+    before_values = values[after - 1]
+    filled = position[after] - gap_size + step - 1
+    out_code[filled] = codes[after]
+    out_ts[filled] = ts[after - 1] + step * interval_s
+    out_values[filled] = before_values + weight * (values[after] - before_values)
+    return out_code, out_ts, out_values, observed, reset
+
+
+def _drop_short(
+    codes: npt.NDArray[np.int64],
+    ts: npt.NDArray[np.int64],
+    values: npt.NDArray[np.float64],
+    observed: npt.NDArray[np.bool_],
+    reset: npt.NDArray[np.bool_],
+    *,
+    min_length: int,
+    key_names: list[str],
+    report: PrepReport,
+) -> (
+    tuple[
+        tuple[str, ...],
+        npt.NDArray[np.int64],
+        npt.NDArray[np.int64],
+        npt.NDArray[np.float64],
+        npt.NDArray[np.bool_],
+        npt.NDArray[np.bool_],
+    ]
+    | None
+):
+    """Drop segments shorter than ``min_length``; pack what is left as SeriesSet arrays."""
+    starts = np.flatnonzero(reset)
+    lengths = np.diff(np.append(starts, len(ts)))
+    too_short = lengths < min_length
+    report.dropped_segments = [
+        DroppedSegment(key_names[codes[s]], iso(ts[s]), iso(ts[s + n - 1]), int(n))
+        for s, n in zip(starts[too_short], lengths[too_short], strict=True)
+    ]
+    keep = np.repeat(~too_short, lengths)
+    kept_codes = codes[keep]
+    counts = np.bincount(kept_codes, minlength=len(key_names))
+    report.dropped_keys = [key_names[k] for k in np.flatnonzero(counts == 0)]
+    present = np.flatnonzero(counts > 0)
+    report.keys_out = len(present)
+    report.rows_out = int(keep.sum())
+    if len(present) == 0:
+        return None
+    offsets = np.concatenate([[0], np.cumsum(counts[present])]).astype(np.int64)
+    return (
+        tuple(key_names[k] for k in present),
+        offsets,
+        ts[keep],
+        values[keep],
+        observed[keep],
+        reset[keep],
+    )
