@@ -1,0 +1,108 @@
+"""A tiny asyncio HTTP server for ``/metrics``, ``/healthz`` and ``/readyz``.
+
+No web framework: the three endpoints answer GET with ``Connection: close``, which is all
+a Prometheus scraper and a Kubernetes probe need.
+
+- ``/healthz``: 200 while the process runs its event loop.
+- ``/readyz``: 200 when the readiness callback says so; 503 with its reason otherwise.
+- ``/metrics``: the Prometheus text exposition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from types import TracebackType
+from typing import Self
+
+from prometheus_client import CONTENT_TYPE_LATEST
+
+log = logging.getLogger(__name__)
+
+#: readiness callback: ``(ready, reason)``
+Readiness = Callable[[], tuple[bool, str]]
+
+_REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
+
+
+class HealthServer:
+    """Serves metrics and probes on ``host:port`` (port 0 picks a free one: see ``port``)."""
+
+    def __init__(
+        self, host: str, port: int, metrics: Callable[[], bytes], readiness: Readiness
+    ) -> None:
+        self._host = host
+        self._port = port
+        self._metrics = metrics
+        self._readiness = readiness
+        self._server: asyncio.Server | None = None
+
+    @property
+    def port(self) -> int:
+        """The port actually bound (differs from the setting when that was 0)."""
+        if self._server is None or not self._server.sockets:
+            return self._port
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def __aenter__(self) -> Self:
+        self._server = await asyncio.start_server(self._handle, self._host, self._port)
+        log.info("http endpoints listening", extra={"host": self._host, "port": self.port})
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Stop listening (idempotent)."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+            await server.wait_closed()
+
+    def respond(self, method: str, path: str) -> tuple[int, str, bytes]:
+        """``(status, content type, body)`` for a request: pure, so it is unit-testable."""
+        path = path.split("?", 1)[0]
+        if method not in ("GET", "HEAD"):
+            return 405, "text/plain", b"only GET\n"
+        if path == "/metrics":
+            return 200, CONTENT_TYPE_LATEST, self._metrics()
+        if path == "/healthz":
+            return 200, "text/plain", b"ok\n"
+        if path == "/readyz":
+            ready, reason = self._readiness()
+            return (200 if ready else 503), "text/plain", (reason + "\n").encode()
+        return 404, "text/plain", b"try /metrics, /healthz or /readyz\n"
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            request = await asyncio.wait_for(reader.readline(), timeout=5)
+            parts = request.decode("latin-1").split()
+            # Drain the headers; their content does not matter here.
+            while (line := await asyncio.wait_for(reader.readline(), timeout=5)) not in (
+                b"\r\n",
+                b"\n",
+                b"",
+            ):
+                del line
+            method, path = (parts[0], parts[1]) if len(parts) >= 2 else ("GET", "/")
+            status, ctype, body = self.respond(method, path)
+            head = (
+                f"HTTP/1.1 {status} {_REASONS.get(status, '')}\r\n"
+                f"Content-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
+                "Connection: close\r\n\r\n"
+            ).encode()
+            writer.write(head + (b"" if method == "HEAD" else body))
+            await writer.drain()
+        except (TimeoutError, ConnectionError, UnicodeDecodeError):
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()

@@ -1,0 +1,319 @@
+"""The Kafka edge: aiokafka clients built from :class:`Settings`, topic checks, and the
+small :class:`Broker` protocol the service loop talks to (so the loop can be unit-tested
+with an in-memory fake, while integration tests use the real broker).
+
+At-least-once contract of :class:`KafkaBroker`: ``publish`` returns only once every record
+is acknowledged by all in-sync replicas (``acks="all"``, idempotent producer); the service
+calls ``commit`` only after that, so a crash can repeat output but never lose it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Protocol, Self
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import MessageSizeTooLargeError, TopicAlreadyExistsError
+from aiokafka.helpers import create_ssl_context
+
+from streamcast.config import Settings
+from streamcast.errors import ConfigurationError
+
+log = logging.getLogger(__name__)
+
+#: error code Kafka answers for a topic that does not exist
+UNKNOWN_TOPIC_OR_PARTITION = 3
+#: dead letters whose original bytes exceed this are truncated so the DLQ send cannot fail
+MAX_DEAD_LETTER_BYTES = 900 * 1024
+
+
+class TopicError(ConfigurationError):
+    """A topic the service needs is missing or unusable; the message says what to do."""
+
+
+@dataclass(frozen=True, slots=True)
+class InRecord:
+    """One consumed message with its source coordinates."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+    key: bytes | None
+    value: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class OutRecord:
+    """One message to produce."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: list[tuple[str, bytes]] = field(default_factory=list)
+
+
+class Broker(Protocol):
+    """What the service loop needs from Kafka."""
+
+    async def fetch(self, max_records: int, timeout_ms: int) -> list[InRecord]:
+        """Up to ``max_records`` records, waiting at most ``timeout_ms`` for the first."""
+        ...
+
+    async def publish(self, records: Sequence[OutRecord]) -> None:
+        """Produce ``records``; return only when every one is acknowledged."""
+        ...
+
+    async def commit(self, offsets: Mapping[tuple[str, int], int]) -> None:
+        """Commit ``{(topic, partition): next offset to read}`` for the consumer group."""
+        ...
+
+    def assigned(self) -> bool:
+        """True while the consumer owns at least one partition."""
+        ...
+
+    def lag(self, positions: Mapping[tuple[str, int], int]) -> dict[int, int]:
+        """Records behind the high watermark per partition, given the next offsets to read."""
+        ...
+
+
+def client_options(settings: Settings) -> dict[str, Any]:
+    """Connection and security keyword arguments shared by every aiokafka client."""
+    options: dict[str, Any] = {
+        "bootstrap_servers": settings.bootstrap_servers,
+        "client_id": settings.client_id,
+        "security_protocol": settings.security_protocol,
+    }
+    if settings.security_protocol in ("SSL", "SASL_SSL"):
+        options["ssl_context"] = ssl_context(settings)
+    if settings.security_protocol.startswith("SASL"):
+        password = settings.sasl_password.get_secret_value() if settings.sasl_password else None
+        options.update(
+            sasl_mechanism=settings.sasl_mechanism,
+            sasl_plain_username=settings.sasl_username,
+            sasl_plain_password=password,
+        )
+    return options
+
+
+def ssl_context(settings: Settings) -> ssl.SSLContext:
+    """TLS context from the configured CA, client certificate and key (system CAs if unset)."""
+    password = settings.ssl_key_password.get_secret_value() if settings.ssl_key_password else None
+    context: ssl.SSLContext = create_ssl_context(
+        cafile=str(settings.ssl_cafile) if settings.ssl_cafile else None,
+        certfile=str(settings.ssl_certfile) if settings.ssl_certfile else None,
+        keyfile=str(settings.ssl_keyfile) if settings.ssl_keyfile else None,
+        password=password,
+    )
+    return context
+
+
+def make_consumer(settings: Settings) -> AIOKafkaConsumer:
+    """The ticks consumer: manual commits, earliest reset, read_committed input."""
+    return AIOKafkaConsumer(
+        settings.topics.ticks,
+        group_id=settings.group_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",
+        fetch_max_wait_ms=max(settings.batch_max_wait_ms, 1),
+        max_poll_interval_ms=max(300_000, int(settings.drain_timeout_s * 2_000)),
+        **client_options(settings),
+    )
+
+
+def make_producer(settings: Settings) -> AIOKafkaProducer:
+    """The output producer: ``acks=all``, idempotent, batched by ``linger_ms``."""
+    return AIOKafkaProducer(
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=settings.linger_ms,
+        max_batch_size=settings.producer_max_batch_bytes,
+        max_request_size=max(settings.producer_max_batch_bytes, 2 * 1024 * 1024),
+        **client_options(settings),
+    )
+
+
+async def ensure_topics(settings: Settings) -> int:
+    """Check the ticks topic and create the output topics that are missing.
+
+    Forecasts, alerts and dead-letter topics get the ticks topic's partition count and
+    replication factor. Returns the partition count. Raises :class:`TopicError` when the
+    ticks topic does not exist (the service never creates its input).
+    """
+    topics = settings.topics
+    admin = AIOKafkaAdminClient(**client_options(settings))
+    await admin.start()
+    try:
+        described = {d["topic"]: d for d in await admin.describe_topics([topics.ticks])}
+        ticks = described.get(topics.ticks)
+        if ticks is None or ticks["error_code"] != 0 or not ticks["partitions"]:
+            raise TopicError(
+                f"ticks topic '{topics.ticks}' does not exist on {settings.bootstrap_servers}: "
+                "create it (its partition count sets the service's parallelism) or set "
+                "STREAMCAST_TOPICS__TICKS"
+            )
+        partitions = len(ticks["partitions"])
+        replication = len(ticks["partitions"][0]["replicas"])
+        existing = set(await admin.list_topics())
+        wanted = [topics.forecasts, topics.alerts, topics.dead_letter]
+        missing = [name for name in dict.fromkeys(wanted) if name not in existing]
+        if missing:
+            # Another instance may create them first: that is fine.
+            with contextlib.suppress(TopicAlreadyExistsError):
+                await admin.create_topics(
+                    [NewTopic(name, partitions, replication) for name in missing]
+                )
+            log.info("created output topics", extra={"topics": missing, "partitions": partitions})
+        return partitions
+    finally:
+        await admin.close()
+
+
+async def require_topic(settings: Settings, topic: str) -> int:
+    """The partition count of ``topic``; :class:`TopicError` if it does not exist."""
+    admin = AIOKafkaAdminClient(**client_options(settings))
+    await admin.start()
+    try:
+        described = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    if not described or described[0]["error_code"] != 0 or not described[0]["partitions"]:
+        raise TopicError(
+            f"topic '{topic}' does not exist on {settings.bootstrap_servers} "
+            "(topic auto-creation is off): create it first"
+        )
+    return len(described[0]["partitions"])
+
+
+class KafkaBroker:
+    """The real :class:`Broker`: one consumer in the group and one idempotent producer."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._consumer: AIOKafkaConsumer | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self._closed = False
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        """Connect both clients; raises aiokafka's connection errors when the broker is down."""
+        if self._closed:
+            raise RuntimeError("KafkaBroker was closed; create a new one")
+        producer = make_producer(self._settings)
+        consumer = make_consumer(self._settings)
+        try:
+            await producer.start()
+            await consumer.start()
+        except BaseException:
+            await producer.stop()
+            await consumer.stop()
+            raise
+        self._producer, self._consumer = producer, consumer
+
+    async def close(self) -> None:
+        """Flush and stop both clients (idempotent)."""
+        self._closed = True
+        producer, self._producer = self._producer, None
+        consumer, self._consumer = self._consumer, None
+        if producer is not None:
+            await producer.stop()
+        if consumer is not None:
+            await consumer.stop()
+
+    @property
+    def consumer(self) -> AIOKafkaConsumer:
+        """The started consumer."""
+        if self._consumer is None:
+            raise RuntimeError("KafkaBroker is not started")
+        return self._consumer
+
+    @property
+    def producer(self) -> AIOKafkaProducer:
+        """The started producer."""
+        if self._producer is None:
+            raise RuntimeError("KafkaBroker is not started")
+        return self._producer
+
+    async def fetch(self, max_records: int, timeout_ms: int) -> list[InRecord]:
+        """Up to ``max_records`` records from the assigned partitions."""
+        batches = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
+        return [
+            InRecord(m.topic, m.partition, m.offset, m.timestamp, m.key, m.value)
+            for messages in batches.values()
+            for m in messages
+        ]
+
+    async def publish(self, records: Sequence[OutRecord]) -> None:
+        """Send everything, then await every delivery; raises if any delivery failed."""
+        producer = self.producer
+        futures = [
+            await producer.send(r.topic, r.value, key=r.key, headers=r.headers or None)
+            for r in records
+        ]
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        resend: list[OutRecord] = []
+        for record, result in zip(records, results, strict=True):
+            if isinstance(result, MessageSizeTooLargeError):
+                resend.append(_truncated(record))
+            elif isinstance(result, BaseException):
+                raise result
+        if resend:
+            log.warning(
+                "records too large for the broker; sent truncated", extra={"n": len(resend)}
+            )
+            again = [
+                await producer.send(r.topic, r.value, key=r.key, headers=r.headers) for r in resend
+            ]
+            await asyncio.gather(*again)
+
+    async def commit(self, offsets: Mapping[tuple[str, int], int]) -> None:
+        """Commit the given next-offsets for partitions this consumer still owns."""
+        owned = self.consumer.assignment()
+        todo = {
+            TopicPartition(topic, partition): offset
+            for (topic, partition), offset in offsets.items()
+            if TopicPartition(topic, partition) in owned
+        }
+        if todo:
+            await self.consumer.commit(todo)
+
+    def assigned(self) -> bool:
+        """True while the consumer owns at least one partition."""
+        return self._consumer is not None and bool(self._consumer.assignment())
+
+    def lag(self, positions: Mapping[tuple[str, int], int]) -> dict[int, int]:
+        """High watermark minus the next offset to read, per owned partition."""
+        consumer = self.consumer
+        out: dict[int, int] = {}
+        for tp in consumer.assignment():
+            high = consumer.highwater(tp)
+            if high is None:
+                continue
+            position = positions.get((tp.topic, tp.partition))
+            out[tp.partition] = max(0, high - position) if position is not None else 0
+        return out
+
+
+def _truncated(record: OutRecord) -> OutRecord:
+    """The record with its value cut to :data:`MAX_DEAD_LETTER_BYTES`, marked in a header."""
+    headers = [*record.headers, ("truncated_from", str(len(record.value)).encode())]
+    return OutRecord(record.topic, record.key, record.value[:MAX_DEAD_LETTER_BYTES], headers)

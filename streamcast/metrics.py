@@ -1,0 +1,100 @@
+"""Prometheus metrics of the service. The names are a contract with the Grafana dashboard.
+
+=========================================== ========= =====================================
+name                                        type      meaning
+=========================================== ========= =====================================
+streamcast_ticks_total{result}              counter   messages consumed: accepted|rejected
+streamcast_forecasts_total                  counter   forecasts produced and acknowledged
+streamcast_dead_letters_total{reason}       counter   dead letters produced, by reason
+streamcast_batch_size                       histogram records per micro-batch (poll)
+streamcast_inference_seconds                histogram time of ``Pipeline.process`` per
+                                                      micro-batch (one ORT call per batch)
+streamcast_end_to_end_latency_seconds       histogram tick's Kafka timestamp to its
+                                                      forecast produced and acknowledged
+streamcast_active_keys                      gauge     keys held in the state store
+streamcast_evictions_total{cause}           counter   keys dropped: ttl|lru
+streamcast_consumer_lag{partition}          gauge     records behind the high watermark
+streamcast_restarts_total                   counter   key resets to warm-up (long gaps)
+streamcast_broker_errors_total{op}          counter   retriable broker failures: connect,
+                                                      fetch, produce, commit
+streamcast_build_info{version,model,...}    gauge     always 1; labels say what runs
+=========================================== ========= =====================================
+
+Each :class:`Metrics` owns its registry, so several services (tests) can live in one process.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from streamcast import __version__
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+_INFERENCE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+_BATCH_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 50000)
+
+
+class Metrics:
+    """The service's metric families, registered in a private registry."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.ticks = Counter(
+            "streamcast_ticks", "Ticks consumed, by result", ["result"], registry=r
+        )
+        self.forecasts = Counter(
+            "streamcast_forecasts", "Forecasts produced and acknowledged", registry=r
+        )
+        self.dead_letters = Counter(
+            "streamcast_dead_letters", "Dead letters produced, by reason", ["reason"], registry=r
+        )
+        self.batch_size = Histogram(
+            "streamcast_batch_size", "Records per micro-batch", buckets=_BATCH_BUCKETS, registry=r
+        )
+        self.inference_seconds = Histogram(
+            "streamcast_inference_seconds",
+            "Pipeline time per micro-batch (decode excluded; one ONNX Runtime call per batch)",
+            buckets=_INFERENCE_BUCKETS,
+            registry=r,
+        )
+        self.latency = Histogram(
+            "streamcast_end_to_end_latency_seconds",
+            "From a tick's Kafka timestamp to its forecast produced and acknowledged",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.active_keys = Gauge("streamcast_active_keys", "Keys in the state store", registry=r)
+        self.evictions = Counter(
+            "streamcast_evictions", "Keys evicted, by cause", ["cause"], registry=r
+        )
+        self.consumer_lag = Gauge(
+            "streamcast_consumer_lag",
+            "Records behind the high watermark",
+            ["partition"],
+            registry=r,
+        )
+        self.restarts = Counter(
+            "streamcast_restarts", "Keys reset to warm-up after a long gap", registry=r
+        )
+        self.broker_errors = Counter(
+            "streamcast_broker_errors", "Retriable broker errors, by operation", ["op"], registry=r
+        )
+        self.build_info = Gauge(
+            "streamcast_build_info",
+            "What is running (value is always 1)",
+            ["version", "model", "model_version"],
+            registry=r,
+        )
+        for result in ("accepted", "rejected"):
+            self.ticks.labels(result=result)
+        for cause in ("ttl", "lru"):
+            self.evictions.labels(cause=cause)
+
+    def set_build_info(self, model: str, model_version: str) -> None:
+        """Publish the running version and model."""
+        self.build_info.labels(version=__version__, model=model, model_version=model_version).set(1)
+
+    def exposition(self) -> bytes:
+        """The Prometheus text format of every metric."""
+        return generate_latest(self.registry)

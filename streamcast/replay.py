@@ -1,0 +1,158 @@
+"""``streamcast replay``: produce a CSV/Parquet dataset as ticks through a real producer.
+
+Rows are sent in event-time order (stable within equal timestamps), one JSON tick each in
+the service's input format — ``{"key": ..., "ts": ..., "value": ..., extras...}`` with the
+configured field names — and the series key as the Kafka message key. Timestamps keep
+their original form: datetimes become ISO-8601 UTC strings, epoch numbers stay numbers.
+
+Pacing: ``speed`` replays event time ``speed`` times faster than real time; ``rate`` sends
+a fixed number of messages per second; neither sends as fast as the broker accepts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pandas as pd
+from aiokafka import AIOKafkaProducer
+from rich.progress import Progress
+
+from streamcast.config import Settings
+from streamcast.errors import ConfigurationError
+from streamcast.kafka import client_options, require_topic
+
+#: how many messages are sent between pacing checks and progress updates
+CHUNK = 500
+
+
+@dataclass(frozen=True)
+class ReplayOptions:
+    """What to replay and how fast."""
+
+    data: Path
+    key_col: str
+    time_col: str
+    value_col: str
+    topic: str
+    features: tuple[str, ...] = ()
+    speed: float | None = None
+    rate: float | None = None
+    limit: int | None = None
+    progress: bool = True
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """Load a CSV or Parquet file (chosen by suffix)."""
+    if not path.is_file():
+        raise ConfigurationError(f"--data: file not found: {path}")
+    suffix = path.suffix.lower()
+    if suffix in (".parquet", ".pq"):
+        return pd.read_parquet(path)
+    if suffix in (".csv", ".gz", ".txt"):
+        return pd.read_csv(path)
+    raise ConfigurationError(f"--data: {path.name} is neither .csv nor .parquet")
+
+
+@dataclass(frozen=True)
+class TickRows:
+    """Encoded ticks in send order with their event times (epoch seconds, for pacing)."""
+
+    keys: list[bytes]
+    values: list[bytes]
+    event_s: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+
+def encode_ticks(frame: pd.DataFrame, options: ReplayOptions, settings: Settings) -> TickRows:
+    """Sort by event time and encode each row as a tick (names from ``settings.fields``)."""
+    columns = [options.key_col, options.time_col, options.value_col, *options.features]
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ConfigurationError(
+            f"--data: columns {missing} not found; the file has {list(frame.columns)}"
+        )
+    table = frame[columns].dropna(subset=[options.key_col, options.time_col])
+    raw_time = table[options.time_col]
+    if pd.api.types.is_numeric_dtype(raw_time):
+        epoch = raw_time.astype("float64").to_numpy()
+        # Epoch numbers in ms/us are common; pacing only needs relative seconds.
+        scale = 1.0 if np.nanmax(np.abs(epoch), initial=0) < 1e11 else 1e-3
+        event_s = epoch * scale
+        shown: list[object] = raw_time.tolist()
+    else:
+        parsed = pd.to_datetime(raw_time, utc=True, format="mixed")
+        event_s = parsed.astype("int64").to_numpy() / 1e9
+        shown = list(parsed.dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ").str.replace(".000000Z", "Z"))
+    order = np.argsort(event_s, kind="stable")
+    if options.limit is not None:
+        order = order[: options.limit]
+    fields = settings.fields
+    extra_names = [fields.extras.get(name, name) for name in options.features]
+    keys = table[options.key_col].astype(str).tolist()
+    values = table[options.value_col].tolist()
+    extras = [table[c].tolist() for c in options.features]
+    out_keys: list[bytes] = []
+    out_values: list[bytes] = []
+    for i in order.tolist():
+        doc: dict[str, object] = {fields.key: keys[i], fields.ts: shown[i], fields.value: values[i]}
+        for name, column in zip(extra_names, extras, strict=True):
+            doc[name] = column[i]
+        out_keys.append(keys[i].encode())
+        out_values.append(orjson.dumps(doc))
+    return TickRows(out_keys, out_values, np.asarray(event_s)[order])
+
+
+def _pace(rows: TickRows, options: ReplayOptions) -> Iterator[tuple[int, int, float]]:
+    """``(start, stop, wall offset s)`` chunks: when (after the start) each may be sent."""
+    n = len(rows)
+    for start in range(0, n, CHUNK):
+        stop = min(n, start + CHUNK)
+        if options.rate:
+            due = start / options.rate
+        elif options.speed:
+            due = float(rows.event_s[start] - rows.event_s[0]) / options.speed
+        else:
+            due = 0.0
+        yield start, stop, due
+
+
+async def replay(settings: Settings, options: ReplayOptions) -> int:
+    """Produce the dataset; returns the number of ticks acknowledged by the broker."""
+    rows = encode_ticks(read_table(options.data), options, settings)
+    await require_topic(settings, options.topic)
+    producer = AIOKafkaProducer(
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=settings.linger_ms,
+        max_batch_size=settings.producer_max_batch_bytes,
+        **client_options(settings),
+    )
+    await producer.start()
+    sent = 0
+    try:
+        with Progress(disable=not options.progress, transient=True) as progress:
+            task = progress.add_task(f"replay -> {options.topic}", total=len(rows))
+            began = time.monotonic()
+            for start, stop, due in _pace(rows, options):
+                wait = began + due - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                futures = [
+                    await producer.send(options.topic, rows.values[i], key=rows.keys[i])
+                    for i in range(start, stop)
+                ]
+                await asyncio.gather(*futures)
+                sent += stop - start
+                progress.update(task, completed=sent)
+            await producer.flush()
+    finally:
+        await producer.stop()
+    return sent

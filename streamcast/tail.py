@@ -1,0 +1,101 @@
+"""``streamcast tail``: a live, readable view of the forecasts, alerts or dead-letter topic.
+
+One line per message. Forecasts show key, origin, model and the first few values;
+dead letters show the reason and source coordinates from their headers; anything else is
+shown as its JSON. Reads ``read_committed`` without joining a consumer group (it never
+commits, so it cannot disturb anyone's offsets).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer
+from rich.console import Console
+from rich.markup import escape
+
+from streamcast.config import Settings
+from streamcast.kafka import client_options, require_topic
+
+#: forecast values shown per line
+SHOWN_VALUES = 4
+
+
+@dataclass(frozen=True)
+class TailOptions:
+    """What to show."""
+
+    topic: str
+    from_beginning: bool = False
+    limit: int | None = None
+    raw_json: bool = False
+    idle_timeout_s: float | None = None
+
+
+def describe(value: bytes | None, headers: dict[str, bytes]) -> str:
+    """One readable line (rich markup) for a message."""
+    if "streamcast.reason" in headers:
+        h = {k: v.decode("utf-8", "replace") for k, v in headers.items()}
+        src = (
+            f"{h.get('streamcast.source.topic')}[{h.get('streamcast.source.partition')}]"
+            f"@{h.get('streamcast.source.offset')}"
+        )
+        body = (value or b"")[:60].decode("utf-8", "replace")
+        return (
+            f"[red]{escape(h['streamcast.reason']):<16}[/] {escape(src):<28} "
+            f"{escape(h.get('streamcast.detail', ''))[:60]}  [dim]{escape(body)!r}[/]"
+        )
+    try:
+        doc: Any = orjson.loads(value or b"")
+    except orjson.JSONDecodeError:
+        return escape(repr(value)[:120])
+    if isinstance(doc, dict) and "values" in doc and "key" in doc:
+        values = doc["values"][:SHOWN_VALUES]
+        shown = ", ".join(f"{v:.4g}" for v in values)
+        more = " …" if len(doc["values"]) > SHOWN_VALUES else ""
+        return (
+            f"[bold]{escape(str(doc['key'])):<20}[/] {escape(str(doc.get('ts'))):<21} "
+            f"[dim]{escape(str(doc.get('model')))}@{escape(str(doc.get('model_version')))} "
+            f"h={doc.get('horizon')}[/]  [cyan]{shown}{more}[/]"
+        )
+    return escape(orjson.dumps(doc).decode()[:160])
+
+
+async def tail(settings: Settings, options: TailOptions) -> int:
+    """Print messages until ``limit``, ``idle_timeout_s`` or Ctrl-C; returns how many."""
+    await require_topic(settings, options.topic)
+    console = Console(highlight=False, soft_wrap=True)
+    consumer = AIOKafkaConsumer(
+        options.topic,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest" if options.from_beginning else "latest",
+        isolation_level="read_committed",
+        **client_options(settings),
+    )
+    await consumer.start()
+    shown = 0
+    last = time.monotonic()
+    try:
+        while options.limit is None or shown < options.limit:
+            batches = await consumer.getmany(timeout_ms=500)
+            messages = [m for part in batches.values() for m in part]
+            if not messages:
+                if options.idle_timeout_s and time.monotonic() - last > options.idle_timeout_s:
+                    break
+                continue
+            last = time.monotonic()
+            for message in messages:
+                if options.limit is not None and shown >= options.limit:
+                    break
+                if options.raw_json:
+                    print((message.value or b"").decode("utf-8", "replace"), flush=True)
+                else:
+                    console.print(describe(message.value, dict(message.headers or ())))
+                shown += 1
+    finally:
+        await consumer.stop()
+    return shown

@@ -1,0 +1,111 @@
+"""Settings: precedence, validation messages that name the setting, masking, sources."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from streamcast.config import Settings, SettingsError, flatten, load_settings, setting_sources
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No STREAMCAST_* variables or .env file from the developer's shell leak in."""
+    import os
+
+    for name in list(os.environ):
+        if name.upper().startswith("STREAMCAST_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+
+
+def test_cli_overrides_env_overrides_dotenv_overrides_default(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    env_file = tmp_path / "prod.env"
+    env_file.write_text(
+        "STREAMCAST_GROUP_ID=from-dotenv\nSTREAMCAST_MAX_KEYS=11\nSTREAMCAST_TOPICS__ALERTS=a1\n"
+    )
+    monkeypatch.setenv("STREAMCAST_MAX_KEYS", "22")
+    monkeypatch.setenv("STREAMCAST_TOPICS__TICKS", "env-ticks")
+    overrides = {"topics": {"forecasts": "cli-forecasts"}, "batch_max_records": 7}
+    settings = load_settings(overrides, env_file=env_file)
+    assert settings.group_id == "from-dotenv"
+    assert settings.max_keys == 22
+    assert settings.batch_max_records == 7
+    assert settings.topics.ticks == "env-ticks"
+    assert settings.topics.forecasts == "cli-forecasts"
+    assert settings.topics.alerts == "a1"
+    assert settings.topics.dead_letter == Settings().topics.dead_letter
+    sources = setting_sources(settings, overrides, env_file)
+    assert sources["group_id"] == ".env"
+    assert sources["max_keys"] == "env"
+    assert sources["topics.forecasts"] == "cli"
+    assert sources["batch_max_records"] == "cli"
+    assert sources["linger_ms"] == "default"
+
+
+@pytest.mark.parametrize(
+    ("env", "value", "expected"),
+    [
+        ("STREAMCAST_MAX_KEYS", "0", "STREAMCAST_MAX_KEYS (max_keys): must be > 0"),
+        ("STREAMCAST_MAX_KEYS", "lots", "STREAMCAST_MAX_KEYS (max_keys): "),
+        ("STREAMCAST_AGGREGATION", "median", "STREAMCAST_AGGREGATION (aggregation): must be one"),
+        ("STREAMCAST_SECURITY_PROTOCOL", "TLS", "STREAMCAST_SECURITY_PROTOCOL (security_protocol)"),
+        ("STREAMCAST_HTTP_PORT", "70000", "STREAMCAST_HTTP_PORT (http_port): must be <= 65535"),
+        ("STREAMCAST_TOPICS__TICKS", "", "STREAMCAST_TOPICS__TICKS (topics.ticks): must not be"),
+        ("STREAMCAST_PROCESSING_GUARANTEE", "exactly_once", "exactly_once is not available yet"),
+    ],
+)
+def test_invalid_setting_names_variable_and_problem(
+    monkeypatch: pytest.MonkeyPatch, env: str, value: str, expected: str
+) -> None:
+    monkeypatch.setenv(env, value)
+    with pytest.raises(SettingsError) as info:
+        load_settings(env_file=None)
+    assert len(info.value.problems) == 1
+    assert expected in info.value.problems[0]
+
+
+def test_every_invalid_field_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STREAMCAST_MAX_KEYS", "-1")
+    monkeypatch.setenv("STREAMCAST_LINGER_MS", "-5")
+    with pytest.raises(SettingsError) as info:
+        load_settings(env_file=None)
+    joined = "\n".join(info.value.problems)
+    assert "STREAMCAST_MAX_KEYS" in joined
+    assert "STREAMCAST_LINGER_MS" in joined
+
+
+def test_sasl_needs_credentials_and_ssl_files_must_exist(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="STREAMCAST_SASL_USERNAME"):
+        load_settings({"security_protocol": "sasl_ssl"}, env_file=None)
+    with pytest.raises(SettingsError, match="STREAMCAST_SSL_CAFILE"):
+        load_settings({"ssl_cafile": tmp_path / "missing.pem"}, env_file=None)
+    ok = load_settings(
+        {"security_protocol": "SASL_PLAINTEXT", "sasl_username": "u", "sasl_password": "p"},
+        env_file=None,
+    )
+    assert isinstance(ok.sasl_password, SecretStr)
+    assert ok.sasl_password.get_secret_value() == "p"
+
+
+def test_secrets_are_masked_when_printed() -> None:
+    settings = load_settings(
+        {"sasl_username": "alice", "sasl_password": "hunter2", "ssl_key_password": "k3y"},
+        env_file=None,
+    )
+    printed = dict(flatten(settings))
+    assert "hunter2" not in repr(settings)
+    assert "hunter2" not in " ".join(printed.values())
+    assert "k3y" not in " ".join(printed.values())
+    assert printed["sasl_password"] == "**********"
+    assert printed["sasl_username"] == "alice"
+
+
+def test_settings_are_frozen() -> None:
+    settings = load_settings(env_file=None)
+    with pytest.raises(ValueError, match="frozen"):
+        settings.max_keys = 3  # type: ignore[misc]
