@@ -118,14 +118,15 @@ def fit_scaling(series: SeriesSet, train_mask: BoolArray) -> tuple[ValueScaling,
     use = train_mask & series.observed
     key = series.key_index()
     counts = np.bincount(key[use], minlength=len(series.keys))
-    # pad each key's training values into one [K, max_count] NaN-filled block so the
+    # pad each trained key's values into one [K', max_count] NaN-filled block so the
     # shared NaN-aware fit_location_scale does the statistics
-    rows_of = key[use]
-    slot = np.arange(len(rows_of)) - np.repeat(np.cumsum(counts) - counts, counts)
-    block = np.full((len(series.keys), max(int(counts.max(initial=0)), 1)), np.nan)
-    block[rows_of, slot] = series.values[use, 0]
+    present = np.flatnonzero(counts > 0)
+    row_of_key = np.cumsum(counts > 0) - 1
+    slot = np.arange(int(use.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+    block = np.full((len(present), max(int(counts.max(initial=0)), 1)), np.nan)
+    block[row_of_key[key[use]], slot] = series.values[use, 0]
     loc, scale = fit_location_scale(block, axis=1)
-    known = {series.keys[k]: (float(loc[k]), float(scale[k])) for k in np.flatnonzero(counts > 0)}
+    known = {series.keys[k]: (float(loc[i]), float(scale[i])) for i, k in enumerate(present)}
     if series.values.shape[1] > 1:
         extra_loc, extra_scale = fit_location_scale(series.values[use, 1:], axis=0)
         extras = ExtraScaling(
