@@ -1,0 +1,172 @@
+"""The stateful step model: the Protocol the pipeline needs and its ONNX Runtime form.
+
+The graph signature is the one documented in :mod:`streamcast.artifact`:
+``(x [B, 1+E], h [B, S], c [B, S], calendar [B, H, C]) -> (h_out, c_out, forecast [B, H])``,
+all float32 with a dynamic batch dimension. One :class:`OnnxStepModel` call steps a whole
+micro-batch of keys.
+
+``step`` is synchronous and CPU bound (milliseconds for a thousand keys); the service may
+call it from a worker thread so the event loop stays responsive. ONNX Runtime sessions are
+safe to ``run`` from one thread at a time per call, which is how the pipeline uses it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import onnxruntime as ort
+
+from streamcast.artifact import ModelMeta
+from streamcast.errors import ModelError
+from streamcast.features import Float32Array
+
+
+class StepModel(Protocol):
+    """One batched LSTM step plus the in-graph H-step rollout."""
+
+    @property
+    def meta(self) -> ModelMeta:
+        """The artifact's self-description."""
+        ...
+
+    def step(
+        self,
+        x: Float32Array,
+        h: Float32Array,
+        c: Float32Array,
+        calendar: Float32Array | None,
+    ) -> tuple[Float32Array, Float32Array, Float32Array]:
+        """``(h_out [B, S], c_out [B, S], forecast [B, H])``; ``calendar`` is None iff C = 0."""
+        ...
+
+
+def session_options(intra_op_threads: int = 1) -> ort.SessionOptions:
+    """Options tuned for small, latency-bound batched steps on shared cores."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = intra_op_threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Spinning threads burn a core between micro-batches; the service shares its cores.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.log_severity_level = 3
+    return options
+
+
+class OnnxStepModel:
+    """A :class:`StepModel` backed by one ONNX Runtime ``InferenceSession``.
+
+    Load with :meth:`load`; it validates the graph against the metadata and raises
+    :class:`ModelError` with a clear message if anything does not match.
+    """
+
+    def __init__(self, session: ort.InferenceSession, meta: ModelMeta, path: Path) -> None:
+        self._session = session
+        self._meta = meta
+        self.path = path
+        names = meta.graph
+        self._outputs = [names.h_out, names.c_out, names.forecast]
+        self._calendar_name = names.calendar if meta.feature_spec().n_calendar > 0 else None
+
+    @property
+    def meta(self) -> ModelMeta:
+        """The artifact's self-description."""
+        return self._meta
+
+    @classmethod
+    def load(cls, path: str | Path, intra_op_threads: int = 1) -> OnnxStepModel:
+        """Open an exported artifact; raises :class:`ModelError` if missing or incompatible."""
+        file = Path(path)
+        if not file.is_file():
+            raise ModelError(f"model file {file} does not exist: check the model path setting")
+        if intra_op_threads < 1:
+            raise ModelError(f"intra_op_threads must be >= 1, got {intra_op_threads}")
+        try:
+            session = ort.InferenceSession(
+                str(file),
+                sess_options=session_options(intra_op_threads),
+                providers=["CPUExecutionProvider"],
+            )
+        except Exception as err:  # ORT raises many unrelated types
+            raise ModelError(f"{file} is not a loadable ONNX model: {err}") from err
+        props = dict(session.get_modelmeta().custom_metadata_map)
+        try:
+            meta = ModelMeta.from_metadata_map(props)
+        except ValueError as err:
+            raise ModelError(f"{file}: invalid streamcast metadata: {err}") from err
+        validate_signature(session, meta, file)
+        return cls(session, meta, file)
+
+    def step(
+        self,
+        x: Float32Array,
+        h: Float32Array,
+        c: Float32Array,
+        calendar: Float32Array | None,
+    ) -> tuple[Float32Array, Float32Array, Float32Array]:
+        """Run one batched step; see :class:`StepModel`."""
+        names = self._meta.graph
+        feeds = {
+            names.x: np.ascontiguousarray(x, dtype=np.float32),
+            names.h: np.ascontiguousarray(h, dtype=np.float32),
+            names.c: np.ascontiguousarray(c, dtype=np.float32),
+        }
+        if self._calendar_name is not None:
+            if calendar is None:
+                raise ValueError("this model needs calendar features")
+            feeds[self._calendar_name] = np.ascontiguousarray(calendar, dtype=np.float32)
+        h_out, c_out, forecast = self._session.run(self._outputs, feeds)
+        return h_out, c_out, forecast
+
+
+def validate_signature(session: ort.InferenceSession, meta: ModelMeta, file: Path) -> None:
+    """Check the graph's inputs and outputs against the metadata (names, ranks, sizes)."""
+    spec = meta.feature_spec()
+    names = meta.graph
+    want_in: dict[str, tuple[int, ...]] = {
+        names.x: (spec.n_inputs,),
+        names.h: (meta.state_size,),
+        names.c: (meta.state_size,),
+    }
+    if spec.n_calendar > 0:
+        if names.calendar is None:
+            raise ModelError(f"{file}: metadata has calendar features but no calendar input name")
+        want_in[names.calendar] = (meta.horizon, spec.n_calendar)
+    want_out: dict[str, tuple[int, ...]] = {
+        names.h_out: (meta.state_size,),
+        names.c_out: (meta.state_size,),
+        names.forecast: (meta.horizon,),
+    }
+    _check_args(file, "input", {a.name: a for a in session.get_inputs()}, want_in)
+    _check_args(file, "output", {a.name: a for a in session.get_outputs()}, want_out)
+
+
+def _check_args(
+    file: Path, kind: str, have: dict[str, ort.NodeArg], want: Mapping[str, tuple[int, ...]]
+) -> None:
+    missing = sorted(set(want) - set(have))
+    if missing:
+        raise ModelError(
+            f"{file}: graph {kind}s {sorted(have)} lack {missing} named in the metadata"
+        )
+    if kind == "input" and set(have) - set(want):
+        raise ModelError(f"{file}: unexpected graph inputs {sorted(set(have) - set(want))}")
+    for name, tail in want.items():
+        arg = have[name]
+        if arg.type != "tensor(float)":
+            raise ModelError(f"{file}: {kind} '{name}' is {arg.type}, expected tensor(float)")
+        shape = list(arg.shape)
+        if len(shape) != 1 + len(tail):
+            raise ModelError(
+                f"{file}: {kind} '{name}' has shape {shape}, expected [batch, *{list(tail)}]"
+            )
+        for got, expected in zip(shape[1:], tail, strict=True):
+            if isinstance(got, int) and got != expected:
+                raise ModelError(
+                    f"{file}: {kind} '{name}' has shape {shape}, expected [batch, *{list(tail)}]"
+                )
+        if isinstance(shape[0], int) and shape[0] > 0:
+            raise ModelError(f"{file}: {kind} '{name}' has a fixed batch size {shape[0]}")

@@ -1,0 +1,435 @@
+"""The pure core of the service: ticks in, forecasts out, state in arrays.
+
+:meth:`Pipeline.process` takes one decoded micro-batch and the wall clock and returns the
+forecasts it produced, the ticks it rejected and its counters. No I/O, no awaiting: the
+Kafka edge calls it (possibly in a worker thread) and publishes the results.
+
+Key lifecycle (identical to the offline evaluator, see :mod:`streamcast.artifact`):
+
+1. Ticks are admitted and aggregated into intervals (:mod:`streamcast.intervals`).
+2. Each closed interval is appended to the key's window. When the previous closed
+   interval lies ``g`` intervals back and ``1 <= g - 1 <= max_gap``, the ``g - 1`` missing
+   rows are linear interpolations (:func:`~streamcast.features.interpolate_gap`) appended
+   before it; a longer gap (or no previous interval) *resets* the key: zero state, empty
+   window, warm-up again (keys known from training keep their training scale; others
+   re-derive theirs).
+3. **Warm-up forecasts are withheld.** While the window holds fewer than ``window`` rows
+   nothing is stepped. When it fills, keys the model never saw take loc/scale from the
+   window (:func:`~streamcast.features.fit_location_scale`), the whole window is stepped
+   in order from zero state, and the step at the window's last row emits the key's first
+   forecast.
+4. Afterwards each appended row is one step (O(1) per tick); real intervals emit a
+   forecast, interpolated ones do not.
+
+Steps are executed in *rounds*: round ``r`` runs, in one model call, the ``r``-th pending
+step of every key that has one, so a batch costs ``max pending steps of any key`` model
+calls (one in the steady state), never one per key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from streamcast.artifact import Aggregation
+from streamcast.errors import ConfigurationError
+from streamcast.features import (
+    calendar_features,
+    fit_location_scale,
+    interpolate_gap,
+    scale_inputs,
+    target_times,
+    unscale_forecast,
+)
+from streamcast.intervals import REASONS, Aggregator, ClosedIntervals, admit, aggregate
+from streamcast.model import StepModel
+from streamcast.records import ForecastBatch, Rejection, TickBatch
+from streamcast.state import NONE, SCALE_NONE, SCALE_WINDOW, StateStore
+
+IntArray = npt.NDArray[np.int64]
+FloatArray = npt.NDArray[np.float64]
+
+
+@dataclass
+class Counters:
+    """Event counts (per batch in :class:`StepResult`, cumulative on :class:`Pipeline`)."""
+
+    ticks_in: int = 0
+    accepted: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+    closed_intervals: int = 0
+    imputed_steps: int = 0
+    resets: int = 0
+    steps: int = 0
+    forecasts: int = 0
+    model_calls: int = 0
+    evicted_lru: int = 0
+    expired_ttl: int = 0
+
+    def add(self, other: Counters) -> None:
+        """Accumulate ``other`` into this one."""
+        for name in (
+            "ticks_in", "accepted", "closed_intervals", "imputed_steps", "resets", "steps",
+            "forecasts", "model_calls", "evicted_lru", "expired_ttl",
+        ):  # fmt: skip
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for reason, n in other.rejected.items():
+            self.rejected[reason] = self.rejected.get(reason, 0) + n
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What one :meth:`Pipeline.process` call produced."""
+
+    forecasts: ForecastBatch
+    rejections: list[Rejection]
+    counters: Counters
+
+
+@dataclass
+class _Plan:
+    """Pending steps of a batch, one entry per step, in per-row time order."""
+
+    row: list[int] = field(default_factory=list)
+    rank: list[int] = field(default_factory=list)
+    x: list[FloatArray] = field(default_factory=list)
+    ts: list[int] = field(default_factory=list)
+    emit: list[bool] = field(default_factory=list)
+    zero: list[bool] = field(default_factory=list)
+    loc: list[float] = field(default_factory=list)
+    scale: list[float] = field(default_factory=list)
+    trigger: list[int] = field(default_factory=list)
+
+
+class Pipeline:
+    """Stateful, I/O-free forecasting core (see the module docstring for the lifecycle).
+
+    ``aggregation`` and ``max_gap`` default to the model's metadata. ``max_keys`` bounds
+    the state; ``key_ttl_s`` (None = never) expires idle keys by wall clock.
+    """
+
+    def __init__(
+        self,
+        model: StepModel,
+        *,
+        aggregation: Aggregation | None = None,
+        max_gap: int | None = None,
+        max_keys: int = 100_000,
+        key_ttl_s: float | None = None,
+        initial_capacity: int = 1024,
+    ) -> None:
+        meta = model.meta
+        self.model = model
+        self.meta = meta
+        self.spec = meta.feature_spec()
+        self.window = meta.window
+        self.horizon = meta.horizon
+        self.interval_s = meta.interval_s
+        try:
+            self.aggregator = Aggregator(aggregation or meta.aggregation)
+        except ValueError as err:
+            raise ConfigurationError(f"aggregation: {err}") from err
+        self.max_gap = meta.gap.max_gap if max_gap is None else max_gap
+        if self.max_gap < 0:
+            raise ConfigurationError(f"max_gap must be >= 0, got {self.max_gap}")
+        if max_keys < 1:
+            raise ConfigurationError(f"max_keys must be >= 1, got {max_keys}")
+        if key_ttl_s is not None and key_ttl_s <= 0:
+            raise ConfigurationError(f"key_ttl_s must be positive or None, got {key_ttl_s}")
+        self.extra_scaling = meta.extra_scaling()
+        calibration = meta.calibration
+        self.levels = calibration.levels
+        self._q_lower = np.asarray(calibration.lower, dtype=np.float64).reshape(
+            len(self.levels), -1
+        )
+        self._q_upper = np.asarray(calibration.upper, dtype=np.float64).reshape(
+            len(self.levels), -1
+        )
+        if self.levels and (
+            self._q_lower.shape[1] != self.horizon or self._q_upper.shape[1] != self.horizon
+        ):
+            raise ConfigurationError("model calibration quantiles do not match its horizon")
+        self.store = StateStore(
+            window=meta.window,
+            n_inputs=self.spec.n_inputs,
+            state_size=meta.state_size,
+            max_keys=max_keys,
+            key_ttl_s=key_ttl_s,
+            scaling=meta.value_scaling(),
+            initial_capacity=initial_capacity,
+        )
+        self.totals = Counters()
+
+    # -- public verbs --------------------------------------------------------------------
+
+    def process(self, batch: TickBatch, now_s: float) -> StepResult:
+        """Admit, aggregate and step one micro-batch; see the module docstring."""
+        if batch.values.shape[1] != self.spec.n_inputs:
+            raise ValueError(
+                f"ticks carry {batch.values.shape[1]} value columns, the model needs "
+                f"{self.spec.n_inputs} (value + {list(self.spec.extra_names)})"
+            )
+        counters = Counters(ticks_in=len(batch))
+        counters.expired_ttl = self.store.expire(now_s)
+        evicted_before = self.store.evicted_lru
+        parts = [
+            self._process_chunk(batch.take(chunk), now_s, counters) for chunk in self._chunks(batch)
+        ]
+        counters.evicted_lru = self.store.evicted_lru - evicted_before
+        forecasts = parts[0][0] if len(parts) == 1 else _concat(parts[0][0], [p[0] for p in parts])
+        rejections = sorted((r for p in parts for r in p[1]), key=lambda r: r.index)
+        self.totals.add(counters)
+        return StepResult(forecasts, rejections, counters)
+
+    @property
+    def active_keys(self) -> int:
+        """Keys currently held in state."""
+        return len(self.store)
+
+    @property
+    def warming_keys(self) -> int:
+        """Keys still in warm-up (no forecast yet since their last reset)."""
+        return int(np.count_nonzero(self.store.active & ~self.store.warm))
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _chunks(self, batch: TickBatch) -> list[IntArray]:
+        """Split a batch whose distinct keys exceed ``max_keys`` (order kept per key)."""
+        limit = self.store.max_keys
+        if len(batch) <= limit or len(set(batch.keys)) <= limit:
+            return [np.arange(len(batch))]
+        chunks: list[IntArray] = []
+        seen: set[str] = set()
+        begin = 0
+        for i, key in enumerate(batch.keys):
+            if key not in seen and len(seen) == limit:
+                chunks.append(np.arange(begin, i))
+                seen, begin = set(), i
+            seen.add(key)
+        chunks.append(np.arange(begin, len(batch)))
+        return chunks
+
+    def _process_chunk(
+        self, batch: TickBatch, now_s: float, counters: Counters
+    ) -> tuple[ForecastBatch, list[Rejection]]:
+        uniq, inverse = np.unique(np.asarray(batch.keys, dtype=object), return_inverse=True)
+        key_rows, _ = self.store.rows_for([str(k) for k in uniq], now_s)
+        rows = key_rows[inverse.ravel()]
+        codes = admit(rows, batch.ts_ms, self.store.last_ts_ms, self.interval_s)
+        rejections = [
+            Rejection(int(batch.index[i]), REASONS[int(codes[i])], _reject_detail(int(codes[i])))
+            for i in np.flatnonzero(codes).tolist()
+        ]
+        for rejection in rejections:
+            counters.rejected[rejection.reason] = counters.rejected.get(rejection.reason, 0) + 1
+        accepted = codes == 0
+        counters.accepted += int(np.count_nonzero(accepted))
+        closed = aggregate(
+            self.store, rows=rows, ts_ms=batch.ts_ms, values=batch.values, accepted=accepted,
+            interval_s=self.interval_s, aggregator=self.aggregator,
+        )  # fmt: skip
+        counters.closed_intervals += len(closed)
+        plan = self._plan(closed, counters)
+        forecasts = self._run(plan, batch.index, counters)
+        return forecasts, rejections
+
+    def _plan(self, closed: ClosedIntervals, counters: Counters) -> _Plan:
+        """Append closed intervals to windows and list the steps they cause, per row.
+
+        Python work here is a constant per closed interval; all numbers stay in arrays.
+        """
+        st = self.store
+        plan = _Plan()
+        w, interval = self.window, self.interval_s
+        bounds = np.flatnonzero(np.diff(closed.row, prepend=-1, append=-1))
+        for b in range(len(bounds) - 1):
+            lo, hi = int(bounds[b]), int(bounds[b + 1])
+            row = int(closed.row[lo])
+            rank = 0
+            for i in range(lo, hi):
+                start = int(closed.start[i])
+                value = closed.value[i]
+                trigger = int(closed.trigger[i])
+                prev = int(st.closed_start[row])
+                missing = (start - prev) // interval - 1 if prev != NONE else -1
+                appended: list[tuple[int, FloatArray, bool]] = []
+                if 1 <= missing <= self.max_gap:
+                    fill = interpolate_gap(st.closed_value[row], value, missing)
+                    appended += [
+                        (prev + (k + 1) * interval, fill[k], False) for k in range(missing)
+                    ]
+                    counters.imputed_steps += missing
+                elif missing != 0:
+                    self._reset(row, counters, first=prev == NONE)
+                appended.append((start, value, True))
+                st.closed_start[row] = start
+                st.closed_value[row] = value
+                for ts, x, real in appended:
+                    pos = int(st.wpos[row])
+                    st.window[row, pos] = x
+                    st.wpos[row] = (pos + 1) % w
+                    st.wlen[row] = min(int(st.wlen[row]) + 1, w)
+                    if st.warm[row]:
+                        self._add(
+                            plan, row, rank=rank, x=x, ts=ts, emit=real, zero=False, trigger=trigger
+                        )
+                        rank += 1
+                    elif st.wlen[row] == w:
+                        rank = self._warm_up(plan, row, rank, ts=ts, real=real, trigger=trigger)
+        return plan
+
+    def _reset(self, row: int, counters: Counters, *, first: bool) -> None:
+        st = self.store
+        if not first:
+            counters.resets += 1
+        st.wlen[row] = 0
+        st.wpos[row] = 0
+        st.warm[row] = False
+        st.steps[row] = 0
+        if st.scale_src[row] == SCALE_WINDOW:
+            st.scale_src[row] = SCALE_NONE
+
+    def _warm_up(
+        self, plan: _Plan, row: int, rank: int, *, ts: int, real: bool, trigger: int
+    ) -> int:
+        """The window just filled: fix the scale, queue the whole window from zero state."""
+        st, w = self.store, self.window
+        chronological = st.window[row, (int(st.wpos[row]) + np.arange(w)) % w]
+        if st.scale_src[row] == SCALE_NONE:
+            loc, scale = fit_location_scale(chronological[:, 0])
+            st.loc[row], st.scale[row] = float(loc), float(scale)
+            st.scale_src[row] = SCALE_WINDOW
+        st.warm[row] = True
+        times = ts - np.arange(w - 1, -1, -1) * self.interval_s
+        for k in range(w):
+            last = k == w - 1
+            self._add(
+                plan, row, rank=rank, x=chronological[k], ts=int(times[k]),
+                emit=real and last, zero=k == 0, trigger=trigger,
+            )  # fmt: skip
+            rank += 1
+        return rank
+
+    def _add(
+        self, plan: _Plan, row: int, *, rank: int, x: FloatArray, ts: int, emit: bool,
+        zero: bool, trigger: int,
+    ) -> None:  # fmt: skip
+        st = self.store
+        plan.row.append(row)
+        plan.rank.append(rank)
+        plan.x.append(x)
+        plan.ts.append(ts)
+        plan.emit.append(emit)
+        plan.zero.append(zero)
+        plan.loc.append(float(st.loc[row]))
+        plan.scale.append(float(st.scale[row]))
+        plan.trigger.append(trigger)
+        st.steps[row] += 1
+
+    def _run(self, plan: _Plan, index: IntArray, counters: Counters) -> ForecastBatch:
+        """Execute the planned steps in rounds and collect the emitted forecasts."""
+        st = self.store
+        n = len(plan.row)
+        rows = np.asarray(plan.row, dtype=np.int64)
+        rank = np.asarray(plan.rank, dtype=np.int64)
+        emit = np.asarray(plan.emit, dtype=bool)
+        zero = np.asarray(plan.zero, dtype=bool)
+        ts = np.asarray(plan.ts, dtype=np.int64)
+        loc = np.asarray(plan.loc, dtype=np.float64)
+        scale = np.asarray(plan.scale, dtype=np.float64)
+        raw = np.asarray(plan.x, dtype=np.float64).reshape(n, self.spec.n_inputs)
+        x = scale_inputs(raw, loc, scale, self.extra_scaling)
+        calendar = None
+        if self.spec.n_calendar:
+            calendar = calendar_features(target_times(ts, self.interval_s, self.horizon), self.spec)
+        forecast = np.zeros((n, self.horizon), dtype=np.float32)
+        order = np.argsort(rank, kind="stable")
+        bounds = np.searchsorted(rank[order], np.arange(int(rank.max(initial=-1)) + 2))
+        for r in range(len(bounds) - 1):
+            sel = order[bounds[r] : bounds[r + 1]]
+            r_rows = rows[sel]
+            keep = ~zero[sel, None]
+            h = np.where(keep, st.h[r_rows], np.float32(0.0))
+            c = np.where(keep, st.c[r_rows], np.float32(0.0))
+            cal = calendar[sel] if calendar is not None else None
+            h_out, c_out, fc = self.model.step(x[sel], h, c, cal)
+            st.h[r_rows] = h_out
+            st.c[r_rows] = c_out
+            forecast[sel] = fc
+            counters.model_calls += 1
+        counters.steps += n
+        # keys that ended the batch in warm-up hold zero state by definition
+        cold = np.flatnonzero(st.active & ~st.warm)
+        st.h[cold] = 0.0
+        st.c[cold] = 0.0
+        trigger = np.asarray(plan.trigger, dtype=np.int64)
+        out = np.flatnonzero(emit)
+        out = out[np.lexsort((ts[out], trigger[out]))]
+        counters.forecasts += len(out)
+        return self._forecast_batch(
+            rows[out], ts[out], forecast[out], loc=loc[out], scale=scale[out],
+            trigger=index[trigger[out]],
+        )  # fmt: skip
+
+    def _forecast_batch(
+        self, rows: IntArray, ts: IntArray, scaled: npt.NDArray[np.float32], *,
+        loc: FloatArray, scale: FloatArray, trigger: IntArray,
+    ) -> ForecastBatch:  # fmt: skip
+        values = unscale_forecast(scaled, loc, scale)
+        lower = upper = None
+        if self.levels:
+            spread = scale[:, None, None]
+            lower = values[:, None, :] + self._q_lower[None] * spread
+            upper = values[:, None, :] + self._q_upper[None] * spread
+        row_key = self.store.row_key
+        return ForecastBatch(
+            keys=[str(row_key[r]) for r in rows.tolist()],
+            origin_ts=ts,
+            values=values,
+            model=self.meta.name,
+            model_version=self.meta.version,
+            interval_s=self.interval_s,
+            horizon=self.horizon,
+            trigger_index=trigger,
+            levels=self.levels,
+            lower=lower,
+            upper=upper,
+        )
+
+    def empty_forecasts(self) -> ForecastBatch:
+        """A forecast batch with no rows, for this model."""
+        return self._forecast_batch(
+            np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64),
+            np.zeros((0, self.horizon), dtype=np.float32), loc=np.zeros(0), scale=np.zeros(0),
+            trigger=np.zeros(0, dtype=np.int64),
+        )  # fmt: skip
+
+
+def _reject_detail(code: int) -> str:
+    return {
+        1: "same timestamp as the key's last accepted tick",
+        2: "older than the key's open interval, which is closed already",
+        3: "earlier than the key's last accepted tick within the open interval",
+    }[code]
+
+
+def _concat(first: ForecastBatch, parts: Sequence[ForecastBatch]) -> ForecastBatch:
+    """Concatenate forecast batches of the same model."""
+    lower = [p.lower for p in parts if p.lower is not None]
+    upper = [p.upper for p in parts if p.upper is not None]
+    return ForecastBatch(
+        keys=[k for p in parts for k in p.keys],
+        origin_ts=np.concatenate([p.origin_ts for p in parts]),
+        values=np.concatenate([p.values for p in parts]),
+        model=first.model,
+        model_version=first.model_version,
+        interval_s=first.interval_s,
+        horizon=first.horizon,
+        trigger_index=np.concatenate([p.trigger_index for p in parts]),
+        levels=first.levels,
+        lower=np.concatenate(lower) if lower else None,
+        upper=np.concatenate(upper) if upper else None,
+    )

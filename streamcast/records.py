@@ -1,0 +1,200 @@
+"""Array-shaped batches that flow through the pure core, and the forecast wire format.
+
+:class:`TickBatch` is what the decoder produces and the pipeline consumes;
+:class:`ForecastBatch` is what the pipeline produces and :func:`encode_forecasts` turns
+into Kafka message values. Batches are structures of arrays (one row per tick or per
+forecast), never lists of per-tick objects.
+
+Forecast JSON, ``"schema": 1`` (one Kafka message per forecast, Kafka key = series key)::
+
+    {
+      "schema": 1,
+      "key": "sensor-7",
+      "ts": "2024-05-01T10:00:00Z",          # origin: start of the last closed interval
+      "model": "pedestrians", "model_version": "3",
+      "interval_s": 3600, "interval": "PT1H",
+      "horizon": 3,
+      "targets": ["2024-05-01T11:00:00Z", "2024-05-01T12:00:00Z", "2024-05-01T13:00:00Z"],
+      "values": [412.5, 398.25, 377.0],      # original units, exact float64 (not rounded)
+      "lower": {"0.9": [...]}, "upper": {"0.9": [...]}   # only with a calibrated model
+    }
+
+Timestamps are ISO-8601 UTC with a ``Z`` suffix, seconds precision (intervals are
+whole seconds). Consumers must ignore fields they do not know; a change that removes or
+re-types a field bumps ``schema``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+import orjson
+
+from streamcast.errors import RejectReason
+
+FORECAST_SCHEMA = 1
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+
+@dataclass(frozen=True)
+class TickBatch:
+    """Decoded, well-formed ticks in input order (one row per tick).
+
+    ``index[i]`` is the position of tick ``i`` in the message sequence given to the
+    decoder, so the Kafka edge can map a tick (or its rejection) back to its offset.
+    ``values[:, 0]`` is the target value, ``values[:, 1:]`` the extra features in the
+    decoder's ``extra_fields`` order.
+    """
+
+    keys: list[str]
+    ts_ms: IntArray
+    values: FloatArray
+    index: IntArray
+
+    def __post_init__(self) -> None:
+        n = len(self.keys)
+        if self.ts_ms.shape != (n,) or self.index.shape != (n,):
+            raise ValueError(f"ts_ms and index must have shape ({n},)")
+        if self.values.ndim != 2 or self.values.shape[0] != n:
+            raise ValueError(f"values must have shape ({n}, 1 + E), got {self.values.shape}")
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    @classmethod
+    def empty(cls, n_inputs: int = 1) -> TickBatch:
+        """A batch with no ticks and ``n_inputs`` value columns."""
+        return cls(
+            keys=[],
+            ts_ms=np.zeros(0, dtype=np.int64),
+            values=np.zeros((0, n_inputs)),
+            index=np.zeros(0, dtype=np.int64),
+        )
+
+    @classmethod
+    def from_rows(
+        cls,
+        keys: list[str],
+        ts_ms: list[int] | IntArray,
+        values: list[list[float]] | list[float] | FloatArray,
+        index: list[int] | IntArray | None = None,
+    ) -> TickBatch:
+        """Build a batch from plain lists (tests, replay tools); 1-D values mean E = 0."""
+        vals = np.asarray(values, dtype=np.float64)
+        if vals.ndim == 1:
+            vals = vals[:, None]
+        idx = np.arange(len(keys)) if index is None else index
+        return cls(
+            keys=list(keys),
+            ts_ms=np.asarray(ts_ms, dtype=np.int64),
+            values=vals.reshape(len(keys), -1),
+            index=np.asarray(idx, dtype=np.int64),
+        )
+
+    def take(self, rows: npt.NDArray[np.int64]) -> TickBatch:
+        """The ticks at positions ``rows`` (keeps their original ``index``)."""
+        return TickBatch(
+            keys=[self.keys[int(i)] for i in rows],
+            ts_ms=self.ts_ms[rows],
+            values=self.values[rows],
+            index=self.index[rows],
+        )
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """One rejected message: its position in the input sequence, why, and a short detail."""
+
+    index: int
+    reason: RejectReason
+    detail: str
+
+
+@dataclass(frozen=True)
+class ForecastBatch:
+    """Forecasts produced by one pipeline call (one row per forecast).
+
+    ``origin_ts[i]`` is the start (epoch seconds) of the closed interval the forecast was
+    made at; the targets are ``origin + k * interval_s`` for ``k = 1..horizon``.
+    ``lower``/``upper`` are ``[M, L, H]`` for the model's calibration ``levels`` (absent
+    when the model is not calibrated). ``trigger_index[i]`` is the input index (see
+    :attr:`TickBatch.index`) of the tick whose arrival closed the interval.
+    Rows of the same key are in time order.
+    """
+
+    keys: list[str]
+    origin_ts: IntArray
+    values: FloatArray
+    model: str
+    model_version: str
+    interval_s: int
+    horizon: int
+    trigger_index: IntArray
+    levels: tuple[float, ...] = ()
+    lower: FloatArray | None = None
+    upper: FloatArray | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def target_ts(self) -> IntArray:
+        """``[M, H]`` start times (epoch seconds) of the forecast target intervals."""
+        steps = np.arange(1, self.horizon + 1, dtype=np.int64) * self.interval_s
+        return np.asarray(self.origin_ts[:, None] + steps, dtype=np.int64)
+
+
+def iso_duration(seconds: int) -> str:
+    """ISO-8601 duration of a whole number of seconds.
+
+    >>> iso_duration(3600), iso_duration(1800), iso_duration(86400), iso_duration(90)
+    ('PT1H', 'PT30M', 'P1D', 'PT1M30S')
+    """
+    days, rest = divmod(seconds, 86_400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    date = f"{days}D" if days else ""
+    time = "".join(f"{n}{u}" for n, u in ((hours, "H"), (minutes, "M"), (secs, "S")) if n)
+    return "P" + date + ("T" + time if time else "") if (date or time) else "PT0S"
+
+
+def iso_utc(ts_s: IntArray) -> npt.NDArray[np.str_]:
+    """Epoch seconds (any shape) as ISO-8601 UTC strings with a ``Z`` suffix (vectorised)."""
+    text = np.datetime_as_string(np.asarray(ts_s, dtype="datetime64[s]"), unit="s")
+    return np.char.add(text, "Z")
+
+
+def encode_forecasts(batch: ForecastBatch) -> list[tuple[bytes, bytes]]:
+    """``(kafka_key, value)`` per forecast row in the documented schema (module docstring)."""
+    if len(batch) == 0:
+        return []
+    origins = iso_utc(batch.origin_ts).tolist()
+    targets = iso_utc(batch.target_ts()).tolist()
+    values = batch.values.tolist()
+    interval = iso_duration(batch.interval_s)
+    level_names = [repr(float(level)) for level in batch.levels]
+    lower = batch.lower.tolist() if batch.lower is not None else None
+    upper = batch.upper.tolist() if batch.upper is not None else None
+    out: list[tuple[bytes, bytes]] = []
+    for i, key in enumerate(batch.keys):
+        doc: dict[str, object] = {
+            "schema": FORECAST_SCHEMA,
+            "key": key,
+            "ts": origins[i],
+            "model": batch.model,
+            "model_version": batch.model_version,
+            "interval_s": batch.interval_s,
+            "interval": interval,
+            "horizon": batch.horizon,
+            "targets": targets[i],
+            "values": values[i],
+        }
+        if lower is not None and upper is not None:
+            doc["lower"] = dict(zip(level_names, lower[i], strict=True))
+            doc["upper"] = dict(zip(level_names, upper[i], strict=True))
+        out.append((key.encode("utf-8"), orjson.dumps(doc)))
+    return out

@@ -1,0 +1,265 @@
+"""A tiny, valid streamcast artifact built without TensorFlow, and its numpy twin.
+
+:func:`make_tiny_model` writes an ONNX graph with the exact signature of
+:mod:`streamcast.artifact` and a full :class:`~streamcast.artifact.ModelMeta` in its
+metadata. Its deterministic recurrence (not an LSTM, but stateful in the same way)::
+
+    h' = tanh(x Wx + h Wh + calendar[:, 0] Wc + b)
+    c' = 0.5 c + h'
+    forecast = h' Wf + c' Wg + sum_C(calendar * v)       # [B, H]; uses every target row
+
+:class:`TinyReference` reads the same weights back from the file and computes the step
+in numpy, and :func:`reference_forecasts` runs the documented key lifecycle for one key
+with plain scalar code, so tests can check the pipeline's arrays exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from streamcast.artifact import (
+    METADATA_KEY,
+    Aggregation,
+    CalibrationMeta,
+    FeatureMeta,
+    GapMeta,
+    GraphNames,
+    ModelMeta,
+    ScalingMeta,
+)
+from streamcast.features import (
+    CalendarName,
+    calendar_features,
+    fit_location_scale,
+    interpolate_gap,
+    scale_inputs,
+    target_times,
+)
+
+F32 = npt.NDArray[np.float32]
+F64 = npt.NDArray[np.float64]
+
+
+def make_tiny_model(
+    path: Path,
+    *,
+    window: int = 4,
+    horizon: int = 3,
+    interval_s: int = 3600,
+    extras: tuple[str, ...] = (),
+    calendar: tuple[CalendarName, ...] = (),
+    known: dict[str, tuple[float, float]] | None = None,
+    state_size: int = 5,
+    max_gap: int = 3,
+    aggregation: Aggregation = "last",
+    levels: tuple[float, ...] = (),
+    extra_loc: tuple[float, ...] | None = None,
+    extra_scale: tuple[float, ...] | None = None,
+    seed: int = 0,
+    name: str = "tiny",
+    version: str = "1",
+) -> Path:
+    """Write the tiny artifact to ``path`` and return it."""
+    rng = np.random.default_rng(seed)
+    f, s, cw = 1 + len(extras), state_size, 2 * len(calendar)
+
+    def weight(*shape: int) -> F32:
+        return (rng.standard_normal(shape) * 0.5).astype(np.float32)
+
+    inits = {
+        "Wx": weight(f, s),
+        "Wh": weight(s, s),
+        "b": weight(s),
+        "Wf": weight(s, horizon),
+        "Wg": weight(s, horizon),
+        "half": np.array(0.5, dtype=np.float32),
+    }
+    nodes = [
+        helper.make_node("MatMul", ["x", "Wx"], ["xw"]),
+        helper.make_node("MatMul", ["h", "Wh"], ["hw"]),
+        helper.make_node("Add", ["xw", "hw"], ["pre0"]),
+        helper.make_node("Add", ["pre0", "b"], ["pre1"]),
+    ]
+    inputs = [
+        helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", f]),
+        helper.make_tensor_value_info("h", TensorProto.FLOAT, ["batch", s]),
+        helper.make_tensor_value_info("c", TensorProto.FLOAT, ["batch", s]),
+    ]
+    pre, extra_fc = "pre1", None
+    if cw:
+        inits["Wc"] = weight(cw, s)
+        inits["v"] = weight(cw)
+        inits["zero"] = np.array(0, dtype=np.int64)
+        inits["axis2"] = np.array([2], dtype=np.int64)
+        inputs.append(
+            helper.make_tensor_value_info("calendar", TensorProto.FLOAT, ["batch", horizon, cw])
+        )
+        nodes += [
+            helper.make_node("Gather", ["calendar", "zero"], ["cal0"], axis=1),
+            helper.make_node("MatMul", ["cal0", "Wc"], ["cw"]),
+            helper.make_node("Add", ["pre1", "cw"], ["pre2"]),
+            helper.make_node("Mul", ["calendar", "v"], ["calv"]),
+            helper.make_node("ReduceSum", ["calv", "axis2"], ["calsum"], keepdims=0),
+        ]
+        pre, extra_fc = "pre2", "calsum"
+    nodes += [
+        helper.make_node("Tanh", [pre], ["h_out"]),
+        helper.make_node("Mul", ["c", "half"], ["c_half"]),
+        helper.make_node("Add", ["c_half", "h_out"], ["c_out"]),
+        helper.make_node("MatMul", ["h_out", "Wf"], ["fh"]),
+        helper.make_node("MatMul", ["c_out", "Wg"], ["fc"]),
+        helper.make_node("Add", ["fh", "fc"], ["f0" if extra_fc else "forecast"]),
+    ]
+    if extra_fc:
+        nodes.append(helper.make_node("Add", ["f0", extra_fc], ["forecast"]))
+    outputs = [
+        helper.make_tensor_value_info("h_out", TensorProto.FLOAT, ["batch", s]),
+        helper.make_tensor_value_info("c_out", TensorProto.FLOAT, ["batch", s]),
+        helper.make_tensor_value_info("forecast", TensorProto.FLOAT, ["batch", horizon]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "tiny_step",
+        inputs,
+        outputs,
+        initializer=[numpy_helper.from_array(a, name=k) for k, a in inits.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    grid = np.linspace(0.5, 2.0, horizon)
+    meta = ModelMeta(
+        name=name,
+        version=version,
+        created_at="2026-11-24T00:00:00Z",
+        graph=GraphNames(calendar="calendar" if cw else None),
+        state_size=s,
+        units=s,
+        window=window,
+        horizon=horizon,
+        interval_s=interval_s,
+        aggregation=aggregation,
+        features=FeatureMeta(extra_names=extras, calendar=calendar),
+        scaling=ScalingMeta(
+            known=dict(known or {}),
+            extra_loc=extra_loc if extra_loc is not None else tuple(1.0 for _ in extras),
+            extra_scale=extra_scale if extra_scale is not None else tuple(2.0 for _ in extras),
+        ),
+        gap=GapMeta(max_gap=max_gap),
+        calibration=CalibrationMeta(
+            levels=levels,
+            lower=tuple(tuple(float(-q) for q in grid * lv) for lv in levels),
+            upper=tuple(tuple(float(q) for q in grid * lv * 1.5) for lv in levels),
+        ),
+    )
+    helper.set_model_props(model, {METADATA_KEY: meta.to_json()})
+    onnx.checker.check_model(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    return path
+
+
+class TinyReference:
+    """The tiny model's step in numpy, with weights read back from the artifact."""
+
+    def __init__(self, path: Path) -> None:
+        model = onnx.load(str(path))
+        self.w = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+        props = {p.key: p.value for p in model.metadata_props}
+        self.meta = ModelMeta.from_metadata_map(props)
+
+    def step(self, x: F32, h: F32, c: F32, calendar: F32 | None) -> tuple[F32, F32, F32]:
+        """Same maths as the graph, float32."""
+        w = self.w
+        pre = x @ w["Wx"] + h @ w["Wh"] + w["b"]
+        extra = np.float32(0.0)
+        if calendar is not None and "Wc" in w:
+            pre = pre + calendar[:, 0] @ w["Wc"]
+            extra = (calendar * w["v"]).sum(axis=2)
+        h_out = np.tanh(pre).astype(np.float32)
+        c_out = (c * np.float32(0.5) + h_out).astype(np.float32)
+        forecast = (h_out @ w["Wf"] + c_out @ w["Wg"] + extra).astype(np.float32)
+        return h_out, c_out, np.asarray(forecast, dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class RefForecast:
+    """One expected forecast: origin (interval start, s) and values in original units."""
+
+    origin: int
+    values: F64
+
+
+def reference_forecasts(
+    ref: TinyReference,
+    key: str,
+    intervals: list[tuple[int, F64]],
+    *,
+    max_gap: int | None = None,
+) -> list[RefForecast]:
+    """The documented lifecycle for one key's closed intervals, in plain scalar code."""
+    meta = ref.meta
+    spec = meta.feature_spec()
+    gap_limit = meta.gap.max_gap if max_gap is None else max_gap
+    known = meta.scaling.known.get(key)
+    s, w, iv = meta.state_size, meta.window, meta.interval_s
+    extra = meta.extra_scaling()
+    out: list[RefForecast] = []
+    h = np.zeros((1, s), np.float32)
+    c = np.zeros((1, s), np.float32)
+    window: list[tuple[int, F64, bool]] = []
+    warm = False
+    loc, scale = known if known is not None else (0.0, 1.0)
+    prev: tuple[int, F64] | None = None
+
+    def step(ts: int, row: F64) -> F32:
+        nonlocal h, c
+        x = scale_inputs(row[None, :], np.array([loc]), np.array([scale]), extra)
+        cal = None
+        if spec.n_calendar:
+            cal = calendar_features(target_times(np.array([ts]), iv, meta.horizon), spec)
+        h, c, fc = ref.step(x, h, c, cal)
+        return np.asarray(fc[0], dtype=np.float32)
+
+    for start, value in intervals:
+        rows: list[tuple[int, F64, bool]] = []
+        if prev is not None and 1 <= (start - prev[0]) // iv - 1 <= gap_limit:
+            missing = (start - prev[0]) // iv - 1
+            fill = interpolate_gap(prev[1], value, missing)
+            rows += [(prev[0] + (k + 1) * iv, fill[k], False) for k in range(missing)]
+        elif prev is None or start - prev[0] != iv:
+            window, warm = [], False
+            h = np.zeros((1, s), np.float32)
+            c = np.zeros((1, s), np.float32)
+            if known is None:
+                loc, scale = 0.0, 1.0
+        rows.append((start, value, True))
+        prev = (start, value)
+        for ts, row, real in rows:
+            window = [*window, (ts, row, real)][-w:]
+            if warm:
+                fc = step(ts, row)
+                if real:
+                    out.append(RefForecast(ts, _unscale(fc, loc, scale)))
+            elif len(window) == w:
+                if known is None:
+                    values = np.array([r[1][0] for r in window])
+                    lo, sc = fit_location_scale(values)
+                    loc, scale = float(lo), float(sc)
+                warm = True
+                h = np.zeros((1, s), np.float32)
+                c = np.zeros((1, s), np.float32)
+                for k, (wts, wrow, _) in enumerate(window):
+                    fc = step(wts, wrow)
+                    if k == w - 1 and real:
+                        out.append(RefForecast(wts, _unscale(fc, loc, scale)))
+    return out
+
+
+def _unscale(fc: F32, loc: float, scale: float) -> F64:
+    return np.asarray(fc.astype(np.float64) * scale + loc, dtype=np.float64)
