@@ -1,0 +1,544 @@
+"""Static checks of the container and deployment files (no Docker engine needed).
+
+Every file under ``deploy/`` must parse, and what the files say must agree with the code:
+environment variables are real ``STREAMCAST_*`` settings (``streamcast.config``), the
+dashboard and alert rules query only metrics the service registers
+(``streamcast.metrics``), probes, ports and paths match across the Dockerfile, compose and
+Kubernetes, and the image never installs the ``train`` extra. The health probe script
+is run against the service's real health server, and the console script the image's
+ENTRYPOINT names is run from the venv.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import re
+import shlex
+import subprocess
+import sys
+from functools import cache
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import pytest
+import yaml
+from pydantic import BaseModel
+
+from streamcast.config import Settings, env_name
+from streamcast.health import HealthServer
+from streamcast.metrics import Metrics
+
+REPO = Path(__file__).resolve().parents[2]
+DEPLOY = REPO / "deploy"
+K8S = DEPLOY / "kubernetes"
+BIN = Path(sys.executable).parent
+ENV_VAR = re.compile(r"\bSTREAMCAST_[A-Z0-9_]+\b")
+METRIC = re.compile(r"\bstreamcast_[a-z0-9_]+\b")
+#: the metrics the dashboard must show (the issue's list)
+DASHBOARD_METRICS = {
+    "streamcast_ticks_total",
+    "streamcast_forecasts_total",
+    "streamcast_dead_letters_total",
+    "streamcast_batch_size_bucket",
+    "streamcast_inference_seconds_bucket",
+    "streamcast_end_to_end_latency_seconds_bucket",
+    "streamcast_active_keys",
+    "streamcast_evictions_total",
+    "streamcast_consumer_lag",
+}
+K8S_API = {
+    "Namespace": "v1",
+    "ServiceAccount": "v1",
+    "ConfigMap": "v1",
+    "Secret": "v1",
+    "Service": "v1",
+    "Deployment": "apps/v1",
+    "PodDisruptionBudget": "policy/v1",
+    "HorizontalPodAutoscaler": "autoscaling/v2",
+}
+
+
+def load_yaml(path: Path) -> list[Any]:
+    """Every document of a YAML file (safe loader: merge keys yes, tags no)."""
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc is not None]
+
+
+@cache
+def compose() -> dict[str, Any]:
+    """deploy/docker-compose.yml."""
+    doc: dict[str, Any] = load_yaml(DEPLOY / "docker-compose.yml")[0]
+    return doc
+
+
+@cache
+def k8s() -> dict[str, dict[str, Any]]:
+    """Kubernetes objects of deploy/kubernetes by ``Kind/name``."""
+    objects: dict[str, dict[str, Any]] = {}
+    for path in sorted(K8S.glob("*.yaml")):
+        if path.name == "kustomization.yaml":
+            continue
+        for doc in load_yaml(path):
+            objects[f"{doc['kind']}/{doc['metadata']['name']}"] = doc
+    return objects
+
+
+def deployment() -> dict[str, Any]:
+    """The streamcast Deployment's pod spec."""
+    spec: dict[str, Any] = k8s()["Deployment/streamcast"]["spec"]["template"]["spec"]
+    return spec
+
+
+def configmap() -> dict[str, str]:
+    """The non-secret settings of the Kubernetes deployment."""
+    data: dict[str, str] = k8s()["ConfigMap/streamcast-config"]["data"]
+    return data
+
+
+@cache
+def dockerfile(path: Path = REPO / "Dockerfile") -> list[tuple[str, str]]:
+    """``(INSTRUCTION, arguments)`` per instruction, continuation lines joined."""
+    instructions: list[tuple[str, str]] = []
+    pending = ""
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if not pending and (not line or line.startswith("#")):
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        word, _, rest = (pending + line).partition(" ")
+        instructions.append((word.upper(), rest.strip()))
+        pending = ""
+    return instructions
+
+
+def final_stage() -> list[tuple[str, str]]:
+    """The instructions of the Dockerfile's last stage (the image that ships)."""
+    instructions = dockerfile()
+    start = max(i for i, (word, _) in enumerate(instructions) if word == "FROM")
+    return instructions[start:]
+
+
+def image_env() -> dict[str, str]:
+    """ENV of the runtime stage, ``KEY=value`` pairs."""
+    env: dict[str, str] = {}
+    for word, args in final_stage():
+        if word == "ENV":
+            env.update(part.split("=", 1) for part in shlex.split(args))  # type: ignore[misc]
+    return env
+
+
+@cache
+def setting_env_names() -> tuple[frozenset[str], tuple[str, ...]]:
+    """Every variable ``Settings`` reads, and prefixes of dict-valued (open) groups."""
+    names: set[str] = set()
+    open_prefixes: list[str] = []
+    for name, field in Settings.model_fields.items():
+        names.add(env_name((name,)))
+        group = field.annotation
+        if isinstance(group, type) and issubclass(group, BaseModel):
+            for sub, subfield in group.model_fields.items():
+                names.add(env_name((name, sub)))
+                if getattr(subfield.annotation, "__origin__", None) is dict:
+                    open_prefixes.append(env_name((name, sub)) + "__")
+    return frozenset(names), tuple(open_prefixes)
+
+
+def is_setting(var: str) -> bool:
+    """Whether ``var`` is read by ``streamcast.config.Settings``."""
+    names, prefixes = setting_env_names()
+    return var in names or var.startswith(prefixes)
+
+
+@cache
+def registered_samples() -> frozenset[str]:
+    """Every sample name the service's registry can expose (counters with _total etc.)."""
+    suffixes = {
+        "counter": ("_total", "_created"),
+        "gauge": ("",),
+        "histogram": ("_bucket", "_count", "_sum", "_created"),
+        "summary": ("", "_count", "_sum", "_created"),
+    }
+    return frozenset(
+        family.name + suffix
+        for family in Metrics().registry.collect()
+        for suffix in suffixes.get(family.type, ("",))
+    )
+
+
+def dockerignore_included(path: str) -> bool:
+    """Docker's rule: the last pattern matching the path or a parent decides."""
+    included = True
+    for raw in (REPO / ".dockerignore").read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        negate = line.startswith("!")
+        pattern = line.lstrip("!").strip("/")
+        regex = re.escape(pattern).replace(r"\*\*/", "(.*/)?").replace(r"\*\*", ".*")
+        regex = regex.replace(r"\*", "[^/]*").replace(r"\?", "[^/]")
+        parts = PurePosixPath(path).parts
+        candidates = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+        if any(re.fullmatch(regex, candidate) for candidate in candidates):
+            included = negate
+    return included
+
+
+# -- every file parses ------------------------------------------------------------------
+
+
+def test_every_deploy_yaml_parses_to_mappings() -> None:
+    paths = sorted([*DEPLOY.rglob("*.yml"), *DEPLOY.rglob("*.yaml")])
+    assert len(paths) >= 12
+    for path in paths:
+        docs = load_yaml(path)
+        assert docs, f"{path} is empty"
+        assert all(isinstance(doc, dict) for doc in docs), path
+
+
+def test_every_env_var_in_deploy_files_is_a_real_setting() -> None:
+    files = [REPO / "Dockerfile", REPO / "docs" / "operations.md", *DEPLOY.rglob("*")]
+    used: dict[str, set[str]] = {}
+    for path in files:
+        if path.is_file():
+            for var in ENV_VAR.findall(path.read_text()):
+                used.setdefault(var, set()).add(str(path.relative_to(REPO)))
+    assert len(used) >= 20
+    unknown = {var: sorted(where) for var, where in used.items() if not is_setting(var)}
+    assert not unknown, f"not streamcast settings: {unknown}"
+
+
+# -- Dockerfile -------------------------------------------------------------------------
+
+
+def test_dockerfile_is_multi_stage_with_a_slim_python_runtime() -> None:
+    froms = [args for word, args in dockerfile() if word == "FROM"]
+    args = dict(a.split("=", 1) for w, a in dockerfile() if w == "ARG" and "=" in a)
+    assert len(froms) >= 2
+    base = froms[-1].split()[0]
+    base = args.get(base.strip("${}"), base)
+    assert base.startswith("python:3.11-slim")
+    assert froms[-1].split()[-1] == "runtime"
+
+
+def test_runtime_image_runs_as_a_numeric_non_root_user() -> None:
+    users = [args for word, args in final_stage() if word == "USER"]
+    assert users, "the runtime stage must switch to a non-root USER"
+    uid = users[-1].split(":")[0]
+    assert uid.isdigit() and int(uid) > 0
+    pod = deployment()["securityContext"]
+    assert pod["runAsUser"] == int(uid) and pod["runAsNonRoot"] is True
+
+
+def test_image_installs_no_training_extra_and_no_training_code() -> None:
+    text = (REPO / "Dockerfile").read_text()
+    runs = [args for word, args in dockerfile() if word == "RUN"]
+    installs = [cmd for run in runs for cmd in run.split("&&") if "pip install" in cmd]
+    assert len(installs) == 2
+    assert not any(re.search(r"\.\[|\[train|tensorflow|tf2onnx", cmd) for cmd in installs)
+    assert "['project']['dependencies']" in text  # runtime deps only, read from pyproject
+    assert not dockerignore_included("training/fit.py")
+
+
+def test_entrypoint_cmd_port_signal_and_labels() -> None:
+    stage = dict(final_stage())
+    assert json.loads(stage["ENTRYPOINT"]) == ["streamcast"]
+    assert json.loads(stage["CMD"]) == ["serve"]
+    assert stage["STOPSIGNAL"] == "SIGTERM"
+    env = image_env()
+    assert stage["EXPOSE"] == env["STREAMCAST_HTTP_PORT"] == configmap()["STREAMCAST_HTTP_PORT"]
+    assert env["STREAMCAST_MODEL_PATH"] == "/models/model.onnx"
+    labels = " ".join(args for word, args in final_stage() if word == "LABEL")
+    for key in ("title", "description", "version", "revision", "created", "licenses"):
+        assert f"org.opencontainers.image.{key}=" in labels
+
+
+def test_healthcheck_probes_healthz_with_the_image_python() -> None:
+    check = dict(final_stage())["HEALTHCHECK"]
+    command = json.loads(check.split("CMD", 1)[1])
+    assert command[0] == "/opt/streamcast/bin/python" and command[-1] == "/healthz"
+    copied = [a for w, a in final_stage() if w == "COPY" and command[1] in a]
+    assert copied and dockerignore_included(copied[0].split()[0])
+
+
+def test_dockerignore_keeps_heavy_and_private_paths_out() -> None:
+    for kept_out in (
+        ".venv/bin/python",
+        ".kafka/libs/kafka.jar",
+        "models/pedestrian/model.onnx",
+        ".git/HEAD",
+        ".env",
+        "streamcast/__pycache__/cli.cpython-311.pyc",
+        ".mypy_cache/3.11/x.json",
+        "tests/unit/test_deploy.py",
+    ):
+        assert not dockerignore_included(kept_out), kept_out
+    for word, args in dockerfile():
+        if word == "COPY" and "--from=" not in args:
+            for source in shlex.split(args)[:-1]:
+                assert dockerignore_included(
+                    source.rstrip("/") + "/x.py" if source.endswith("/") else source
+                ), source
+
+
+@pytest.mark.parametrize("name", ["Dockerfile", "deploy/docker/model.Dockerfile"])
+def test_hadolint_finds_nothing(name: str) -> None:
+    result = subprocess.run(
+        [str(BIN / "hadolint"), "--no-color", str(REPO / name)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_streamcast_console_script_runs_outside_a_container() -> None:
+    result = subprocess.run(
+        [str(BIN / "streamcast"), "--help"], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert "serve" in result.stdout
+
+
+async def test_container_healthcheck_script_against_the_real_health_server(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    spec = importlib.util.spec_from_file_location(
+        "healthcheck", DEPLOY / "docker" / "healthcheck.py"
+    )
+    assert spec is not None and spec.loader is not None
+    healthcheck = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(healthcheck)
+    ready = [False]
+    server = HealthServer("127.0.0.1", 0, lambda: b"", lambda: (ready[0], "restoring state"))
+    async with server:
+        monkeypatch.setenv("STREAMCAST_HTTP_PORT", str(server.port))
+        assert await asyncio.to_thread(healthcheck.main, ["hc", "/healthz"]) == 0
+        assert await asyncio.to_thread(healthcheck.main, ["hc", "/readyz"]) == 1
+        ready[0] = True
+        assert await asyncio.to_thread(healthcheck.main, ["hc", "/readyz"]) == 0
+        assert await asyncio.to_thread(healthcheck.main, ["hc", "healthz"]) == 2
+    # nothing listens any more: unhealthy, not a crash
+    assert await asyncio.to_thread(healthcheck.main, ["hc", "/healthz"]) == 1
+
+
+# -- docker compose ---------------------------------------------------------------------
+
+
+def test_compose_services_images_and_healthchecks() -> None:
+    services = compose()["services"]
+    assert set(services) == {"kafka", "topics", "streamcast", "prometheus", "grafana"}
+    assert services["kafka"]["image"] == "apache/kafka:4.1.2"
+    for name in ("kafka", "streamcast", "prometheus", "grafana"):
+        test = services[name]["healthcheck"]["test"]
+        assert test[0] in ("CMD", "CMD-SHELL") and len(test) >= 2, name
+    assert "/healthz" in services["streamcast"]["healthcheck"]["test"]
+    for name, service in services.items():
+        for image in [service.get("image", "")]:
+            assert ":" in image and not image.endswith(":latest"), f"{name}: pin the image tag"
+
+
+def test_compose_broker_is_single_node_kraft_without_auto_creation() -> None:
+    env = compose()["services"]["kafka"]["environment"]
+    assert set(env["KAFKA_PROCESS_ROLES"].split(",")) == {"broker", "controller"}
+    assert env["KAFKA_CONTROLLER_QUORUM_VOTERS"].startswith(f"{env['KAFKA_NODE_ID']}@kafka:")
+    assert env["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
+    # transactions (exactly-once mode) need the transaction log to fit one broker
+    assert env["KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR"] == 1
+    assert env["KAFKA_TRANSACTION_STATE_LOG_MIN_ISR"] == 1
+    assert "INTERNAL://kafka:9092" in env["KAFKA_ADVERTISED_LISTENERS"]
+
+
+def test_compose_streamcast_starts_after_broker_and_topics_and_drains_on_stop() -> None:
+    services = compose()["services"]
+    app = services["streamcast"]
+    assert app["depends_on"]["kafka"]["condition"] == "service_healthy"
+    assert app["depends_on"]["topics"]["condition"] == "service_completed_successfully"
+    assert services["topics"]["depends_on"]["kafka"]["condition"] == "service_healthy"
+    assert (DEPLOY / app["build"]["context"] / app["build"]["dockerfile"]).is_file()
+    env = {k: str(v) for k, v in app["environment"].items()}
+    assert all(is_setting(var) for var in env)
+    grace = float(app["stop_grace_period"].rstrip("s"))
+    assert grace > float(env.get("STREAMCAST_DRAIN_TIMEOUT_S", Settings().drain_timeout_s))
+    model_mount = next(v for v in app["volumes"] if v.endswith(":/models:ro"))
+    assert "model" in model_mount.removesuffix(":/models:ro")
+    assert str(PurePosixPath(env["STREAMCAST_MODEL_PATH"]).parent) == "/models"
+    assert app["init"] is True and app["read_only"] is True
+    assert app["ports"] == [
+        f"127.0.0.1:{env['STREAMCAST_HTTP_PORT']}:{env['STREAMCAST_HTTP_PORT']}"
+    ]
+
+
+def test_compose_bind_mounts_exist() -> None:
+    for name, service in compose()["services"].items():
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith("./"):
+                assert (DEPLOY / source).exists(), f"{name}: {source} is missing"
+
+
+def test_topic_job_creates_the_settings_topics_with_a_compacted_changelog() -> None:
+    script = DEPLOY / "compose" / "create-topics.sh"
+    subprocess.run(["bash", "-n", str(script)], check=True, timeout=30)
+    text = script.read_text()
+    defaults = dict(re.findall(r"\$\{(STREAMCAST_TOPICS__[A-Z_]+):-([^}]+)\}", text))
+    topics = Settings().topics
+    expected = {env_name(("topics", f)): getattr(topics, f) for f in type(topics).model_fields}
+    assert defaults == expected
+    assert compose()["services"]["topics"]["environment"].items() >= expected.items()
+    assert {k: v for k, v in configmap().items() if k in expected} == expected
+    state_call = text[text.index('create "$state"') :]
+    assert "cleanup.policy=compact" in state_call.split("\n\n")[0]
+    assert '--partitions "$partitions"' in state_call
+
+
+# -- Prometheus, alerts, Grafana --------------------------------------------------------
+
+
+def queries_in(node: Any) -> list[str]:
+    """Every ``expr`` string anywhere in a parsed JSON/YAML tree."""
+    if isinstance(node, dict):
+        found = [node["expr"]] if isinstance(node.get("expr"), str) else []
+        return found + [q for value in node.values() for q in queries_in(value)]
+    if isinstance(node, list):
+        return [q for item in node for q in queries_in(item)]
+    return []
+
+
+def test_dashboard_shows_the_required_metrics_and_only_registered_ones() -> None:
+    dashboard = json.loads((DEPLOY / "grafana" / "dashboards" / "streamcast.json").read_text())
+    exprs = queries_in(dashboard["panels"])
+    used = {m for expr in exprs for m in METRIC.findall(expr)}
+    assert used <= registered_samples(), used - registered_samples()
+    assert used >= DASHBOARD_METRICS, DASHBOARD_METRICS - used
+    assert any("streamcast_inference_seconds_bucket" in e and "0.99" in e for e in exprs)
+    for q in ("0.5", "0.95", "0.99"):
+        assert any(f"({q}," in e and "end_to_end_latency_seconds_bucket" in e for e in exprs)
+    assert any("by (result)" in e and "streamcast_ticks_total" in e for e in exprs)
+    ids = [panel["id"] for panel in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
+    datasource = load_yaml(DEPLOY / "grafana" / "provisioning" / "datasources" / "prometheus.yml")
+    uid = datasource[0]["datasources"][0]["uid"]
+    for panel in dashboard["panels"]:
+        if panel["type"] != "row":
+            assert panel["datasource"]["uid"] == uid and panel["targets"], panel["title"]
+
+
+def test_alert_rules_query_registered_metrics() -> None:
+    rules = [
+        r for g in load_yaml(DEPLOY / "prometheus" / "alerts.yml")[0]["groups"] for r in g["rules"]
+    ]
+    assert len(rules) >= 5
+    for rule in rules:
+        assert rule["alert"] and rule["labels"]["severity"] in ("warning", "critical")
+        assert set(METRIC.findall(rule["expr"])) <= registered_samples(), rule["alert"]
+
+
+def test_prometheus_scrapes_the_metrics_port_and_grafana_loads_the_dashboards() -> None:
+    config = load_yaml(DEPLOY / "prometheus" / "prometheus.yml")[0]
+    job = next(j for j in config["scrape_configs"] if j["job_name"] == "streamcast")
+    assert job["metrics_path"] == "/metrics"
+    assert str(job["dns_sd_configs"][0]["port"]) == image_env()["STREAMCAST_HTTP_PORT"]
+    provider = load_yaml(DEPLOY / "grafana" / "provisioning" / "dashboards" / "streamcast.yml")
+    path = provider[0]["providers"][0]["options"]["path"]
+    mounts = compose()["services"]["grafana"]["volumes"]
+    assert f"./grafana/dashboards:{path}:ro" in mounts
+
+
+# -- Kubernetes -------------------------------------------------------------------------
+
+
+def test_kubernetes_kinds_api_versions_and_namespaces() -> None:
+    objects = k8s()
+    kinds = {key.split("/")[0] for key in objects}
+    assert kinds == set(K8S_API)
+    for key, obj in objects.items():
+        assert obj["apiVersion"] == K8S_API[obj["kind"]], key
+        if obj["kind"] != "Namespace":
+            assert obj["metadata"]["namespace"] == "streamcast", key
+    kustomization = load_yaml(K8S / "kustomization.yaml")[0]
+    listed = set(kustomization["resources"])
+    on_disk = {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml"}
+    assert listed == on_disk - {"secret.example.yaml"}
+
+
+def test_deployment_replicas_resources_and_selectors() -> None:
+    deploy = k8s()["Deployment/streamcast"]
+    assert deploy["spec"]["replicas"] == 2
+    selector = deploy["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= deploy["spec"]["template"]["metadata"]["labels"].items()
+    for kind in ("Service/streamcast-metrics", "PodDisruptionBudget/streamcast"):
+        spec = k8s()[kind]["spec"]
+        chosen = spec["selector"].get("matchLabels", spec["selector"])
+        assert chosen == selector, kind
+    pod = deployment()
+    for container in pod["containers"] + pod["initContainers"]:
+        resources = container["resources"]
+        assert {"cpu", "memory"} <= resources["requests"].keys() & resources["limits"].keys()
+
+
+def test_probes_hit_healthz_and_readyz_on_the_metrics_port() -> None:
+    app = deployment()["containers"][0]
+    port = next(p for p in app["ports"] if p["name"] == "metrics")
+    assert str(port["containerPort"]) == configmap()["STREAMCAST_HTTP_PORT"]
+    assert app["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert app["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    assert app["startupProbe"]["httpGet"]["path"] == "/healthz"
+    annotations = k8s()["Deployment/streamcast"]["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/port"] == str(port["containerPort"])
+    assert annotations["prometheus.io/path"] == "/metrics"
+    service_port = k8s()["Service/streamcast-metrics"]["spec"]["ports"][0]
+    assert service_port["targetPort"] == "metrics"
+
+
+def test_pods_are_non_root_read_only_and_drain_before_sigkill() -> None:
+    pod = deployment()
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+    assert pod["automountServiceAccountToken"] is False
+    for container in pod["containers"] + pod["initContainers"]:
+        context = container["securityContext"]
+        assert context["readOnlyRootFilesystem"] is True, container["name"]
+        assert context["allowPrivilegeEscalation"] is False, container["name"]
+        assert context["capabilities"]["drop"] == ["ALL"], container["name"]
+    drain = float(configmap().get("STREAMCAST_DRAIN_TIMEOUT_S", Settings().drain_timeout_s))
+    assert pod["terminationGracePeriodSeconds"] > drain
+
+
+def test_model_reaches_the_container_from_a_volume() -> None:
+    pod = deployment()
+    model_dir = str(PurePosixPath(configmap()["STREAMCAST_MODEL_PATH"]).parent)
+    mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["mountPath"] == model_dir)
+    assert mount["readOnly"] is True
+    init = next(c for c in pod["initContainers"] if c["name"] == "model")
+    init_mount = next(m for m in init["volumeMounts"] if m["name"] == mount["name"])
+    assert init["command"][-1] == f"{init_mount['mountPath']}/model.onnx"
+    assert any(v["name"] == mount["name"] for v in pod["volumes"])
+
+
+def test_secrets_stay_out_of_the_configmap_and_the_example_is_a_placeholder() -> None:
+    secret_vars = {"STREAMCAST_SASL_PASSWORD", "STREAMCAST_SSL_KEY_PASSWORD"}
+    assert not secret_vars & configmap().keys()
+    env = {e["name"]: e for e in deployment()["containers"][0]["env"]}
+    assert env["STREAMCAST_SASL_PASSWORD"]["valueFrom"]["secretKeyRef"]["key"] == "password"
+    for key, obj in k8s().items():
+        if obj["kind"] == "Secret":
+            assert all("REPLACE-ME" in value for value in obj["stringData"].values()), key
+
+
+def test_autoscaler_stays_within_the_ticks_partition_count() -> None:
+    hpa = k8s()["HorizontalPodAutoscaler/streamcast"]["spec"]
+    assert hpa["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "streamcast",
+    }
+    script = (DEPLOY / "compose" / "create-topics.sh").read_text()
+    partitions = int(re.search(r"TICKS_PARTITIONS:-(\d+)", script).group(1))  # type: ignore[union-attr]
+    assert hpa["minReplicas"] == k8s()["Deployment/streamcast"]["spec"]["replicas"]
+    assert hpa["maxReplicas"] <= partitions
+    assert "sit idle" in (K8S / "hpa.yaml").read_text()
