@@ -197,6 +197,9 @@ def explain(exc: ValidationError) -> list[str]:
         dotted = ".".join(str(part) for part in loc) or "settings"
         got = error.get("input")
         shown = "" if isinstance(got, dict | type(None)) else f" (got {str(got)[:60]!r})"
+        if not loc:  # a check across fields: its message names the settings itself
+            lines.append(_describe(error))
+            continue
         lines.append(f"{env_name(loc)} ({dotted}): {_describe(error)}{shown}")
     return lines
 

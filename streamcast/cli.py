@@ -1,0 +1,269 @@
+"""The ``streamcast`` command: ``serve``, ``config``, ``replay``, ``tail``.
+
+Every user error is one line on stderr (``error: ...``) and exit status 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from aiokafka.errors import KafkaError
+
+from streamcast import __version__
+from streamcast.config import Settings, SettingsError, flatten, load_settings, setting_sources
+from streamcast.errors import StreamcastError
+from streamcast.logs import configure_logging
+from streamcast.replay import ReplayOptions, replay
+from streamcast.tail import TailOptions, tail
+
+USAGE_ERROR = 2
+
+SERVE_EXAMPLES = """\
+examples:
+  streamcast serve --model model.onnx --bootstrap-servers kafka:9092
+  STREAMCAST_MODEL_PATH=model.onnx STREAMCAST_TOPICS__TICKS=sensors streamcast serve
+  streamcast serve --env-file prod.env --log-format console --http-port 9400
+
+Every setting is also an environment variable STREAMCAST_<NAME> (nested with __, e.g.
+STREAMCAST_TOPICS__FORECASTS) or a line in the .env file; flags win over both.
+`streamcast config` prints what is in effect.
+"""
+
+CONFIG_EXAMPLES = """\
+examples:
+  streamcast config
+  STREAMCAST_SASL_PASSWORD=s3cret streamcast config --env-file prod.env
+"""
+
+REPLAY_EXAMPLES = """\
+examples:
+  streamcast replay --data ped.csv --key-col sensor --time-col time --value-col count
+  streamcast replay --data ticks.parquet --key-col key --time-col ts --value-col value \\
+      --features temp humidity --topic ticks --rate 2000 --limit 100000
+  streamcast replay --data ped.csv --key-col sensor --time-col time --value-col count \\
+      --speed 3600   # one hour of event time per second
+
+Ticks are JSON {"key", "ts", "value", extras...} with the original timestamps; the Kafka
+message key is the series key. Rows are sent in time order.
+"""
+
+TAIL_EXAMPLES = """\
+examples:
+  streamcast tail                       # new forecasts as they arrive
+  streamcast tail --topic alerts --from-beginning
+  streamcast tail --topic dead-letter --from-beginning --limit 20
+  streamcast tail --json --limit 5      # raw message values, one per line
+"""
+
+
+def _kafka_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("settings (override env and .env)")
+    group.add_argument("--env-file", type=Path, default=Path(".env"), help="default: .env")
+    group.add_argument("--bootstrap-servers", dest="bootstrap_servers", metavar="HOST:PORT")
+    group.add_argument("--group-id", dest="group_id")
+
+
+def _service_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("service settings (override env and .env)")
+    add = group.add_argument
+    add("--model", dest="model_path", type=Path, metavar="PATH", help="exported ONNX model")
+    add("--ticks-topic", dest="topics.ticks", metavar="NAME")
+    add("--forecasts-topic", dest="topics.forecasts", metavar="NAME")
+    add("--alerts-topic", dest="topics.alerts", metavar="NAME")
+    add("--dead-letter-topic", dest="topics.dead_letter", metavar="NAME")
+    add("--aggregation", choices=["last", "mean", "sum", "min", "max"], help="default: model's")
+    add("--max-gap", dest="max_gap", type=int, metavar="N", help="default: model's")
+    add("--max-keys", dest="max_keys", type=int, metavar="N")
+    add("--key-ttl-s", dest="key_ttl_s", type=float, metavar="S")
+    add("--batch-max-records", dest="batch_max_records", type=int, metavar="N")
+    add("--batch-max-wait-ms", dest="batch_max_wait_ms", type=int, metavar="MS")
+    add("--http-port", dest="http_port", type=int, metavar="PORT", help="0 picks a free port")
+    add("--log-format", dest="log_format", choices=["json", "console"])
+    add("--log-level", dest="log_level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``streamcast`` command."""
+    fmt = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(
+        prog="streamcast",
+        description="Real-time LSTM forecasting for Kafka streams.",
+        epilog="run `streamcast COMMAND --help` for a command's flags and examples",
+        formatter_class=fmt,
+    )
+    parser.add_argument("--version", action="version", version=f"streamcast {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser(
+        "serve", help="run the forecasting service", epilog=SERVE_EXAMPLES, formatter_class=fmt
+    )
+    _kafka_flags(serve)
+    _service_flags(serve)
+
+    config = sub.add_parser(
+        "config",
+        help="print the effective settings (secrets masked) and where each came from",
+        epilog=CONFIG_EXAMPLES,
+        formatter_class=fmt,
+    )
+    _kafka_flags(config)
+    _service_flags(config)
+
+    replay = sub.add_parser(
+        "replay",
+        help="produce a CSV/Parquet dataset as ticks",
+        epilog=REPLAY_EXAMPLES,
+        formatter_class=fmt,
+    )
+    _kafka_flags(replay)
+    replay.add_argument("--data", type=Path, required=True, help="CSV or Parquet file")
+    replay.add_argument("--key-col", required=True, help="column with the series key")
+    replay.add_argument("--time-col", required=True, help="column with the event time")
+    replay.add_argument("--value-col", required=True, help="column with the value")
+    replay.add_argument("--features", nargs="*", default=[], help="extra feature columns")
+    replay.add_argument("--topic", help="default: the ticks topic setting")
+    pace = replay.add_mutually_exclusive_group()
+    pace.add_argument("--speed", type=float, help="event-time seconds per wall second")
+    pace.add_argument("--rate", type=float, help="messages per second")
+    replay.add_argument("--limit", type=int, help="send at most N ticks")
+    replay.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    tail = sub.add_parser(
+        "tail",
+        help="show forecasts or alerts as they arrive",
+        epilog=TAIL_EXAMPLES,
+        formatter_class=fmt,
+    )
+    _kafka_flags(tail)
+    tail.add_argument(
+        "--topic",
+        default="forecasts",
+        help="forecasts, alerts, dead-letter (the configured names) or any topic name",
+    )
+    tail.add_argument("--from-beginning", action="store_true")
+    tail.add_argument("--limit", type=int, help="stop after N messages")
+    tail.add_argument("--json", action="store_true", help="print raw values, one per line")
+    tail.add_argument("--idle-timeout", type=float, help="stop after S seconds without messages")
+    return parser
+
+
+def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings given as flags, as a nested dict for :func:`load_settings`."""
+    out: dict[str, Any] = {}
+    skip = {"command", "env_file"}
+    for name, value in vars(args).items():
+        if value is None or name in skip or name not in _SETTING_FLAGS:
+            continue
+        if "." in name:
+            group, field = name.split(".", 1)
+            out.setdefault(group, {})[field] = value
+        else:
+            out[name] = value
+    return out
+
+
+_SETTING_FLAGS = {
+    "bootstrap_servers",
+    "group_id",
+    "model_path",
+    "topics.ticks",
+    "topics.forecasts",
+    "topics.alerts",
+    "topics.dead_letter",
+    "aggregation",
+    "max_gap",
+    "max_keys",
+    "key_ttl_s",
+    "batch_max_records",
+    "batch_max_wait_ms",
+    "http_port",
+    "log_format",
+    "log_level",
+}
+
+
+def _print_config(settings: Settings, overrides: dict[str, Any], env_file: Path) -> None:
+    sources = setting_sources(settings, overrides, env_file)
+    rows = flatten(settings)
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        print(f"{name:<{width}}  {value:<40}  [{sources.get(name, 'default')}]")
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv`` and run the command; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    overrides = overrides_from(args)
+    settings = load_settings(overrides, env_file=args.env_file)
+    if args.command == "config":
+        _print_config(settings, overrides, args.env_file)
+        return 0
+    configure_logging(settings.log_format, settings.log_level)
+    if args.command == "serve":
+        # onnxruntime loads only for serve: the other commands stay quick to start.
+        from streamcast.service import serve  # noqa: PLC0415
+
+        asyncio.run(serve(settings))
+        return 0
+    if args.command == "replay":
+        options = ReplayOptions(
+            data=args.data,
+            key_col=args.key_col,
+            time_col=args.time_col,
+            value_col=args.value_col,
+            features=tuple(args.features),
+            topic=args.topic or settings.topics.ticks,
+            speed=args.speed,
+            rate=args.rate,
+            limit=args.limit,
+            progress=not args.no_progress,
+        )
+        sent = asyncio.run(replay(settings, options))
+        print(f"sent {sent} ticks to {options.topic}", file=sys.stderr)
+        return 0
+    aliases = {
+        "forecasts": settings.topics.forecasts,
+        "alerts": settings.topics.alerts,
+        "dead-letter": settings.topics.dead_letter,
+        "dead_letter": settings.topics.dead_letter,
+    }
+    asyncio.run(
+        tail(
+            settings,
+            TailOptions(
+                topic=aliases.get(args.topic, args.topic),
+                from_beginning=args.from_beginning,
+                limit=args.limit,
+                raw_json=args.json,
+                idle_timeout_s=args.idle_timeout,
+            ),
+        )
+    )
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console-script entry point: user errors are one line and exit status 2."""
+    try:
+        status = run(argv)
+    except SettingsError as exc:
+        for line in exc.problems:
+            print(f"error: {line}", file=sys.stderr)
+        status = USAGE_ERROR
+    except (StreamcastError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        status = USAGE_ERROR
+    except KafkaError as exc:
+        print(
+            f"error: Kafka: {exc} (check --bootstrap-servers and security settings)",
+            file=sys.stderr,
+        )
+        status = USAGE_ERROR
+    except KeyboardInterrupt:
+        status = 130
+    sys.exit(status)

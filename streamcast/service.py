@@ -1,0 +1,369 @@
+"""The long-running service: lifecycle phases around the pure core, at-least-once.
+
+Phases, as in uvicorn's server:
+
+1. **startup** — load the model (fail fast on a bad artifact), build the pipeline, open
+   the HTTP endpoints, check/create topics and connect to Kafka, retrying with
+   exponential backoff (capped, jittered, logged) while the broker is unavailable.
+2. **main loop** — ``fetch`` a micro-batch -> decode -> ``Pipeline.process`` in a worker
+   thread -> produce forecasts and dead letters -> await *every* acknowledgement -> only
+   then commit the consumed offsets. Broker failures mid-run are retried with backoff;
+   the in-memory state is kept; bad input never raises (it becomes dead letters).
+3. **shutdown** — a first SIGTERM/SIGINT only sets a flag: no new fetch starts, the
+   in-flight batch is finished, produced and committed, and the clients are closed, all
+   within ``drain_timeout_s`` (after which what is left is cancelled: nothing committed
+   that was not produced, so at-least-once holds). A second signal exits at once.
+
+Every background task lives in one ``TaskGroup``; resources are async context managers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import signal
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Protocol, TypeVar
+
+from aiokafka.errors import CommitFailedError, KafkaError
+
+from streamcast.config import Settings
+from streamcast.errors import ConfigurationError, ModelError
+from streamcast.health import HealthServer
+from streamcast.kafka import Broker, InRecord, KafkaBroker, ensure_topics
+from streamcast.metrics import Metrics
+from streamcast.microbatch import (
+    BatchProcessor,
+    CoreStep,
+    build_core,
+    dead_letters,
+    forecast_records,
+)
+from streamcast.records import Rejection
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: first retry delay; doubles per attempt up to ``retry_max_backoff_s``
+BASE_BACKOFF_S = 0.5
+#: exit code of a second signal (128 + SIGINT, the shell convention)
+FORCED_EXIT = 130
+
+
+class ManagedBroker(Broker, Protocol):
+    """A :class:`Broker` with a lifecycle (what the service creates and owns)."""
+
+    async def start(self) -> None:
+        """Connect; raise a Kafka/OS error when the broker cannot be reached."""
+        ...
+
+    async def close(self) -> None:
+        """Disconnect (idempotent)."""
+        ...
+
+
+BrokerFactory = Callable[[Settings], ManagedBroker]
+TopicCheck = Callable[[Settings], Awaitable[int]]
+
+
+def backoff_delays(max_s: float, base_s: float = BASE_BACKOFF_S) -> Callable[[int], float]:
+    """``attempt -> delay``: exponential from ``base_s``, capped at ``max_s``, with jitter."""
+
+    def delay(attempt: int) -> float:
+        raw = min(max_s, base_s * 2.0 ** min(attempt, 30))
+        return float(raw * (0.75 + 0.5 * random.random()))
+
+    return delay
+
+
+class Service:
+    """One streamcast instance. ``await run()``; ``request_stop()`` from a signal handler."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        broker_factory: BrokerFactory = KafkaBroker,
+        topic_check: TopicCheck = ensure_topics,
+        core: BatchProcessor | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self._broker_factory = broker_factory
+        self._topic_check = topic_check
+        self._core = core
+        self._clock = clock
+        self._stopping = asyncio.Event()
+        self._signals = 0
+        self._broker: ManagedBroker | None = None
+        self._last_tick = 0.0
+        self._positions: dict[tuple[str, int], int] = {}
+        self._delay = backoff_delays(settings.retry_max_backoff_s)
+        self.http_port: int | None = None
+        #: totals since start (tests and the final log line read them)
+        self.consumed = 0
+        self.batches = 0
+
+    # -- control ---------------------------------------------------------------------------
+
+    @property
+    def stopping(self) -> bool:
+        """True once a stop was requested."""
+        return self._stopping.is_set()
+
+    def request_stop(self) -> None:
+        """Ask the service to drain and stop (idempotent; safe from a signal handler)."""
+        if not self._stopping.is_set():
+            log.info("stop requested: finishing the in-flight batch")
+        self._stopping.set()
+
+    def handle_signal(self, signum: int) -> None:
+        """First signal: drain. Second: exit immediately (output since the last commit is
+        repeated on restart, never lost)."""
+        self._signals += 1
+        if self._signals == 1:
+            log.info("signal received", extra={"signal": signal.Signals(signum).name})
+            self.request_stop()
+            return
+        log.warning("second signal: exiting now without draining")
+        logging.shutdown()
+        os._exit(FORCED_EXIT)
+
+    def readiness(self) -> tuple[bool, str]:
+        """``(ready, reason)`` for ``/readyz``."""
+        if self._core is None:
+            return False, "model not loaded"
+        if self._broker is None or not self._broker.assigned():
+            return False, "no partitions assigned"
+        idle = self._clock() - self._last_tick
+        if idle > self.settings.ready_stale_s:
+            return False, f"main loop stalled for {idle:.0f}s"
+        if self.stopping:
+            return False, "stopping"
+        return True, "ready"
+
+    # -- phases ----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run until stopped: startup, main loop, shutdown."""
+        core = self._core or load_core(self.settings)
+        self._core = core
+        self.metrics.set_build_info(core.model_name, core.model_version)
+        s = self.settings
+        health = HealthServer(s.http_host, s.http_port, self.metrics.exposition, self.readiness)
+        async with health, asyncio.TaskGroup() as tasks:
+            self.http_port = health.port
+            broker = await self._connect()
+            if broker is None:
+                return  # stopped before the broker came up
+            self._broker = broker
+            try:
+                loop_task = tasks.create_task(self._main_loop(broker, core))
+                tasks.create_task(self._drain_watchdog(loop_task))
+                await loop_task
+            finally:
+                self._broker = None
+                await _bounded(broker.close(), 10.0, "closing Kafka clients")
+        log.info(
+            "stopped",
+            extra={"consumed": self.consumed, "batches": self.batches},
+        )
+
+    async def _connect(self) -> ManagedBroker | None:
+        """Topic check and client start, retried with backoff while the broker is away."""
+        attempt = 0
+        while not self.stopping:
+            broker = self._broker_factory(self.settings)
+            try:
+                await self._topic_check(self.settings)
+                await broker.start()
+            except (KafkaError, OSError) as exc:
+                await broker.close()
+                self.metrics.broker_errors.labels(op="connect").inc()
+                delay = self._delay(attempt)
+                log.warning(
+                    "broker unavailable; retrying",
+                    extra={
+                        "bootstrap": self.settings.bootstrap_servers,
+                        "attempt": attempt + 1,
+                        "retry_in_s": round(delay, 2),
+                        "error": repr(exc),
+                    },
+                )
+                attempt += 1
+                await self._sleep_unless_stopping(delay)
+                continue
+            log.info(
+                "connected",
+                extra={
+                    "bootstrap": self.settings.bootstrap_servers,
+                    "group": self.settings.group_id,
+                },
+            )
+            return broker
+        return None
+
+    async def _main_loop(self, broker: ManagedBroker, core: BatchProcessor) -> None:
+        s = self.settings
+        self._last_tick = self._clock()
+        while not self.stopping:
+            try:
+                records = await broker.fetch(s.batch_max_records, s.batch_max_wait_ms)
+            except KafkaError as exc:
+                self.metrics.broker_errors.labels(op="fetch").inc()
+                log.warning("fetch failed; retrying", extra={"error": repr(exc)})
+                await self._sleep_unless_stopping(self._delay(0))
+                continue
+            self._last_tick = self._clock()
+            if records:
+                await self._handle(broker, core, records)
+            self._observe_lag(broker)
+            self._last_tick = self._clock()
+
+    async def _handle(
+        self, broker: ManagedBroker, core: BatchProcessor, records: list[InRecord]
+    ) -> None:
+        """One micro-batch: process, produce, await acks, commit."""
+        m = self.metrics
+        m.batch_size.observe(len(records))
+        started = time.perf_counter()
+        step = await asyncio.to_thread(core.process, records, self._clock())
+        m.inference_seconds.observe(time.perf_counter() - started)
+        out = forecast_records(self.settings.topics.forecasts, step.forecasts)
+        dead = dead_letters(self.settings.topics.dead_letter, records, step.rejections)
+        await self._retry("produce", broker.publish, [*out, *dead])
+        acked = self._clock()
+        self._count(records, step.rejections, len(out), step)
+        sent_ms = [records[int(i)].timestamp_ms for i in step.trigger_positions]
+        for ts_ms in sent_ms:
+            m.latency.observe(max(0.0, acked - ts_ms / 1000.0))
+        offsets: dict[tuple[str, int], int] = {}
+        for r in records:
+            tp = (r.topic, r.partition)
+            offsets[tp] = max(offsets.get(tp, 0), r.offset + 1)
+        self._positions.update(offsets)
+        await self._commit(broker, offsets)
+        self.consumed += len(records)
+        self.batches += 1
+
+    def _count(
+        self,
+        records: list[InRecord],
+        rejections: Sequence[Rejection],
+        forecasts: int,
+        step: CoreStep,
+    ) -> None:
+        m = self.metrics
+        rejected = len({r.index for r in rejections})
+        m.ticks.labels(result="rejected").inc(rejected)
+        m.ticks.labels(result="accepted").inc(len(records) - rejected)
+        m.forecasts.inc(forecasts)
+        for rej in rejections:
+            m.dead_letters.labels(reason=str(rej.reason)).inc()
+        counters = step.counters
+        m.evictions.labels(cause="ttl").inc(counters.get("expired_ttl", 0))
+        m.evictions.labels(cause="lru").inc(counters.get("evicted_lru", 0))
+        m.restarts.inc(counters.get("resets", 0))
+        if "active_keys" in counters:
+            m.active_keys.set(counters["active_keys"])
+
+    async def _commit(self, broker: ManagedBroker, offsets: dict[tuple[str, int], int]) -> None:
+        try:
+            await self._retry("commit", broker.commit, offsets)
+        except CommitFailedError as exc:
+            # A rebalance took the partitions away: their new owner re-reads from the last
+            # commit, which repeats output (at-least-once) but loses nothing.
+            log.warning("commit rejected after a rebalance", extra={"error": repr(exc)})
+
+    async def _retry(self, op: str, call: Callable[[T], Awaitable[None]], arg: T) -> None:
+        """Retry a broker operation with backoff until it succeeds or the drain runs out."""
+        attempt = 0
+        while True:
+            try:
+                await call(arg)
+            except CommitFailedError:
+                raise
+            except KafkaError as exc:
+                self.metrics.broker_errors.labels(op=op).inc()
+                delay = self._delay(attempt)
+                log.warning(
+                    f"{op} failed; retrying",
+                    extra={
+                        "attempt": attempt + 1,
+                        "retry_in_s": round(delay, 2),
+                        "error": repr(exc),
+                    },
+                )
+                attempt += 1
+                await asyncio.sleep(delay)
+            else:
+                return
+
+    def _observe_lag(self, broker: ManagedBroker) -> None:
+        for partition, lag in broker.lag(self._positions).items():
+            self.metrics.consumer_lag.labels(partition=str(partition)).set(lag)
+
+    async def _drain_watchdog(self, loop_task: asyncio.Task[None]) -> None:
+        """Cancel the main loop if the drain after a stop request outlasts its bound."""
+        stop_wait = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({stop_wait, loop_task}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop_wait.cancel()
+        if loop_task.done():
+            return
+        done, _ = await asyncio.wait({loop_task}, timeout=self.settings.drain_timeout_s)
+        if not done:
+            log.error(
+                "drain timed out; cancelling (uncommitted input is re-read on restart)",
+                extra={"drain_timeout_s": self.settings.drain_timeout_s},
+            )
+            loop_task.cancel()
+
+    async def _sleep_unless_stopping(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+
+
+def load_core(settings: Settings) -> BatchProcessor:
+    """Load the model named by the settings and build the pure core around it."""
+    path = settings.model_path
+    if path is None:
+        raise ConfigurationError(
+            "STREAMCAST_MODEL_PATH (model_path): required: the ONNX file from streamcast-train"
+        )
+    if not Path(path).is_file():
+        raise ConfigurationError(f"STREAMCAST_MODEL_PATH (model_path): file not found: {path}")
+    try:
+        return build_core(settings)
+    except ModelError:
+        raise
+    except (ValueError, OSError) as exc:
+        raise ModelError(f"cannot load model {path}: {exc}") from exc
+
+
+async def _bounded(aw: Awaitable[None], seconds: float, what: str) -> None:
+    try:
+        await asyncio.wait_for(aw, timeout=seconds)
+    except TimeoutError:
+        log.warning(f"{what} timed out", extra={"timeout_s": seconds})
+
+
+async def serve(settings: Settings) -> None:
+    """Run a :class:`Service` with SIGTERM/SIGINT wired to its drain."""
+    service = Service(settings)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, service.handle_signal, sig)
+    try:
+        await service.run()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)

@@ -1,0 +1,243 @@
+"""The service loop with an in-memory broker and core: ordering, retries, drain, readiness."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+import pytest
+from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError
+
+from streamcast.config import Settings, load_settings
+from streamcast.errors import RejectReason
+from streamcast.kafka import InRecord, OutRecord
+from streamcast.microbatch import CoreStep
+from streamcast.records import ForecastBatch, Rejection
+from streamcast.service import Service
+
+
+class FakeBroker:
+    """Records in memory; every operation appended to a shared journal."""
+
+    def __init__(self, records: list[InRecord], publish_failures: int = 0) -> None:
+        self.pending = list(records)
+        self.journal: list[tuple[str, object]] = []
+        self.published: list[OutRecord] = []
+        self.committed: dict[tuple[str, int], int] = {}
+        self.publish_failures = publish_failures
+        self.started = False
+        self.closed = False
+
+    async def start(self) -> None:
+        self.started = True
+
+    async def close(self) -> None:
+        self.closed = True
+
+    async def fetch(self, max_records: int, timeout_ms: int) -> list[InRecord]:
+        batch, self.pending = self.pending[:max_records], self.pending[max_records:]
+        if not batch:
+            await asyncio.sleep(timeout_ms / 1000)
+        return batch
+
+    async def publish(self, records: Sequence[OutRecord]) -> None:
+        if self.publish_failures:
+            self.publish_failures -= 1
+            self.journal.append(("publish-failed", len(records)))
+            raise KafkaTimeoutError("broker away")
+        self.published += records
+        self.journal.append(("publish", len(records)))
+
+    async def commit(self, offsets: Mapping[tuple[str, int], int]) -> None:
+        self.committed.update(offsets)
+        self.journal.append(("commit", dict(offsets)))
+
+    def assigned(self) -> bool:
+        return self.started and not self.closed
+
+    def lag(self, positions: Mapping[tuple[str, int], int]) -> dict[int, int]:
+        return {0: 0}
+
+
+class EchoCore:
+    """A forecast per record whose value is a number; others are rejected as not_json."""
+
+    model_name = "echo"
+    model_version = "1"
+
+    def process(self, records: Sequence[InRecord], now_s: float) -> CoreStep:
+        good = [i for i, r in enumerate(records) if (r.value or b"").isdigit()]
+        bad = [i for i in range(len(records)) if i not in good]
+        forecasts = ForecastBatch(
+            keys=[(records[i].key or b"").decode() for i in good],
+            origin_ts=np.asarray([int(records[i].value or 0) for i in good], dtype=np.int64),
+            values=np.ones((len(good), 2)),
+            model="echo",
+            model_version="1",
+            interval_s=60,
+            horizon=2,
+            trigger_index=np.asarray(good, dtype=np.int64),
+        )
+        rejections = [Rejection(i, RejectReason.NOT_JSON, "not a number") for i in bad]
+        return CoreStep(forecasts, rejections, np.asarray(good, dtype=np.int64), {})
+
+
+def _records(n: int, bad_every: int = 0) -> list[InRecord]:
+    out = []
+    for i in range(n):
+        value = b"oops" if bad_every and i % bad_every == 0 else str(1_700_000_000 + i).encode()
+        out.append(InRecord("ticks", i % 2, i // 2, 1_700_000_000_000, b"k%d" % (i % 3), value))
+    return out
+
+
+def _settings(**extra: object) -> Settings:
+    base: dict[str, object] = {
+        "http_port": 0,
+        "http_host": "127.0.0.1",
+        "batch_max_records": 4,
+        "batch_max_wait_ms": 5,
+        "retry_max_backoff_s": 0.02,
+        "drain_timeout_s": 2.0,
+    }
+    base.update(extra)
+    return load_settings(base, env_file=None)
+
+
+async def _no_topics(settings: Settings) -> int:
+    return 1
+
+
+async def _poll(condition: Callable[[], bool]) -> None:
+    """Wait (bounded) until ``condition`` holds; the surrounding asyncio.timeout fails it."""
+    for _ in range(1000):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+
+
+async def _run_until(service: Service, done: Callable[[], bool]) -> None:
+    async def stopper() -> None:
+        await _poll(done)
+        service.request_stop()
+
+    async with asyncio.timeout(5), asyncio.TaskGroup() as tasks:
+        tasks.create_task(service.run())
+        tasks.create_task(stopper())
+
+
+async def test_every_batch_is_published_before_its_offsets_are_committed() -> None:
+    broker = FakeBroker(_records(10, bad_every=4))
+    service = Service(
+        _settings(), broker_factory=lambda s: broker, topic_check=_no_topics, core=EchoCore()
+    )
+    await _run_until(service, lambda: not broker.pending and service.batches == 3)
+    kinds = [kind for kind, _ in broker.journal]
+    assert kinds == ["publish", "commit"] * 3
+    assert broker.committed == {("ticks", 0): 5, ("ticks", 1): 5}
+    dead = [r for r in broker.published if r.topic == "ticks.dead-letter"]
+    forecasts = [r for r in broker.published if r.topic == "forecasts"]
+    assert len(dead) == 3  # records 0, 4, 8
+    assert len(forecasts) == 7
+    assert all(r.value == b"oops" for r in dead)
+    assert dict(dead[0].headers)["streamcast.reason"] == b"not_json"
+    assert dict(dead[0].headers)["streamcast.source.offset"] == b"0"
+    assert broker.closed
+    exposition = service.metrics.exposition().decode()
+    assert 'streamcast_ticks_total{result="accepted"} 7.0' in exposition
+    assert 'streamcast_dead_letters_total{reason="not_json"} 3.0' in exposition
+    assert "streamcast_forecasts_total 7.0" in exposition
+
+
+async def test_failed_publish_is_retried_and_nothing_is_committed_before_it_succeeds() -> None:
+    broker = FakeBroker(_records(3), publish_failures=2)
+    service = Service(
+        _settings(), broker_factory=lambda s: broker, topic_check=_no_topics, core=EchoCore()
+    )
+    await _run_until(service, lambda: service.batches == 1)
+    kinds = [kind for kind, _ in broker.journal]
+    assert kinds == ["publish-failed", "publish-failed", "publish", "commit"]
+    errors = service.metrics.broker_errors.labels(op="produce")._value.get()
+    assert errors == 2
+
+
+async def test_broker_unavailable_at_start_is_retried_with_backoff() -> None:
+    attempts: list[float] = []
+
+    async def flaky_topics(settings: Settings) -> int:
+        attempts.append(asyncio.get_running_loop().time())
+        if len(attempts) < 3:
+            raise KafkaConnectionError("no broker")
+        return 1
+
+    broker = FakeBroker(_records(2))
+    service = Service(
+        _settings(), broker_factory=lambda s: broker, topic_check=flaky_topics, core=EchoCore()
+    )
+    await _run_until(service, lambda: service.batches == 1)
+    assert len(attempts) == 3
+    assert attempts[2] - attempts[1] > 0  # it waited between attempts: no spinning
+    assert broker.committed == {("ticks", 0): 1, ("ticks", 1): 1}
+
+
+async def test_stop_before_the_broker_comes_up_returns_promptly() -> None:
+    async def never(settings: Settings) -> int:
+        raise KafkaConnectionError("no broker")
+
+    service = Service(
+        _settings(), broker_factory=lambda s: FakeBroker([]), topic_check=never, core=EchoCore()
+    )
+    async with asyncio.timeout(3), asyncio.TaskGroup() as tasks:
+        tasks.create_task(service.run())
+        await asyncio.sleep(0.1)
+        service.request_stop()
+    assert service.batches == 0
+
+
+async def test_readiness_reflects_assignment_and_stop() -> None:
+    broker = FakeBroker([])
+    service = Service(
+        _settings(), broker_factory=lambda s: broker, topic_check=_no_topics, core=EchoCore()
+    )
+    states: list[tuple[bool, str]] = []
+
+    async def probe() -> None:
+        await _poll(lambda: broker.started)
+        await asyncio.sleep(0.05)
+        states.append(service.readiness())
+        service.request_stop()
+        states.append(service.readiness())
+
+    async with asyncio.timeout(5), asyncio.TaskGroup() as tasks:
+        tasks.create_task(service.run())
+        tasks.create_task(probe())
+    assert states[0] == (True, "ready")
+    assert states[1][0] is False
+    assert service.readiness() == (False, "no partitions assigned")
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/metrics"])
+async def test_http_endpoints_answer(path: str) -> None:
+    broker = FakeBroker([])
+    service = Service(
+        _settings(), broker_factory=lambda s: broker, topic_check=_no_topics, core=EchoCore()
+    )
+    answers: list[bytes] = []
+
+    async def ask() -> None:
+        await _poll(lambda: service.http_port is not None and broker.started)
+        await asyncio.sleep(0.05)
+        assert service.http_port is not None
+        reader, writer = await asyncio.open_connection("127.0.0.1", service.http_port)
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        await writer.drain()
+        answers.append(await reader.read())
+        writer.close()
+        service.request_stop()
+
+    async with asyncio.timeout(5), asyncio.TaskGroup() as tasks:
+        tasks.create_task(service.run())
+        tasks.create_task(ask())
+    assert answers[0].startswith(b"HTTP/1.1 200")
+    if path == "/metrics":
+        assert b"streamcast_build_info" in answers[0]
