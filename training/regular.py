@@ -22,6 +22,7 @@ Everything is vectorised over rows (sort, diff, repeat, ``ufunc.reduceat``).
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Literal, get_args
 
@@ -43,18 +44,29 @@ def iso(ts_s: int | np.integer) -> str:
     return f"{np.datetime64(int(ts_s), 's')}Z"
 
 
+_UNIT_SECONDS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3_600, "hr": 3_600, "d": 86_400}
+_INTERVAL = re.compile(r"^\s*(\d+)\s*([a-z]*)\s*$")
+
+
 def parse_interval(interval: str | int | pd.Timedelta) -> int:
-    """Interval in whole seconds from ``"1h"``, ``"30min"``, ``"1d"``, ``"15s"`` or seconds."""
-    try:
-        seconds = (
-            float(interval)
-            if isinstance(interval, int | float)
-            else pd.Timedelta(interval).total_seconds()
-        )
-    except (ValueError, TypeError):
-        raise ConfigError(
-            f"cannot read interval {interval!r}; use e.g. 1h, 30min, 1d, 15s or seconds"
-        ) from None
+    """Interval in whole seconds from ``"1h"``, ``"30min"``, ``"1d"``, ``"15s"``, ``"3600"``
+    (seconds), an int of seconds, or anything :class:`pandas.Timedelta` reads.
+    """
+    if isinstance(interval, int | float) and not isinstance(interval, bool):
+        seconds = float(interval)
+    elif isinstance(interval, pd.Timedelta):
+        seconds = interval.total_seconds()
+    else:
+        match = _INTERVAL.match(str(interval).lower())
+        if match and match.group(2) in ("", *_UNIT_SECONDS):
+            seconds = float(int(match.group(1)) * _UNIT_SECONDS.get(match.group(2), 1))
+        else:
+            try:
+                seconds = pd.Timedelta(str(interval)).total_seconds()
+            except (ValueError, TypeError):
+                raise ConfigError(
+                    f"cannot read interval {interval!r}; use e.g. 1h, 30min, 1d, 15s or seconds"
+                ) from None
     if seconds <= 0 or seconds != int(seconds):
         raise ConfigError(f"interval {interval!r} must be a positive whole number of seconds")
     return int(seconds)

@@ -11,7 +11,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamcast.features import interpolate_gap
-from training.data import fingerprint, load_table, normalise_frame, regularise
+from training.data import (
+    fingerprint,
+    format_interval,
+    load_table,
+    normalise_frame,
+    parse_interval,
+    regularise,
+)
 from training.errors import ConfigError, DataError
 
 HOUR = 3600
@@ -313,3 +320,27 @@ def test_regularise_invariants(steps: list[list[int]], max_gap: int, seed: int) 
     assert series.reset.sum() == len(series.keys) + len(report.long_gaps)
     assert (~obs).sum() == report.imputed_rows
     assert report.imputed_rows == sum(s - 1 for ks in steps for s in ks if 1 < s <= max_gap + 1)
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds", "spelled"),
+    [
+        ("1h", 3600, "1h"),
+        ("30min", 1800, "30min"),
+        ("1d", 86_400, "1d"),
+        ("15s", 15, "15s"),
+        ("3600", 3600, "1h"),
+        (900, 900, "15min"),
+        ("00:30:00", 1800, "30min"),
+    ],
+)
+def test_interval_spellings(text: str | int, seconds: int, spelled: str) -> None:
+    assert parse_interval(text) == seconds
+    assert format_interval(seconds) == spelled
+
+
+def test_interval_must_be_whole_positive_seconds() -> None:
+    with pytest.raises(ConfigError, match="positive whole number of seconds"):
+        parse_interval("0.5s")
+    with pytest.raises(ConfigError, match="positive whole number of seconds"):
+        parse_interval("0h")
