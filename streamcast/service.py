@@ -158,19 +158,24 @@ class Service:
         self.metrics.set_build_info(core.model_name, core.model_version)
         s = self.settings
         health = HealthServer(s.http_host, s.http_port, self.metrics.exposition, self.readiness)
-        async with health, asyncio.TaskGroup() as tasks:
-            self.http_port = health.port
-            broker = await self._connect()
-            if broker is None:
-                return  # stopped before the broker came up
-            self._broker = broker
-            try:
-                loop_task = tasks.create_task(self._main_loop(broker, core))
-                tasks.create_task(self._drain_watchdog(loop_task))
-                await loop_task
-            finally:
-                self._broker = None
-                await _bounded(broker.close(), 10.0, "closing Kafka clients")
+        try:
+            async with health, asyncio.TaskGroup() as tasks:
+                self.http_port = health.port
+                broker = await self._connect()
+                if broker is None:
+                    return  # stopped before the broker came up
+                self._broker = broker
+                try:
+                    loop_task = tasks.create_task(self._main_loop(broker, core))
+                    tasks.create_task(self._drain_watchdog(loop_task))
+                    # wait() rather than await: a loop cancelled by the drain watchdog
+                    # must not cancel run() itself; a loop that failed is re-raised below.
+                    await asyncio.wait({loop_task})
+                finally:
+                    self._broker = None
+                    await _bounded(broker.close(), 10.0, "closing Kafka clients")
+        except BaseExceptionGroup as group:
+            raise _first_leaf(group) from None
         log.info(
             "stopped",
             extra={"consumed": self.consumed, "batches": self.batches},
@@ -347,6 +352,12 @@ def load_core(settings: Settings) -> BatchProcessor:
         raise
     except (ValueError, OSError) as exc:
         raise ModelError(f"cannot load model {path}: {exc}") from exc
+
+
+def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first real exception inside (nested) task-group errors."""
+    first = group.exceptions[0]
+    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
 
 
 async def _bounded(aw: Awaitable[None], seconds: float, what: str) -> None:

@@ -1,0 +1,140 @@
+"""Lifecycle through real signals and a real broker: clean restart, broker unavailable.
+
+Clean restart: SIGTERM mid-stream drains (finish the batch, produce, commit, close), and
+a restarted service continues from the committed offsets. State is in memory in
+at-least-once mode, so the restarted service warms its keys up again: the expected output
+is a first lifetime over what was committed and a fresh one over the rest, per partition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+
+from tests.integration.service_harness import (
+    Message,
+    ServiceProcess,
+    consume,
+    expected_forecasts,
+    forecasts_by_key,
+    produce,
+    recent_hour,
+    service_env,
+    tick,
+)
+from tests.kafka_harness import create_topics, kafka_local, unique_topic
+from tests.model_factory import make_tiny_model
+
+pytestmark = pytest.mark.kafka
+
+KEYS = 8
+INTERVALS = 40
+INTERVAL_S = 60
+
+
+def _interval_messages(start: int, t: int) -> list[Message]:
+    out: list[Message] = []
+    for k in range(KEYS):
+        key = f"meter-{k}"
+        value = float(100 + 10 * k + 20 * np.cos(t / 5 + k))
+        out.append((key.encode(), tick(key, start + t * INTERVAL_S + 7, value)))
+    return out
+
+
+async def _committed(bootstrap: str, group: str, topic: str) -> dict[int, int]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group)
+    finally:
+        await admin.close()
+    return {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic}
+
+
+async def test_sigterm_mid_stream_then_restart_loses_nothing(
+    bootstrap: str, tmp_path: Path
+) -> None:
+    prefix = unique_topic("restart")
+    model = make_tiny_model(
+        tmp_path / "tiny.onnx", window=4, horizon=3, interval_s=INTERVAL_S, levels=(0.9,)
+    )
+    env = service_env(bootstrap, model, prefix, batch_max_records=16)
+    ticks_topic = env["STREAMCAST_TOPICS__TICKS"]
+    await create_topics(bootstrap, [ticks_topic], partitions=2)
+    start = recent_hour()
+    sent: list[tuple[Message, tuple[int, int]]] = []
+
+    async def stream(first: int, last: int) -> None:
+        for t in range(first, last):
+            batch = _interval_messages(start, t)
+            sent.extend(zip(batch, await produce(bootstrap, ticks_topic, batch), strict=True))
+            await asyncio.sleep(0.03)
+
+    service = ServiceProcess(env, tmp_path / "service.log")
+    try:
+        service.start()
+        await stream(0, INTERVALS // 2)
+        # Stop while ticks are still arriving: the drain must be quick and clean.
+        producer = asyncio.create_task(stream(INTERVALS // 2, INTERVALS))
+        await asyncio.sleep(0.2)
+        began = time.monotonic()
+        assert await asyncio.to_thread(service.stop, signal.SIGTERM) == 0
+        drain_s = time.monotonic() - began
+        await producer
+        committed = await _committed(bootstrap, env["STREAMCAST_GROUP_ID"], ticks_topic)
+        service.start()
+        first_life = [[m for m, (p, o) in sent if p == part and o < committed.get(part, 0)]
+                      for part in (0, 1)]  # fmt: skip
+        second_life = [[m for m, (p, o) in sent if p == part and o >= committed.get(part, 0)]
+                       for part in (0, 1)]  # fmt: skip
+        expected = expected_forecasts(model, first_life)
+        expected.update(expected_forecasts(model, second_life))
+        records = await consume(
+            bootstrap, env["STREAMCAST_TOPICS__FORECASTS"], until=len(expected), idle_s=1.0
+        )
+        assert service.stop(signal.SIGTERM) == 0
+    finally:
+        service.kill()
+
+    assert drain_s < 10, f"drain took {drain_s:.1f}s"
+    assert 0 < sum(committed.values()) < len(sent), "the stop really happened mid-stream"
+    got = forecasts_by_key(records)
+    duplicates = sum(len(v) - 1 for v in got.values())
+    assert set(got) == set(expected), "every expected forecast present, none unexpected"
+    assert duplicates == 0, f"{duplicates} duplicates after a clean SIGTERM drain"
+    for key, values in expected.items():
+        np.testing.assert_allclose(got[key][0], values, rtol=1e-6)
+    log = (tmp_path / "service.log").read_text()
+    assert log.count('"msg":"stopped"') == 2
+
+
+async def test_broker_unavailable_at_start_is_retried_with_backoff_not_spun(
+    tmp_path: Path,
+) -> None:
+    model = make_tiny_model(tmp_path / "tiny.onnx", levels=(0.9,))
+    dead = f"127.0.0.1:{kafka_local.free_port()}"
+    env = service_env(dead, model, unique_topic("down"), retry_max_backoff_s=2)
+    service = ServiceProcess(env, tmp_path / "service.log")
+    try:
+        with pytest.raises(RuntimeError, match="not ready"):
+            service.start(ready_timeout_s=4)
+        assert service.probe("/healthz")[0] == 200
+        status, reason = service.probe("/readyz")
+        assert status == 503
+        assert b"no partitions assigned" in reason
+        began = time.monotonic()
+        assert await asyncio.to_thread(service.stop, signal.SIGTERM) == 0
+        assert time.monotonic() - began < 5
+    finally:
+        service.kill()
+    log = (tmp_path / "service.log").read_text()
+    delays = [float(d) for d in re.findall(r'"retry_in_s":([0-9.]+)', log)]
+    assert 2 <= len(delays) <= 8, f"{len(delays)} attempts in ~4 s: backoff, not spinning"
+    assert delays[1] > delays[0] * 1.2  # exponential growth (jitter is +-25%)
