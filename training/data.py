@@ -2,7 +2,8 @@
 
 Input is CSV or Parquet in *long* format: one row per (key, timestamp, value) plus optional
 extra numeric feature columns. :func:`load_table` reads and validates it into the
-canonical frame (columns ``key`` str, ``ts`` int64 epoch seconds UTC, ``value`` float64,
+canonical frame (columns ``key`` str, ``ts_ms`` int64 epoch milliseconds UTC — the
+service's tick resolution —, ``value`` float64,
 then the extras under their own names); :func:`regularise` puts that frame on a regular
 interval grid the way the service sees a stream (see ``streamcast/artifact.py``).
 
@@ -12,7 +13,7 @@ Timestamps (one policy, applied to the whole column):
   a zone is taken as UTC.** Offsets may differ from row to row (DST changes).
 * Numbers are epoch times; the unit is detected from the largest magnitude in the column:
   below 1e11 seconds (1e11 s is the year 5138), below 1e14 milliseconds, below 1e17
-  microseconds, else nanoseconds. Sub-second parts are floored to the second.
+  microseconds, else nanoseconds. Anything finer than a millisecond is floored.
 * Parquet/pandas datetime columns: naive ones are UTC, zoned ones are converted.
 
 A missing value (empty cell, NaN) in the value or an extra column makes that row a
@@ -32,7 +33,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from training.errors import ConfigError, DataError
-from training.regular import PrepReport, format_interval, iso, parse_interval, regularise
+from training.regular import PrepReport, format_interval, iso, iso_ms, parse_interval, regularise
 
 __all__ = [
     "KEY",
@@ -42,24 +43,25 @@ __all__ = [
     "fingerprint",
     "format_interval",
     "iso",
+    "iso_ms",
     "load_table",
     "normalise_frame",
     "parse_interval",
     "regularise",
 ]
 
-KEY, TS, VALUE = "key", "ts", "value"
+KEY, TS, VALUE = "key", "ts_ms", "value"
 #: the key given to every row of a file without a key column
 SINGLE_KEY = "series"
 
 _CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".csv.zip", ".csv.xz")
 _PARQUET_SUFFIXES = (".parquet", ".pq")
-# epoch magnitude thresholds -> divisor to seconds (see the module docstring)
-_EPOCH_UNITS: tuple[tuple[float, int, str], ...] = (
-    (1e11, 1, "seconds"),
-    (1e14, 1_000, "milliseconds"),
-    (1e17, 1_000_000, "microseconds"),
-    (np.inf, 1_000_000_000, "nanoseconds"),
+# epoch magnitude limit -> (multiplier, divisor) to milliseconds (see the module docstring)
+_EPOCH_UNITS: tuple[tuple[float, int, int], ...] = (
+    (1e11, 1_000, 1),  # seconds
+    (1e14, 1, 1),  # milliseconds
+    (1e17, 1, 1_000),  # microseconds
+    (np.inf, 1, 1_000_000),  # nanoseconds
 )
 
 Locate = Callable[[int], str]
@@ -153,7 +155,7 @@ def normalise_frame(
                 f"{source}: key column '{key_col}' is empty at {where(i)}; every row needs a key"
             )
         keys = key_raw.astype(str).to_numpy(dtype=object)
-    out = pd.DataFrame({KEY: keys, TS: _epoch_seconds(raw[time_col], time_col, source, where)})
+    out = pd.DataFrame({KEY: keys, TS: _epoch_millis(raw[time_col], time_col, source, where)})
     out[VALUE] = _numeric(raw[value_col], value_col, source, where)
     for col in feature_cols:
         out[col] = _numeric(raw[col], col, source, where)
@@ -234,7 +236,7 @@ def _numeric(raw: pd.Series, col: str, source: str, where: Locate) -> npt.NDArra
         if bad.any():
             i = int(np.argmax(bad))
             raise DataError(
-                f"{source}: column '{col}' has a non-numeric value {raw.iloc[i]!r} at "
+                f"{source}: column '{col}' has a non-numeric value {_show(raw.iloc[i])} at "
                 f"{where(i)}; fix it or leave the cell empty (a missing value)"
             )
         values = parsed.to_numpy(dtype=np.float64, na_value=np.nan)
@@ -248,8 +250,8 @@ def _numeric(raw: pd.Series, col: str, source: str, where: Locate) -> npt.NDArra
     return values
 
 
-def _epoch_seconds(raw: pd.Series, col: str, source: str, where: Locate) -> npt.NDArray[np.int64]:
-    """Parse a timestamp column to int64 epoch seconds UTC (policy in the module docstring)."""
+def _epoch_millis(raw: pd.Series, col: str, source: str, where: Locate) -> npt.NDArray[np.int64]:
+    """Parse a timestamp column to int64 epoch milliseconds UTC (see the module docstring)."""
     missing = raw.isna().to_numpy()
     if missing.any():
         i = int(np.argmax(missing))
@@ -259,7 +261,7 @@ def _epoch_seconds(raw: pd.Series, col: str, source: str, where: Locate) -> npt.
     if pd.api.types.is_datetime64_any_dtype(raw):
         stamps = pd.DatetimeIndex(raw)
         stamps = stamps.tz_localize("UTC") if stamps.tz is None else stamps.tz_convert("UTC")
-        return _datetimes_to_seconds(stamps)
+        return _datetimes_to_millis(stamps)
     if pd.api.types.is_bool_dtype(raw):
         raise DataError(f"{source}: time column '{col}' holds booleans, not timestamps")
     numbers = raw if pd.api.types.is_numeric_dtype(raw) else pd.to_numeric(raw, errors="coerce")
@@ -271,10 +273,11 @@ def _epoch_seconds(raw: pd.Series, col: str, source: str, where: Locate) -> npt.
     if bad_rows.any():
         i = int(np.argmax(bad_rows))
         raise DataError(
-            f"{source}: cannot parse timestamp {raw.iloc[i]!r} in column '{col}' at {where(i)}; "
+            f"{source}: cannot parse timestamp {_show(raw.iloc[i])} in column '{col}' "
+            f"at {where(i)}; "
             "use ISO-8601 (e.g. 2015-01-01T13:00:00Z) or epoch seconds/milliseconds"
         )
-    return _datetimes_to_seconds(pd.DatetimeIndex(parsed))
+    return _datetimes_to_millis(pd.DatetimeIndex(parsed))
 
 
 def _epoch_numbers(
@@ -284,21 +287,22 @@ def _epoch_numbers(
     if bad.any():
         i = int(np.argmax(bad))
         raise DataError(
-            f"{source}: timestamp {raw.iloc[i]!r} in column '{col}' at {where(i)} is not a "
+            f"{source}: timestamp {_show(raw.iloc[i])} in column '{col}' at {where(i)} is not a "
             "valid epoch time; epoch timestamps must be finite and not negative"
         )
     largest = float(values.max())
-    divisor = next(div for limit, div, _ in _EPOCH_UNITS if largest < limit)
+    multiplier, divisor = next((m, d) for limit, m, d in _EPOCH_UNITS if largest < limit)
     if pd.api.types.is_integer_dtype(raw):
         # exact integer arithmetic: float64 cannot hold every nanosecond epoch
-        return np.asarray(np.floor_divide(raw.to_numpy(dtype=np.int64), divisor), dtype=np.int64)
-    return np.floor(values / divisor).astype(np.int64)
+        exact = raw.to_numpy(dtype=np.int64) * multiplier // divisor
+        return np.asarray(exact, dtype=np.int64)
+    return np.floor(values * multiplier / divisor).astype(np.int64)
 
 
-def _datetimes_to_seconds(stamps: pd.DatetimeIndex) -> npt.NDArray[np.int64]:
+def _datetimes_to_millis(stamps: pd.DatetimeIndex) -> npt.NDArray[np.int64]:
     naive = stamps.tz_convert("UTC").tz_localize(None)
     nanos = naive.as_unit("ns").asi8
-    return np.floor_divide(nanos, 1_000_000_000).astype(np.int64)
+    return np.floor_divide(nanos, 1_000_000).astype(np.int64)
 
 
 def _reject_empty_keys(frame: pd.DataFrame, value_col: str, source: str) -> None:
@@ -311,3 +315,10 @@ def _reject_empty_keys(frame: pd.DataFrame, value_col: str, source: str) -> None
             f"{source}: column '{value_col}' has no values at all for key(s) {shown}; "
             "remove those keys or fill in their values"
         )
+
+
+def _show(cell: object) -> str:
+    """A cell as a user wrote it: strings quoted, numbers plain (not ``np.int64(-5)``)."""
+    if isinstance(cell, str):
+        return repr(cell)
+    return str(cell.item()) if isinstance(cell, np.generic) else str(cell)

@@ -161,7 +161,7 @@ def dataset_info(name: str) -> DatasetInfo:
 
 
 def load_dataset(name: str) -> pd.DataFrame:
-    """A shipped dataset as the canonical long frame (``key``, ``ts``, ``value``, extras)."""
+    """A shipped dataset as the canonical long frame (``key``, ``ts_ms``, ``value``, extras)."""
     info = dataset_info(name)
     return normalise_frame(
         info.loader(),
@@ -181,7 +181,7 @@ def export_csv(name: str, out_path: str | Path) -> Path:
     """
     info = dataset_info(name)
     frame = load_dataset(name)
-    stamps = pd.to_datetime(frame[TS].to_numpy(), unit="s", utc=True)
+    stamps = pd.to_datetime(frame[TS].to_numpy(), unit="ms", utc=True)
     out = pd.DataFrame(
         {
             info.key_col: frame[KEY],

@@ -4,10 +4,13 @@
 returns into a :class:`~training.series.SeriesSet` and a :class:`PrepReport`:
 
 1. rows whose value or an extra is missing are dropped (they become part of a gap);
-2. exact duplicate (key, timestamp) rows are an error, or with ``duplicates="aggregate"``
-   they are aggregated like any other rows of one interval;
+2. exact duplicate (key, timestamp) rows are an error; with ``duplicates="aggregate"``
+   they are aggregated like any other rows of one interval; with ``duplicates="first"``
+   the first in file order is kept (what the service does: it dead-letters a tick whose
+   timestamp equals the last accepted one);
 3. the interval is the one given, or the most common positive step between consecutive
-   timestamps of a key (ties: the smaller), and reported as inferred;
+   timestamps of a key (ties: the smaller), reported as inferred with the share of steps
+   that equal it (a low share means the data is irregular: give the interval);
 4. each row is labelled with the start of its interval
    (:func:`streamcast.features.interval_start`); several rows in one interval are combined
    with ``aggregation`` (last/mean/sum/min/max, the service's setting), extras alike;
@@ -35,13 +38,19 @@ from streamcast.features import interval_start
 from training.errors import ConfigError, DataError
 from training.series import SeriesSet
 
-Duplicates = Literal["error", "aggregate"]
-_KEY, _TS, _VALUE = "key", "ts", "value"
+Duplicates = Literal["error", "aggregate", "first"]
+_KEY, _TS, _VALUE = "key", "ts_ms", "value"
 
 
 def iso(ts_s: int | np.integer) -> str:
     """Epoch seconds as an ISO-8601 UTC string, e.g. ``2015-01-01T13:00:00Z``."""
     return f"{np.datetime64(int(ts_s), 's')}Z"
+
+
+def iso_ms(ts_ms: int | np.integer) -> str:
+    """Epoch milliseconds as ISO-8601 UTC, with milliseconds only when there are any."""
+    ms = int(ts_ms)
+    return iso(ms // 1000) if ms % 1000 == 0 else f"{np.datetime64(ms, 'ms')}Z"
 
 
 _UNIT_SECONDS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3_600, "hr": 3_600, "d": 86_400}
@@ -110,6 +119,8 @@ class PrepReport:
     merged_rows: int = 0
     interval_s: int = 0
     interval_inferred: bool = False
+    #: share of consecutive steps (within keys) equal to the interval
+    interval_support: float = 1.0
     aggregation: str = "last"
     max_gap: int = 0
     bridged_gaps: int = 0
@@ -134,7 +145,11 @@ class PrepReport:
             ("rows without a value (dropped)", f"{self.rows_missing_value:,}"),
             ("duplicate timestamp rows", f"{self.duplicate_rows:,}"),
             (f"rows merged into an interval ({self.aggregation})", f"{self.merged_rows:,}"),
-            ("interval", f"{format_interval(self.interval_s)} ({how})"),
+            (
+                "interval",
+                f"{format_interval(self.interval_s)} ({how}; "
+                f"{self.interval_support:.0%} of steps match it)",
+            ),
             (
                 f"short gaps bridged (<= {self.max_gap} missing, linear)",
                 f"{self.bridged_gaps:,} ({self.imputed_rows:,} imputed rows)",
@@ -182,7 +197,7 @@ def regularise(
             f"unknown aggregation {aggregation!r}; use one of {', '.join(get_args(Aggregation))}"
         )
     if duplicates not in get_args(Duplicates):
-        raise ConfigError(f"duplicates must be 'error' or 'aggregate', not {duplicates!r}")
+        raise ConfigError(f"duplicates must be 'error', 'aggregate' or 'first', not {duplicates!r}")
     if max_gap < 0 or min_length < 1:
         raise ConfigError(f"need max_gap >= 0 and min_length >= 1 (got {max_gap}, {min_length})")
     missing_cols = [c for c in (_KEY, _TS, _VALUE) if c not in df.columns]
@@ -194,36 +209,45 @@ def regularise(
 
     codes, uniques = pd.factorize(df[_KEY].astype(str), sort=True)
     key_names = [str(k) for k in uniques]
-    ts = df[_TS].to_numpy(np.int64)
+    ts_ms = df[_TS].to_numpy(np.int64)
     values = df[[_VALUE, *extra_names]].to_numpy(np.float64)
-    order = np.lexsort((ts, codes))  # stable: ties keep file order ("last" = last in file)
-    codes, ts, values = codes[order].astype(np.int64), ts[order], values[order]
+    order = np.lexsort((ts_ms, codes))  # stable: ties keep file order ("last" = last in file)
+    codes, ts_ms, values = codes[order].astype(np.int64), ts_ms[order], values[order]
 
-    dup = np.zeros(len(ts), dtype=bool)
-    dup[1:] = (np.diff(codes) == 0) & (np.diff(ts) == 0)
+    dup = np.zeros(len(ts_ms), dtype=bool)
+    dup[1:] = (np.diff(codes) == 0) & (np.diff(ts_ms) == 0)
     report.duplicate_rows = int(dup.sum())
     if report.duplicate_rows and duplicates == "error":
         i = int(np.argmax(dup))
-        same = int(np.sum((codes == codes[i]) & (ts == ts[i])))
+        same = int(np.sum((codes == codes[i]) & (ts_ms == ts_ms[i])))
         raise DataError(
             f"{source}: duplicate timestamps: key '{key_names[codes[i]]}' has {same} rows at "
-            f"{iso(ts[i])} ({report.duplicate_rows} duplicate rows in all); remove them or "
-            "aggregate them (duplicates='aggregate')"
+            f"{iso_ms(ts_ms[i])} ({report.duplicate_rows} duplicate rows in all); remove "
+            "them, keep the first (duplicates='first') or aggregate them "
+            "(duplicates='aggregate')"
         )
 
-    finite = np.isfinite(values).all(axis=1)
-    report.rows_missing_value = int((~finite).sum())
-    codes, ts, values = codes[finite], ts[finite], values[finite]
+    keep = np.isfinite(values).all(axis=1)
+    report.rows_missing_value = int((~keep).sum())
+    codes, ts_ms, values = codes[keep], ts_ms[keep], values[keep]
+    if duplicates == "first":
+        # among rows with values: a duplicate tick with a value replaces an empty one
+        later = np.zeros(len(ts_ms), dtype=bool)
+        later[1:] = (np.diff(codes) == 0) & (np.diff(ts_ms) == 0)
+        codes, ts_ms, values = codes[~later], ts_ms[~later], values[~later]
 
     if interval is None:
-        interval_s = _infer_interval(codes, ts, source)
+        interval_s = _infer_interval(codes, ts_ms, source)
         report.interval_inferred = True
     else:
         interval_s = parse_interval(interval)
     report.interval_s = interval_s
+    report.interval_support = _support(codes, ts_ms, interval_s)
 
-    g_code, g_ts, g_values = _aggregate(codes, interval_start(ts, interval_s), values, aggregation)
-    report.merged_rows = len(ts) - len(g_ts)
+    # the service labels a tick with the interval of its whole second, so do we
+    starts = interval_start(ts_ms // 1000, interval_s)
+    g_code, g_ts, g_values = _aggregate(codes, starts, values, aggregation)
+    report.merged_rows = len(ts_ms) - len(g_ts)
 
     out_code, out_ts, out_values, observed, reset = _bridge(
         g_code,
@@ -266,8 +290,8 @@ def regularise(
     )
 
 
-def _infer_interval(codes: npt.NDArray[np.int64], ts: npt.NDArray[np.int64], source: str) -> int:
-    steps = np.diff(ts)[np.diff(codes) == 0]
+def _infer_interval(codes: npt.NDArray[np.int64], ts_ms: npt.NDArray[np.int64], source: str) -> int:
+    steps = np.diff(ts_ms)[np.diff(codes) == 0]
     steps = steps[steps > 0]
     if len(steps) == 0:
         raise ConfigError(
@@ -275,7 +299,19 @@ def _infer_interval(codes: npt.NDArray[np.int64], ts: npt.NDArray[np.int64], sou
             "give the interval, e.g. 1h"
         )
     candidates, counts = np.unique(steps, return_counts=True)
-    return int(candidates[np.argmax(counts)])  # argmax takes the first: the smaller step
+    step_ms = int(candidates[np.argmax(counts)])  # argmax takes the first: the smaller step
+    if step_ms % 1000:
+        raise ConfigError(
+            f"{source}: the most common step between timestamps is {step_ms} ms, not whole "
+            "seconds; give the interval, e.g. 1min"
+        )
+    return step_ms // 1000
+
+
+def _support(codes: npt.NDArray[np.int64], ts_ms: npt.NDArray[np.int64], interval_s: int) -> float:
+    steps = np.diff(ts_ms)[np.diff(codes) == 0]
+    steps = steps[steps > 0]
+    return float(np.mean(steps == interval_s * 1000)) if len(steps) else 1.0
 
 
 def _aggregate(

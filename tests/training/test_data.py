@@ -28,8 +28,8 @@ T0 = 1_420_070_400  # 2015-01-01T00:00:00Z
 def frame(
     keys: list[str], ts: list[int], values: list[float], **extras: list[float]
 ) -> pd.DataFrame:
-    """A canonical frame built through the public normaliser (epoch-second timestamps)."""
-    raw = pd.DataFrame({"k": keys, "t": ts, "v": values, **extras})
+    """A canonical frame built through the public normaliser (``ts`` in epoch seconds)."""
+    raw = pd.DataFrame({"k": keys, "t": [t * 1000 for t in ts], "v": values, **extras})
     return normalise_frame(
         raw, key_col="k", time_col="t", value_col="v", feature_cols=tuple(extras)
     )
@@ -54,7 +54,7 @@ def test_iso_offsets_zulu_and_naive_give_the_same_utc_instants(tmp_path: Path) -
         "2015-01-01T01:00:00-02:00,4\n",  # 03:00Z
     )
     df = load_table(path, key_col=None, time_col="t", value_col="v")
-    assert df["ts"].tolist() == [T0, T0 + HOUR, T0 + 2 * HOUR, T0 + 3 * HOUR]
+    assert df["ts_ms"].tolist() == [1000 * (T0 + h * HOUR) for h in range(4)]
     assert set(df["key"]) == {"series"}
 
 
@@ -64,7 +64,7 @@ def test_melbourne_dst_end_keeps_an_hourly_grid(tmp_path: Path) -> None:
     local = instants.tz_convert("Australia/Melbourne")
     text = "t,v\n" + "".join(f"{s.isoformat()},{i}\n" for i, s in enumerate(local))
     df = load_table(write_csv(tmp_path, text), key_col=None, time_col="t", value_col="v")
-    assert df["ts"].tolist() == list(instants.as_unit("s").asi8)
+    assert df["ts_ms"].tolist() == list(instants.as_unit("ms").asi8)
     series, report = regularise(df)
     assert report.interval_s == HOUR
     assert report.duplicate_rows == 0
@@ -73,13 +73,25 @@ def test_melbourne_dst_end_keeps_an_hourly_grid(tmp_path: Path) -> None:
 
 
 def test_epoch_seconds_and_milliseconds_are_detected_by_magnitude(tmp_path: Path) -> None:
-    seconds = write_csv(tmp_path, f"t,v\n{T0},1\n{T0 + 5400},2\n", "s.csv")
-    millis = write_csv(tmp_path, f"t,v\n{T0 * 1000},1\n{(T0 + 5400) * 1000 + 999},2\n", "ms.csv")
-    fractional = write_csv(tmp_path, f"t,v\n{T0}.25,1\n{T0 + 5400}.75,2\n", "f.csv")
-    expected = [T0, T0 + 5400]
-    for path in (seconds, millis, fractional):
+    t1 = T0 + 5400
+    cases = {
+        "s.csv": (f"{T0}\n{t1}", [T0 * 1000, t1 * 1000]),
+        "frac.csv": (f"{T0}.25\n{t1}.5", [T0 * 1000 + 250, t1 * 1000 + 500]),
+        "ms.csv": (f"{T0 * 1000}\n{t1 * 1000 + 999}", [T0 * 1000, t1 * 1000 + 999]),
+        "us.csv": (f"{T0 * 10**6 + 1999}\n{t1 * 10**6}", [T0 * 1000 + 1, t1 * 1000]),
+        "ns.csv": (f"{T0 * 10**9}\n{t1 * 10**9 + 7 * 10**6}", [T0 * 1000, t1 * 1000 + 7]),
+    }
+    for name, (stamps, expected) in cases.items():
+        rows = "".join(f"{stamp},1\n" for stamp in stamps.split("\n"))
+        path = write_csv(tmp_path, "t,v\n" + rows, name)
         df = load_table(path, key_col=None, time_col="t", value_col="v")
-        assert df["ts"].tolist() == expected, path.name
+        assert df["ts_ms"].tolist() == expected, name
+
+
+def test_negative_epoch_is_rejected(tmp_path: Path) -> None:
+    path = write_csv(tmp_path, f"t,v\n{T0},1\n-5,2\n")
+    with pytest.raises(DataError, match=r"timestamp -5 in column 't' at row 2 \(line 3\)"):
+        load_table(path, key_col=None, time_col="t", value_col="v")
 
 
 def test_parquet_datetimes_naive_and_zoned(tmp_path: Path) -> None:
@@ -89,7 +101,7 @@ def test_parquet_datetimes_naive_and_zoned(tmp_path: Path) -> None:
         path = tmp_path / name
         pd.DataFrame({"k": ["a"] * 3, "t": stamps, "v": [1.0, 2.0, 3.0]}).to_parquet(path)
         df = load_table(path, key_col="k", time_col="t", value_col="v")
-        assert df["ts"].tolist() == [T0, T0 + HOUR, T0 + 2 * HOUR]
+        assert df["ts_ms"].tolist() == [1000 * (T0 + h * HOUR) for h in range(3)]
 
 
 # --- every DataError names the problem and the place ------------------------------------
@@ -201,6 +213,31 @@ def test_duplicates_error_names_key_timestamp_and_count() -> None:
     assert "key 'b' has 3 rows at 2015-01-01T00:00:00Z" in message
     assert "(2 duplicate rows in all)" in message
     assert "duplicates='aggregate'" in message
+    assert "duplicates='first'" in message
+
+
+def test_duplicates_first_mode_keeps_what_the_service_keeps() -> None:
+    # the service dead-letters a tick whose timestamp equals the last accepted one
+    df = frame(["b"] * 4, [T0, T0, T0, T0 + HOUR], [np.nan, 3, 7, 5])
+    series, report = regularise(df, duplicates="first")
+    assert report.duplicate_rows == 2
+    assert series.values[:, 0].tolist() == [3.0, 5.0]
+
+
+def test_sub_second_ticks_are_not_duplicates() -> None:
+    raw = pd.DataFrame({"t": [T0 * 1000 + 100, T0 * 1000 + 900, (T0 + 60) * 1000], "v": [1, 2, 3]})
+    df = normalise_frame(raw, key_col=None, time_col="t", value_col="v")
+    series, report = regularise(df, interval="1min")
+    assert report.duplicate_rows == 0
+    assert series.values[:, 0].tolist() == [2.0, 3.0]
+    assert report.merged_rows == 1
+
+
+def test_irregular_data_reports_low_interval_support() -> None:
+    ts = [T0, T0 + HOUR, T0 + 2 * HOUR, T0 + 2 * HOUR + 600, T0 + 3 * HOUR]
+    _, report = regularise(frame(["a"] * 5, ts, [1, 2, 3, 4, 5]), interval="1h")
+    assert report.interval_support == pytest.approx(0.5)
+    assert "50% of steps match it" in report.summary()
 
 
 def test_duplicates_aggregate_mode_uses_the_aggregation() -> None:

@@ -30,7 +30,7 @@ def test_dataset_loads_with_its_keys_and_interval(name: str) -> None:
     info = DATASETS[name]
     df = load_dataset(name)
     assert set(df["key"]) == EXPECTED_KEYS[name]
-    assert list(df.columns) == ["key", "ts", "value", *info.feature_cols]
+    assert list(df.columns) == ["key", "ts_ms", "value", *info.feature_cols]
     series, report = regularise(df, max_gap=info.max_gap)
     assert report.interval_inferred
     assert series.interval_s == parse_interval(info.interval)
@@ -49,8 +49,8 @@ def test_pedestrian_has_real_gaps_that_reset() -> None:
 def test_taylor_is_twelve_weeks_from_monday_5_june_2000() -> None:
     df = load_dataset("taylor")
     assert len(df) == 12 * 7 * 48
-    assert df["ts"].iloc[0] == pd.Timestamp("2000-06-05T00:00:00Z").timestamp()
-    assert (np.diff(df["ts"].to_numpy()) == 1800).all()
+    assert df["ts_ms"].iloc[0] == pd.Timestamp("2000-06-05T00:00:00Z").timestamp() * 1000
+    assert (np.diff(df["ts_ms"].to_numpy()) == 1_800_000).all()
 
 
 def test_gafa_weekends_are_imputed_not_observed() -> None:
