@@ -142,16 +142,14 @@ class Pipeline:
         self.extra_scaling = meta.extra_scaling()
         calibration = meta.calibration
         self.levels = calibration.levels
-        self._q_lower = np.asarray(calibration.lower, dtype=np.float64).reshape(
-            len(self.levels), -1
-        )
-        self._q_upper = np.asarray(calibration.upper, dtype=np.float64).reshape(
-            len(self.levels), -1
-        )
-        if self.levels and (
-            self._q_lower.shape[1] != self.horizon or self._q_upper.shape[1] != self.horizon
-        ):
-            raise ConfigurationError("model calibration quantiles do not match its horizon")
+        shape = (len(self.levels), self.horizon)
+        self._q_lower = np.asarray(calibration.lower, dtype=np.float64)
+        self._q_upper = np.asarray(calibration.upper, dtype=np.float64)
+        if self.levels and (self._q_lower.shape != shape or self._q_upper.shape != shape):
+            raise ConfigurationError(
+                f"model calibration quantiles have shapes {self._q_lower.shape} and "
+                f"{self._q_upper.shape}, expected {shape} (levels x horizon): re-export the model"
+            )
         self.store = StateStore(
             window=meta.window,
             n_inputs=self.spec.n_inputs,

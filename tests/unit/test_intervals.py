@@ -1,0 +1,132 @@
+"""Event-time admission (late / duplicate / out-of-order) and interval aggregation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from streamcast.artifact import Aggregation
+from streamcast.intervals import (
+    ACCEPTED,
+    DUPLICATE,
+    LATE,
+    OUT_OF_ORDER,
+    Aggregator,
+    ClosedIntervals,
+    admit,
+    aggregate,
+)
+from streamcast.state import NONE, StateStore
+
+HOUR = 3600
+T0 = 1_700_000_000 // HOUR * HOUR  # an hour boundary
+
+
+def ms(hours: float) -> int:
+    return int((T0 + hours * HOUR) * 1000)
+
+
+def store(n_inputs: int = 1) -> StateStore:
+    return StateStore(window=3, n_inputs=n_inputs, state_size=2, max_keys=16)
+
+
+def feed(
+    st: StateStore, keys: list[str], hours: list[float], values: list[float], kind: Aggregation
+) -> tuple[np.ndarray, ClosedIntervals]:
+    uniq = sorted(set(keys))
+    rows_of, _ = st.rows_for(uniq, 0.0)
+    rows = np.array([rows_of[uniq.index(k)] for k in keys], dtype=np.int64)
+    ts = np.array([ms(h) for h in hours], dtype=np.int64)
+    codes = admit(rows, ts, st.last_ts_ms, HOUR)
+    closed = aggregate(
+        st, rows=rows, ts_ms=ts, values=np.array(values)[:, None], accepted=codes == ACCEPTED,
+        interval_s=HOUR, aggregator=Aggregator(kind),
+    )  # fmt: skip
+    return codes, closed
+
+
+def test_rejections_follow_the_running_maximum() -> None:
+    st = store()
+    hours = [0.0, 0.5, 0.5, 0.25, 1.1, 0.9, 1.1, 1.05, 1.2]
+    codes, _ = feed(st, ["a"] * len(hours), hours, list(range(len(hours))), "last")
+    assert codes.tolist() == [
+        ACCEPTED, ACCEPTED, DUPLICATE, OUT_OF_ORDER, ACCEPTED, LATE, DUPLICATE, OUT_OF_ORDER,
+        ACCEPTED,
+    ]  # fmt: skip
+
+
+def test_state_carries_across_batches() -> None:
+    st = store()
+    feed(st, ["a"], [1.5], [1.0], "last")
+    codes, _ = feed(st, ["a", "a", "a", "a"], [1.5, 1.2, 0.9, 1.7], [0, 0, 0, 0], "last")
+    assert codes.tolist() == [DUPLICATE, OUT_OF_ORDER, LATE, ACCEPTED]
+
+
+def test_keys_are_independent_and_input_order_is_kept() -> None:
+    st = store()
+    codes, _ = feed(st, ["a", "b", "a", "b"], [1.0, 2.0, 0.5, 1.0], [0, 0, 0, 0], "last")
+    # b's 1.0 is late only relative to b's own 2.0; a's 0.5 is late relative to a's 1.0
+    assert codes.tolist() == [ACCEPTED, ACCEPTED, LATE, LATE]
+
+
+@pytest.mark.parametrize(
+    ("kind", "expected"),
+    [("last", 4.0), ("mean", 2.5), ("sum", 10.0), ("min", 1.0), ("max", 4.0)],
+)
+def test_aggregation_kinds_across_batches(kind: Aggregation, expected: float) -> None:
+    st = store()
+    # hour 0 gets 3, 1 | 2, 4 over two batches; hour 1 opens and closes hour 0
+    _, closed1 = feed(st, ["a", "a"], [0.0, 0.3], [3.0, 1.0], kind)
+    assert len(closed1) == 0
+    _, closed2 = feed(st, ["a", "a", "a"], [0.6, 0.9, 1.0], [2.0, 4.0, 7.0], kind)
+    assert closed2.start.tolist() == [T0]
+    assert closed2.value[:, 0].tolist() == [expected]
+    assert closed2.trigger.tolist() == [2]  # the tick at hour 1.0 closed it
+    row = st.rows["a"]
+    assert st.open_start[row] == T0 + HOUR
+    assert st.last_ts_ms[row] == ms(1.0)
+
+
+def test_one_batch_can_close_many_intervals_per_key_in_time_order() -> None:
+    st = store()
+    _, closed = feed(
+        st, ["b", "a", "b", "a", "b", "a"], [0, 0, 1, 2, 5, 2.5], [1, 2, 3, 4, 5, 6], "mean"
+    )
+    rows = [st.row_key[int(r)] for r in closed.row]
+    pairs = sorted(zip(rows, closed.start.tolist(), closed.value[:, 0].tolist(), strict=True))
+    assert pairs == [("a", T0, 2.0), ("b", T0, 1.0), ("b", T0 + HOUR, 3.0)]
+    # each row's intervals are contiguous and in time order
+    for key in ("a", "b"):
+        starts = closed.start[closed.row == st.rows[key]]
+        assert np.all(np.diff(starts) > 0)
+    assert st.open_start[st.rows["a"]] == T0 + 2 * HOUR
+    assert st.open_start[st.rows["b"]] == T0 + 5 * HOUR
+
+
+def test_extras_are_aggregated_like_the_value() -> None:
+    st = store(n_inputs=2)
+    rows, _ = st.rows_for(["k"], 0.0)
+    r = np.repeat(rows, 3)
+    ts = np.array([ms(0), ms(0.5), ms(1)], dtype=np.int64)
+    values = np.array([[1.0, 10.0], [3.0, 30.0], [0.0, 0.0]])
+    closed = aggregate(
+        st, rows=r, ts_ms=ts, values=values, accepted=np.ones(3, dtype=bool), interval_s=HOUR,
+        aggregator=Aggregator("mean"),
+    )  # fmt: skip
+    assert closed.value.tolist() == [[2.0, 20.0]]
+
+
+def test_nothing_accepted_leaves_state_alone() -> None:
+    st = store()
+    rows, _ = st.rows_for(["k"], 0.0)
+    closed = aggregate(
+        st, rows=rows, ts_ms=np.array([ms(0)]), values=np.ones((1, 1)),
+        accepted=np.zeros(1, dtype=bool), interval_s=HOUR, aggregator=Aggregator("last"),
+    )  # fmt: skip
+    assert len(closed) == 0
+    assert st.open_start[rows[0]] == NONE
+
+
+def test_unknown_aggregation_is_refused() -> None:
+    with pytest.raises(ValueError, match="aggregation"):
+        Aggregator("median")  # type: ignore[arg-type]

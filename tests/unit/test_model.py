@@ -1,0 +1,108 @@
+"""Loading and validating a step artifact, and stepping it (tiny model, no TensorFlow)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper
+
+from streamcast.artifact import METADATA_KEY
+from streamcast.errors import ModelError
+from streamcast.model import OnnxStepModel, session_options
+from tests.model_factory import TinyReference, make_tiny_model
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_model(
+        tmp_path_factory.mktemp("model") / "tiny.onnx",
+        extras=("temp",),
+        calendar=("time_of_day", "day_of_week"),
+        horizon=4,
+        state_size=6,
+    )
+
+
+def rewrite_meta(src: Path, dst: Path, **changes: object) -> Path:
+    model = onnx.load(str(src))
+    props = {p.key: p.value for p in model.metadata_props}
+    meta = json.loads(props[METADATA_KEY])
+    meta.update(changes)
+    del model.metadata_props[:]
+    helper.set_model_props(model, {METADATA_KEY: json.dumps(meta)})
+    onnx.save(model, str(dst))
+    return dst
+
+
+def test_load_reads_meta_and_steps_like_the_reference(tiny: Path) -> None:
+    model = OnnxStepModel.load(tiny)
+    assert model.meta.horizon == 4
+    assert model.meta.features.extra_names == ("temp",)
+    ref = TinyReference(tiny)
+    rng = np.random.default_rng(3)
+    for batch in (1, 7):
+        x = rng.standard_normal((batch, 2)).astype(np.float32)
+        h = rng.standard_normal((batch, 6)).astype(np.float32)
+        c = rng.standard_normal((batch, 6)).astype(np.float32)
+        cal = rng.standard_normal((batch, 4, 4)).astype(np.float32)
+        got = model.step(x, h, c, cal)
+        want = ref.step(x, h, c, cal)
+        for g, w in zip(got, want, strict=True):
+            assert g.dtype == np.float32
+            np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
+        assert got[2].shape == (batch, 4)
+
+
+def test_session_options_are_tuned() -> None:
+    options = session_options(2)
+    assert options.intra_op_num_threads == 2
+    assert options.inter_op_num_threads == 1
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
+def test_missing_file_is_a_model_error(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="does not exist"):
+        OnnxStepModel.load(tmp_path / "nope.onnx")
+
+
+def test_garbage_file_is_a_model_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a model")
+    with pytest.raises(ModelError, match="not a loadable ONNX model"):
+        OnnxStepModel.load(bad)
+
+
+def test_model_without_metadata_is_refused(tiny: Path, tmp_path: Path) -> None:
+    model = onnx.load(str(tiny))
+    del model.metadata_props[:]
+    bare = tmp_path / "bare.onnx"
+    onnx.save(model, str(bare))
+    with pytest.raises(ModelError, match="no 'streamcast' metadata"):
+        OnnxStepModel.load(bare)
+
+
+def test_other_schema_version_is_refused(tiny: Path, tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="schema 2 is not supported"):
+        OnnxStepModel.load(rewrite_meta(tiny, tmp_path / "v2.onnx", schema_version=2))
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"horizon": 5}, "input 'calendar' has shape .* expected \\[batch, \\*\\[5, 4\\]\\]"),
+        ({"state_size": 3}, "input 'h' has shape"),
+        ({"features": {"extra_names": [], "calendar": ["time_of_day", "day_of_week"]}},
+         "input 'x' has shape"),
+        ({"graph": {"x": "inputs"}}, "lack \\['inputs'\\]"),
+        ({"features": {"extra_names": ["temp"]}}, "unexpected graph inputs \\['calendar'\\]"),
+    ],
+)  # fmt: skip
+def test_signature_mismatch_names_the_tensor(
+    tiny: Path, tmp_path: Path, changes: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ModelError, match=message):
+        OnnxStepModel.load(rewrite_meta(tiny, tmp_path / "m.onnx", **changes))

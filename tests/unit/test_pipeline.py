@@ -1,0 +1,323 @@
+"""The pipeline against the numpy reference of the tiny model: lifecycle, rounds, output."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+
+from streamcast.artifact import ModelMeta
+from streamcast.errors import ConfigurationError, RejectReason
+from streamcast.features import Float32Array
+from streamcast.model import OnnxStepModel
+from streamcast.pipeline import Pipeline, StepResult
+from streamcast.records import ForecastBatch, TickBatch, encode_forecasts
+from tests.model_factory import TinyReference, make_tiny_model, reference_forecasts
+
+HOUR = 3600
+T0 = 1_700_000_000 // HOUR * HOUR
+
+
+@dataclass
+class CountingModel:
+    """A StepModel fake: the tiny model's numpy maths, recording every call's batch size."""
+
+    ref: TinyReference
+    calls: list[int] = field(default_factory=list)
+
+    @property
+    def meta(self) -> ModelMeta:
+        return self.ref.meta
+
+    def step(
+        self, x: Float32Array, h: Float32Array, c: Float32Array, calendar: Float32Array | None
+    ) -> tuple[Float32Array, Float32Array, Float32Array]:
+        self.calls.append(len(x))
+        return self.ref.step(x, h, c, calendar)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    base = tmp_path_factory.mktemp("models")
+    return {
+        "plain": make_tiny_model(base / "plain.onnx", window=3, max_gap=2),
+        "rich": make_tiny_model(
+            base / "rich.onnx", window=4, horizon=5, extras=("temp",),
+            calendar=("time_of_day", "day_of_week"), known={"known": (50.0, 20.0)},
+            max_gap=2, aggregation="mean", levels=(0.5, 0.9),
+        ),
+        "w2": make_tiny_model(base / "w2.onnx", window=2, max_gap=3),
+    }  # fmt: skip
+
+
+def ticks(
+    key: str, hours: Sequence[float], values: Sequence[float] | Sequence[list[float]]
+) -> TickBatch:
+    ts = [int((T0 + h * HOUR) * 1000) for h in hours]
+    return TickBatch.from_rows([key] * len(hours), ts, np.asarray(values, dtype=np.float64))
+
+
+def run(pipe: Pipeline, batch: TickBatch, now: float = 0.0) -> StepResult:
+    return pipe.process(batch, now)
+
+
+def test_warm_up_is_withheld_then_first_forecast_at_the_windows_last_interval(
+    models: dict[str, Path],
+) -> None:
+    pipe = Pipeline(OnnxStepModel.load(models["plain"]))  # window 3
+    r1 = run(pipe, ticks("a", [0, 1, 2], [1.0, 2.0, 3.0]))  # closes hours 0, 1
+    assert len(r1.forecasts) == 0
+    assert r1.counters.steps == 0
+    assert pipe.warming_keys == 1
+    r2 = run(pipe, ticks("a", [3], [4.0]))  # closes hour 2: window full
+    assert r2.forecasts.origin_ts.tolist() == [T0 + 2 * HOUR]
+    assert r2.counters.steps == 3
+    assert r2.counters.model_calls == 3
+    assert pipe.warming_keys == 0
+    r3 = run(pipe, ticks("a", [4], [5.0]))
+    assert r3.forecasts.origin_ts.tolist() == [T0 + 3 * HOUR]
+    assert r3.counters.steps == 1
+
+
+def test_gaps_are_bridged_up_to_max_gap_and_reset_beyond(models: dict[str, Path]) -> None:
+    model = OnnxStepModel.load(models["plain"])  # window 3, max_gap 2
+    pipe = Pipeline(model)
+    hours = [0, 1, 2, 3, 6, 7, 11, 12, 13, 14, 15]
+    values = [float(v) for v in range(len(hours))]
+    result = run(pipe, ticks("a", hours, values))
+    c = result.counters
+    assert c.imputed_steps == 2  # hours 4 and 5
+    assert c.resets == 1  # 7 -> 11 misses 3 > 2
+    # origins: 2, 3, 6 (imputed 4, 5 emit nothing), 7; after the reset 11, 12 warm up, 13, 14
+    assert result.forecasts.origin_ts.tolist() == [T0 + h * HOUR for h in (2, 3, 6, 7, 13, 14)]
+    ref = TinyReference(models["plain"])
+    intervals = [(T0 + h * HOUR, np.array([v])) for h, v in zip(hours[:-1], values, strict=False)]
+    expected = reference_forecasts(ref, "a", intervals)
+    assert [e.origin for e in expected] == result.forecasts.origin_ts.tolist()
+    np.testing.assert_allclose(
+        result.forecasts.values, np.stack([e.values for e in expected]), rtol=1e-5, atol=1e-6
+    )
+
+
+def test_scaling_unseen_from_window_known_from_training(models: dict[str, Path]) -> None:
+    pipe = Pipeline(OnnxStepModel.load(models["rich"]), max_gap=1)
+    extras = [[v, 1.0] for v in (10.0, 20.0, 30.0, 40.0, 0.0)]
+    for key in ("known", "new"):
+        run(pipe, ticks(key, [0, 1, 2, 3, 4], extras))
+    st = pipe.store
+    known, new = st.rows["known"], st.rows["new"]
+    assert (st.loc[known], st.scale[known]) == (50.0, 20.0)
+    assert st.loc[new] == pytest.approx(25.0)
+    assert st.scale[new] == pytest.approx(np.std([10.0, 20.0, 30.0, 40.0]))
+    # a long gap: the unseen key re-derives its scale from the new window, known keeps its
+    later = [[v, 1.0] for v in (100.0, 300.0, 100.0, 300.0, 0.0)]
+    for key in ("known", "new"):
+        result = run(pipe, ticks(key, [10, 11, 12, 13, 14], later))
+        assert result.counters.resets == 1
+    assert (st.loc[known], st.scale[known]) == (50.0, 20.0)
+    assert st.loc[new] == pytest.approx(200.0)
+    assert st.scale[new] == pytest.approx(100.0)
+
+
+def test_rounds_cost_max_pending_steps_not_one_call_per_key(models: dict[str, Path]) -> None:
+    fake = CountingModel(TinyReference(models["w2"]))  # window 2, max_gap 3
+    pipe = Pipeline(fake)
+    run(pipe, TickBatch.from_rows(["warm", "warm", "warm"], _ms([0, 1, 2]), [1.0, 2.0, 3.0]))
+    run(pipe, TickBatch.from_rows(["gap"] * 3, _ms([0, 1, 2]), [1.0, 2.0, 3.0]))
+    fake.calls.clear()
+    batch = TickBatch.from_rows(
+        ["warm", "new", "gap", "new", "new", "other"],
+        _ms([3, 0, 5, 1, 2, 9]),
+        [4.0, 1.0, 6.0, 2.0, 3.0, 1.0],
+    )
+    result = run(pipe, batch)
+    # pending steps: warm 1 (closes hour 2); new 2 (its window fills at hour 1);
+    # gap 1 (closes hour 2, hour 5 stays open); other 0 (first tick only)
+    assert result.counters.model_calls == 2
+    assert fake.calls == [3, 1]
+    fake.calls.clear()
+    result = run(pipe, TickBatch.from_rows(["gap", "warm", "new"], _ms([6, 4, 3]), [7.0] * 3))
+    # gap: hours 3, 4 imputed + hour 5 real = 3 steps; warm: 1; new: 1
+    assert fake.calls == [3, 1, 1]
+    assert result.counters.imputed_steps == 2
+    assert sorted(result.forecasts.keys) == ["gap", "new", "warm"]
+
+
+def _ms(hours: Sequence[float]) -> list[int]:
+    return [int((T0 + h * HOUR) * 1000) for h in hours]
+
+
+def _random_stream(
+    rng: np.random.Generator, keys: list[str], n_hours: int
+) -> tuple[list[tuple[str, int, list[float]]], dict[str, list[tuple[int, np.ndarray]]]]:
+    """Ticks (1-3 per hour, some hours missing, gaps short and long) and the mean per hour."""
+    ticks_out: list[tuple[str, int, list[float]]] = []
+    intervals: dict[str, list[tuple[int, np.ndarray]]] = {}
+    for key in keys:
+        hour, rows = 0, []
+        while hour < n_hours:
+            start = T0 + hour * HOUR
+            k = int(rng.integers(1, 4))
+            offsets = np.sort(rng.choice(HOUR * 1000, size=k, replace=False))
+            vals = rng.normal(40.0, 15.0, size=(k, 2))
+            for off, v in zip(offsets.tolist(), vals.tolist(), strict=True):
+                ticks_out.append((key, start * 1000 + off, v))
+            rows.append((start, vals.mean(axis=0)))
+            hour += int(rng.choice([1, 1, 1, 1, 1, 1, 2, 3, 5]))
+        intervals[key] = rows[:-1]  # the last interval never closes
+    return ticks_out, intervals
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_equals_reference_for_every_key_and_interval(models: dict[str, Path], seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    keys = ["known", "k1", "k2", "k3", "k4"]
+    stream, intervals = _random_stream(rng, keys, n_hours=60)
+    # interleave keys by time (per-key order kept), then cut into random-size batches
+    shuffle: dict[tuple[int, str], float] = {}
+    stream.sort(
+        key=lambda t: (
+            t[1] // (HOUR * 1000),
+            shuffle.setdefault((t[1] // (HOUR * 1000), t[0]), float(rng.random())),
+            t[1],
+        )
+    )
+    pipe = Pipeline(OnnxStepModel.load(models["rich"]))
+    got: list[ForecastBatch] = []
+    pos = 0
+    while pos < len(stream):
+        size = int(rng.integers(1, 40))
+        part = stream[pos : pos + size]
+        pos += size
+        batch = TickBatch.from_rows(
+            [t[0] for t in part], [t[1] for t in part], [t[2] for t in part]
+        )
+        result = run(pipe, batch)
+        assert not result.rejections
+        got.append(result.forecasts)
+    ref = TinyReference(models["rich"])
+    for key in keys:
+        expected = reference_forecasts(ref, key, intervals[key])
+        origins = [
+            int(t) for b in got for k, t in zip(b.keys, b.origin_ts, strict=True) if k == key
+        ]
+        values = [v for b in got for k, v in zip(b.keys, b.values, strict=True) if k == key]
+        assert origins == [e.origin for e in expected]
+        assert expected, "every key should produce forecasts"
+        np.testing.assert_allclose(
+            np.stack(values), np.stack([e.values for e in expected]), rtol=1e-5, atol=1e-5
+        )
+
+
+def test_batch_boundaries_do_not_change_forecasts(models: dict[str, Path]) -> None:
+    rng = np.random.default_rng(7)
+    stream, _ = _random_stream(rng, ["a", "b", "c"], n_hours=30)
+    stream.sort(key=lambda t: t[1])
+    batch = TickBatch.from_rows(
+        [t[0] for t in stream], [t[1] for t in stream], [t[2] for t in stream]
+    )
+    whole = run(Pipeline(OnnxStepModel.load(models["rich"])), batch).forecasts
+    single = Pipeline(OnnxStepModel.load(models["rich"]))
+    parts = [run(single, batch.take(np.array([i]))).forecasts for i in range(len(batch))]
+    keys = [k for p in parts for k in p.keys]
+    origins = [int(t) for p in parts for t in p.origin_ts]
+    assert sorted(zip(keys, origins, strict=True)) == sorted(
+        zip(whole.keys, whole.origin_ts.tolist(), strict=True)
+    )
+    by_key = {
+        (k, int(t)): v for p in parts for k, t, v in zip(p.keys, p.origin_ts, p.values, strict=True)
+    }
+    for k, t, v in zip(whole.keys, whole.origin_ts.tolist(), whole.values, strict=True):
+        np.testing.assert_allclose(v, by_key[(k, t)], rtol=1e-6)
+
+
+def test_rejections_carry_input_index_and_leave_state_alone(models: dict[str, Path]) -> None:
+    pipe = Pipeline(OnnxStepModel.load(models["plain"]))
+    batch = TickBatch.from_rows(
+        ["a"] * 6, _ms([0, 1, 1, 0.5, 1.5, 1.2]), [1.0] * 6, index=[10, 11, 12, 13, 14, 15]
+    )
+    result = run(pipe, batch)
+    assert [(r.index, r.reason) for r in result.rejections] == [
+        (12, RejectReason.DUPLICATE), (13, RejectReason.LATE), (15, RejectReason.OUT_OF_ORDER),
+    ]  # fmt: skip
+    assert result.counters.accepted == 3
+    assert result.counters.rejected == {"duplicate": 1, "late": 1, "out_of_order": 1}
+
+
+def test_calibrated_intervals_wrap_the_forecast(models: dict[str, Path]) -> None:
+    pipe = Pipeline(OnnxStepModel.load(models["rich"]))
+    result = run(pipe, ticks("known", [0, 1, 2, 3, 4], [[float(v), 0.0] for v in range(5)]))
+    fc = result.forecasts
+    assert fc.lower is not None and fc.upper is not None
+    assert fc.lower.shape == (1, 2, 5)
+    cal = pipe.meta.calibration
+    lower_q = np.asarray(cal.lower)
+    np.testing.assert_allclose(fc.lower[0], fc.values[0] + lower_q * 20.0)
+    assert np.all(fc.lower < fc.values[:, None, :])
+    assert np.all(fc.upper > fc.values[:, None, :])
+
+
+def test_forecast_json_schema(models: dict[str, Path]) -> None:
+    pipe = Pipeline(OnnxStepModel.load(models["rich"]))
+    result = run(pipe, ticks("known", [0, 1, 2, 3, 4], [[float(v), 0.0] for v in range(5)]))
+    ((key, value),) = encode_forecasts(result.forecasts)
+    doc = orjson.loads(value)
+    assert key == b"known"
+    assert set(doc) == {
+        "schema", "key", "ts", "model", "model_version", "interval_s", "interval", "horizon",
+        "targets", "values", "lower", "upper",
+    }  # fmt: skip
+    assert doc["schema"] == 1
+    assert doc["ts"] == np.datetime_as_string(np.datetime64(T0 + 3 * HOUR, "s")) + "Z"
+    assert doc["interval"] == "PT1H"
+    assert doc["interval_s"] == HOUR
+    assert len(doc["targets"]) == doc["horizon"] == 5
+    assert doc["targets"][0] == np.datetime_as_string(np.datetime64(T0 + 4 * HOUR, "s")) + "Z"
+    assert doc["values"] == result.forecasts.values[0].tolist()  # exact float64
+    assert set(doc["lower"]) == {"0.5", "0.9"}
+    assert encode_forecasts(pipe.empty_forecasts()) == []
+
+
+def test_lru_cap_bounds_keys_and_evicted_keys_start_over(models: dict[str, Path]) -> None:
+    pipe = Pipeline(OnnxStepModel.load(models["w2"]), max_keys=3, initial_capacity=2)
+    for i in range(10):
+        run(pipe, ticks(f"k{i}", [0, 1, 2], [1.0, 2.0, 3.0]), now=float(i))
+        assert pipe.active_keys <= 3
+    assert pipe.totals.evicted_lru == 7
+    assert pipe.store.capacity == 3
+    back = run(pipe, ticks("k0", [3, 4], [1.0, 2.0]), now=20.0)
+    assert len(back.forecasts) == 0  # k0 forgot its history: warm-up again
+
+
+def test_ttl_expires_idle_keys(models: dict[str, Path]) -> None:
+    pipe = Pipeline(OnnxStepModel.load(models["w2"]), key_ttl_s=60.0)
+    run(pipe, ticks("idle", [0], [1.0]), now=0.0)
+    run(pipe, ticks("busy", [0], [1.0]), now=50.0)
+    result = run(pipe, ticks("busy", [1], [1.0]), now=100.0)
+    assert result.counters.expired_ttl == 1
+    assert "idle" not in pipe.store
+    assert "busy" in pipe.store
+
+
+def test_batch_with_more_keys_than_the_cap_is_split(models: dict[str, Path]) -> None:
+    pipe = Pipeline(OnnxStepModel.load(models["w2"]), max_keys=4)
+    keys = [f"k{i}" for i in range(10)]
+    batch = TickBatch.from_rows(keys * 2, _ms([0] * 10 + [1] * 10), [1.0] * 20)
+    result = run(pipe, batch)
+    assert result.counters.accepted == 20
+    assert pipe.active_keys == 4
+    assert not result.rejections
+
+
+def test_invalid_settings_are_refused(models: dict[str, Path]) -> None:
+    model = OnnxStepModel.load(models["plain"])
+    with pytest.raises(ConfigurationError, match="max_gap"):
+        Pipeline(model, max_gap=-1)
+    with pytest.raises(ConfigurationError, match="aggregation"):
+        Pipeline(model, aggregation="median")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="value columns"):
+        run(Pipeline(model), TickBatch.from_rows(["a"], [0], [[1.0, 2.0]]))

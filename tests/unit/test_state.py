@@ -1,0 +1,114 @@
+"""The array state store: allocation, LRU cap, TTL expiry, bounded size, export/import."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from streamcast.features import ValueScaling
+from streamcast.state import NONE, SCALE_NONE, SCALE_TRAINING, StateStore
+
+
+def make(max_keys: int = 4, ttl: float | None = None, initial: int = 2) -> StateStore:
+    return StateStore(
+        window=3, n_inputs=2, state_size=4, max_keys=max_keys, key_ttl_s=ttl,
+        scaling=ValueScaling(known={"known": (10.0, 2.0)}), initial_capacity=initial,
+    )  # fmt: skip
+
+
+def test_new_keys_get_fresh_rows_and_training_scale() -> None:
+    st = make()
+    rows, new = st.rows_for(["known", "fresh"], now_s=1.0)
+    assert sorted(new.tolist()) == sorted(rows.tolist())
+    assert st.scale_src[rows].tolist() == [SCALE_TRAINING, SCALE_NONE]
+    assert st.loc[rows[0]] == 10.0
+    assert st.scale[rows[0]] == 2.0
+    again, new_again = st.rows_for(["fresh", "known"], now_s=2.0)
+    assert again.tolist() == rows[::-1].tolist()
+    assert len(new_again) == 0
+    assert st.last_ts_ms[rows].tolist() == [NONE, NONE]
+
+
+def test_capacity_grows_geometrically_up_to_the_cap() -> None:
+    st = make(max_keys=5, initial=2)
+    assert st.capacity == 2
+    st.rows_for(["a", "b", "c"], 0.0)
+    assert st.capacity == 4
+    st.rows_for(["d", "e"], 0.0)
+    assert st.capacity == 5
+    st.rows_for(["f"], 1.0)
+    assert st.capacity == 5
+    assert len(st) == 5
+
+
+def test_lru_evicts_least_recently_used_and_never_the_batch_keys() -> None:
+    st = make(max_keys=3)
+    st.rows_for(["a"], 1.0)
+    st.rows_for(["b"], 2.0)
+    st.rows_for(["c"], 3.0)
+    st.rows_for(["a"], 4.0)  # a is now the most recent
+    rows, _ = st.rows_for(["b", "d"], 5.0)  # b is in the batch: c must go
+    assert "c" not in st
+    assert {"a", "b", "d"} == set(st.rows)
+    assert st.evicted_lru == 1
+    assert len(set(rows.tolist())) == 2
+
+
+def test_evicted_row_is_reused_clean() -> None:
+    st = make(max_keys=1)
+    (row,), _ = st.rows_for(["a"], 1.0)
+    st.h[row] = 5.0
+    st.last_ts_ms[row] = 123
+    st.warm[row] = True
+    (row2,), _ = st.rows_for(["b"], 2.0)
+    assert row2 == row
+    assert st.h[row2].tolist() == [0.0] * 4
+    assert st.last_ts_ms[row2] == NONE
+    assert not st.warm[row2]
+
+
+def test_ttl_expires_idle_keys() -> None:
+    st = make(ttl=10.0)
+    st.rows_for(["old"], 0.0)
+    st.rows_for(["new"], 8.0)
+    assert st.expire(now_s=9.0) == 0
+    assert st.expire(now_s=12.0) == 1
+    assert set(st.rows) == {"new"}
+    assert st.expired_ttl == 1
+
+
+def test_memory_is_bounded_whatever_arrives() -> None:
+    st = make(max_keys=64, initial=8)
+    for i in range(20):
+        st.rows_for([f"k{i}-{j}" for j in range(40)], float(i))
+    assert len(st) == 64
+    assert st.capacity == 64
+    assert st.window.shape[0] == 64
+    assert st.evicted_lru == 20 * 40 - 64
+    assert st.nbytes() == make(max_keys=64, initial=64).nbytes()
+
+
+def test_more_distinct_keys_than_the_cap_is_refused() -> None:
+    with pytest.raises(ValueError, match="max_keys"):
+        make(max_keys=2).rows_for(["a", "b", "c"], 0.0)
+
+
+def test_export_import_round_trip() -> None:
+    st = make()
+    rows, _ = st.rows_for(["a", "b"], 0.0)
+    rng = np.random.default_rng(1)
+    st.h[rows] = rng.standard_normal((2, 4)).astype(np.float32)
+    st.window[rows] = rng.standard_normal((2, 3, 2))
+    st.wlen[rows] = [3, 1]
+    st.warm[rows] = [True, False]
+    st.last_ts_ms[rows] = [10, 20]
+    record = st.export_rows(rows)
+    other = make()
+    other.rows_for(["zzz"], 0.0)
+    restored = other.import_rows(["a", "b"], record, now_s=5.0)
+    for name in StateStore.COLUMNS:
+        if name != "last_seen":
+            np.testing.assert_array_equal(getattr(other, name)[restored], record[name])
+    assert set(other.rows) == {"a", "b", "zzz"}
+    with pytest.raises(ValueError, match="lacks columns"):
+        other.import_rows(["c"], {"h": record["h"]}, now_s=5.0)
