@@ -31,6 +31,7 @@ from typing import TypeVar
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
+import pyarrow.parquet as pq
 
 from training.errors import ConfigError, DataError
 from training.regular import PrepReport, format_interval, iso, iso_ms, parse_interval, regularise
@@ -99,7 +100,7 @@ def load_table(
             return f"row {i + 1} (line {i + 2})"
 
     elif lower.endswith(_PARQUET_SUFFIXES):
-        columns = _read(name, lambda: list(pd.read_parquet(path).columns))
+        columns = _read(name, lambda: [str(c) for c in pq.ParquetFile(path).schema_arrow.names])
         _require_columns(columns, wanted, name)
         raw = _read(name, lambda: pd.read_parquet(path, columns=wanted))
 

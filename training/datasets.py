@@ -40,7 +40,7 @@ import pandas as pd
 from training.data import KEY, TS, VALUE, normalise_frame
 from training.errors import ConfigError
 
-__all__ = ["DATASETS", "DatasetInfo", "export_csv", "load_dataset"]
+__all__ = ["DATASETS", "DatasetInfo", "dataset_info", "export_csv", "load_dataset"]
 
 
 @dataclass(frozen=True)

@@ -381,3 +381,37 @@ def test_interval_must_be_whole_positive_seconds() -> None:
         parse_interval("0.5s")
     with pytest.raises(ConfigError, match="positive whole number of seconds"):
         parse_interval("0h")
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    offsets_ms=st.lists(
+        st.tuples(st.sampled_from(["a", "b"]), st.integers(min_value=0, max_value=4 * 3_600_000)),
+        min_size=1,
+        max_size=40,
+        unique=True,
+    ),
+    how=st.sampled_from(["last", "mean", "sum", "min", "max"]),
+)
+def test_aggregation_matches_a_pandas_reference(
+    offsets_ms: list[tuple[str, int]], how: str
+) -> None:
+    keys = [k for k, _ in offsets_ms]
+    ts_ms = [T0 * 1000 + off for _, off in offsets_ms]
+    values = [float(i) for i in range(len(ts_ms))]
+    raw = pd.DataFrame({"k": keys, "t": ts_ms, "v": values})
+    df = normalise_frame(raw, key_col="k", time_col="t", value_col="v")
+    series, _ = regularise(df, interval="30min", max_gap=100, min_length=1, aggregation=how)  # type: ignore[arg-type]
+
+    ordered = raw.sort_values(["k", "t"], kind="stable")
+    start = (ordered["t"] // 1000) // 1800 * 1800
+    reference = ordered.groupby([ordered["k"], start])["v"].agg(how)
+    obs = series.observed
+    got = pd.Series(
+        series.values[obs, 0],
+        index=pd.MultiIndex.from_arrays(
+            [np.asarray(series.keys)[series.key_index()[obs]], series.ts[obs]]
+        ),
+    )
+    assert got.index.tolist() == reference.index.tolist()
+    np.testing.assert_allclose(got.to_numpy(), reference.to_numpy())
