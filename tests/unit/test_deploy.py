@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
+import os
 import re
 import shlex
 import subprocess
@@ -26,7 +27,7 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from streamcast.config import Settings, env_name
+from streamcast.config import Settings, env_name, flatten, load_settings
 from streamcast.health import HealthServer
 from streamcast.metrics import Metrics
 
@@ -474,6 +475,10 @@ def test_deployment_replicas_resources_and_selectors() -> None:
         spec = k8s()[kind]["spec"]
         chosen = spec["selector"].get("matchLabels", spec["selector"])
         assert chosen == selector, kind
+    # no surge: a pod beyond the partition count never turns ready and stalls a rollout
+    assert deploy["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
+    pdb = k8s()["PodDisruptionBudget/streamcast"]["spec"]
+    assert pdb["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
     pod = deployment()
     for container in pod["containers"] + pod["initContainers"]:
         resources = container["resources"]
@@ -542,3 +547,51 @@ def test_autoscaler_stays_within_the_ticks_partition_count() -> None:
     assert hpa["minReplicas"] == k8s()["Deployment/streamcast"]["spec"]["replicas"]
     assert hpa["maxReplicas"] <= partitions
     assert "sit idle" in (K8S / "hpa.yaml").read_text()
+
+
+# -- the settings the deployments give are valid, and documented -------------------------
+
+
+def test_operations_doc_lists_every_setting_with_its_default() -> None:
+    text = (REPO / "docs" / "operations.md").read_text()
+    rows = dict(re.findall(r"^\| `(STREAMCAST_[A-Z0-9_]+)` \| `([^`]*)` \|", text, re.MULTILINE))
+    actual = {
+        env_name(tuple(dotted.split("."))): shown
+        for dotted, shown in flatten(Settings(_env_file=None))
+    }
+    assert rows.keys() == actual.keys(), rows.keys() ^ actual.keys()
+    wrong = {var: (rows[var], actual[var]) for var in actual if rows[var] != actual[var]}
+    assert not wrong, (
+        f"docs/operations.md defaults differ from streamcast.config (doc, code): {wrong}"
+    )
+
+
+def test_kubernetes_settings_parse(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for var in [v for v in os.environ if v.startswith("STREAMCAST_")]:
+        monkeypatch.delenv(var)
+    for var, value in configmap().items():
+        monkeypatch.setenv(var, value)
+    ca = tmp_path / "ca.crt"
+    ca.write_text("placeholder")
+    monkeypatch.setenv("STREAMCAST_SSL_CAFILE", str(ca))  # the Secret's mount, stood in
+    monkeypatch.setenv("STREAMCAST_SASL_USERNAME", "user")
+    monkeypatch.setenv("STREAMCAST_SASL_PASSWORD", "secret")
+    settings = load_settings(env_file=None)
+    assert settings.security_protocol == configmap()["STREAMCAST_SECURITY_PROTOCOL"]
+    assert settings.http_port == int(configmap()["STREAMCAST_HTTP_PORT"])
+
+
+def test_streamcast_config_accepts_the_compose_environment(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMCAST_")}
+    env.update({k: str(v) for k, v in compose()["services"]["streamcast"]["environment"].items()})
+    result = subprocess.run(
+        [str(BIN / "streamcast"), "config", "--env-file", str(tmp_path / "none.env")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "kafka:9092" in result.stdout and "/models/model.onnx" in result.stdout
