@@ -7,7 +7,10 @@ pipeline run in-process over the same ticks.
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -127,3 +130,75 @@ async def test_missing_ticks_topic_is_a_clear_one_line_error(
     out = (tmp_path / "service.log").read_text()
     assert "error: ticks topic" in out
     assert "Traceback" not in out
+
+
+def _cli(*argv: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMCAST_")}
+    return subprocess.run(
+        [sys.executable, "-m", "streamcast", *argv],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+
+
+async def test_replay_sends_a_csv_as_ticks_and_tail_shows_them(
+    bootstrap: str, tmp_path: Path
+) -> None:
+    topic = unique_topic("replay")
+    await create_topics(bootstrap, [topic], partitions=2)
+    rows = [
+        ("b", "2024-05-01T10:30:00Z", 2.5, 7.0),
+        ("a", "2024-05-01T10:00:00Z", 1.0, 6.0),
+        ("a", "2024-05-01T11:00:00+01:00", 3.0, 5.0),  # = 10:00Z: same time as row 2
+        ("c", "2024-05-01T09:00:00Z", 4.0, 4.0),
+    ]
+    data = tmp_path / "data.csv"
+    data.write_text(
+        "sensor,time,count,temp\n" + "".join(f"{a},{b},{c},{d}\n" for a, b, c, d in rows)
+    )
+    sent = _cli(
+        "replay", "--data", str(data), "--key-col", "sensor", "--time-col", "time",
+        "--value-col", "count", "--features", "temp", "--topic", topic,
+        "--bootstrap-servers", bootstrap, "--rate", "1000", "--no-progress", cwd=tmp_path,
+    )  # fmt: skip
+    assert sent.returncode == 0, sent.stderr
+    assert f"sent 4 ticks to {topic}" in sent.stderr
+    records = await consume(bootstrap, topic, until=4)
+    by_key: dict[str, list[dict[str, object]]] = {}
+    for record in records:  # per partition in offset order, so per key in send order
+        doc = orjson.loads(record.value or b"")
+        assert record.key == doc["key"].encode()
+        by_key.setdefault(doc["key"], []).append(doc)
+    # the original time survives (normalised to UTC); equal times keep the file's order
+    assert [(d["ts"], d["value"]) for d in by_key["a"]] == [
+        ("2024-05-01T10:00:00Z", 1.0),
+        ("2024-05-01T10:00:00Z", 3.0),
+    ]
+    assert by_key["c"] == [{"key": "c", "ts": "2024-05-01T09:00:00Z", "value": 4.0, "temp": 4.0}]
+
+    shown = _cli(
+        "tail", "--topic", topic, "--from-beginning", "--limit", "4", "--json",
+        "--bootstrap-servers", bootstrap, cwd=tmp_path,
+    )  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.strip().splitlines()
+    assert sorted(orjson.loads(line)["value"] for line in lines) == [1.0, 2.5, 3.0, 4.0]
+    readable = _cli(
+        "tail", "--topic", topic, "--from-beginning", "--limit", "1",
+        "--bootstrap-servers", bootstrap, cwd=tmp_path,
+    )  # fmt: skip
+    assert readable.returncode == 0, readable.stderr
+    assert '"key"' in readable.stdout
+
+
+async def test_tail_of_a_missing_topic_is_a_one_line_error(bootstrap: str, tmp_path: Path) -> None:
+    result = _cli(
+        "tail", "--topic", unique_topic("absent"), "--bootstrap-servers", bootstrap, cwd=tmp_path
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("error: topic")
+    assert "Traceback" not in result.stderr

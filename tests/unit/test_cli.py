@@ -1,0 +1,126 @@
+"""The ``streamcast`` command: help with examples, ``config`` masking, one-line errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from streamcast.cli import build_parser, main, overrides_from
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in list(os.environ):
+        if name.upper().startswith("STREAMCAST_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+
+
+def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    out, err = capsys.readouterr()
+    return int(info.value.code or 0), out, err
+
+
+@pytest.mark.parametrize("command", ["serve", "config", "replay", "tail"])
+def test_every_command_has_help_with_examples(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, out, _ = _run([command, "--help"], capsys)
+    assert status == 0
+    assert "examples:" in out
+    assert f"streamcast {command}" in out
+
+
+def test_config_masks_secrets_and_says_where_settings_came_from(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / ".env").write_text("STREAMCAST_SASL_USERNAME=svc\nSTREAMCAST_GROUP_ID=g-dotenv\n")
+    monkeypatch.setenv("STREAMCAST_SASL_PASSWORD", "hunter2-secret")
+    monkeypatch.setenv("STREAMCAST_SECURITY_PROTOCOL", "SASL_SSL")
+    status, out, err = _run(["config", "--max-keys", "777"], capsys)
+    assert status == 0, err
+    assert "hunter2-secret" not in out
+    lines = {line.split()[0]: line for line in out.splitlines()}
+    assert "**********" in lines["sasl_password"]
+    assert lines["sasl_password"].endswith("[env]")
+    assert lines["group_id"].endswith("[.env]")
+    assert "777" in lines["max_keys"]
+    assert lines["max_keys"].endswith("[cli]")
+    assert lines["linger_ms"].endswith("[default]")
+
+
+def test_invalid_setting_is_one_line_naming_it_with_status_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("STREAMCAST_MAX_KEYS", "0")
+    status, _, err = _run(["config"], capsys)
+    assert status == 2
+    assert err.strip().splitlines() == [
+        "error: STREAMCAST_MAX_KEYS (max_keys): must be > 0 (got '0')"
+    ]
+
+
+def test_invalid_flag_value_names_the_setting(capsys: pytest.CaptureFixture[str]) -> None:
+    status, _, err = _run(["config", "--batch-max-records", "-3"], capsys)
+    assert status == 2
+    assert "STREAMCAST_BATCH_MAX_RECORDS (batch_max_records): must be > 0" in err
+
+
+def test_serve_without_model_fails_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    status, _, err = _run(["serve", "--log-level", "ERROR"], capsys)
+    assert status == 2
+    assert err.strip().splitlines() == [
+        "error: STREAMCAST_MODEL_PATH (model_path): required: the ONNX file from streamcast-train"
+    ]
+
+
+def test_serve_with_a_broken_model_file_fails_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "model.onnx"
+    bad.write_bytes(b"not an onnx file")
+    status, _, err = _run(["serve", "--model", str(bad)], capsys)
+    assert status == 2
+    assert len(err.strip().splitlines()) == 1
+    assert str(bad) in err
+
+
+def test_replay_with_missing_column_names_the_columns(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "d.csv"
+    data.write_text("sensor,time,count\na,2024-01-01T00:00:00Z,1\n")
+    argv = ["replay", "--data", str(data), "--key-col", "sensor", "--time-col", "when"]
+    status, _, err = _run([*argv, "--value-col", "count"], capsys)
+    assert status == 2
+    assert "['when'] not found" in err
+
+
+def test_flags_become_nested_overrides() -> None:
+    args = build_parser().parse_args(
+        ["serve", "--ticks-topic", "in", "--forecasts-topic", "out", "--max-gap", "2"]
+    )
+    assert overrides_from(args) == {"topics": {"ticks": "in", "forecasts": "out"}, "max_gap": 2}
+
+
+def test_console_script_module_entry_has_no_traceback(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMCAST_")}
+    env["STREAMCAST_LOG_FORMAT"] = "yaml"
+    result = subprocess.run(
+        [sys.executable, "-m", "streamcast", "config"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "STREAMCAST_LOG_FORMAT (log_format): must be one of" in result.stderr
