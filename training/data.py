@@ -215,15 +215,21 @@ def _read(name: str, reader: Callable[[], _T]) -> _T:
         raise DataError(f"{name}: the file is empty; it needs a header and data rows") from None
     except (OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataError(f"{name}: cannot read the file ({first})") from None
+        raise DataError(
+            f"{name}: cannot read the file ({first}); check that it is a valid "
+            "UTF-8 CSV or Parquet file"
+        ) from None
 
 
 def _require_columns(columns: list[str], wanted: list[str], source: str) -> None:
     missing = [c for c in wanted if c not in columns]
     if missing:
+        hint = ""
+        if len(columns) == 1 and any(sep in str(columns[0]) for sep in ";\t|"):
+            hint = " (the file does not look comma-separated: save it as CSV with commas)"
         raise DataError(
             f"{source}: missing column(s) {', '.join(repr(c) for c in missing)}; "
-            f"available: {', '.join(repr(str(c)) for c in columns)}"
+            f"available: {', '.join(repr(str(c)) for c in columns)}{hint}"
         )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -415,3 +416,44 @@ def test_aggregation_matches_a_pandas_reference(
     )
     assert got.index.tolist() == reference.index.tolist()
     np.testing.assert_allclose(got.to_numpy(), reference.to_numpy())
+
+
+def test_every_data_error_is_one_line_naming_the_file(tmp_path: Path) -> None:
+    binary = tmp_path / "binary.csv"
+    binary.write_bytes(b"k,t,v\n\xff\xfe\x00garbage\n")
+    cases = {
+        "binary.csv": binary,
+        "nan.csv": write_csv(tmp_path, f"k,t,v\na,{T0},\n", "nan.csv"),
+        "text.csv": write_csv(tmp_path, f"k,t,v\na,{T0},1 234\n", "text.csv"),
+        "cols.csv": write_csv(tmp_path, "a,b\n1,2\n", "cols.csv"),
+        "semi.csv": write_csv(tmp_path, f"k;t;v\na;{T0};1\n", "semi.csv"),
+    }
+    for name, path in cases.items():
+        with pytest.raises(DataError) as info:
+            load_table(path, key_col="k", time_col="t", value_col="v")
+        message = str(info.value)
+        assert "\n" not in message, name
+        assert message.startswith(str(path)), name
+        if name == "semi.csv":
+            assert "does not look comma-separated" in message
+        if name == "binary.csv":
+            assert "cannot read the file" in message
+
+
+def test_compressed_csv_and_report_as_json(tmp_path: Path) -> None:
+    path = tmp_path / "data.csv.gz"
+    pd.DataFrame({"k": ["a"] * 3, "t": [T0, T0 + HOUR, T0 + 5 * HOUR], "v": [1, 2, 3]}).to_csv(
+        path, index=False
+    )
+    df = load_table(path, key_col="k", time_col="t", value_col="v")
+    _, report = regularise(df, max_gap=1, min_length=1)
+    as_json = json.loads(json.dumps(report.to_dict()))
+    assert as_json["interval"] == "1h"
+    assert as_json["long_gaps"] == [
+        {
+            "key": "a",
+            "last_before": "2015-01-01T01:00:00Z",
+            "first_after": "2015-01-01T05:00:00Z",
+            "missing": 3,
+        }
+    ]
