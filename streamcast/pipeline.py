@@ -38,16 +38,15 @@ from streamcast.artifact import Aggregation
 from streamcast.errors import ConfigurationError
 from streamcast.features import (
     calendar_features,
-    fit_location_scale,
-    interpolate_gap,
     scale_inputs,
     target_times,
     unscale_forecast,
 )
-from streamcast.intervals import REASONS, Aggregator, ClosedIntervals, admit, aggregate
+from streamcast.intervals import REASONS, Aggregator, admit, aggregate
+from streamcast.lifecycle import LifecyclePlanner, Steps
 from streamcast.model import StepModel
 from streamcast.records import ForecastBatch, Rejection, TickBatch
-from streamcast.state import NONE, SCALE_NONE, SCALE_WINDOW, StateStore
+from streamcast.state import StateStore
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
@@ -87,21 +86,6 @@ class StepResult:
     forecasts: ForecastBatch
     rejections: list[Rejection]
     counters: Counters
-
-
-@dataclass
-class _Plan:
-    """Pending steps of a batch, one entry per step, in per-row time order."""
-
-    row: list[int] = field(default_factory=list)
-    rank: list[int] = field(default_factory=list)
-    x: list[FloatArray] = field(default_factory=list)
-    ts: list[int] = field(default_factory=list)
-    emit: list[bool] = field(default_factory=list)
-    zero: list[bool] = field(default_factory=list)
-    loc: list[float] = field(default_factory=list)
-    scale: list[float] = field(default_factory=list)
-    trigger: list[int] = field(default_factory=list)
 
 
 class Pipeline:
@@ -158,6 +142,9 @@ class Pipeline:
             key_ttl_s=key_ttl_s,
             scaling=meta.value_scaling(),
             initial_capacity=initial_capacity,
+        )
+        self.planner = LifecyclePlanner(
+            self.store, window=meta.window, interval_s=meta.interval_s, max_gap=self.max_gap
         )
         self.totals = Counters()
 
@@ -230,119 +217,24 @@ class Pipeline:
             interval_s=self.interval_s, aggregator=self.aggregator,
         )  # fmt: skip
         counters.closed_intervals += len(closed)
-        plan = self._plan(closed, counters)
-        forecasts = self._run(plan, batch.index, counters)
+        planned = self.planner.plan(closed)
+        counters.imputed_steps += planned.imputed
+        counters.resets += planned.resets
+        forecasts = self._run(planned.steps, batch.index, counters)
         return forecasts, rejections
 
-    def _plan(self, closed: ClosedIntervals, counters: Counters) -> _Plan:
-        """Append closed intervals to windows and list the steps they cause, per row.
-
-        Python work here is a constant per closed interval; all numbers stay in arrays.
-        """
-        st = self.store
-        plan = _Plan()
-        w, interval = self.window, self.interval_s
-        bounds = np.flatnonzero(np.diff(closed.row, prepend=-1, append=-1))
-        for b in range(len(bounds) - 1):
-            lo, hi = int(bounds[b]), int(bounds[b + 1])
-            row = int(closed.row[lo])
-            rank = 0
-            for i in range(lo, hi):
-                start = int(closed.start[i])
-                value = closed.value[i]
-                trigger = int(closed.trigger[i])
-                prev = int(st.closed_start[row])
-                missing = (start - prev) // interval - 1 if prev != NONE else -1
-                appended: list[tuple[int, FloatArray, bool]] = []
-                if 1 <= missing <= self.max_gap:
-                    fill = interpolate_gap(st.closed_value[row], value, missing)
-                    appended += [
-                        (prev + (k + 1) * interval, fill[k], False) for k in range(missing)
-                    ]
-                    counters.imputed_steps += missing
-                elif missing != 0:
-                    self._reset(row, counters, first=prev == NONE)
-                appended.append((start, value, True))
-                st.closed_start[row] = start
-                st.closed_value[row] = value
-                for ts, x, real in appended:
-                    pos = int(st.wpos[row])
-                    st.window[row, pos] = x
-                    st.wpos[row] = (pos + 1) % w
-                    st.wlen[row] = min(int(st.wlen[row]) + 1, w)
-                    if st.warm[row]:
-                        self._add(
-                            plan, row, rank=rank, x=x, ts=ts, emit=real, zero=False, trigger=trigger
-                        )
-                        rank += 1
-                    elif st.wlen[row] == w:
-                        rank = self._warm_up(plan, row, rank, ts=ts, real=real, trigger=trigger)
-        return plan
-
-    def _reset(self, row: int, counters: Counters, *, first: bool) -> None:
-        st = self.store
-        if not first:
-            counters.resets += 1
-        st.wlen[row] = 0
-        st.wpos[row] = 0
-        st.warm[row] = False
-        st.steps[row] = 0
-        if st.scale_src[row] == SCALE_WINDOW:
-            st.scale_src[row] = SCALE_NONE
-
-    def _warm_up(
-        self, plan: _Plan, row: int, rank: int, *, ts: int, real: bool, trigger: int
-    ) -> int:
-        """The window just filled: fix the scale, queue the whole window from zero state."""
-        st, w = self.store, self.window
-        chronological = st.window[row, (int(st.wpos[row]) + np.arange(w)) % w]
-        if st.scale_src[row] == SCALE_NONE:
-            loc, scale = fit_location_scale(chronological[:, 0])
-            st.loc[row], st.scale[row] = float(loc), float(scale)
-            st.scale_src[row] = SCALE_WINDOW
-        st.warm[row] = True
-        times = ts - np.arange(w - 1, -1, -1) * self.interval_s
-        for k in range(w):
-            last = k == w - 1
-            self._add(
-                plan, row, rank=rank, x=chronological[k], ts=int(times[k]),
-                emit=real and last, zero=k == 0, trigger=trigger,
-            )  # fmt: skip
-            rank += 1
-        return rank
-
-    def _add(
-        self, plan: _Plan, row: int, *, rank: int, x: FloatArray, ts: int, emit: bool,
-        zero: bool, trigger: int,
-    ) -> None:  # fmt: skip
-        st = self.store
-        plan.row.append(row)
-        plan.rank.append(rank)
-        plan.x.append(x)
-        plan.ts.append(ts)
-        plan.emit.append(emit)
-        plan.zero.append(zero)
-        plan.loc.append(float(st.loc[row]))
-        plan.scale.append(float(st.scale[row]))
-        plan.trigger.append(trigger)
-        st.steps[row] += 1
-
-    def _run(self, plan: _Plan, index: IntArray, counters: Counters) -> ForecastBatch:
+    def _run(self, steps: Steps, index: IntArray, counters: Counters) -> ForecastBatch:
         """Execute the planned steps in rounds and collect the emitted forecasts."""
         st = self.store
-        n = len(plan.row)
-        rows = np.asarray(plan.row, dtype=np.int64)
-        rank = np.asarray(plan.rank, dtype=np.int64)
-        emit = np.asarray(plan.emit, dtype=bool)
-        zero = np.asarray(plan.zero, dtype=bool)
-        ts = np.asarray(plan.ts, dtype=np.int64)
-        loc = np.asarray(plan.loc, dtype=np.float64)
-        scale = np.asarray(plan.scale, dtype=np.float64)
-        raw = np.asarray(plan.x, dtype=np.float64).reshape(n, self.spec.n_inputs)
-        x = scale_inputs(raw, loc, scale, self.extra_scaling)
+        n = len(steps)
+        rows, rank, zero, ts = steps.row, steps.rank, steps.zero, steps.ts
+        x = scale_inputs(steps.x, steps.loc, steps.scale, self.extra_scaling)
         calendar = None
         if self.spec.n_calendar:
-            calendar = calendar_features(target_times(ts, self.interval_s, self.horizon), self.spec)
+            # keys mostly share their origins: compute each distinct origin's rows once
+            origins, which = np.unique(ts, return_inverse=True)
+            targets = target_times(origins, self.interval_s, self.horizon)
+            calendar = calendar_features(targets, self.spec)[which.ravel()]
         forecast = np.zeros((n, self.horizon), dtype=np.float32)
         order = np.argsort(rank, kind="stable")
         bounds = np.searchsorted(rank[order], np.arange(int(rank.max(initial=-1)) + 2))
@@ -363,12 +255,12 @@ class Pipeline:
         cold = np.flatnonzero(st.active & ~st.warm)
         st.h[cold] = 0.0
         st.c[cold] = 0.0
-        trigger = np.asarray(plan.trigger, dtype=np.int64)
-        out = np.flatnonzero(emit)
+        trigger = steps.trigger
+        out = np.flatnonzero(steps.emit)
         out = out[np.lexsort((ts[out], trigger[out]))]
         counters.forecasts += len(out)
         return self._forecast_batch(
-            rows[out], ts[out], forecast[out], loc=loc[out], scale=scale[out],
+            rows[out], ts[out], forecast[out], loc=steps.loc[out], scale=steps.scale[out],
             trigger=index[trigger[out]],
         )  # fmt: skip
 
