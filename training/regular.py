@@ -39,6 +39,9 @@ from training.errors import ConfigError, DataError
 from training.series import SeriesSet
 
 Duplicates = Literal["error", "aggregate", "first"]
+Ints = npt.NDArray[np.int64]
+Floats = npt.NDArray[np.float64]
+Bools = npt.NDArray[np.bool_]
 _KEY, _TS, _VALUE = "key", "ts_ms", "value"
 
 
@@ -249,48 +252,30 @@ def regularise(
     g_code, g_ts, g_values = _aggregate(codes, starts, values, aggregation)
     report.merged_rows = len(ts_ms) - len(g_ts)
 
-    out_code, out_ts, out_values, observed, reset = _bridge(
-        g_code,
-        g_ts,
-        g_values,
-        interval_s=interval_s,
-        max_gap=max_gap,
-        key_names=key_names,
-        report=report,
-    )
-    series = _drop_short(
-        out_code,
-        out_ts,
-        out_values,
-        observed,
-        reset,
-        min_length=min_length,
-        key_names=key_names,
-        report=report,
-    )
-    if series is None:
+    grid = _bridge(g_code, g_ts, g_values, interval_s, max_gap, key_names, report)
+    kept = _drop_short(grid, min_length, key_names, report)
+    if kept is None:
         raise DataError(
             f"{source}: no series left: every segment of all {len(key_names)} key(s) is "
             f"shorter than min_length={min_length} rows; use more data or a smaller "
             "window/horizon"
         )
-    return (
-        SeriesSet(
-            keys=series[0],
-            offsets=series[1],
-            ts=series[2],
-            values=series[3],
-            observed=series[4],
-            reset=series[5],
-            interval_s=interval_s,
-            value_name=str(df.attrs.get("value_name", _VALUE)),
-            extra_names=extra_names,
-        ),
-        report,
+    keys, offsets, rows = kept
+    series = SeriesSet(
+        keys=keys,
+        offsets=offsets,
+        ts=rows.ts,
+        values=rows.values,
+        observed=rows.observed,
+        reset=rows.reset,
+        interval_s=interval_s,
+        value_name=str(df.attrs.get("value_name", _VALUE)),
+        extra_names=extra_names,
     )
+    return series, report
 
 
-def _infer_interval(codes: npt.NDArray[np.int64], ts_ms: npt.NDArray[np.int64], source: str) -> int:
+def _infer_interval(codes: Ints, ts_ms: Ints, source: str) -> int:
     steps = np.diff(ts_ms)[np.diff(codes) == 0]
     steps = steps[steps > 0]
     if len(steps) == 0:
@@ -308,18 +293,18 @@ def _infer_interval(codes: npt.NDArray[np.int64], ts_ms: npt.NDArray[np.int64], 
     return step_ms // 1000
 
 
-def _support(codes: npt.NDArray[np.int64], ts_ms: npt.NDArray[np.int64], interval_s: int) -> float:
+def _support(codes: Ints, ts_ms: Ints, interval_s: int) -> float:
     steps = np.diff(ts_ms)[np.diff(codes) == 0]
     steps = steps[steps > 0]
     return float(np.mean(steps == interval_s * 1000)) if len(steps) else 1.0
 
 
 def _aggregate(
-    codes: npt.NDArray[np.int64],
-    starts: npt.NDArray[np.int64],
-    values: npt.NDArray[np.float64],
+    codes: Ints,
+    starts: Ints,
+    values: Floats,
     how: str,
-) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+) -> tuple[Ints, Ints, Floats]:
     """Combine rows sharing (key, interval start); rows arrive sorted by key then time."""
     new = np.ones(len(codes), dtype=bool)
     new[1:] = (np.diff(codes) != 0) | (np.diff(starts) != 0)
@@ -341,22 +326,35 @@ def _aggregate(
     return codes[first], starts[first], np.asarray(combined, dtype=np.float64)
 
 
-def _bridge(
-    codes: npt.NDArray[np.int64],
-    ts: npt.NDArray[np.int64],
-    values: npt.NDArray[np.float64],
-    *,
+@dataclass(frozen=True)
+class _Grid:
+    """Rows on the interval grid, sorted by key then time (SeriesSet arrays before packing)."""
+
+    codes: Ints
+    ts: Ints
+    values: Floats
+    observed: Bools
+    reset: Bools
+
+    def take(self, mask: Bools) -> _Grid:
+        return _Grid(
+            self.codes[mask],
+            self.ts[mask],
+            self.values[mask],
+            self.observed[mask],
+            self.reset[mask],
+        )
+
+
+def _bridge(  # noqa: PLR0917 - private stage of regularise, called once
+    codes: Ints,
+    ts: Ints,
+    values: Floats,
     interval_s: int,
     max_gap: int,
     key_names: list[str],
     report: PrepReport,
-) -> tuple[
-    npt.NDArray[np.int64],
-    npt.NDArray[np.int64],
-    npt.NDArray[np.float64],
-    npt.NDArray[np.bool_],
-    npt.NDArray[np.bool_],
-]:
+) -> _Grid:
     """Insert linearly interpolated rows into short gaps; flag resets after long ones."""
     n = len(ts)
     same_key = np.zeros(n, dtype=bool)
@@ -395,53 +393,27 @@ def _bridge(
     out_code[filled] = codes[after]
     out_ts[filled] = ts[after - 1] + step * interval_s
     out_values[filled] = before_values + weight * (values[after] - before_values)
-    return out_code, out_ts, out_values, observed, reset
+    return _Grid(out_code, out_ts, out_values, observed, reset)
 
 
 def _drop_short(
-    codes: npt.NDArray[np.int64],
-    ts: npt.NDArray[np.int64],
-    values: npt.NDArray[np.float64],
-    observed: npt.NDArray[np.bool_],
-    reset: npt.NDArray[np.bool_],
-    *,
-    min_length: int,
-    key_names: list[str],
-    report: PrepReport,
-) -> (
-    tuple[
-        tuple[str, ...],
-        npt.NDArray[np.int64],
-        npt.NDArray[np.int64],
-        npt.NDArray[np.float64],
-        npt.NDArray[np.bool_],
-        npt.NDArray[np.bool_],
-    ]
-    | None
-):
-    """Drop segments shorter than ``min_length``; pack what is left as SeriesSet arrays."""
-    starts = np.flatnonzero(reset)
-    lengths = np.diff(np.append(starts, len(ts)))
+    grid: _Grid, min_length: int, key_names: list[str], report: PrepReport
+) -> tuple[tuple[str, ...], Ints, _Grid] | None:
+    """Drop segments shorter than ``min_length``: ``(keys, offsets, rows)`` of what is left."""
+    starts = np.flatnonzero(grid.reset)
+    lengths = np.diff(np.append(starts, len(grid.ts)))
     too_short = lengths < min_length
     report.dropped_segments = [
-        DroppedSegment(key_names[codes[s]], iso(ts[s]), iso(ts[s + n - 1]), int(n))
+        DroppedSegment(key_names[grid.codes[s]], iso(grid.ts[s]), iso(grid.ts[s + n - 1]), int(n))
         for s, n in zip(starts[too_short], lengths[too_short], strict=True)
     ]
-    keep = np.repeat(~too_short, lengths)
-    kept_codes = codes[keep]
-    counts = np.bincount(kept_codes, minlength=len(key_names))
+    kept = grid.take(np.repeat(~too_short, lengths))
+    counts = np.bincount(kept.codes, minlength=len(key_names))
     report.dropped_keys = [key_names[k] for k in np.flatnonzero(counts == 0)]
     present = np.flatnonzero(counts > 0)
     report.keys_out = len(present)
-    report.rows_out = int(keep.sum())
+    report.rows_out = len(kept.ts)
     if len(present) == 0:
         return None
     offsets = np.concatenate([[0], np.cumsum(counts[present])]).astype(np.int64)
-    return (
-        tuple(key_names[k] for k in present),
-        offsets,
-        ts[keep],
-        values[keep],
-        observed[keep],
-        reset[keep],
-    )
+    return tuple(key_names[k] for k in present), offsets, kept
