@@ -226,8 +226,8 @@ def regularise(
         raise DataError(
             f"{source}: duplicate timestamps: key '{key_names[codes[i]]}' has {same} rows at "
             f"{iso_ms(ts_ms[i])} ({report.duplicate_rows} duplicate rows in all); remove "
-            "them, keep the first (duplicates='first') or aggregate them "
-            "(duplicates='aggregate')"
+            "them, or set duplicates to 'first' (keep the first, as the service does) or "
+            "'aggregate'"
         )
 
     keep = np.isfinite(values).all(axis=1)

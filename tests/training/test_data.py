@@ -213,8 +213,9 @@ def test_duplicates_error_names_key_timestamp_and_count() -> None:
     message = str(info.value)
     assert "key 'b' has 3 rows at 2015-01-01T00:00:00Z" in message
     assert "(2 duplicate rows in all)" in message
-    assert "duplicates='aggregate'" in message
-    assert "duplicates='first'" in message
+    assert "set duplicates to 'first' (keep the first, as the service does) or 'aggregate'" in (
+        message
+    )
 
 
 def test_duplicates_first_mode_keeps_what_the_service_keeps() -> None:
