@@ -321,3 +321,49 @@ def test_invalid_settings_are_refused(models: dict[str, Path]) -> None:
         Pipeline(model, aggregation="median")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="value columns"):
         run(Pipeline(model), TickBatch.from_rows(["a"], [0], [[1.0, 2.0]]))
+
+
+def test_equals_the_offline_evaluator(models: dict[str, Path]) -> None:
+    """Invariant 1 without a broker: same ticks, training's regularise + stream_forecasts."""
+    import onnxruntime as ort
+    import pandas as pd
+
+    from training.evaluate import stream_forecasts
+    from training.regular import regularise
+
+    rng = np.random.default_rng(11)
+    keys = ["known", "k1", "k2"]
+    stream, _ = _random_stream(rng, keys, n_hours=50)
+    stream.sort(key=lambda t: t[1])
+    meta = TinyReference(models["rich"]).meta
+    frame = pd.DataFrame(
+        {
+            "key": [t[0] for t in stream],
+            "ts_ms": np.array([t[1] for t in stream], dtype=np.int64),
+            "value": [t[2][0] for t in stream],
+            "temp": [t[2][1] for t in stream],
+        }
+    )
+    series, _ = regularise(
+        frame, interval=HOUR, max_gap=meta.gap.max_gap, min_length=1, aggregation="mean"
+    )
+    offline = stream_forecasts(ort.InferenceSession(str(models["rich"])), meta, series)
+    expected = {
+        (series.keys[int(k)], int(t)): v
+        for k, t, v in zip(offline.key, offline.origin_ts, offline.forecast, strict=True)
+    }
+    pipe = Pipeline(OnnxStepModel.load(models["rich"]))
+    got: dict[tuple[str, int], np.ndarray] = {}
+    for pos in range(0, len(stream), 25):
+        part = stream[pos : pos + 25]
+        batch = TickBatch.from_rows(
+            [t[0] for t in part], [t[1] for t in part], [t[2] for t in part]
+        )
+        fc = pipe.process(batch, 0.0).forecasts
+        got.update(
+            {(k, int(t)): v for k, t, v in zip(fc.keys, fc.origin_ts, fc.values, strict=True)}
+        )
+    assert len(expected) > 30
+    assert sorted(got) == sorted(expected)
+    for where, values in expected.items():
+        np.testing.assert_allclose(got[where], values, rtol=1e-5, atol=1e-5)
