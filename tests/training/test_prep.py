@@ -177,6 +177,7 @@ def test_extra_scaling_must_match_the_features() -> None:
         scale_series(series, ValueScaling(), ExtraScaling(), window=5)
 
 
+@settings(max_examples=60, deadline=None)
 @given(
     n=st.integers(min_value=1, max_value=40),
     width=st.integers(min_value=1, max_value=3),
