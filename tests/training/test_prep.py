@@ -131,12 +131,13 @@ def test_keys_without_training_rows_are_left_to_warm_up() -> None:
 
 def test_unseen_keys_scale_from_their_warm_up_window() -> None:
     window = 12
-    series = make_series([60, 40], resets={1: [25]}, extras=1)
+    series = make_series([60, 40], resets={0: [30], 1: [25]}, extras=1)
     known = ValueScaling(known={"k0": (50.0, 5.0)})
     extras = ExtraScaling(loc=(7.0,), scale=(3.0,))
     scaled, loc, scale = scale_series(series, known, extras, window=window)
 
     k0, k1 = series.key_slice(0), series.key_slice(1)
+    assert series.reset[k0].sum() == 2  # known keys keep the training scale after a reset
     assert (loc[k0] == 50.0).all()
     assert (scale[k0] == 5.0).all()
     # k1 has two segments: rows 0..24 and 25..39 of the key, each with its own window
