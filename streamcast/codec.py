@@ -10,7 +10,7 @@ A tick is a JSON object::
   a naive time is taken as UTC) or a decimal epoch number; a JSON number is epoch time
   whose unit follows from its magnitude: ``|t| < 1e11`` seconds (1e11 s is the year 5138),
   ``< 1e14`` milliseconds, ``< 1e17`` microseconds, otherwise nanoseconds. Ticks are kept
-  at millisecond precision (two ticks less than 1 ms apart are duplicates).
+  at millisecond precision, floored (two ticks within one millisecond are duplicates).
   Timestamps before ``min_ts_s`` (default 1990-01-01) or more than ``max_future_s`` ahead
   of the wall clock are rejected as ``absurd_timestamp``.
 * **Value and extras.** JSON numbers (not booleans, not strings), finite.
@@ -46,6 +46,13 @@ DEFAULT_MAX_BYTES = 64 * 1024
 MAX_DETAIL = 300
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+#: (magnitude below, multiplier, divisor) to milliseconds: s, ms, µs, ns
+_EPOCH_UNITS: tuple[tuple[float, int, int], ...] = (
+    (1e11, 1_000, 1),
+    (1e14, 1, 1),
+    (1e17, 1, 1_000),
+    (math.inf, 1, 1_000_000),
+)
 _ONE_MS = timedelta(milliseconds=1)
 _NUMERIC = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 
@@ -68,21 +75,19 @@ class _Reject(Exception):  # noqa: N818 - internal control flow, never escapes d
 
 
 def epoch_to_ms(value: float) -> int:
-    """Epoch time in s, ms, µs or ns (chosen by magnitude, module docstring) to ms.
+    """Epoch time in s, ms, µs or ns (chosen by magnitude, module docstring) to ms, floored.
+
+    Integers are converted exactly; floats as ``floor(value * multiplier / divisor)``, the
+    same arithmetic as ``training/data.py``, so both halves agree to the millisecond.
 
     >>> epoch_to_ms(1_700_000_000), epoch_to_ms(1_700_000_000_123), epoch_to_ms(1.5e9)
     (1700000000000, 1700000000123, 1500000000000)
     """
     magnitude = abs(value)
-    if magnitude < 1e11:
-        scaled = value * 1000
-    elif magnitude < 1e14:
-        scaled = value
-    elif magnitude < 1e17:
-        scaled = value / 1000
-    else:
-        scaled = value / 1_000_000
-    return math.floor(scaled + 0.5) if isinstance(value, float) else int(scaled)
+    multiplier, divisor = next((m, d) for limit, m, d in _EPOCH_UNITS if magnitude < limit)
+    if isinstance(value, int):
+        return value * multiplier // divisor
+    return math.floor(value * multiplier / divisor)
 
 
 def parse_timestamp_ms(raw: object) -> int:
