@@ -22,6 +22,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import MessageSizeTooLargeError, TopicAlreadyExistsError
 from aiokafka.helpers import create_ssl_context
+from aiokafka.partitioner import DefaultPartitioner
 
 from streamcast.config import Settings
 from streamcast.errors import ConfigurationError
@@ -201,6 +202,7 @@ class KafkaBroker:
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._closed = False
+        self._partitioner = DefaultPartitioner()
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -263,27 +265,53 @@ class KafkaBroker:
         ]
 
     async def publish(self, records: Sequence[OutRecord]) -> None:
-        """Send everything, then await every delivery; raises if any delivery failed."""
+        """Send everything, then await every delivery; raises if any delivery failed.
+
+        Records are packed into one record batch per partition (the key picks the
+        partition exactly as ``send`` would): the per-message path of the Python client
+        costs more than the whole pipeline.
+        """
         producer = self.producer
-        futures = [
-            await producer.send(r.topic, r.value, key=r.key, headers=r.headers or None)
-            for r in records
-        ]
-        results = await asyncio.gather(*futures, return_exceptions=True)
-        resend: list[OutRecord] = []
-        for record, result in zip(records, results, strict=True):
-            if isinstance(result, MessageSizeTooLargeError):
-                resend.append(_truncated(record))
-            elif isinstance(result, BaseException):
-                raise result
-        if resend:
-            log.warning(
-                "records too large for the broker; sent truncated", extra={"n": len(resend)}
-            )
-            again = [
-                await producer.send(r.topic, r.value, key=r.key, headers=r.headers) for r in resend
-            ]
-            await asyncio.gather(*again)
+        partitions: dict[str, list[int]] = {}
+        builders: dict[tuple[str, int], Any] = {}
+        futures: list[asyncio.Future[Any]] = []
+        singles: list[OutRecord] = []
+        for r in records:
+            if r.topic not in partitions:
+                partitions[r.topic] = sorted(await producer.partitions_for(r.topic))
+            parts = partitions[r.topic]
+            partition = int(self._partitioner(r.key, parts, parts))
+            tp = (r.topic, partition)
+            builder = builders.get(tp)
+            if builder is None:
+                builder = builders[tp] = producer.create_batch()
+            if builder.append(timestamp=None, key=r.key, value=r.value, headers=r.headers):
+                continue
+            # Full: ship it and start the next batch for this partition.
+            futures.append(await producer.send_batch(builder, r.topic, partition=partition))
+            builder = builders[tp] = producer.create_batch()
+            if not builder.append(timestamp=None, key=r.key, value=r.value, headers=r.headers):
+                singles.append(r)  # larger than a whole batch: let send() judge it
+        for (topic, partition), builder in builders.items():
+            if builder.record_count():
+                futures.append(await producer.send_batch(builder, topic, partition=partition))
+        await asyncio.gather(*futures)
+        await self._publish_singly(singles)
+
+    async def _publish_singly(self, records: Sequence[OutRecord]) -> None:
+        """``send`` each record; one too large for the broker is truncated (dead letters)."""
+        producer = self.producer
+        for record in records:
+            try:
+                await (await producer.send(
+                    record.topic, record.value, key=record.key, headers=record.headers
+                ))  # fmt: skip
+            except MessageSizeTooLargeError:
+                log.warning("record too large for the broker; sent truncated")
+                small = _truncated(record)
+                await (await producer.send(
+                    small.topic, small.value, key=small.key, headers=small.headers
+                ))  # fmt: skip
 
     async def commit(self, offsets: Mapping[tuple[str, int], int]) -> None:
         """Commit the given next-offsets for partitions this consumer still owns."""

@@ -1,0 +1,170 @@
+"""End-to-end throughput and latency: ticks produced -> service -> forecasts consumed.
+
+Every key steps through consecutive intervals, one tick per interval, so after its
+warm-up every tick closes an interval and yields one forecast. The producer records the
+wall time each tick was handed to Kafka; a consumer of the forecasts topic records when
+each forecast arrived; latency is the difference (so it includes the producer's linger,
+the broker twice, decoding, the pipeline, ONNX Runtime and the acknowledged produce).
+
+    .venv/bin/python bench/e2e.py --ticks 50000 --keys 500
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner
+from common import (
+    ServiceProcess,
+    add_common_args,
+    broker,
+    create_topics,
+    model_path,
+    service_env,
+    unique_topic,
+)
+
+INTERVAL_S = 60
+WINDOW = 8  # the default bench model's warm-up
+
+
+async def bench(args: argparse.Namespace, bootstrap: str, workdir: Path) -> dict[str, float]:
+    model = model_path(args.model, workdir, INTERVAL_S)
+    prefix = unique_topic("bench")
+    env = service_env(
+        bootstrap, model, prefix,
+        batch_max_records=args.batch, batch_max_wait_ms=args.wait_ms, log_level="WARNING",
+    )  # fmt: skip
+    ticks_topic, forecasts_topic = (
+        env["STREAMCAST_TOPICS__TICKS"],
+        env["STREAMCAST_TOPICS__FORECASTS"],
+    )
+    await create_topics(bootstrap, [ticks_topic], partitions=args.partitions)
+    service = ServiceProcess(env, workdir / "service.log")
+    service.start()
+
+    start = (int(time.time()) // 3600 - 48) * 3600
+    intervals = args.ticks // args.keys
+    keys = [f"k{i:05d}" for i in range(args.keys)]
+    rng = np.random.default_rng(0)
+    values = 100 + rng.normal(size=(intervals, args.keys)).cumsum(axis=0)
+    # (key, origin) of the forecast each tick triggers -> wall time the tick was sent
+    sent_at: dict[tuple[str, int], float] = {}
+    arrived: dict[tuple[str, int], float] = {}
+    published: dict[tuple[str, int], float] = {}
+    expected = (intervals - WINDOW) * args.keys
+
+    consumer = AIOKafkaConsumer(
+        forecasts_topic, bootstrap_servers=bootstrap, group_id=None,
+        auto_offset_reset="earliest", isolation_level="read_committed",
+    )  # fmt: skip
+    await consumer.start()
+
+    async def collect() -> None:
+        deadline = time.monotonic() + args.timeout
+        while len(arrived) < expected and time.monotonic() < deadline:
+            batches = await consumer.getmany(timeout_ms=200)
+            now = time.time()
+            for part in batches.values():
+                for message in part:
+                    doc = orjson.loads(message.value or b"")
+                    origin = int(np.datetime64(doc["ts"].rstrip("Z"), "s").astype(np.int64))
+                    arrived.setdefault((doc["key"], origin), now)
+                    published.setdefault((doc["key"], origin), message.timestamp / 1000)
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5,
+                                max_batch_size=256 * 1024, enable_idempotence=True)  # fmt: skip
+    await producer.start()
+    collector = asyncio.create_task(collect())
+    partitions = sorted(await producer.partitions_for(ticks_topic))
+    part_of = [DefaultPartitioner()(k.encode(), partitions, partitions) for k in keys]
+    began = time.time()
+    pause = args.keys / args.rate if args.rate else 0.0
+    for t in range(intervals):
+        ts = start + t * INTERVAL_S + 1
+        # One record batch per partition per interval: the client's per-message path is
+        # the slowest part of a Python producer, and the service must be what is measured.
+        builders = {p: producer.create_batch() for p in partitions}
+        now_ms = int(time.time() * 1000)
+        for k, key in enumerate(keys):
+            body = orjson.dumps({"key": key, "ts": ts, "value": float(values[t, k])})
+            builders[part_of[k]].append(timestamp=now_ms, key=key.encode(), value=body)
+        sent = time.time()
+        for p, builder in builders.items():
+            await producer.send_batch(builder, ticks_topic, partition=p)
+        for key in keys:
+            sent_at[(key, start + (t - 1) * INTERVAL_S)] = sent
+        if pause:
+            await asyncio.sleep(max(0.0, began + (t + 1) * pause - time.time()))
+    await producer.flush()
+    produced = time.time()
+    await collector
+    finished = max(arrived.values()) if arrived else time.time()
+    await producer.stop()
+    await consumer.stop()
+    inference = service.metric("streamcast_inference_seconds_sum")
+    batches = service.metric("streamcast_inference_seconds_count")
+    rss = _rss_mib(service)
+    service.stop()
+
+    lat = np.array([arrived[k] - sent_at[k] for k in arrived if k in sent_at]) * 1000
+    # the forecast's Kafka timestamp is set by the service when it sends: this part
+    # excludes the benchmark's own consumer (which shares the CPU with the producer)
+    lat_out = np.array([published[k] - sent_at[k] for k in published if k in sent_at]) * 1000
+    n_ticks = intervals * args.keys
+    return {
+        "ticks": n_ticks,
+        "keys": args.keys,
+        "forecasts": len(arrived),
+        "forecasts_expected": expected,
+        "produce_ticks_per_s": n_ticks / (produced - began),
+        "e2e_ticks_per_s": n_ticks / (finished - began),
+        "latency_p50_ms": float(np.percentile(lat, 50)) if len(lat) else float("nan"),
+        "latency_p95_ms": float(np.percentile(lat, 95)) if len(lat) else float("nan"),
+        "latency_p99_ms": float(np.percentile(lat, 99)) if len(lat) else float("nan"),
+        "to_published_p50_ms": float(np.percentile(lat_out, 50)) if len(lat_out) else float("nan"),
+        "to_published_p99_ms": float(np.percentile(lat_out, 99)) if len(lat_out) else float("nan"),
+        "service_batches": batches,
+        "pipeline_ms_per_batch": 1000 * inference / batches if batches else float("nan"),
+        "service_rss_mib": rss,
+    }
+
+
+def _rss_mib(service: ServiceProcess) -> float:
+    import psutil  # noqa: PLC0415 - dev dependency, only the benchmarks need it
+
+    assert service.process is not None
+    return float(psutil.Process(service.process.pid).memory_info().rss / 2**20)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add_common_args(parser)
+    parser.add_argument("--ticks", type=int, default=50_000)
+    parser.add_argument("--keys", type=int, default=500)
+    parser.add_argument("--rate", type=float, help="ticks/s to offer (default: flat out)")
+    parser.add_argument("--batch", type=int, default=5_000, help="service batch_max_records")
+    parser.add_argument("--wait-ms", type=int, default=20, help="service batch_max_wait_ms")
+    parser.add_argument("--timeout", type=float, default=300)
+    args = parser.parse_args()
+    with (
+        tempfile.TemporaryDirectory(prefix="streamcast-bench-") as tmp,
+        broker(args.bootstrap) as bootstrap,
+    ):
+        figures = asyncio.run(bench(args, bootstrap, Path(tmp)))
+    print("== bench/e2e: ticks -> Kafka -> streamcast serve -> Kafka -> consumer")
+    for name, value in figures.items():
+        print(f"{name:>24}: {value:,.1f}" if isinstance(value, float) else f"{name:>24}: {value:,}")
+
+
+if __name__ == "__main__":
+    main()
