@@ -45,7 +45,8 @@ class TrainConfig:
     #: training: sequences of ``burn_in + seq_len`` consumed steps, losses from origins
     #: every ``origin_stride`` steps after the burn-in, each rolled out ``horizon`` steps
     seq_len: int = 168
-    burn_in: int = 48
+    #: None: the window (the service's first forecast comes after ``window`` steps)
+    burn_in: int | None = None
     origin_stride: int = 3
     batch_size: int = 32
     epochs: int = 60
@@ -68,7 +69,9 @@ class TrainConfig:
             problems.append("val_frac and test_frac must be in (0, 1)")
         elif self.val_frac + self.test_frac >= 0.9:
             problems.append("val_frac + test_frac must leave at least 10% for training")
-        if self.burn_in < 0 or self.origin_stride <= 0 or self.batch_size <= 0:
+        if (self.burn_in is not None and self.burn_in < 0) or min(
+            self.origin_stride, self.batch_size
+        ) <= 0:
             problems.append("burn_in must be >= 0, origin_stride and batch_size positive")
         if self.learning_rate <= 0 or self.time_budget_s <= 0 or self.epochs <= 0:
             problems.append("learning_rate, time_budget_s and epochs must be positive")
@@ -79,6 +82,11 @@ class TrainConfig:
                 )
         if problems:
             raise ConfigFileError("; ".join(problems))
+
+    @property
+    def warmup_steps(self) -> int:
+        """Steps run from zero state before the first training origin."""
+        return self.window if self.burn_in is None else self.burn_in
 
     @property
     def n_calendar(self) -> int:

@@ -197,3 +197,21 @@ def export_step(
     tmp.write_bytes(data)
     tmp.replace(path)
     return diff
+
+
+def rewrite_metadata(path: Path, meta: ModelMeta) -> None:
+    """Replace the ``streamcast`` metadata of an exported model (the graph is untouched).
+
+    Used after the streaming backtest to add the calibration, drift reference and metrics
+    that only the exported model itself can measure.
+    """
+    proto = onnx.load(str(path))
+    kept = [p for p in proto.metadata_props if p.key != METADATA_KEY]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(kept)
+    entry = proto.metadata_props.add()
+    entry.key = METADATA_KEY
+    entry.value = meta.to_json()
+    tmp = path.with_suffix(".onnx.tmp")
+    onnx.save(proto, str(tmp))
+    tmp.replace(path)

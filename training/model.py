@@ -76,6 +76,7 @@ class StepModel(keras.Model):  # type: ignore[misc]
             name="head_kernel",
         )
         self.head_bias = self.add_weight(shape=(1,), initializer="zeros", name="head_bias")
+        self.built = True  # every weight exists now; lets Keras save/load them
 
     @classmethod
     def from_config_values(cls, config: TrainConfig, n_inputs: int) -> StepModel:

@@ -1,0 +1,223 @@
+"""Streaming evaluation of an exported model with ONNX Runtime only (no TensorFlow here).
+
+This replays a :class:`~training.series.SeriesSet` through the exported step exactly as the
+service runs it (the key lifecycle in :mod:`streamcast.artifact`):
+
+- each key's state is zero at its first row and after every reset (a long gap);
+- a key seen in training is scaled with its training statistics, a key the model never
+  saw with the statistics of the first ``window`` intervals after each reset;
+- every row is stepped in time order, one ONNX Runtime call per time index over all keys
+  that have a row at that index (never one call per key);
+- a forecast is emitted for an *observed* row whose position since the reset is at least
+  ``window - 1``, and only when the interval is closed, i.e. a later row of the same key
+  exists: a key's final row never gets a forecast.
+
+The forecasts file (CSV or Parquet, by extension) is the offline reference that the
+service's Kafka output must equal: columns ``key, origin_ts, step, target_ts, forecast``
+(timestamps ISO-8601 UTC, forecast in original units).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+import pandas as pd
+
+from streamcast.artifact import ModelMeta
+from streamcast.features import (
+    FloatArray,
+    IntArray,
+    calendar_features,
+    fit_location_scale,
+    scale_inputs,
+    target_times,
+    unscale_forecast,
+)
+from training.series import SeriesSet
+
+BoolArray = npt.NDArray[np.bool_]
+
+
+@dataclass(frozen=True)
+class StreamForecasts:
+    """Forecasts emitted by a streaming replay, one row per origin (a closed interval)."""
+
+    #: row of the origin in the SeriesSet
+    row: IntArray
+    key: IntArray
+    origin_ts: IntArray
+    #: ``[F, H]`` original units and the scaled values the graph produced
+    forecast: FloatArray
+    scaled: npt.NDArray[np.float32]
+    loc: FloatArray
+    scale: FloatArray
+    #: ONNX Runtime calls made (one per time index)
+    calls: int
+
+
+def load_session(path: Path) -> tuple[ort.InferenceSession, ModelMeta]:
+    """Open an exported model single-threaded and parse its metadata."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    sess = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    meta = ModelMeta.from_metadata_map(sess.get_modelmeta().custom_metadata_map)
+    return sess, meta
+
+
+def segment_ids(series: SeriesSet) -> IntArray:
+    """``[N]`` number of the reset segment each row belongs to."""
+    return np.asarray(np.cumsum(series.reset) - 1, dtype=np.int64)
+
+
+def position_since_reset(series: SeriesSet) -> IntArray:
+    """``[N]`` 0 at each reset row, counting up within its segment."""
+    starts = np.flatnonzero(series.reset)
+    seg = segment_ids(series)
+    return np.asarray(np.arange(series.n_rows) - starts[seg], dtype=np.int64)
+
+
+def row_scaling(series: SeriesSet, meta: ModelMeta) -> tuple[FloatArray, FloatArray]:
+    """``(loc, scale)`` per row: training stats for known keys, warm-up window otherwise."""
+    loc_k, scale_k, found = meta.value_scaling().lookup(list(series.keys))
+    key_of = series.key_index()
+    loc = loc_k[key_of].copy()
+    scale = scale_k[key_of].copy()
+    unseen = ~found[key_of]
+    if unseen.any():
+        starts = np.flatnonzero(series.reset)
+        seg = segment_ids(series)
+        ends = np.append(starts[1:], series.n_rows)
+        idx = starts[:, None] + np.arange(meta.window)[None, :]
+        inside = idx < ends[:, None]
+        window_values = np.where(
+            inside, series.values[np.minimum(idx, series.n_rows - 1), 0], np.nan
+        )
+        seg_loc, seg_scale = fit_location_scale(window_values, axis=-1)
+        loc[unseen] = seg_loc[seg[unseen]]
+        scale[unseen] = seg_scale[seg[unseen]]
+    return loc, scale
+
+
+def emitting_rows(series: SeriesSet, window: int) -> BoolArray:
+    """Rows that get a forecast: observed, warmed up, and closed by a later row of the key."""
+    last_of_key = np.zeros(series.n_rows, dtype=bool)
+    last_of_key[series.offsets[1:][np.diff(series.offsets) > 0] - 1] = True
+    return np.asarray(
+        series.observed & (position_since_reset(series) >= window - 1) & ~last_of_key, dtype=bool
+    )
+
+
+def stream_forecasts(
+    sess: ort.InferenceSession, meta: ModelMeta, series: SeriesSet
+) -> StreamForecasts:
+    """Replay ``series`` through the step, batched across keys per time index."""
+    if series.interval_s != meta.interval_s:
+        raise ValueError(
+            f"data interval {series.interval_s}s differs from the model's {meta.interval_s}s"
+        )
+    if tuple(series.extra_names) != tuple(meta.features.extra_names):
+        raise ValueError(
+            f"data features {list(series.extra_names)} differ from the model's "
+            f"{list(meta.features.extra_names)}"
+        )
+    spec = meta.feature_spec()
+    names = meta.graph
+    loc, scale = row_scaling(series, meta)
+    x_all = scale_inputs(series.values, loc, scale, meta.extra_scaling())
+    key_of = series.key_index()
+    emit = emitting_rows(series, meta.window)
+    n_keys = len(series.keys)
+    h = np.zeros((n_keys, meta.state_size), dtype=np.float32)
+    c = np.zeros((n_keys, meta.state_size), dtype=np.float32)
+    scaled = np.zeros((series.n_rows, meta.horizon), dtype=np.float32)
+    calendar = None
+    if names.calendar is not None and spec.n_calendar:
+        # one vectorised pass (time-zone conversion included) instead of one per call
+        calendar = calendar_features(target_times(series.ts, meta.interval_s, meta.horizon), spec)
+    order = np.lexsort((key_of, series.ts))
+    ts_sorted = series.ts[order]
+    bounds = np.flatnonzero(np.diff(ts_sorted)) + 1
+    groups = np.split(order, bounds)
+    outputs = [names.h_out, names.c_out, names.forecast]
+    for rows in groups:
+        keys = key_of[rows]
+        fresh = keys[series.reset[rows]]
+        h[fresh] = 0.0
+        c[fresh] = 0.0
+        feeds = {names.x: x_all[rows], names.h: h[keys], names.c: c[keys]}
+        if calendar is not None and names.calendar is not None:
+            feeds[names.calendar] = calendar[rows]
+        h_out, c_out, forecast = sess.run(outputs, feeds)
+        h[keys] = h_out
+        c[keys] = c_out
+        scaled[rows] = forecast
+    rows_out = np.flatnonzero(emit)
+    out_scaled = scaled[rows_out]
+    return StreamForecasts(
+        row=rows_out,
+        key=key_of[rows_out],
+        origin_ts=series.ts[rows_out],
+        forecast=unscale_forecast(out_scaled, loc[rows_out], scale[rows_out]),
+        scaled=out_scaled,
+        loc=loc[rows_out],
+        scale=scale[rows_out],
+        calls=len(groups),
+    )
+
+
+def actuals(series: SeriesSet, rows: IntArray, horizon: int) -> tuple[FloatArray, BoolArray]:
+    """``[F, H]`` observed values at ``t+1..t+H`` after each origin row, and where they exist.
+
+    A target counts only if it is an observed (not interpolated) interval of the same key
+    exactly ``k`` intervals after the origin (no target across a reset gap).
+    """
+    idx = rows[:, None] + np.arange(1, horizon + 1)[None, :]
+    inside = idx < series.n_rows
+    safe = np.minimum(idx, series.n_rows - 1)
+    key_of = series.key_index()
+    want_ts = target_times(series.ts[rows], series.interval_s, horizon)
+    valid = (
+        inside
+        & (key_of[safe] == key_of[rows][:, None])
+        & (series.ts[safe] == want_ts)
+        & series.observed[safe]
+    )
+    values = np.where(valid, series.values[safe, 0], np.nan)
+    return np.asarray(values, dtype=np.float64), np.asarray(valid, dtype=bool)
+
+
+def forecasts_frame(series: SeriesSet, fc: StreamForecasts, horizon: int) -> pd.DataFrame:
+    """The long per-interval forecasts table (one row per origin and step)."""
+    steps = np.tile(np.arange(1, horizon + 1), len(fc.row))
+    origin = np.repeat(fc.origin_ts, horizon)
+    target = origin + steps * series.interval_s
+
+    def iso(seconds: IntArray) -> pd.Series:
+        return pd.Series(pd.to_datetime(seconds, unit="s", utc=True)).dt.strftime(
+            "%Y-%m-%dT%H:%M:%SZ"
+        )
+
+    return pd.DataFrame(
+        {
+            "key": np.asarray(series.keys, dtype=object)[np.repeat(fc.key, horizon)],
+            "origin_ts": iso(origin),
+            "step": steps,
+            "target_ts": iso(target),
+            "forecast": fc.forecast.ravel(),
+        }
+    )
+
+
+def write_forecasts(path: Path, series: SeriesSet, fc: StreamForecasts, horizon: int) -> None:
+    """Write the forecasts table as Parquet (``.parquet``) or CSV (anything else)."""
+    frame = forecasts_frame(series, fc, horizon)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".parquet":
+        frame.to_parquet(path, index=False)
+    else:
+        frame.to_csv(path, index=False, float_format="%.9g")

@@ -1,0 +1,333 @@
+"""Training in the regime the service runs: long sequences from zero state, horizon loss.
+
+The service never resets a key's (h, c) and steps once per interval (DESIGN invariant 2),
+so the model is trained on long contiguous chunks of each key's training period: the LSTM
+runs from zero state over ``burn_in + seq_len`` steps (one ``tf.scan``), and from every
+``origin_stride``-th position after the burn-in the H-step recursive rollout runs from
+the state at that position, all origins stacked into the batch dimension. The loss is the
+mean absolute error (MASE is an absolute-error metric) over the horizon and origins, on
+observed targets only. The burn-in (default: the window) matches serving, where the first
+forecast comes after ``window`` steps from zero state; chunk start offsets are re-drawn
+every epoch so each origin sees states of many ages.
+
+Early stopping watches the same loss on validation-period origins (the chunks may start
+in the training period, as the service's state would) and restores the best weights;
+the learning rate halves on plateaus; the best weights are checkpointed; a wall-clock
+budget stops training in time.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import keras
+import numpy as np
+import numpy.typing as npt
+import tensorflow as tf
+
+from streamcast.features import FeatureSpec, calendar_features
+from training.config import TrainConfig
+from training.errors import ConfigError
+from training.model import StepModel
+from training.series import SeriesSet
+
+ROLE_TRAIN, ROLE_VAL, ROLE_TEST = 0, 1, 2
+MIN_LEARNING_RATE = 1e-4
+
+
+@dataclass(frozen=True)
+class Chunks:
+    """Training sequences and their rollout targets, all as arrays.
+
+    ``inputs`` ``[B, P, F]`` are the cell inputs (x then next calendar) of the consumed
+    positions; origins sit at ``burn_in + origin_stride * o``. ``targets``/``weights``
+    ``[B, O, H]``, ``calendar`` ``[B, O, H, C]`` (target rows), ``extras`` ``[B, O, E]``.
+    """
+
+    inputs: npt.NDArray[np.float32]
+    calendar: npt.NDArray[np.float32]
+    extras: npt.NDArray[np.float32]
+    targets: npt.NDArray[np.float32]
+    weights: npt.NDArray[np.float32]
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    def take(self, idx: npt.NDArray[np.int64]) -> Chunks:
+        """The chunks at ``idx``."""
+        return Chunks(
+            self.inputs[idx],
+            self.calendar[idx],
+            self.extras[idx],
+            self.targets[idx],
+            self.weights[idx],
+        )
+
+
+@dataclass
+class FitResult:
+    """The trained model and how training went."""
+
+    model: StepModel
+    history: dict[str, list[float]] = field(default_factory=dict)
+    best_epoch: int = 0
+    best_val_loss: float = math.inf
+    stopped: str = "epochs"
+    seconds: float = 0.0
+    n_train_chunks: int = 0
+    n_val_chunks: int = 0
+
+
+def next_calendar(series: SeriesSet, spec: FeatureSpec) -> npt.NDArray[np.float32]:
+    """``[N, C]`` calendar features of the interval after each row (the cell's target)."""
+    return calendar_features(series.ts + series.interval_s, spec)
+
+
+def contiguous_segments(
+    series: SeriesSet, mask: npt.NDArray[np.bool_]
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """``(starts, ends)`` of maximal runs of ``mask`` rows with no reset inside."""
+    edge = series.reset | np.concatenate([[True], mask[1:] != mask[:-1]])
+    starts = np.flatnonzero(edge)
+    ends = np.append(starts[1:], series.n_rows)
+    keep = mask[starts]
+    return starts[keep].astype(np.int64), ends[keep].astype(np.int64)
+
+
+def build_chunks(
+    series: SeriesSet,
+    scaled: npt.NDArray[np.float32],
+    next_cal: npt.NDArray[np.float32],
+    roles: npt.NDArray[np.int8],
+    config: TrainConfig,
+    *,
+    target_role: int,
+    offset: int,
+) -> Chunks:
+    """Cut chunks (vectorised) whose origins lie in ``target_role`` rows.
+
+    Chunks are taken from runs of rows with role <= ``target_role`` so a validation chunk
+    may warm its state up on training rows, as the service's state would have.
+    """
+    h = config.horizon
+    consumed = config.warmup_steps + config.seq_len
+    length = consumed + h
+    starts_seg, ends_seg = contiguous_segments(series, roles <= target_role)
+    starts_list = []
+    for s, e in zip(starts_seg, ends_seg, strict=True):
+        first = s + (offset % config.seq_len if e - s > length + config.seq_len else 0)
+        starts_list.append(np.arange(first, e - length + 1, config.seq_len))
+    starts = np.concatenate(starts_list) if starts_list else np.zeros(0, dtype=np.int64)
+    positions = starts[:, None] + np.arange(length)[None, :]
+    origins = config.warmup_steps + np.arange(0, config.seq_len, config.origin_stride)
+    origin_rows = positions[:, origins]  # [B, O]
+    target_rows = origin_rows[:, :, None] + np.arange(1, h + 1)[None, None, :]
+    cal_rows = origin_rows[:, :, None] + np.arange(h)[None, None, :]
+    inputs = np.concatenate(
+        [scaled[positions[:, :consumed]], next_cal[positions[:, :consumed]]], -1
+    )
+    weights = (
+        series.observed[target_rows]
+        & (roles[target_rows] == target_role)
+        & (roles[origin_rows] == target_role)[:, :, None]
+    )
+    useful = weights.reshape(len(starts), -1).any(axis=1)
+    chunks = Chunks(
+        inputs=inputs.astype(np.float32),
+        calendar=next_cal[cal_rows].astype(np.float32),
+        extras=scaled[origin_rows][:, :, 1:].astype(np.float32),
+        targets=scaled[target_rows][..., 0].astype(np.float32),
+        weights=weights.astype(np.float32),
+    )
+    return chunks.take(np.flatnonzero(useful))
+
+
+class HorizonLoss:
+    """The compiled many-to-many horizon loss and train step for one model."""
+
+    def __init__(self, model: StepModel, config: TrainConfig) -> None:
+        self.model = model
+        self.config = config
+        self.origins = tf.constant(
+            config.warmup_steps + np.arange(0, config.seq_len, config.origin_stride), dtype=tf.int32
+        )
+        self.optimizer = keras.optimizers.Adam(
+            learning_rate=config.learning_rate, clipnorm=config.clipnorm
+        )
+        self.optimizer.build(model.trainable_variables)
+        f = model.n_inputs + model.n_calendar
+        c = max(model.n_calendar, 0)
+        e = model.n_inputs - 1
+        spec = [
+            tf.TensorSpec([None, None, f], tf.float32),
+            tf.TensorSpec([None, None, config.horizon, c], tf.float32),
+            tf.TensorSpec([None, None, e], tf.float32),
+            tf.TensorSpec([None, None, config.horizon], tf.float32),
+            tf.TensorSpec([None, None, config.horizon], tf.float32),
+        ]
+        self.train_step = tf.function(self._train_step, input_signature=spec)
+        self.eval_step = tf.function(self._eval_loss, input_signature=spec)
+
+    def _loss(
+        self,
+        inputs: tf.Tensor,
+        calendar: tf.Tensor,
+        extras: tf.Tensor,
+        targets: tf.Tensor,
+        weights: tf.Tensor,
+        *,
+        training: bool,
+    ) -> tuple[tf.Tensor, tf.Tensor]:
+        model = self.model
+        h_all, c_all = model.sequence_states(inputs, training)
+        n_origins = tf.shape(self.origins)[0]
+        batch = tf.shape(inputs)[0]
+        s = model.state_size
+        hs = tf.reshape(tf.transpose(tf.gather(h_all, self.origins), [1, 0, 2]), [-1, s])
+        cs = tf.reshape(tf.transpose(tf.gather(c_all, self.origins), [1, 0, 2]), [-1, s])
+        flat = batch * n_origins
+        cal = tf.reshape(calendar, [flat, self.config.horizon, model.n_calendar])
+        ext = tf.reshape(extras, [flat, model.n_inputs - 1])
+        first = model.head(hs, training)
+        pred = model.rollout(
+            hs,
+            cs,
+            first,
+            ext,
+            cal if model.n_calendar else None,
+            horizon=self.config.horizon,
+            training=training,
+        )
+        w = tf.reshape(weights, [flat, self.config.horizon])
+        err = tf.abs(pred - tf.reshape(targets, [flat, self.config.horizon])) * w
+        return tf.reduce_sum(err), tf.reduce_sum(w)
+
+    def _train_step(
+        self,
+        inputs: tf.Tensor,
+        calendar: tf.Tensor,
+        extras: tf.Tensor,
+        targets: tf.Tensor,
+        weights: tf.Tensor,
+    ) -> tf.Tensor:
+        variables = [v.value for v in self.model.trainable_variables]
+        with tf.GradientTape() as tape:
+            total, count = self._loss(inputs, calendar, extras, targets, weights, training=True)
+            loss = total / tf.maximum(count, 1.0)
+        grads = tape.gradient(loss, variables)
+        self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables, strict=True))
+        return tf.stack([total, count])
+
+    def _eval_loss(
+        self,
+        inputs: tf.Tensor,
+        calendar: tf.Tensor,
+        extras: tf.Tensor,
+        targets: tf.Tensor,
+        weights: tf.Tensor,
+    ) -> tf.Tensor:
+        total, count = self._loss(inputs, calendar, extras, targets, weights, training=False)
+        return tf.stack([total, count])
+
+    def run(
+        self,
+        chunks: Chunks,
+        batch_size: int,
+        train: bool,
+        rng: np.random.Generator | None = None,
+        progress: keras.utils.Progbar | None = None,
+    ) -> float:
+        """One pass over ``chunks``; returns the mean absolute scaled error."""
+        order = rng.permutation(len(chunks)) if rng is not None else np.arange(len(chunks))
+        total = 0.0
+        count = 0.0
+        step = self.train_step if train else self.eval_step
+        for i, start in enumerate(range(0, len(order), batch_size)):
+            part = chunks.take(order[start : start + batch_size])
+            out = step(part.inputs, part.calendar, part.extras, part.targets, part.weights)
+            total += float(out[0])
+            count += float(out[1])
+            if progress is not None:
+                progress.update(i + 1, values=[("loss", total / max(count, 1.0))])
+        return total / max(count, 1.0)
+
+
+def train(
+    series: SeriesSet,
+    scaled: npt.NDArray[np.float32],
+    roles: npt.NDArray[np.int8],
+    spec: FeatureSpec,
+    config: TrainConfig,
+    *,
+    checkpoint_dir: Path | None = None,
+    verbose: bool = True,
+) -> FitResult:
+    """Train a :class:`StepModel` on the training rows, early-stopping on validation rows."""
+    keras.utils.set_random_seed(config.seed)
+    started = time.monotonic()
+    next_cal = next_calendar(series, spec)
+    rng = np.random.default_rng(config.seed)
+    val = build_chunks(series, scaled, next_cal, roles, config, target_role=ROLE_VAL, offset=0)
+    probe = build_chunks(series, scaled, next_cal, roles, config, target_role=ROLE_TRAIN, offset=0)
+    length = config.warmup_steps + config.seq_len + config.horizon
+    if len(probe) == 0:
+        raise ConfigError(
+            f"no training sequence of {length} intervals (burn_in {config.warmup_steps} + seq_len "
+            f"{config.seq_len} + horizon {config.horizon}) fits in any key's training period "
+            "without a long gap; use more data or smaller --seq-len/--window/--horizon"
+        )
+    model = StepModel.from_config_values(config, n_inputs=scaled.shape[1])
+    loss = HorizonLoss(model, config)
+    result = FitResult(model=model, history={"loss": [], "val_loss": [], "lr": []})
+    result.n_val_chunks = len(val)
+    best_weights = model.get_weights()
+    since_best = 0
+    lr = config.learning_rate
+    epoch_seconds = 0.0
+    for epoch in range(config.epochs):
+        epoch_start = time.monotonic()
+        elapsed = epoch_start - started
+        if epoch > 0 and elapsed + epoch_seconds > config.time_budget_s:
+            result.stopped = f"time budget {config.time_budget_s:.0f}s"
+            break
+        offset = int(rng.integers(0, config.seq_len))
+        chunks = build_chunks(
+            series, scaled, next_cal, roles, config, target_role=ROLE_TRAIN, offset=offset
+        )
+        result.n_train_chunks = len(chunks)
+        bar = None
+        if verbose:
+            print(f"epoch {epoch + 1}/{config.epochs}")
+            bar = keras.utils.Progbar(math.ceil(len(chunks) / config.batch_size))
+        train_loss = loss.run(chunks, config.batch_size, True, rng, bar)
+        val_loss = loss.run(val, config.batch_size, False) if len(val) else train_loss
+        epoch_seconds = time.monotonic() - epoch_start
+        result.history["loss"].append(train_loss)
+        result.history["val_loss"].append(val_loss)
+        result.history["lr"].append(lr)
+        if verbose:
+            print(f"  loss {train_loss:.4f}  val_loss {val_loss:.4f}  lr {lr:.2g}")
+        if val_loss < result.best_val_loss - 1e-5:
+            result.best_val_loss = val_loss
+            result.best_epoch = epoch + 1
+            best_weights = model.get_weights()
+            since_best = 0
+            if checkpoint_dir is not None:
+                checkpoint_dir.mkdir(parents=True, exist_ok=True)
+                model.save_weights(checkpoint_dir / "best.weights.h5")
+        else:
+            since_best += 1
+            if since_best >= config.patience:
+                result.stopped = (
+                    f"early stopping after {config.patience} epochs without improvement"
+                )
+                break
+            if since_best % max(config.patience // 2, 1) == 0 and lr > MIN_LEARNING_RATE:
+                lr = max(lr * 0.5, MIN_LEARNING_RATE)
+                loss.optimizer.learning_rate.assign(lr)
+    model.set_weights(best_weights)
+    result.seconds = time.monotonic() - started
+    return result
