@@ -87,11 +87,13 @@ class TickBatch:
         vals = np.asarray(values, dtype=np.float64)
         if vals.ndim == 1:
             vals = vals[:, None]
+        if len(keys) == 0:
+            vals = np.zeros((0, vals.shape[-1] if vals.ndim == 2 else 1))
         idx = np.arange(len(keys)) if index is None else index
         return cls(
             keys=list(keys),
             ts_ms=np.asarray(ts_ms, dtype=np.int64),
-            values=vals.reshape(len(keys), -1),
+            values=vals.reshape(len(keys), -1) if len(keys) else vals,
             index=np.asarray(idx, dtype=np.int64),
         )
 

@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streamcast.artifact import ModelMeta
 from streamcast.errors import ConfigurationError, RejectReason
@@ -52,6 +54,11 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         ),
         "w2": make_tiny_model(base / "w2.onnx", window=2, max_gap=3),
     }  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tiny_w2(models: dict[str, Path]) -> TinyReference:
+    return TinyReference(models["w2"])
 
 
 def ticks(
@@ -367,3 +374,37 @@ def test_equals_the_offline_evaluator(models: dict[str, Path]) -> None:
     assert sorted(got) == sorted(expected)
     for where, values in expected.items():
         np.testing.assert_allclose(got[where], values, rtol=1e-5, atol=1e-5)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.lists(
+            st.tuples(st.integers(0, 9), st.integers(0, 40 * HOUR), st.floats(-1e6, 1e6)),
+            max_size=30,
+        ),
+        min_size=1,
+        max_size=5,
+    )
+)
+def test_any_tick_stream_is_accounted_for_and_state_stays_bounded(
+    tiny_w2: TinyReference, batches: list[list[tuple[int, int, float]]]
+) -> None:
+    pipe = Pipeline(CountingModel(tiny_w2), max_keys=4, key_ttl_s=3.0, initial_capacity=2)
+    for now, ticks_ in enumerate(batches):
+        batch = TickBatch.from_rows(
+            [f"k{t[0]}" for t in ticks_],
+            [(T0 + t[1]) * 1000 for t in ticks_],
+            np.asarray([t[2] for t in ticks_], dtype=np.float64),
+        )
+        result = pipe.process(batch, float(now))
+        c = result.counters
+        assert c.accepted + sum(c.rejected.values()) == len(batch)
+        assert len(result.rejections) == sum(c.rejected.values())
+        assert c.forecasts == len(result.forecasts)
+        assert np.all(np.isfinite(result.forecasts.values))
+        assert pipe.active_keys <= 4
+        assert pipe.store.capacity <= 4
+        for key in set(result.forecasts.keys):
+            origins = result.forecasts.origin_ts[np.asarray(result.forecasts.keys) == key]
+            assert np.all(np.diff(origins) > 0)
