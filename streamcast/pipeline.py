@@ -86,6 +86,11 @@ class StepResult:
     forecasts: ForecastBatch
     rejections: list[Rejection]
     counters: Counters
+    #: keys whose state this batch changed (accepted ticks) and that are still held:
+    #: what a compacted state changelog must rewrite (see :meth:`Pipeline.snapshot`)
+    changed_keys: list[str] = field(default_factory=list)
+    #: keys dropped by the LRU cap or the TTL and not re-created: changelog tombstones
+    removed_keys: list[str] = field(default_factory=list)
 
 
 class Pipeline:
@@ -160,14 +165,36 @@ class Pipeline:
         counters = Counters(ticks_in=len(batch))
         counters.expired_ttl = self.store.expire(now_s)
         evicted_before = self.store.evicted_lru
+        changed: set[str] = set()
         parts = [
-            self._process_chunk(batch.take(chunk), now_s, counters) for chunk in self._chunks(batch)
+            self._process_chunk(batch.take(chunk), now_s, counters, changed)
+            for chunk in self._chunks(batch)
         ]
         counters.evicted_lru = self.store.evicted_lru - evicted_before
         forecasts = parts[0][0] if len(parts) == 1 else _concat(parts[0][0], [p[0] for p in parts])
         rejections = sorted((r for p in parts for r in p[1]), key=lambda r: r.index)
         self.totals.add(counters)
-        return StepResult(forecasts, rejections, counters)
+        held = self.store.rows
+        removed = sorted({k for k in self.store.drain_removed() if k not in held})
+        changed_keys = sorted(k for k in changed if k in held)
+        return StepResult(forecasts, rejections, counters, changed_keys, removed)
+
+    def snapshot(self, keys: Sequence[str]) -> list[tuple[str, bytes]]:
+        """``(key, record)`` for each held key: compact binary state for a changelog."""
+        held = [k for k in keys if k in self.store]
+        records = self.store.encode_rows(self.store.lookup(held))
+        return list(zip(held, records, strict=True))
+
+    def restore(self, records: Sequence[tuple[str, bytes]], now_s: float) -> int:
+        """Load ``(key, record)`` pairs written by :meth:`snapshot`; returns how many.
+
+        Raises ``ValueError`` when a record belongs to a model of another layout.
+        """
+        if not records:
+            return 0
+        arrays = self.store.decode_records([r for _, r in records])
+        self.store.import_rows([k for k, _ in records], arrays, now_s)
+        return len(records)
 
     @property
     def active_keys(self) -> int:
@@ -198,7 +225,7 @@ class Pipeline:
         return chunks
 
     def _process_chunk(
-        self, batch: TickBatch, now_s: float, counters: Counters
+        self, batch: TickBatch, now_s: float, counters: Counters, changed: set[str]
     ) -> tuple[ForecastBatch, list[Rejection]]:
         uniq, inverse = np.unique(np.asarray(batch.keys, dtype=object), return_inverse=True)
         key_rows, _ = self.store.rows_for([str(k) for k in uniq], now_s)
@@ -212,6 +239,7 @@ class Pipeline:
             counters.rejected[rejection.reason] = counters.rejected.get(rejection.reason, 0) + 1
         accepted = codes == 0
         counters.accepted += int(np.count_nonzero(accepted))
+        changed.update(str(k) for k in uniq[np.unique(inverse.ravel()[accepted])])
         closed = aggregate(
             self.store, rows=rows, ts_ms=batch.ts_ms, values=batch.values, accepted=accepted,
             interval_s=self.interval_s, aggregator=self.aggregator,

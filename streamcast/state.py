@@ -44,6 +44,8 @@ from streamcast.features import ValueScaling
 NONE = np.iinfo(np.int64).min
 SCALE_NONE, SCALE_TRAINING, SCALE_WINDOW = 0, 1, 2
 INITIAL_CAPACITY = 1024
+#: first bytes of an encoded state record (format version 1)
+RECORD_MAGIC = b"SCS1"
 
 IntArray = npt.NDArray[np.int64]
 
@@ -80,6 +82,7 @@ class StateStore:
         self.rows: dict[str, int] = {}
         self.row_key: list[str | None] = []
         self._free: list[int] = []
+        self._removed: list[str] = []
         self.evicted_lru = 0
         self.expired_ttl = 0
         self.capacity = 0
@@ -231,7 +234,13 @@ class StateStore:
                 del self.rows[key]
                 self.row_key[row] = None
                 self._free.append(row)
+                self._removed.append(key)
         self.active[rows] = False
+
+    def drain_removed(self) -> list[str]:
+        """Keys removed (evicted or expired) since the last call."""
+        removed, self._removed = self._removed, []
+        return removed
 
     # -- snapshot ------------------------------------------------------------------------
 
@@ -252,6 +261,68 @@ class StateStore:
                 getattr(self, name)[rows] = arrays[name]
         return rows
 
+    def encode_rows(self, rows: IntArray) -> list[bytes]:
+        """One compact binary record per row (for a compacted changelog, keyed by key).
+
+        Layout: a 16-byte header (``RECORD_MAGIC``, window, inputs, state size as
+        little-endian uint32) then every column of :attr:`COLUMNS` except ``last_seen``,
+        raw little-endian bytes in that order. About ``8*W*F + 8*S + 100`` bytes.
+        """
+        header = (
+            RECORD_MAGIC
+            + np.array([self.window_size, self.n_inputs, self.state_size], dtype="<u4").tobytes()
+        )
+        columns = [
+            np.ascontiguousarray(getattr(self, name)[rows]).reshape(len(rows), -1)
+            for name in _RECORD_COLUMNS
+        ]
+        return [
+            header
+            + b"".join(col[i].astype(col.dtype.newbyteorder("<")).tobytes() for col in columns)
+            for i in range(len(rows))
+        ]
+
+    def decode_records(self, records: Sequence[bytes]) -> dict[str, npt.NDArray[np.generic]]:
+        """Arrays for :meth:`import_rows` from records written by :meth:`encode_rows`.
+
+        Raises ``ValueError`` for a record of another layout (window, inputs or state size
+        differ: the state belongs to an incompatible model) or a truncated one.
+        """
+        shapes = self._shapes()
+        sizes = [
+            int(np.prod(shapes[name][0], dtype=np.int64)) * np.dtype(shapes[name][1]).itemsize
+            for name in _RECORD_COLUMNS
+        ]
+        expected_header = (
+            RECORD_MAGIC
+            + np.array([self.window_size, self.n_inputs, self.state_size], dtype="<u4").tobytes()
+        )
+        length = len(expected_header) + sum(sizes)
+        for i, record in enumerate(records):
+            if record[: len(expected_header)] != expected_header or len(record) != length:
+                raise ValueError(
+                    f"state record {i} does not match this model's layout (window "
+                    f"{self.window_size}, inputs {self.n_inputs}, state {self.state_size})"
+                )
+        out: dict[str, npt.NDArray[np.generic]] = {}
+        offset = len(expected_header)
+        blob = np.frombuffer(b"".join(records), dtype=np.uint8).reshape(len(records), length)
+        for name, size in zip(_RECORD_COLUMNS, sizes, strict=True):
+            tail, dtype, _fill = shapes[name]
+            raw = np.ascontiguousarray(blob[:, offset : offset + size])
+            out[name] = (
+                raw.view(np.dtype(dtype).newbyteorder("<"))
+                .astype(dtype)
+                .reshape(len(records), *tail)
+            )
+            offset += size
+        out["last_seen"] = np.zeros(len(records))
+        return out
+
     def nbytes(self) -> int:
         """Bytes held by the column arrays (excluding the key dict)."""
         return int(sum(getattr(self, name).nbytes for name in self.COLUMNS))
+
+
+#: columns carried by an encoded record (the wall-clock ``last_seen`` is not state)
+_RECORD_COLUMNS = tuple(name for name in StateStore.COLUMNS if name != "last_seen")

@@ -408,3 +408,42 @@ def test_any_tick_stream_is_accounted_for_and_state_stays_bounded(
         for key in set(result.forecasts.keys):
             origins = result.forecasts.origin_ts[np.asarray(result.forecasts.keys) == key]
             assert np.all(np.diff(origins) > 0)
+
+
+def test_snapshot_restore_continues_exactly(models: dict[str, Path]) -> None:
+    rng = np.random.default_rng(5)
+    stream, _ = _random_stream(rng, ["known", "a", "b"], n_hours=40)
+    stream.sort(key=lambda t: t[1])
+    batch = TickBatch.from_rows(
+        [t[0] for t in stream], [t[1] for t in stream], [t[2] for t in stream]
+    )
+    half = len(batch) // 2
+    first, second = batch.take(np.arange(half)), batch.take(np.arange(half, len(batch)))
+    straight = Pipeline(OnnxStepModel.load(models["rich"]))
+    run(straight, first)
+    want = run(straight, second).forecasts
+    before = Pipeline(OnnxStepModel.load(models["rich"]))
+    changed = run(before, first).changed_keys
+    assert changed == ["a", "b", "known"]
+    records = before.snapshot([*changed, "never-seen"])
+    assert [k for k, _ in records] == changed
+    after = Pipeline(OnnxStepModel.load(models["rich"]))
+    assert after.restore(records, now_s=0.0) == 3
+    got = run(after, second).forecasts
+    assert got.keys == want.keys
+    assert got.origin_ts.tolist() == want.origin_ts.tolist()
+    np.testing.assert_array_equal(got.values, want.values)
+    other = Pipeline(OnnxStepModel.load(models["plain"]))
+    with pytest.raises(ValueError, match="layout"):
+        other.restore(records, now_s=0.0)
+
+
+def test_changed_and_removed_keys_drive_a_changelog(models: dict[str, Path]) -> None:
+    pipe = Pipeline(OnnxStepModel.load(models["w2"]), max_keys=2)
+    first = run(pipe, TickBatch.from_rows(["a", "b"], _ms([0, 0]), [1.0, 1.0]), now=1.0)
+    assert (first.changed_keys, first.removed_keys) == (["a", "b"], [])
+    late = run(pipe, TickBatch.from_rows(["a"], _ms([-1]), [1.0]), now=2.0)
+    assert late.changed_keys == []  # a rejected tick changes nothing
+    evict = run(pipe, TickBatch.from_rows(["c"], _ms([0]), [1.0]), now=3.0)
+    assert evict.changed_keys == ["c"]
+    assert evict.removed_keys == ["b"]  # least recently used
