@@ -110,6 +110,8 @@ def parse_timestamp_ms(raw: object) -> int:
     if _NUMERIC.match(text):
         number = float(text) if any(ch in text for ch in ".eE") else int(text)
         return parse_timestamp_ms(number)
+    if text.endswith("z"):
+        text = text[:-1] + "Z"  # RFC 3339 allows a lower-case zone designator
     dt = datetime.fromisoformat(text)
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)

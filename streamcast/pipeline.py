@@ -97,7 +97,11 @@ class Pipeline:
     """Stateful, I/O-free forecasting core (see the module docstring for the lifecycle).
 
     ``aggregation`` and ``max_gap`` default to the model's metadata. ``max_keys`` bounds
-    the state; ``key_ttl_s`` (None = never) expires idle keys by wall clock.
+    the state; ``key_ttl_s`` (None = never) expires idle keys by wall clock (``now_s``).
+
+    Not thread-safe: call :meth:`process`, :meth:`snapshot` and :meth:`restore` from one
+    thread at a time (a single worker thread is the intended use). Ticks of one key must
+    arrive in partition order; different keys may interleave freely.
     """
 
     def __init__(
