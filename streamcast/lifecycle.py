@@ -15,9 +15,8 @@ Rules (identical to the offline evaluator, see :mod:`streamcast.artifact`):
 
 The planner writes the window, gap and scale columns of the store and returns the
 pending steps as arrays; ``h``/``c`` are advanced later by the pipeline's rounds.
-Steady keys (warm, next interval, at most ``window`` intervals in the batch) take a fully
-vectorised path; the rest (gaps, resets, warm-up) cost a constant of Python work per
-closed interval.
+Steady keys (warm, each interval the next one) take a fully vectorised path; the rest
+(gaps, resets, warm-up) cost a constant of Python work per closed interval.
 """
 
 from __future__ import annotations
@@ -133,7 +132,7 @@ class LifecyclePlanner:
         ok = st.warm[row] & (prev != NONE) & (closed.start - prev == self.interval_s)
         starts = np.flatnonzero(first)
         count = np.diff(np.append(starts, n))
-        row_ok = np.logical_and.reduceat(ok, starts) & (count <= self.window)
+        row_ok = np.logical_and.reduceat(ok, starts)
         return np.asarray(np.repeat(row_ok, count), dtype=bool)
 
     def _plan_steady(self, closed: ClosedIntervals, mask: BoolArray) -> Steps:
@@ -147,8 +146,10 @@ class LifecyclePlanner:
         count = np.diff(np.append(starts, len(sel)))
         rank = np.arange(len(sel)) - np.repeat(starts, count)
         last = np.append(starts[1:], len(sel)) - 1 if len(sel) else starts
-        # at most `window` intervals per row, so ring positions never collide
-        st.window[row, (st.wpos[row] + rank) % w] = value
+        # only a row's last `window` intervals stay in the ring: writing just those keeps
+        # the positions distinct (numpy leaves repeated-index assignment order undefined)
+        kept = rank >= np.repeat(count, count) - w
+        st.window[row[kept], (st.wpos[row[kept]] + rank[kept]) % w] = value[kept]
         rows = row[starts]
         st.wpos[rows] = (st.wpos[rows] + count) % w
         st.closed_start[rows] = closed.start[sel][last]

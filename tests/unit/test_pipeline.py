@@ -447,3 +447,33 @@ def test_changed_and_removed_keys_drive_a_changelog(models: dict[str, Path]) -> 
     evict = run(pipe, TickBatch.from_rows(["c"], _ms([0]), [1.0]), now=3.0)
     assert evict.changed_keys == ["c"]
     assert evict.removed_keys == ["b"]  # least recently used
+
+
+def test_long_steady_batches_match_the_reference(models: dict[str, Path]) -> None:
+    """More intervals per key in one batch than the window holds (replay at full speed)."""
+    pipe = Pipeline(OnnxStepModel.load(models["plain"]))  # window 3
+    hours = list(range(20))
+    series = {k: [float((i * (j + 3)) % 11) for i in hours] for j, k in enumerate("ab")}
+    run(pipe, TickBatch.from_rows(["a", "b"] * 5, _ms([h for h in range(5) for _ in "ab"]),
+                                  [series[k][h] for h in range(5) for k in "ab"]))  # fmt: skip
+    rest = [(k, h) for h in range(5, 20) for k in "ab"]
+    result = run(
+        pipe,
+        TickBatch.from_rows(
+            [k for k, _ in rest], _ms([h for _, h in rest]), [series[k][h] for k, h in rest]
+        ),
+    )
+    assert result.counters.model_calls == 15
+    ref = TinyReference(models["plain"])
+    window_after = pipe.store.window[pipe.store.rows["a"]]
+    assert sorted(window_after[:, 0].tolist()) == sorted(series["a"][16:19])
+    for key in "ab":
+        intervals = [(T0 + h * HOUR, np.array([series[key][h]])) for h in hours[:-1]]
+        expected = [
+            e for e in reference_forecasts(ref, key, intervals) if e.origin >= T0 + 4 * HOUR
+        ]
+        mine = np.asarray(result.forecasts.keys) == key
+        assert result.forecasts.origin_ts[mine].tolist() == [e.origin for e in expected]
+        np.testing.assert_allclose(
+            result.forecasts.values[mine], np.stack([e.values for e in expected]), rtol=1e-5
+        )
