@@ -7,6 +7,7 @@ and will not heal by itself::
 
     StreamcastError                 root; ``retriable = False``
     ├── ConfigurationError          invalid settings: names the setting and what to do
+    │   └── TopicError              (streamcast.kafka) a needed topic is missing/unusable
     ├── ModelError                  artifact missing, unreadable, invalid or incompatible
     └── TransientError              ``retriable = True``: broker away, timeouts (the Kafka
                                     edge adds its own subclasses here)
