@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import doctest
 import json
 from datetime import UTC, datetime
+from types import ModuleType
 
 import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from streamcast import codec, records
 from streamcast.codec import (
     HEADER_OFFSET,
     HEADER_PARTITION,
@@ -209,3 +212,10 @@ def test_dead_letter_keeps_original_bytes_and_puts_metadata_in_headers() -> None
     )
     assert null_value == b""
     assert dict(null_headers)[HEADER_VALUE_NULL] == b"1"
+
+
+@pytest.mark.parametrize("module", [codec, records])
+def test_docstring_examples_hold(module: ModuleType) -> None:
+    result = doctest.testmod(module)
+    assert result.attempted > 0
+    assert result.failed == 0
