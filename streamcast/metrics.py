@@ -25,6 +25,8 @@ Each :class:`Metrics` owns its registry, so several services (tests) can live in
 
 from __future__ import annotations
 
+import numpy as np
+import numpy.typing as npt
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from streamcast import __version__
@@ -32,6 +34,23 @@ from streamcast import __version__
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 _INFERENCE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 _BATCH_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 50000)
+
+
+def observe_many(histogram: Histogram, values: npt.NDArray[np.float64]) -> None:
+    """Observe many values at once: one bucket increment per bucket, not per value.
+
+    Equivalent to ``for v in values: histogram.observe(v)`` (tested), which costs a lock
+    round trip per value: thousands per micro-batch. Uses the client's bucket fields.
+    """
+    if len(values) == 0:
+        return
+    bounds = np.asarray(histogram._upper_bounds, dtype=np.float64)
+    # Bucket i counts values <= bounds[i] (non-cumulative storage, as observe() does).
+    counts = np.bincount(np.searchsorted(bounds, values, side="left"), minlength=len(bounds))
+    for bucket, n in zip(histogram._buckets, counts.tolist(), strict=False):
+        if n:
+            bucket.inc(n)
+    histogram._sum.inc(float(np.sum(values)))
 
 
 class Metrics:

@@ -17,7 +17,7 @@ import numpy.typing as npt
 
 from streamcast.codec import TickDecoder, dead_letter_record
 from streamcast.config import Settings
-from streamcast.kafka import InRecord, OutRecord
+from streamcast.kafka import Consumed, OutRecord
 from streamcast.model import OnnxStepModel
 from streamcast.pipeline import Pipeline
 from streamcast.records import ForecastBatch, Rejection, encode_forecasts
@@ -41,7 +41,7 @@ class BatchProcessor(Protocol):
     model_name: str
     model_version: str
 
-    def process(self, records: Sequence[InRecord], now_s: float) -> CoreStep:
+    def process(self, records: Sequence[Consumed], now_s: float) -> CoreStep:
         """Decode and step one micro-batch (CPU only; called from a worker thread)."""
         ...
 
@@ -55,7 +55,7 @@ class Core:
         self.model_name = name
         self.model_version = version
 
-    def process(self, records: Sequence[InRecord], now_s: float) -> CoreStep:
+    def process(self, records: Sequence[Consumed], now_s: float) -> CoreStep:
         """Decode and step one micro-batch."""
         batch, rejections = self.decoder.decode([(r.key, r.value) for r in records])
         result = self.pipeline.process(batch, now_s)
@@ -107,7 +107,7 @@ def forecast_records(topic: str, forecasts: ForecastBatch) -> list[OutRecord]:
 
 
 def dead_letters(
-    topic: str, records: Sequence[InRecord], rejections: Sequence[Rejection]
+    topic: str, records: Sequence[Consumed], rejections: Sequence[Rejection]
 ) -> list[OutRecord]:
     """Dead-letter messages: original key and bytes, reason and coordinates in headers."""
     out = []
@@ -121,7 +121,7 @@ def dead_letters(
             src.topic,
             src.partition,
             src.offset,
-            src.timestamp_ms,
+            src.timestamp,
         )
         out.append(OutRecord(topic, src.key, value, headers))
     return out

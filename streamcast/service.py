@@ -30,13 +30,14 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Protocol, TypeVar
 
+import numpy as np
 from aiokafka.errors import CommitFailedError, KafkaError
 
 from streamcast.config import Settings
 from streamcast.errors import ConfigurationError, ModelError
 from streamcast.health import HealthServer
-from streamcast.kafka import Broker, InRecord, KafkaBroker, ensure_topics
-from streamcast.metrics import Metrics
+from streamcast.kafka import Broker, Consumed, KafkaBroker, OutRecord, ensure_topics
+from streamcast.metrics import Metrics, observe_many
 from streamcast.microbatch import (
     BatchProcessor,
     CoreStep,
@@ -232,23 +233,37 @@ class Service:
             self._observe_lag(broker)
             self._last_tick = self._clock()
 
+    def _compute(
+        self, core: BatchProcessor, records: Sequence[Consumed], now_s: float
+    ) -> tuple[CoreStep, list[OutRecord], int]:
+        """The CPU part of a micro-batch (worker thread): step, then encode the output."""
+        started = time.perf_counter()
+        step = core.process(records, now_s)
+        self.metrics.inference_seconds.observe(time.perf_counter() - started)
+        topics = self.settings.topics
+        out = forecast_records(topics.forecasts, step.forecasts)
+        n_forecasts = len(out)
+        out += dead_letters(topics.dead_letter, records, step.rejections)
+        return step, out, n_forecasts
+
     async def _handle(
-        self, broker: ManagedBroker, core: BatchProcessor, records: list[InRecord]
+        self, broker: ManagedBroker, core: BatchProcessor, records: Sequence[Consumed]
     ) -> None:
         """One micro-batch: process, produce, await acks, commit."""
         m = self.metrics
         m.batch_size.observe(len(records))
-        started = time.perf_counter()
-        step = await asyncio.to_thread(core.process, records, self._clock())
-        m.inference_seconds.observe(time.perf_counter() - started)
-        out = forecast_records(self.settings.topics.forecasts, step.forecasts)
-        dead = dead_letters(self.settings.topics.dead_letter, records, step.rejections)
-        await self._retry("produce", broker.publish, [*out, *dead])
+        step, out, n_forecasts = await asyncio.to_thread(
+            self._compute, core, records, self._clock()
+        )
+        await self._retry("produce", broker.publish, out)
         acked = self._clock()
-        self._count(records, step.rejections, len(out), step)
-        sent_ms = [records[int(i)].timestamp_ms for i in step.trigger_positions]
-        for ts_ms in sent_ms:
-            m.latency.observe(max(0.0, acked - ts_ms / 1000.0))
+        self._count(records, step.rejections, n_forecasts, step)
+        sent_ms = np.fromiter(
+            (records[i].timestamp for i in step.trigger_positions.tolist()),
+            dtype=np.int64,
+            count=len(step.trigger_positions),
+        )
+        observe_many(m.latency, np.maximum(0.0, acked - sent_ms / 1000.0))
         offsets: dict[tuple[str, int], int] = {}
         for r in records:
             tp = (r.topic, r.partition)
@@ -260,7 +275,7 @@ class Service:
 
     def _count(
         self,
-        records: list[InRecord],
+        records: Sequence[Consumed],
         rejections: Sequence[Rejection],
         forecasts: int,
         step: CoreStep,

@@ -11,7 +11,7 @@ from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError
 
 from streamcast.config import Settings, load_settings
 from streamcast.errors import RejectReason
-from streamcast.kafka import InRecord, OutRecord
+from streamcast.kafka import Consumed, InRecord, OutRecord
 from streamcast.microbatch import CoreStep
 from streamcast.records import ForecastBatch, Rejection
 from streamcast.service import Service
@@ -66,7 +66,7 @@ class EchoCore:
     model_name = "echo"
     model_version = "1"
 
-    def process(self, records: Sequence[InRecord], now_s: float) -> CoreStep:
+    def process(self, records: Sequence[Consumed], now_s: float) -> CoreStep:
         good = [i for i, r in enumerate(records) if (r.value or b"").isdigit()]
         bad = [i for i in range(len(records)) if i not in good]
         forecasts = ForecastBatch(
