@@ -118,6 +118,45 @@ class LifecyclePlanner:
         slow.steps = Steps.concat([fast, slow.steps])
         return slow
 
+    def replay_windows(self, rows: IntArray) -> Steps:
+        """Steps that rebuild the state of warm ``rows`` from their windows (no forecasts).
+
+        Used after a model swap: each row's last ``window`` intervals are stepped in order
+        from zero state, so the new model starts from history instead of warming up again.
+        """
+        st, w = self.store, self.window
+        rows = rows[st.warm[rows]]
+        n = len(rows)
+        ago = np.arange(w - 1, -1, -1, dtype=np.int64) * self.interval_s
+        rank = np.tile(np.arange(w, dtype=np.int64), n)
+        return Steps(
+            row=np.repeat(rows, w),
+            rank=rank,
+            x=self._chronological(rows).reshape(n * w, st.n_inputs),
+            ts=(st.closed_start[rows, None] - ago[None, :]).ravel(),
+            emit=np.zeros(n * w, dtype=bool),
+            zero=rank == 0,
+            loc=np.repeat(st.loc[rows], w),
+            scale=np.repeat(st.scale[rows], w),
+            trigger=np.zeros(n * w, dtype=np.int64),
+        )
+
+    def rescale_from_windows(self, rows: IntArray) -> None:
+        """``rows`` lose their training scale: warm ones take their current window's."""
+        st = self.store
+        st.scale_src[rows] = SCALE_NONE
+        warm = rows[st.warm[rows]]
+        if len(warm):
+            loc, scale = fit_location_scale(self._chronological(warm)[:, :, 0], axis=-1)
+            st.loc[warm], st.scale[warm] = loc, scale
+            st.scale_src[warm] = SCALE_WINDOW
+
+    def _chronological(self, rows: IntArray) -> FloatArray:
+        """``[n, window, F]`` the rows' window contents, oldest first."""
+        st, w = self.store, self.window
+        order = (st.wpos[rows, None] + np.arange(w)[None, :]) % w
+        return np.asarray(st.window[rows[:, None], order], dtype=np.float64)
+
     def _steady(self, closed: ClosedIntervals) -> BoolArray:
         """Intervals of rows that are warm and only advance interval by interval."""
         n = len(closed)
@@ -223,7 +262,7 @@ class LifecyclePlanner:
     ) -> int:
         """The window just filled: fix the scale, queue the whole window from zero state."""
         st, w = self.store, self.window
-        chronological = st.window[row, (int(st.wpos[row]) + np.arange(w)) % w]
+        chronological = self._chronological(np.array([row]))[0]
         if st.scale_src[row] == SCALE_NONE:
             loc, scale = fit_location_scale(chronological[:, 0])
             st.loc[row], st.scale[row] = float(loc), float(scale)

@@ -46,7 +46,7 @@ from streamcast.intervals import REASONS, Aggregator, admit, aggregate
 from streamcast.lifecycle import LifecyclePlanner, Steps
 from streamcast.model import StepModel
 from streamcast.records import ForecastBatch, Rejection, TickBatch
-from streamcast.state import StateStore
+from streamcast.state import SCALE_TRAINING, StateStore
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
@@ -115,12 +115,6 @@ class Pipeline:
         initial_capacity: int = 1024,
     ) -> None:
         meta = model.meta
-        self.model = model
-        self.meta = meta
-        self.spec = meta.feature_spec()
-        self.window = meta.window
-        self.horizon = meta.horizon
-        self.interval_s = meta.interval_s
         try:
             self.aggregator = Aggregator(aggregation or meta.aggregation)
         except ValueError as err:
@@ -132,17 +126,7 @@ class Pipeline:
             raise ConfigurationError(f"max_keys must be >= 1, got {max_keys}")
         if key_ttl_s is not None and key_ttl_s <= 0:
             raise ConfigurationError(f"key_ttl_s must be positive or None, got {key_ttl_s}")
-        self.extra_scaling = meta.extra_scaling()
-        calibration = meta.calibration
-        self.levels = calibration.levels
-        shape = (len(self.levels), self.horizon)
-        self._q_lower = np.asarray(calibration.lower, dtype=np.float64)
-        self._q_upper = np.asarray(calibration.upper, dtype=np.float64)
-        if self.levels and (self._q_lower.shape != shape or self._q_upper.shape != shape):
-            raise ConfigurationError(
-                f"model calibration quantiles have shapes {self._q_lower.shape} and "
-                f"{self._q_upper.shape}, expected {shape} (levels x horizon): re-export the model"
-            )
+        self._use_model(model)
         self.store = StateStore(
             window=meta.window,
             n_inputs=self.spec.n_inputs,
@@ -156,6 +140,28 @@ class Pipeline:
             self.store, window=meta.window, interval_s=meta.interval_s, max_gap=self.max_gap
         )
         self.totals = Counters()
+
+    def _use_model(self, model: StepModel) -> None:
+        """Take everything that depends on the model from its metadata."""
+        meta = model.meta
+        calibration = meta.calibration
+        shape = (len(calibration.levels), meta.horizon)
+        q_lower = np.asarray(calibration.lower, dtype=np.float64)
+        q_upper = np.asarray(calibration.upper, dtype=np.float64)
+        if calibration.levels and (q_lower.shape != shape or q_upper.shape != shape):
+            raise ConfigurationError(
+                f"model calibration quantiles have shapes {q_lower.shape} and "
+                f"{q_upper.shape}, expected {shape} (levels x horizon): re-export the model"
+            )
+        self.model = model
+        self.meta = meta
+        self.spec = meta.feature_spec()
+        self.window = meta.window
+        self.horizon = meta.horizon
+        self.interval_s = meta.interval_s
+        self.extra_scaling = meta.extra_scaling()
+        self.levels = calibration.levels
+        self._q_lower, self._q_upper = q_lower, q_upper
 
     # -- public verbs --------------------------------------------------------------------
 
@@ -199,6 +205,38 @@ class Pipeline:
         arrays = self.store.decode_records([r for _, r in records])
         self.store.import_rows([k for k, _ in records], arrays, now_s)
         return len(records)
+
+    def swap_model(self, model: StepModel) -> int:
+        """Serve ``model`` from now on, keeping every key's history; returns keys rebuilt.
+
+        The new model must share interval, window and inputs (otherwise the held windows
+        mean nothing to it: restart with empty state). Keys it knows take its training
+        scale, others keep their window scale (or take one from their current window);
+        each warm key's state is rebuilt by stepping its window from zero state (``window``
+        batched model calls), so forecasts continue without a new warm-up. Forecasts after
+        a swap differ from the offline evaluator's for the old model, by design.
+        """
+        new, old = model.meta, self.meta
+        if (new.interval_s, new.window, new.feature_spec().n_inputs) != (
+            old.interval_s, old.window, self.spec.n_inputs,
+        ):  # fmt: skip
+            raise ConfigurationError(
+                f"cannot swap {old.name} {old.version} for {new.name} {new.version}: interval, "
+                "window and input features must match; restart with empty state instead"
+            )
+        self._use_model(model)
+        st = self.store
+        st.scaling = new.value_scaling()
+        st.resize_state(new.state_size)
+        rows = np.flatnonzero(st.active)
+        loc, scale, found = st.scaling.lookup([str(st.row_key[r]) for r in rows.tolist()])
+        # keys the old model knew and the new one does not: window scaling from now on
+        self.planner.rescale_from_windows(rows[~found & (st.scale_src[rows] == SCALE_TRAINING)])
+        st.loc[rows[found]], st.scale[rows[found]] = loc[found], scale[found]
+        st.scale_src[rows[found]] = SCALE_TRAINING
+        steps = self.planner.replay_windows(rows)
+        self._run(steps, np.zeros(0, dtype=np.int64), Counters())
+        return int(np.count_nonzero(st.warm[rows]))
 
     @property
     def active_keys(self) -> int:

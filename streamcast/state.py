@@ -237,6 +237,12 @@ class StateStore:
                 self._removed.append(key)
         self.active[rows] = False
 
+    def resize_state(self, state_size: int) -> None:
+        """Give every row a zero ``h``/``c`` of a new width (after a model swap)."""
+        self.state_size = state_size
+        self.h = np.zeros((self.capacity, state_size), dtype=np.float32)
+        self.c = np.zeros((self.capacity, state_size), dtype=np.float32)
+
     def drain_removed(self) -> list[str]:
         """Keys removed (evicted or expired) since the last call."""
         removed, self._removed = self._removed, []

@@ -477,3 +477,40 @@ def test_long_steady_batches_match_the_reference(models: dict[str, Path]) -> Non
         np.testing.assert_allclose(
             result.forecasts.values[mine], np.stack([e.values for e in expected]), rtol=1e-5
         )
+
+
+def test_model_swap_rebuilds_state_from_the_windows(tmp_path: Path) -> None:
+    known = {"k": (5.0, 2.0)}
+    old = make_tiny_model(tmp_path / "old.onnx", window=3, known=known, seed=1)
+    new = make_tiny_model(tmp_path / "new.onnx", window=3, known=known, seed=2, state_size=7)
+    values = [float((3 * i) % 7) for i in range(12)]
+    pipe = Pipeline(OnnxStepModel.load(old))
+    run(pipe, ticks("k", range(7), values[:7]))  # closes hours 0..5
+    assert pipe.swap_model(OnnxStepModel.load(new)) == 1
+    assert pipe.store.h.shape[1] == 7
+    after = run(pipe, ticks("k", range(7, 12), values[7:12]))  # closes hours 6..10
+    # the new model, started from zero on the last window (hours 3..5), then stepping on
+    ref = TinyReference(new)
+    intervals = [(T0 + h * HOUR, np.array([values[h]])) for h in range(3, 11)]
+    expected = [e for e in reference_forecasts(ref, "k", intervals) if e.origin >= T0 + 6 * HOUR]
+    assert after.forecasts.origin_ts.tolist() == [e.origin for e in expected]
+    np.testing.assert_allclose(
+        after.forecasts.values, np.stack([e.values for e in expected]), rtol=1e-5, atol=1e-6
+    )
+    other = make_tiny_model(tmp_path / "other.onnx", window=5)
+    with pytest.raises(ConfigurationError, match="window and input features must match"):
+        pipe.swap_model(OnnxStepModel.load(other))
+
+
+def test_model_swap_moves_keys_between_training_and_window_scale(tmp_path: Path) -> None:
+    old = make_tiny_model(tmp_path / "old.onnx", window=3, known={"k": (5.0, 2.0)})
+    new = make_tiny_model(tmp_path / "new.onnx", window=3, known={"u": (1.0, 4.0)}, seed=3)
+    pipe = Pipeline(OnnxStepModel.load(old))
+    for key in ("k", "u"):
+        run(pipe, ticks(key, range(6), [1.0, 2.0, 3.0, 10.0, 20.0, 60.0]))  # closes 0..4
+    pipe.swap_model(OnnxStepModel.load(new))
+    st = pipe.store
+    k, u = st.rows["k"], st.rows["u"]
+    assert st.loc[k] == pytest.approx(np.mean([3.0, 10.0, 20.0]))  # current window, hours 2..4
+    assert st.scale[k] == pytest.approx(np.std([3.0, 10.0, 20.0]))
+    assert (st.loc[u], st.scale[u]) == (1.0, 4.0)
