@@ -1,6 +1,7 @@
 """Bounded memory: with ``max_keys = M``, stream ``10 x M`` distinct keys through the
 service and print its RSS as they go. Once the store is full, LRU eviction must keep RSS
-flat; the script exits non-zero if RSS grows more than ``--tolerance`` after the cap.
+flat; the script exits non-zero if the second half of the post-cap run peaks more than
+``--tolerance`` above the first half.
 
     .venv/bin/python bench/memory.py --max-keys 5000
 """
@@ -85,16 +86,21 @@ async def bench(args: argparse.Namespace, bootstrap: str, workdir: Path) -> int:
         print(f"{sent_keys:>10,} {sent_ticks:>10,} {active:>8,.0f} {evicted:>9,.0f} {rss:>8.1f}")
     await producer.stop()
     service.stop()
-    at_cap = [r for r in rows if r[0] >= 2 * args.max_keys]
-    base, peak = at_cap[0][3], max(r[3] for r in at_cap)
-    growth = (peak - base) / base
-    print(f"RSS once the cap is reached: {base:.1f} MiB -> peak {peak:.1f} MiB "
-          f"({100 * growth:+.1f}%); max active keys {max(r[1] for r in rows):,.0f}")  # fmt: skip
+    # Flat means no trend once the store is full: compare the RSS peak of the second half
+    # of the post-cap run with the first half's (allocator noise shows in both halves).
+    at_cap = [r[3] for r in rows if r[0] >= 2 * args.max_keys]
+    half = len(at_cap) // 2
+    first, second = max(at_cap[:half]), max(at_cap[half:])
+    growth = (second - first) / first
+    print(
+        f"RSS after the cap: first-half peak {first:.1f} MiB, second-half peak {second:.1f} MiB "
+        f"({100 * growth:+.1f}%); max active keys {max(r[1] for r in rows):,.0f}"
+    )
     if max(r[1] for r in rows) > args.max_keys:
         print("FAIL: more active keys than max_keys")
         return 1
     if growth > args.tolerance:
-        print(f"FAIL: RSS grew more than {100 * args.tolerance:.0f}% after the cap")
+        print(f"FAIL: RSS kept growing (> {100 * args.tolerance:.0f}%) after the cap")
         return 1
     return 0
 
@@ -106,7 +112,7 @@ def main() -> None:
     add_common_args(parser)
     parser.add_argument("--max-keys", type=int, default=5_000)
     parser.add_argument("--factor", type=int, default=10, help="distinct keys = factor x cap")
-    parser.add_argument("--tolerance", type=float, default=0.10)
+    parser.add_argument("--tolerance", type=float, default=0.05)
     args = parser.parse_args()
     with (
         tempfile.TemporaryDirectory(prefix="streamcast-bench-") as tmp,
