@@ -53,7 +53,7 @@ IntArray = npt.NDArray[np.int64]
 class StateStore:
     """Key -> row mapping plus the column arrays described in the module docstring."""
 
-    #: column name -> (trailing shape kind, dtype, fill value)
+    #: the per-row columns (shapes and fill values in ``_shapes``), in record order
     COLUMNS: tuple[str, ...] = (
         "window", "wlen", "wpos", "warm", "steps", "h", "c", "loc", "scale", "scale_src",
         "open_start", "acc", "acc_n", "last_ts_ms", "closed_start", "closed_value",
