@@ -134,7 +134,7 @@ def build_chunks(
         & (roles[target_rows] == target_role)
         & (roles[origin_rows] == target_role)[:, :, None]
     )
-    useful = weights.reshape(len(starts), -1).any(axis=1)
+    useful = weights.any(axis=(1, 2))
     chunks = Chunks(
         inputs=inputs.astype(np.float32),
         calendar=next_cal[cal_rows].astype(np.float32),

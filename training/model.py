@@ -15,6 +15,14 @@ The very same functions serve training, the export graph and the parity referenc
 
 from __future__ import annotations
 
+import os
+
+# oneDNN's fused kernels reorder float sums between runs and batch sizes; plain kernels keep
+# training reproducible for a seed (and silence TensorFlow's banner about it). Must be set
+# before TensorFlow is first imported.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
 import keras
 import tensorflow as tf
 

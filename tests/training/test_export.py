@@ -79,3 +79,40 @@ def test_failing_parity_fails_the_export(tmp_path: Path) -> None:
     with pytest.raises(ExportError, match="parity"):
         export_step(model, _meta(model, 3), path, tolerance=-1.0)
     assert not path.exists()
+
+
+def test_trained_model_metadata_contract(tiny_model: Path) -> None:
+    """Every field serving needs is filled in and agrees with the graph's shapes."""
+    sess = session(tiny_model)
+    meta = ModelMeta.from_metadata_map(sess.get_modelmeta().custom_metadata_map)
+    inputs = {i.name: i.shape for i in sess.get_inputs()}
+    outputs = {o.name: o.shape for o in sess.get_outputs()}
+    g = meta.graph
+    assert g.calendar is not None
+    assert set(inputs) == {g.x, g.h, g.c, g.calendar}
+    assert set(outputs) == {g.h_out, g.c_out, g.forecast}
+    assert meta.state_size == meta.layers * meta.units
+    assert inputs[g.x][1] == 1 + len(meta.features.extra_names)
+    assert inputs[g.h][1] == inputs[g.c][1] == outputs[g.h_out][1] == meta.state_size
+    assert inputs[g.calendar][1:] == [meta.horizon, 2 * len(meta.features.calendar)]
+    assert outputs[g.forecast][1] == meta.horizon
+    assert meta.interval_s == 3600 and meta.window == 24 and meta.horizon == 6
+    assert meta.features.calendar == ("time_of_day", "day_of_week")
+    assert meta.features.timezone == "Australia/Melbourne"
+    assert meta.aggregation == "last" and meta.gap.max_gap == 3
+    assert len(meta.scaling.known) == 3
+    assert all(scale > 0 for _, scale in meta.scaling.known.values())
+    cal = meta.calibration
+    assert cal.levels == (0.8, 0.95)
+    for lower, upper in zip(cal.lower, cal.upper, strict=True):
+        assert len(lower) == len(upper) == meta.horizon
+        assert all(lo < hi for lo, hi in zip(lower, upper, strict=True))
+    # the 95% interval contains the 80% one
+    assert all(a <= b for a, b in zip(cal.lower[1], cal.lower[0], strict=True))
+    assert len(meta.drift["residual_std"]) == meta.horizon  # type: ignore[arg-type]
+    t = meta.training
+    assert t.data_fingerprint.startswith("sha256:") and t.n_keys == 3 and t.n_rows > 0
+    assert set(t.metrics) >= {"lstm", "naive", "seasonal_naive", "arima", "parity"}
+    assert t.metrics["parity"]["max_abs_diff"] <= 1e-5
+    assert TrainConfig.from_dict(dict(t.config)).window == meta.window
+    assert meta.version and meta.created_at and meta.name == "tiny"

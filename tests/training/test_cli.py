@@ -1,0 +1,250 @@
+"""``streamcast-train``: every user error is one line on stderr with exit code 2."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.training.tiny import tiny_data
+from training.cli import main
+
+
+def _csv(path: Path, rows: int = 200, keys: tuple[str, ...] = ("a", "b")) -> Path:
+    ts = pd.date_range("2026-01-01", periods=rows, freq="h", tz="UTC")
+    frames = [
+        pd.DataFrame(
+            {
+                "sensor": k,
+                "time": ts.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "count": np.arange(rows, dtype=float) % 24 + i,
+            }
+        )
+        for i, k in enumerate(keys)
+    ]
+    pd.concat(frames).to_csv(path, index=False)
+    return path
+
+
+def _fit_args(data: Path | str, out: Path, *extra: str) -> list[str]:
+    return [
+        "fit",
+        "--data",
+        str(data),
+        "--key-col",
+        "sensor",
+        "--time-col",
+        "time",
+        "--value-col",
+        "count",
+        "--interval",
+        "1h",
+        "--out",
+        str(out),
+        "--quiet",
+        *extra,
+    ]
+
+
+def _user_error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse usage errors
+        code = int(exc.code or 0)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: ")
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def test_unreadable_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    msg = _user_error(capsys, _fit_args(tmp_path / "nope.csv", tmp_path / "out"))
+    assert "nope.csv" in msg
+
+
+def test_missing_column(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    data = _csv(tmp_path / "d.csv")
+    argv = _fit_args(data, tmp_path / "out")
+    argv[argv.index("count")] = "temperature"
+    assert "temperature" in _user_error(capsys, argv)
+
+
+def test_non_numeric_value(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    data = _csv(tmp_path / "d.csv")
+    frame = pd.read_csv(data)
+    frame["count"] = frame["count"].astype(object)
+    frame.loc[7, "count"] = "lots"
+    frame.to_csv(data, index=False)
+    msg = _user_error(capsys, _fit_args(data, tmp_path / "out"))
+    assert "count" in msg and "lots" in msg
+
+
+def test_duplicate_timestamps(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    data = _csv(tmp_path / "d.csv")
+    frame = pd.read_csv(data)
+    pd.concat([frame, frame.iloc[[3]]]).to_csv(data, index=False)
+    assert "duplicate" in _user_error(capsys, _fit_args(data, tmp_path / "out"))
+
+
+def test_all_nan_series(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    data = _csv(tmp_path / "d.csv")
+    frame = pd.read_csv(data)
+    frame.loc[frame["sensor"] == "b", "count"] = np.nan
+    frame.to_csv(data, index=False)
+    assert "'b'" in _user_error(capsys, _fit_args(data, tmp_path / "out"))
+
+
+def test_impossible_horizon(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    data = _csv(tmp_path / "d.csv", rows=60)
+    msg = _user_error(
+        capsys, _fit_args(data, tmp_path / "out", "--window", "48", "--horizon", "24")
+    )
+    assert "horizon" in msg
+
+
+def test_too_short_for_training(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    data = _csv(tmp_path / "d.csv", rows=400)
+    msg = _user_error(
+        capsys,
+        _fit_args(data, tmp_path / "out", "--window", "24", "--horizon", "6", "--seq-len", "400"),
+    )
+    assert "training" in msg
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--interval", "7parsecs"], "7parsecs"),
+        (["--window", "0"], "window"),
+        (["--calendar", "phase_of_moon"], "phase_of_moon"),
+        (["--dropout", "1.5"], "dropout"),
+    ],
+)
+def test_bad_settings(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, args: list[str], needle: str
+) -> None:
+    data = _csv(tmp_path / "d.csv")
+    assert needle in _user_error(capsys, _fit_args(data, tmp_path / "out", *args))
+
+
+def test_bad_config_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"units": 8, "colour": "blue"}))
+    data = _csv(tmp_path / "d.csv")
+    msg = _user_error(capsys, _fit_args(data, tmp_path / "out", "--config", str(config)))
+    assert "colour" in msg
+
+
+def test_unknown_dataset(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    msg = _user_error(capsys, ["fit", "--data", "dataset:nope", "--out", str(tmp_path)])
+    assert "nope" in msg and "pedestrian" in msg
+
+
+def test_file_needs_columns(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    data = _csv(tmp_path / "d.csv")
+    msg = _user_error(capsys, ["fit", "--data", str(data), "--out", str(tmp_path / "o")])
+    assert "--time-col" in msg
+
+
+def test_missing_required_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    assert "--out" in _user_error(capsys, ["fit", "--data", "dataset:pedestrian"])
+
+
+def test_evaluate_missing_or_bad_model(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    argv = ["evaluate", "--model", str(tmp_path / "m.onnx"), "--data", "dataset:taylor"]
+    assert "m.onnx" in _user_error(capsys, argv)
+    (tmp_path / "m.onnx").write_text("not a model")
+    assert "m.onnx" in _user_error(capsys, argv)
+
+
+@pytest.mark.parametrize("command", [[], ["fit"], ["evaluate"], ["tune"], ["datasets"]])
+def test_help_with_examples(capsys: pytest.CaptureFixture[str], command: list[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main([*command, "--help"])
+    assert exc.value.code == 0
+    assert "streamcast-train" in capsys.readouterr().out
+
+
+def test_datasets_list_and_export(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert main(["datasets", "list"]) == 0
+    listing = capsys.readouterr().out
+    assert all(name in listing for name in ("pedestrian", "taylor", "gafa", "vic_elec"))
+    out = tmp_path / "taylor.csv"
+    assert main(["datasets", "export", "taylor", "--out", str(out)]) == 0
+    assert len(pd.read_csv(out)) == 4032
+    _user_error(capsys, ["datasets", "export", "nope", "--out", str(out)])
+
+
+def test_fit_then_evaluate_from_the_command_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    data = tiny_data(tmp_path / "ped.csv", hours=24 * 14)
+    out = tmp_path / "model"
+    common = ["--key-col", "Sensor", "--time-col", "Date_Time", "--value-col", "Count"]
+    argv = [
+        "fit",
+        "--data",
+        str(data),
+        *common,
+        "--interval",
+        "1h",
+        "--window",
+        "24",
+        "--horizon",
+        "4",
+        "--units",
+        "4",
+        "--epochs",
+        "1",
+        "--seq-len",
+        "24",
+        "--calendar",
+        "time_of_day",
+        "--timezone",
+        "Australia/Melbourne",
+        "--out",
+        str(out),
+        "--quiet",
+        "--forecasts",
+        "forecasts.csv",
+    ]
+    assert main(argv) == 0
+    report = json.loads((out / "report.json").read_text())
+    for model in ("lstm", "naive", "seasonal_naive", "arima"):
+        assert set(report["metrics"][model]) >= {"mae", "rmse", "smape", "mape", "mase"}
+        assert len(report["metrics"][model]["per_step"]["mase"]) == 4
+    assert report["parity"]["max_abs_diff"] <= 1e-5
+    assert report["config"]["interval"] == "1h"
+    assert (report["config"]["window"], report["config"]["horizon"]) == (24, 4)
+    table_rows = [
+        line for line in (out / "report.md").read_text().splitlines() if line.startswith("| lstm |")
+    ]
+    assert len(table_rows) == 1
+    assert (out / "loss.png").stat().st_size > 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model",
+                str(out / "model.onnx"),
+                "--data",
+                str(data),
+                *common,
+                "--out",
+                str(tmp_path / "ev"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    again = json.loads((tmp_path / "ev" / "report.json").read_text())
+    assert again["metrics"]["lstm"]["mase"] == pytest.approx(
+        report["metrics"]["lstm"]["mase"], abs=1e-6
+    )
+    capsys.readouterr()

@@ -1,0 +1,156 @@
+"""The streaming evaluator: lifecycle, batching across keys, scaling, and fit == evaluate."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from streamcast.artifact import FeatureMeta, GraphNames, ModelMeta, ScalingMeta
+from streamcast.features import calendar_features, fit_location_scale, target_times
+from tests.training.tiny import TINY_COLUMNS
+from training.config import TrainConfig
+from training.evaluate import emitting_rows, load_session, stream_forecasts
+from training.export import StepInputs, export_step, reference_step
+from training.model import StepModel
+from training.series import SeriesSet
+from training.workflow import DataSource, evaluate_pipeline
+
+WINDOW, HORIZON, HOUR = 3, 4, 3600
+
+
+def _series() -> SeriesSet:
+    """Key a: 8 rows with an imputed row at 5; key b: 4 rows, long gap, 5 rows (reset);
+    key c (never trained on): 6 rows. Rows start at different times per key."""
+    rng = np.random.default_rng(3)
+    ts_a = 10 * HOUR + np.arange(8) * HOUR
+    ts_b = np.concatenate([np.arange(4), np.arange(20, 25)]) * HOUR
+    ts_c = 12 * HOUR + np.arange(6) * HOUR
+    ts = np.concatenate([ts_a, ts_b, ts_c]).astype(np.int64)
+    n = len(ts)
+    values = rng.normal(50, 10, size=(n, 1))
+    observed = np.ones(n, bool)
+    observed[5] = False
+    reset = np.zeros(n, bool)
+    reset[[0, 8, 12, 17]] = True
+    return SeriesSet(
+        keys=("a", "b", "c"),
+        offsets=np.array([0, 8, 17, 23]),
+        ts=ts,
+        values=values,
+        observed=observed,
+        reset=reset,
+        interval_s=HOUR,
+    )
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[StepModel, Path]:
+    config = TrainConfig(units=6, horizon=HORIZON, window=WINDOW, calendar=("time_of_day",), seed=5)
+    model = StepModel.from_config_values(config, n_inputs=1)
+    meta = ModelMeta(
+        name="lifecycle",
+        version="0",
+        created_at="2026-11-24T00:00:00Z",
+        graph=GraphNames(),
+        state_size=model.state_size,
+        units=6,
+        window=WINDOW,
+        horizon=HORIZON,
+        interval_s=HOUR,
+        features=FeatureMeta(calendar=("time_of_day",)),
+        scaling=ScalingMeta(known={"a": (40.0, 5.0), "b": (60.0, 20.0)}),
+    )
+    path = tmp_path_factory.mktemp("lifecycle") / "m.onnx"
+    export_step(model, meta, path)
+    return model, path
+
+
+def test_emitting_rows_follow_the_lifecycle() -> None:
+    s = _series()
+    emit = emitting_rows(s, WINDOW)
+    # key a: warm-up rows 0,1; row 5 imputed; row 7 is the key's final row
+    assert np.flatnonzero(emit[:8]).tolist() == [2, 3, 4, 6]
+    # key b: warm-up again after the reset at row 12; final row 16 has no forecast
+    assert np.flatnonzero(emit[8:17]).tolist() == [2, 3, 6, 7]
+    # key c: rows 2..4 (row 5 is final)
+    assert np.flatnonzero(emit[17:]).tolist() == [2, 3, 4]
+
+
+def test_replay_equals_sequential_tensorflow_per_key(exported: tuple[StepModel, Path]) -> None:
+    """Batched ORT replay == stepping each key alone in TensorFlow from zero at resets,
+    with training scale for known keys and warm-up-window scale for the unseen key."""
+    model, path = exported
+    sess, meta = load_session(path)
+    s = _series()
+    fc = stream_forecasts(sess, meta, s)
+    assert fc.calls == len(np.unique(s.ts))  # one call per time index, not per key
+    got = dict(zip(fc.row.tolist(), fc.scaled, strict=True))
+    expected_rows = np.flatnonzero(emitting_rows(s, WINDOW)).tolist()
+    assert sorted(got) == expected_rows
+    spec = meta.feature_spec()
+    window_loc, window_scale = fit_location_scale(s.values[17 : 17 + WINDOW, 0])
+    scales = {"a": (40.0, 5.0), "b": (60.0, 20.0), "c": (float(window_loc), float(window_scale))}
+    for k, key in enumerate(s.keys):
+        loc, scale = scales[key]
+        h = np.zeros((1, model.state_size), np.float32)
+        c = np.zeros_like(h)
+        for r in range(s.offsets[k], s.offsets[k + 1]):
+            if s.reset[r]:
+                h, c = np.zeros_like(h), np.zeros_like(c)
+            x = np.array([[(s.values[r, 0] - loc) / scale]], np.float32)
+            cal = calendar_features(target_times(s.ts[r : r + 1], HOUR, HORIZON), spec)
+            h, c, forecast = reference_step(model, StepInputs(x, h, c, cal), HORIZON)
+            if r in got:
+                np.testing.assert_allclose(got[r], forecast[0], atol=1e-5)
+    row = fc.row.tolist().index(19)
+    np.testing.assert_allclose(
+        fc.forecast[row], fc.scaled[row] * scales["c"][1] + scales["c"][0], rtol=1e-6
+    )
+
+
+def test_batching_across_keys_changes_nothing(exported: tuple[StepModel, Path]) -> None:
+    _, path = exported
+    sess, meta = load_session(path)
+    s = _series()
+    together = stream_forecasts(sess, meta, s)
+    key_of = s.key_index()
+    for k in range(3):
+        alone = stream_forecasts(sess, meta, s.select(key_of == k))
+        mine = key_of[together.row] == k
+        np.testing.assert_allclose(alone.forecast, together.forecast[mine], rtol=1e-6)
+
+
+def test_evaluator_module_never_imports_tensorflow() -> None:
+    code = "import sys, training.evaluate; sys.exit('tensorflow' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_evaluate_reproduces_fit(tiny_model: Path, tmp_path: Path) -> None:
+    """ONNX-only re-evaluation gives fit's LSTM metrics and forecasts file."""
+    out = tmp_path / "eval"
+    fit_report = json.loads((tiny_model.parent / "report.json").read_text())
+    source = DataSource(spec=str(tiny_model.parent / "data.csv"), **TINY_COLUMNS)
+    report = evaluate_pipeline(
+        tiny_model, source, out, verbose=False, forecasts_file="forecasts.csv"
+    )
+    for name in ("mae", "rmse", "smape", "mape", "mase"):
+        assert abs(report["metrics"]["lstm"][name] - fit_report["metrics"]["lstm"][name]) <= 1e-6
+    assert report["metrics"]["seasonal_naive"]["mase"] == pytest.approx(
+        fit_report["metrics"]["seasonal_naive"]["mase"], abs=1e-9
+    )
+    fit_fc = pd.read_csv(tiny_model.parent / "forecasts.csv")
+    eval_fc = pd.read_csv(out / "forecasts.csv")
+    assert list(fit_fc.columns) == ["key", "origin_ts", "step", "target_ts", "forecast"]
+    pd.testing.assert_frame_equal(fit_fc, eval_fc)
+    assert set(fit_fc["step"]) == set(range(1, 7))
+    # every key's final interval is open: no forecast originates there
+    data = pd.read_csv(tiny_model.parent / "data.csv")
+    last = data.groupby("Sensor")["Date_Time"].max()
+    for key, ts in last.items():
+        assert not ((fit_fc["key"] == key) & (fit_fc["origin_ts"] == ts)).any()

@@ -1,0 +1,342 @@
+"""``streamcast-train``: fit, evaluate, tune, and the built-in datasets.
+
+Every error a user can cause ends as one line ``error: ...`` on stderr and exit code 2;
+programming errors still surface as tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from training.config import CALENDAR_CHOICES, TrainConfig
+from training.errors import ConfigError, TrainingError
+
+EXIT_USAGE = 2
+
+FIT_EXAMPLES = """examples:
+  streamcast-train fit --data dataset:pedestrian --out models/pedestrian
+  streamcast-train fit --data sensors.csv --key-col sensor --time-col ts --value-col count \\
+      --interval 1h --window 48 --horizon 24 --season 24 \\
+      --calendar time_of_day,day_of_week --timezone Australia/Melbourne --out models/sensors
+  streamcast-train fit --data dataset:vic_elec --features Temperature --out models/vic
+  streamcast-train fit --data dataset:taylor --config best.json --out models/taylor
+"""
+EVALUATE_EXAMPLES = """examples:
+  streamcast-train evaluate --model models/pedestrian/model.onnx --data dataset:pedestrian
+  streamcast-train evaluate --model m.onnx --data new.csv --key-col sensor --time-col ts \\
+      --value-col count --out reports/new --forecasts forecasts.csv
+"""
+TUNE_EXAMPLES = """examples:
+  streamcast-train tune --data dataset:pedestrian --trials 6 --time-budget 600 --out best.json
+  streamcast-train fit --data dataset:pedestrian --config best.json --out models/tuned
+"""
+DATASETS_EXAMPLES = """examples:
+  streamcast-train datasets list
+  streamcast-train datasets export pedestrian --out pedestrian.csv
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports usage errors as one line and exit code 2."""
+
+    def error(self, message: str) -> Any:  # argparse's signature returns NoReturn
+        print(f"error: {self.prog}: {message}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("data")
+    g.add_argument(
+        "--data",
+        required=True,
+        help="CSV/Parquet file in long format, or dataset:NAME (see 'datasets list')",
+    )
+    g.add_argument("--key-col", help="column naming the series (omit for one series)")
+    g.add_argument("--time-col", help="timestamp column (ISO-8601 or epoch s/ms)")
+    g.add_argument("--value-col", help="the numeric column to forecast")
+    g.add_argument(
+        "--features",
+        type=_names,
+        default=(),
+        help="comma-separated extra numeric columns observed with the value",
+    )
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group(
+        "model and training (defaults: built-in dataset presets, then TrainConfig)"
+    )
+    g.add_argument("--config", type=Path, help="JSON/TOML TrainConfig (e.g. from 'tune')")
+    g.add_argument("--interval", help="interval of the grid, e.g. 1h, 30min, 1d")
+    g.add_argument("--window", type=_positive_int, help="warm-up length in intervals")
+    g.add_argument("--horizon", type=_positive_int, help="forecast steps")
+    g.add_argument(
+        "--season", type=_positive_int, help="seasonal period in intervals (seasonal naive, MASE)"
+    )
+    g.add_argument(
+        "--calendar",
+        type=_names,
+        help=f"calendar features, comma-separated from {','.join(CALENDAR_CHOICES)}"
+        " ('none' for none)",
+    )
+    g.add_argument("--timezone", help="IANA zone for calendar features")
+    g.add_argument("--max-gap", type=int, help="longest gap (intervals) bridged linearly")
+    g.add_argument("--aggregation", choices=["last", "mean", "sum", "min", "max"])
+    g.add_argument("--units", type=_positive_int)
+    g.add_argument("--layers", type=_positive_int)
+    g.add_argument("--dropout", type=float)
+    g.add_argument("--epochs", type=_positive_int)
+    g.add_argument("--batch-size", type=_positive_int)
+    g.add_argument("--seq-len", type=_positive_int, help="training sequence length (steps)")
+    g.add_argument("--learning-rate", type=_positive_float)
+    g.add_argument("--time-budget", type=_positive_float, help="training wall-clock seconds")
+    g.add_argument("--seed", type=int)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line."""
+    root = _Parser(
+        prog="streamcast-train",
+        description="Train, evaluate and export streamcast's stateful LSTM.",
+        epilog=FIT_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = root.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    fit = sub.add_parser(
+        "fit",
+        help="train, export model.onnx, backtest and report",
+        epilog=FIT_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_data_args(fit)
+    _add_model_args(fit)
+    fit.add_argument("--out", type=Path, required=True, help="output directory")
+    fit.add_argument("--name", help="model name (default: the output directory's name)")
+    fit.add_argument(
+        "--forecasts",
+        default="forecasts.parquet",
+        help="forecasts file name in --out (.csv or .parquet)",
+    )
+    fit.add_argument("--quiet", action="store_true", help="no progress output")
+
+    ev = sub.add_parser(
+        "evaluate",
+        help="re-run the streaming backtest with ONNX only",
+        epilog=EVALUATE_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ev.add_argument("--model", type=Path, required=True, help="model.onnx from fit")
+    _add_data_args(ev)
+    ev.add_argument("--out", type=Path, help="output directory (default: next to the model)")
+    ev.add_argument(
+        "--forecasts",
+        default="forecasts.parquet",
+        help="forecasts file name in --out (.csv or .parquet)",
+    )
+    ev.add_argument("--quiet", action="store_true")
+
+    tune = sub.add_parser(
+        "tune",
+        help="keras-tuner search; writes the best config",
+        epilog=TUNE_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_data_args(tune)
+    _add_model_args(tune)
+    tune.add_argument("--trials", type=_positive_int, default=6)
+    tune.add_argument(
+        "--search-budget",
+        type=_positive_float,
+        default=600.0,
+        help="wall-clock seconds for the whole search",
+    )
+    tune.add_argument("--out", type=Path, required=True, help="best config file (.json/.toml)")
+    tune.add_argument("--quiet", action="store_true")
+
+    ds = sub.add_parser(
+        "datasets",
+        help="list or export the built-in datasets",
+        epilog=DATASETS_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ds_sub = ds.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    ds_sub.add_parser("list", help="list the datasets and their settings")
+    export = ds_sub.add_parser("export", help="write a dataset as CSV")
+    export.add_argument("name")
+    export.add_argument("--out", type=Path, required=True)
+    return root
+
+
+def _data_source(args: argparse.Namespace) -> Any:
+    from training.workflow import DataSource  # noqa: PLC0415 - keeps --help fast
+
+    return DataSource(
+        spec=args.data,
+        key_col=args.key_col,
+        time_col=args.time_col,
+        value_col=args.value_col,
+        feature_cols=tuple(args.features),
+    )
+
+
+_FLAG_FIELDS = {
+    "window": "window",
+    "horizon": "horizon",
+    "season": "season",
+    "timezone": "timezone",
+    "max_gap": "max_gap",
+    "aggregation": "aggregation",
+    "units": "units",
+    "layers": "layers",
+    "dropout": "dropout",
+    "epochs": "epochs",
+    "batch_size": "batch_size",
+    "seq_len": "seq_len",
+    "learning_rate": "learning_rate",
+    "time_budget": "time_budget_s",
+    "seed": "seed",
+}
+
+
+def config_from_args(args: argparse.Namespace, source: Any) -> TrainConfig:
+    """Defaults < dataset presets < --config file < explicit flags."""
+    from training.regular import parse_interval  # noqa: PLC0415
+    from training.workflow import dataset_defaults  # noqa: PLC0415
+
+    values: dict[str, Any] = dict(dataset_defaults(source))
+    if args.config is not None:
+        values.update(TrainConfig.load(args.config).to_dict())
+    for flag, field_name in _FLAG_FIELDS.items():
+        value = getattr(args, flag, None)
+        if value is not None:
+            values[field_name] = value
+    if args.interval is not None:
+        values["interval_s"] = parse_interval(args.interval)
+    if args.calendar is not None:
+        values["calendar"] = () if args.calendar == ("none",) else args.calendar
+    return TrainConfig.from_dict(values)
+
+
+def _fit(args: argparse.Namespace) -> None:
+    from training.workflow import fit_pipeline  # noqa: PLC0415
+
+    source = _data_source(args)
+    config = config_from_args(args, source)
+    name = args.name or args.out.resolve().name
+    report = fit_pipeline(
+        source, config, args.out, name, verbose=not args.quiet, forecasts_file=args.forecasts
+    )
+    print(
+        f"wrote {args.out / 'model.onnx'}, report.json, report.md, {args.forecasts} "
+        f"(parity {report['parity']['max_abs_diff']:.1e}, {report['timings']['total']:.0f}s)"
+    )
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    from training.workflow import evaluate_pipeline  # noqa: PLC0415
+
+    if not args.model.is_file():
+        raise ConfigError(f"--model {args.model}: no such file")
+    out = args.out or args.model.parent / "evaluate"
+    evaluate_pipeline(
+        args.model, _data_source(args), out, verbose=not args.quiet, forecasts_file=args.forecasts
+    )
+    print(f"wrote {out / 'report.json'}, report.md, {args.forecasts}")
+
+
+def _tune(args: argparse.Namespace) -> None:
+    from training.tune import tune  # noqa: PLC0415
+
+    source = _data_source(args)
+    config = config_from_args(args, source)
+    best, score = tune(
+        source, config, trials=args.trials, budget_s=args.search_budget, verbose=not args.quiet
+    )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    if args.out.suffix == ".toml":
+        args.out.write_text(_toml(best.to_dict()))
+    else:
+        best.save(args.out)
+    print(f"best validation loss {score:.4f}; wrote {args.out}")
+
+
+def _toml(values: dict[str, Any]) -> str:
+    import json  # noqa: PLC0415
+
+    lines = []
+    for k, v in values.items():
+        if v is None:
+            continue
+        lines.append(f"{k} = {json.dumps(v) if not isinstance(v, bool) else str(v).lower()}")
+    return "\n".join(lines) + "\n"
+
+
+def _datasets(args: argparse.Namespace) -> None:
+    from training.datasets import DATASETS, export_csv  # noqa: PLC0415
+
+    if args.action == "list":
+        for info in DATASETS.values():
+            print(
+                f"{info.name:<11} {info.interval:<6} season {info.season:<3} "
+                f"{info.timezone:<20} {info.description}"
+            )
+        return
+    if args.name not in DATASETS:
+        raise ConfigError(f"unknown dataset {args.name!r}; available: {', '.join(DATASETS)}")
+    path = export_csv(args.name, args.out)
+    print(f"wrote {path}; fit it with: {DATASETS[args.name].fit_flags()}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``streamcast-train`` console script."""
+    # TensorFlow's C++ banners are noise on a CLI (see training/model.py for oneDNN)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    args = build_parser().parse_args(argv)
+    handlers = {"fit": _fit, "evaluate": _evaluate, "tune": _tune, "datasets": _datasets}
+    try:
+        handlers[args.command](args)
+    except TrainingError as exc:
+        print(f"error: {_one_line(str(exc))}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+def _one_line(message: str) -> str:
+    return " ".join(message.split())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
