@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 
 #: error code Kafka answers for a topic that does not exist
 UNKNOWN_TOPIC_OR_PARTITION = 3
+#: aiokafka's internal reconnect/retry pause (its default, 100 ms, hammers a dead broker)
+RETRY_BACKOFF_MS = 300
 #: memoised key -> partition entries before the memo is cleared
 PARTITION_CACHE_SIZE = 200_000
 #: dead letters whose original bytes exceed this are truncated so the DLQ send cannot fail
@@ -161,6 +163,7 @@ def make_consumer(settings: Settings) -> AIOKafkaConsumer:
         auto_offset_reset="earliest",
         isolation_level="read_committed",
         fetch_max_wait_ms=max(settings.batch_max_wait_ms, 1),
+        retry_backoff_ms=RETRY_BACKOFF_MS,
         max_poll_interval_ms=max(300_000, int(settings.drain_timeout_s * 2_000)),
         **client_options(settings),
     )
@@ -173,6 +176,7 @@ def make_producer(settings: Settings) -> AIOKafkaProducer:
         enable_idempotence=True,
         linger_ms=settings.linger_ms,
         max_batch_size=settings.producer_max_batch_bytes,
+        retry_backoff_ms=RETRY_BACKOFF_MS,
         max_request_size=max(settings.producer_max_batch_bytes, 2 * 1024 * 1024),
         **client_options(settings),
     )

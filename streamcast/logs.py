@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -56,6 +58,36 @@ class ConsoleContextFormatter(logging.Formatter):
         return text
 
 
+class RepeatFilter(logging.Filter):
+    """Let the same message template through at most once per ``interval_s``.
+
+    aiokafka logs every reconnect attempt while a broker is away (several a second); an
+    operator needs the first line and a count, not a flood. The next line that gets
+    through carries ``repeated``: how many identical lines were dropped in between.
+    """
+
+    def __init__(self, interval_s: float = 10.0, clock: Callable[[], float] = time.monotonic):
+        super().__init__()
+        self.interval_s = interval_s
+        self._clock = clock
+        self._seen: dict[tuple[str, str], tuple[float, int]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """True when the record should be emitted."""
+        key = (record.name, str(record.msg))
+        now = self._clock()
+        last = self._seen.get(key)
+        if last is not None and now - last[0] < self.interval_s:
+            self._seen[key] = (last[0], last[1] + 1)
+            return False
+        if last is not None and last[1]:
+            record.repeated = last[1]
+        if len(self._seen) > 1000:  # bounded whatever the messages
+            self._seen.clear()
+        self._seen[key] = (now, 0)
+        return True
+
+
 def configure_logging(fmt: LogFormat = "json", level: LogLevel = "INFO") -> None:
     """Route the root logger to stderr in ``fmt``; quiets aiokafka's chatty INFO logs."""
     handler: logging.Handler
@@ -72,4 +104,21 @@ def configure_logging(fmt: LogFormat = "json", level: LogLevel = "INFO") -> None
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
-    logging.getLogger("aiokafka").setLevel(max(logging.WARNING, logging.getLevelName(level)))
+    kafka_log = logging.getLogger("aiokafka")
+    kafka_log.setLevel(max(logging.WARNING, logging.getLevelName(level)))
+    # Filters on a logger do not apply to its children: put it on the handler, scoped.
+    handler.addFilter(_ScopedRepeatFilter("aiokafka"))
+
+
+class _ScopedRepeatFilter(RepeatFilter):
+    """A :class:`RepeatFilter` for one logger tree; other records pass untouched."""
+
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self._prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Rate-limit records of the ``prefix`` logger tree only."""
+        if record.name != self._prefix and not record.name.startswith(self._prefix + "."):
+            return True
+        return super().filter(record)

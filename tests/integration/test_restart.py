@@ -138,3 +138,56 @@ async def test_broker_unavailable_at_start_is_retried_with_backoff_not_spun(
     delays = [float(d) for d in re.findall(r'"retry_in_s":([0-9.]+)', log)]
     assert 2 <= len(delays) <= 8, f"{len(delays)} attempts in ~4 s: backoff, not spinning"
     assert delays[1] > delays[0] * 1.2  # exponential growth (jitter is +-25%)
+
+
+async def test_broker_lost_mid_run_is_survived_with_state_kept(tmp_path: Path) -> None:
+    """Stop the (dedicated) broker mid-stream and start it again with its data: the
+    service keeps running and its state, and every expected forecast arrives."""
+    local = kafka_local.LocalBroker(
+        kafka_local.BrokerConfig(port=kafka_local.free_port(), data_dir=tmp_path / "kafka")
+    )
+    bootstrap = await asyncio.to_thread(local.start, timeout=90)
+    model = make_tiny_model(
+        tmp_path / "tiny.onnx", window=4, horizon=3, interval_s=INTERVAL_S, levels=(0.9,)
+    )
+    env = service_env(bootstrap, model, unique_topic("outage"), retry_max_backoff_s=2)
+    ticks_topic = env["STREAMCAST_TOPICS__TICKS"]
+    service = ServiceProcess(env, tmp_path / "service.log")
+    start = recent_hour()
+    half = INTERVALS // 2
+    first = [m for t in range(half) for m in _interval_messages(start, t)]
+    second = [m for t in range(half, INTERVALS) for m in _interval_messages(start, t)]
+    by_key: dict[bytes | None, list[Message]] = {}
+    for message in first + second:
+        by_key.setdefault(message[0], []).append(message)
+    expected = expected_forecasts(model, list(by_key.values()))
+    try:
+        await create_topics(bootstrap, [ticks_topic], partitions=2)
+        service.start()
+        await produce(bootstrap, ticks_topic, first)
+        before = await consume(
+            bootstrap, env["STREAMCAST_TOPICS__FORECASTS"], until=KEYS * (half - 4)
+        )
+        assert len(before) >= KEYS * (half - 4)
+        assert await asyncio.to_thread(local.stop)
+        await asyncio.sleep(4)  # the service meets a dead broker for a while
+        assert service.process is not None
+        assert service.process.poll() is None, "the service must survive the outage"
+        await asyncio.to_thread(local.start, timeout=90)
+        await produce(bootstrap, ticks_topic, second)
+        records = await consume(
+            bootstrap, env["STREAMCAST_TOPICS__FORECASTS"], until=len(expected), timeout_s=120
+        )
+        assert service.process.poll() is None
+        assert service.stop(signal.SIGTERM) == 0
+    finally:
+        service.kill()
+        await asyncio.to_thread(local.stop)
+
+    got = forecasts_by_key(records)
+    assert set(got) == set(expected), "state kept: no extra warm-up, nothing missing"
+    for key, values in expected.items():
+        for copy in got[key]:  # at-least-once: a repeat must carry the same values
+            np.testing.assert_allclose(copy, values, rtol=1e-6)
+    duplicates = sum(len(v) - 1 for v in got.values())
+    print(f"broker outage: {len(expected)} forecasts, {duplicates} duplicates")
