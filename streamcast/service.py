@@ -134,7 +134,8 @@ class Service:
             self.request_stop()
             return
         log.warning("second signal: exiting now without draining")
-        logging.shutdown()
+        for handler in logging.getLogger().handlers:
+            handler.flush()
         os._exit(FORCED_EXIT)
 
     def readiness(self) -> tuple[bool, str]:

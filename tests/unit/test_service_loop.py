@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
@@ -241,3 +242,14 @@ async def test_http_endpoints_answer(path: str) -> None:
     assert answers[0].startswith(b"HTTP/1.1 200")
     if path == "/metrics":
         assert b"streamcast_build_info" in answers[0]
+
+
+def test_first_signal_drains_second_exits_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    exits: list[int] = []
+    monkeypatch.setattr("streamcast.service.os._exit", exits.append)
+    service = Service(_settings(), core=EchoCore())
+    service.handle_signal(signal.SIGTERM)
+    assert service.stopping
+    assert exits == []
+    service.handle_signal(signal.SIGINT)
+    assert exits == [130]
