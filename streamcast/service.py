@@ -135,7 +135,8 @@ class Service:
             return
         log.warning("second signal: exiting now without draining")
         for handler in logging.getLogger().handlers:
-            handler.flush()
+            with contextlib.suppress(ValueError, OSError):  # a closed stream: nothing to do
+                handler.flush()
         os._exit(FORCED_EXIT)
 
     def readiness(self) -> tuple[bool, str]:
