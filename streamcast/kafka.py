@@ -33,8 +33,6 @@ log = logging.getLogger(__name__)
 UNKNOWN_TOPIC_OR_PARTITION = 3
 #: aiokafka's internal reconnect/retry pause (its default, 100 ms, hammers a dead broker)
 RETRY_BACKOFF_MS = 300
-#: memoised key -> partition entries before the memo is cleared
-PARTITION_CACHE_SIZE = 200_000
 #: dead letters whose original bytes exceed this are truncated so the DLQ send cannot fail
 MAX_DEAD_LETTER_BYTES = 900 * 1024
 
@@ -346,8 +344,8 @@ class KafkaBroker:
         cached = cache.get((topic, key))
         if cached is not None and cached[1] == len(parts):
             return cached[0]
-        if len(cache) >= PARTITION_CACHE_SIZE:
-            cache.clear()  # bounded whatever keys arrive
+        if len(cache) >= self._settings.max_keys:
+            cache.clear()  # bounded like the state store, whatever keys arrive
         partition = int(self._partitioner(key, parts, parts))
         cache[(topic, key)] = (partition, len(parts))
         return partition
