@@ -389,7 +389,9 @@ class KafkaBroker:
             if high is None:
                 continue
             position = positions.get((tp.topic, tp.partition))
-            out[tp.partition] = max(0, high - position) if position is not None else 0
+            if position is None:
+                continue  # nothing consumed from it yet: unknown, not zero
+            out[tp.partition] = max(0, high - position)
         return out
 
 

@@ -109,3 +109,29 @@ def test_settings_are_frozen() -> None:
     settings = load_settings(env_file=None)
     with pytest.raises(ValueError, match="frozen"):
         settings.max_keys = 3  # type: ignore[misc]
+
+
+def test_security_settings_become_client_options() -> None:
+    from streamcast.kafka import client_options
+
+    plain = client_options(load_settings(env_file=None))
+    assert plain["security_protocol"] == "PLAINTEXT"
+    assert "ssl_context" not in plain
+    assert "sasl_plain_password" not in plain
+    sasl = client_options(
+        load_settings(
+            {
+                "security_protocol": "SASL_SSL",
+                "sasl_mechanism": "SCRAM-SHA-512",
+                "sasl_username": "svc",
+                "sasl_password": "pw",
+                "bootstrap_servers": "b1:9093,b2:9093",
+            },
+            env_file=None,
+        )
+    )
+    assert sasl["bootstrap_servers"] == "b1:9093,b2:9093"
+    assert sasl["sasl_mechanism"] == "SCRAM-SHA-512"
+    assert sasl["sasl_plain_username"] == "svc"
+    assert sasl["sasl_plain_password"] == "pw"
+    assert sasl["ssl_context"].verify_mode.name == "CERT_REQUIRED"
