@@ -9,6 +9,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
 import pytest
 
 from streamcast.cli import build_parser, main, overrides_from
@@ -133,3 +134,71 @@ def test_console_script_module_entry_has_no_traceback(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert "STREAMCAST_LOG_FORMAT (log_format): must be one of" in result.stderr
+
+
+def test_replay_encodes_in_time_order_and_paces_by_rate_or_speed(tmp_path: Path) -> None:
+    import pandas as pd
+
+    from streamcast.config import load_settings
+    from streamcast.replay import ReplayOptions, _pace, encode_ticks
+
+    frame = pd.DataFrame(
+        {
+            "k": ["a", "b", "a", "b"],
+            "t": [1_700_000_120, 1_700_000_000, 1_700_000_000, 1_700_000_060],
+            "v": [3.0, 1.0, 2.0, 4.0],
+            "temp": [0.5, 0.6, 0.7, 0.8],
+        }
+    )
+    settings = load_settings(
+        {"fields": {"value": "reading", "extras": {"temp": "temperature"}}}, env_file=None
+    )
+    options = ReplayOptions(tmp_path, "k", "t", "v", topic="x", features=("temp",))
+    rows = encode_ticks(frame, options, settings)
+    docs = [orjson.loads(v) for v in rows.values]
+    assert [d["ts"] for d in docs] == [1_700_000_000, 1_700_000_000, 1_700_000_060, 1_700_000_120]
+    assert [d["key"] for d in docs] == ["b", "a", "b", "a"]  # stable for equal times
+    assert docs[0] == {"key": "b", "ts": 1_700_000_000, "reading": 1.0, "temperature": 0.6}
+    assert rows.keys[0] == b"b"
+    limited = encode_ticks(frame, ReplayOptions(tmp_path, "k", "t", "v", "x", limit=2), settings)
+    assert len(limited) == 2
+
+    many = encode_ticks(
+        pd.DataFrame({"k": ["a"] * 1200, "t": range(0, 120_000, 100), "v": 1.0}),
+        ReplayOptions(tmp_path, "k", "t", "v", "x"),
+        settings,
+    )
+    by_rate = list(_pace(many, ReplayOptions(tmp_path, "k", "t", "v", "x", rate=100.0)))
+    assert [(a, b) for a, b, _ in by_rate] == [(0, 500), (500, 1000), (1000, 1200)]
+    assert [due for _, _, due in by_rate] == [0.0, 5.0, 10.0]
+    by_speed = list(_pace(many, ReplayOptions(tmp_path, "k", "t", "v", "x", speed=1000.0)))
+    assert [due for _, _, due in by_speed] == [0.0, 50.0, 100.0]
+    flat_out = list(_pace(many, ReplayOptions(tmp_path, "k", "t", "v", "x")))
+    assert all(due == 0.0 for _, _, due in flat_out)
+
+
+def test_tail_lines_are_readable_for_forecasts_and_dead_letters() -> None:
+    from streamcast.tail import describe
+
+    forecast = orjson.dumps(
+        {"key": "s-1", "ts": "2024-05-01T10:00:00Z", "model": "m", "model_version": "2",
+         "horizon": 6, "values": [1.0, 2.5, 3.25, 4.0, 5.0, 6.0]}
+    )  # fmt: skip
+    line = describe(forecast, {})
+    assert "s-1" in line
+    assert "2024-05-01T10:00:00Z" in line
+    assert "m@2" in line
+    assert "3.25" in line
+    assert "…" in line
+    dead = describe(
+        b"\x80garbage",
+        {
+            "streamcast.reason": b"invalid_utf8",
+            "streamcast.source.topic": b"ticks",
+            "streamcast.source.partition": b"1",
+            "streamcast.source.offset": b"42",
+        },
+    )
+    assert "invalid_utf8" in dead
+    assert "ticks[1]@42" in dead
+    assert describe(b"not json", {}).startswith("b'not json'")
