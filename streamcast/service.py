@@ -103,6 +103,7 @@ class Service:
         self._clock = clock
         self._stopping = asyncio.Event()
         self._signals = 0
+        self._started = False
         self._broker: ManagedBroker | None = None
         self._last_tick = 0.0
         self._positions: dict[tuple[str, int], int] = {}
@@ -155,7 +156,10 @@ class Service:
     # -- phases ----------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Run until stopped: startup, main loop, shutdown."""
+        """Run until stopped: startup, main loop, shutdown. A service runs once."""
+        if self._started:
+            raise RuntimeError("a Service runs once; create a new one to run again")
+        self._started = True
         core = self._core or load_core(self.settings)
         self._core = core
         self.metrics.set_build_info(core.model_name, core.model_version)
@@ -333,14 +337,12 @@ class Service:
             self.metrics.consumer_lag.labels(partition=str(partition)).set(lag)
 
     async def _drain_watchdog(self, loop_task: asyncio.Task[None]) -> None:
-        """Cancel the main loop if the drain after a stop request outlasts its bound."""
-        stop_wait = asyncio.ensure_future(self._stopping.wait())
-        try:
-            await asyncio.wait({stop_wait, loop_task}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stop_wait.cancel()
-        if loop_task.done():
-            return
+        """Cancel the main loop if the drain after a stop request outlasts its bound.
+
+        The loop only ends after a stop request or by failing; a failure makes the task
+        group cancel this watchdog, so waiting for the request alone is enough.
+        """
+        await self._stopping.wait()
         done, _ = await asyncio.wait({loop_task}, timeout=self.settings.drain_timeout_s)
         if not done:
             log.error(

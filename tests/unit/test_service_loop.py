@@ -253,3 +253,32 @@ def test_first_signal_drains_second_exits_at_once(monkeypatch: pytest.MonkeyPatc
     assert exits == []
     service.handle_signal(signal.SIGINT)
     assert exits == [130]
+
+
+async def test_a_service_runs_once() -> None:
+    broker = FakeBroker(_records(1))
+    service = Service(
+        _settings(), broker_factory=lambda s: broker, topic_check=_no_topics, core=EchoCore()
+    )
+    await _run_until(service, lambda: service.batches == 1)
+    with pytest.raises(RuntimeError, match="runs once"):
+        await service.run()
+
+
+async def test_drain_is_bounded_and_commits_nothing_unpublished() -> None:
+    class StuckBroker(FakeBroker):
+        async def publish(self, records: Sequence[OutRecord]) -> None:
+            self.journal.append(("publish-started", len(records)))
+            await asyncio.Event().wait()  # a broker that never acknowledges
+
+    broker = StuckBroker(_records(3))
+    service = Service(
+        _settings(drain_timeout_s=0.3),
+        broker_factory=lambda s: broker,
+        topic_check=_no_topics,
+        core=EchoCore(),
+    )
+    await _run_until(service, lambda: bool(broker.journal))
+    assert broker.journal == [("publish-started", 3)]
+    assert broker.committed == {}, "nothing committed that was not acknowledged"
+    assert broker.closed
