@@ -4,7 +4,8 @@ Every baseline returns ``[F, H]`` forecasts in original units for origin rows ``
 :class:`~training.series.SeriesSet`, using only data up to each origin.
 
 ARIMA is kept affordable on two cores: one SARIMAX(2,0,1) per key with a constant and
-``FOURIER_TERMS`` sin/cos pairs of the season as regressors, fitted once on the last
+``FOURIER_TERMS`` sin/cos pairs of the season as regressors (plus ``WEEKLY_TERMS`` pairs of
+the week when the season is a day, as for hourly counts), fitted once on the last
 ``ARIMA_FIT_ROWS`` intervals of the key's *training* period. For the backtest the fitted
 model is never refitted: its Kalman filter runs once over the key's whole regular grid
 (gaps and imputed intervals are missing observations), and the H-step forecasts from every
@@ -25,6 +26,8 @@ from training.series import SeriesSet
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 FOURIER_TERMS = 4
+WEEKLY_TERMS = 3
+DAY_S = 86_400
 ARIMA_ORDER = (2, 0, 1)
 ARIMA_FIT_ROWS = 1500
 
@@ -67,6 +70,15 @@ def fourier(ts: IntArray, period_s: int, terms: int) -> FloatArray:
     return np.stack(cols, axis=1)
 
 
+def arima_regressors(ts: IntArray, interval_s: int, season: int) -> FloatArray:
+    """The ARIMA baseline's regressors at ``ts``: constant, seasonal (and weekly) Fourier."""
+    terms = min(FOURIER_TERMS, season // 2)
+    exog = fourier(ts, season * interval_s, terms)
+    if season * interval_s == DAY_S:
+        exog = np.concatenate([exog, fourier(ts, 7 * DAY_S, WEEKLY_TERMS)[:, 1:]], axis=1)
+    return exog
+
+
 def arima(
     series: SeriesSet,
     train_mask: npt.NDArray[np.bool_],
@@ -81,8 +93,6 @@ def arima(
 
     out = np.full((len(rows), horizon), np.nan)
     key_of_row = series.key_index()
-    period_s = season * series.interval_s
-    terms = min(FOURIER_TERMS, max(season // 2, 0))
     for k in np.unique(key_of_row[rows]):
         sl = series.key_slice(int(k))
         ts = series.ts[sl]
@@ -90,7 +100,7 @@ def arima(
         pos = (ts - ts[0]) // series.interval_s
         y = np.full(len(grid), np.nan)
         y[pos] = np.where(series.observed[sl], series.values[sl, 0], np.nan)
-        exog = fourier(grid, period_s, terms) if terms else np.ones((len(grid), 1))
+        exog = arima_regressors(grid, series.interval_s, season)
         train_pos = pos[train_mask[sl]]
         if len(train_pos) == 0:
             continue

@@ -49,11 +49,11 @@ class TrainConfig:
     burn_in: int | None = None
     origin_stride: int = 3
     batch_size: int = 32
-    epochs: int = 60
+    epochs: int = 100
     learning_rate: float = 3e-3
     clipnorm: float = 1.0
     patience: int = 8
-    time_budget_s: float = 150.0
+    time_budget_s: float = 180.0
     seed: int = 0
     #: prediction-interval levels calibrated on the validation period
     interval_levels: tuple[float, ...] = (0.8, 0.95)

@@ -54,7 +54,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"# {report['name']}: streaming backtest",
         "",
         f"Data: `{data['source']}` ({data['n_keys']} keys, {data['n_rows']:,} regular rows, "
-        f"fingerprint `{data['fingerprint'][:12]}`). Interval {cfg['interval']}, window "
+        f"fingerprint `{data['fingerprint'][:19]}`). Interval {cfg['interval']}, window "
         f"{cfg['window']}, horizon {cfg['horizon']}, season {cfg['season']}.",
         "",
         "The LSTM is measured the way the service runs it: the exported ONNX step, one step "

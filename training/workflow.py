@@ -247,7 +247,8 @@ def _forecast_figures(series: SeriesSet, bt: Backtest, out_dir: Path, season: in
         mine = np.flatnonzero(keys == k)
         if len(mine) == 0:
             continue
-        picks = mine[np.linspace(len(mine) // 4, len(mine) - 1, 3).astype(int)]
+        # three back-to-back horizons from the middle of the test period: close enough to see
+        picks = mine[np.minimum(len(mine) // 2 + np.arange(3) * bt.actual.shape[1], len(mine) - 1)]
         origins = [
             (
                 int(series.ts[bt.fc.row[bt.test[i]]]),

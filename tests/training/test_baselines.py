@@ -6,7 +6,14 @@ import warnings
 
 import numpy as np
 
-from training.baselines import arima, fourier, lookup_rows, naive, seasonal_naive
+from training.baselines import (
+    arima,
+    arima_regressors,
+    fourier,
+    lookup_rows,
+    naive,
+    seasonal_naive,
+)
 from training.series import SeriesSet
 
 
@@ -51,6 +58,12 @@ def test_seasonal_naive_falls_back_to_naive_across_a_gap() -> None:
     assert got.tolist() == [[111.0, 110.0, 111.0]]
 
 
+def test_fourier_terms() -> None:
+    ts = np.array([0, 6, 12]) * 3600
+    f = fourier(ts, 24 * 3600, 1)
+    np.testing.assert_allclose(f, [[1, 0, 1], [1, 1, 0], [1, 0, -1]], atol=1e-12)
+
+
 def test_arima_equals_statsmodels_forecast_after_apply() -> None:
     from statsmodels.tsa.statespace.sarimax import SARIMAX
 
@@ -70,7 +83,8 @@ def test_arima_equals_statsmodels_forecast_after_apply() -> None:
     train = t < 160
     rows = np.array([170, 200])
     got = arima(s, train, rows, horizon, season=season)
-    exog = fourier(np.arange(n + horizon + 1) * 3600, season * 3600, 4)
+    exog = arima_regressors(np.arange(n + horizon + 1) * 3600, 3600, season)
+    assert exog.shape[1] == 1 + 2 * 4 + 2 * 3  # constant, daily and weekly Fourier pairs
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         fitted = SARIMAX(y[:160], exog=exog[:160], order=(2, 0, 1)).fit(disp=False, maxiter=50)
