@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -203,7 +204,13 @@ def run(argv: Sequence[str] | None = None) -> int:
     if args.command == "config":
         _print_config(settings, overrides, args.env_file)
         return 0
-    configure_logging(settings.log_format, settings.log_level)
+    if args.command != "serve":
+        # The tools talk to people: readable logs, and the client's own connection errors
+        # stay quiet because the one-line error below says what failed.
+        configure_logging("console", settings.log_level)
+        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    else:
+        configure_logging(settings.log_format, settings.log_level)
     if args.command == "serve":
         # onnxruntime loads only for serve: the other commands stay quick to start.
         from streamcast.service import serve  # noqa: PLC0415

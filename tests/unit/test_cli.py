@@ -202,3 +202,22 @@ def test_tail_lines_are_readable_for_forecasts_and_dead_letters() -> None:
     assert "invalid_utf8" in dead
     assert "ticks[1]@42" in dead
     assert describe(b"not json", {}).startswith("b'not json'")
+
+
+def test_unreachable_broker_is_one_line_for_the_tools(tmp_path: Path) -> None:
+    data = tmp_path / "d.csv"
+    data.write_text("sensor,time,count\na,2024-01-01T00:00:00Z,1\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMCAST_")}
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "streamcast", "replay", "--data", str(data),
+            "--key-col", "sensor", "--time-col", "time", "--value-col", "count",
+            "--bootstrap-servers", "127.0.0.1:1",
+        ],
+        env=env, cwd=tmp_path, capture_output=True, text=True, check=False, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("error: Kafka:")
+    assert "--bootstrap-servers" in lines[0]
