@@ -143,6 +143,29 @@ class ServiceProcess:
 
     def start(self, ready_timeout_s: float = 60.0) -> None:
         """Start and wait until ``/readyz`` answers 200."""
+        self.launch()
+        assert self.process is not None
+        deadline = time.monotonic() + ready_timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"service exited early:\n{self.log_path.read_text()[-3000:]}")
+            if self.probe("/readyz")[0] == 200:
+                return
+            time.sleep(0.2)
+        raise RuntimeError(f"service not ready:\n{self.log_path.read_text()[-3000:]}")
+
+    def wait_for_log(self, needle: str, count: int = 1, timeout_s: float = 60.0) -> str:
+        """Wait until the service's log holds ``needle`` ``count`` times; returns the log."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            text = self.log_path.read_text() if self.log_path.exists() else ""
+            if text.count(needle) >= count:
+                return text
+            time.sleep(0.1)
+        raise RuntimeError(f"{needle!r} not logged {count}x:\n{text[-3000:]}")
+
+    def launch(self) -> None:
+        """Start the subprocess without waiting for anything."""
         env = {k: v for k, v in os.environ.items() if not k.upper().startswith("STREAMCAST_")}
         env.update(self.env)
         log = self.log_path.open("ab")
@@ -154,14 +177,6 @@ class ServiceProcess:
             stderr=subprocess.STDOUT,
         )
         log.close()
-        deadline = time.monotonic() + ready_timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"service exited early:\n{self.log_path.read_text()[-3000:]}")
-            if self.probe("/readyz")[0] == 200:
-                return
-            time.sleep(0.2)
-        raise RuntimeError(f"service not ready:\n{self.log_path.read_text()[-3000:]}")
 
     def probe(self, path: str) -> tuple[int, bytes]:
         """GET an HTTP endpoint of the service: ``(status, body)``; 0 if unreachable."""
