@@ -99,5 +99,5 @@ def tune(
             project_name="streamcast",
             overwrite=True,
         )
-        search.search()
+        search.search(verbose=1 if verbose else 0)
     return best_config[0], float(state["loss"])

@@ -248,3 +248,44 @@ def test_fit_then_evaluate_from_the_command_line(
         report["metrics"]["lstm"]["mase"], abs=1e-6
     )
     capsys.readouterr()
+
+
+@pytest.mark.parametrize("suffix", [".json", ".toml"])
+def test_tune_writes_a_config_fit_accepts(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, suffix: str
+) -> None:
+    from training.config import TrainConfig
+
+    data = tiny_data(tmp_path / "ped.csv", hours=24 * 14)
+    best = tmp_path / f"best{suffix}"
+    argv = [
+        "tune",
+        "--data",
+        str(data),
+        "--key-col",
+        "Sensor",
+        "--time-col",
+        "Date_Time",
+        "--value-col",
+        "Count",
+        "--interval",
+        "1h",
+        "--horizon",
+        "4",
+        "--epochs",
+        "1",
+        "--seq-len",
+        "24",
+        "--trials",
+        "2",
+        "--search-budget",
+        "60",
+        "--out",
+        str(best),
+        "--quiet",
+    ]
+    assert main(argv) == 0
+    config = TrainConfig.load(best)
+    assert config.horizon == 4 and config.epochs == 1
+    assert config.units in (16, 32, 64, 96) and config.window in (24, 48, 96)
+    capsys.readouterr()
