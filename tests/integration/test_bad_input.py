@@ -221,3 +221,50 @@ async def test_malformed_messages_are_dead_lettered_and_valid_ticks_unaffected(
     assert f'streamcast_ticks_total{{result="rejected"}} {float(n_bad)}' in exposition
     first = orjson.loads(forecasts[0].value or b"")
     assert first["key"].startswith("pump-")
+
+
+async def test_key_flood_is_bounded_by_max_keys(bootstrap: str, tmp_path: Path) -> None:
+    """Ten times ``max_keys`` distinct keys: the store never holds more than the cap, the
+    overflow is evicted least-recently-used, and the service keeps serving."""
+    cap = 200
+    prefix = unique_topic("flood")
+    model = make_tiny_model(tmp_path / "tiny.onnx", window=4, horizon=3, interval_s=INTERVAL_S)
+    settings = load_settings(
+        {
+            "bootstrap_servers": bootstrap,
+            "model_path": model,
+            "group_id": f"{prefix}-group",
+            "topics": {"ticks": f"{prefix}-ticks", "forecasts": f"{prefix}-forecasts",
+                       "alerts": f"{prefix}-alerts", "dead_letter": f"{prefix}-dlq"},
+            "max_keys": cap,
+            "batch_max_records": 100,
+            "http_host": "127.0.0.1",
+            "http_port": 0,
+        },
+        env_file=None,
+    )  # fmt: skip
+    await create_topics(bootstrap, [settings.topics.ticks], partitions=2)
+    start = recent_hour()
+    flood = [
+        (f"flood-{k}".encode(), tick(f"flood-{k}", start + t * INTERVAL_S + 1, float(t)))
+        for k in range(10 * cap)
+        for t in range(2)
+    ]
+    await produce(bootstrap, settings.topics.ticks, flood)
+    service = Service(settings)
+    active: list[float] = []
+    async with asyncio.TaskGroup() as tasks:
+        tasks.create_task(service.run())
+        for _ in range(600):
+            active.append(service.metrics.active_keys._value.get())
+            if service.consumed >= len(flood):
+                break
+            await asyncio.sleep(0.05)
+        ready, why = service.readiness()
+        service.request_stop()
+    assert service.consumed == len(flood)
+    assert ready, why
+    assert max(active) <= cap
+    assert service.metrics.active_keys._value.get() == cap
+    evicted = service.metrics.evictions.labels(cause="lru")._value.get()
+    assert evicted == 10 * cap - cap
