@@ -23,6 +23,8 @@ from functools import cache
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import kubernetes_validate
+import promql_parser
 import pytest
 import yaml
 from pydantic import BaseModel
@@ -49,6 +51,9 @@ DASHBOARD_METRICS = {
     "streamcast_evictions_total",
     "streamcast_consumer_lag",
 }
+#: the oldest Kubernetes the manifests target (the PodDisruptionBudget's
+#: unhealthyPodEvictionPolicy is GA from 1.31) and the newest schema on hand
+K8S_VERSIONS = ("1.31.0", "1.37.0")
 K8S_API = {
     "Namespace": "v1",
     "ServiceAccount": "v1",
@@ -409,9 +414,20 @@ def queries_in(node: Any) -> list[str]:
     return []
 
 
+def parse_promql(expr: str) -> None:
+    """Parse ``expr`` as PromQL, with Grafana's variables replaced by what they expand to."""
+    expanded = expr.replace("$__rate_interval", "1m").replace("$instance", ".*")
+    try:
+        promql_parser.parse(expanded)
+    except ValueError as exc:
+        pytest.fail(f"invalid PromQL ({exc}): {expr}")
+
+
 def test_dashboard_shows_the_required_metrics_and_only_registered_ones() -> None:
     dashboard = json.loads((DEPLOY / "grafana" / "dashboards" / "streamcast.json").read_text())
     exprs = queries_in(dashboard["panels"])
+    for expr in exprs:
+        parse_promql(expr)
     used = {m for expr in exprs for m in METRIC.findall(expr)}
     assert used <= registered_samples(), used - registered_samples()
     assert used >= DASHBOARD_METRICS, DASHBOARD_METRICS - used
@@ -435,6 +451,7 @@ def test_alert_rules_query_registered_metrics() -> None:
     assert len(rules) >= 5
     for rule in rules:
         assert rule["alert"] and rule["labels"]["severity"] in ("warning", "critical")
+        parse_promql(rule["expr"])
         assert set(METRIC.findall(rule["expr"])) <= registered_samples(), rule["alert"]
 
 
@@ -464,6 +481,15 @@ def test_kubernetes_kinds_api_versions_and_namespaces() -> None:
     listed = set(kustomization["resources"])
     on_disk = {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml"}
     assert listed == on_disk - {"secret.example.yaml"}
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+def test_kubernetes_manifests_validate_strictly_against_the_api_schema(version: str) -> None:
+    for key, obj in k8s().items():
+        try:
+            kubernetes_validate.validate(obj, version, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            pytest.fail(f"{key} is not a valid Kubernetes {version} object: {exc.message}")
 
 
 def test_deployment_replicas_resources_and_selectors() -> None:
