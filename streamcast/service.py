@@ -53,6 +53,8 @@ T = TypeVar("T")
 
 #: first retry delay; doubles per attempt up to ``retry_max_backoff_s``
 BASE_BACKOFF_S = 0.5
+#: seconds between progress log lines
+PROGRESS_LOG_S = 60.0
 #: exit code of a second signal (128 + SIGINT, the shell convention)
 FORCED_EXIT = 130
 
@@ -112,6 +114,8 @@ class Service:
         #: totals since start (tests and the final log line read them)
         self.consumed = 0
         self.batches = 0
+        self.forecasts = 0
+        self.dead_lettered = 0
 
     # -- control ---------------------------------------------------------------------------
 
@@ -175,9 +179,11 @@ class Service:
                 try:
                     loop_task = tasks.create_task(self._main_loop(broker, core))
                     tasks.create_task(self._drain_watchdog(loop_task))
+                    progress = tasks.create_task(self._log_progress())
                     # wait() rather than await: a loop cancelled by the drain watchdog
                     # must not cancel run() itself; a loop that failed is re-raised below.
                     await asyncio.wait({loop_task})
+                    progress.cancel()
                 finally:
                     self._broker = None
                     await _bounded(broker.close(), 10.0, "closing Kafka clients")
@@ -185,7 +191,12 @@ class Service:
             raise _first_leaf(group) from None
         log.info(
             "stopped",
-            extra={"consumed": self.consumed, "batches": self.batches},
+            extra={
+                "consumed": self.consumed,
+                "batches": self.batches,
+                "forecasts": self.forecasts,
+                "dead_letters": self.dead_lettered,
+            },
         )
 
     async def _connect(self) -> ManagedBroker | None:
@@ -291,6 +302,8 @@ class Service:
         m.ticks.labels(result="rejected").inc(rejected)
         m.ticks.labels(result="accepted").inc(len(records) - rejected)
         m.forecasts.inc(forecasts)
+        self.forecasts += forecasts
+        self.dead_lettered += len(rejections)
         for rej in rejections:
             m.dead_letters.labels(reason=str(rej.reason)).inc()
         counters = step.counters
@@ -335,6 +348,24 @@ class Service:
     def _observe_lag(self, broker: ManagedBroker) -> None:
         for partition, lag in broker.lag(self._positions).items():
             self.metrics.consumer_lag.labels(partition=str(partition)).set(lag)
+
+    async def _log_progress(self) -> None:
+        """One info line per :data:`PROGRESS_LOG_S` with what happened since the last."""
+        last = (0, 0, 0)
+        while True:
+            await asyncio.sleep(PROGRESS_LOG_S)
+            now = (self.consumed, self.forecasts, self.dead_lettered)
+            log.info(
+                "progress",
+                extra={
+                    "ticks": now[0] - last[0],
+                    "forecasts": now[1] - last[1],
+                    "dead_letters": now[2] - last[2],
+                    "active_keys": int(self.metrics.active_keys._value.get()),
+                    "period_s": PROGRESS_LOG_S,
+                },
+            )
+            last = now
 
     async def _drain_watchdog(self, loop_task: asyncio.Task[None]) -> None:
         """Cancel the main loop if the drain after a stop request outlasts its bound.

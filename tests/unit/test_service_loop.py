@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 from collections.abc import Callable, Mapping, Sequence
 
@@ -282,3 +283,23 @@ async def test_drain_is_bounded_and_commits_nothing_unpublished() -> None:
     assert broker.journal == [("publish-started", 3)]
     assert broker.committed == {}, "nothing committed that was not acknowledged"
     assert broker.closed
+
+
+async def test_progress_is_logged_periodically(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr("streamcast.service.PROGRESS_LOG_S", 0.05)
+    broker = FakeBroker(_records(8, bad_every=4))
+    service = Service(
+        _settings(), broker_factory=lambda s: broker, topic_check=_no_topics, core=EchoCore()
+    )
+    with caplog.at_level(logging.INFO, logger="streamcast.service"):
+        await _run_until(
+            service,
+            lambda: service.consumed == 8 and any(r.msg == "progress" for r in caplog.records),
+        )
+    lines = [r for r in caplog.records if r.msg == "progress"]
+    assert sum(r.__dict__["ticks"] for r in lines) <= 8
+    stopped = next(r for r in caplog.records if r.msg == "stopped")
+    assert stopped.__dict__["forecasts"] == 6
+    assert stopped.__dict__["dead_letters"] == 2
