@@ -31,12 +31,15 @@ from common import (
     unique_topic,
 )
 
-INTERVAL_S = 60
-WINDOW = 8  # the default bench model's warm-up
+from streamcast.model import OnnxStepModel
+
+INTERVAL_S = 60  # of the generated default model; a given model brings its own
 
 
 async def bench(args: argparse.Namespace, bootstrap: str, workdir: Path) -> dict[str, float]:
     model = model_path(args.model, workdir, INTERVAL_S)
+    meta = OnnxStepModel.load(model).meta
+    interval_s, window = meta.interval_s, meta.window
     prefix = unique_topic("bench")
     env = service_env(
         bootstrap, model, prefix,
@@ -50,8 +53,9 @@ async def bench(args: argparse.Namespace, bootstrap: str, workdir: Path) -> dict
     service = ServiceProcess(env, workdir / "service.log")
     service.start()
 
-    start = (int(time.time()) // 3600 - 48) * 3600
     intervals = args.ticks // args.keys
+    # event time ends a day before now whatever the interval: no tick is "in the future"
+    start = (int(time.time()) // 86_400 - 1) * 86_400 - intervals * interval_s
     keys = [f"k{i:05d}" for i in range(args.keys)]
     rng = np.random.default_rng(0)
     values = 100 + rng.normal(size=(intervals, args.keys)).cumsum(axis=0)
@@ -59,7 +63,7 @@ async def bench(args: argparse.Namespace, bootstrap: str, workdir: Path) -> dict
     sent_at: dict[tuple[str, int], float] = {}
     arrived: dict[tuple[str, int], float] = {}
     published: dict[tuple[str, int], float] = {}
-    expected = (intervals - WINDOW) * args.keys
+    expected = (intervals - window) * args.keys
 
     consumer = AIOKafkaConsumer(
         forecasts_topic, bootstrap_servers=bootstrap, group_id=None,
@@ -88,7 +92,7 @@ async def bench(args: argparse.Namespace, bootstrap: str, workdir: Path) -> dict
     began = time.time()
     pause = args.keys / args.rate if args.rate else 0.0
     for t in range(intervals):
-        ts = start + t * INTERVAL_S + 1
+        ts = start + t * interval_s + 1
         # One record batch per partition per interval: the client's per-message path is
         # the slowest part of a Python producer, and the service must be what is measured.
         builders = {p: producer.create_batch() for p in partitions}
@@ -100,7 +104,7 @@ async def bench(args: argparse.Namespace, bootstrap: str, workdir: Path) -> dict
         for p, builder in builders.items():
             await producer.send_batch(builder, ticks_topic, partition=p)
         for key in keys:
-            sent_at[(key, start + (t - 1) * INTERVAL_S)] = sent
+            sent_at[(key, start + (t - 1) * interval_s)] = sent
         if pause:
             await asyncio.sleep(max(0.0, began + (t + 1) * pause - time.time()))
     await producer.flush()
