@@ -5,6 +5,10 @@
 #
 #   KAFKA_BOOTSTRAP=broker:9092 TICKS_PARTITIONS=12 deploy/compose/create-topics.sh
 #
+# Secured clusters: KAFKA_COMMAND_CONFIG names a client properties file (security.protocol,
+# sasl.mechanism, sasl.jaas.config, ssl.truststore.location, ...) passed as
+# --command-config; REPLICATION_FACTOR (default 1) should be 3 in production.
+#
 # Topic names come from the variables the service reads (STREAMCAST_TOPICS__TICKS and
 # its siblings), so the job and the service cannot disagree; the defaults equal
 # streamcast.config's.
@@ -14,6 +18,10 @@ bootstrap=${KAFKA_BOOTSTRAP:-kafka:9092}
 partitions=${TICKS_PARTITIONS:-6}
 replication=${REPLICATION_FACTOR:-1}
 kafka_topics=${KAFKA_TOPICS_SH:-/opt/kafka/bin/kafka-topics.sh}
+client=(--bootstrap-server "$bootstrap")
+if [[ -n "${KAFKA_COMMAND_CONFIG:-}" ]]; then
+  client+=(--command-config "$KAFKA_COMMAND_CONFIG")
+fi
 
 ticks=${STREAMCAST_TOPICS__TICKS:-ticks}
 forecasts=${STREAMCAST_TOPICS__FORECASTS:-forecasts}
@@ -24,12 +32,12 @@ state=${STREAMCAST_TOPICS__STATE_CHANGELOG:-streamcast-state-changelog}
 create() {
   local name=$1
   shift
-  "$kafka_topics" --bootstrap-server "$bootstrap" --create --if-not-exists \
+  "$kafka_topics" "${client[@]}" --create --if-not-exists \
     --topic "$name" --replication-factor "$replication" "$@"
 }
 
 partition_count() {
-  "$kafka_topics" --bootstrap-server "$bootstrap" --describe --topic "$1" \
+  "$kafka_topics" "${client[@]}" --describe --topic "$1" \
     | sed -n 's/.*PartitionCount: *\([0-9][0-9]*\).*/\1/p' | head -n 1
 }
 
