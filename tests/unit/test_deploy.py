@@ -1,12 +1,13 @@
-"""Static checks of the container and deployment files (no Docker engine needed).
+"""Static checks of the image, compose stack and monitoring files (no Docker engine needed).
 
 Every file under ``deploy/`` must parse, and what the files say must agree with the code:
 environment variables are real ``STREAMCAST_*`` settings (``streamcast.config``), the
 dashboard and alert rules query only metrics the service registers
-(``streamcast.metrics``), probes, ports and paths match across the Dockerfile, compose and
-Kubernetes, and the image never installs the ``train`` extra. The health probe script
-is run against the service's real health server, and the console script the image's
-ENTRYPOINT names is run from the venv.
+(``streamcast.metrics``) in valid PromQL, ports and paths match across the Dockerfile and
+compose, the image never installs the ``train`` extra, and docs/operations.md lists every
+setting with its real default. The health probe script runs against the service's real
+health server, and the console script the image's ENTRYPOINT names runs from the venv.
+Kubernetes: ``test_deploy_kubernetes.py``.
 """
 
 from __future__ import annotations
@@ -18,179 +19,32 @@ import os
 import re
 import shlex
 import subprocess
-import sys
-from functools import cache
 from pathlib import Path, PurePosixPath
-from typing import Any
 
-import kubernetes_validate
-import promql_parser
 import pytest
-import yaml
-from pydantic import BaseModel
 
-from streamcast.config import Settings, env_name, flatten, load_settings
+from streamcast.config import Settings, env_name, flatten
 from streamcast.health import HealthServer
-from streamcast.metrics import Metrics
-
-REPO = Path(__file__).resolve().parents[2]
-DEPLOY = REPO / "deploy"
-K8S = DEPLOY / "kubernetes"
-BIN = Path(sys.executable).parent
-ENV_VAR = re.compile(r"\bSTREAMCAST_[A-Z0-9_]+\b")
-METRIC = re.compile(r"\bstreamcast_[a-z0-9_]+\b")
-#: the metrics the dashboard must show (the issue's list)
-DASHBOARD_METRICS = {
-    "streamcast_ticks_total",
-    "streamcast_forecasts_total",
-    "streamcast_dead_letters_total",
-    "streamcast_batch_size_bucket",
-    "streamcast_inference_seconds_bucket",
-    "streamcast_end_to_end_latency_seconds_bucket",
-    "streamcast_active_keys",
-    "streamcast_evictions_total",
-    "streamcast_consumer_lag",
-}
-#: the oldest Kubernetes the manifests target (the PodDisruptionBudget's
-#: unhealthyPodEvictionPolicy is GA from 1.31) and the newest schema on hand
-K8S_VERSIONS = ("1.31.0", "1.37.0")
-K8S_API = {
-    "Namespace": "v1",
-    "ServiceAccount": "v1",
-    "ConfigMap": "v1",
-    "Secret": "v1",
-    "Service": "v1",
-    "Deployment": "apps/v1",
-    "PodDisruptionBudget": "policy/v1",
-    "HorizontalPodAutoscaler": "autoscaling/v2",
-}
-
-
-def load_yaml(path: Path) -> list[Any]:
-    """Every document of a YAML file (safe loader: merge keys yes, tags no)."""
-    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc is not None]
-
-
-@cache
-def compose() -> dict[str, Any]:
-    """deploy/docker-compose.yml."""
-    doc: dict[str, Any] = load_yaml(DEPLOY / "docker-compose.yml")[0]
-    return doc
-
-
-@cache
-def k8s() -> dict[str, dict[str, Any]]:
-    """Kubernetes objects of deploy/kubernetes by ``Kind/name``."""
-    objects: dict[str, dict[str, Any]] = {}
-    for path in sorted(K8S.glob("*.yaml")):
-        if path.name == "kustomization.yaml":
-            continue
-        for doc in load_yaml(path):
-            objects[f"{doc['kind']}/{doc['metadata']['name']}"] = doc
-    return objects
-
-
-def deployment() -> dict[str, Any]:
-    """The streamcast Deployment's pod spec."""
-    spec: dict[str, Any] = k8s()["Deployment/streamcast"]["spec"]["template"]["spec"]
-    return spec
-
-
-def configmap() -> dict[str, str]:
-    """The non-secret settings of the Kubernetes deployment."""
-    data: dict[str, str] = k8s()["ConfigMap/streamcast-config"]["data"]
-    return data
-
-
-@cache
-def dockerfile(path: Path = REPO / "Dockerfile") -> list[tuple[str, str]]:
-    """``(INSTRUCTION, arguments)`` per instruction, continuation lines joined."""
-    instructions: list[tuple[str, str]] = []
-    pending = ""
-    for raw in path.read_text().splitlines():
-        line = raw.strip()
-        if not pending and (not line or line.startswith("#")):
-            continue
-        if line.endswith("\\"):
-            pending += line[:-1] + " "
-            continue
-        word, _, rest = (pending + line).partition(" ")
-        instructions.append((word.upper(), rest.strip()))
-        pending = ""
-    return instructions
-
-
-def final_stage() -> list[tuple[str, str]]:
-    """The instructions of the Dockerfile's last stage (the image that ships)."""
-    instructions = dockerfile()
-    start = max(i for i, (word, _) in enumerate(instructions) if word == "FROM")
-    return instructions[start:]
-
-
-def image_env() -> dict[str, str]:
-    """ENV of the runtime stage, ``KEY=value`` pairs."""
-    env: dict[str, str] = {}
-    for word, args in final_stage():
-        if word == "ENV":
-            env.update(part.split("=", 1) for part in shlex.split(args))  # type: ignore[misc]
-    return env
-
-
-@cache
-def setting_env_names() -> tuple[frozenset[str], tuple[str, ...]]:
-    """Every variable ``Settings`` reads, and prefixes of dict-valued (open) groups."""
-    names: set[str] = set()
-    open_prefixes: list[str] = []
-    for name, field in Settings.model_fields.items():
-        names.add(env_name((name,)))
-        group = field.annotation
-        if isinstance(group, type) and issubclass(group, BaseModel):
-            for sub, subfield in group.model_fields.items():
-                names.add(env_name((name, sub)))
-                if getattr(subfield.annotation, "__origin__", None) is dict:
-                    open_prefixes.append(env_name((name, sub)) + "__")
-    return frozenset(names), tuple(open_prefixes)
-
-
-def is_setting(var: str) -> bool:
-    """Whether ``var`` is read by ``streamcast.config.Settings``."""
-    names, prefixes = setting_env_names()
-    return var in names or var.startswith(prefixes)
-
-
-@cache
-def registered_samples() -> frozenset[str]:
-    """Every sample name the service's registry can expose (counters with _total etc.)."""
-    suffixes = {
-        "counter": ("_total", "_created"),
-        "gauge": ("",),
-        "histogram": ("_bucket", "_count", "_sum", "_created"),
-        "summary": ("", "_count", "_sum", "_created"),
-    }
-    return frozenset(
-        family.name + suffix
-        for family in Metrics().registry.collect()
-        for suffix in suffixes.get(family.type, ("",))
-    )
-
-
-def dockerignore_included(path: str) -> bool:
-    """Docker's rule: the last pattern matching the path or a parent decides."""
-    included = True
-    for raw in (REPO / ".dockerignore").read_text().splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        negate = line.startswith("!")
-        pattern = line.lstrip("!").strip("/")
-        regex = re.escape(pattern).replace(r"\*\*/", "(.*/)?").replace(r"\*\*", ".*")
-        regex = regex.replace(r"\*", "[^/]*").replace(r"\?", "[^/]")
-        parts = PurePosixPath(path).parts
-        candidates = ["/".join(parts[: i + 1]) for i in range(len(parts))]
-        if any(re.fullmatch(regex, candidate) for candidate in candidates):
-            included = negate
-    return included
-
+from tests.unit.deploy_files import (
+    BIN,
+    DASHBOARD_METRICS,
+    DEPLOY,
+    ENV_VAR,
+    METRIC,
+    REPO,
+    compose,
+    configmap,
+    deployment,
+    dockerfile,
+    dockerignore_included,
+    final_stage,
+    image_env,
+    is_setting,
+    load_yaml,
+    parse_promql,
+    queries_in,
+    registered_samples,
+)
 
 # -- every file parses ------------------------------------------------------------------
 
@@ -404,25 +258,6 @@ def test_topic_job_creates_the_settings_topics_with_a_compacted_changelog() -> N
 # -- Prometheus, alerts, Grafana --------------------------------------------------------
 
 
-def queries_in(node: Any) -> list[str]:
-    """Every ``expr`` string anywhere in a parsed JSON/YAML tree."""
-    if isinstance(node, dict):
-        found = [node["expr"]] if isinstance(node.get("expr"), str) else []
-        return found + [q for value in node.values() for q in queries_in(value)]
-    if isinstance(node, list):
-        return [q for item in node for q in queries_in(item)]
-    return []
-
-
-def parse_promql(expr: str) -> None:
-    """Parse ``expr`` as PromQL, with Grafana's variables replaced by what they expand to."""
-    expanded = expr.replace("$__rate_interval", "1m").replace("$instance", ".*")
-    try:
-        promql_parser.parse(expanded)
-    except ValueError as exc:
-        pytest.fail(f"invalid PromQL ({exc}): {expr}")
-
-
 def test_dashboard_shows_the_required_metrics_and_only_registered_ones() -> None:
     dashboard = json.loads((DEPLOY / "grafana" / "dashboards" / "streamcast.json").read_text())
     exprs = queries_in(dashboard["panels"])
@@ -466,115 +301,6 @@ def test_prometheus_scrapes_the_metrics_port_and_grafana_loads_the_dashboards() 
     assert f"./grafana/dashboards:{path}:ro" in mounts
 
 
-# -- Kubernetes -------------------------------------------------------------------------
-
-
-def test_kubernetes_kinds_api_versions_and_namespaces() -> None:
-    objects = k8s()
-    kinds = {key.split("/")[0] for key in objects}
-    assert kinds == set(K8S_API)
-    for key, obj in objects.items():
-        assert obj["apiVersion"] == K8S_API[obj["kind"]], key
-        if obj["kind"] != "Namespace":
-            assert obj["metadata"]["namespace"] == "streamcast", key
-    kustomization = load_yaml(K8S / "kustomization.yaml")[0]
-    listed = set(kustomization["resources"])
-    on_disk = {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml"}
-    assert listed == on_disk - {"secret.example.yaml"}
-
-
-@pytest.mark.parametrize("version", K8S_VERSIONS)
-def test_kubernetes_manifests_validate_strictly_against_the_api_schema(version: str) -> None:
-    for key, obj in k8s().items():
-        try:
-            kubernetes_validate.validate(obj, version, strict=True)
-        except kubernetes_validate.ValidationError as exc:
-            pytest.fail(f"{key} is not a valid Kubernetes {version} object: {exc.message}")
-
-
-def test_deployment_replicas_resources_and_selectors() -> None:
-    deploy = k8s()["Deployment/streamcast"]
-    assert deploy["spec"]["replicas"] == 2
-    selector = deploy["spec"]["selector"]["matchLabels"]
-    assert selector.items() <= deploy["spec"]["template"]["metadata"]["labels"].items()
-    for kind in ("Service/streamcast-metrics", "PodDisruptionBudget/streamcast"):
-        spec = k8s()[kind]["spec"]
-        chosen = spec["selector"].get("matchLabels", spec["selector"])
-        assert chosen == selector, kind
-    # no surge: a pod beyond the partition count never turns ready and stalls a rollout
-    assert deploy["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
-    pdb = k8s()["PodDisruptionBudget/streamcast"]["spec"]
-    assert pdb["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
-    pod = deployment()
-    for container in pod["containers"] + pod["initContainers"]:
-        resources = container["resources"]
-        assert {"cpu", "memory"} <= resources["requests"].keys() & resources["limits"].keys()
-
-
-def test_probes_hit_healthz_and_readyz_on_the_metrics_port() -> None:
-    app = deployment()["containers"][0]
-    port = next(p for p in app["ports"] if p["name"] == "metrics")
-    assert str(port["containerPort"]) == configmap()["STREAMCAST_HTTP_PORT"]
-    assert app["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
-    assert app["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
-    assert app["startupProbe"]["httpGet"]["path"] == "/healthz"
-    annotations = k8s()["Deployment/streamcast"]["spec"]["template"]["metadata"]["annotations"]
-    assert annotations["prometheus.io/scrape"] == "true"
-    assert annotations["prometheus.io/port"] == str(port["containerPort"])
-    assert annotations["prometheus.io/path"] == "/metrics"
-    service_port = k8s()["Service/streamcast-metrics"]["spec"]["ports"][0]
-    assert service_port["targetPort"] == "metrics"
-
-
-def test_pods_are_non_root_read_only_and_drain_before_sigkill() -> None:
-    pod = deployment()
-    assert pod["securityContext"]["runAsNonRoot"] is True
-    assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
-    assert pod["automountServiceAccountToken"] is False
-    for container in pod["containers"] + pod["initContainers"]:
-        context = container["securityContext"]
-        assert context["readOnlyRootFilesystem"] is True, container["name"]
-        assert context["allowPrivilegeEscalation"] is False, container["name"]
-        assert context["capabilities"]["drop"] == ["ALL"], container["name"]
-    drain = float(configmap().get("STREAMCAST_DRAIN_TIMEOUT_S", Settings().drain_timeout_s))
-    assert pod["terminationGracePeriodSeconds"] > drain
-
-
-def test_model_reaches_the_container_from_a_volume() -> None:
-    pod = deployment()
-    model_dir = str(PurePosixPath(configmap()["STREAMCAST_MODEL_PATH"]).parent)
-    mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["mountPath"] == model_dir)
-    assert mount["readOnly"] is True
-    init = next(c for c in pod["initContainers"] if c["name"] == "model")
-    init_mount = next(m for m in init["volumeMounts"] if m["name"] == mount["name"])
-    assert init["command"][-1] == f"{init_mount['mountPath']}/model.onnx"
-    assert any(v["name"] == mount["name"] for v in pod["volumes"])
-
-
-def test_secrets_stay_out_of_the_configmap_and_the_example_is_a_placeholder() -> None:
-    secret_vars = {"STREAMCAST_SASL_PASSWORD", "STREAMCAST_SSL_KEY_PASSWORD"}
-    assert not secret_vars & configmap().keys()
-    env = {e["name"]: e for e in deployment()["containers"][0]["env"]}
-    assert env["STREAMCAST_SASL_PASSWORD"]["valueFrom"]["secretKeyRef"]["key"] == "password"
-    for key, obj in k8s().items():
-        if obj["kind"] == "Secret":
-            assert all("REPLACE-ME" in value for value in obj["stringData"].values()), key
-
-
-def test_autoscaler_stays_within_the_ticks_partition_count() -> None:
-    hpa = k8s()["HorizontalPodAutoscaler/streamcast"]["spec"]
-    assert hpa["scaleTargetRef"] == {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "name": "streamcast",
-    }
-    script = (DEPLOY / "compose" / "create-topics.sh").read_text()
-    partitions = int(re.search(r"TICKS_PARTITIONS:-(\d+)", script).group(1))  # type: ignore[union-attr]
-    assert hpa["minReplicas"] == k8s()["Deployment/streamcast"]["spec"]["replicas"]
-    assert hpa["maxReplicas"] <= partitions
-    assert "sit idle" in (K8S / "hpa.yaml").read_text()
-
-
 # -- the settings the deployments give are valid, and documented -------------------------
 
 
@@ -590,21 +316,6 @@ def test_operations_doc_lists_every_setting_with_its_default() -> None:
     assert not wrong, (
         f"docs/operations.md defaults differ from streamcast.config (doc, code): {wrong}"
     )
-
-
-def test_kubernetes_settings_parse(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for var in [v for v in os.environ if v.startswith("STREAMCAST_")]:
-        monkeypatch.delenv(var)
-    for var, value in configmap().items():
-        monkeypatch.setenv(var, value)
-    ca = tmp_path / "ca.crt"
-    ca.write_text("placeholder")
-    monkeypatch.setenv("STREAMCAST_SSL_CAFILE", str(ca))  # the Secret's mount, stood in
-    monkeypatch.setenv("STREAMCAST_SASL_USERNAME", "user")
-    monkeypatch.setenv("STREAMCAST_SASL_PASSWORD", "secret")
-    settings = load_settings(env_file=None)
-    assert settings.security_protocol == configmap()["STREAMCAST_SECURITY_PROTOCOL"]
-    assert settings.http_port == int(configmap()["STREAMCAST_HTTP_PORT"])
 
 
 def test_streamcast_config_accepts_the_compose_environment(tmp_path: Path) -> None:

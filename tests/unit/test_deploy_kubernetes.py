@@ -1,0 +1,150 @@
+"""Static checks of the Kubernetes manifests in ``deploy/kubernetes``.
+
+Strict validation against the API schemas (kubernetes-validate, offline), then what the
+schemas cannot know: probes on the metrics port, non-root read-only pods that drain
+before SIGKILL, the model volume, secrets kept out of the ConfigMap, selectors that
+match, a rollout and a disruption budget that suit a consumer group, and an autoscaler
+capped at the ticks topic's partition count. The ConfigMap must parse as ``Settings``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path, PurePosixPath
+
+import kubernetes_validate
+import pytest
+
+from streamcast.config import Settings, load_settings
+from tests.unit.deploy_files import (
+    DEPLOY,
+    K8S,
+    K8S_API,
+    K8S_VERSIONS,
+    configmap,
+    deployment,
+    k8s,
+    load_yaml,
+)
+
+
+def test_kubernetes_kinds_api_versions_and_namespaces() -> None:
+    objects = k8s()
+    kinds = {key.split("/")[0] for key in objects}
+    assert kinds == set(K8S_API)
+    for key, obj in objects.items():
+        assert obj["apiVersion"] == K8S_API[obj["kind"]], key
+        if obj["kind"] != "Namespace":
+            assert obj["metadata"]["namespace"] == "streamcast", key
+    kustomization = load_yaml(K8S / "kustomization.yaml")[0]
+    listed = set(kustomization["resources"])
+    on_disk = {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml"}
+    assert listed == on_disk - {"secret.example.yaml"}
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+def test_kubernetes_manifests_validate_strictly_against_the_api_schema(version: str) -> None:
+    for key, obj in k8s().items():
+        try:
+            kubernetes_validate.validate(obj, version, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            pytest.fail(f"{key} is not a valid Kubernetes {version} object: {exc.message}")
+
+
+def test_deployment_replicas_resources_and_selectors() -> None:
+    deploy = k8s()["Deployment/streamcast"]
+    assert deploy["spec"]["replicas"] == 2
+    selector = deploy["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= deploy["spec"]["template"]["metadata"]["labels"].items()
+    for kind in ("Service/streamcast-metrics", "PodDisruptionBudget/streamcast"):
+        spec = k8s()[kind]["spec"]
+        chosen = spec["selector"].get("matchLabels", spec["selector"])
+        assert chosen == selector, kind
+    # no surge: a pod beyond the partition count never turns ready and stalls a rollout
+    assert deploy["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
+    pdb = k8s()["PodDisruptionBudget/streamcast"]["spec"]
+    assert pdb["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
+    pod = deployment()
+    for container in pod["containers"] + pod["initContainers"]:
+        resources = container["resources"]
+        assert {"cpu", "memory"} <= resources["requests"].keys() & resources["limits"].keys()
+
+
+def test_probes_hit_healthz_and_readyz_on_the_metrics_port() -> None:
+    app = deployment()["containers"][0]
+    port = next(p for p in app["ports"] if p["name"] == "metrics")
+    assert str(port["containerPort"]) == configmap()["STREAMCAST_HTTP_PORT"]
+    assert app["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert app["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    assert app["startupProbe"]["httpGet"]["path"] == "/healthz"
+    annotations = k8s()["Deployment/streamcast"]["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/port"] == str(port["containerPort"])
+    assert annotations["prometheus.io/path"] == "/metrics"
+    service_port = k8s()["Service/streamcast-metrics"]["spec"]["ports"][0]
+    assert service_port["targetPort"] == "metrics"
+
+
+def test_pods_are_non_root_read_only_and_drain_before_sigkill() -> None:
+    pod = deployment()
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+    assert pod["automountServiceAccountToken"] is False
+    for container in pod["containers"] + pod["initContainers"]:
+        context = container["securityContext"]
+        assert context["readOnlyRootFilesystem"] is True, container["name"]
+        assert context["allowPrivilegeEscalation"] is False, container["name"]
+        assert context["capabilities"]["drop"] == ["ALL"], container["name"]
+    drain = float(configmap().get("STREAMCAST_DRAIN_TIMEOUT_S", Settings().drain_timeout_s))
+    assert pod["terminationGracePeriodSeconds"] > drain
+
+
+def test_model_reaches_the_container_from_a_volume() -> None:
+    pod = deployment()
+    model_dir = str(PurePosixPath(configmap()["STREAMCAST_MODEL_PATH"]).parent)
+    mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["mountPath"] == model_dir)
+    assert mount["readOnly"] is True
+    init = next(c for c in pod["initContainers"] if c["name"] == "model")
+    init_mount = next(m for m in init["volumeMounts"] if m["name"] == mount["name"])
+    assert init["command"][-1] == f"{init_mount['mountPath']}/model.onnx"
+    assert any(v["name"] == mount["name"] for v in pod["volumes"])
+
+
+def test_secrets_stay_out_of_the_configmap_and_the_example_is_a_placeholder() -> None:
+    secret_vars = {"STREAMCAST_SASL_PASSWORD", "STREAMCAST_SSL_KEY_PASSWORD"}
+    assert not secret_vars & configmap().keys()
+    env = {e["name"]: e for e in deployment()["containers"][0]["env"]}
+    assert env["STREAMCAST_SASL_PASSWORD"]["valueFrom"]["secretKeyRef"]["key"] == "password"
+    for key, obj in k8s().items():
+        if obj["kind"] == "Secret":
+            assert all("REPLACE-ME" in value for value in obj["stringData"].values()), key
+
+
+def test_autoscaler_stays_within_the_ticks_partition_count() -> None:
+    hpa = k8s()["HorizontalPodAutoscaler/streamcast"]["spec"]
+    assert hpa["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "streamcast",
+    }
+    script = (DEPLOY / "compose" / "create-topics.sh").read_text()
+    partitions = int(re.search(r"TICKS_PARTITIONS:-(\d+)", script).group(1))  # type: ignore[union-attr]
+    assert hpa["minReplicas"] == k8s()["Deployment/streamcast"]["spec"]["replicas"]
+    assert hpa["maxReplicas"] <= partitions
+    assert "sit idle" in (K8S / "hpa.yaml").read_text()
+
+
+def test_kubernetes_settings_parse(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for var in [v for v in os.environ if v.startswith("STREAMCAST_")]:
+        monkeypatch.delenv(var)
+    for var, value in configmap().items():
+        monkeypatch.setenv(var, value)
+    ca = tmp_path / "ca.crt"
+    ca.write_text("placeholder")
+    monkeypatch.setenv("STREAMCAST_SSL_CAFILE", str(ca))  # the Secret's mount, stood in
+    monkeypatch.setenv("STREAMCAST_SASL_USERNAME", "user")
+    monkeypatch.setenv("STREAMCAST_SASL_PASSWORD", "secret")
+    settings = load_settings(env_file=None)
+    assert settings.security_protocol == configmap()["STREAMCAST_SECURITY_PROTOCOL"]
+    assert settings.http_port == int(configmap()["STREAMCAST_HTTP_PORT"])
