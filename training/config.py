@@ -44,7 +44,7 @@ class TrainConfig:
     test_frac: float = 0.15
     #: training: sequences of ``burn_in + seq_len`` consumed steps, losses from origins
     #: every ``origin_stride`` steps after the burn-in, each rolled out ``horizon`` steps
-    seq_len: int = 168
+    seq_len: int = 96
     #: None: the window (the service's first forecast comes after ``window`` steps)
     burn_in: int | None = None
     origin_stride: int = 3
