@@ -37,6 +37,7 @@ from streamcast.features import (
     target_times,
     unscale_forecast,
 )
+from training.errors import ConfigError
 from training.series import SeriesSet
 
 BoolArray = npt.NDArray[np.bool_]
@@ -117,11 +118,11 @@ def stream_forecasts(
 ) -> StreamForecasts:
     """Replay ``series`` through the step, batched across keys per time index."""
     if series.interval_s != meta.interval_s:
-        raise ValueError(
+        raise ConfigError(
             f"data interval {series.interval_s}s differs from the model's {meta.interval_s}s"
         )
     if tuple(series.extra_names) != tuple(meta.features.extra_names):
-        raise ValueError(
+        raise ConfigError(
             f"data features {list(series.extra_names)} differ from the model's "
             f"{list(meta.features.extra_names)}"
         )

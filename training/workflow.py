@@ -454,7 +454,20 @@ def evaluate_pipeline(
         raise DataError(f"{model_path}: not a streamcast model: {exc}".splitlines()[0]) from exc
     except Exception as exc:  # onnxruntime raises its own exception types for bad files
         raise DataError(f"{model_path}: cannot load the ONNX model: {exc}".splitlines()[0]) from exc
-    config = TrainConfig.from_dict(dict(meta.training.config))
+    # the model's own description wins over the recorded training config (and fills in
+    # for models whose metadata carries none)
+    config = TrainConfig.from_dict(
+        {
+            **dict(meta.training.config),
+            "interval_s": meta.interval_s,
+            "window": meta.window,
+            "horizon": meta.horizon,
+            "max_gap": meta.gap.max_gap,
+            "aggregation": meta.aggregation,
+            "calendar": meta.features.calendar,
+            "timezone": meta.features.timezone,
+        }
+    )
     frame = source.load()
     series, prep, parts = prepare(frame, config)
     bt = backtest(sess, meta, series, parts, config)

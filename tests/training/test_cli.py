@@ -289,3 +289,30 @@ def test_tune_writes_a_config_fit_accepts(
     assert config.horizon == 4 and config.epochs == 1
     assert config.units in (16, 32, 64, 96) and config.window in (24, 48, 96)
     capsys.readouterr()
+
+
+def test_evaluate_with_other_features_than_the_model(
+    capsys: pytest.CaptureFixture[str], tiny_model: Path, tmp_path: Path
+) -> None:
+    frame = pd.read_csv(tiny_model.parent / "data.csv")
+    frame["temp"] = 20.0
+    data = tmp_path / "with_temp.csv"
+    frame.to_csv(data, index=False)
+    argv = [
+        "evaluate",
+        "--model",
+        str(tiny_model),
+        "--data",
+        str(data),
+        "--key-col",
+        "Sensor",
+        "--time-col",
+        "Date_Time",
+        "--value-col",
+        "Count",
+        "--features",
+        "temp",
+        "--out",
+        str(tmp_path / "ev"),
+    ]
+    assert "temp" in _user_error(capsys, argv)
