@@ -328,6 +328,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TrainingError as exc:
         print(f"error: {_one_line(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
+    except OSError as exc:  # e.g. --out is a file, or a directory we may not write
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: cannot write {where}{exc.strerror or exc}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130

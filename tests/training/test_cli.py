@@ -227,6 +227,7 @@ def test_fit_then_evaluate_from_the_command_line(
     ]
     assert len(table_rows) == 1
     assert (out / "loss.png").stat().st_size > 0
+    assert (out / "checkpoints" / "best.weights.h5").is_file()
     assert (
         main(
             [
@@ -316,3 +317,30 @@ def test_evaluate_with_other_features_than_the_model(
         str(tmp_path / "ev"),
     ]
     assert "temp" in _user_error(capsys, argv)
+
+
+def test_out_is_a_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    data = tiny_data(tmp_path / "ped.csv", hours=24 * 14)
+    blocker = tmp_path / "taken"
+    blocker.write_text("not a directory")
+    argv = [
+        "fit",
+        "--data",
+        str(data),
+        "--key-col",
+        "Sensor",
+        "--time-col",
+        "Date_Time",
+        "--value-col",
+        "Count",
+        "--window",
+        "24",
+        "--horizon",
+        "4",
+        "--seq-len",
+        "24",
+        "--out",
+        str(blocker),
+        "--quiet",
+    ]
+    assert "taken" in _user_error(capsys, argv)

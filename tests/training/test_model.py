@@ -116,3 +116,12 @@ def test_sequence_states_equal_repeated_cell_steps() -> None:
         h, c = model.cell(tf.constant(x[:, t]), h, c)
     np.testing.assert_allclose(h_all[-1].numpy(), h.numpy(), atol=1e-6)
     np.testing.assert_allclose(c_all[-1].numpy(), c.numpy(), atol=1e-6)
+
+
+def test_time_budget_stops_training() -> None:
+    s = _daily()
+    spec = FeatureSpec(interval_s=HOUR, calendar=CONFIG.calendar)
+    config = CONFIG.updated(epochs=1000, time_budget_s=1.0, patience=1000)
+    result = train(s, _scaled(s), _roles(s), spec, config, verbose=False)
+    assert result.stopped.startswith("time budget")
+    assert 1 <= len(result.history["loss"]) < 1000
