@@ -392,10 +392,14 @@ def fit_pipeline(
     )
     start = time.monotonic()
     model_path = out_dir / "model.onnx"
+    if verbose:
+        print(f"training done ({result.stopped}); exporting ONNX with the parity check")
     real = _real_parity_inputs(result.model, series, scaled, spec, parts=parts, config=config)
     diff = export_step(result.model, meta, model_path, real)
     timings["export"] = time.monotonic() - start
     sess, meta = load_session(model_path)
+    if verbose:
+        print("streaming backtest of the exported model and the baselines")
     bt = backtest(sess, meta, series, parts, config)
     timings.update(bt.timings)
     calibration, drift = calibrate(bt.fc, series, parts, config)
