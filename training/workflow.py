@@ -18,11 +18,9 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import onnxruntime as ort
 import pandas as pd
 
 from streamcast.artifact import (
-    CalibrationMeta,
     FeatureMeta,
     GapMeta,
     GraphNames,
@@ -31,22 +29,21 @@ from streamcast.artifact import (
     TrainingMeta,
 )
 from streamcast.features import FeatureSpec, calendar_features, target_times
-from training import baselines, plots
+from training import plots
+from training.backtest import Backtest, backtest, calibrate, forecast_figures
 from training.config import TrainConfig
 from training.data import fingerprint, load_table
 from training.datasets import dataset_info, load_dataset
 from training.errors import ConfigError, DataError
 from training.evaluate import (
-    StreamForecasts,
     actuals,
     emitting_rows,
     load_session,
     position_since_reset,
-    stream_forecasts,
     write_forecasts,
 )
-from training.metrics import METRIC_NAMES, error_metrics, seasonal_scale
-from training.prep import Role, Split, fit_scaling, scale_series, split
+from training.metrics import METRIC_NAMES
+from training.prep import Split, fit_scaling, scale_series, split
 from training.regular import PrepReport, format_interval, regularise
 from training.report import comparison_table, write_report
 from training.series import SeriesSet
@@ -164,115 +161,6 @@ def _real_parity_inputs(
             target_times(series.ts[rows], series.interval_s, config.horizon), spec
         )
     return StepInputs(x=scaled[rows], h=h_all[-1].numpy(), c=c_all[-1].numpy(), calendar=calendar)
-
-
-@dataclass
-class Backtest:
-    """The streaming replay and everything scored from it."""
-
-    fc: StreamForecasts
-    test: npt.NDArray[np.int64]  # indices into fc of test-period origins
-    actual: npt.NDArray[np.float64]
-    mask: npt.NDArray[np.bool_]
-    forecasts: dict[str, npt.NDArray[np.float64]]
-    metrics: dict[str, dict[str, Any]]
-    timings: dict[str, float]
-
-
-def backtest(
-    sess: ort.InferenceSession,
-    meta: ModelMeta,
-    series: SeriesSet,
-    parts: Split,
-    config: TrainConfig,
-) -> Backtest:
-    """Replay through the exported step, then score LSTM and baselines on test origins."""
-    timings: dict[str, float] = {}
-    start = time.monotonic()
-    fc = stream_forecasts(sess, meta, series)
-    timings["stream_replay"] = time.monotonic() - start
-    test = np.flatnonzero(parts.role[fc.row] == Role.TEST)
-    rows = fc.row[test]
-    actual, mask = actuals(series, rows, meta.horizon)
-    keep = mask.any(axis=1)
-    test, rows, actual, mask = test[keep], rows[keep], actual[keep], mask[keep]
-    forecasts = {
-        "lstm": fc.forecast[test],
-        "naive": baselines.naive(series, rows, meta.horizon),
-        "seasonal_naive": baselines.seasonal_naive(series, rows, meta.horizon, config.season),
-    }
-    start = time.monotonic()
-    forecasts["arima"] = baselines.arima(
-        series, parts.train, rows, meta.horizon, season=config.season
-    )
-    timings["arima"] = time.monotonic() - start
-    scale = seasonal_scale(series, parts.train, config.season)[series.key_index()[rows]]
-    metrics = {name: error_metrics(f, actual, mask, scale) for name, f in forecasts.items()}
-    return Backtest(fc, test, actual, mask, forecasts, metrics, timings)
-
-
-def calibrate(
-    fc: StreamForecasts, series: SeriesSet, parts: Split, config: TrainConfig
-) -> tuple[CalibrationMeta, dict[str, object]]:
-    """Per-step quantiles of scaled residuals ``(actual - forecast) / scale`` on validation
-    origins, and their mean/std/|p95| as the drift detectors' reference."""
-    val = np.flatnonzero(parts.role[fc.row] == Role.VAL)
-    actual, mask = actuals(series, fc.row[val], config.horizon)
-    resid = (actual - fc.forecast[val]) / fc.scale[val][:, None]
-    resid = np.where(mask, resid, np.nan)
-    if not mask.any(axis=0).all():
-        return CalibrationMeta(), {}
-    lower, upper = [], []
-    for level in config.interval_levels:
-        lo, hi = np.nanquantile(resid, [(1 - level) / 2, 1 - (1 - level) / 2], axis=0)
-        lower.append(tuple(float(v) for v in lo))
-        upper.append(tuple(float(v) for v in hi))
-    drift: dict[str, object] = {
-        "reference": "validation period, scaled residuals (actual - forecast) / scale",
-        "residual_mean": [float(v) for v in np.nanmean(resid, axis=0)],
-        "residual_std": [float(v) for v in np.nanstd(resid, axis=0)],
-        "abs_residual_p95": [float(v) for v in np.nanquantile(np.abs(resid), 0.95, axis=0)],
-        "n_origins": len(val),
-    }
-    return (
-        CalibrationMeta(levels=config.interval_levels, lower=tuple(lower), upper=tuple(upper)),
-        drift,
-    )
-
-
-def _forecast_figures(series: SeriesSet, bt: Backtest, out_dir: Path, season: int) -> list[str]:
-    names: list[str] = []
-    keys = series.key_index()[bt.fc.row[bt.test]]
-    for k in np.argsort(-np.bincount(keys, minlength=len(series.keys)))[:3]:
-        mine = np.flatnonzero(keys == k)
-        if len(mine) == 0:
-            continue
-        # three back-to-back horizons from the middle of the test period: close enough to see
-        picks = mine[np.minimum(len(mine) // 2 + np.arange(3) * bt.actual.shape[1], len(mine) - 1)]
-        origins = [
-            (
-                int(series.ts[bt.fc.row[bt.test[i]]]),
-                bt.actual[i],
-                {m: f[i] for m, f in bt.forecasts.items()},
-            )
-            for i in picks
-        ]
-        first = origins[0][0] - 2 * season * series.interval_s
-        last = origins[-1][0] + (bt.actual.shape[1] + 1) * series.interval_s
-        sl = series.key_slice(int(k))
-        sel = (series.ts[sl] >= first) & (series.ts[sl] <= last)
-        safe = "".join(ch if ch.isalnum() else "_" for ch in series.keys[k])
-        name = f"forecast_{safe}.png"
-        plots.forecast_vs_actual(
-            series.keys[k],
-            series.ts[sl][sel],
-            series.values[sl, 0][sel],
-            origins,
-            interval_s=series.interval_s,
-            path=out_dir / name,
-        )
-        names.append(name)
-    return names
 
 
 def _headline(metrics: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
@@ -416,7 +304,7 @@ def fit_pipeline(
     start = time.monotonic()
     write_forecasts(out_dir / forecasts_file, series, bt.fc, meta.horizon)
     figures = [plots.loss_curve(result.history, result.best_epoch, out_dir / "loss.png").name]
-    figures += _forecast_figures(series, bt, out_dir, config.season)
+    figures += forecast_figures(series, bt, out_dir, config.season)
     timings["write_outputs"] = time.monotonic() - start
     timings["total"] = time.monotonic() - started
     report = _base_report(
@@ -477,7 +365,7 @@ def evaluate_pipeline(
     bt = backtest(sess, meta, series, parts, config)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_forecasts(out_dir / forecasts_file, series, bt.fc, meta.horizon)
-    figures = _forecast_figures(series, bt, out_dir, config.season)
+    figures = forecast_figures(series, bt, out_dir, config.season)
     timings = {**bt.timings, "total": time.monotonic() - started}
     report = _base_report(
         meta.name, source.spec, frame, series, prep=prep, parts=parts, config=config, bt=bt

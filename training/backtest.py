@@ -1,0 +1,136 @@
+"""The streaming backtest: replay through the exported step, score every model, calibrate.
+
+:func:`backtest` replays a prepared history through the exported model (ONNX Runtime only,
+:mod:`training.evaluate`) and scores the LSTM and the baselines on the *same* test-period
+origins; :func:`calibrate` turns validation-period residuals into the prediction-interval
+calibration and drift reference stored in the model's metadata.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+
+from streamcast.artifact import CalibrationMeta, ModelMeta
+from training import baselines, plots
+from training.config import TrainConfig
+from training.evaluate import StreamForecasts, actuals, stream_forecasts
+from training.metrics import error_metrics, seasonal_scale
+from training.prep import Role, Split
+from training.series import SeriesSet
+
+
+@dataclass
+class Backtest:
+    """The streaming replay and everything scored from it."""
+
+    fc: StreamForecasts
+    test: npt.NDArray[np.int64]  # indices into fc of test-period origins
+    actual: npt.NDArray[np.float64]
+    mask: npt.NDArray[np.bool_]
+    forecasts: dict[str, npt.NDArray[np.float64]]
+    metrics: dict[str, dict[str, Any]]
+    timings: dict[str, float]
+
+
+def backtest(
+    sess: ort.InferenceSession,
+    meta: ModelMeta,
+    series: SeriesSet,
+    parts: Split,
+    config: TrainConfig,
+) -> Backtest:
+    """Replay through the exported step, then score LSTM and baselines on test origins."""
+    timings: dict[str, float] = {}
+    start = time.monotonic()
+    fc = stream_forecasts(sess, meta, series)
+    timings["stream_replay"] = time.monotonic() - start
+    test = np.flatnonzero(parts.role[fc.row] == Role.TEST)
+    rows = fc.row[test]
+    actual, mask = actuals(series, rows, meta.horizon)
+    keep = mask.any(axis=1)
+    test, rows, actual, mask = test[keep], rows[keep], actual[keep], mask[keep]
+    forecasts = {
+        "lstm": fc.forecast[test],
+        "naive": baselines.naive(series, rows, meta.horizon),
+        "seasonal_naive": baselines.seasonal_naive(series, rows, meta.horizon, config.season),
+    }
+    start = time.monotonic()
+    forecasts["arima"] = baselines.arima(
+        series, parts.train, rows, meta.horizon, season=config.season
+    )
+    timings["arima"] = time.monotonic() - start
+    scale = seasonal_scale(series, parts.train, config.season)[series.key_index()[rows]]
+    metrics = {name: error_metrics(f, actual, mask, scale) for name, f in forecasts.items()}
+    return Backtest(fc, test, actual, mask, forecasts, metrics, timings)
+
+
+def calibrate(
+    fc: StreamForecasts, series: SeriesSet, parts: Split, config: TrainConfig
+) -> tuple[CalibrationMeta, dict[str, object]]:
+    """Per-step quantiles of scaled residuals ``(actual - forecast) / scale`` on validation
+    origins, and their mean/std/|p95| as the drift detectors' reference."""
+    val = np.flatnonzero(parts.role[fc.row] == Role.VAL)
+    actual, mask = actuals(series, fc.row[val], config.horizon)
+    resid = (actual - fc.forecast[val]) / fc.scale[val][:, None]
+    resid = np.where(mask, resid, np.nan)
+    if not mask.any(axis=0).all():
+        return CalibrationMeta(), {}
+    lower, upper = [], []
+    for level in config.interval_levels:
+        lo, hi = np.nanquantile(resid, [(1 - level) / 2, 1 - (1 - level) / 2], axis=0)
+        lower.append(tuple(float(v) for v in lo))
+        upper.append(tuple(float(v) for v in hi))
+    drift: dict[str, object] = {
+        "reference": "validation period, scaled residuals (actual - forecast) / scale",
+        "residual_mean": [float(v) for v in np.nanmean(resid, axis=0)],
+        "residual_std": [float(v) for v in np.nanstd(resid, axis=0)],
+        "abs_residual_p95": [float(v) for v in np.nanquantile(np.abs(resid), 0.95, axis=0)],
+        "n_origins": len(val),
+    }
+    return (
+        CalibrationMeta(levels=config.interval_levels, lower=tuple(lower), upper=tuple(upper)),
+        drift,
+    )
+
+
+def forecast_figures(series: SeriesSet, bt: Backtest, out_dir: Path, season: int) -> list[str]:
+    """Forecast-vs-actual PNGs for the 3 keys with most test origins; returns file names."""
+    names: list[str] = []
+    keys = series.key_index()[bt.fc.row[bt.test]]
+    for k in np.argsort(-np.bincount(keys, minlength=len(series.keys)))[:3]:
+        mine = np.flatnonzero(keys == k)
+        if len(mine) == 0:
+            continue
+        # three back-to-back horizons from the middle of the test period: close enough to see
+        picks = mine[np.minimum(len(mine) // 2 + np.arange(3) * bt.actual.shape[1], len(mine) - 1)]
+        origins = [
+            (
+                int(series.ts[bt.fc.row[bt.test[i]]]),
+                bt.actual[i],
+                {m: f[i] for m, f in bt.forecasts.items()},
+            )
+            for i in picks
+        ]
+        first = origins[0][0] - 2 * season * series.interval_s
+        last = origins[-1][0] + (bt.actual.shape[1] + 1) * series.interval_s
+        sl = series.key_slice(int(k))
+        sel = (series.ts[sl] >= first) & (series.ts[sl] <= last)
+        safe = "".join(ch if ch.isalnum() else "_" for ch in series.keys[k])
+        name = f"forecast_{safe}.png"
+        plots.forecast_vs_actual(
+            series.keys[k],
+            series.ts[sl][sel],
+            series.values[sl, 0][sel],
+            origins,
+            interval_s=series.interval_s,
+            path=out_dir / name,
+        )
+        names.append(name)
+    return names
