@@ -19,6 +19,7 @@ budget stops training in time.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -299,7 +300,8 @@ def train(
         )
         result.n_train_chunks = len(chunks)
         bar = None
-        if verbose:
+        if verbose and sys.stdout.isatty():
+            # a live bar only on a terminal: in logs and CI it is a wall of escape codes
             print(f"epoch {epoch + 1}/{config.epochs}")
             bar = keras.utils.Progbar(math.ceil(len(chunks) / config.batch_size))
         train_loss = loss.run(chunks, config.batch_size, True, rng, bar)
@@ -309,7 +311,11 @@ def train(
         result.history["val_loss"].append(val_loss)
         result.history["lr"].append(lr)
         if verbose:
-            print(f"  loss {train_loss:.4f}  val_loss {val_loss:.4f}  lr {lr:.2g}")
+            print(
+                f"epoch {epoch + 1}/{config.epochs}  loss {train_loss:.4f}  "
+                f"val_loss {val_loss:.4f}  lr {lr:.2g}  ({epoch_seconds:.1f}s)",
+                flush=True,
+            )
         if val_loss < result.best_val_loss - 1e-5:
             result.best_val_loss = val_loss
             result.best_epoch = epoch + 1
