@@ -90,10 +90,10 @@ async def bench(args: argparse.Namespace, bootstrap: str, workdir: Path) -> int:
     # of the post-cap run with the first half's (allocator noise shows in both halves).
     at_cap = [r[3] for r in rows if r[0] >= 2 * args.max_keys]
     half = len(at_cap) // 2
-    first, second = max(at_cap[:half]), max(at_cap[half:])
-    growth = (second - first) / first
+    early, late = max(at_cap[:half]), max(at_cap[half:])
+    growth = (late - early) / early
     print(
-        f"RSS after the cap: first-half peak {first:.1f} MiB, second-half peak {second:.1f} MiB "
+        f"RSS after the cap: first-half peak {early:.1f} MiB, second-half peak {late:.1f} MiB "
         f"({100 * growth:+.1f}%); max active keys {max(r[1] for r in rows):,.0f}"
     )
     if max(r[1] for r in rows) > args.max_keys:

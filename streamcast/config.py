@@ -30,7 +30,7 @@ SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 LogFormat = Literal["json", "console"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
-ProcessingGuarantee = Literal["at_least_once"]
+ProcessingGuarantee = Literal["at_least_once", "exactly_once"]
 
 
 class SettingsError(Exception):
@@ -89,7 +89,13 @@ class Settings(BaseSettings):
     ssl_key_password: SecretStr | None = None
     group_id: str = Field(default="streamcast", min_length=1)
     topics: TopicSettings = TopicSettings()
+    #: exactly_once: one Kafka transaction per micro-batch and input partition (outputs,
+    #: state changelog, offsets); durable per-key state restored on assignment
     processing_guarantee: ProcessingGuarantee = "at_least_once"
+    #: transactional ids are ``<prefix>-<group>-<ticks topic>-<partition>`` (exactly_once)
+    transactional_id_prefix: str = Field(default="streamcast", min_length=1)
+    #: consumer group session timeout: how soon a dead instance's partitions move on
+    session_timeout_ms: int = Field(default=10_000, ge=1_000)
 
     # -- model and input interpretation
     model_path: Path | None = None
@@ -125,15 +131,6 @@ class Settings(BaseSettings):
     http_port: int = Field(default=9400, ge=0, le=65535)
     log_format: LogFormat = "json"
     log_level: LogLevel = "INFO"
-
-    @field_validator("processing_guarantee", mode="before")
-    @classmethod
-    def _only_at_least_once(cls, value: object) -> object:
-        if value == "exactly_once":
-            raise ValueError(
-                "exactly_once is not available yet (it comes with durable state); use at_least_once"
-            )
-        return value
 
     @field_validator("log_level", mode="before")
     @classmethod

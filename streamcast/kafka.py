@@ -9,7 +9,6 @@ calls ``commit`` only after that, so a crash can repeat output but never lose it
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import ssl
@@ -20,12 +19,12 @@ from typing import Any, Protocol, Self
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import MessageSizeTooLargeError, TopicAlreadyExistsError
+from aiokafka.errors import TopicAlreadyExistsError
 from aiokafka.helpers import create_ssl_context
-from aiokafka.partitioner import DefaultPartitioner
 
 from streamcast.config import Settings
 from streamcast.errors import ConfigurationError
+from streamcast.publish import PartitionPicker, publish_packed
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +32,6 @@ log = logging.getLogger(__name__)
 UNKNOWN_TOPIC_OR_PARTITION = 3
 #: aiokafka's internal reconnect/retry pause (its default, 100 ms, hammers a dead broker)
 RETRY_BACKOFF_MS = 300
-#: dead letters whose original bytes exceed this are truncated so the DLQ send cannot fail
-MAX_DEAD_LETTER_BYTES = 900 * 1024
 
 
 class TopicError(ConfigurationError):
@@ -89,12 +86,17 @@ class InRecord:
 
 @dataclass(frozen=True, slots=True)
 class OutRecord:
-    """One message to produce."""
+    """One message to produce; ``value=None`` is a tombstone (compacted topics).
+
+    ``partition=None`` lets the key choose (as ``send`` would); changelog records name
+    their partition: the input partition whose state they hold.
+    """
 
     topic: str
     key: bytes | None
-    value: bytes
+    value: bytes | None
     headers: list[tuple[str, bytes]] = field(default_factory=list)
+    partition: int | None = None
 
 
 class Broker(Protocol):
@@ -152,10 +154,14 @@ def ssl_context(settings: Settings) -> ssl.SSLContext:
     return context
 
 
-def make_consumer(settings: Settings) -> AIOKafkaConsumer:
-    """The ticks consumer: manual commits, earliest reset, read_committed input."""
+def make_consumer(settings: Settings, *, subscribe: bool = True) -> AIOKafkaConsumer:
+    """The ticks consumer: manual commits, earliest reset, read_committed input.
+
+    ``subscribe=False`` leaves subscribing (with a rebalance listener) to the caller.
+    """
+    session = settings.session_timeout_ms
     return AIOKafkaConsumer(
-        settings.topics.ticks,
+        *([settings.topics.ticks] if subscribe else []),
         group_id=settings.group_id,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
@@ -163,6 +169,10 @@ def make_consumer(settings: Settings) -> AIOKafkaConsumer:
         fetch_max_wait_ms=max(settings.batch_max_wait_ms, 1),
         retry_backoff_ms=RETRY_BACKOFF_MS,
         max_poll_interval_ms=max(300_000, int(settings.drain_timeout_s * 2_000)),
+        session_timeout_ms=session,
+        heartbeat_interval_ms=min(3_000, session // 3),
+        # members finish their in-flight batch before rejoining: give them time
+        rebalance_timeout_ms=max(session, 30_000),
         **client_options(settings),
     )
 
@@ -184,7 +194,8 @@ async def ensure_topics(settings: Settings) -> int:
     """Check the ticks topic and create the output topics that are missing.
 
     Forecasts, alerts and dead-letter topics get the ticks topic's partition count and
-    replication factor. Returns the partition count. Raises :class:`TopicError` when the
+    replication factor; in exactly-once mode the state changelog is created (compacted)
+    or checked too. Returns the partition count. Raises :class:`TopicError` when the
     ticks topic does not exist (the service never creates its input).
     """
     topics = settings.topics
@@ -211,6 +222,10 @@ async def ensure_topics(settings: Settings) -> int:
                     [NewTopic(name, partitions, replication) for name in missing]
                 )
             log.info("created output topics", extra={"topics": missing, "partitions": partitions})
+        if settings.processing_guarantee == "exactly_once":
+            from streamcast.changelog import ensure_changelog  # noqa: PLC0415 (imports us)
+
+            await ensure_changelog(admin, settings, partitions, replication)
         return partitions
     finally:
         await admin.close()
@@ -240,8 +255,7 @@ class KafkaBroker:
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._closed = False
-        self._partitioner = DefaultPartitioner()
-        self._partition_cache: dict[tuple[str, bytes], tuple[int, int]] = {}
+        self._pick = PartitionPicker(settings.max_keys)
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -303,67 +317,8 @@ class KafkaBroker:
         return [m for messages in batches.values() for m in messages]
 
     async def publish(self, records: Sequence[OutRecord]) -> None:
-        """Send everything, then await every delivery; raises if any delivery failed.
-
-        Records are packed into one record batch per partition (the key picks the
-        partition exactly as ``send`` would): the per-message path of the Python client
-        costs more than the whole pipeline.
-        """
-        producer = self.producer
-        partitions: dict[str, list[int]] = {}
-        builders: dict[tuple[str, int], Any] = {}
-        futures: list[asyncio.Future[Any]] = []
-        singles: list[OutRecord] = []
-        for r in records:
-            if r.topic not in partitions:
-                partitions[r.topic] = sorted(await producer.partitions_for(r.topic))
-            parts = partitions[r.topic]
-            partition = self._partition_of(r.topic, r.key, parts)
-            tp = (r.topic, partition)
-            builder = builders.get(tp)
-            if builder is None:
-                builder = builders[tp] = producer.create_batch()
-            if builder.append(timestamp=None, key=r.key, value=r.value, headers=r.headers):
-                continue
-            # Full: ship it and start the next batch for this partition.
-            futures.append(await producer.send_batch(builder, r.topic, partition=partition))
-            builder = builders[tp] = producer.create_batch()
-            if not builder.append(timestamp=None, key=r.key, value=r.value, headers=r.headers):
-                singles.append(r)  # larger than a whole batch: let send() judge it
-        for (topic, partition), builder in builders.items():
-            if builder.record_count():
-                futures.append(await producer.send_batch(builder, topic, partition=partition))
-        await asyncio.gather(*futures)
-        await self._publish_singly(singles)
-
-    def _partition_of(self, topic: str, key: bytes | None, parts: list[int]) -> int:
-        """The partition ``send`` would pick, memoised per key (murmur2 in Python is slow)."""
-        if key is None:
-            return int(self._partitioner(None, parts, parts))
-        cache = self._partition_cache
-        cached = cache.get((topic, key))
-        if cached is not None and cached[1] == len(parts):
-            return cached[0]
-        if len(cache) >= self._settings.max_keys:
-            cache.clear()  # bounded like the state store, whatever keys arrive
-        partition = int(self._partitioner(key, parts, parts))
-        cache[(topic, key)] = (partition, len(parts))
-        return partition
-
-    async def _publish_singly(self, records: Sequence[OutRecord]) -> None:
-        """``send`` each record; one too large for the broker is truncated (dead letters)."""
-        producer = self.producer
-        for record in records:
-            try:
-                await (await producer.send(
-                    record.topic, record.value, key=record.key, headers=record.headers
-                ))  # fmt: skip
-            except MessageSizeTooLargeError:
-                log.warning("record too large for the broker; sent truncated")
-                small = _truncated(record)
-                await (await producer.send(
-                    small.topic, small.value, key=small.key, headers=small.headers
-                ))  # fmt: skip
+        """Send everything, then await every delivery; raises if any delivery failed."""
+        await publish_packed(self.producer, records, self._pick)
 
     async def commit(self, offsets: Mapping[tuple[str, int], int]) -> None:
         """Commit the given next-offsets for partitions this consumer still owns."""
@@ -393,9 +348,3 @@ class KafkaBroker:
                 continue  # nothing consumed from it yet: unknown, not zero
             out[tp.partition] = max(0, high - position)
         return out
-
-
-def _truncated(record: OutRecord) -> OutRecord:
-    """The record with its value cut to :data:`MAX_DEAD_LETTER_BYTES`, marked in a header."""
-    headers = [*record.headers, ("truncated_from", str(len(record.value)).encode())]
-    return OutRecord(record.topic, record.key, record.value[:MAX_DEAD_LETTER_BYTES], headers)

@@ -17,6 +17,13 @@ streamcast_consumer_lag{partition}          gauge     records behind the high wa
 streamcast_restarts_total                   counter   key resets to warm-up (long gaps)
 streamcast_broker_errors_total{op}          counter   retriable broker failures: connect,
                                                       fetch, produce, commit
+streamcast_transactions_total{result}       counter   exactly-once: per-partition transactions
+                                                      committed|failed (failed -> rewind)
+streamcast_rewinds_total                    counter   exactly-once: rewinds to the committed
+                                                      offsets after a failed batch
+streamcast_restore_seconds                  histogram time to read changelog partitions
+                                                      into the store on assignment/rewind
+streamcast_restored_keys_total              counter   keys restored from the changelog
 streamcast_build_info{version,model,...}    gauge     always 1; labels say what runs
 =========================================== ========= =====================================
 
@@ -99,6 +106,24 @@ class Metrics:
         self.broker_errors = Counter(
             "streamcast_broker_errors", "Retriable broker errors, by operation", ["op"], registry=r
         )
+        self.transactions = Counter(
+            "streamcast_transactions",
+            "Exactly-once transactions (one per input partition and batch), by result",
+            ["result"],
+            registry=r,
+        )
+        self.rewinds = Counter(
+            "streamcast_rewinds", "Rewinds to the committed offsets after a failure", registry=r
+        )
+        self.restore_seconds = Histogram(
+            "streamcast_restore_seconds",
+            "Time to restore changelog partitions into the state store",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.restored_keys = Counter(
+            "streamcast_restored_keys", "Keys restored from the state changelog", registry=r
+        )
         self.build_info = Gauge(
             "streamcast_build_info",
             "What is running (value is always 1)",
@@ -109,6 +134,8 @@ class Metrics:
             self.ticks.labels(result=result)
         for cause in ("ttl", "lru"):
             self.evictions.labels(cause=cause)
+        for result in ("committed", "failed"):
+            self.transactions.labels(result=result)
 
     def set_build_info(self, model: str, model_version: str) -> None:
         """Publish the running version and model."""

@@ -8,9 +8,9 @@ with the original bytes and key, reason and source coordinates in headers.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -33,6 +33,9 @@ class CoreStep:
     #: closed its interval: its Kafka timestamp starts the end-to-end latency clock
     trigger_positions: npt.NDArray[np.int64]
     counters: dict[str, int] = field(default_factory=dict)
+    #: keys whose state changed (changelog records) and keys dropped (tombstones)
+    changed_keys: list[str] = field(default_factory=list)
+    removed_keys: list[str] = field(default_factory=list)
 
 
 class BatchProcessor(Protocol):
@@ -46,19 +49,49 @@ class BatchProcessor(Protocol):
         ...
 
 
+@runtime_checkable
+class DurableProcessor(BatchProcessor, Protocol):
+    """A processor whose per-key state is kept per input partition (exactly-once mode)."""
+
+    #: input partition of every held key (the partition its ticks arrive on)
+    partition_of: dict[str, int]
+
+    def state_records(self, topic: str, step: CoreStep) -> list[OutRecord]:
+        """Changelog records for ``step``: state of changed keys, tombstones of removed."""
+        ...
+
+    def restore(self, partition: int, records: Sequence[tuple[str, bytes]], now_s: float) -> int:
+        """Load a partition's changelog state; returns the keys restored."""
+        ...
+
+    def drop_partitions(self, partitions: Set[int]) -> int:
+        """Forget the keys of ``partitions`` (no tombstones); returns how many."""
+        ...
+
+
 class Core:
-    """Decoder plus pipeline: ``process(records, now_s) -> CoreStep`` (CPU only, no I/O)."""
+    """Decoder plus pipeline: ``process(records, now_s) -> CoreStep`` (CPU only, no I/O).
+
+    It also remembers the input partition of every key, because exactly-once mode keeps
+    a key's state in the changelog partition of its input partition and drops it when
+    that partition moves to another instance. Ticks of a key must all arrive on one
+    partition (the Kafka key is the series key, as the producers' contract says).
+    """
 
     def __init__(self, decoder: TickDecoder, pipeline: Pipeline, name: str, version: str) -> None:
         self.decoder = decoder
         self.pipeline = pipeline
         self.model_name = name
         self.model_version = version
+        self.partition_of: dict[str, int] = {}
 
     def process(self, records: Sequence[Consumed], now_s: float) -> CoreStep:
         """Decode and step one micro-batch."""
         batch, rejections = self.decoder.decode([(r.key, r.value) for r in records])
         result = self.pipeline.process(batch, now_s)
+        if len(batch.keys):
+            parts = np.fromiter((r.partition for r in records), dtype=np.int64, count=len(records))
+            self.partition_of.update(zip(batch.keys, parts[batch.index].tolist(), strict=True))
         forecasts = result.forecasts
         c = result.counters
         counters = {
@@ -72,7 +105,36 @@ class Core:
             rejections=[*rejections, *result.rejections],
             trigger_positions=np.asarray(forecasts.trigger_index, dtype=np.int64),
             counters=counters,
+            changed_keys=result.changed_keys,
+            removed_keys=result.removed_keys,
         )
+
+    def state_records(self, topic: str, step: CoreStep) -> list[OutRecord]:
+        """Changelog records, each sent to its key's input partition: the compact state of
+        every key the step changed, and a tombstone for every key it dropped."""
+        partition_of = self.partition_of
+        out = [
+            OutRecord(topic, key.encode(), value, partition=partition_of[key])
+            for key, value in self.pipeline.snapshot(step.changed_keys)
+        ]
+        for key in step.removed_keys:
+            partition = partition_of.pop(key, None)
+            if partition is not None:
+                out.append(OutRecord(topic, key.encode(), None, partition=partition))
+        return out
+
+    def restore(self, partition: int, records: Sequence[tuple[str, bytes]], now_s: float) -> int:
+        """Load a partition's changelog state (``(key, record)``, latest per key)."""
+        restored = self.pipeline.restore(records, now_s)
+        self.partition_of.update((key, partition) for key, _ in records)
+        return restored
+
+    def drop_partitions(self, partitions: Set[int]) -> int:
+        """Forget every key of ``partitions``: another instance owns them now."""
+        keys = [k for k, p in self.partition_of.items() if p in partitions]
+        for key in keys:
+            del self.partition_of[key]
+        return self.pipeline.drop(keys)
 
 
 def build_core(settings: Settings) -> Core:
@@ -125,3 +187,24 @@ def dead_letters(
         )
         out.append(OutRecord(topic, src.key, value, headers))
     return out
+
+
+def partitioned_outputs(
+    settings: Settings, core: DurableProcessor, records: Sequence[Consumed], step: CoreStep
+) -> tuple[dict[int, list[OutRecord]], int]:
+    """Every output of ``step`` grouped by the input partition it belongs to (its
+    transaction): forecasts and changelog records by their key's partition, dead letters
+    by their source record's. Returns ``(by_partition, number of forecasts)``."""
+    topics = settings.topics
+    by_partition: dict[int, list[OutRecord]] = {}
+    partition_of = core.partition_of
+    forecasts = forecast_records(topics.forecasts, step.forecasts)
+    for record, key in zip(forecasts, step.forecasts.keys, strict=True):
+        by_partition.setdefault(partition_of[key], []).append(record)
+    letters = dead_letters(topics.dead_letter, records, step.rejections)
+    for record, rejection in zip(letters, step.rejections, strict=True):
+        by_partition.setdefault(records[rejection.index].partition, []).append(record)
+    for record in core.state_records(topics.state_changelog, step):
+        assert record.partition is not None
+        by_partition.setdefault(record.partition, []).append(record)
+    return by_partition, len(forecasts)

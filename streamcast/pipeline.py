@@ -206,6 +206,14 @@ class Pipeline:
         self.store.import_rows([k for k, _ in records], arrays, now_s)
         return len(records)
 
+    def drop(self, keys: Sequence[str]) -> int:
+        """Forget ``keys`` without reporting them as removed (their partition moved to
+        another instance, which owns their changelog records now); returns how many."""
+        rows = self.store.lookup(keys)
+        rows = rows[rows >= 0]
+        self.store.remove(rows, record=False)
+        return len(rows)
+
     def swap_model(self, model: StepModel) -> int:
         """Serve ``model`` from now on, keeping every key's history; returns keys rebuilt.
 

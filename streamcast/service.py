@@ -41,11 +41,14 @@ from streamcast.metrics import Metrics, observe_many
 from streamcast.microbatch import (
     BatchProcessor,
     CoreStep,
+    DurableProcessor,
     build_core,
     dead_letters,
     forecast_records,
+    partitioned_outputs,
 )
 from streamcast.records import Rejection
+from streamcast.transactions import FencedError, TransactionalBroker
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +95,7 @@ class Service:
         self,
         settings: Settings,
         *,
-        broker_factory: BrokerFactory = KafkaBroker,
+        broker_factory: BrokerFactory | None = None,
         topic_check: TopicCheck = ensure_topics,
         core: BatchProcessor | None = None,
         clock: Callable[[], float] = time.time,
@@ -166,6 +169,8 @@ class Service:
         self._started = True
         core = self._core or load_core(self.settings)
         self._core = core
+        if self._broker_factory is None:
+            self._broker_factory = self._default_broker_factory(core)
         self.metrics.set_build_info(core.model_name, core.model_version)
         s = self.settings
         health = HealthServer(s.http_host, s.http_port, self.metrics.exposition, self.readiness)
@@ -199,9 +204,23 @@ class Service:
             },
         )
 
+    def _default_broker_factory(self, core: BatchProcessor) -> BrokerFactory:
+        if self.settings.processing_guarantee == "at_least_once":
+            return KafkaBroker
+        if not isinstance(core, DurableProcessor):
+            raise ConfigurationError(
+                "processing_guarantee=exactly_once needs a processor with per-partition state"
+            )
+
+        def transactional(settings: Settings) -> ManagedBroker:
+            return TransactionalBroker(settings, core, self.metrics, self._clock)
+
+        return transactional
+
     async def _connect(self) -> ManagedBroker | None:
         """Topic check and client start, retried with backoff while the broker is away."""
         attempt = 0
+        assert self._broker_factory is not None
         while not self.stopping:
             broker = self._broker_factory(self.settings)
             try:
@@ -234,6 +253,9 @@ class Service:
         return None
 
     async def _main_loop(self, broker: ManagedBroker, core: BatchProcessor) -> None:
+        if isinstance(broker, TransactionalBroker) and isinstance(core, DurableProcessor):
+            await self._main_loop_exactly_once(broker, core)
+            return
         s = self.settings
         self._last_tick = self._clock()
         while not self.stopping:
@@ -275,12 +297,7 @@ class Service:
         await self._retry("produce", broker.publish, out)
         acked = self._clock()
         self._count(records, step.rejections, n_forecasts, step)
-        sent_ms = np.fromiter(
-            (records[i].timestamp for i in step.trigger_positions.tolist()),
-            dtype=np.int64,
-            count=len(step.trigger_positions),
-        )
-        observe_many(m.latency, np.maximum(0.0, acked - sent_ms / 1000.0))
+        self._observe_latency(records, step, acked)
         offsets: dict[tuple[str, int], int] = {}
         for r in records:
             tp = (r.topic, r.partition)
@@ -289,6 +306,95 @@ class Service:
         await self._commit(broker, offsets)
         self.consumed += len(records)
         self.batches += 1
+
+    # -- exactly-once ----------------------------------------------------------------------
+
+    async def _main_loop_exactly_once(
+        self, broker: TransactionalBroker, core: DurableProcessor
+    ) -> None:
+        """Fetch, then one transaction per input partition; rewind after any failure."""
+        s = self.settings
+        self._last_tick = self._clock()
+        attempt = 0
+        while not self.stopping:
+            if broker.needs_rewind:
+                try:
+                    async with broker.exclusive():
+                        await broker.rewind()
+                except (KafkaError, OSError) as exc:
+                    self.metrics.broker_errors.labels(op="rewind").inc()
+                    delay = self._delay(attempt)
+                    attempt += 1
+                    log.warning(
+                        "rewind failed; retrying",
+                        extra={"retry_in_s": round(delay, 2), "error": repr(exc)},
+                    )
+                    await self._sleep_unless_stopping(delay)
+                    continue
+                self.metrics.rewinds.inc()
+                attempt = 0
+            try:
+                records = await broker.fetch(s.batch_max_records, s.batch_max_wait_ms)
+            except KafkaError as exc:
+                self.metrics.broker_errors.labels(op="fetch").inc()
+                log.warning("fetch failed; retrying", extra={"error": repr(exc)})
+                await self._sleep_unless_stopping(self._delay(0))
+                continue
+            self._last_tick = self._clock()
+            if records:
+                await self._handle_exactly_once(broker, core, records)
+            self._observe_lag(broker)
+            self._last_tick = self._clock()
+
+    async def _handle_exactly_once(
+        self, broker: TransactionalBroker, core: DurableProcessor, records: Sequence[Consumed]
+    ) -> None:
+        async with broker.exclusive() as current:
+            if not current:
+                return  # a rebalance or rewind came between: these are read again
+            m = self.metrics
+            m.batch_size.observe(len(records))
+            step, by_partition, n_forecasts = await asyncio.to_thread(
+                self._compute_exactly_once, core, records, self._clock()
+            )
+            offsets: dict[tuple[str, int], int] = {}
+            for r in records:
+                tp = (r.topic, r.partition)
+                offsets[tp] = max(offsets.get(tp, 0), r.offset + 1)
+            try:
+                await broker.commit_batch(by_partition, offsets)
+            except FencedError:
+                raise
+            except (KafkaError, OSError) as exc:
+                m.broker_errors.labels(op="transaction").inc()
+                log.warning(
+                    "transaction failed; rewinding to the committed offsets",
+                    extra={"error": repr(exc)},
+                )
+                return
+            acked = self._clock()
+            self._count(records, step.rejections, n_forecasts, step)
+            self._observe_latency(records, step, acked)
+            self._positions.update(offsets)
+            self.consumed += len(records)
+            self.batches += 1
+
+    def _compute_exactly_once(
+        self, core: DurableProcessor, records: Sequence[Consumed], now_s: float
+    ) -> tuple[CoreStep, dict[int, list[OutRecord]], int]:
+        started = time.perf_counter()
+        step = core.process(records, now_s)
+        self.metrics.inference_seconds.observe(time.perf_counter() - started)
+        by_partition, n_forecasts = partitioned_outputs(self.settings, core, records, step)
+        return step, by_partition, n_forecasts
+
+    def _observe_latency(self, records: Sequence[Consumed], step: CoreStep, acked: float) -> None:
+        sent_ms = np.fromiter(
+            (records[i].timestamp for i in step.trigger_positions.tolist()),
+            dtype=np.int64,
+            count=len(step.trigger_positions),
+        )
+        observe_many(self.metrics.latency, np.maximum(0.0, acked - sent_ms / 1000.0))
 
     def _count(
         self,

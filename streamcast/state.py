@@ -226,15 +226,20 @@ class StateStore:
         self.expired_ttl += len(idle)
         return len(idle)
 
-    def remove(self, rows: IntArray) -> None:
-        """Forget the keys held in ``rows`` and free the rows."""
+    def remove(self, rows: IntArray, *, record: bool = True) -> None:
+        """Forget the keys held in ``rows`` and free the rows.
+
+        ``record=False`` hands the keys to another owner (a revoked partition): they are
+        not reported by :meth:`drain_removed`, so no changelog tombstone deletes them.
+        """
         for row in rows.tolist():
             key = self.row_key[row]
             if key is not None:
                 del self.rows[key]
                 self.row_key[row] = None
                 self._free.append(row)
-                self._removed.append(key)
+                if record:
+                    self._removed.append(key)
         self.active[rows] = False
 
     def resize_state(self, state_size: int) -> None:
@@ -278,15 +283,17 @@ class StateStore:
             RECORD_MAGIC
             + np.array([self.window_size, self.n_inputs, self.state_size], dtype="<u4").tobytes()
         )
-        columns = [
-            np.ascontiguousarray(getattr(self, name)[rows]).reshape(len(rows), -1)
-            for name in _RECORD_COLUMNS
-        ]
-        return [
-            header
-            + b"".join(col[i].astype(col.dtype.newbyteorder("<")).tobytes() for col in columns)
-            for i in range(len(rows))
-        ]
+        n = len(rows)
+        if n == 0:
+            return []
+        # one [n, bytes] block per column, side by side: a record is one row of the blob
+        blocks = [np.frombuffer(header, dtype=np.uint8)[None, :].repeat(n, axis=0)]
+        for name in _RECORD_COLUMNS:
+            column = getattr(self, name)[rows]
+            little = np.ascontiguousarray(column, dtype=column.dtype.newbyteorder("<"))
+            blocks.append(little.reshape(n, -1).view(np.uint8).reshape(n, -1))
+        blob = np.ascontiguousarray(np.concatenate(blocks, axis=1))
+        return [row.tobytes() for row in blob]
 
     def decode_records(self, records: Sequence[bytes]) -> dict[str, npt.NDArray[np.generic]]:
         """Arrays for :meth:`import_rows` from records written by :meth:`encode_rows`.

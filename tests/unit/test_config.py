@@ -56,7 +56,8 @@ def test_cli_overrides_env_overrides_dotenv_overrides_default(
         ("STREAMCAST_SECURITY_PROTOCOL", "TLS", "STREAMCAST_SECURITY_PROTOCOL (security_protocol)"),
         ("STREAMCAST_HTTP_PORT", "70000", "STREAMCAST_HTTP_PORT (http_port): must be <= 65535"),
         ("STREAMCAST_TOPICS__TICKS", "", "STREAMCAST_TOPICS__TICKS (topics.ticks): must not be"),
-        ("STREAMCAST_PROCESSING_GUARANTEE", "exactly_once", "exactly_once is not available yet"),
+        ("STREAMCAST_PROCESSING_GUARANTEE", "once", "(processing_guarantee): must be one of"),
+        ("STREAMCAST_SESSION_TIMEOUT_MS", "10", "(session_timeout_ms): must be >= 1000"),
     ],
 )
 def test_invalid_setting_names_variable_and_problem(

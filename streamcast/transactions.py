@@ -1,0 +1,357 @@
+"""Exactly-once Kafka edge: one transactional producer per owned input partition.
+
+Why one producer per partition: aiokafka 0.14 cannot pass the consumer's group metadata
+(generation, member id) to ``send_offsets_to_transaction`` (KIP-447), so the broker
+cannot reject a transactional offset commit from an instance that lost its partitions
+(aiokafka issue #844). The classic scheme fences such zombies instead: the transactional
+id of the producer that writes partition ``p``'s outputs, changelog and offsets is
+``<prefix>-<group>-<ticks topic>-<p>``. Whoever takes ``p`` starts a producer with that id,
+which bumps its epoch: the previous owner's open transaction is aborted (or, if it was
+already committing, completed) before the new owner reads the committed offset and the
+changelog, and any later write of the previous owner fails with ``ProducerFenced``.
+
+A micro-batch is one transaction per input partition it touches: forecasts, dead
+letters, changelog records and the consumed offset of that partition commit together.
+
+Rebalances (eager, so every rebalance revokes everything first):
+
+- **revoke** waits for the in-flight batch (a lock held for the whole batch), so no
+  transaction is open when the partitions move and no offsets of revoked partitions are
+  committed afterwards; records fetched before the rebalance are discarded (a generation
+  counter), because positions are rewound to the committed offsets on assignment.
+- **assign** keeps the state of partitions this instance still owns and whose committed
+  offset is the one it committed last; for every other partition it starts the
+  producer (fencing), drops its rows, reads the changelog partition to its end into the
+  store, and seeks the consumer to the committed offset.
+
+Any error in a batch marks the broker dirty; :meth:`TransactionalBroker.rewind` then
+closes every producer (their open transactions are aborted by the new producers'
+fencing), drops all state, restores it from the changelog and seeks to the committed
+offsets: the output is as if the failed batch never happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import InvalidProducerEpoch, KafkaError, ProducerFenced
+
+from streamcast.changelog import make_restore_consumer, read_changelog
+from streamcast.config import Settings
+from streamcast.errors import StreamcastError
+from streamcast.kafka import RETRY_BACKOFF_MS, Consumed, OutRecord, client_options, make_consumer
+from streamcast.metrics import Metrics
+from streamcast.microbatch import DurableProcessor
+from streamcast.publish import PartitionPicker, publish_packed
+
+log = logging.getLogger(__name__)
+
+#: bound on closing one producer (a dead broker must not stall a rewind)
+CLOSE_TIMEOUT_S = 5.0
+
+
+class FencedError(StreamcastError):
+    """Another instance took over a partition and fenced this one: it must not write."""
+
+
+def transactional_id(settings: Settings, partition: int) -> str:
+    """The transactional id of the producer that owns ``partition`` of the ticks topic."""
+    s = settings
+    return f"{s.transactional_id_prefix}-{s.group_id}-{s.topics.ticks}-{partition}"
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, broker: TransactionalBroker) -> None:
+        self._broker = broker
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        await self._broker._on_revoked()
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        await self._broker._on_assigned({tp.partition for tp in assigned})
+
+
+class TransactionalBroker:
+    """The exactly-once :class:`~streamcast.kafka.Broker`; see the module docstring.
+
+    ``state`` is the processor whose per-partition state is restored and dropped here.
+    The service holds :meth:`exclusive` for the whole of each batch.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        state: DurableProcessor,
+        metrics: Metrics | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._settings = settings
+        self._state = state
+        self._metrics = metrics or Metrics()
+        self._clock = clock
+        self._topic = settings.topics.ticks
+        self._consumer: AIOKafkaConsumer | None = None
+        self._restorer: AIOKafkaConsumer | None = None
+        self._producers: dict[int, AIOKafkaProducer] = {}
+        #: the offset this instance last committed (or found) per owned partition
+        self._committed: dict[int, int | None] = {}
+        self._owned: set[int] = set()
+        self._lock = asyncio.Lock()
+        self._generation = 0
+        self._fetched_generation = -1
+        self._dirty = False
+        self._closed = False
+        self._pick = PartitionPicker(settings.max_keys)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect the consumer (subscribed with the rebalance listener) and the restorer."""
+        if self._closed:
+            raise RuntimeError("TransactionalBroker was closed; create a new one")
+        consumer = make_consumer(self._settings, subscribe=False)
+        consumer.subscribe([self._topic], listener=_Listener(self))
+        restorer = make_restore_consumer(self._settings)
+        try:
+            await restorer.start()
+            await consumer.start()
+        except BaseException:
+            await consumer.stop()
+            await restorer.stop()
+            raise
+        self._consumer, self._restorer = consumer, restorer
+
+    async def close(self) -> None:
+        """Stop the producers and consumers (idempotent)."""
+        self._closed = True
+        await self._close_producers(set(self._producers))
+        consumer, self._consumer = self._consumer, None
+        restorer, self._restorer = self._restorer, None
+        for client in (consumer, restorer):
+            if client is not None:
+                await client.stop()
+
+    @property
+    def consumer(self) -> AIOKafkaConsumer:
+        """The started ticks consumer."""
+        if self._consumer is None:
+            raise RuntimeError("TransactionalBroker is not started")
+        return self._consumer
+
+    # -- the Broker protocol ---------------------------------------------------------------
+
+    async def fetch(self, max_records: int, timeout_ms: int) -> Sequence[Consumed]:
+        """Up to ``max_records`` records; :meth:`exclusive` tells whether they are current."""
+        generation = self._generation
+        batches = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
+        self._fetched_generation = generation
+        return [m for messages in batches.values() for m in messages]
+
+    async def publish(self, records: Sequence[OutRecord]) -> None:
+        """Not used in exactly-once mode: outputs go through :meth:`commit_batch`."""
+        raise NotImplementedError("exactly-once output is published by commit_batch")
+
+    async def commit(self, offsets: Mapping[tuple[str, int], int]) -> None:
+        """Not used in exactly-once mode: offsets commit inside :meth:`commit_batch`."""
+        raise NotImplementedError("exactly-once offsets are committed by commit_batch")
+
+    def assigned(self) -> bool:
+        """True while the consumer owns at least one partition and its state is ready."""
+        return bool(self._owned) and not self._dirty and self._consumer is not None
+
+    def lag(self, positions: Mapping[tuple[str, int], int]) -> dict[int, int]:
+        """High watermark minus the next offset to read, per owned partition."""
+        out: dict[int, int] = {}
+        for tp in self.consumer.assignment():
+            high = self.consumer.highwater(tp)
+            position = positions.get((tp.topic, tp.partition))
+            if high is not None and position is not None:
+                out[tp.partition] = max(0, high - position)
+        return out
+
+    # -- batches ---------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def exclusive(self) -> AsyncIterator[bool]:
+        """Hold off rebalances for a batch; yields False when the last fetch is stale (a
+        rebalance or rewind came in between: its records will be read again)."""
+        async with self._lock:
+            yield self._fetched_generation == self._generation and not self._dirty
+
+    @property
+    def needs_rewind(self) -> bool:
+        """True after a failed batch or assignment, until :meth:`rewind` succeeded."""
+        return self._dirty
+
+    async def commit_batch(
+        self,
+        outputs: Mapping[int, Sequence[OutRecord]],
+        offsets: Mapping[tuple[str, int], int],
+    ) -> None:
+        """One transaction per input partition: its outputs plus its next offset.
+
+        Call within :meth:`exclusive`. Raises :class:`FencedError` when another instance
+        owns a partition now, and the first Kafka error otherwise (the broker is then
+        dirty: :meth:`rewind` before the next batch).
+        """
+        next_offset = {p: o for (topic, p), o in offsets.items() if topic == self._topic}
+        partitions = sorted(set(next_offset) | set(outputs))
+        results = await asyncio.gather(
+            *(self._transaction(p, outputs.get(p, ()), next_offset.get(p)) for p in partitions),
+            return_exceptions=True,
+        )
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            self._dirty = True
+            self._metrics.transactions.labels(result="failed").inc(len(errors))
+            fenced = [e for e in errors if isinstance(e, FencedError)]
+            raise fenced[0] if fenced else errors[0]
+        self._metrics.transactions.labels(result="committed").inc(len(partitions))
+
+    async def _transaction(
+        self, partition: int, records: Sequence[OutRecord], offset: int | None
+    ) -> None:
+        producer = self._producers.get(partition)
+        if producer is None:
+            raise KafkaError(f"partition {partition} has no producer (not owned)")
+        try:
+            await producer.begin_transaction()
+            await publish_packed(producer, records, self._pick)
+            if offset is not None:
+                tp = TopicPartition(self._topic, partition)
+                await producer.send_offsets_to_transaction({tp: offset}, self._settings.group_id)
+            await producer.commit_transaction()
+        except (ProducerFenced, InvalidProducerEpoch) as exc:
+            raise FencedError(
+                f"partition {partition} was taken over by another instance "
+                f"(transactional id {transactional_id(self._settings, partition)} fenced)"
+            ) from exc
+        if offset is not None:
+            self._committed[partition] = offset
+
+    # -- rebalances and rewinds ------------------------------------------------------------
+
+    async def rewind(self) -> None:
+        """Forget every uncommitted effect: new producers, state from the changelog,
+        positions at the committed offsets. Call within :meth:`exclusive`; raises a
+        Kafka/OS error when the broker is still away (call again after a backoff)."""
+        self._generation += 1
+        self._dirty = True
+        await self._close_producers(set(self._producers))
+        self._committed.clear()
+        owned = {tp.partition for tp in self.consumer.assignment()}
+        await self._take(owned)
+        self._generation += 1  # records fetched during the rewind predate its seeks
+        self._dirty = False
+        log.info("rewound to the committed offsets", extra={"partitions": sorted(owned)})
+
+    async def _on_revoked(self) -> None:
+        async with self._lock:  # the in-flight batch commits (or fails) first
+            self._generation += 1
+
+    async def _on_assigned(self, assigned: set[int]) -> None:
+        async with self._lock:
+            try:
+                await self._take(assigned)
+            except (KafkaError, OSError) as exc:
+                # aiokafka swallows listener errors: remember to rewind before processing
+                self._dirty = True
+                log.warning("assignment not ready; will rewind", extra={"error": repr(exc)})
+            finally:
+                # after the seeks: a fetch that ran while we restored read from positions
+                # aiokafka chose before ours, so its records must not count
+                self._generation += 1
+
+    async def _take(self, assigned: set[int]) -> None:
+        """Own exactly ``assigned``: fence, restore what is not current, seek."""
+        lost = set(self._producers) - assigned
+        if lost:
+            await self._close_producers(lost)
+        lost_state = self._owned - assigned
+        if lost_state:
+            dropped = self._state.drop_partitions(lost_state)
+            log.info(
+                "partitions revoked", extra={"partitions": sorted(lost_state), "keys": dropped}
+            )
+        for p in lost_state:
+            self._committed.pop(p, None)
+        self._owned = set(assigned)
+        fresh: set[int] = set()
+        for p in sorted(assigned - set(self._producers)):
+            producer = AIOKafkaProducer(
+                transactional_id=transactional_id(self._settings, p),
+                linger_ms=self._settings.linger_ms,
+                max_batch_size=self._settings.producer_max_batch_bytes,
+                max_request_size=max(self._settings.producer_max_batch_bytes, 2 * 1024 * 1024),
+                retry_backoff_ms=RETRY_BACKOFF_MS,
+                **client_options(self._settings),
+            )
+            try:
+                await producer.start()  # InitProducerId: fences the previous owner
+            except BaseException:
+                await _bounded_stop(producer)
+                raise
+            self._producers[p] = producer
+            fresh.add(p)
+        consumer = self.consumer
+        committed: dict[int, int | None] = {}
+        for p in sorted(assigned):
+            committed[p] = await consumer.committed(TopicPartition(self._topic, p))
+        stale = {p for p in assigned if p in fresh or self._committed.get(p, -1) != committed[p]}
+        if stale:
+            await self._restore(stale)
+        log.info(
+            "partitions assigned",
+            extra={
+                "committed": {str(p): committed[p] for p in sorted(assigned)},
+                "restored": sorted(stale),
+            },
+        )
+        for p in sorted(assigned):
+            tp = TopicPartition(self._topic, p)
+            offset = committed[p]
+            if offset is None:
+                await consumer.seek_to_beginning(tp)
+            else:
+                consumer.seek(tp, offset)
+            self._committed[p] = offset
+
+    async def _restore(self, partitions: set[int]) -> None:
+        assert self._restorer is not None
+        began = time.perf_counter()
+        self._state.drop_partitions(partitions)
+        topic = self._settings.topics.state_changelog
+        read = await read_changelog(self._restorer, topic, sorted(partitions))
+        now = self._clock()
+        restored = 0
+        for p, keys in read.items():
+            restored += await asyncio.to_thread(self._state.restore, p, list(keys.items()), now)
+        seconds = time.perf_counter() - began
+        self._metrics.restore_seconds.observe(seconds)
+        self._metrics.restored_keys.inc(restored)
+        log.info(
+            "state restored",
+            extra={
+                "partitions": sorted(partitions),
+                "keys": restored,
+                "seconds": round(seconds, 3),
+                "keys_per_s": round(restored / seconds) if seconds > 0 else None,
+            },
+        )
+
+    async def _close_producers(self, partitions: set[int]) -> None:
+        producers = [self._producers.pop(p) for p in sorted(partitions) if p in self._producers]
+        await asyncio.gather(*(_bounded_stop(p) for p in producers))
+
+
+async def _bounded_stop(producer: AIOKafkaProducer) -> None:
+    try:
+        await asyncio.wait_for(producer.stop(), timeout=CLOSE_TIMEOUT_S)
+    except (TimeoutError, KafkaError, OSError) as exc:
+        log.warning("producer did not close cleanly", extra={"error": repr(exc)})

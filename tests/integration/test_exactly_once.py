@@ -1,0 +1,150 @@
+"""Exactly-once through crashes, rebalances and a broker restart (real broker, real kills).
+
+Each scenario streams ticks (with malformed ones mixed in) into a 4-partition topic while
+``streamcast serve`` subprocesses in ``exactly_once`` mode are disrupted, then checks what
+a read_committed consumer sees against an uninterrupted in-process run of the same
+decoder and pipeline: every forecast exactly once with equal values (1e-6), every dead
+letter exactly once (by source partition and offset). The scenarios are those of
+``scripts/chaos``, which runs them with other parameters.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+from streamcast.changelog import ensure_changelog
+from streamcast.config import Settings
+from streamcast.kafka import TopicError, client_options, ensure_topics
+from tests.kafka_harness import REPO, create_topics, kafka_local, unique_topic
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+
+
+def _load_chaos() -> ModuleType:
+    name = "streamcast_chaos"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / "chaos.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+chaos = _load_chaos()
+
+
+def _check(verdict: object) -> None:
+    report = verdict.report()  # type: ignore[attr-defined]
+    assert verdict.ok, report  # type: ignore[attr-defined]
+    assert verdict.expected_forecasts > 0, report  # type: ignore[attr-defined]
+    assert verdict.expected_dead_letters > 0, report  # type: ignore[attr-defined]
+
+
+async def test_kill_9_five_times_mid_stream_output_exactly_once(
+    bootstrap: str, tmp_path: Path
+) -> None:
+    sc = chaos.Scenario(ticks=50_000, keys=100, partitions=4, kills=5, pace_s=40.0)
+    verdict = await chaos.run_scenario("crash", bootstrap, tmp_path, sc)
+    _check(verdict)
+    assert verdict.disruptions == 5
+    # every restart restored every key from the changelog before processing
+    restores = verdict.restores[1:]
+    assert len(restores) >= 5, verdict.report()
+    assert all(r["keys"] == 100 for r in restores), verdict.restores
+
+
+async def test_rebalance_member_killed_and_member_added_exactly_once(
+    bootstrap: str, tmp_path: Path
+) -> None:
+    sc = chaos.Scenario(ticks=20_000, keys=60, partitions=4, pace_s=25.0, seed=7)
+    verdict = await chaos.run_scenario("rebalance", bootstrap, tmp_path, sc)
+    _check(verdict)
+    assert sum(r["keys"] for r in verdict.restores) > 0, "partitions moved with their state"
+
+
+async def test_broker_restart_mid_stream_recovers_by_itself_exactly_once(tmp_path: Path) -> None:
+    broker = kafka_local.LocalBroker(
+        kafka_local.BrokerConfig(port=kafka_local.free_port(), data_dir=tmp_path / "kafka")
+    )
+    bootstrap = broker.start(timeout=90)
+    try:
+        sc = chaos.Scenario(ticks=20_000, keys=60, partitions=4, pace_s=20.0, seed=3)
+        verdict = await chaos.run_scenario(
+            "broker-restart", bootstrap, tmp_path / "run", sc, broker
+        )
+    finally:
+        broker.stop()
+    _check(verdict)
+
+
+# -- the changelog topic is created right, and checked ----------------------------------------
+
+
+def _settings(bootstrap: str, ticks: str, changelog: str) -> Settings:
+    return Settings(
+        _env_file=None,
+        bootstrap_servers=bootstrap,
+        processing_guarantee="exactly_once",
+        topics={
+            "ticks": ticks,
+            "forecasts": f"{ticks}-fc",
+            "alerts": f"{ticks}-al",
+            "dead_letter": f"{ticks}-dl",
+            "state_changelog": changelog,
+        },
+    )
+
+
+async def _changelog_config(bootstrap: str, topic: str) -> tuple[int, str]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        described = await admin.describe_topics([topic])
+        configs = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+    finally:
+        await admin.close()
+    entries = {e[0]: e[1] for r in configs for res in r.resources for e in res[4]}
+    return len(described[0]["partitions"]), entries["cleanup.policy"]
+
+
+async def test_changelog_created_compacted_with_the_ticks_partitions(bootstrap: str) -> None:
+    ticks = unique_topic("eos-ticks")
+    await create_topics(bootstrap, [ticks], partitions=3)
+    settings = _settings(bootstrap, ticks, f"{ticks}-state")
+    assert await ensure_topics(settings) == 3
+    assert await _changelog_config(bootstrap, f"{ticks}-state") == (3, "compact")
+    assert await ensure_topics(settings) == 3  # present and right: accepted as it is
+
+
+@pytest.mark.parametrize(
+    ("partitions", "policy", "message"),
+    [
+        (2, "compact", "has 2 partitions but ticks topic .* has 3: they must match"),
+        (3, "delete", "has cleanup.policy=delete: it must be compacted"),
+    ],
+)
+async def test_changelog_mismatch_is_a_clear_error(
+    bootstrap: str, partitions: int, policy: str, message: str
+) -> None:
+    ticks = unique_topic("eos-ticks")
+    await create_topics(bootstrap, [ticks], partitions=3)
+    await create_topics(
+        bootstrap, [f"{ticks}-state"], partitions=partitions, config={"cleanup.policy": policy}
+    )
+    settings = _settings(bootstrap, ticks, f"{ticks}-state")
+    admin = AIOKafkaAdminClient(**client_options(settings))
+    await admin.start()
+    try:
+        with pytest.raises(TopicError, match=message):
+            await ensure_changelog(admin, settings, 3, 1)
+    finally:
+        await admin.close()
