@@ -44,6 +44,7 @@ async def bench(args: argparse.Namespace, bootstrap: str, workdir: Path) -> dict
     env = service_env(
         bootstrap, model, prefix,
         batch_max_records=args.batch, batch_max_wait_ms=args.wait_ms, log_level="WARNING",
+        processing_guarantee=args.guarantee, topics__state_changelog=f"{prefix}-state",
     )  # fmt: skip
     ticks_topic, forecasts_topic = (
         env["STREAMCAST_TOPICS__TICKS"],
@@ -159,6 +160,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=5_000, help="service batch_max_records")
     parser.add_argument("--wait-ms", type=int, default=20, help="service batch_max_wait_ms")
     parser.add_argument("--timeout", type=float, default=300)
+    parser.add_argument(
+        "--guarantee", choices=["at_least_once", "exactly_once"], default="at_least_once"
+    )
     args = parser.parse_args()
     with (
         tempfile.TemporaryDirectory(prefix="streamcast-bench-") as tmp,

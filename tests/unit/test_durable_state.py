@@ -1,0 +1,131 @@
+"""Per-partition state for exactly-once mode: the core's key -> partition map, changelog
+records and tombstones, dropping a revoked partition, outputs grouped per transaction."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+from streamcast.config import Settings
+from streamcast.kafka import InRecord
+from streamcast.microbatch import Core, DurableProcessor, build_core, partitioned_outputs
+from streamcast.transactions import transactional_id
+from tests.model_factory import make_tiny_model
+
+HOUR = 3600
+T0 = 1_700_000_000 // HOUR * HOUR
+
+
+def _settings(tmp_path: Path, **extra: object) -> Settings:
+    model = make_tiny_model(tmp_path / "tiny.onnx", window=3, horizon=2, interval_s=HOUR)
+    return Settings(
+        _env_file=None,
+        model_path=model,
+        processing_guarantee="exactly_once",
+        min_ts_s=0,
+        max_future_s=10**10,
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+def _records(rows: list[tuple[int, str, int, float]], start_offset: int = 0) -> list[InRecord]:
+    """``(partition, key, hour, value)`` rows as consumed records (offsets in order)."""
+    return [
+        InRecord(
+            "ticks",
+            partition,
+            start_offset + i,
+            0,
+            key.encode(),
+            orjson.dumps({"key": key, "ts": T0 + hour * HOUR, "value": value}),
+        )
+        for i, (partition, key, hour, value) in enumerate(rows)
+    ]
+
+
+def _hours(keys: dict[str, int], hours: range) -> list[tuple[int, str, int, float]]:
+    return [(p, k, h, float(10 + h + i)) for h in hours for i, (k, p) in enumerate(keys.items())]
+
+
+KEYS = {"a": 0, "b": 1, "c": 1}
+
+
+def test_core_is_durable_and_maps_each_key_to_its_input_partition(tmp_path: Path) -> None:
+    core = build_core(_settings(tmp_path))
+    assert isinstance(core, DurableProcessor)
+    core.process(_records(_hours(KEYS, range(2))), now_s=0.0)
+    assert core.partition_of == KEYS
+
+
+def test_state_records_restore_a_fresh_core_that_continues_identically(tmp_path: Path) -> None:
+    settings = _settings(tmp_path)
+    straight, before, after = (build_core(settings) for _ in range(3))
+    first, second = _records(_hours(KEYS, range(6))), _records(_hours(KEYS, range(6, 10)), 100)
+    straight.process(first, 0.0)
+    want = straight.process(second, 0.0).forecasts
+    step = before.process(first, 0.0)
+    changelog = before.state_records("state", step)
+    assert {(r.key, r.partition) for r in changelog} == {(k.encode(), p) for k, p in KEYS.items()}
+    for partition in (0, 1):
+        mine = [(r.key or b"", r.value) for r in changelog if r.partition == partition]
+        pairs = [(k.decode(), v) for k, v in mine if v is not None]
+        assert after.restore(partition, pairs, 0.0) > 0
+    assert after.partition_of == KEYS
+    got = after.process(second, 0.0).forecasts
+    assert got.keys == want.keys and len(got.keys) > 0
+    np.testing.assert_array_equal(got.values, want.values)
+
+
+def test_evicted_keys_become_tombstones_in_their_partition(tmp_path: Path) -> None:
+    core = build_core(_settings(tmp_path, max_keys=2))
+    core.process(_records([(0, "a", 0, 1.0), (1, "b", 0, 1.0)]), 0.0)
+    step = core.process(_records([(1, "c", 0, 1.0)], 10), 1.0)
+    tombstones = [r for r in core.state_records("state", step) if r.value is None]
+    assert [(r.key, r.partition) for r in tombstones] == [(b"a", 0)]
+    assert "a" not in core.partition_of
+
+
+def test_dropping_a_partition_forgets_its_keys_without_tombstones(tmp_path: Path) -> None:
+    core = build_core(_settings(tmp_path))
+    core.process(_records(_hours(KEYS, range(2))), 0.0)
+    assert core.drop_partitions({1}) == 2
+    assert set(core.pipeline.store.rows) == {"a"}
+    assert core.partition_of == {"a": 0}
+    step = core.process(_records([(0, "a", 2, 1.0)], 50), 0.0)
+    assert [r.value is None for r in core.state_records("state", step)] == [False]
+
+
+def test_outputs_are_grouped_by_the_input_partition_they_belong_to(tmp_path: Path) -> None:
+    settings = _settings(tmp_path)
+    core = build_core(settings)
+    rows = _hours(KEYS, range(5))
+    records = _records(rows)
+    bad = InRecord("ticks", 1, len(records), 0, b"b", b"not json")
+    step = core.process([*records, bad], 0.0)
+    grouped, n_forecasts = partitioned_outputs(settings, core, [*records, bad], step)
+    assert n_forecasts == len(step.forecasts.keys) > 0
+    topics = settings.topics
+    for partition, out in grouped.items():
+        for r in out:
+            if r.topic == topics.dead_letter:
+                assert partition == 1
+            else:
+                assert r.key is not None
+                assert KEYS[r.key.decode()] == partition
+    all_topics = {r.topic for out in grouped.values() for r in out}
+    assert all_topics == {topics.forecasts, topics.dead_letter, topics.state_changelog}
+
+
+def test_transactional_ids_name_group_topic_and_partition(tmp_path: Path) -> None:
+    settings = _settings(tmp_path, group_id="g1", transactional_id_prefix="sc")
+    assert transactional_id(settings, 3) == "sc-g1-ticks-3"
+
+
+def test_a_batch_of_only_bad_ticks_writes_no_state(tmp_path: Path) -> None:
+    core: Core = build_core(_settings(tmp_path))
+    assert core.pipeline.snapshot([]) == []
+    step = core.process([InRecord("ticks", 0, 0, 0, b"a", b"not json")], 0.0)
+    assert len(step.rejections) == 1
+    assert core.state_records("state", step) == []
