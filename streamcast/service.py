@@ -1,4 +1,4 @@
-"""The long-running service: lifecycle phases around the pure core, at-least-once.
+"""The long-running service: lifecycle phases around the pure core.
 
 Phases, as in uvicorn's server:
 
@@ -9,6 +9,11 @@ Phases, as in uvicorn's server:
    thread -> produce forecasts and dead letters -> await *every* acknowledgement -> only
    then commit the consumed offsets. Broker failures mid-run are retried with backoff;
    the in-memory state is kept; bad input never raises (it becomes dead letters).
+   With ``processing_guarantee=exactly_once`` the broker is a
+   :class:`~streamcast.transactions.TransactionalBroker`: each batch is processed under
+   its batch lock and committed as one transaction per input partition (outputs, state
+   changelog, offset); a failed batch is followed by a rewind to the committed offsets
+   and the changelog's state, retried with backoff while the broker is away.
 3. **shutdown** — a first SIGTERM/SIGINT only sets a flag: no new fetch starts, the
    in-flight batch is finished, produced and committed, and the clients are closed, all
    within ``drain_timeout_s`` (after which what is left is cancelled: nothing committed
@@ -113,6 +118,7 @@ class Service:
         self._last_tick = 0.0
         self._positions: dict[tuple[str, int], int] = {}
         self._delay = backoff_delays(settings.retry_max_backoff_s)
+        self._rewind_attempt = 0
         self.http_port: int | None = None
         #: totals since start (tests and the final log line read them)
         self.consumed = 0
@@ -253,12 +259,12 @@ class Service:
         return None
 
     async def _main_loop(self, broker: ManagedBroker, core: BatchProcessor) -> None:
-        if isinstance(broker, TransactionalBroker) and isinstance(core, DurableProcessor):
-            await self._main_loop_exactly_once(broker, core)
-            return
         s = self.settings
+        exactly_once = isinstance(broker, TransactionalBroker)
         self._last_tick = self._clock()
         while not self.stopping:
+            if isinstance(broker, TransactionalBroker) and not await self._rewound(broker):
+                continue
             try:
                 records = await broker.fetch(s.batch_max_records, s.batch_max_wait_ms)
             except KafkaError as exc:
@@ -267,7 +273,11 @@ class Service:
                 await self._sleep_unless_stopping(self._delay(0))
                 continue
             self._last_tick = self._clock()
-            if records:
+            if records and exactly_once:
+                assert isinstance(broker, TransactionalBroker)
+                assert isinstance(core, DurableProcessor)
+                await self._handle_exactly_once(broker, core, records)
+            elif records:
                 await self._handle(broker, core, records)
             self._observe_lag(broker)
             self._last_tick = self._clock()
@@ -289,104 +299,87 @@ class Service:
         self, broker: ManagedBroker, core: BatchProcessor, records: Sequence[Consumed]
     ) -> None:
         """One micro-batch: process, produce, await acks, commit."""
-        m = self.metrics
-        m.batch_size.observe(len(records))
+        self.metrics.batch_size.observe(len(records))
         step, out, n_forecasts = await asyncio.to_thread(
             self._compute, core, records, self._clock()
         )
         await self._retry("produce", broker.publish, out)
-        acked = self._clock()
-        self._count(records, step.rejections, n_forecasts, step)
-        self._observe_latency(records, step, acked)
-        offsets: dict[tuple[str, int], int] = {}
-        for r in records:
-            tp = (r.topic, r.partition)
-            offsets[tp] = max(offsets.get(tp, 0), r.offset + 1)
-        self._positions.update(offsets)
+        offsets = next_offsets(records)
+        self._account(records, step, n_forecasts, offsets)
         await self._commit(broker, offsets)
-        self.consumed += len(records)
-        self.batches += 1
 
     # -- exactly-once ----------------------------------------------------------------------
 
-    async def _main_loop_exactly_once(
-        self, broker: TransactionalBroker, core: DurableProcessor
-    ) -> None:
-        """Fetch, then one transaction per input partition; rewind after any failure."""
-        s = self.settings
-        self._last_tick = self._clock()
-        attempt = 0
-        while not self.stopping:
-            if broker.needs_rewind:
-                try:
-                    async with broker.exclusive():
-                        await broker.rewind()
-                except (KafkaError, OSError) as exc:
-                    self.metrics.broker_errors.labels(op="rewind").inc()
-                    delay = self._delay(attempt)
-                    attempt += 1
-                    log.warning(
-                        "rewind failed; retrying",
-                        extra={"retry_in_s": round(delay, 2), "error": repr(exc)},
-                    )
-                    await self._sleep_unless_stopping(delay)
-                    continue
-                self.metrics.rewinds.inc()
-                attempt = 0
-            try:
-                records = await broker.fetch(s.batch_max_records, s.batch_max_wait_ms)
-            except KafkaError as exc:
-                self.metrics.broker_errors.labels(op="fetch").inc()
-                log.warning("fetch failed; retrying", extra={"error": repr(exc)})
-                await self._sleep_unless_stopping(self._delay(0))
-                continue
-            self._last_tick = self._clock()
-            if records:
-                await self._handle_exactly_once(broker, core, records)
-            self._observe_lag(broker)
-            self._last_tick = self._clock()
+    async def _rewound(self, broker: TransactionalBroker) -> bool:
+        """Rewind if a batch or an assignment failed; False when it must be retried."""
+        if not broker.needs_rewind:
+            self._rewind_attempt = 0
+            return True
+        try:
+            async with broker.exclusive():
+                await broker.rewind()
+        except (KafkaError, OSError) as exc:
+            self.metrics.broker_errors.labels(op="rewind").inc()
+            delay = self._delay(self._rewind_attempt)
+            self._rewind_attempt += 1
+            log.warning(
+                "rewind failed; retrying", extra={"retry_in_s": round(delay, 2), "error": repr(exc)}
+            )
+            await self._sleep_unless_stopping(delay)
+            return False
+        self.metrics.rewinds.inc()
+        return True
 
     async def _handle_exactly_once(
         self, broker: TransactionalBroker, core: DurableProcessor, records: Sequence[Consumed]
     ) -> None:
+        """One micro-batch under the broker's batch lock: process, then one transaction
+        per input partition (outputs, changelog, offset). A failure leaves the broker
+        dirty; the next iteration rewinds (FencedError ends the service)."""
         async with broker.exclusive() as current:
             if not current:
                 return  # a rebalance or rewind came between: these are read again
-            m = self.metrics
-            m.batch_size.observe(len(records))
+            self.metrics.batch_size.observe(len(records))
             step, by_partition, n_forecasts = await asyncio.to_thread(
-                self._compute_exactly_once, core, records, self._clock()
+                self._compute_grouped, core, records, self._clock()
             )
-            offsets: dict[tuple[str, int], int] = {}
-            for r in records:
-                tp = (r.topic, r.partition)
-                offsets[tp] = max(offsets.get(tp, 0), r.offset + 1)
+            offsets = next_offsets(records)
             try:
                 await broker.commit_batch(by_partition, offsets)
             except FencedError:
                 raise
             except (KafkaError, OSError) as exc:
-                m.broker_errors.labels(op="transaction").inc()
+                self.metrics.broker_errors.labels(op="transaction").inc()
                 log.warning(
                     "transaction failed; rewinding to the committed offsets",
                     extra={"error": repr(exc)},
                 )
                 return
-            acked = self._clock()
-            self._count(records, step.rejections, n_forecasts, step)
-            self._observe_latency(records, step, acked)
-            self._positions.update(offsets)
-            self.consumed += len(records)
-            self.batches += 1
+            self._account(records, step, n_forecasts, offsets)
 
-    def _compute_exactly_once(
+    def _compute_grouped(
         self, core: DurableProcessor, records: Sequence[Consumed], now_s: float
     ) -> tuple[CoreStep, dict[int, list[OutRecord]], int]:
+        """The CPU part of an exactly-once batch: outputs grouped per input partition."""
         started = time.perf_counter()
         step = core.process(records, now_s)
         self.metrics.inference_seconds.observe(time.perf_counter() - started)
         by_partition, n_forecasts = partitioned_outputs(self.settings, core, records, step)
         return step, by_partition, n_forecasts
+
+    def _account(
+        self,
+        records: Sequence[Consumed],
+        step: CoreStep,
+        n_forecasts: int,
+        offsets: dict[tuple[str, int], int],
+    ) -> None:
+        """Metrics and totals of a batch whose output was acknowledged."""
+        self._count(records, step.rejections, n_forecasts, step)
+        self._observe_latency(records, step, self._clock())
+        self._positions.update(offsets)
+        self.consumed += len(records)
+        self.batches += 1
 
     def _observe_latency(self, records: Sequence[Consumed], step: CoreStep, acked: float) -> None:
         sent_ms = np.fromiter(
@@ -491,6 +484,15 @@ class Service:
     async def _sleep_unless_stopping(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+
+
+def next_offsets(records: Sequence[Consumed]) -> dict[tuple[str, int], int]:
+    """``{(topic, partition): last offset + 1}``: what to commit after ``records``."""
+    offsets: dict[tuple[str, int], int] = {}
+    for r in records:
+        tp = (r.topic, r.partition)
+        offsets[tp] = max(offsets.get(tp, 0), r.offset + 1)
+    return offsets
 
 
 def load_core(settings: Settings) -> BatchProcessor:

@@ -44,7 +44,7 @@ from aiokafka.errors import InvalidProducerEpoch, KafkaError, ProducerFenced
 
 from streamcast.changelog import make_restore_consumer, read_changelog
 from streamcast.config import Settings
-from streamcast.errors import StreamcastError
+from streamcast.errors import ModelError, StreamcastError
 from streamcast.kafka import RETRY_BACKOFF_MS, Consumed, OutRecord, client_options, make_consumer
 from streamcast.metrics import Metrics
 from streamcast.microbatch import DurableProcessor
@@ -106,6 +106,8 @@ class TransactionalBroker:
         self._generation = 0
         self._fetched_generation = -1
         self._dirty = False
+        #: an error no retry heals (state of another model layout), raised by the loop
+        self._fatal: StreamcastError | None = None
         self._closed = False
         self._pick = PartitionPicker(settings.max_keys)
 
@@ -186,7 +188,13 @@ class TransactionalBroker:
 
     @property
     def needs_rewind(self) -> bool:
-        """True after a failed batch or assignment, until :meth:`rewind` succeeded."""
+        """True after a failed batch or assignment, until :meth:`rewind` succeeded.
+
+        Raises the error of an assignment that cannot succeed (aiokafka swallows errors
+        of rebalance listeners, so they are kept for the main loop to raise here).
+        """
+        if self._fatal is not None:
+            raise self._fatal
         return self._dirty
 
     async def commit_batch(
@@ -263,6 +271,9 @@ class TransactionalBroker:
                 # aiokafka swallows listener errors: remember to rewind before processing
                 self._dirty = True
                 log.warning("assignment not ready; will rewind", extra={"error": repr(exc)})
+            except StreamcastError as exc:
+                self._dirty = True
+                self._fatal = exc
             finally:
                 # after the seeks: a fetch that ran while we restored read from positions
                 # aiokafka chose before ours, so its records must not count
@@ -331,7 +342,14 @@ class TransactionalBroker:
         now = self._clock()
         restored = 0
         for p, keys in read.items():
-            restored += await asyncio.to_thread(self._state.restore, p, list(keys.items()), now)
+            try:
+                restored += await asyncio.to_thread(self._state.restore, p, list(keys.items()), now)
+            except ValueError as exc:
+                raise ModelError(
+                    f"state changelog '{topic}' partition {p} holds state this model cannot "
+                    f"use ({exc}): a model with another window, inputs or state size needs "
+                    "a new changelog topic (STREAMCAST_TOPICS__STATE_CHANGELOG) and group"
+                ) from exc
         seconds = time.perf_counter() - began
         self._metrics.restore_seconds.observe(seconds)
         self._metrics.restored_keys.inc(restored)
