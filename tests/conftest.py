@@ -36,3 +36,12 @@ def bootstrap(request: pytest.FixtureRequest) -> str:
         return external
     broker = request.getfixturevalue("kafka_broker")
     return str(broker.config.bootstrap)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``model.onnx`` of the tiny pedestrian model, trained once per session (its directory
+    also holds data.csv, report.json and forecasts.csv)."""
+    from tests.training.tiny import train_tiny_model  # TensorFlow only when asked for
+
+    return train_tiny_model(tmp_path_factory.mktemp("tiny_model"))
