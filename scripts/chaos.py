@@ -74,6 +74,8 @@ class Scenario:
     #: the stream is produced in chunks spread over this many seconds, while the service
     #: runs and is disrupted (0: everything up front)
     pace_s: float = 40.0
+    #: broker-restart: seconds the broker stays down
+    outage_s: float = 3.0
     timeout_s: float = 240.0
 
 
@@ -465,7 +467,7 @@ def broker_restart(broker: Any) -> Disrupt:
         run.service("service").launch()
         await run.at(0.4)
         await asyncio.to_thread(broker.stop)
-        await asyncio.sleep(3.0)
+        await asyncio.sleep(run.sc.outage_s)
         await asyncio.to_thread(broker.start, timeout=90)
         return 1
 
@@ -498,6 +500,7 @@ def main(argv: list[str] | None = None) -> int:
         flag = f"--{name.replace('_', '-')}"
         parser.add_argument(flag, type=int, default=getattr(defaults, name))
     parser.add_argument("--pace-s", type=float, default=defaults.pace_s)
+    parser.add_argument("--outage-s", type=float, default=defaults.outage_s)
     parser.add_argument("--timeout-s", type=float, default=defaults.timeout_s)
     args = parser.parse_args(argv)
     sc = Scenario(
@@ -509,6 +512,7 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         batch_max_records=args.batch_max_records,
         pace_s=args.pace_s,
+        outage_s=args.outage_s,
         timeout_s=args.timeout_s,
     )
     with tempfile.TemporaryDirectory(prefix="streamcast-chaos-") as tmp:
