@@ -77,6 +77,13 @@ def _service_flags(parser: argparse.ArgumentParser) -> None:
     add("--forecasts-topic", dest="topics.forecasts", metavar="NAME")
     add("--alerts-topic", dest="topics.alerts", metavar="NAME")
     add("--dead-letter-topic", dest="topics.dead_letter", metavar="NAME")
+    add("--state-changelog-topic", dest="topics.state_changelog", metavar="NAME")
+    add(
+        "--processing-guarantee",
+        dest="processing_guarantee",
+        choices=["at_least_once", "exactly_once"],
+        help="exactly_once: transactions and durable state (default: at_least_once)",
+    )
     add("--aggregation", choices=["last", "mean", "sum", "min", "max"], help="default: model's")
     add("--max-gap", dest="max_gap", type=int, metavar="N", help="default: model's")
     add("--max-keys", dest="max_keys", type=int, metavar="N")
@@ -176,6 +183,8 @@ _SETTING_FLAGS = {
     "topics.forecasts",
     "topics.alerts",
     "topics.dead_letter",
+    "topics.state_changelog",
+    "processing_guarantee",
     "aggregation",
     "max_gap",
     "max_keys",

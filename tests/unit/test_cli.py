@@ -119,6 +119,16 @@ def test_flags_become_nested_overrides() -> None:
     assert overrides_from(args) == {"topics": {"ticks": "in", "forecasts": "out"}, "max_gap": 2}
 
 
+def test_exactly_once_flags_become_settings() -> None:
+    args = build_parser().parse_args(
+        ["serve", "--processing-guarantee", "exactly_once", "--state-changelog-topic", "st"]
+    )
+    assert overrides_from(args) == {
+        "processing_guarantee": "exactly_once",
+        "topics": {"state_changelog": "st"},
+    }
+
+
 def test_console_script_module_entry_has_no_traceback(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMCAST_")}
     env["STREAMCAST_LOG_FORMAT"] = "yaml"
