@@ -78,18 +78,29 @@ class Core:
     partition (the Kafka key is the series key, as the producers' contract says).
     """
 
-    def __init__(self, decoder: TickDecoder, pipeline: Pipeline, name: str, version: str) -> None:
+    def __init__(
+        self,
+        decoder: TickDecoder,
+        pipeline: Pipeline,
+        name: str,
+        version: str,
+        *,
+        track_partitions: bool = True,
+    ) -> None:
         self.decoder = decoder
         self.pipeline = pipeline
         self.model_name = name
         self.model_version = version
+        #: off in at-least-once mode: nothing reads the map there, and only changelog
+        #: tombstones remove evicted keys from it
+        self.track_partitions = track_partitions
         self.partition_of: dict[str, int] = {}
 
     def process(self, records: Sequence[Consumed], now_s: float) -> CoreStep:
         """Decode and step one micro-batch."""
         batch, rejections = self.decoder.decode([(r.key, r.value) for r in records])
         result = self.pipeline.process(batch, now_s)
-        if len(batch.keys):
+        if self.track_partitions and len(batch.keys):
             parts = np.fromiter((r.partition for r in records), dtype=np.int64, count=len(records))
             self.partition_of.update(zip(batch.keys, parts[batch.index].tolist(), strict=True))
         forecasts = result.forecasts
@@ -160,7 +171,8 @@ def build_core(settings: Settings) -> Core:
         max_keys=settings.max_keys,
         key_ttl_s=settings.key_ttl_s,
     )
-    return Core(decoder, pipeline, meta.name, meta.version)
+    durable = settings.processing_guarantee == "exactly_once"
+    return Core(decoder, pipeline, meta.name, meta.version, track_partitions=durable)
 
 
 def forecast_records(topic: str, forecasts: ForecastBatch) -> list[OutRecord]:

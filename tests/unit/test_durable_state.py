@@ -129,3 +129,10 @@ def test_a_batch_of_only_bad_ticks_writes_no_state(tmp_path: Path) -> None:
     step = core.process([InRecord("ticks", 0, 0, 0, b"a", b"not json")], 0.0)
     assert len(step.rejections) == 1
     assert core.state_records("state", step) == []
+
+
+def test_at_least_once_core_keeps_no_partition_map(tmp_path: Path) -> None:
+    settings = _settings(tmp_path).model_copy(update={"processing_guarantee": "at_least_once"})
+    core = build_core(settings)
+    core.process(_records(_hours(KEYS, range(2))), 0.0)
+    assert core.partition_of == {}, "nothing would ever remove evicted keys from it"
