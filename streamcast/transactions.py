@@ -182,9 +182,26 @@ class TransactionalBroker:
     @contextlib.asynccontextmanager
     async def exclusive(self) -> AsyncIterator[bool]:
         """Hold off rebalances for a batch; yields False when the last fetch is stale (a
-        rebalance or rewind came in between: its records will be read again)."""
+        rebalance or rewind came in between): its records are dropped and every owned
+        partition is sought back to its committed offset, so they are read again."""
         async with self._lock:
-            yield self._fetched_generation == self._generation and not self._dirty
+            current = self._fetched_generation == self._generation and not self._dirty
+            if not current and not self._dirty:
+                # The stale fetch may have run after the rebalance's seeks and advanced
+                # the positions past records nobody processed: back to the committed
+                # offsets, which is exactly where the held state stands.
+                await self._seek_committed()
+            yield current
+
+    async def _seek_committed(self) -> None:
+        consumer = self.consumer
+        for p in sorted(self._owned):
+            tp = TopicPartition(self._topic, p)
+            offset = self._committed.get(p)
+            if offset is None:
+                await consumer.seek_to_beginning(tp)
+            else:
+                consumer.seek(tp, offset)
 
     @property
     def needs_rewind(self) -> bool:
@@ -324,14 +341,8 @@ class TransactionalBroker:
                 "restored": sorted(stale),
             },
         )
-        for p in sorted(assigned):
-            tp = TopicPartition(self._topic, p)
-            offset = committed[p]
-            if offset is None:
-                await consumer.seek_to_beginning(tp)
-            else:
-                consumer.seek(tp, offset)
-            self._committed[p] = offset
+        self._committed.update(committed)
+        await self._seek_committed()
 
     async def _restore(self, partitions: set[int]) -> None:
         assert self._restorer is not None

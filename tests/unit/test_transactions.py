@@ -9,6 +9,7 @@ from collections.abc import Sequence, Set
 from typing import Any
 
 import pytest
+from aiokafka import TopicPartition
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from streamcast.config import Settings
@@ -24,6 +25,13 @@ class FakeConsumer:
     def __init__(self) -> None:
         self.during: Any = None
         self.offset = 0
+        self.seeks: list[tuple[int, int | None]] = []
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self.seeks.append((tp.partition, offset))
+
+    async def seek_to_beginning(self, tp: TopicPartition) -> None:
+        self.seeks.append((tp.partition, None))
 
     async def getmany(self, timeout_ms: int, max_records: int) -> dict[str, list[InRecord]]:
         if self.during is not None:
@@ -62,6 +70,7 @@ def _broker(take_error: BaseException | None = None) -> tuple[TransactionalBroke
         if take_error is not None:
             raise take_error
         broker._owned = set(assigned)
+        broker._committed = {p: 100 + p for p in assigned}
 
     broker._take = take  # type: ignore[method-assign]
     return broker, consumer
@@ -80,8 +89,12 @@ async def test_records_fetched_across_a_rebalance_are_stale_then_fresh_again() -
 
     consumer.during = rebalance
     await broker.fetch(10, 0)
+    consumer.seeks.clear()
     async with broker.exclusive() as current:
         assert not current, "positions were reset by the assignment: read them again"
+    # the stale records may have been read after the assignment's seeks: back to the
+    # committed offsets, or they would be skipped
+    assert consumer.seeks == [(0, 100), (1, 101)]
     consumer.during = None
     await broker.fetch(10, 0)
     async with broker.exclusive() as current:
