@@ -19,10 +19,11 @@ Rebalances (eager, so every rebalance revokes everything first):
   transaction is open when the partitions move and no offsets of revoked partitions are
   committed afterwards; records fetched before the rebalance are discarded (a generation
   counter), because positions are rewound to the committed offsets on assignment.
-- **assign** keeps the state of partitions this instance still owns and whose committed
-  offset is the one it committed last; for every other partition it starts the
-  producer (fencing), drops its rows, reads the changelog partition to its end into the
-  store, and seeks the consumer to the committed offset.
+- **assign** starts a new producer for every assigned partition (fencing whoever wrote
+  it before), then reads the committed offsets. It keeps the state of partitions whose
+  committed offset is the one this instance committed last; for the others it drops
+  their rows and reads their changelog partitions to the end into the store. Finally it
+  seeks every partition to its committed offset.
 
 Any error in a batch marks the broker dirty; :meth:`TransactionalBroker.rewind` then
 closes every producer (their open transactions are aborted by the new producers'
@@ -297,10 +298,15 @@ class TransactionalBroker:
                 self._generation += 1
 
     async def _take(self, assigned: set[int]) -> None:
-        """Own exactly ``assigned``: fence, restore what is not current, seek."""
-        lost = set(self._producers) - assigned
-        if lost:
-            await self._close_producers(lost)
+        """Own exactly ``assigned``: fence, restore what is not current, seek.
+
+        Every assignment starts new producers for all its partitions, even those this
+        instance kept: had it been expelled from the group meanwhile (a long pause), the
+        partition's interim owner fenced the old producer, whose next commit would fail.
+        State is kept only where the committed offset, read after fencing, is the one
+        this instance committed last.
+        """
+        await self._close_producers(set(self._producers))
         lost_state = self._owned - assigned
         if lost_state:
             dropped = self._state.drop_partitions(lost_state)
@@ -310,28 +316,20 @@ class TransactionalBroker:
         for p in lost_state:
             self._committed.pop(p, None)
         self._owned = set(assigned)
-        fresh: set[int] = set()
-        for p in sorted(assigned - set(self._producers)):
-            producer = AIOKafkaProducer(
-                transactional_id=transactional_id(self._settings, p),
-                linger_ms=self._settings.linger_ms,
-                max_batch_size=self._settings.producer_max_batch_bytes,
-                max_request_size=max(self._settings.producer_max_batch_bytes, 2 * 1024 * 1024),
-                retry_backoff_ms=RETRY_BACKOFF_MS,
-                **client_options(self._settings),
-            )
-            try:
-                await producer.start()  # InitProducerId: fences the previous owner
-            except BaseException:
-                await _bounded_stop(producer)
-                raise
-            self._producers[p] = producer
-            fresh.add(p)
+        producers = {p: self._new_producer(p) for p in sorted(assigned)}
+        started = await asyncio.gather(
+            *(producer.start() for producer in producers.values()), return_exceptions=True
+        )
+        failed = [r for r in started if isinstance(r, BaseException)]
+        if failed:
+            await asyncio.gather(*(_bounded_stop(producer) for producer in producers.values()))
+            raise failed[0]
+        self._producers = producers  # InitProducerId done: previous owners are fenced
         consumer = self.consumer
         committed: dict[int, int | None] = {}
         for p in sorted(assigned):
             committed[p] = await consumer.committed(TopicPartition(self._topic, p))
-        stale = {p for p in assigned if p in fresh or self._committed.get(p, -1) != committed[p]}
+        stale = {p for p in assigned if self._committed.get(p, -1) != committed[p]}
         if stale:
             await self._restore(stale)
         log.info(
@@ -343,6 +341,17 @@ class TransactionalBroker:
         )
         self._committed.update(committed)
         await self._seek_committed()
+
+    def _new_producer(self, partition: int) -> AIOKafkaProducer:
+        s = self._settings
+        return AIOKafkaProducer(
+            transactional_id=transactional_id(s, partition),
+            linger_ms=s.linger_ms,
+            max_batch_size=s.producer_max_batch_bytes,
+            max_request_size=max(s.producer_max_batch_bytes, 2 * 1024 * 1024),
+            retry_backoff_ms=RETRY_BACKOFF_MS,
+            **client_options(s),
+        )
 
     async def _restore(self, partitions: set[int]) -> None:
         assert self._restorer is not None
