@@ -76,6 +76,8 @@ class Scenario:
     pace_s: float = 40.0
     #: broker-restart: seconds the broker stays down
     outage_s: float = 3.0
+    #: crash: the signal that stops the instance (SIGKILL; SIGTERM checks the drain)
+    stop_signal: int = signal.SIGKILL
     timeout_s: float = 240.0
 
 
@@ -425,7 +427,8 @@ async def execute(run: Run, name: str, disrupt: Disrupt) -> Verdict:
 
 
 async def crash(run: Run, moments: list[float]) -> int:
-    """One instance, ``kill -9``-ed ``kills`` times and restarted at once.
+    """One instance, ``kill -9``-ed (or sent ``stop_signal``) ``kills`` times and
+    restarted at once.
 
     Each kill comes a random 0.2-3 s after the instance got its partitions (restored its
     state and started processing), so every kill hits a working instance mid-stream.
@@ -439,7 +442,7 @@ async def crash(run: Run, moments: list[float]) -> int:
         )
         await asyncio.sleep(rng.uniform(0.2, 3.0))
         assert proc.process is not None
-        proc.process.send_signal(signal.SIGKILL)
+        proc.process.send_signal(run.sc.stop_signal)
         await asyncio.to_thread(proc.process.wait)
         proc.launch()
     return len(moments)
@@ -501,6 +504,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument(flag, type=int, default=getattr(defaults, name))
     parser.add_argument("--pace-s", type=float, default=defaults.pace_s)
     parser.add_argument("--outage-s", type=float, default=defaults.outage_s)
+    parser.add_argument(
+        "--signal", choices=["KILL", "TERM"], default="KILL", help="crash: how to stop"
+    )
     parser.add_argument("--timeout-s", type=float, default=defaults.timeout_s)
     args = parser.parse_args(argv)
     sc = Scenario(
@@ -513,6 +519,7 @@ def main(argv: list[str] | None = None) -> int:
         batch_max_records=args.batch_max_records,
         pace_s=args.pace_s,
         outage_s=args.outage_s,
+        stop_signal=signal.Signals[f"SIG{args.signal}"].value,
         timeout_s=args.timeout_s,
     )
     with tempfile.TemporaryDirectory(prefix="streamcast-chaos-") as tmp:

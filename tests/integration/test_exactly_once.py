@@ -11,6 +11,7 @@ letter exactly once (by source partition and offset). The scenarios are those of
 from __future__ import annotations
 
 import importlib.util
+import signal
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -59,6 +60,18 @@ async def test_kill_9_five_times_mid_stream_output_exactly_once(
     # every lifetime restored its partitions from the changelog before processing them
     assert len(verdict.restores) >= 6, verdict.report()
     assert max(r["keys"] for r in verdict.restores) == 100, verdict.restores
+
+
+async def test_sigterm_drains_and_a_restart_continues_from_the_changelog(
+    bootstrap: str, tmp_path: Path
+) -> None:
+    sc = chaos.Scenario(
+        ticks=10_000, keys=50, kills=2, pace_s=12.0, seed=5, stop_signal=signal.SIGTERM
+    )
+    verdict = await chaos.run_scenario("crash", bootstrap, tmp_path, sc)
+    _check(verdict)
+    log = (tmp_path / "crash.log").read_text()
+    assert log.count('"msg":"stopped"') == 2, "both stops drained and exited cleanly"
 
 
 async def test_rebalance_member_killed_and_member_added_exactly_once(
