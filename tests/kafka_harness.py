@@ -17,11 +17,12 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _load_kafka_local() -> ModuleType:
-    name = "kafka_local"
+def load_script(path: Path, name: str | None = None) -> ModuleType:
+    """Import a stand-alone script (``scripts/*.py``, ``deploy/**/*.py``) as a module, once."""
+    name = name or path.stem
     if name in sys.modules:
         return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / "kafka_local.py")
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
@@ -29,7 +30,7 @@ def _load_kafka_local() -> ModuleType:
     return module
 
 
-kafka_local = _load_kafka_local()
+kafka_local = load_script(REPO / "scripts" / "kafka_local.py")
 
 
 def unique_topic(prefix: str = "t") -> str:

@@ -10,11 +10,8 @@ letter exactly once (by source partition and offset). The scenarios are those of
 
 from __future__ import annotations
 
-import importlib.util
 import signal
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
@@ -23,24 +20,12 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from streamcast.changelog import ensure_changelog
 from streamcast.config import Settings
 from streamcast.kafka import TopicError, client_options, ensure_topics
-from tests.kafka_harness import REPO, create_topics, kafka_local, unique_topic
+from tests.kafka_harness import REPO, create_topics, kafka_local, load_script, unique_topic
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 
-def _load_chaos() -> ModuleType:
-    name = "streamcast_chaos"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / "chaos.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-chaos = _load_chaos()
+chaos = load_script(REPO / "scripts" / "chaos.py", "streamcast_chaos")
 
 
 def _check(verdict: object) -> None:

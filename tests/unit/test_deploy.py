@@ -13,7 +13,6 @@ Kubernetes: ``test_deploy_kubernetes.py``.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import os
 import re
@@ -25,6 +24,7 @@ import pytest
 
 from streamcast.config import Settings, env_name, flatten
 from streamcast.health import HealthServer
+from tests.kafka_harness import load_script
 from tests.unit.deploy_files import (
     BIN,
     DASHBOARD_METRICS,
@@ -166,12 +166,7 @@ def test_streamcast_console_script_runs_outside_a_container() -> None:
 async def test_container_healthcheck_script_against_the_real_health_server(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    spec = importlib.util.spec_from_file_location(
-        "healthcheck", DEPLOY / "docker" / "healthcheck.py"
-    )
-    assert spec is not None and spec.loader is not None
-    healthcheck = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(healthcheck)
+    healthcheck = load_script(DEPLOY / "docker" / "healthcheck.py", "streamcast_healthcheck")
     ready = [False]
     server = HealthServer("127.0.0.1", 0, lambda: b"", lambda: (ready[0], "restoring state"))
     async with server:
