@@ -9,6 +9,7 @@ calls ``commit`` only after that, so a crash can repeat output but never lose it
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import ssl
@@ -247,6 +248,32 @@ async def require_topic(settings: Settings, topic: str) -> int:
     return len(described[0]["partitions"])
 
 
+async def stop_client(client: AIOKafkaConsumer | AIOKafkaProducer) -> None:
+    """``client.stop()``, surviving the client's own stray cancellation.
+
+    aiokafka (0.14) ``Fetcher.close()`` cancels its in-flight fetch tasks and then awaits
+    them; one that was sleeping in its retry backoff because the broker is unreachable
+    re-raises that ``CancelledError`` out of ``consumer.stop()``, although nobody
+    cancelled the caller. Such an error is logged and the network client that
+    ``stop()`` skipped is closed; a real cancellation of the caller still propagates.
+    """
+    try:
+        await client.stop()
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise  # the caller is being cancelled (e.g. a close timeout): not ours to eat
+        log.warning(
+            "Kafka client stopped with a stray cancellation (broker unreachable)",
+            extra={"client": type(client).__name__},
+        )
+        # stop() returned before closing its connections; stop() again is a no-op
+        inner = getattr(client, "_client", None)
+        if inner is not None:
+            with contextlib.suppress(Exception):
+                await inner.close()
+
+
 class KafkaBroker:
     """The real :class:`Broker`: one consumer in the group and one idempotent producer."""
 
@@ -279,8 +306,8 @@ class KafkaBroker:
             await producer.start()
             await consumer.start()
         except BaseException:
-            await producer.stop()
-            await consumer.stop()
+            await stop_client(producer)
+            await stop_client(consumer)
             raise
         self._producer, self._consumer = producer, consumer
 
@@ -290,9 +317,9 @@ class KafkaBroker:
         producer, self._producer = self._producer, None
         consumer, self._consumer = self._consumer, None
         if producer is not None:
-            await producer.stop()
+            await stop_client(producer)
         if consumer is not None:
-            await consumer.stop()
+            await stop_client(consumer)
 
     @property
     def consumer(self) -> AIOKafkaConsumer:

@@ -31,7 +31,7 @@ import os
 import random
 import signal
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Protocol, TypeVar
 
@@ -65,6 +65,10 @@ BASE_BACKOFF_S = 0.5
 PROGRESS_LOG_S = 60.0
 #: exit code of a second signal (128 + SIGINT, the shell convention)
 FORCED_EXIT = 130
+#: closing the Kafka clients gets what is left of the drain budget, within these bounds
+#: (an unreachable broker makes a close wait for nothing)
+CLOSE_MIN_S = 1.0
+CLOSE_MAX_S = 10.0
 
 
 class ManagedBroker(Broker, Protocol):
@@ -113,6 +117,7 @@ class Service:
         self._clock = clock
         self._stopping = asyncio.Event()
         self._signals = 0
+        self._stop_requested_at: float | None = None
         self._started = False
         self._broker: ManagedBroker | None = None
         self._last_tick = 0.0
@@ -137,6 +142,7 @@ class Service:
         """Ask the service to drain and stop (idempotent; safe from a signal handler)."""
         if not self._stopping.is_set():
             log.info("stop requested: finishing the in-flight batch")
+            self._stop_requested_at = time.monotonic()
         self._stopping.set()
 
     def handle_signal(self, signum: int) -> None:
@@ -197,7 +203,7 @@ class Service:
                     progress.cancel()
                 finally:
                     self._broker = None
-                    await _bounded(broker.close(), 10.0, "closing Kafka clients")
+                    await _bounded(broker.close(), self._close_budget(), "closing Kafka clients")
         except BaseExceptionGroup as group:
             raise _first_leaf(group) from None
         log.info(
@@ -209,6 +215,14 @@ class Service:
                 "dead_letters": self.dead_lettered,
             },
         )
+
+    def _close_budget(self) -> float:
+        """Seconds the Kafka clients get to close: the rest of the drain budget after a
+        stop request (so the whole shutdown stays near ``drain_timeout_s``)."""
+        if self._stop_requested_at is None:
+            return CLOSE_MAX_S  # the loop failed: no drain budget to keep
+        left = self._stop_requested_at + self.settings.drain_timeout_s - time.monotonic()
+        return min(CLOSE_MAX_S, max(CLOSE_MIN_S, left))
 
     def _default_broker_factory(self, core: BatchProcessor) -> BrokerFactory:
         if self.settings.processing_guarantee == "at_least_once":
@@ -230,8 +244,7 @@ class Service:
         while not self.stopping:
             broker = self._broker_factory(self.settings)
             try:
-                await self._topic_check(self.settings)
-                await broker.start()
+                connected = await self._interruptible(self._start(broker))
             except (KafkaError, OSError) as exc:
                 await broker.close()
                 self.metrics.broker_errors.labels(op="connect").inc()
@@ -248,6 +261,10 @@ class Service:
                 attempt += 1
                 await self._sleep_unless_stopping(delay)
                 continue
+            if not connected:
+                # stopped while a broker that does not answer held the attempt
+                await _bounded(broker.close(), self._close_budget(), "closing Kafka clients")
+                return None
             log.info(
                 "connected",
                 extra={
@@ -257,6 +274,34 @@ class Service:
             )
             return broker
         return None
+
+    async def _start(self, broker: ManagedBroker) -> None:
+        await self._topic_check(self.settings)
+        await broker.start()
+
+    async def _interruptible(self, aw: Coroutine[object, object, None]) -> bool:
+        """Await ``aw`` unless a stop request comes first: True when it finished (its
+        error is raised), False when the stop won and ``aw`` was cancelled.
+
+        A broker that accepts connections but never answers holds a connect attempt for
+        aiokafka's request timeout (40 s); a SIGTERM must not wait for that.
+        """
+        work = asyncio.ensure_future(aw)
+        stop = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({work, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+            if not work.done():
+                work.cancel()
+        if work.done() and not work.cancelled():
+            work.result()
+            return True
+        # let the attempt unwind (its clients clean up after themselves), within bounds
+        await asyncio.wait({work}, timeout=self._close_budget())
+        if work.done() and not work.cancelled():
+            work.exception()  # retrieved: an error while cancelling is of no interest
+        return False
 
     async def _main_loop(self, broker: ManagedBroker, core: BatchProcessor) -> None:
         s = self.settings
@@ -519,10 +564,18 @@ def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
 
 
 async def _bounded(aw: Awaitable[None], seconds: float, what: str) -> None:
+    """Await ``aw`` for at most ``seconds``; a timeout or a stray cancellation raised by
+    a client's own close (aiokafka's, with the broker unreachable) is one warning line,
+    not a traceback. A cancellation of this task itself still propagates."""
     try:
         await asyncio.wait_for(aw, timeout=seconds)
     except TimeoutError:
         log.warning(f"{what} timed out", extra={"timeout_s": seconds})
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+        log.warning(f"{what} was interrupted by a client's own cancellation")
 
 
 async def serve(settings: Settings) -> None:
