@@ -5,9 +5,10 @@ Phases, as in uvicorn's server:
 1. **startup** — load the model (fail fast on a bad artifact), build the pipeline, open
    the HTTP endpoints, check/create topics and connect to Kafka, retrying with
    exponential backoff (capped, jittered, logged) while the broker is unavailable.
-2. **main loop** — ``fetch`` a micro-batch -> decode -> ``Pipeline.process`` in a worker
-   thread -> produce forecasts and dead letters -> await *every* acknowledgement -> only
-   then commit the consumed offsets. Broker failures mid-run are retried with backoff;
+2. **main loop** — ``fetch`` a micro-batch, then hand it to the
+   :class:`~streamcast.batch_handling.BatchHandler`: decode -> ``Pipeline.process`` in a
+   worker thread -> produce forecasts and dead letters -> await *every* acknowledgement
+   -> only then commit the consumed offsets. Broker failures mid-run are retried with backoff;
    the in-memory state is kept; bad input never raises (it becomes dead letters).
    With ``processing_guarantee=exactly_once`` the broker is a
    :class:`~streamcast.transactions.TransactionalBroker`: each batch is processed under
@@ -17,9 +18,12 @@ Phases, as in uvicorn's server:
 3. **shutdown** — a first SIGTERM/SIGINT only sets a flag: no new fetch starts, the
    in-flight batch is finished, produced and committed, and the clients are closed, all
    within ``drain_timeout_s`` (after which what is left is cancelled: nothing committed
-   that was not produced, so at-least-once holds). A second signal exits at once.
+   that was not produced, so at-least-once holds). Closing gets what is left of that
+   budget (at least :data:`CLOSE_MIN_S`), and a stop also interrupts a connect attempt:
+   an unreachable broker never holds a SIGTERM. A second signal exits at once.
 
-Every background task lives in one ``TaskGroup``; resources are async context managers.
+Every background task lives in one ``TaskGroup``; resources are async context managers;
+every wait is bounded or interruptible (:mod:`streamcast.waits`).
 """
 
 from __future__ import annotations
@@ -28,39 +32,26 @@ import asyncio
 import contextlib
 import logging
 import os
-import random
 import signal
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import Protocol
 
-import numpy as np
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.errors import KafkaError
 
+from streamcast.batch_handling import BatchHandler
 from streamcast.config import Settings
 from streamcast.errors import ConfigurationError, ModelError
 from streamcast.health import HealthServer
-from streamcast.kafka import Broker, Consumed, KafkaBroker, OutRecord, ensure_topics
-from streamcast.metrics import Metrics, observe_many
-from streamcast.microbatch import (
-    BatchProcessor,
-    CoreStep,
-    DurableProcessor,
-    build_core,
-    dead_letters,
-    forecast_records,
-    partitioned_outputs,
-)
-from streamcast.records import Rejection
-from streamcast.transactions import FencedError, TransactionalBroker
+from streamcast.kafka import Broker, KafkaBroker, ensure_topics
+from streamcast.metrics import Metrics
+from streamcast.microbatch import BatchProcessor, DurableProcessor, build_core
+from streamcast.transactions import TransactionalBroker
+from streamcast.waits import backoff_delays, bounded, first_leaf, sleep_unless_set, unless_set
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
-
-#: first retry delay; doubles per attempt up to ``retry_max_backoff_s``
-BASE_BACKOFF_S = 0.5
 #: seconds between progress log lines
 PROGRESS_LOG_S = 60.0
 #: exit code of a second signal (128 + SIGINT, the shell convention)
@@ -87,16 +78,6 @@ BrokerFactory = Callable[[Settings], ManagedBroker]
 TopicCheck = Callable[[Settings], Awaitable[int]]
 
 
-def backoff_delays(max_s: float, base_s: float = BASE_BACKOFF_S) -> Callable[[int], float]:
-    """``attempt -> delay``: exponential from ``base_s``, capped at ``max_s``, with jitter."""
-
-    def delay(attempt: int) -> float:
-        raw = min(max_s, base_s * 2.0 ** min(attempt, 30))
-        return float(raw * (0.75 + 0.5 * random.random()))
-
-    return delay
-
-
 class Service:
     """One streamcast instance. ``await run()``; ``request_stop()`` from a signal handler."""
 
@@ -121,15 +102,33 @@ class Service:
         self._started = False
         self._broker: ManagedBroker | None = None
         self._last_tick = 0.0
-        self._positions: dict[tuple[str, int], int] = {}
         self._delay = backoff_delays(settings.retry_max_backoff_s)
-        self._rewind_attempt = 0
+        self._handler = BatchHandler(
+            settings, self.metrics, clock=clock, delay=self._delay, pause=self._pause
+        )
         self.http_port: int | None = None
-        #: totals since start (tests and the final log line read them)
-        self.consumed = 0
-        self.batches = 0
-        self.forecasts = 0
-        self.dead_lettered = 0
+
+    # -- totals since start (tests and the final log line read them) -----------------------
+
+    @property
+    def consumed(self) -> int:
+        """Input records whose output was acknowledged."""
+        return self._handler.consumed
+
+    @property
+    def batches(self) -> int:
+        """Micro-batches whose output was acknowledged."""
+        return self._handler.batches
+
+    @property
+    def forecasts(self) -> int:
+        """Forecasts produced."""
+        return self._handler.forecasts
+
+    @property
+    def dead_lettered(self) -> int:
+        """Dead letters produced."""
+        return self._handler.dead_lettered
 
     # -- control ---------------------------------------------------------------------------
 
@@ -203,9 +202,9 @@ class Service:
                     progress.cancel()
                 finally:
                     self._broker = None
-                    await _bounded(broker.close(), self._close_budget(), "closing Kafka clients")
+                    await bounded(broker.close(), self._close_budget(), "closing Kafka clients")
         except BaseExceptionGroup as group:
-            raise _first_leaf(group) from None
+            raise first_leaf(group) from None
         log.info(
             "stopped",
             extra={
@@ -244,7 +243,9 @@ class Service:
         while not self.stopping:
             broker = self._broker_factory(self.settings)
             try:
-                connected = await self._interruptible(self._start(broker))
+                connected = await unless_set(
+                    self._start(broker), self._stopping, self._close_budget
+                )
             except (KafkaError, OSError) as exc:
                 await broker.close()
                 self.metrics.broker_errors.labels(op="connect").inc()
@@ -259,11 +260,11 @@ class Service:
                     },
                 )
                 attempt += 1
-                await self._sleep_unless_stopping(delay)
+                await self._pause(delay)
                 continue
             if not connected:
                 # stopped while a broker that does not answer held the attempt
-                await _bounded(broker.close(), self._close_budget(), "closing Kafka clients")
+                await bounded(broker.close(), self._close_budget(), "closing Kafka clients")
                 return None
             log.info(
                 "connected",
@@ -279,219 +280,29 @@ class Service:
         await self._topic_check(self.settings)
         await broker.start()
 
-    async def _interruptible(self, aw: Coroutine[object, object, None]) -> bool:
-        """Await ``aw`` unless a stop request comes first: True when it finished (its
-        error is raised), False when the stop won and ``aw`` was cancelled.
-
-        A broker that accepts connections but never answers holds a connect attempt for
-        aiokafka's request timeout (40 s); a SIGTERM must not wait for that.
-        """
-        work = asyncio.ensure_future(aw)
-        stop = asyncio.ensure_future(self._stopping.wait())
-        try:
-            await asyncio.wait({work, stop}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stop.cancel()
-            if not work.done():
-                work.cancel()
-        if work.done() and not work.cancelled():
-            work.result()
-            return True
-        # let the attempt unwind (its clients clean up after themselves), within bounds
-        await asyncio.wait({work}, timeout=self._close_budget())
-        if work.done() and not work.cancelled():
-            work.exception()  # retrieved: an error while cancelling is of no interest
-        return False
-
     async def _main_loop(self, broker: ManagedBroker, core: BatchProcessor) -> None:
         s = self.settings
         exactly_once = isinstance(broker, TransactionalBroker)
         self._last_tick = self._clock()
         while not self.stopping:
-            if isinstance(broker, TransactionalBroker) and not await self._rewound(broker):
+            if isinstance(broker, TransactionalBroker) and not await self._handler.rewound(broker):
                 continue
             try:
                 records = await broker.fetch(s.batch_max_records, s.batch_max_wait_ms)
             except KafkaError as exc:
                 self.metrics.broker_errors.labels(op="fetch").inc()
                 log.warning("fetch failed; retrying", extra={"error": repr(exc)})
-                await self._sleep_unless_stopping(self._delay(0))
+                await self._pause(self._delay(0))
                 continue
             self._last_tick = self._clock()
             if records and exactly_once:
                 assert isinstance(broker, TransactionalBroker)
                 assert isinstance(core, DurableProcessor)
-                await self._handle_exactly_once(broker, core, records)
+                await self._handler.handle_exactly_once(broker, core, records)
             elif records:
-                await self._handle(broker, core, records)
-            self._observe_lag(broker)
+                await self._handler.handle(broker, core, records)
+            self._handler.observe_lag(broker)
             self._last_tick = self._clock()
-
-    def _compute(
-        self, core: BatchProcessor, records: Sequence[Consumed], now_s: float
-    ) -> tuple[CoreStep, list[OutRecord], int]:
-        """The CPU part of a micro-batch (worker thread): step, then encode the output."""
-        started = time.perf_counter()
-        step = core.process(records, now_s)
-        self.metrics.inference_seconds.observe(time.perf_counter() - started)
-        topics = self.settings.topics
-        out = forecast_records(topics.forecasts, step.forecasts)
-        n_forecasts = len(out)
-        out += dead_letters(topics.dead_letter, records, step.rejections)
-        return step, out, n_forecasts
-
-    async def _handle(
-        self, broker: ManagedBroker, core: BatchProcessor, records: Sequence[Consumed]
-    ) -> None:
-        """One micro-batch: process, produce, await acks, commit."""
-        self.metrics.batch_size.observe(len(records))
-        step, out, n_forecasts = await asyncio.to_thread(
-            self._compute, core, records, self._clock()
-        )
-        await self._retry("produce", broker.publish, out)
-        offsets = next_offsets(records)
-        self._account(records, step, n_forecasts, offsets)
-        await self._commit(broker, offsets)
-
-    # -- exactly-once ----------------------------------------------------------------------
-
-    async def _rewound(self, broker: TransactionalBroker) -> bool:
-        """Rewind if a batch or an assignment failed; False when it must be retried."""
-        if not broker.needs_rewind:
-            self._rewind_attempt = 0
-            return True
-        try:
-            async with broker.exclusive():
-                await broker.rewind()
-        except (KafkaError, OSError) as exc:
-            self.metrics.broker_errors.labels(op="rewind").inc()
-            delay = self._delay(self._rewind_attempt)
-            self._rewind_attempt += 1
-            log.warning(
-                "rewind failed; retrying", extra={"retry_in_s": round(delay, 2), "error": repr(exc)}
-            )
-            await self._sleep_unless_stopping(delay)
-            return False
-        self.metrics.rewinds.inc()
-        return True
-
-    async def _handle_exactly_once(
-        self, broker: TransactionalBroker, core: DurableProcessor, records: Sequence[Consumed]
-    ) -> None:
-        """One micro-batch under the broker's batch lock: process, then one transaction
-        per input partition (outputs, changelog, offset). A failure leaves the broker
-        dirty; the next iteration rewinds (FencedError ends the service)."""
-        async with broker.exclusive() as current:
-            if not current:
-                return  # a rebalance or rewind came between: these are read again
-            self.metrics.batch_size.observe(len(records))
-            step, by_partition, n_forecasts = await asyncio.to_thread(
-                self._compute_grouped, core, records, self._clock()
-            )
-            offsets = next_offsets(records)
-            try:
-                await broker.commit_batch(by_partition, offsets)
-            except FencedError:
-                raise
-            except (KafkaError, OSError) as exc:
-                self.metrics.broker_errors.labels(op="transaction").inc()
-                log.warning(
-                    "transaction failed; rewinding to the committed offsets",
-                    extra={"error": repr(exc)},
-                )
-                return
-            self._account(records, step, n_forecasts, offsets)
-
-    def _compute_grouped(
-        self, core: DurableProcessor, records: Sequence[Consumed], now_s: float
-    ) -> tuple[CoreStep, dict[int, list[OutRecord]], int]:
-        """The CPU part of an exactly-once batch: outputs grouped per input partition."""
-        started = time.perf_counter()
-        step = core.process(records, now_s)
-        self.metrics.inference_seconds.observe(time.perf_counter() - started)
-        by_partition, n_forecasts = partitioned_outputs(self.settings, core, records, step)
-        return step, by_partition, n_forecasts
-
-    def _account(
-        self,
-        records: Sequence[Consumed],
-        step: CoreStep,
-        n_forecasts: int,
-        offsets: dict[tuple[str, int], int],
-    ) -> None:
-        """Metrics and totals of a batch whose output was acknowledged."""
-        self._count(records, step.rejections, n_forecasts, step)
-        self._observe_latency(records, step, self._clock())
-        self._positions.update(offsets)
-        self.consumed += len(records)
-        self.batches += 1
-
-    def _observe_latency(self, records: Sequence[Consumed], step: CoreStep, acked: float) -> None:
-        sent_ms = np.fromiter(
-            (records[i].timestamp for i in step.trigger_positions.tolist()),
-            dtype=np.int64,
-            count=len(step.trigger_positions),
-        )
-        observe_many(self.metrics.latency, np.maximum(0.0, acked - sent_ms / 1000.0))
-
-    def _count(
-        self,
-        records: Sequence[Consumed],
-        rejections: Sequence[Rejection],
-        forecasts: int,
-        step: CoreStep,
-    ) -> None:
-        m = self.metrics
-        rejected = len({r.index for r in rejections})
-        m.ticks.labels(result="rejected").inc(rejected)
-        m.ticks.labels(result="accepted").inc(len(records) - rejected)
-        m.forecasts.inc(forecasts)
-        self.forecasts += forecasts
-        self.dead_lettered += len(rejections)
-        for rej in rejections:
-            m.dead_letters.labels(reason=str(rej.reason)).inc()
-        counters = step.counters
-        m.evictions.labels(cause="ttl").inc(counters.get("expired_ttl", 0))
-        m.evictions.labels(cause="lru").inc(counters.get("evicted_lru", 0))
-        m.restarts.inc(counters.get("resets", 0))
-        if "active_keys" in counters:
-            m.active_keys.set(counters["active_keys"])
-
-    async def _commit(self, broker: ManagedBroker, offsets: dict[tuple[str, int], int]) -> None:
-        try:
-            await self._retry("commit", broker.commit, offsets)
-        except CommitFailedError as exc:
-            # A rebalance took the partitions away: their new owner re-reads from the last
-            # commit, which repeats output (at-least-once) but loses nothing.
-            log.warning("commit rejected after a rebalance", extra={"error": repr(exc)})
-
-    async def _retry(self, op: str, call: Callable[[T], Awaitable[None]], arg: T) -> None:
-        """Retry a broker operation with backoff until it succeeds or the drain runs out."""
-        attempt = 0
-        while True:
-            try:
-                await call(arg)
-            except CommitFailedError:
-                raise
-            except KafkaError as exc:
-                self.metrics.broker_errors.labels(op=op).inc()
-                delay = self._delay(attempt)
-                log.warning(
-                    f"{op} failed; retrying",
-                    extra={
-                        "attempt": attempt + 1,
-                        "retry_in_s": round(delay, 2),
-                        "error": repr(exc),
-                    },
-                )
-                attempt += 1
-                await asyncio.sleep(delay)
-            else:
-                return
-
-    def _observe_lag(self, broker: ManagedBroker) -> None:
-        for partition, lag in broker.lag(self._positions).items():
-            self.metrics.consumer_lag.labels(partition=str(partition)).set(lag)
 
     async def _log_progress(self) -> None:
         """One info line per :data:`PROGRESS_LOG_S` with what happened since the last."""
@@ -526,18 +337,9 @@ class Service:
             )
             loop_task.cancel()
 
-    async def _sleep_unless_stopping(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
-
-
-def next_offsets(records: Sequence[Consumed]) -> dict[tuple[str, int], int]:
-    """``{(topic, partition): last offset + 1}``: what to commit after ``records``."""
-    offsets: dict[tuple[str, int], int] = {}
-    for r in records:
-        tp = (r.topic, r.partition)
-        offsets[tp] = max(offsets.get(tp, 0), r.offset + 1)
-    return offsets
+    async def _pause(self, seconds: float) -> None:
+        """Sleep between retries; returns early once a stop is requested."""
+        await sleep_unless_set(self._stopping, seconds)
 
 
 def load_core(settings: Settings) -> BatchProcessor:
@@ -555,27 +357,6 @@ def load_core(settings: Settings) -> BatchProcessor:
         raise
     except (ValueError, OSError) as exc:
         raise ModelError(f"cannot load model {path}: {exc}") from exc
-
-
-def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The first real exception inside (nested) task-group errors."""
-    first = group.exceptions[0]
-    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
-
-
-async def _bounded(aw: Awaitable[None], seconds: float, what: str) -> None:
-    """Await ``aw`` for at most ``seconds``; a timeout or a stray cancellation raised by
-    a client's own close (aiokafka's, with the broker unreachable) is one warning line,
-    not a traceback. A cancellation of this task itself still propagates."""
-    try:
-        await asyncio.wait_for(aw, timeout=seconds)
-    except TimeoutError:
-        log.warning(f"{what} timed out", extra={"timeout_s": seconds})
-    except asyncio.CancelledError:
-        task = asyncio.current_task()
-        if task is not None and task.cancelling():
-            raise
-        log.warning(f"{what} was interrupted by a client's own cancellation")
 
 
 async def serve(settings: Settings) -> None:
