@@ -46,7 +46,14 @@ from aiokafka.errors import InvalidProducerEpoch, KafkaError, ProducerFenced
 from streamcast.changelog import make_restore_consumer, read_changelog
 from streamcast.config import Settings
 from streamcast.errors import ModelError, StreamcastError
-from streamcast.kafka import RETRY_BACKOFF_MS, Consumed, OutRecord, client_options, make_consumer
+from streamcast.kafka import (
+    RETRY_BACKOFF_MS,
+    Consumed,
+    OutRecord,
+    client_options,
+    make_consumer,
+    stop_client,
+)
 from streamcast.metrics import Metrics
 from streamcast.microbatch import DurableProcessor
 from streamcast.publish import PartitionPicker, publish_packed
@@ -125,8 +132,8 @@ class TransactionalBroker:
             await restorer.start()
             await consumer.start()
         except BaseException:
-            await consumer.stop()
-            await restorer.stop()
+            await stop_client(consumer)
+            await stop_client(restorer)
             raise
         self._consumer, self._restorer = consumer, restorer
 
@@ -138,7 +145,7 @@ class TransactionalBroker:
         restorer, self._restorer = self._restorer, None
         for client in (consumer, restorer):
             if client is not None:
-                await client.stop()
+                await stop_client(client)
 
     @property
     def consumer(self) -> AIOKafkaConsumer:
