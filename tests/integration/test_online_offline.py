@@ -24,7 +24,7 @@ import pandas as pd
 import pytest
 
 from tests.integration.service_harness import ServiceProcess, consume, service_env
-from tests.kafka_harness import create_topics, unique_topic
+from tests.kafka_harness import REPO, create_topics, load_script, unique_topic
 from tests.training.tiny import TINY_COLUMNS, TINY_CONFIG
 from training.data import load_table, regularise
 from training.datasets import export_csv
@@ -33,13 +33,8 @@ from training.prep import split
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 
-def _offline(path: Path) -> dict[tuple[str, str], np.ndarray]:
-    """``(key, origin) -> [H]`` forecasts from the evaluator's per-interval file."""
-    frame = pd.read_csv(path).sort_values(["key", "origin_ts", "step"])
-    out: dict[tuple[str, str], np.ndarray] = {}
-    for (key, origin), group in frame.groupby(["key", "origin_ts"], sort=False):
-        out[(str(key), str(origin))] = group["forecast"].to_numpy(dtype=np.float64)
-    return out
+#: the same loader the demo's online-vs-offline check uses (scripts/compare_forecasts.py)
+_offline = load_script(REPO / "scripts" / "compare_forecasts.py").load_offline
 
 
 async def _replay_through_service(
