@@ -31,7 +31,7 @@ from common import (
     unique_topic,
 )
 
-from streamcast.model import OnnxStepModel
+from streamcast.core.model import OnnxStepModel
 
 INTERVAL_S = 60  # of the generated default model; a given model brings its own
 

@@ -5,7 +5,7 @@
    (latency), with ``processing_guarantee`` at_least_once and exactly_once.
 2. Restore: ``--restore-keys`` keys' real state records (the bench model's, produced by
    stepping each key past warm-up) are written to a compacted changelog topic; then
-   :func:`streamcast.changelog.read_changelog` plus :meth:`Core.restore` load them the
+   :func:`streamcast.kafka.changelog.read_changelog` plus :meth:`Core.restore` load them the
    way an instance does on assignment. Prints keys/s.
 
     .venv/bin/python bench/eos.py --ticks 50000 --keys 500 --rate 5000
@@ -26,11 +26,11 @@ from common import add_common_args, broker, create_topics, model_path, unique_to
 from e2e import INTERVAL_S
 from e2e import bench as e2e_bench
 
-from streamcast.changelog import make_restore_consumer, read_changelog
 from streamcast.config import Settings
-from streamcast.kafka import OutRecord
-from streamcast.microbatch import build_core
-from streamcast.publish import PartitionPicker, publish_packed
+from streamcast.kafka.changelog import make_restore_consumer, read_changelog
+from streamcast.kafka.publish import PartitionPicker, publish_packed
+from streamcast.kafka.wire import OutRecord
+from streamcast.service.processor import build_core
 
 MODES = ("at_least_once", "exactly_once")
 

@@ -41,9 +41,9 @@ import numpy as np  # noqa: E402
 import orjson  # noqa: E402
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # noqa: E402
 
-from streamcast.codec import HEADER_OFFSET, HEADER_PARTITION, TickDecoder  # noqa: E402
-from streamcast.model import OnnxStepModel  # noqa: E402
-from streamcast.pipeline import Pipeline  # noqa: E402
+from streamcast.core.codec import HEADER_OFFSET, HEADER_PARTITION, TickDecoder  # noqa: E402
+from streamcast.core.model import OnnxStepModel  # noqa: E402
+from streamcast.core.pipeline import Pipeline  # noqa: E402
 from tests.integration.service_harness import (  # noqa: E402
     Message,
     ServiceProcess,

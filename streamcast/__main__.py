@@ -1,6 +1,6 @@
 """``python -m streamcast`` runs the ``streamcast`` command."""
 
-from streamcast.cli import main
+from streamcast.tools.cli import main
 
 if __name__ == "__main__":
     main()

@@ -21,7 +21,7 @@ from dotenv import dotenv_values
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from streamcast.artifact import Aggregation
+from streamcast.core.artifact import Aggregation
 
 ENV_PREFIX = "STREAMCAST_"
 NESTED = "__"

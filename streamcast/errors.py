@@ -7,13 +7,13 @@ and will not heal by itself::
 
     StreamcastError                 root; ``retriable = False``
     ├── ConfigurationError          invalid settings: names the setting and what to do
-    │   └── TopicError              (streamcast.kafka) a needed topic is missing/unusable
+    │   └── TopicError              a needed topic is missing or unusable
     ├── ModelError                  artifact missing, unreadable, invalid or incompatible
     └── TransientError              ``retriable = True``: broker away, timeouts (the Kafka
                                     edge adds its own subclasses here)
 
 Bad *input* is never an exception: the decoder and the pipeline return a
-:class:`Rejection <streamcast.records.Rejection>` with a :class:`RejectReason`, which
+:class:`Rejection <streamcast.core.records.Rejection>` with a :class:`RejectReason`, which
 labels dead letters (header ``streamcast.reason``) and metrics (label ``reason``).
 """
 
@@ -31,6 +31,10 @@ class StreamcastError(Exception):
 
 class ConfigurationError(StreamcastError):
     """A setting is invalid; the message names it and says what to change."""
+
+
+class TopicError(ConfigurationError):
+    """A topic the service needs is missing or unusable; the message says what to do."""
 
 
 class ModelError(StreamcastError):

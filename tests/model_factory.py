@@ -1,7 +1,7 @@
 """A tiny, valid streamcast artifact built without TensorFlow, and its numpy twin.
 
 :func:`make_tiny_model` writes an ONNX graph with the exact signature of
-:mod:`streamcast.artifact` and a full :class:`~streamcast.artifact.ModelMeta` in its
+:mod:`streamcast.core.artifact` and a full :class:`~streamcast.core.artifact.ModelMeta` in its
 metadata. Its deterministic recurrence (not an LSTM, but stateful in the same way)::
 
     h' = tanh(x Wx + h Wh + calendar[:, 0] Wc + b)
@@ -23,7 +23,7 @@ import numpy.typing as npt
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from streamcast.artifact import (
+from streamcast.core.artifact import (
     METADATA_KEY,
     Aggregation,
     CalibrationMeta,
@@ -33,7 +33,7 @@ from streamcast.artifact import (
     ModelMeta,
     ScalingMeta,
 )
-from streamcast.features import (
+from streamcast.core.features import (
     CalendarName,
     calendar_features,
     fit_location_scale,

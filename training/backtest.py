@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
-from streamcast.artifact import CalibrationMeta, ModelMeta
+from streamcast.core.artifact import CalibrationMeta, ModelMeta
 from training import baselines, plots
 from training.config import TrainConfig
 from training.evaluate import StreamForecasts, actuals, stream_forecasts

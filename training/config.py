@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from streamcast.features import CalendarName
+from streamcast.core.features import CalendarName
 from training.errors import ConfigError
 
 CALENDAR_CHOICES: tuple[CalendarName, ...] = ("time_of_day", "day_of_week", "day_of_year")

@@ -5,7 +5,7 @@ extra numeric feature columns. :func:`load_table` reads and validates it into th
 canonical frame (columns ``key`` str, ``ts_ms`` int64 epoch milliseconds UTC — the
 service's tick resolution —, ``value`` float64,
 then the extras under their own names); :func:`regularise` puts that frame on a regular
-interval grid the way the service sees a stream (see ``streamcast/artifact.py``).
+interval grid the way the service sees a stream (see ``streamcast/core/artifact.py``).
 
 Timestamps (one policy, applied to the whole column):
 

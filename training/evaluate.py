@@ -1,7 +1,7 @@
 """Streaming evaluation of an exported model with ONNX Runtime only (no TensorFlow here).
 
 This replays a :class:`~training.series.SeriesSet` through the exported step exactly as the
-service runs it (the key lifecycle in :mod:`streamcast.artifact`):
+service runs it (the key lifecycle in :mod:`streamcast.core.artifact`):
 
 - each key's state is zero at its first row and after every reset (a long gap);
 - a key seen in training is scaled with its training statistics, a key the model never
@@ -27,8 +27,8 @@ import numpy.typing as npt
 import onnxruntime as ort
 import pandas as pd
 
-from streamcast.artifact import ModelMeta
-from streamcast.features import (
+from streamcast.core.artifact import ModelMeta
+from streamcast.core.features import (
     FloatArray,
     IntArray,
     calendar_features,

@@ -5,7 +5,7 @@ when the model uses calendar features, ``calendar``) converted with
 ``tf2onnx.convert.from_function`` (Keras 3's ``from_keras`` path is unreliable). The
 H-step rollout is a Python loop inside the function, so it becomes plain graph nodes and
 the whole horizon is one ONNX Runtime call. Outputs are renamed to the names in
-:class:`streamcast.artifact.GraphNames`, and the :class:`~streamcast.artifact.ModelMeta`
+:class:`streamcast.core.artifact.GraphNames`, and the :class:`~streamcast.core.artifact.ModelMeta`
 JSON goes into ``metadata_props["streamcast"]``.
 
 Parity: ONNX Runtime and TensorFlow run the same random and real inputs; if any scaled
@@ -23,8 +23,8 @@ import onnxruntime as ort
 import tensorflow as tf
 import tf2onnx
 
-from streamcast.artifact import METADATA_KEY, GraphNames, ModelMeta
-from streamcast.features import Float32Array
+from streamcast.core.artifact import METADATA_KEY, GraphNames, ModelMeta
+from streamcast.core.features import Float32Array
 from training.errors import ExportError
 from training.model import StepModel
 

@@ -29,7 +29,7 @@ import numpy as np
 import numpy.typing as npt
 import tensorflow as tf
 
-from streamcast.features import FeatureSpec, calendar_features
+from streamcast.core.features import FeatureSpec, calendar_features
 from training.config import TrainConfig
 from training.errors import ConfigError
 from training.model import StepModel

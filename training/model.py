@@ -1,6 +1,6 @@
 """The global stateful LSTM: weights in a Keras 3 model, the step maths in plain TensorFlow.
 
-The step semantics are fixed by :mod:`streamcast.artifact`: the cell input at a closed
+The step semantics are fixed by :mod:`streamcast.core.artifact`: the cell input at a closed
 interval ``t`` is ``concat(x_t, calendar(t+1))``; a dense head on the top layer's ``h``
 gives the scaled value at ``t+1``; the recursive rollout feeds each prediction back with
 the extras held at their last observed value and the next calendar row. Several layers'

@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 from numpy.lib.stride_tricks import sliding_window_view
 
-from streamcast.features import (
+from streamcast.core.features import (
     ExtraScaling,
     FloatArray,
     ValueScaling,

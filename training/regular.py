@@ -12,10 +12,10 @@ returns into a :class:`~training.series.SeriesSet` and a :class:`PrepReport`:
    timestamps of a key (ties: the smaller), reported as inferred with the share of steps
    that equal it (a low share means the data is irregular: give the interval);
 4. each row is labelled with the start of its interval
-   (:func:`streamcast.features.interval_start`); several rows in one interval are combined
+   (:func:`streamcast.core.features.interval_start`); several rows in one interval are combined
    with ``aggregation`` (last/mean/sum/min/max, the service's setting), extras alike;
 5. a gap of up to ``max_gap`` missing intervals is bridged by linear interpolation (the
-   :func:`streamcast.features.interpolate_gap` policy; such rows have ``observed=False``);
+   :func:`streamcast.core.features.interpolate_gap` policy; such rows have ``observed=False``);
    a longer gap makes the next row a ``reset`` (the key warms up again) and is reported;
 6. segments (rows from one reset to the next) shorter than ``min_length`` rows are dropped
    and reported; a key left with no rows is reported as dropped.
@@ -33,8 +33,8 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from streamcast.artifact import Aggregation
-from streamcast.features import interval_start
+from streamcast.core.artifact import Aggregation
+from streamcast.core.features import interval_start
 from training.errors import ConfigError, DataError
 from training.series import SeriesSet
 
@@ -386,7 +386,7 @@ def _bridge(  # noqa: PLR0917 - private stage of regularise, called once
     after = np.repeat(np.arange(n), n_insert)  # the observed row that closes each gap
     gap_size = n_insert[after]
     step = np.arange(total - n) - np.repeat(np.cumsum(n_insert) - n_insert, n_insert) + 1
-    # the same arithmetic as streamcast.features.interpolate_gap, row by row
+    # the same arithmetic as streamcast.core.features.interpolate_gap, row by row
     weight = (step.astype(np.float64) / (gap_size + 1))[:, None]
     before_values = values[after - 1]
     filled = position[after] - gap_size + step - 1

@@ -16,7 +16,7 @@ from typing import Any
 
 import keras_tuner
 
-from streamcast.features import FeatureSpec
+from streamcast.core.features import FeatureSpec
 from training.config import TrainConfig
 from training.fit import train
 from training.prep import fit_scaling, scale_series

@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from streamcast.artifact import (
+from streamcast.core.artifact import (
     FeatureMeta,
     GapMeta,
     GraphNames,
@@ -28,7 +28,7 @@ from streamcast.artifact import (
     ScalingMeta,
     TrainingMeta,
 )
-from streamcast.features import FeatureSpec, calendar_features, target_times
+from streamcast.core.features import FeatureSpec, calendar_features, target_times
 from training import plots
 from training.backtest import Backtest, backtest, calibrate, forecast_figures
 from training.config import TrainConfig

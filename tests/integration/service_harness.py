@@ -27,9 +27,9 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 
-from streamcast.codec import TickDecoder
-from streamcast.model import OnnxStepModel
-from streamcast.pipeline import Pipeline
+from streamcast.core.codec import TickDecoder
+from streamcast.core.model import OnnxStepModel
+from streamcast.core.pipeline import Pipeline
 from tests.kafka_harness import REPO, kafka_local
 
 Message = tuple[bytes | None, bytes | None]

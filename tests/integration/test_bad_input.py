@@ -18,10 +18,10 @@ import numpy as np
 import orjson
 import pytest
 
-from streamcast.codec import HEADER_OFFSET, HEADER_PARTITION, HEADER_REASON, HEADER_TOPIC
 from streamcast.config import load_settings
+from streamcast.core.codec import HEADER_OFFSET, HEADER_PARTITION, HEADER_REASON, HEADER_TOPIC
 from streamcast.errors import RejectReason
-from streamcast.service import Service
+from streamcast.service.app import Service
 from tests.integration.service_harness import (
     Message,
     consume,

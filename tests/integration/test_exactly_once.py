@@ -17,9 +17,10 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from streamcast.changelog import ensure_changelog
 from streamcast.config import Settings
-from streamcast.kafka import TopicError, client_options, ensure_topics
+from streamcast.errors import TopicError
+from streamcast.kafka.clients import client_options
+from streamcast.kafka.topics import ensure_changelog, ensure_topics
 from tests.kafka_harness import REPO, create_topics, kafka_local, load_script, unique_topic
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]

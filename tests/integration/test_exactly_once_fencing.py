@@ -15,8 +15,8 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from streamcast.config import Settings
-from streamcast.service import Service
-from streamcast.transactions import FencedError, transactional_id
+from streamcast.kafka.transactional import FencedError, transactional_id
+from streamcast.service.app import Service
 from tests.integration.service_harness import produce, recent_hour, tick
 from tests.integration.test_exactly_once import chaos
 from tests.kafka_harness import create_topics, unique_topic

@@ -17,10 +17,10 @@ import pytest
 from aiokafka.errors import KafkaConnectionError
 
 from streamcast.config import Settings
-from streamcast.kafka import OutRecord
-from streamcast.microbatch import build_core
-from streamcast.service import ManagedBroker, Service
-from streamcast.transactions import TransactionalBroker
+from streamcast.kafka.transactional import TransactionalBroker
+from streamcast.kafka.wire import OutRecord
+from streamcast.service.app import ManagedBroker, Service
+from streamcast.service.processor import build_core
 from tests.integration.service_harness import produce, recent_hour
 from tests.integration.test_exactly_once import chaos
 from tests.kafka_harness import create_topics, unique_topic

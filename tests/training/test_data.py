@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamcast.features import interpolate_gap
+from streamcast.core.features import interpolate_gap
 from training.data import (
     fingerprint,
     format_interval,

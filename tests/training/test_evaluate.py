@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from streamcast.artifact import FeatureMeta, GraphNames, ModelMeta, ScalingMeta
-from streamcast.features import calendar_features, fit_location_scale, target_times
+from streamcast.core.artifact import FeatureMeta, GraphNames, ModelMeta, ScalingMeta
+from streamcast.core.features import calendar_features, fit_location_scale, target_times
 from tests.training.tiny import TINY_COLUMNS
 from training.config import TrainConfig
 from training.evaluate import emitting_rows, load_session, stream_forecasts

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from streamcast.artifact import GraphNames, ModelMeta
+from streamcast.core.artifact import GraphNames, ModelMeta
 from training.config import TrainConfig
 from training.errors import ExportError
 from training.export import export_step, random_inputs, reference_step, session

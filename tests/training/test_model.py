@@ -6,7 +6,7 @@ import numpy as np
 import numpy.typing as npt
 import tensorflow as tf
 
-from streamcast.features import FeatureSpec, calendar_features
+from streamcast.core.features import FeatureSpec, calendar_features
 from training.config import TrainConfig
 from training.fit import ROLE_TRAIN, ROLE_VAL, build_chunks, next_calendar, train
 from training.model import StepModel

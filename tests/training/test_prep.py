@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamcast.features import ExtraScaling, ValueScaling, fit_location_scale
+from streamcast.core.features import ExtraScaling, ValueScaling, fit_location_scale
 from training.errors import ConfigError
 from training.prep import (
     Role,

@@ -2,7 +2,7 @@
 
 Small parsers (a Dockerfile's instructions, Docker's ``.dockerignore`` rule, every YAML
 document) and the two sides the files must agree with: the environment variables that
-``streamcast.config.Settings`` reads and the sample names ``streamcast.metrics`` can expose.
+``streamcast.config.Settings`` reads and the sample names ``streamcast.service.metrics`` can expose.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import yaml
 from pydantic import BaseModel
 
 from streamcast.config import Settings, env_name
-from streamcast.metrics import Metrics
+from streamcast.service.metrics import Metrics
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"

@@ -12,7 +12,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from streamcast.cli import build_parser, main, overrides_from
+from streamcast.tools.cli import build_parser, main, overrides_from
 
 
 @pytest.fixture(autouse=True)
@@ -150,7 +150,7 @@ def test_replay_encodes_in_time_order_and_paces_by_rate_or_speed(tmp_path: Path)
     import pandas as pd
 
     from streamcast.config import load_settings
-    from streamcast.replay import ReplayOptions, _pace, encode_ticks
+    from streamcast.tools.replay import ReplayOptions, _pace, encode_ticks
 
     frame = pd.DataFrame(
         {
@@ -188,7 +188,7 @@ def test_replay_encodes_in_time_order_and_paces_by_rate_or_speed(tmp_path: Path)
 
 
 def test_tail_lines_are_readable_for_forecasts_and_dead_letters() -> None:
-    from streamcast.tail import describe
+    from streamcast.tools.tail import describe
 
     forecast = orjson.dumps(
         {"key": "s-1", "ts": "2024-05-01T10:00:00Z", "model": "m", "model_version": "2",

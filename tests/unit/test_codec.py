@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamcast import codec, records
-from streamcast.codec import (
+from streamcast.core import codec, records
+from streamcast.core.codec import (
     HEADER_OFFSET,
     HEADER_PARTITION,
     HEADER_REASON,

@@ -113,7 +113,7 @@ def test_settings_are_frozen() -> None:
 
 
 def test_security_settings_become_client_options() -> None:
-    from streamcast.kafka import client_options
+    from streamcast.kafka.clients import client_options
 
     plain = client_options(load_settings(env_file=None))
     assert plain["security_protocol"] == "PLAINTEXT"

@@ -3,7 +3,7 @@
 Every file under ``deploy/`` must parse, and what the files say must agree with the code:
 environment variables are real ``STREAMCAST_*`` settings (``streamcast.config``), the
 dashboard and alert rules query only metrics the service registers
-(``streamcast.metrics``) in valid PromQL, ports and paths match across the Dockerfile and
+(``streamcast.service.metrics``) in valid PromQL, ports and paths match across the Dockerfile and
 compose, the image never installs the ``train`` extra, and docs/operations.md lists every
 setting with its real default. The health probe script runs against the service's real
 health server, and the console script the image's ENTRYPOINT names runs from the venv.
@@ -23,7 +23,7 @@ from pathlib import Path, PurePosixPath
 import pytest
 
 from streamcast.config import Settings, env_name, flatten
-from streamcast.health import HealthServer
+from streamcast.service.health import HealthServer
 from tests.kafka_harness import load_script
 from tests.unit.deploy_files import (
     BIN,

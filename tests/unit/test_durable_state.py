@@ -9,9 +9,9 @@ import numpy as np
 import orjson
 
 from streamcast.config import Settings
-from streamcast.kafka import InRecord
-from streamcast.microbatch import Core, DurableProcessor, build_core, partitioned_outputs
-from streamcast.transactions import transactional_id
+from streamcast.kafka.transactional import transactional_id
+from streamcast.kafka.wire import InRecord
+from streamcast.service.processor import Core, DurableProcessor, build_core, partitioned_outputs
 from tests.model_factory import make_tiny_model
 
 HOUR = 3600

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamcast.artifact import Aggregation
-from streamcast.intervals import (
+from streamcast.core.artifact import Aggregation
+from streamcast.core.intervals import (
     ACCEPTED,
     DUPLICATE,
     LATE,
@@ -21,7 +21,7 @@ from streamcast.intervals import (
     admit,
     aggregate,
 )
-from streamcast.state import NONE, StateStore
+from streamcast.core.state import NONE, StateStore
 
 HOUR = 3600
 T0 = 1_700_000_000 // HOUR * HOUR  # an hour boundary

@@ -6,7 +6,7 @@ import logging
 
 import orjson
 
-from streamcast.logs import JsonFormatter, RepeatFilter
+from streamcast.service.logs import JsonFormatter, RepeatFilter
 
 
 def _record(msg: str, name: str = "aiokafka", **extra: object) -> logging.LogRecord:

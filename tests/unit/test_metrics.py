@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from prometheus_client import CollectorRegistry, Histogram
 
-from streamcast.metrics import Metrics, observe_many
+from streamcast.service.metrics import Metrics, observe_many
 
 DASHBOARD_NAMES = [
     "streamcast_ticks_total",

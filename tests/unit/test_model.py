@@ -10,9 +10,9 @@ import onnx
 import pytest
 from onnx import helper
 
-from streamcast.artifact import METADATA_KEY
+from streamcast.core.artifact import METADATA_KEY
+from streamcast.core.model import OnnxStepModel, session_options
 from streamcast.errors import ModelError
-from streamcast.model import OnnxStepModel, session_options
 from tests.model_factory import TinyReference, make_tiny_model
 
 

@@ -12,12 +12,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamcast.artifact import ModelMeta
+from streamcast.core.artifact import ModelMeta
+from streamcast.core.features import Float32Array
+from streamcast.core.model import OnnxStepModel
+from streamcast.core.pipeline import Pipeline, StepResult
+from streamcast.core.records import ForecastBatch, TickBatch, encode_forecasts
 from streamcast.errors import ConfigurationError, RejectReason
-from streamcast.features import Float32Array
-from streamcast.model import OnnxStepModel
-from streamcast.pipeline import Pipeline, StepResult
-from streamcast.records import ForecastBatch, TickBatch, encode_forecasts
 from tests.model_factory import TinyReference, make_tiny_model, reference_forecasts
 
 HOUR = 3600

@@ -12,11 +12,11 @@ import pytest
 from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError
 
 from streamcast.config import Settings, load_settings
+from streamcast.core.records import ForecastBatch, Rejection
 from streamcast.errors import RejectReason
-from streamcast.kafka import Consumed, InRecord, OutRecord
-from streamcast.microbatch import CoreStep
-from streamcast.records import ForecastBatch, Rejection
-from streamcast.service import Service
+from streamcast.kafka.wire import Consumed, InRecord, OutRecord
+from streamcast.service.app import Service
+from streamcast.service.processor import CoreStep
 
 
 class FakeBroker:
@@ -247,7 +247,7 @@ async def test_http_endpoints_answer(path: str) -> None:
 
 def test_first_signal_drains_second_exits_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
     exits: list[int] = []
-    monkeypatch.setattr("streamcast.service.os._exit", exits.append)
+    monkeypatch.setattr("streamcast.service.app.os._exit", exits.append)
     service = Service(_settings(), core=EchoCore())
     service.handle_signal(signal.SIGTERM)
     assert service.stopping
@@ -288,7 +288,7 @@ async def test_drain_is_bounded_and_commits_nothing_unpublished() -> None:
 async def test_progress_is_logged_periodically(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr("streamcast.service.PROGRESS_LOG_S", 0.05)
+    monkeypatch.setattr("streamcast.service.app.PROGRESS_LOG_S", 0.05)
     broker = FakeBroker(_records(8, bad_every=4))
     service = Service(
         _settings(), broker_factory=lambda s: broker, topic_check=_no_topics, core=EchoCore()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from streamcast.features import ValueScaling
-from streamcast.state import NONE, SCALE_NONE, SCALE_TRAINING, StateStore
+from streamcast.core.features import ValueScaling
+from streamcast.core.state import NONE, SCALE_NONE, SCALE_TRAINING, StateStore
 
 
 def make(max_keys: int = 4, ttl: float | None = None, initial: int = 2) -> StateStore:

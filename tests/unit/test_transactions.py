@@ -14,9 +14,9 @@ from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from streamcast.config import Settings
 from streamcast.errors import ModelError
-from streamcast.kafka import Consumed, InRecord, OutRecord
-from streamcast.microbatch import CoreStep
-from streamcast.transactions import TransactionalBroker
+from streamcast.kafka.transactional import TransactionalBroker
+from streamcast.kafka.wire import Consumed, InRecord, OutRecord
+from streamcast.service.processor import CoreStep
 
 
 class FakeConsumer:

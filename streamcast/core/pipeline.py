@@ -4,18 +4,18 @@
 forecasts it produced, the ticks it rejected and its counters. No I/O, no awaiting: the
 Kafka edge calls it (possibly in a worker thread) and publishes the results.
 
-Key lifecycle (identical to the offline evaluator, see :mod:`streamcast.artifact`):
+Key lifecycle (identical to the offline evaluator, see :mod:`streamcast.core.artifact`):
 
-1. Ticks are admitted and aggregated into intervals (:mod:`streamcast.intervals`).
+1. Ticks are admitted and aggregated into intervals (:mod:`streamcast.core.intervals`).
 2. Each closed interval is appended to the key's window. When the previous closed
    interval lies ``g`` intervals back and ``1 <= g - 1 <= max_gap``, the ``g - 1`` missing
-   rows are linear interpolations (:func:`~streamcast.features.interpolate_gap`) appended
+   rows are linear interpolations (:func:`~streamcast.core.features.interpolate_gap`) appended
    before it; a longer gap (or no previous interval) *resets* the key: zero state, empty
    window, warm-up again (keys known from training keep their training scale; others
    re-derive theirs).
 3. **Warm-up forecasts are withheld.** While the window holds fewer than ``window`` rows
    nothing is stepped. When it fills, keys the model never saw take loc/scale from the
-   window (:func:`~streamcast.features.fit_location_scale`), the whole window is stepped
+   window (:func:`~streamcast.core.features.fit_location_scale`), the whole window is stepped
    in order from zero state, and the step at the window's last row emits the key's first
    forecast.
 4. Afterwards each appended row is one step (O(1) per tick); real intervals emit a
@@ -34,19 +34,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from streamcast.artifact import Aggregation
+from streamcast.core.artifact import Aggregation
+from streamcast.core.features import calendar_features, scale_inputs, target_times, unscale_forecast
+from streamcast.core.intervals import REASONS, Aggregator, admit, aggregate
+from streamcast.core.lifecycle import LifecyclePlanner, Steps
+from streamcast.core.model import StepModel
+from streamcast.core.records import ForecastBatch, Rejection, TickBatch
+from streamcast.core.state import SCALE_TRAINING, StateStore
 from streamcast.errors import ConfigurationError
-from streamcast.features import (
-    calendar_features,
-    scale_inputs,
-    target_times,
-    unscale_forecast,
-)
-from streamcast.intervals import REASONS, Aggregator, admit, aggregate
-from streamcast.lifecycle import LifecyclePlanner, Steps
-from streamcast.model import StepModel
-from streamcast.records import ForecastBatch, Rejection, TickBatch
-from streamcast.state import SCALE_TRAINING, StateStore
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]

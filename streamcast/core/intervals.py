@@ -8,7 +8,7 @@ regularisation and the offline evaluator):
   timestamp, ``late`` if it falls in an interval before the open one (that interval is
   closed already), else ``out_of_order`` (earlier, but inside the open interval).
 * The open interval is the one holding the last accepted tick, with
-  ``start = streamcast.features.interval_start(ts_s, interval_s)``. A tick in a later
+  ``start = streamcast.core.features.interval_start(ts_s, interval_s)``. A tick in a later
   interval *closes* the open interval (its value = the aggregate of its ticks) and opens
   the new one. An interval therefore closes only when the key's next tick arrives.
 * Aggregation is ``last``, ``mean``, ``sum``, ``min`` or ``max`` over the interval's
@@ -26,10 +26,10 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from streamcast.artifact import Aggregation
+from streamcast.core.artifact import Aggregation
+from streamcast.core.features import interval_start
+from streamcast.core.state import NONE, StateStore
 from streamcast.errors import RejectReason
-from streamcast.features import interval_start
-from streamcast.state import NONE, StateStore
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]

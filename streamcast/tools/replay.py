@@ -25,7 +25,8 @@ from rich.progress import Progress
 
 from streamcast.config import Settings
 from streamcast.errors import ConfigurationError
-from streamcast.kafka import client_options, require_topic
+from streamcast.kafka.clients import client_options
+from streamcast.kafka.topics import require_topic
 
 #: how many messages are sent between pacing checks and progress updates
 CHUNK = 500

@@ -1,6 +1,6 @@
 """The stateful step model: the Protocol the pipeline needs and its ONNX Runtime form.
 
-The graph signature is the one documented in :mod:`streamcast.artifact`:
+The graph signature is the one documented in :mod:`streamcast.core.artifact`:
 ``(x [B, 1+E], h [B, S], c [B, S], calendar [B, H, C]) -> (h_out, c_out, forecast [B, H])``,
 all float32 with a dynamic batch dimension. One :class:`OnnxStepModel` call steps a whole
 micro-batch of keys.
@@ -19,9 +19,9 @@ from typing import Protocol
 import numpy as np
 import onnxruntime as ort
 
-from streamcast.artifact import ModelMeta
+from streamcast.core.artifact import ModelMeta
+from streamcast.core.features import Float32Array
 from streamcast.errors import ModelError
-from streamcast.features import Float32Array
 
 
 class StepModel(Protocol):

@@ -43,20 +43,14 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import InvalidProducerEpoch, KafkaError, ProducerFenced
 
-from streamcast.changelog import make_restore_consumer, read_changelog
 from streamcast.config import Settings
 from streamcast.errors import ModelError, StreamcastError
-from streamcast.kafka import (
-    RETRY_BACKOFF_MS,
-    Consumed,
-    OutRecord,
-    client_options,
-    make_consumer,
-    stop_client,
-)
-from streamcast.metrics import Metrics
-from streamcast.microbatch import DurableProcessor
-from streamcast.publish import PartitionPicker, publish_packed
+from streamcast.kafka.changelog import make_restore_consumer, read_changelog
+from streamcast.kafka.clients import RETRY_BACKOFF_MS, client_options, make_consumer, stop_client
+from streamcast.kafka.publish import PartitionPicker, publish_packed
+from streamcast.kafka.wire import Consumed, OutRecord
+from streamcast.service.metrics import Metrics
+from streamcast.service.processor import DurableProcessor
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +80,7 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
 
 
 class TransactionalBroker:
-    """The exactly-once :class:`~streamcast.kafka.Broker`; see the module docstring.
+    """The exactly-once :class:`~streamcast.kafka.wire.Broker`; see the module docstring.
 
     ``state`` is the processor whose per-partition state is restored and dropped here.
     The service holds :meth:`exclusive` for the whole of each batch.

@@ -38,7 +38,7 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from streamcast.features import ValueScaling
+from streamcast.core.features import ValueScaling
 
 #: "no value yet" for int64 time columns
 NONE = np.iinfo(np.int64).min

@@ -39,7 +39,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from streamcast.features import CalendarName, ExtraScaling, FeatureSpec, ValueScaling
+from streamcast.core.features import CalendarName, ExtraScaling, FeatureSpec, ValueScaling
 
 METADATA_KEY = "streamcast"
 SCHEMA_VERSION = 1
@@ -64,7 +64,7 @@ class GraphNames(_Frozen):
 
 
 class FeatureMeta(_Frozen):
-    """What the model consumes (see :class:`streamcast.features.FeatureSpec`)."""
+    """What the model consumes (see :class:`streamcast.core.features.FeatureSpec`)."""
 
     value_name: str = "value"
     extra_names: tuple[str, ...] = ()

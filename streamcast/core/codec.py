@@ -15,7 +15,7 @@ A tick is a JSON object::
   of the wall clock are rejected as ``absurd_timestamp``.
 * **Value and extras.** JSON numbers (not booleans, not strings), finite.
 
-Every malformed message becomes a :class:`~streamcast.records.Rejection` with a precise
+Every malformed message becomes a :class:`~streamcast.core.records.Rejection` with a precise
 :class:`~streamcast.errors.RejectReason`; :meth:`TickDecoder.decode` never raises on
 input. Per-message Python work is constant.
 
@@ -35,8 +35,8 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import orjson
 
+from streamcast.core.records import Rejection, TickBatch
 from streamcast.errors import ConfigurationError, RejectReason
-from streamcast.records import Rejection, TickBatch
 
 #: 1990-01-01T00:00:00Z
 DEFAULT_MIN_TS_S = 631_152_000

@@ -18,9 +18,9 @@ from aiokafka.errors import KafkaError
 from streamcast import __version__
 from streamcast.config import Settings, SettingsError, flatten, load_settings, setting_sources
 from streamcast.errors import StreamcastError
-from streamcast.logs import configure_logging
-from streamcast.replay import ReplayOptions, replay
-from streamcast.tail import TailOptions, tail
+from streamcast.service.logs import configure_logging
+from streamcast.tools.replay import ReplayOptions, replay
+from streamcast.tools.tail import TailOptions, tail
 
 USAGE_ERROR = 2
 
@@ -222,7 +222,7 @@ def run(argv: Sequence[str] | None = None) -> int:
         configure_logging(settings.log_format, settings.log_level)
     if args.command == "serve":
         # onnxruntime loads only for serve: the other commands stay quick to start.
-        from streamcast.service import serve  # noqa: PLC0415
+        from streamcast.service.app import serve  # noqa: PLC0415
 
         asyncio.run(serve(settings))
         return 0

@@ -6,12 +6,12 @@ Phases, as in uvicorn's server:
    the HTTP endpoints, check/create topics and connect to Kafka, retrying with
    exponential backoff (capped, jittered, logged) while the broker is unavailable.
 2. **main loop** — ``fetch`` a micro-batch, then hand it to the
-   :class:`~streamcast.batch_handling.BatchHandler`: decode -> ``Pipeline.process`` in a
+   :class:`~streamcast.service.batches.BatchHandler`: decode -> ``Pipeline.process`` in a
    worker thread -> produce forecasts and dead letters -> await *every* acknowledgement
    -> only then commit the consumed offsets. Broker failures mid-run are retried with backoff;
    the in-memory state is kept; bad input never raises (it becomes dead letters).
    With ``processing_guarantee=exactly_once`` the broker is a
-   :class:`~streamcast.transactions.TransactionalBroker`: each batch is processed under
+   :class:`~streamcast.kafka.transactional.TransactionalBroker`: each batch is processed under
    its batch lock and committed as one transaction per input partition (outputs, state
    changelog, offset); a failed batch is followed by a rewind to the committed offsets
    and the changelog's state, retried with backoff while the broker is away.
@@ -23,7 +23,7 @@ Phases, as in uvicorn's server:
    an unreachable broker never holds a SIGTERM. A second signal exits at once.
 
 Every background task lives in one ``TaskGroup``; resources are async context managers;
-every wait is bounded or interruptible (:mod:`streamcast.waits`).
+every wait is bounded or interruptible (:mod:`streamcast.service.waits`).
 """
 
 from __future__ import annotations
@@ -40,15 +40,23 @@ from typing import Protocol
 
 from aiokafka.errors import KafkaError
 
-from streamcast.batch_handling import BatchHandler
 from streamcast.config import Settings
 from streamcast.errors import ConfigurationError, ModelError
-from streamcast.health import HealthServer
-from streamcast.kafka import Broker, KafkaBroker, ensure_topics
-from streamcast.metrics import Metrics
-from streamcast.microbatch import BatchProcessor, DurableProcessor, build_core
-from streamcast.transactions import TransactionalBroker
-from streamcast.waits import backoff_delays, bounded, first_leaf, sleep_unless_set, unless_set
+from streamcast.kafka.broker import KafkaBroker
+from streamcast.kafka.topics import ensure_topics
+from streamcast.kafka.transactional import TransactionalBroker
+from streamcast.kafka.wire import Broker
+from streamcast.service.batches import BatchHandler
+from streamcast.service.health import HealthServer
+from streamcast.service.metrics import Metrics
+from streamcast.service.processor import BatchProcessor, DurableProcessor, build_core
+from streamcast.service.waits import (
+    backoff_delays,
+    bounded,
+    first_leaf,
+    sleep_unless_set,
+    unless_set,
+)
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 :class:`Core` bundles the decoder and the pipeline built from the settings and the model;
 it is what the service runs in a worker thread. The helpers turn its results into
-:class:`~streamcast.kafka.OutRecord` lists: forecasts keyed by series key, dead letters
+:class:`~streamcast.kafka.wire.OutRecord` lists: forecasts keyed by series key, dead letters
 with the original bytes and key, reason and source coordinates in headers.
 """
 
@@ -15,12 +15,12 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
-from streamcast.codec import TickDecoder, dead_letter_record
 from streamcast.config import Settings
-from streamcast.kafka import Consumed, OutRecord
-from streamcast.model import OnnxStepModel
-from streamcast.pipeline import Pipeline
-from streamcast.records import ForecastBatch, Rejection, encode_forecasts
+from streamcast.core.codec import TickDecoder, dead_letter_record
+from streamcast.core.model import OnnxStepModel
+from streamcast.core.pipeline import Pipeline
+from streamcast.core.records import ForecastBatch, Rejection, encode_forecasts
+from streamcast.kafka.wire import Consumed, OutRecord
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ forecasts and dead letters -> await *every* acknowledgement -> only then commit 
 consumed offsets, retrying broker errors with backoff.
 
 Exactly-once (:meth:`BatchHandler.handle_exactly_once`): under the
-:class:`~streamcast.transactions.TransactionalBroker`'s batch lock, process, then commit
+:class:`~streamcast.kafka.transactional.TransactionalBroker`'s batch lock, process, then commit
 one transaction per input partition (outputs, state changelog, offset); a failed batch
 leaves the broker dirty and :meth:`BatchHandler.rewound` rewinds it to the committed
 offsets and the changelog's state before the next fetch.
@@ -25,9 +25,11 @@ import numpy as np
 from aiokafka.errors import CommitFailedError, KafkaError
 
 from streamcast.config import Settings
-from streamcast.kafka import Broker, Consumed, OutRecord
-from streamcast.metrics import Metrics, observe_many
-from streamcast.microbatch import (
+from streamcast.core.records import Rejection
+from streamcast.kafka.transactional import FencedError, TransactionalBroker
+from streamcast.kafka.wire import Broker, Consumed, OutRecord
+from streamcast.service.metrics import Metrics, observe_many
+from streamcast.service.processor import (
     BatchProcessor,
     CoreStep,
     DurableProcessor,
@@ -35,8 +37,6 @@ from streamcast.microbatch import (
     forecast_records,
     partitioned_outputs,
 )
-from streamcast.records import Rejection
-from streamcast.transactions import FencedError, TransactionalBroker
 
 # These lines are the service's: log filters and dashboards key on the logger name.
 log = logging.getLogger("streamcast.service")

@@ -18,7 +18,7 @@ from aiokafka.errors import MessageSizeTooLargeError
 from aiokafka.partitioner import DefaultPartitioner
 
 if TYPE_CHECKING:
-    from streamcast.kafka import OutRecord
+    from streamcast.kafka.wire import OutRecord
 
 log = logging.getLogger(__name__)
 

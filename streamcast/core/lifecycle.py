@@ -1,15 +1,15 @@
 """The key lifecycle: closed intervals -> the model steps they cause (gaps, resets, warm-up).
 
-Rules (identical to the offline evaluator, see :mod:`streamcast.artifact`):
+Rules (identical to the offline evaluator, see :mod:`streamcast.core.artifact`):
 
 * Each closed interval is appended to the key's window. If the previous closed interval
   lies ``g`` intervals back and ``1 <= g - 1 <= max_gap``, the ``g - 1`` missing rows are
-  linear interpolations (:func:`~streamcast.features.interpolate_gap`) appended first.
+  linear interpolations (:func:`~streamcast.core.features.interpolate_gap`) appended first.
   A longer gap (or no previous interval) *resets* the key: empty window, zero state,
   warm-up again; keys known from training keep their training scale, others forget it.
 * **Warm-up forecasts are withheld.** Nothing is stepped until the window holds
   ``window`` rows. Then keys the model never saw take loc/scale from the window
-  (:func:`~streamcast.features.fit_location_scale`), the whole window is queued in order
+  (:func:`~streamcast.core.features.fit_location_scale`), the whole window is queued in order
   from zero state, and its last row, if real, emits the key's first forecast.
 * Afterwards every appended row is one step; real rows emit a forecast, imputed ones not.
 
@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from streamcast.features import fit_location_scale, interpolate_gap
-from streamcast.intervals import ClosedIntervals
-from streamcast.state import NONE, SCALE_NONE, SCALE_WINDOW, StateStore
+from streamcast.core.features import fit_location_scale, interpolate_gap
+from streamcast.core.intervals import ClosedIntervals
+from streamcast.core.state import NONE, SCALE_NONE, SCALE_WINDOW, StateStore
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]

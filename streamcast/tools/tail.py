@@ -18,7 +18,8 @@ from rich.console import Console
 from rich.markup import escape
 
 from streamcast.config import Settings
-from streamcast.kafka import client_options, require_topic
+from streamcast.kafka.clients import client_options
+from streamcast.kafka.topics import require_topic
 
 #: forecast values shown per line
 SHOWN_VALUES = 4

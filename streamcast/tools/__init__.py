@@ -1,0 +1,1 @@
+"""The command line: ``streamcast serve|config|replay|tail`` and their helpers."""
