@@ -18,9 +18,9 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from tests.integration.service_harness import ServiceProcess, service_env  # noqa: E402
-from tests.kafka_harness import create_topics, kafka_local, unique_topic  # noqa: E402
-from tests.model_factory import make_tiny_model  # noqa: E402
+from tests.support.kafka import create_topics, kafka_local, unique_topic  # noqa: E402
+from tests.support.models import make_tiny_model  # noqa: E402
+from tests.support.service import ServiceProcess, service_env  # noqa: E402
 
 __all__ = [
     "ServiceProcess",

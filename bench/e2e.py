@@ -119,10 +119,6 @@ async def bench(args: argparse.Namespace, bootstrap: str, workdir: Path) -> dict
     rss = _rss_mib(service)
     service.stop()
 
-    lat = np.array([arrived[k] - sent_at[k] for k in arrived if k in sent_at]) * 1000
-    # the forecast's Kafka timestamp is set by the service when it sends: this part
-    # excludes the benchmark's own consumer (which shares the CPU with the producer)
-    lat_out = np.array([published[k] - sent_at[k] for k in published if k in sent_at]) * 1000
     n_ticks = intervals * args.keys
     return {
         "ticks": n_ticks,
@@ -131,14 +127,33 @@ async def bench(args: argparse.Namespace, bootstrap: str, workdir: Path) -> dict
         "forecasts_expected": expected,
         "produce_ticks_per_s": n_ticks / (produced - began),
         "e2e_ticks_per_s": n_ticks / (finished - began),
-        "latency_p50_ms": float(np.percentile(lat, 50)) if len(lat) else float("nan"),
-        "latency_p95_ms": float(np.percentile(lat, 95)) if len(lat) else float("nan"),
-        "latency_p99_ms": float(np.percentile(lat, 99)) if len(lat) else float("nan"),
-        "to_published_p50_ms": float(np.percentile(lat_out, 50)) if len(lat_out) else float("nan"),
-        "to_published_p99_ms": float(np.percentile(lat_out, 99)) if len(lat_out) else float("nan"),
+        **_latencies(sent_at, arrived, published),
         "service_batches": batches,
         "pipeline_ms_per_batch": 1000 * inference / batches if batches else float("nan"),
         "service_rss_mib": rss,
+    }
+
+
+def _latencies(
+    sent_at: dict[tuple[str, int], float],
+    arrived: dict[tuple[str, int], float],
+    published: dict[tuple[str, int], float],
+) -> dict[str, float]:
+    """Percentiles of tick sent -> forecast consumed, and -> forecast published."""
+    lat = np.array([arrived[k] - sent_at[k] for k in arrived if k in sent_at]) * 1000
+    # the forecast's Kafka timestamp is set by the service when it sends: this part
+    # excludes the benchmark's own consumer (which shares the CPU with the producer)
+    lat_out = np.array([published[k] - sent_at[k] for k in published if k in sent_at]) * 1000
+
+    def pct(values: np.ndarray, q: int) -> float:
+        return float(np.percentile(values, q)) if len(values) else float("nan")
+
+    return {
+        "latency_p50_ms": pct(lat, 50),
+        "latency_p95_ms": pct(lat, 95),
+        "latency_p99_ms": pct(lat, 99),
+        "to_published_p50_ms": pct(lat_out, 50),
+        "to_published_p99_ms": pct(lat_out, 99),
     }
 
 

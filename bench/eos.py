@@ -30,7 +30,7 @@ from streamcast.config import Settings
 from streamcast.kafka.changelog import make_restore_consumer, read_changelog
 from streamcast.kafka.publish import PartitionPicker, publish_packed
 from streamcast.kafka.wire import OutRecord
-from streamcast.service.processor import build_core
+from streamcast.service.processor import build_processor
 
 MODES = ("at_least_once", "exactly_once")
 
@@ -48,7 +48,7 @@ async def restore_bench(
         max_keys=max(args.restore_keys, 1),
         topics={"state_changelog": topic},
     )
-    core = build_core(settings)
+    core = build_processor(settings)
     window = core.pipeline.window
     keys = [f"k{i:06d}" for i in range(args.restore_keys)]
     start = (int(time.time()) // 86_400 - 2) * 86_400
@@ -60,7 +60,7 @@ async def restore_bench(
             for k, v in zip(keys, (100 + rng.normal(size=len(keys))).tolist(), strict=True)
         ]
         core.pipeline.process(core.decoder.decode(messages)[0], time.time())
-    records = core.pipeline.snapshot(keys)
+    records = core.pipeline.store.snapshot(keys)
     await create_topics(
         bootstrap, [topic], partitions=args.partitions, config={"cleanup.policy": "compact"}
     )
@@ -76,7 +76,7 @@ async def restore_bench(
         await producer.stop()
     record_bytes = float(np.mean([len(v) for _, v in records]))
 
-    fresh = build_core(settings)
+    fresh = build_processor(settings)
     consumer = make_restore_consumer(settings)
     await consumer.start()
     try:

@@ -32,6 +32,26 @@ INTERVAL_S = 60
 TICKS_PER_KEY = 10  # past the bench model's warm-up, so keys reach the stepping state
 
 
+async def _send_interval(
+    producer: AIOKafkaProducer, topic: str, keys: list[str], ts: int, value: float
+) -> None:
+    """One tick per key at ``ts``, packed into record batches per partition."""
+    partitions = sorted(await producer.partitions_for(topic))
+    partitioner = DefaultPartitioner()
+    builders = {p: producer.create_batch() for p in partitions}
+    futures = []
+    for key in keys:
+        body = orjson.dumps({"key": key, "ts": ts, "value": value})
+        p = partitioner(key.encode(), partitions, partitions)
+        if not builders[p].append(timestamp=None, key=key.encode(), value=body):
+            futures.append(await producer.send_batch(builders[p], topic, partition=p))
+            builders[p] = producer.create_batch()
+            builders[p].append(timestamp=None, key=key.encode(), value=body)
+    for p, builder in builders.items():
+        futures.append(await producer.send_batch(builder, topic, partition=p))
+    await asyncio.gather(*futures)
+
+
 async def bench(args: argparse.Namespace, bootstrap: str, workdir: Path) -> int:
     model = model_path(args.model, workdir, INTERVAL_S)
     env = service_env(
@@ -47,8 +67,6 @@ async def bench(args: argparse.Namespace, bootstrap: str, workdir: Path) -> int:
     proc = psutil.Process(service.process.pid)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
     await producer.start()
-    partitions = sorted(await producer.partitions_for(topic))
-    partitioner = DefaultPartitioner()
     start = (int(time.time()) // 3600 - 48) * 3600
     total = args.factor * args.max_keys
     step = max(1, total // 20)
@@ -60,18 +78,7 @@ async def bench(args: argparse.Namespace, bootstrap: str, workdir: Path) -> int:
     for first in range(0, total, step):
         keys = [f"key-{i:08d}" for i in range(first, min(total, first + step))]
         for t in range(TICKS_PER_KEY):
-            builders = {p: producer.create_batch() for p in partitions}
-            futures = []
-            for key in keys:
-                body = orjson.dumps({"key": key, "ts": start + t * INTERVAL_S + 1, "value": t})
-                p = partitioner(key.encode(), partitions, partitions)
-                if not builders[p].append(timestamp=None, key=key.encode(), value=body):
-                    futures.append(await producer.send_batch(builders[p], topic, partition=p))
-                    builders[p] = producer.create_batch()
-                    builders[p].append(timestamp=None, key=key.encode(), value=body)
-            for p, builder in builders.items():
-                futures.append(await producer.send_batch(builder, topic, partition=p))
-            await asyncio.gather(*futures)
+            await _send_interval(producer, topic, keys, start + t * INTERVAL_S + 1, t)
         sent_ticks += len(keys) * TICKS_PER_KEY
         # let the service catch up before sampling
         for _ in range(600):

@@ -15,13 +15,14 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar, overload
 
 from dotenv import dotenv_values
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streamcast.core.artifact import Aggregation
+from streamcast.errors import SettingsError
 
 ENV_PREFIX = "STREAMCAST_"
 NESTED = "__"
@@ -33,39 +34,40 @@ LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 ProcessingGuarantee = Literal["at_least_once", "exactly_once"]
 
 
-class SettingsError(Exception):
-    """Settings the service cannot start with; ``problems`` holds one line per field."""
-
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("; ".join(problems))
-        self.problems = problems
-
-
 class TopicSettings(BaseModel):
     """Names of the topics the service reads and writes."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 
     ticks: str = Field(default="ticks", min_length=1)
+    """input: the ticks (it must exist; its partition count is the parallelism ceiling)"""
     forecasts: str = Field(default="forecasts", min_length=1)
+    """output: one forecast per closed interval, keyed by series key"""
     alerts: str = Field(default="alerts", min_length=1)
+    """output: drift alerts, keyed by series key"""
     dead_letter: str = Field(default="ticks.dead-letter", min_length=1)
+    """output: rejected messages, original bytes, reason and source in headers"""
     state_changelog: str = Field(default="streamcast-state-changelog", min_length=1)
+    """compacted per-key state, partitioned like the ticks topic"""
 
 
 class FieldSettings(BaseModel):
-    """JSON field names of a tick. ``extras`` maps model feature names to tick field names."""
+    """JSON field names of a tick."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 
     key: str = Field(default="key", min_length=1)
+    """series key field (used when the Kafka message has no key)"""
     ts: str = Field(default="ts", min_length=1)
+    """event timestamp field: ISO-8601, or epoch s/ms/us/ns"""
     value: str = Field(default="value", min_length=1)
+    """the value to forecast"""
     extras: dict[str, str] = Field(default_factory=dict)
+    """JSON object mapping the model's extra feature names to tick field names"""
 
 
-class Settings(BaseSettings):
-    """Everything ``streamcast serve`` needs, frozen once parsed."""
+class ClientSettings(BaseSettings):
+    """What every Kafka client of streamcast needs (``replay`` and ``tail`` take these)."""
 
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -74,63 +76,46 @@ class Settings(BaseSettings):
         env_file_encoding="utf-8",
         extra="ignore",
         frozen=True,
+        use_attribute_docstrings=True,
     )
 
     # -- Kafka connection
     bootstrap_servers: str = Field(default="localhost:9092", min_length=1)
+    """Kafka bootstrap servers, comma-separated host:port"""
     client_id: str = "streamcast"
+    """client id the broker sees (logs, quotas)"""
     security_protocol: SecurityProtocol = "PLAINTEXT"
+    """how to talk to the brokers"""
     sasl_mechanism: SaslMechanism = "PLAIN"
+    """SASL mechanism (with a SASL_* protocol)"""
     sasl_username: str | None = None
+    """SASL user name"""
     sasl_password: SecretStr | None = None
+    """SASL password (prefer the environment variable or .env to a flag)"""
     ssl_cafile: Path | None = None
+    """PEM file of the CAs to trust (system CAs when unset)"""
     ssl_certfile: Path | None = None
+    """PEM client certificate (mutual TLS)"""
     ssl_keyfile: Path | None = None
+    """PEM key of the client certificate"""
     ssl_key_password: SecretStr | None = None
-    group_id: str = Field(default="streamcast", min_length=1)
+    """password of the client key"""
     topics: TopicSettings = TopicSettings()
-    #: exactly_once: one Kafka transaction per micro-batch and input partition (outputs,
-    #: state changelog, offsets); durable per-key state restored on assignment
-    processing_guarantee: ProcessingGuarantee = "at_least_once"
-    #: transactional ids are ``<prefix>-<group>-<ticks topic>-<partition>`` (exactly_once)
-    transactional_id_prefix: str = Field(default="streamcast", min_length=1)
-    #: consumer group session timeout: how soon a dead instance's partitions move on
-    session_timeout_ms: int = Field(default=10_000, ge=1_000)
-
-    # -- model and input interpretation
-    model_path: Path | None = None
-    intra_op_threads: int = Field(default=1, gt=0)
+    """topic names"""
     fields: FieldSettings = FieldSettings()
-    #: interval aggregation; None means the model's own
-    aggregation: Aggregation | None = None
-    #: longest gap (missing intervals) bridged by interpolation; None means the model's own
-    max_gap: int | None = Field(default=None, ge=0)
-    max_keys: int = Field(default=100_000, gt=0)
-    key_ttl_s: float = Field(default=7 * 86_400.0, gt=0)
-    #: ticks before this epoch second are absurd (dead-lettered); default 1990-01-01
-    min_ts_s: int = 631_152_000
-    #: ticks further than this ahead of the wall clock are absurd (dead-lettered)
-    max_future_s: int = Field(default=7 * 86_400, ge=0)
-    max_message_bytes: int = Field(default=64 * 1024, gt=0)
+    """tick field names"""
 
-    # -- micro-batching and the producer
-    batch_max_records: int = Field(default=5_000, gt=0)
-    batch_max_wait_ms: int = Field(default=100, ge=0)
+    # -- the producer
     linger_ms: int = Field(default=5, ge=0)
+    """producer linger: how long output waits to fill a record batch"""
     producer_max_batch_bytes: int = Field(default=1024 * 1024, gt=0)
+    """largest producer record batch"""
 
-    # -- lifecycle
-    drain_timeout_s: float = Field(default=30.0, gt=0)
-    retry_max_backoff_s: float = Field(default=30.0, gt=0)
-    #: /readyz fails when the main loop has not completed an iteration for this long
-    ready_stale_s: float = Field(default=30.0, gt=0)
-
-    # -- observability
-    http_host: str = "0.0.0.0"
-    #: port of /metrics, /healthz, /readyz; 0 picks a free port (logged at start)
-    http_port: int = Field(default=9400, ge=0, le=65535)
+    # -- logs
     log_format: LogFormat = "json"
+    """json lines for machines, console for people"""
     log_level: LogLevel = "INFO"
+    """least severe level logged"""
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -159,6 +144,61 @@ class Settings(BaseSettings):
                 problems.append(f"{env_name((name,))} ({name}): file not found: {path}")
         if problems:
             raise SettingsError(problems)
+
+
+class Settings(ClientSettings):
+    """Everything ``streamcast serve`` needs, frozen once parsed."""
+
+    # -- the consumer group and the processing guarantee
+    group_id: str = Field(default="streamcast", min_length=1)
+    """consumer group: instances with the same group share the ticks partitions"""
+    processing_guarantee: ProcessingGuarantee = "at_least_once"
+    """exactly_once: one Kafka transaction per micro-batch and input partition (outputs,
+    state changelog, offsets) and durable per-key state restored on assignment"""
+    transactional_id_prefix: str = Field(default="streamcast", min_length=1)
+    """transactional ids are <prefix>-<group>-<ticks topic>-<partition> (exactly_once)"""
+    session_timeout_ms: int = Field(default=10_000, ge=1_000)
+    """consumer group session timeout: how soon a dead instance's partitions move on"""
+
+    # -- model and input interpretation
+    model_path: Path | None = None
+    """the ONNX model exported by streamcast-train"""
+    intra_op_threads: int = Field(default=1, gt=0)
+    """ONNX Runtime threads per model call"""
+    aggregation: Aggregation | None = None
+    """how ticks within an interval combine; unset: the model's own"""
+    max_gap: int | None = Field(default=None, ge=0)
+    """longest gap (missing intervals) bridged by interpolation; unset: the model's own"""
+    max_keys: int = Field(default=100_000, gt=0)
+    """most keys held in state; the least recently used are evicted beyond it"""
+    key_ttl_s: float = Field(default=7 * 86_400.0, gt=0)
+    """keys without a tick for this long are dropped"""
+    min_ts_s: int = 631_152_000
+    """ticks before this epoch second are absurd (dead-lettered); default 1990-01-01"""
+    max_future_s: int = Field(default=7 * 86_400, ge=0)
+    """ticks further than this ahead of the wall clock are absurd (dead-lettered)"""
+    max_message_bytes: int = Field(default=64 * 1024, gt=0)
+    """larger tick messages are dead-lettered as oversized"""
+
+    # -- micro-batching and the producer
+    batch_max_records: int = Field(default=5_000, gt=0)
+    """most records per micro-batch"""
+    batch_max_wait_ms: int = Field(default=100, ge=0)
+    """longest wait for the first record of a micro-batch"""
+
+    # -- lifecycle
+    drain_timeout_s: float = Field(default=30.0, gt=0)
+    """after SIGTERM: longest time to finish the in-flight batch and close"""
+    retry_max_backoff_s: float = Field(default=30.0, gt=0)
+    """longest wait between retries of a failing broker operation"""
+    ready_stale_s: float = Field(default=30.0, gt=0)
+    """/readyz fails when the main loop has not completed an iteration for this long"""
+
+    # -- observability
+    http_host: str = "0.0.0.0"
+    """address of /metrics, /healthz, /readyz"""
+    http_port: int = Field(default=9400, ge=0, le=65535)
+    """port of /metrics, /healthz, /readyz; 0 picks a free port (logged at start)"""
 
 
 def env_name(loc: tuple[str | int, ...]) -> str:
@@ -201,15 +241,33 @@ def explain(exc: ValidationError) -> list[str]:
     return lines
 
 
+S = TypeVar("S", bound=ClientSettings)
+
+
+@overload
 def load_settings(
     overrides: Mapping[str, Any] | None = None, env_file: Path | str | None = ".env"
-) -> Settings:
-    """Parse settings from ``overrides`` (CLI flags), the environment and ``env_file``.
+) -> Settings: ...
+
+
+@overload
+def load_settings(
+    overrides: Mapping[str, Any] | None, env_file: Path | str | None, kind: type[S]
+) -> S: ...
+
+
+def load_settings(
+    overrides: Mapping[str, Any] | None = None,
+    env_file: Path | str | None = ".env",
+    kind: type[ClientSettings] = Settings,
+) -> ClientSettings:
+    """Parse settings of ``kind`` from ``overrides`` (CLI flags), the environment and
+    ``env_file``.
 
     Raises :class:`SettingsError` naming every invalid setting.
     """
     try:
-        settings = Settings(_env_file=env_file, **dict(overrides or {}))
+        settings = kind(_env_file=env_file, **dict(overrides or {}))
     except ValidationError as exc:
         raise SettingsError(explain(exc)) from None
     settings.check_security()
@@ -217,7 +275,7 @@ def load_settings(
 
 
 def setting_sources(
-    settings: Settings, overrides: Mapping[str, Any] | None, env_file: Path | str | None
+    settings: ClientSettings, overrides: Mapping[str, Any] | None, env_file: Path | str | None
 ) -> dict[str, str]:
     """Where each (dotted) setting came from: ``cli``, ``env``, ``.env`` or ``default``."""
     environ = {k.upper(): v for k, v in os.environ.items()}
@@ -242,7 +300,7 @@ def setting_sources(
     return sources
 
 
-def flatten(settings: Settings) -> list[tuple[str, str]]:
+def flatten(settings: ClientSettings) -> list[tuple[str, str]]:
     """``(dotted name, printable value)`` for every setting; secrets are masked."""
     rows: list[tuple[str, str]] = []
 

@@ -1,16 +1,26 @@
 """The service's exceptions and the reasons a tick can be rejected.
 
 Every exception streamcast raises derives from one root, so callers can catch the whole
-family at the edge. Transient failures (worth retrying with backoff) carry
-``retriable = True``; everything else is a bug in the input, the settings or the artifact
-and will not heal by itself::
+family at the edge. ``retriable`` says what the service does with it: transient failures
+are retried with backoff (and counted); everything else ends the command or the service
+with one line saying what to fix::
 
     StreamcastError                 root; ``retriable = False``
-    ├── ConfigurationError          invalid settings: names the setting and what to do
-    │   └── TopicError              a needed topic is missing or unusable
+    ├── ConfigurationError          the settings cannot work: names the setting and what to do
+    │   ├── SettingsError           invalid settings; ``problems`` holds one line per field
+    │   ├── TopicError              a needed topic is missing or unusable
+    │   ├── AuthorizationError      the broker refused our credentials or permissions
+    │   └── StateLostError          durable state is gone while the group has committed
+    │                               offsets (a deleted changelog): refuse to guess
     ├── ModelError                  artifact missing, unreadable, invalid or incompatible
-    └── TransientError              ``retriable = True``: broker away, timeouts (the Kafka
-                                    edge adds its own subclasses here)
+    ├── FencedError                 another instance took over a partition: stop writing
+    ├── BatchRolledBackError        a batch's outputs were rolled back (exactly-once): drop
+    │                               it; the sink rewinds state and offsets before the next
+    └── TransientError              ``retriable = True``: broker away, timeouts, leader
+                                    changes, rebalances in progress
+
+The Kafka edge maps the client library's errors into this tree
+(:func:`streamcast.kafka.errors.map_kafka_errors`): no layer above it sees aiokafka's.
 
 Bad *input* is never an exception: the decoder and the pipeline return a
 :class:`Rejection <streamcast.core.records.Rejection>` with a :class:`RejectReason`, which
@@ -19,6 +29,7 @@ labels dead letters (header ``streamcast.reason``) and metrics (label ``reason``
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import StrEnum
 
 
@@ -33,12 +44,37 @@ class ConfigurationError(StreamcastError):
     """A setting is invalid; the message names it and says what to change."""
 
 
+class SettingsError(ConfigurationError):
+    """Settings the service cannot start with; ``problems`` holds one line per field."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = list(problems)
+
+
 class TopicError(ConfigurationError):
     """A topic the service needs is missing or unusable; the message says what to do."""
 
 
+class AuthorizationError(ConfigurationError):
+    """The broker refused the credentials (authentication) or an operation (ACLs)."""
+
+
+class StateLostError(ConfigurationError):
+    """Durable per-key state is missing although the consumer group has committed offsets."""
+
+
 class ModelError(StreamcastError):
     """The model artifact is missing, unreadable, invalid or incompatible with serving."""
+
+
+class FencedError(StreamcastError):
+    """Another instance took over a partition and fenced this one: it must not write."""
+
+
+class BatchRolledBackError(StreamcastError):
+    """A batch's outputs were not committed and will not be: the sink rewinds state and
+    offsets to the last commit before the next batch, so its records are read again."""
 
 
 class TransientError(StreamcastError):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.kafka_harness import kafka_local
+from tests.support.kafka import kafka_local
 
 
 @pytest.fixture(scope="session")
@@ -42,6 +42,6 @@ def bootstrap(request: pytest.FixtureRequest) -> str:
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``model.onnx`` of the tiny pedestrian model, trained once per session (its directory
     also holds data.csv, report.json and forecasts.csv)."""
-    from tests.training.tiny import train_tiny_model  # TensorFlow only when asked for
+    from tests.support.tiny import train_tiny_model  # TensorFlow only when asked for
 
     return train_tiny_model(tmp_path_factory.mktemp("tiny_model"))

@@ -82,10 +82,11 @@ class StepResult:
     rejections: list[Rejection]
     counters: Counters
     #: keys whose state this batch changed (accepted ticks) and that are still held:
-    #: what a compacted state changelog must rewrite (see :meth:`Pipeline.snapshot`)
+    #: what a compacted state changelog must rewrite (:meth:`StateStore.snapshot`)
     changed_keys: list[str] = field(default_factory=list)
-    #: keys dropped by the LRU cap or the TTL and not re-created: changelog tombstones
-    removed_keys: list[str] = field(default_factory=list)
+    #: ``(key, partition)`` of keys dropped by the LRU cap or the TTL and not re-created:
+    #: changelog tombstones
+    removed: list[tuple[str, int]] = field(default_factory=list)
 
 
 class Pipeline:
@@ -180,34 +181,8 @@ class Pipeline:
         rejections = sorted((r for p in parts for r in p[1]), key=lambda r: r.index)
         self.totals.add(counters)
         held = self.store.rows
-        removed = sorted({k for k in self.store.drain_removed() if k not in held})
         changed_keys = sorted(k for k in changed if k in held)
-        return StepResult(forecasts, rejections, counters, changed_keys, removed)
-
-    def snapshot(self, keys: Sequence[str]) -> list[tuple[str, bytes]]:
-        """``(key, record)`` for each held key: compact binary state for a changelog."""
-        held = [k for k in keys if k in self.store]
-        records = self.store.encode_rows(self.store.lookup(held))
-        return list(zip(held, records, strict=True))
-
-    def restore(self, records: Sequence[tuple[str, bytes]], now_s: float) -> int:
-        """Load ``(key, record)`` pairs written by :meth:`snapshot`; returns how many.
-
-        Raises ``ValueError`` when a record belongs to a model of another layout.
-        """
-        if not records:
-            return 0
-        arrays = self.store.decode_records([r for _, r in records])
-        self.store.import_rows([k for k, _ in records], arrays, now_s)
-        return len(records)
-
-    def drop(self, keys: Sequence[str]) -> int:
-        """Forget ``keys`` without reporting them as removed (their partition moved to
-        another instance, which owns their changelog records now); returns how many."""
-        rows = self.store.lookup(keys)
-        rows = rows[rows >= 0]
-        self.store.remove(rows, record=False)
-        return len(rows)
+        return StepResult(forecasts, rejections, counters, changed_keys, self.store.drain_removed())
 
     def swap_model(self, model: StepModel) -> int:
         """Serve ``model`` from now on, keeping every key's history; returns keys rebuilt.
@@ -275,6 +250,8 @@ class Pipeline:
         uniq, inverse = np.unique(np.asarray(batch.keys, dtype=object), return_inverse=True)
         key_rows, _ = self.store.rows_for([str(k) for k in uniq], now_s)
         rows = key_rows[inverse.ravel()]
+        if batch.partition is not None:
+            self.store.place(rows, batch.partition)
         codes = admit(rows, batch.ts_ms, self.store.last_ts_ms, self.interval_s)
         rejections = [
             Rejection(int(batch.index[i]), REASONS[int(codes[i])], _reject_detail(int(codes[i])))

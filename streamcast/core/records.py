@@ -47,18 +47,23 @@ class TickBatch:
     ``index[i]`` is the position of tick ``i`` in the message sequence given to the
     decoder, so the Kafka edge can map a tick (or its rejection) back to its offset.
     ``values[:, 0]`` is the target value, ``values[:, 1:]`` the extra features in the
-    decoder's ``extra_fields`` order.
+    decoder's ``extra_fields`` order. ``partition`` is the input partition each tick was
+    read from (None when there is none: tools, tests), which the state store records as
+    the key's changelog partition.
     """
 
     keys: list[str]
     ts_ms: IntArray
     values: FloatArray
     index: IntArray
+    partition: npt.NDArray[np.int32] | None = None
 
     def __post_init__(self) -> None:
         n = len(self.keys)
         if self.ts_ms.shape != (n,) or self.index.shape != (n,):
             raise ValueError(f"ts_ms and index must have shape ({n},)")
+        if self.partition is not None and self.partition.shape != (n,):
+            raise ValueError(f"partition must have shape ({n},)")
         if self.values.ndim != 2 or self.values.shape[0] != n:
             raise ValueError(f"values must have shape ({n}, 1 + E), got {self.values.shape}")
 
@@ -104,6 +109,13 @@ class TickBatch:
             ts_ms=self.ts_ms[rows],
             values=self.values[rows],
             index=self.index[rows],
+            partition=None if self.partition is None else self.partition[rows],
+        )
+
+    def placed(self, partition: npt.NDArray[np.integer]) -> TickBatch:
+        """The same ticks, each with the input partition it was read from."""
+        return TickBatch(
+            self.keys, self.ts_ms, self.values, self.index, np.asarray(partition, dtype=np.int32)
         )
 
 

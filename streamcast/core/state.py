@@ -1,39 +1,28 @@
-"""Per-key state as a structure of arrays, with bounded memory.
+"""Per-key state as a structure of arrays, with bounded memory, that snapshots and
+restores itself.
 
 One *row* per live key; a plain dict maps key -> row. Every per-key quantity is a column
 in a preallocated numpy array (first axis = row), so the pipeline gathers and scatters
 whole batches of keys at once and never builds per-key Python objects.
 
-Columns (R rows, W = window, F = 1 + extras, S = state size):
+:data:`COLUMNS` is the one table of the columns: their shape (``W`` = window, ``F`` =
+1 + extras, ``S`` = state size), type, initial value, whether they are durable (part of
+the changelog record) and which module writes them. Capacity grows geometrically up to
+``max_keys``; beyond that the least recently used keys are evicted, and keys idle for
+longer than ``key_ttl_s`` expire, so memory is bounded whatever arrives.
 
-=============== =========== ==============================================================
-column          shape       meaning
-=============== =========== ==============================================================
-window          [R, W, F]   ring buffer of the last W closed interval rows (raw units)
-wlen, wpos      [R]         rows held (<= W), next write position (= oldest when full)
-warm            [R]         warm-up finished: the key steps and forecasts
-steps           [R]         steps since the last reset
-h, c            [R, S]      LSTM state (float32); zero while warming up
-loc, scale      [R]         value scaling in use
-scale_src       [R]         0 none yet, 1 training statistics, 2 warm-up window
-open_start      [R]         start (epoch s) of the open interval, or NONE
-acc, acc_n      [R, F], [R] aggregation accumulator of the open interval, tick count
-last_ts_ms      [R]         last accepted tick (epoch ms), or NONE
-closed_start    [R]         start of the last closed interval, or NONE
-closed_value    [R, F]      its aggregated row (left end of a gap interpolation)
-last_seen       [R]         wall clock (s) of the key's last tick: TTL and LRU order
-=============== =========== ==============================================================
-
-Capacity grows geometrically up to ``max_keys``; beyond that the least recently used
-keys are evicted, and keys idle for longer than ``key_ttl_s`` expire, so memory is
-bounded whatever arrives. A row can be exported as a compact record of arrays and
-imported again (:meth:`StateStore.export_rows` / :meth:`StateStore.import_rows`), the
-basis for a compacted state changelog.
+Durable state (Kafka Streams' state stores are the model): :meth:`StateStore.snapshot`
+encodes the durable columns of keys as compact binary records for a compacted changelog,
+:meth:`StateStore.restore` loads them back under a partition, and every row knows the
+input partition its key's ticks arrive on, so :meth:`StateStore.drop_partitions` can hand
+a revoked partition's keys to their new owner and :meth:`StateStore.drain_removed` says
+which changelog partition each tombstone belongs to.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence, Set
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
@@ -46,19 +35,71 @@ SCALE_NONE, SCALE_TRAINING, SCALE_WINDOW = 0, 1, 2
 INITIAL_CAPACITY = 1024
 #: first bytes of an encoded state record (format version 1)
 RECORD_MAGIC = b"SCS1"
+#: partition of a key whose input partition is not known (tests, tools)
+NO_PARTITION = -1
 
 IntArray = npt.NDArray[np.int64]
 
 
-class StateStore:
-    """Key -> row mapping plus the column arrays described in the module docstring."""
+@dataclass(frozen=True)
+class Column:
+    """One per-key column: ``dims`` name the trailing axes (``W``, ``F``, ``S``)."""
 
-    #: the per-row columns (shapes and fill values in ``_shapes``), in record order
-    COLUMNS: tuple[str, ...] = (
-        "window", "wlen", "wpos", "warm", "steps", "h", "c", "loc", "scale", "scale_src",
-        "open_start", "acc", "acc_n", "last_ts_ms", "closed_start", "closed_value",
-        "last_seen",
-    )  # fmt: skip
+    name: str
+    dims: tuple[str, ...]
+    dtype: type
+    fill: object
+    #: part of the changelog record (False: wall-clock or placement, not state)
+    durable: bool
+    #: the module that writes it
+    writer: str
+    doc: str
+
+
+#: The column table, in changelog-record order (durable columns only go into records).
+COLUMNS: tuple[Column, ...] = (
+    Column("window", ("W", "F"), np.float64, 0.0, True, "lifecycle",
+           "ring buffer of the last W closed interval rows (raw units)"),
+    Column("wlen", (), np.int64, 0, True, "lifecycle", "rows held in the window (<= W)"),
+    Column("wpos", (), np.int64, 0, True, "lifecycle",
+           "next write position in the window (= oldest row when full)"),
+    Column("warm", (), np.bool_, False, True, "lifecycle",
+           "warm-up finished: the key steps and forecasts"),
+    Column("steps", (), np.int64, 0, True, "lifecycle", "steps since the last reset"),
+    Column("h", ("S",), np.float32, 0.0, True, "pipeline", "LSTM state; zero while warming up"),
+    Column("c", ("S",), np.float32, 0.0, True, "pipeline", "LSTM cell state"),
+    Column("loc", (), np.float64, 0.0, True, "lifecycle", "value location in use"),
+    Column("scale", (), np.float64, 1.0, True, "lifecycle", "value scale in use"),
+    Column("scale_src", (), np.int8, SCALE_NONE, True, "lifecycle",
+           "0 none yet, 1 training statistics, 2 warm-up window"),
+    Column("open_start", (), np.int64, NONE, True, "intervals",
+           "start (epoch s) of the open interval, or NONE"),
+    Column("acc", ("F",), np.float64, 0.0, True, "intervals",
+           "aggregation accumulator of the open interval"),
+    Column("acc_n", (), np.int64, 0, True, "intervals", "ticks in the open interval"),
+    Column("last_ts_ms", (), np.int64, NONE, True, "intervals",
+           "last accepted tick (epoch ms), or NONE"),
+    Column("closed_start", (), np.int64, NONE, True, "lifecycle",
+           "start of the last closed interval, or NONE"),
+    Column("closed_value", ("F",), np.float64, 0.0, True, "lifecycle",
+           "the last closed interval's row (left end of a gap interpolation)"),
+    Column("last_seen", (), np.float64, 0.0, False, "state",
+           "wall clock (s) of the key's last tick: TTL and LRU order"),
+    Column("partition", (), np.int32, NO_PARTITION, False, "state",
+           "input partition of the key's ticks (= its changelog partition)"),
+)  # fmt: skip
+
+#: names of the columns, in table order
+COLUMN_NAMES: tuple[str, ...] = tuple(c.name for c in COLUMNS)
+#: the columns an encoded record carries
+DURABLE: tuple[Column, ...] = tuple(c for c in COLUMNS if c.durable)
+
+
+class StateStore:
+    """Key -> row mapping plus the column arrays of :data:`COLUMNS`."""
+
+    #: the per-row columns, in table order
+    COLUMNS: tuple[str, ...] = COLUMN_NAMES
 
     def __init__(
         self,
@@ -82,7 +123,7 @@ class StateStore:
         self.rows: dict[str, int] = {}
         self.row_key: list[str | None] = []
         self._free: list[int] = []
-        self._removed: list[str] = []
+        self._removed: list[tuple[str, int]] = []
         self.evicted_lru = 0
         self.expired_ttl = 0
         self.capacity = 0
@@ -91,34 +132,19 @@ class StateStore:
 
     # -- columns -------------------------------------------------------------------------
 
-    def _shapes(self) -> dict[str, tuple[tuple[int, ...], type, object]]:
-        w, f, s = self.window_size, self.n_inputs, self.state_size
-        return {
-            "window": ((w, f), np.float64, 0.0),
-            "wlen": ((), np.int64, 0),
-            "wpos": ((), np.int64, 0),
-            "warm": ((), np.bool_, False),
-            "steps": ((), np.int64, 0),
-            "h": ((s,), np.float32, 0.0),
-            "c": ((s,), np.float32, 0.0),
-            "loc": ((), np.float64, 0.0),
-            "scale": ((), np.float64, 1.0),
-            "scale_src": ((), np.int8, SCALE_NONE),
-            "open_start": ((), np.int64, NONE),
-            "acc": ((f,), np.float64, 0.0),
-            "acc_n": ((), np.int64, 0),
-            "last_ts_ms": ((), np.int64, NONE),
-            "closed_start": ((), np.int64, NONE),
-            "closed_value": ((f,), np.float64, 0.0),
-            "last_seen": ((), np.float64, 0.0),
-        }
+    def _tail(self, column: Column) -> tuple[int, ...]:
+        sizes = {"W": self.window_size, "F": self.n_inputs, "S": self.state_size}
+        return tuple(sizes[d] for d in column.dims)
 
     def _allocate_columns(self, capacity: int) -> None:
-        for name, (tail, dtype, fill) in self._shapes().items():
-            setattr(self, name, np.full((capacity, *tail), fill, dtype=dtype))
+        for column in COLUMNS:
+            empty: npt.NDArray[np.generic] = np.full(
+                (capacity, *self._tail(column)), column.fill, dtype=column.dtype
+            )
+            setattr(self, column.name, empty)
         self.active = np.zeros(capacity, dtype=bool)
 
-    # the columns, typed for mypy (set in _allocate_columns)
+    # the columns, typed for mypy (allocated from COLUMNS in _allocate_columns)
     window: npt.NDArray[np.float64]
     wlen: IntArray
     wpos: IntArray
@@ -136,16 +162,19 @@ class StateStore:
     closed_start: IntArray
     closed_value: npt.NDArray[np.float64]
     last_seen: npt.NDArray[np.float64]
+    partition: npt.NDArray[np.int32]
     active: npt.NDArray[np.bool_]
 
     def _grow(self, capacity: int) -> None:
         old = self.capacity
         if capacity <= old:
             return
-        for name, (tail, dtype, fill) in self._shapes().items():
-            column: npt.NDArray[np.generic] = np.full((capacity, *tail), fill, dtype=dtype)
-            column[:old] = getattr(self, name)
-            setattr(self, name, column)
+        for column in COLUMNS:
+            grown: npt.NDArray[np.generic] = np.full(
+                (capacity, *self._tail(column)), column.fill, dtype=column.dtype
+            )
+            grown[:old] = getattr(self, column.name)
+            setattr(self, column.name, grown)
         active = np.zeros(capacity, dtype=bool)
         active[:old] = self.active
         self.active = active
@@ -156,8 +185,8 @@ class StateStore:
 
     def _clear(self, rows: IntArray) -> None:
         """Reset rows to the initial column values."""
-        for name, (_tail, _dtype, fill) in self._shapes().items():
-            getattr(self, name)[rows] = fill
+        for column in COLUMNS:
+            getattr(self, column.name)[rows] = column.fill
 
     # -- keys ----------------------------------------------------------------------------
 
@@ -239,7 +268,7 @@ class StateStore:
                 self.row_key[row] = None
                 self._free.append(row)
                 if record:
-                    self._removed.append(key)
+                    self._removed.append((key, int(self.partition[row])))
         self.active[rows] = False
 
     def resize_state(self, state_size: int) -> None:
@@ -248,49 +277,95 @@ class StateStore:
         self.h = np.zeros((self.capacity, state_size), dtype=np.float32)
         self.c = np.zeros((self.capacity, state_size), dtype=np.float32)
 
-    def drain_removed(self) -> list[str]:
-        """Keys removed (evicted or expired) since the last call."""
+    def drain_removed(self) -> list[tuple[str, int]]:
+        """``(key, partition)`` of the keys removed (evicted or expired) since the last call
+        and not held again since: what a changelog must delete (tombstones)."""
         removed, self._removed = self._removed, []
-        return removed
+        held = self.rows
+        latest = {key: partition for key, partition in removed if key not in held}
+        return sorted(latest.items())
 
-    # -- snapshot ------------------------------------------------------------------------
+    # -- placement -----------------------------------------------------------------------
+
+    def place(self, rows: IntArray, partitions: npt.NDArray[np.integer]) -> None:
+        """Record the input partition of each row's key (where its ticks arrive)."""
+        self.partition[rows] = partitions
+
+    def partitions_of(self, keys: Sequence[str]) -> npt.NDArray[np.int32]:
+        """Input partition of each held key (:data:`NO_PARTITION` for others)."""
+        rows = self.lookup(keys)
+        out = np.full(len(keys), NO_PARTITION, dtype=np.int32)
+        held = rows >= 0
+        out[held] = self.partition[rows[held]]
+        return out
+
+    def drop_partitions(self, partitions: Set[int]) -> int:
+        """Forget the keys of ``partitions`` without tombstones (another instance owns
+        them and their changelog records now); returns how many were dropped."""
+        rows = np.flatnonzero(self.active & np.isin(self.partition, list(partitions)))
+        self.remove(rows, record=False)
+        return len(rows)
+
+    # -- snapshot and restore ------------------------------------------------------------
+
+    def snapshot(self, keys: Iterable[str]) -> list[tuple[str, bytes]]:
+        """``(key, record)`` for each held key among ``keys``: its durable columns as a
+        compact binary changelog record (:meth:`encode_rows`)."""
+        held = [k for k in keys if k in self.rows]
+        return list(zip(held, self.encode_rows(self.lookup(held)), strict=True))
+
+    def restore(
+        self, records: Sequence[tuple[str, bytes]], now_s: float, partition: int = NO_PARTITION
+    ) -> int:
+        """Load ``(key, record)`` pairs written by :meth:`snapshot` (replacing held keys)
+        as keys of input ``partition``; returns how many.
+
+        Raises ``ValueError`` when a record belongs to a model of another layout.
+        """
+        if not records:
+            return 0
+        arrays = self.decode_records([r for _, r in records])
+        rows = self.import_rows([k for k, _ in records], arrays, now_s)
+        self.partition[rows] = partition
+        return len(records)
 
     def export_rows(self, rows: IntArray) -> dict[str, npt.NDArray[np.generic]]:
         """A compact copy of the given rows: one array per column, first axis = row."""
-        return {name: np.array(getattr(self, name)[rows]) for name in self.COLUMNS}
+        return {name: np.array(getattr(self, name)[rows]) for name in COLUMN_NAMES}
 
     def import_rows(
         self, keys: Sequence[str], arrays: dict[str, npt.NDArray[np.generic]], now_s: float
     ) -> IntArray:
-        """Restore rows exported by :meth:`export_rows` under ``keys`` (replacing them)."""
-        missing = set(self.COLUMNS) - set(arrays)
+        """Restore the durable columns of rows exported by :meth:`export_rows` or decoded by
+        :meth:`decode_records` under ``keys`` (replacing them)."""
+        missing = {c.name for c in DURABLE} - set(arrays)
         if missing:
             raise ValueError(f"state record lacks columns {sorted(missing)}")
         rows, _ = self.rows_for(list(keys), now_s)
-        for name in self.COLUMNS:
-            if name != "last_seen":
-                getattr(self, name)[rows] = arrays[name]
+        for column in DURABLE:
+            getattr(self, column.name)[rows] = arrays[column.name]
         return rows
+
+    def _record_header(self) -> bytes:
+        dims = np.array([self.window_size, self.n_inputs, self.state_size], dtype="<u4")
+        return RECORD_MAGIC + dims.tobytes()
 
     def encode_rows(self, rows: IntArray) -> list[bytes]:
         """One compact binary record per row (for a compacted changelog, keyed by key).
 
         Layout: a 16-byte header (``RECORD_MAGIC``, window, inputs, state size as
-        little-endian uint32) then every column of :attr:`COLUMNS` except ``last_seen``,
-        raw little-endian bytes in that order. About ``8*W*F + 8*S + 100`` bytes.
+        little-endian uint32) then every durable column of :data:`COLUMNS`, raw
+        little-endian bytes in table order. About ``8*W*F + 8*S + 100`` bytes.
         """
-        header = (
-            RECORD_MAGIC
-            + np.array([self.window_size, self.n_inputs, self.state_size], dtype="<u4").tobytes()
-        )
         n = len(rows)
         if n == 0:
             return []
+        header = np.frombuffer(self._record_header(), dtype=np.uint8)
         # one [n, bytes] block per column, side by side: a record is one row of the blob
-        blocks = [np.frombuffer(header, dtype=np.uint8)[None, :].repeat(n, axis=0)]
-        for name in _RECORD_COLUMNS:
-            column = getattr(self, name)[rows]
-            little = np.ascontiguousarray(column, dtype=column.dtype.newbyteorder("<"))
+        blocks = [header[None, :].repeat(n, axis=0)]
+        for column in DURABLE:
+            values = getattr(self, column.name)[rows]
+            little = np.ascontiguousarray(values, dtype=values.dtype.newbyteorder("<"))
             blocks.append(little.reshape(n, -1).view(np.uint8).reshape(n, -1))
         blob = np.ascontiguousarray(np.concatenate(blocks, axis=1))
         return [row.tobytes() for row in blob]
@@ -301,41 +376,31 @@ class StateStore:
         Raises ``ValueError`` for a record of another layout (window, inputs or state size
         differ: the state belongs to an incompatible model) or a truncated one.
         """
-        shapes = self._shapes()
+        tails = [self._tail(c) for c in DURABLE]
         sizes = [
-            int(np.prod(shapes[name][0], dtype=np.int64)) * np.dtype(shapes[name][1]).itemsize
-            for name in _RECORD_COLUMNS
+            int(np.prod(tail, dtype=np.int64)) * np.dtype(c.dtype).itemsize
+            for c, tail in zip(DURABLE, tails, strict=True)
         ]
-        expected_header = (
-            RECORD_MAGIC
-            + np.array([self.window_size, self.n_inputs, self.state_size], dtype="<u4").tobytes()
-        )
-        length = len(expected_header) + sum(sizes)
+        header = self._record_header()
+        length = len(header) + sum(sizes)
         for i, record in enumerate(records):
-            if record[: len(expected_header)] != expected_header or len(record) != length:
+            if record[: len(header)] != header or len(record) != length:
                 raise ValueError(
                     f"state record {i} does not match this model's layout (window "
                     f"{self.window_size}, inputs {self.n_inputs}, state {self.state_size})"
                 )
         out: dict[str, npt.NDArray[np.generic]] = {}
-        offset = len(expected_header)
+        offset = len(header)
         blob = np.frombuffer(b"".join(records), dtype=np.uint8).reshape(len(records), length)
-        for name, size in zip(_RECORD_COLUMNS, sizes, strict=True):
-            tail, dtype, _fill = shapes[name]
+        for column, tail, size in zip(DURABLE, tails, sizes, strict=True):
             raw = np.ascontiguousarray(blob[:, offset : offset + size])
-            out[name] = (
-                raw.view(np.dtype(dtype).newbyteorder("<"))
-                .astype(dtype)
-                .reshape(len(records), *tail)
+            dtype = np.dtype(column.dtype)
+            out[column.name] = (
+                raw.view(dtype.newbyteorder("<")).astype(dtype).reshape(len(records), *tail)
             )
             offset += size
-        out["last_seen"] = np.zeros(len(records))
         return out
 
     def nbytes(self) -> int:
         """Bytes held by the column arrays (excluding the key dict)."""
-        return int(sum(getattr(self, name).nbytes for name in self.COLUMNS))
-
-
-#: columns carried by an encoded record (the wall-clock ``last_seen`` is not state)
-_RECORD_COLUMNS = tuple(name for name in StateStore.COLUMNS if name != "last_seen")
+        return int(sum(getattr(self, name).nbytes for name in COLUMN_NAMES))

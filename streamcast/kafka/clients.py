@@ -14,7 +14,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.helpers import create_ssl_context
 
-from streamcast.config import Settings
+from streamcast.config import ClientSettings, Settings
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 RETRY_BACKOFF_MS = 300
 
 
-def client_options(settings: Settings) -> dict[str, Any]:
+def client_options(settings: ClientSettings) -> dict[str, Any]:
     """Connection and security keyword arguments shared by every aiokafka client."""
     options: dict[str, Any] = {
         "bootstrap_servers": settings.bootstrap_servers,
@@ -41,7 +41,7 @@ def client_options(settings: Settings) -> dict[str, Any]:
     return options
 
 
-def ssl_context(settings: Settings) -> ssl.SSLContext:
+def ssl_context(settings: ClientSettings) -> ssl.SSLContext:
     """TLS context from the configured CA, client certificate and key (system CAs if unset)."""
     password = settings.ssl_key_password.get_secret_value() if settings.ssl_key_password else None
     context: ssl.SSLContext = create_ssl_context(
@@ -76,7 +76,7 @@ def make_consumer(settings: Settings, *, subscribe: bool = True) -> AIOKafkaCons
     )
 
 
-def make_producer(settings: Settings) -> AIOKafkaProducer:
+def make_producer(settings: ClientSettings) -> AIOKafkaProducer:
     """The output producer: ``acks=all``, idempotent, batched by ``linger_ms``."""
     return AIOKafkaProducer(
         acks="all",

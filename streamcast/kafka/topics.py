@@ -11,9 +11,11 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError
 
-from streamcast.config import Settings
+from streamcast.config import ClientSettings, Settings
 from streamcast.errors import TopicError
 from streamcast.kafka.clients import client_options
+from streamcast.kafka.errors import map_kafka_errors
+from streamcast.kafka.guarantee import keeps_changelog
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +31,11 @@ async def ensure_topics(settings: Settings) -> int:
     or checked too. Returns the partition count. Raises :class:`TopicError` when the
     ticks topic does not exist (the service never creates its input).
     """
+    with map_kafka_errors("topic check"):
+        return await _ensure_topics(settings)
+
+
+async def _ensure_topics(settings: Settings) -> int:
     topics = settings.topics
     admin = AIOKafkaAdminClient(**client_options(settings))
     await admin.start()
@@ -53,21 +60,22 @@ async def ensure_topics(settings: Settings) -> int:
                     [NewTopic(name, partitions, replication) for name in missing]
                 )
             log.info("created output topics", extra={"topics": missing, "partitions": partitions})
-        if settings.processing_guarantee == "exactly_once":
+        if keeps_changelog(settings):
             await ensure_changelog(admin, settings, partitions, replication)
         return partitions
     finally:
         await admin.close()
 
 
-async def require_topic(settings: Settings, topic: str) -> int:
+async def require_topic(settings: ClientSettings, topic: str) -> int:
     """The partition count of ``topic``; :class:`TopicError` if it does not exist."""
-    admin = AIOKafkaAdminClient(**client_options(settings))
-    await admin.start()
-    try:
-        described = await admin.describe_topics([topic])
-    finally:
-        await admin.close()
+    with map_kafka_errors("topic check"):
+        admin = AIOKafkaAdminClient(**client_options(settings))
+        await admin.start()
+        try:
+            described = await admin.describe_topics([topic])
+        finally:
+            await admin.close()
     if not described or described[0]["error_code"] != 0 or not described[0]["partitions"]:
         raise TopicError(
             f"topic '{topic}' does not exist on {settings.bootstrap_servers} "

@@ -1,7 +1,4 @@
-"""What crosses the Kafka edge: consumed messages, records to produce, and the
-:class:`Broker` protocol the service loop talks to (so the loop can be unit-tested with an
-in-memory fake, while integration tests use the real broker).
-"""
+"""What crosses the Kafka edge: consumed messages, records to produce, offsets."""
 
 from __future__ import annotations
 
@@ -43,6 +40,11 @@ class Consumed(Protocol):
         """Message body."""
         ...
 
+    @property
+    def headers(self) -> Sequence[tuple[str, bytes]]:
+        """Message headers."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class InRecord:
@@ -54,6 +56,7 @@ class InRecord:
     timestamp: int
     key: bytes | None
     value: bytes | None
+    headers: Sequence[tuple[str, bytes]] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,25 +74,7 @@ class OutRecord:
     partition: int | None = None
 
 
-class Broker(Protocol):
-    """What the service loop needs from Kafka."""
-
-    async def fetch(self, max_records: int, timeout_ms: int) -> Sequence[Consumed]:
-        """Up to ``max_records`` records, waiting at most ``timeout_ms`` for the first."""
-        ...
-
-    async def publish(self, records: Sequence[OutRecord]) -> None:
-        """Produce ``records``; return only when every one is acknowledged."""
-        ...
-
-    async def commit(self, offsets: Mapping[tuple[str, int], int]) -> None:
-        """Commit ``{(topic, partition): next offset to read}`` for the consumer group."""
-        ...
-
-    def assigned(self) -> bool:
-        """True while the consumer owns at least one partition."""
-        ...
-
-    def lag(self, positions: Mapping[tuple[str, int], int]) -> dict[int, int]:
-        """Records behind the high watermark per partition, given the next offsets to read."""
-        ...
+#: ``{(topic, partition): next offset to read}``: what a consumer group commits
+Offsets = Mapping[tuple[str, int], int]
+#: a batch's records to produce, grouped by the input partition they derive from
+Outputs = Mapping[int, Sequence[OutRecord]]

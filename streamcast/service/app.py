@@ -2,25 +2,21 @@
 
 Phases, as in uvicorn's server:
 
-1. **startup** — load the model (fail fast on a bad artifact), build the pipeline, open
-   the HTTP endpoints, check/create topics and connect to Kafka, retrying with
+1. **startup** — load the model (fail fast on a bad artifact), build the processor, open
+   the HTTP endpoints, check/create topics and connect the sink to Kafka, retrying with
    exponential backoff (capped, jittered, logged) while the broker is unavailable.
-2. **main loop** — ``fetch`` a micro-batch, then hand it to the
-   :class:`~streamcast.service.batches.BatchHandler`: decode -> ``Pipeline.process`` in a
-   worker thread -> produce forecasts and dead letters -> await *every* acknowledgement
-   -> only then commit the consumed offsets. Broker failures mid-run are retried with backoff;
-   the in-memory state is kept; bad input never raises (it becomes dead letters).
-   With ``processing_guarantee=exactly_once`` the broker is a
-   :class:`~streamcast.kafka.transactional.TransactionalBroker`: each batch is processed under
-   its batch lock and committed as one transaction per input partition (outputs, state
-   changelog, offset); a failed batch is followed by a rewind to the committed offsets
-   and the changelog's state, retried with backoff while the broker is away.
+2. **main loop** — let the sink recover if a batch failed, ``fetch`` a micro-batch and
+   hand it to the :class:`~streamcast.service.batches.BatchHandler`: process in a worker
+   thread -> deliver outputs and offsets through the sink (at-least-once or exactly-once:
+   the loop does not know which, :mod:`streamcast.kafka.guarantee` chose) -> account.
+   Transient broker failures are retried with backoff (:class:`~streamcast.service.waits.Retry`);
+   bad input never raises (it becomes dead letters).
 3. **shutdown** — a first SIGTERM/SIGINT only sets a flag: no new fetch starts, the
-   in-flight batch is finished, produced and committed, and the clients are closed, all
-   within ``drain_timeout_s`` (after which what is left is cancelled: nothing committed
-   that was not produced, so at-least-once holds). Closing gets what is left of that
-   budget (at least :data:`CLOSE_MIN_S`), and a stop also interrupts a connect attempt:
-   an unreachable broker never holds a SIGTERM. A second signal exits at once.
+   in-flight batch is finished and delivered, and the clients are closed, all within
+   ``drain_timeout_s`` (after which what is left is cancelled: nothing committed that was
+   not produced). A stop also ends retry waits and interrupts a connect attempt, so an
+   unreachable broker never holds a SIGTERM; closing gets what is left of the budget (at
+   least :data:`CLOSE_MIN_S`). A second signal exits at once.
 
 Every background task lives in one ``TaskGroup``; resources are async context managers;
 every wait is bounded or interruptible (:mod:`streamcast.service.waits`).
@@ -36,27 +32,17 @@ import signal
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Protocol
-
-from aiokafka.errors import KafkaError
 
 from streamcast.config import Settings
-from streamcast.errors import ConfigurationError, ModelError
-from streamcast.kafka.broker import KafkaBroker
+from streamcast.errors import ConfigurationError, ModelError, TransientError
+from streamcast.kafka.guarantee import make_sink
+from streamcast.kafka.sink import Sink
 from streamcast.kafka.topics import ensure_topics
-from streamcast.kafka.transactional import TransactionalBroker
-from streamcast.kafka.wire import Broker
 from streamcast.service.batches import BatchHandler
 from streamcast.service.health import HealthServer
 from streamcast.service.metrics import Metrics
-from streamcast.service.processor import BatchProcessor, DurableProcessor, build_core
-from streamcast.service.waits import (
-    backoff_delays,
-    bounded,
-    first_leaf,
-    sleep_unless_set,
-    unless_set,
-)
+from streamcast.service.processor import BatchProcessor, build_processor
+from streamcast.service.waits import Retry, backoff_delays, bounded, first_leaf, unless_set
 
 log = logging.getLogger(__name__)
 
@@ -69,20 +55,8 @@ FORCED_EXIT = 130
 CLOSE_MIN_S = 1.0
 CLOSE_MAX_S = 10.0
 
-
-class ManagedBroker(Broker, Protocol):
-    """A :class:`Broker` with a lifecycle (what the service creates and owns)."""
-
-    async def start(self) -> None:
-        """Connect; raise a Kafka/OS error when the broker cannot be reached."""
-        ...
-
-    async def close(self) -> None:
-        """Disconnect (idempotent)."""
-        ...
-
-
-BrokerFactory = Callable[[Settings], ManagedBroker]
+#: builds the (not yet started) sink for a processor; the default is the guarantee's
+SinkFactory = Callable[[BatchProcessor], Sink]
 TopicCheck = Callable[[Settings], Awaitable[int]]
 
 
@@ -93,39 +67,41 @@ class Service:
         self,
         settings: Settings,
         *,
-        broker_factory: BrokerFactory | None = None,
+        sink_factory: SinkFactory | None = None,
         topic_check: TopicCheck = ensure_topics,
-        core: BatchProcessor | None = None,
+        processor: BatchProcessor | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
         self.metrics = Metrics()
-        self._broker_factory = broker_factory
+        self._sink_factory = sink_factory or self._default_sink
         self._topic_check = topic_check
-        self._core = core
+        self._processor = processor
         self._clock = clock
         self._stopping = asyncio.Event()
         self._signals = 0
         self._stop_requested_at: float | None = None
         self._started = False
-        self._broker: ManagedBroker | None = None
+        self._sink: Sink | None = None
         self._last_tick = 0.0
-        self._delay = backoff_delays(settings.retry_max_backoff_s)
-        self._handler = BatchHandler(
-            settings, self.metrics, clock=clock, delay=self._delay, pause=self._pause
+        self._retry = Retry(
+            backoff_delays(settings.retry_max_backoff_s),
+            self._stopping,
+            lambda op: self.metrics.broker_errors.labels(op=op).inc(),
         )
+        self._handler = BatchHandler(self.metrics, self._retry, clock=clock)
         self.http_port: int | None = None
 
     # -- totals since start (tests and the final log line read them) -----------------------
 
     @property
     def consumed(self) -> int:
-        """Input records whose output was acknowledged."""
+        """Input records whose output was delivered."""
         return self._handler.consumed
 
     @property
     def batches(self) -> int:
-        """Micro-batches whose output was acknowledged."""
+        """Micro-batches whose output was delivered."""
         return self._handler.batches
 
     @property
@@ -168,9 +144,9 @@ class Service:
 
     def readiness(self) -> tuple[bool, str]:
         """``(ready, reason)`` for ``/readyz``."""
-        if self._core is None:
+        if self._processor is None:
             return False, "model not loaded"
-        if self._broker is None or not self._broker.assigned():
+        if self._sink is None or not self._sink.assigned():
             return False, "no partitions assigned"
         idle = self._clock() - self._last_tick
         if idle > self.settings.ready_stale_s:
@@ -186,22 +162,20 @@ class Service:
         if self._started:
             raise RuntimeError("a Service runs once; create a new one to run again")
         self._started = True
-        core = self._core or load_core(self.settings)
-        self._core = core
-        if self._broker_factory is None:
-            self._broker_factory = self._default_broker_factory(core)
-        self.metrics.set_build_info(core.model_name, core.model_version)
+        processor = self._processor or load_processor(self.settings)
+        self._processor = processor
+        self.metrics.set_build_info(processor.model_name, processor.model_version)
         s = self.settings
         health = HealthServer(s.http_host, s.http_port, self.metrics.exposition, self.readiness)
         try:
             async with health, asyncio.TaskGroup() as tasks:
                 self.http_port = health.port
-                broker = await self._connect()
-                if broker is None:
+                sink = await self._connect(processor)
+                if sink is None:
                     return  # stopped before the broker came up
-                self._broker = broker
+                self._sink = sink
                 try:
-                    loop_task = tasks.create_task(self._main_loop(broker, core))
+                    loop_task = tasks.create_task(self._main_loop(sink, processor))
                     tasks.create_task(self._drain_watchdog(loop_task))
                     progress = tasks.create_task(self._log_progress())
                     # wait() rather than await: a loop cancelled by the drain watchdog
@@ -209,8 +183,8 @@ class Service:
                     await asyncio.wait({loop_task})
                     progress.cancel()
                 finally:
-                    self._broker = None
-                    await bounded(broker.close(), self._close_budget(), "closing Kafka clients")
+                    self._sink = None
+                    await bounded(sink.close(), self._close_budget(), "closing Kafka clients")
         except BaseExceptionGroup as group:
             raise first_leaf(group) from None
         log.info(
@@ -231,49 +205,33 @@ class Service:
         left = self._stop_requested_at + self.settings.drain_timeout_s - time.monotonic()
         return min(CLOSE_MAX_S, max(CLOSE_MIN_S, left))
 
-    def _default_broker_factory(self, core: BatchProcessor) -> BrokerFactory:
-        if self.settings.processing_guarantee == "at_least_once":
-            return KafkaBroker
-        if not isinstance(core, DurableProcessor):
-            raise ConfigurationError(
-                "processing_guarantee=exactly_once needs a processor with per-partition state"
-            )
+    def _default_sink(self, processor: BatchProcessor) -> Sink:
+        return make_sink(self.settings, processor, self.metrics, self._clock)
 
-        def transactional(settings: Settings) -> ManagedBroker:
-            return TransactionalBroker(settings, core, self.metrics, self._clock)
+    async def _connect(self, processor: BatchProcessor) -> Sink | None:
+        """Topic check and sink start, retried with backoff while the broker is away;
+        None when a stop came first."""
 
-        return transactional
-
-    async def _connect(self) -> ManagedBroker | None:
-        """Topic check and client start, retried with backoff while the broker is away."""
-        attempt = 0
-        assert self._broker_factory is not None
-        while not self.stopping:
-            broker = self._broker_factory(self.settings)
+        async def attempt() -> Sink | None:
+            sink = self._sink_factory(processor)
             try:
-                connected = await unless_set(
-                    self._start(broker), self._stopping, self._close_budget
-                )
-            except (KafkaError, OSError) as exc:
-                await broker.close()
-                self.metrics.broker_errors.labels(op="connect").inc()
-                delay = self._delay(attempt)
-                log.warning(
-                    "broker unavailable; retrying",
-                    extra={
-                        "bootstrap": self.settings.bootstrap_servers,
-                        "attempt": attempt + 1,
-                        "retry_in_s": round(delay, 2),
-                        "error": repr(exc),
-                    },
-                )
-                attempt += 1
-                await self._pause(delay)
-                continue
-            if not connected:
+                started = await unless_set(self._start(sink), self._stopping, self._close_budget)
+            except BaseException:
+                await bounded(sink.close(), self._close_budget(), "closing Kafka clients")
+                raise
+            if not started:
                 # stopped while a broker that does not answer held the attempt
-                await bounded(broker.close(), self._close_budget(), "closing Kafka clients")
+                await bounded(sink.close(), self._close_budget(), "closing Kafka clients")
                 return None
+            return sink
+
+        if self.stopping:
+            return None
+        try:
+            sink = await self._retry.call("connect", attempt)
+        except TransientError:
+            return None  # Retry gives a transient error up only when a stop was requested
+        if sink is not None:
             log.info(
                 "connected",
                 extra={
@@ -281,35 +239,27 @@ class Service:
                     "group": self.settings.group_id,
                 },
             )
-            return broker
-        return None
+        return sink
 
-    async def _start(self, broker: ManagedBroker) -> None:
+    async def _start(self, sink: Sink) -> None:
         await self._topic_check(self.settings)
-        await broker.start()
+        await sink.start()
 
-    async def _main_loop(self, broker: ManagedBroker, core: BatchProcessor) -> None:
+    async def _main_loop(self, sink: Sink, processor: BatchProcessor) -> None:
         s = self.settings
-        exactly_once = isinstance(broker, TransactionalBroker)
         self._last_tick = self._clock()
         while not self.stopping:
-            if isinstance(broker, TransactionalBroker) and not await self._handler.rewound(broker):
-                continue
             try:
-                records = await broker.fetch(s.batch_max_records, s.batch_max_wait_ms)
-            except KafkaError as exc:
-                self.metrics.broker_errors.labels(op="fetch").inc()
-                log.warning("fetch failed; retrying", extra={"error": repr(exc)})
-                await self._pause(self._delay(0))
-                continue
+                await self._retry.call("recover", sink.recover)
+                records = await self._retry.call(
+                    "fetch", lambda: sink.fetch(s.batch_max_records, s.batch_max_wait_ms)
+                )
+            except TransientError:
+                break  # Retry gives a transient error up only when a stop was requested
             self._last_tick = self._clock()
-            if records and exactly_once:
-                assert isinstance(broker, TransactionalBroker)
-                assert isinstance(core, DurableProcessor)
-                await self._handler.handle_exactly_once(broker, core, records)
-            elif records:
-                await self._handler.handle(broker, core, records)
-            self._handler.observe_lag(broker)
+            if records:
+                await self._handler.handle(sink, processor, records)
+            self._handler.observe_lag(sink)
             self._last_tick = self._clock()
 
     async def _log_progress(self) -> None:
@@ -345,13 +295,9 @@ class Service:
             )
             loop_task.cancel()
 
-    async def _pause(self, seconds: float) -> None:
-        """Sleep between retries; returns early once a stop is requested."""
-        await sleep_unless_set(self._stopping, seconds)
 
-
-def load_core(settings: Settings) -> BatchProcessor:
-    """Load the model named by the settings and build the pure core around it."""
+def load_processor(settings: Settings) -> BatchProcessor:
+    """Load the model named by the settings and build the batch processor around it."""
     path = settings.model_path
     if path is None:
         raise ConfigurationError(
@@ -360,7 +306,7 @@ def load_core(settings: Settings) -> BatchProcessor:
     if not Path(path).is_file():
         raise ConfigurationError(f"STREAMCAST_MODEL_PATH (model_path): file not found: {path}")
     try:
-        return build_core(settings)
+        return build_processor(settings)
     except ModelError:
         raise
     except (ValueError, OSError) as exc:

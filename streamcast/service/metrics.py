@@ -106,7 +106,7 @@ class Metrics:
         self.broker_errors = Counter(
             "streamcast_broker_errors", "Retriable broker errors, by operation", ["op"], registry=r
         )
-        self.transactions = Counter(
+        self.transactions_total = Counter(
             "streamcast_transactions",
             "Exactly-once transactions (one per input partition and batch), by result",
             ["result"],
@@ -135,7 +135,22 @@ class Metrics:
         for cause in ("ttl", "lru"):
             self.evictions.labels(cause=cause)
         for result in ("committed", "failed"):
-            self.transactions.labels(result=result)
+            self.transactions_total.labels(result=result)
+
+    # -- what the sinks report (streamcast.kafka.sink.SinkObserver) -----------------------
+
+    def transactions(self, result: str, count: int) -> None:
+        """``count`` exactly-once transactions ended with ``result`` (committed|failed)."""
+        self.transactions_total.labels(result=result).inc(count)
+
+    def restored(self, keys: int, seconds: float) -> None:
+        """``keys`` were restored from the changelog in ``seconds``."""
+        self.restore_seconds.observe(seconds)
+        self.restored_keys.inc(keys)
+
+    def rewound(self) -> None:
+        """State and offsets were rewound to the last commit after a failure."""
+        self.rewinds.inc()
 
     def set_build_info(self, model: str, model_version: str) -> None:
         """Publish the running version and model."""

@@ -1,16 +1,25 @@
-"""One micro-batch from consumed Kafka records to output records, around the pure core.
+"""The batch processor: one micro-batch of consumed records in, the records to produce out.
 
-:class:`Core` bundles the decoder and the pipeline built from the settings and the model;
-it is what the service runs in a worker thread. The helpers turn its results into
-:class:`~streamcast.kafka.wire.OutRecord` lists: forecasts keyed by series key, dead letters
-with the original bytes and key, reason and source coordinates in headers.
+:class:`Processor` bundles the decoder and the pipeline built from the settings and the
+model; the service runs :meth:`Processor.process` in a worker thread. Its
+:class:`BatchResult` holds every output of the batch grouped by the *input* partition it
+belongs to — a forecast and a changelog record by its key's partition, a dead letter by
+its source record's — which is what either sink needs: the at-least-once sink produces
+them all, the exactly-once sink commits each group in its partition's transaction.
+
+It also implements the sinks' :class:`~streamcast.kafka.sink.PartitionedState`: the state
+store knows the input partition of every key, so a partition's state can be restored
+from its changelog partition or handed to another instance. Ticks of a key must all
+arrive on one partition (the Kafka key is the series key, as the producers' contract
+says).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence, Set
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -18,24 +27,30 @@ import numpy.typing as npt
 from streamcast.config import Settings
 from streamcast.core.codec import TickDecoder, dead_letter_record
 from streamcast.core.model import OnnxStepModel
-from streamcast.core.pipeline import Pipeline
-from streamcast.core.records import ForecastBatch, Rejection, encode_forecasts
-from streamcast.kafka.wire import Consumed, OutRecord
+from streamcast.core.pipeline import Pipeline, StepResult
+from streamcast.core.records import Rejection, encode_forecasts
+from streamcast.kafka.guarantee import keeps_changelog
+from streamcast.kafka.wire import Consumed, Offsets, OutRecord
+
+IntArray = npt.NDArray[np.int64]
 
 
 @dataclass(frozen=True)
-class CoreStep:
-    """What one micro-batch produced."""
+class BatchResult:
+    """What one micro-batch produced, ready for a sink."""
 
-    forecasts: ForecastBatch
+    #: every record to produce, grouped by the input partition it belongs to
+    outputs: dict[int, list[OutRecord]]
+    #: ``{(topic, partition): next offset}``: what to commit once the outputs are durable
+    offsets: Offsets
+    forecasts: int
     rejections: list[Rejection]
-    #: for each forecast row, the position (in the consumed records) of the tick that
-    #: closed its interval: its Kafka timestamp starts the end-to-end latency clock
-    trigger_positions: npt.NDArray[np.int64]
+    #: Kafka timestamps (epoch ms) of the ticks that closed each forecast's interval: the
+    #: start of the end-to-end latency clock
+    trigger_timestamps_ms: IntArray
+    #: worker-thread seconds spent decoding and stepping (output encoding excluded)
+    seconds: float = 0.0
     counters: dict[str, int] = field(default_factory=dict)
-    #: keys whose state changed (changelog records) and keys dropped (tombstones)
-    changed_keys: list[str] = field(default_factory=list)
-    removed_keys: list[str] = field(default_factory=list)
 
 
 class BatchProcessor(Protocol):
@@ -44,20 +59,8 @@ class BatchProcessor(Protocol):
     model_name: str
     model_version: str
 
-    def process(self, records: Sequence[Consumed], now_s: float) -> CoreStep:
-        """Decode and step one micro-batch (CPU only; called from a worker thread)."""
-        ...
-
-
-@runtime_checkable
-class DurableProcessor(BatchProcessor, Protocol):
-    """A processor whose per-key state is kept per input partition (exactly-once mode)."""
-
-    #: input partition of every held key (the partition its ticks arrive on)
-    partition_of: dict[str, int]
-
-    def state_records(self, topic: str, step: CoreStep) -> list[OutRecord]:
-        """Changelog records for ``step``: state of changed keys, tombstones of removed."""
+    def process(self, records: Sequence[Consumed], now_s: float) -> BatchResult:
+        """Decode, step and encode one micro-batch (CPU only; called from a worker thread)."""
         ...
 
     def restore(self, partition: int, records: Sequence[tuple[str, bytes]], now_s: float) -> int:
@@ -69,86 +72,112 @@ class DurableProcessor(BatchProcessor, Protocol):
         ...
 
 
-class Core:
-    """Decoder plus pipeline: ``process(records, now_s) -> CoreStep`` (CPU only, no I/O).
+@dataclass(frozen=True)
+class OutputTopics:
+    """Where a batch's outputs go; ``changelog=None`` writes no state records."""
 
-    It also remembers the input partition of every key, because exactly-once mode keeps
-    a key's state in the changelog partition of its input partition and drops it when
-    that partition moves to another instance. Ticks of a key must all arrive on one
-    partition (the Kafka key is the series key, as the producers' contract says).
-    """
+    forecasts: str
+    dead_letter: str
+    changelog: str | None = None
+
+
+class Processor:
+    """Decoder plus pipeline: ``process(records, now_s) -> BatchResult`` (CPU only, no I/O)."""
 
     def __init__(
         self,
         decoder: TickDecoder,
         pipeline: Pipeline,
+        topics: OutputTopics,
+        *,
         name: str,
         version: str,
-        *,
-        track_partitions: bool = True,
     ) -> None:
         self.decoder = decoder
         self.pipeline = pipeline
+        self.topics = topics
         self.model_name = name
         self.model_version = version
-        #: off in at-least-once mode: nothing reads the map there, and only changelog
-        #: tombstones remove evicted keys from it
-        self.track_partitions = track_partitions
-        self.partition_of: dict[str, int] = {}
 
-    def process(self, records: Sequence[Consumed], now_s: float) -> CoreStep:
-        """Decode and step one micro-batch."""
-        batch, rejections = self.decoder.decode([(r.key, r.value) for r in records])
-        result = self.pipeline.process(batch, now_s)
-        if self.track_partitions and len(batch.keys):
-            parts = np.fromiter((r.partition for r in records), dtype=np.int64, count=len(records))
-            self.partition_of.update(zip(batch.keys, parts[batch.index].tolist(), strict=True))
-        forecasts = result.forecasts
-        c = result.counters
-        counters = {
-            "evicted_lru": c.evicted_lru,
-            "expired_ttl": c.expired_ttl,
-            "resets": c.resets,
-            "active_keys": self.pipeline.active_keys,
-        }
-        return CoreStep(
-            forecasts=forecasts,
-            rejections=[*rejections, *result.rejections],
-            trigger_positions=np.asarray(forecasts.trigger_index, dtype=np.int64),
-            counters=counters,
-            changed_keys=result.changed_keys,
-            removed_keys=result.removed_keys,
+    def process(self, records: Sequence[Consumed], now_s: float) -> BatchResult:
+        """Decode and step one micro-batch, then encode every output it produced."""
+        started = time.perf_counter()
+        step, partitions = self.step(records, now_s)
+        seconds = time.perf_counter() - started
+        outputs: dict[int, list[OutRecord]] = {}
+        forecasts = step.forecasts
+        triggers = np.asarray(forecasts.trigger_index, dtype=np.int64)
+        topic = self.topics.forecasts
+        for (key, value), partition in zip(
+            encode_forecasts(forecasts), partitions[triggers].tolist(), strict=True
+        ):
+            outputs.setdefault(partition, []).append(OutRecord(topic, key, value))
+        for rejection in step.rejections:
+            src = records[rejection.index]
+            outputs.setdefault(src.partition, []).append(dead_letter(self.topics, src, rejection))
+        for record in self.state_records(step):
+            assert record.partition is not None
+            outputs.setdefault(record.partition, []).append(record)
+        stamps = np.fromiter(
+            (records[i].timestamp for i in triggers.tolist()), dtype=np.int64, count=len(triggers)
+        )
+        c = step.counters
+        return BatchResult(
+            outputs=outputs,
+            offsets=next_offsets(records),
+            forecasts=len(forecasts),
+            rejections=step.rejections,
+            trigger_timestamps_ms=stamps,
+            seconds=seconds,
+            counters={
+                "evicted_lru": c.evicted_lru,
+                "expired_ttl": c.expired_ttl,
+                "resets": c.resets,
+                "active_keys": self.pipeline.active_keys,
+            },
         )
 
-    def state_records(self, topic: str, step: CoreStep) -> list[OutRecord]:
+    def step(self, records: Sequence[Consumed], now_s: float) -> tuple[StepResult, IntArray]:
+        """Decode and step (no encoding): the pipeline's result and every record's input
+        partition (the reference runs of tests and benchmarks use this half alone)."""
+        batch, rejections = self.decoder.decode([(r.key, r.value) for r in records])
+        partitions = np.fromiter((r.partition for r in records), dtype=np.int64, count=len(records))
+        result = self.pipeline.process(batch.placed(partitions[batch.index]), now_s)
+        rejected = sorted([*rejections, *result.rejections], key=lambda r: r.index)
+        return StepResult(
+            result.forecasts, rejected, result.counters, result.changed_keys, result.removed
+        ), partitions
+
+    def state_records(self, step: StepResult) -> list[OutRecord]:
         """Changelog records, each sent to its key's input partition: the compact state of
         every key the step changed, and a tombstone for every key it dropped."""
-        partition_of = self.partition_of
+        topic = self.topics.changelog
+        if topic is None:
+            return []
+        store = self.pipeline.store
+        snapshot = store.snapshot(step.changed_keys)
+        partitions = store.partitions_of([key for key, _ in snapshot]).tolist()
         out = [
-            OutRecord(topic, key.encode(), value, partition=partition_of[key])
-            for key, value in self.pipeline.snapshot(step.changed_keys)
+            OutRecord(topic, key.encode(), value, partition=partition)
+            for (key, value), partition in zip(snapshot, partitions, strict=True)
         ]
-        for key in step.removed_keys:
-            partition = partition_of.pop(key, None)
-            if partition is not None:
-                out.append(OutRecord(topic, key.encode(), None, partition=partition))
+        out += [
+            OutRecord(topic, key.encode(), None, partition=partition)
+            for key, partition in step.removed
+            if partition >= 0
+        ]
         return out
 
     def restore(self, partition: int, records: Sequence[tuple[str, bytes]], now_s: float) -> int:
         """Load a partition's changelog state (``(key, record)``, latest per key)."""
-        restored = self.pipeline.restore(records, now_s)
-        self.partition_of.update((key, partition) for key, _ in records)
-        return restored
+        return self.pipeline.store.restore(records, now_s, partition)
 
     def drop_partitions(self, partitions: Set[int]) -> int:
         """Forget every key of ``partitions``: another instance owns them now."""
-        keys = [k for k, p in self.partition_of.items() if p in partitions]
-        for key in keys:
-            del self.partition_of[key]
-        return self.pipeline.drop(keys)
+        return self.pipeline.store.drop_partitions(partitions)
 
 
-def build_core(settings: Settings) -> Core:
+def build_processor(settings: Settings) -> Processor:
     """Load the model named in ``settings`` and build the decoder and pipeline around it."""
     assert settings.model_path is not None  # checked by the caller with a clear message
     model = OnnxStepModel.load(settings.model_path, intra_op_threads=settings.intra_op_threads)
@@ -171,52 +200,31 @@ def build_core(settings: Settings) -> Core:
         max_keys=settings.max_keys,
         key_ttl_s=settings.key_ttl_s,
     )
-    durable = settings.processing_guarantee == "exactly_once"
-    return Core(decoder, pipeline, meta.name, meta.version, track_partitions=durable)
-
-
-def forecast_records(topic: str, forecasts: ForecastBatch) -> list[OutRecord]:
-    """Forecast messages, Kafka key = series key."""
-    return [OutRecord(topic, key, value) for key, value in encode_forecasts(forecasts)]
-
-
-def dead_letters(
-    topic: str, records: Sequence[Consumed], rejections: Sequence[Rejection]
-) -> list[OutRecord]:
-    """Dead-letter messages: original key and bytes, reason and coordinates in headers."""
-    out = []
-    for rejection in rejections:
-        src = records[rejection.index]
-        value, headers = dead_letter_record(
-            src.value,
-            src.key,
-            rejection.reason,
-            rejection.detail,
-            src.topic,
-            src.partition,
-            src.offset,
-            src.timestamp,
-        )
-        out.append(OutRecord(topic, src.key, value, headers))
-    return out
-
-
-def partitioned_outputs(
-    settings: Settings, core: DurableProcessor, records: Sequence[Consumed], step: CoreStep
-) -> tuple[dict[int, list[OutRecord]], int]:
-    """Every output of ``step`` grouped by the input partition it belongs to (its
-    transaction): forecasts and changelog records by their key's partition, dead letters
-    by their source record's. Returns ``(by_partition, number of forecasts)``."""
     topics = settings.topics
-    by_partition: dict[int, list[OutRecord]] = {}
-    partition_of = core.partition_of
-    forecasts = forecast_records(topics.forecasts, step.forecasts)
-    for record, key in zip(forecasts, step.forecasts.keys, strict=True):
-        by_partition.setdefault(partition_of[key], []).append(record)
-    letters = dead_letters(topics.dead_letter, records, step.rejections)
-    for record, rejection in zip(letters, step.rejections, strict=True):
-        by_partition.setdefault(records[rejection.index].partition, []).append(record)
-    for record in core.state_records(topics.state_changelog, step):
-        assert record.partition is not None
-        by_partition.setdefault(record.partition, []).append(record)
-    return by_partition, len(forecasts)
+    changelog = topics.state_changelog if keeps_changelog(settings) else None
+    output = OutputTopics(topics.forecasts, topics.dead_letter, changelog)
+    return Processor(decoder, pipeline, output, name=meta.name, version=meta.version)
+
+
+def dead_letter(topics: OutputTopics, src: Consumed, rejection: Rejection) -> OutRecord:
+    """A dead letter: the original key and bytes, reason and coordinates in headers."""
+    value, headers = dead_letter_record(
+        src.value,
+        src.key,
+        rejection.reason,
+        rejection.detail,
+        src.topic,
+        src.partition,
+        src.offset,
+        src.timestamp,
+    )
+    return OutRecord(topics.dead_letter, src.key, value, headers)
+
+
+def next_offsets(records: Sequence[Consumed]) -> dict[tuple[str, int], int]:
+    """``{(topic, partition): last offset + 1}``: what to commit after ``records``."""
+    offsets: dict[tuple[str, int], int] = {}
+    for r in records:
+        tp = (r.topic, r.partition)
+        offsets[tp] = max(offsets.get(tp, 0), r.offset + 1)
+    return offsets

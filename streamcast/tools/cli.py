@@ -13,16 +13,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from aiokafka.errors import KafkaError
+from pydantic_settings import CliSettingsSource
 
 from streamcast import __version__
-from streamcast.config import Settings, SettingsError, flatten, load_settings, setting_sources
-from streamcast.errors import StreamcastError
+from streamcast.config import ClientSettings, Settings, flatten, load_settings, setting_sources
+from streamcast.errors import SettingsError, StreamcastError, TransientError
 from streamcast.service.logs import configure_logging
 from streamcast.tools.replay import ReplayOptions, replay
 from streamcast.tools.tail import TailOptions, tail
 
 USAGE_ERROR = 2
+
+Overrides = dict[str, Any]
 
 SERVE_EXAMPLES = """\
 examples:
@@ -62,37 +64,38 @@ examples:
 """
 
 
-def _kafka_flags(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("settings (override env and .env)")
-    group.add_argument("--env-file", type=Path, default=Path(".env"), help="default: .env")
-    group.add_argument("--bootstrap-servers", dest="bootstrap_servers", metavar="HOST:PORT")
-    group.add_argument("--group-id", dest="group_id")
+#: short names kept for the settings used most on the command line
+SHORTCUTS: dict[str, str | list[str]] = {
+    "model_path": "model",
+    "topics.ticks": "ticks-topic",
+    "topics.forecasts": "forecasts-topic",
+    "topics.alerts": "alerts-topic",
+    "topics.dead-letter": "dead-letter-topic",
+    "topics.state-changelog": "state-changelog-topic",
+}
 
 
-def _service_flags(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("service settings (override env and .env)")
-    add = group.add_argument
-    add("--model", dest="model_path", type=Path, metavar="PATH", help="exported ONNX model")
-    add("--ticks-topic", dest="topics.ticks", metavar="NAME")
-    add("--forecasts-topic", dest="topics.forecasts", metavar="NAME")
-    add("--alerts-topic", dest="topics.alerts", metavar="NAME")
-    add("--dead-letter-topic", dest="topics.dead_letter", metavar="NAME")
-    add("--state-changelog-topic", dest="topics.state_changelog", metavar="NAME")
-    add(
-        "--processing-guarantee",
-        dest="processing_guarantee",
-        choices=["at_least_once", "exactly_once"],
-        help="exactly_once: transactions and durable state (default: at_least_once)",
+def _settings_flags(parser: argparse.ArgumentParser, kind: type[ClientSettings]) -> None:
+    """A flag for every setting of ``kind``, with its help, default and environment
+    variable, derived from the settings model by pydantic-settings (``--max-keys``,
+    ``--topics.ticks``, ...)."""
+    parser.add_argument(
+        "--env-file", type=Path, default=Path(".env"), help="settings file (default: .env)"
     )
-    add("--aggregation", choices=["last", "mean", "sum", "min", "max"], help="default: model's")
-    add("--max-gap", dest="max_gap", type=int, metavar="N", help="default: model's")
-    add("--max-keys", dest="max_keys", type=int, metavar="N")
-    add("--key-ttl-s", dest="key_ttl_s", type=float, metavar="S")
-    add("--batch-max-records", dest="batch_max_records", type=int, metavar="N")
-    add("--batch-max-wait-ms", dest="batch_max_wait_ms", type=int, metavar="MS")
-    add("--http-port", dest="http_port", type=int, metavar="PORT", help="0 picks a free port")
-    add("--log-format", dest="log_format", choices=["json", "console"])
-    add("--log-level", dest="log_level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    shortcuts = {
+        name: alias
+        for name, alias in SHORTCUTS.items()
+        if name.split(".")[0].replace("-", "_") in kind.model_fields
+    }
+    source: CliSettingsSource[ClientSettings] = CliSettingsSource(
+        kind,
+        root_parser=parser,
+        cli_kebab_case=True,
+        cli_hide_none_type=True,
+        cli_show_env_vars=True,
+        cli_shortcuts=shortcuts,
+    )
+    parser.set_defaults(settings_source=source, settings_kind=kind)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -110,8 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser(
         "serve", help="run the forecasting service", epilog=SERVE_EXAMPLES, formatter_class=fmt
     )
-    _kafka_flags(serve)
-    _service_flags(serve)
+    _settings_flags(serve, Settings)
 
     config = sub.add_parser(
         "config",
@@ -119,8 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=CONFIG_EXAMPLES,
         formatter_class=fmt,
     )
-    _kafka_flags(config)
-    _service_flags(config)
+    _settings_flags(config, Settings)
 
     replay = sub.add_parser(
         "replay",
@@ -128,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=REPLAY_EXAMPLES,
         formatter_class=fmt,
     )
-    _kafka_flags(replay)
+    _settings_flags(replay, ClientSettings)
     replay.add_argument("--data", type=Path, required=True, help="CSV or Parquet file")
     replay.add_argument("--key-col", required=True, help="column with the series key")
     replay.add_argument("--time-col", required=True, help="column with the event time")
@@ -147,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=TAIL_EXAMPLES,
         formatter_class=fmt,
     )
-    _kafka_flags(tail)
+    _settings_flags(tail, ClientSettings)
     tail.add_argument(
         "--topic",
         default="forecasts",
@@ -162,104 +163,78 @@ def build_parser() -> argparse.ArgumentParser:
 
 def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
     """The settings given as flags, as a nested dict for :func:`load_settings`."""
-    out: dict[str, Any] = {}
-    skip = {"command", "env_file"}
-    for name, value in vars(args).items():
-        if value is None or name in skip or name not in _SETTING_FLAGS:
-            continue
-        if "." in name:
-            group, field = name.split(".", 1)
-            out.setdefault(group, {})[field] = value
-        else:
-            out[name] = value
-    return out
-
-
-_SETTING_FLAGS = {
-    "bootstrap_servers",
-    "group_id",
-    "model_path",
-    "topics.ticks",
-    "topics.forecasts",
-    "topics.alerts",
-    "topics.dead_letter",
-    "topics.state_changelog",
-    "processing_guarantee",
-    "aggregation",
-    "max_gap",
-    "max_keys",
-    "key_ttl_s",
-    "batch_max_records",
-    "batch_max_wait_ms",
-    "http_port",
-    "log_format",
-    "log_level",
-}
-
-
-def _print_config(settings: Settings, overrides: dict[str, Any], env_file: Path) -> None:
-    sources = setting_sources(settings, overrides, env_file)
-    rows = flatten(settings)
-    width = max(len(name) for name, _ in rows)
-    for name, value in rows:
-        print(f"{name:<{width}}  {value:<40}  [{sources.get(name, 'default')}]")
+    source: CliSettingsSource[ClientSettings] = args.settings_source
+    return dict(source(parsed_args=args)())
 
 
 def run(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` and run the command; returns the exit status."""
     args = build_parser().parse_args(argv)
     overrides = overrides_from(args)
-    settings = load_settings(overrides, env_file=args.env_file)
-    if args.command == "config":
-        _print_config(settings, overrides, args.env_file)
-        return 0
-    if args.command != "serve":
+    settings = load_settings(overrides, args.env_file, args.settings_kind)
+    if args.command == "serve":
+        configure_logging(settings.log_format, settings.log_level)
+    else:
         # The tools talk to people: readable logs, and the client's own connection errors
-        # stay quiet because the one-line error below says what failed.
+        # stay quiet because the one-line error the command ends with says what failed.
         configure_logging("console", settings.log_level)
         logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
-    else:
-        configure_logging(settings.log_format, settings.log_level)
-    if args.command == "serve":
-        # onnxruntime loads only for serve: the other commands stay quick to start.
-        from streamcast.service.app import serve  # noqa: PLC0415
+    commands = {"serve": _serve, "config": _config, "replay": _replay, "tail": _tail}
+    return commands[args.command](args, settings, overrides)
 
-        asyncio.run(serve(settings))
-        return 0
-    if args.command == "replay":
-        options = ReplayOptions(
-            data=args.data,
-            key_col=args.key_col,
-            time_col=args.time_col,
-            value_col=args.value_col,
-            features=tuple(args.features),
-            topic=args.topic or settings.topics.ticks,
-            speed=args.speed,
-            rate=args.rate,
-            limit=args.limit,
-            progress=not args.no_progress,
-        )
-        sent = asyncio.run(replay(settings, options))
-        print(f"sent {sent} ticks to {options.topic}", file=sys.stderr)
-        return 0
-    aliases = {
-        "forecasts": settings.topics.forecasts,
-        "alerts": settings.topics.alerts,
-        "dead-letter": settings.topics.dead_letter,
-        "dead_letter": settings.topics.dead_letter,
-    }
-    asyncio.run(
-        tail(
-            settings,
-            TailOptions(
-                topic=aliases.get(args.topic, args.topic),
-                from_beginning=args.from_beginning,
-                limit=args.limit,
-                raw_json=args.json,
-                idle_timeout_s=args.idle_timeout,
-            ),
-        )
+
+def _serve(args: argparse.Namespace, settings: ClientSettings, overrides: Overrides) -> int:
+    assert isinstance(settings, Settings)
+    # onnxruntime loads only for serve: the other commands stay quick to start.
+    from streamcast.service.app import serve  # noqa: PLC0415
+
+    asyncio.run(serve(settings))
+    return 0
+
+
+def _config(args: argparse.Namespace, settings: ClientSettings, overrides: Overrides) -> int:
+    sources = setting_sources(settings, overrides, args.env_file)
+    rows = flatten(settings)
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        print(f"{name:<{width}}  {value:<40}  [{sources.get(name, 'default')}]")
+    return 0
+
+
+def _replay(args: argparse.Namespace, settings: ClientSettings, overrides: Overrides) -> int:
+    options = ReplayOptions(
+        data=args.data,
+        key_col=args.key_col,
+        time_col=args.time_col,
+        value_col=args.value_col,
+        features=tuple(args.features),
+        topic=args.topic or settings.topics.ticks,
+        speed=args.speed,
+        rate=args.rate,
+        limit=args.limit,
+        progress=not args.no_progress,
     )
+    sent = asyncio.run(replay(settings, options))
+    print(f"sent {sent} ticks to {options.topic}", file=sys.stderr)
+    return 0
+
+
+def _tail(args: argparse.Namespace, settings: ClientSettings, overrides: Overrides) -> int:
+    topics = settings.topics
+    aliases = {
+        "forecasts": topics.forecasts,
+        "alerts": topics.alerts,
+        "dead-letter": topics.dead_letter,
+        "dead_letter": topics.dead_letter,
+    }
+    options = TailOptions(
+        topic=aliases.get(args.topic, args.topic),
+        from_beginning=args.from_beginning,
+        limit=args.limit,
+        raw_json=args.json,
+        idle_timeout_s=args.idle_timeout,
+    )
+    asyncio.run(tail(settings, options))
     return 0
 
 
@@ -271,14 +246,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         for line in exc.problems:
             print(f"error: {line}", file=sys.stderr)
         status = USAGE_ERROR
-    except (StreamcastError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        status = USAGE_ERROR
-    except KafkaError as exc:
+    except TransientError as exc:
         print(
-            f"error: Kafka: {exc} (check --bootstrap-servers and security settings)",
+            f"error: Kafka: {exc} (check --bootstrap-servers and the security settings)",
             file=sys.stderr,
         )
+        status = USAGE_ERROR
+    except (StreamcastError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
         status = USAGE_ERROR
     except KeyboardInterrupt:
         status = 130

@@ -20,12 +20,11 @@ from pathlib import Path
 import numpy as np
 import orjson
 import pandas as pd
-from aiokafka import AIOKafkaProducer
 from rich.progress import Progress
 
-from streamcast.config import Settings
+from streamcast.config import ClientSettings
 from streamcast.errors import ConfigurationError
-from streamcast.kafka.clients import client_options
+from streamcast.kafka.topic_io import TopicWriter
 from streamcast.kafka.topics import require_topic
 
 #: how many messages are sent between pacing checks and progress updates
@@ -72,7 +71,7 @@ class TickRows:
         return len(self.values)
 
 
-def encode_ticks(frame: pd.DataFrame, options: ReplayOptions, settings: Settings) -> TickRows:
+def encode_ticks(frame: pd.DataFrame, options: ReplayOptions, settings: ClientSettings) -> TickRows:
     """Sort by event time and encode each row as a tick (names from ``settings.fields``)."""
     columns = [options.key_col, options.time_col, options.value_col, *options.features]
     missing = [c for c in columns if c not in frame.columns]
@@ -125,20 +124,12 @@ def _pace(rows: TickRows, options: ReplayOptions) -> Iterator[tuple[int, int, fl
         yield start, stop, due
 
 
-async def replay(settings: Settings, options: ReplayOptions) -> int:
+async def replay(settings: ClientSettings, options: ReplayOptions) -> int:
     """Produce the dataset; returns the number of ticks acknowledged by the broker."""
     rows = encode_ticks(read_table(options.data), options, settings)
     await require_topic(settings, options.topic)
-    producer = AIOKafkaProducer(
-        acks="all",
-        enable_idempotence=True,
-        linger_ms=settings.linger_ms,
-        max_batch_size=settings.producer_max_batch_bytes,
-        **client_options(settings),
-    )
-    await producer.start()
     sent = 0
-    try:
+    async with TopicWriter(settings) as writer:
         with Progress(disable=not options.progress, transient=True) as progress:
             task = progress.add_task(f"replay -> {options.topic}", total=len(rows))
             began = time.monotonic()
@@ -146,14 +137,8 @@ async def replay(settings: Settings, options: ReplayOptions) -> int:
                 wait = began + due - time.monotonic()
                 if wait > 0:
                     await asyncio.sleep(wait)
-                futures = [
-                    await producer.send(options.topic, rows.values[i], key=rows.keys[i])
-                    for i in range(start, stop)
-                ]
-                await asyncio.gather(*futures)
+                await writer.send(options.topic, rows.keys[start:stop], rows.values[start:stop])
                 sent += stop - start
                 progress.update(task, completed=sent)
-            await producer.flush()
-    finally:
-        await producer.stop()
+        await writer.flush()
     return sent

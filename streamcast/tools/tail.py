@@ -13,12 +13,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer
 from rich.console import Console
 from rich.markup import escape
 
-from streamcast.config import Settings
-from streamcast.kafka.clients import client_options
+from streamcast.config import ClientSettings
+from streamcast.kafka.topic_io import TopicReader
 from streamcast.kafka.topics import require_topic
 
 #: forecast values shown per line
@@ -65,25 +64,17 @@ def describe(value: bytes | None, headers: dict[str, bytes]) -> str:
     return escape(orjson.dumps(doc).decode()[:160])
 
 
-async def tail(settings: Settings, options: TailOptions) -> int:
+async def tail(settings: ClientSettings, options: TailOptions) -> int:
     """Print messages until ``limit``, ``idle_timeout_s`` or Ctrl-C; returns how many."""
     await require_topic(settings, options.topic)
     console = Console(highlight=False, soft_wrap=True)
-    consumer = AIOKafkaConsumer(
-        options.topic,
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest" if options.from_beginning else "latest",
-        isolation_level="read_committed",
-        **client_options(settings),
-    )
-    await consumer.start()
     shown = 0
     last = time.monotonic()
-    try:
+    async with TopicReader(
+        settings, options.topic, from_beginning=options.from_beginning
+    ) as reader:
         while options.limit is None or shown < options.limit:
-            batches = await consumer.getmany(timeout_ms=500)
-            messages = [m for part in batches.values() for m in part]
+            messages = await reader.read(timeout_ms=500)
             if not messages:
                 if options.idle_timeout_s and time.monotonic() - last > options.idle_timeout_s:
                     break
@@ -97,6 +88,4 @@ async def tail(settings: Settings, options: TailOptions) -> int:
                 else:
                     console.print(describe(message.value, dict(message.headers or ())))
                 shown += 1
-    finally:
-        await consumer.stop()
     return shown

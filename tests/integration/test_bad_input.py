@@ -22,7 +22,9 @@ from streamcast.config import load_settings
 from streamcast.core.codec import HEADER_OFFSET, HEADER_PARTITION, HEADER_REASON, HEADER_TOPIC
 from streamcast.errors import RejectReason
 from streamcast.service.app import Service
-from tests.integration.service_harness import (
+from tests.support.kafka import create_topics, unique_topic
+from tests.support.models import make_tiny_model
+from tests.support.service import (
     Message,
     consume,
     expected_forecasts,
@@ -31,8 +33,6 @@ from tests.integration.service_harness import (
     recent_hour,
     tick,
 )
-from tests.kafka_harness import create_topics, unique_topic
-from tests.model_factory import make_tiny_model
 
 pytestmark = pytest.mark.kafka
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from tests.kafka_harness import create_topics, kafka_local, unique_topic
+from tests.support.kafka import create_topics, kafka_local, unique_topic
 
 pytestmark = pytest.mark.kafka
 

@@ -21,12 +21,10 @@ from streamcast.config import Settings
 from streamcast.errors import TopicError
 from streamcast.kafka.clients import client_options
 from streamcast.kafka.topics import ensure_changelog, ensure_topics
-from tests.kafka_harness import REPO, create_topics, kafka_local, load_script, unique_topic
+from tests.support import chaos
+from tests.support.kafka import create_topics, kafka_local, unique_topic
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
-
-
-chaos = load_script(REPO / "scripts" / "chaos.py", "streamcast_chaos")
 
 
 def _check(verdict: object) -> None:

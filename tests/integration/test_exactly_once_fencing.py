@@ -15,11 +15,13 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from streamcast.config import Settings
-from streamcast.kafka.transactional import FencedError, transactional_id
+from streamcast.errors import FencedError
+from streamcast.kafka.exactly_once import transactional_id
 from streamcast.service.app import Service
-from tests.integration.service_harness import produce, recent_hour, tick
-from tests.integration.test_exactly_once import chaos
-from tests.kafka_harness import create_topics, unique_topic
+from tests.support import chaos
+from tests.support.kafka import create_topics, unique_topic
+from tests.support.models import make_tiny_model
+from tests.support.service import produce, recent_hour, tick
 
 pytestmark = pytest.mark.kafka
 
@@ -28,7 +30,7 @@ async def test_fenced_instance_exits_and_its_transaction_is_invisible(
     bootstrap: str, tmp_path: Path
 ) -> None:
     prefix = unique_topic("fence")
-    model = chaos.make_tiny_model(
+    model = make_tiny_model(
         tmp_path / "tiny.onnx", window=4, horizon=3, interval_s=chaos.INTERVAL_S
     )
     settings = Settings(

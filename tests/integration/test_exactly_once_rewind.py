@@ -1,6 +1,6 @@
 """A transaction that fails half-way is aborted and rewound: the output stays exactly once.
 
-The service runs in-process with the real :class:`TransactionalBroker`, except that two
+The service runs in-process with the real :class:`ExactlyOnceSink`, except that two
 transactions fail after their records were sent (as a broker error would). The service
 must abort them, drop its state, restore it from the changelog, seek back to the
 committed offsets and go on, so a read_committed consumer sees what an uninterrupted
@@ -17,18 +17,20 @@ import pytest
 from aiokafka.errors import KafkaConnectionError
 
 from streamcast.config import Settings
-from streamcast.kafka.transactional import TransactionalBroker
+from streamcast.kafka.exactly_once import ExactlyOnceSink
+from streamcast.kafka.sink import Sink
 from streamcast.kafka.wire import OutRecord
-from streamcast.service.app import ManagedBroker, Service
-from streamcast.service.processor import build_core
-from tests.integration.service_harness import produce, recent_hour
-from tests.integration.test_exactly_once import chaos
-from tests.kafka_harness import create_topics, unique_topic
+from streamcast.service.app import Service
+from streamcast.service.processor import BatchProcessor, build_processor
+from tests.support import chaos
+from tests.support.kafka import create_topics, unique_topic
+from tests.support.models import make_tiny_model
+from tests.support.service import produce, recent_hour
 
 pytestmark = pytest.mark.kafka
 
 
-class FlakyBroker(TransactionalBroker):
+class FlakySink(ExactlyOnceSink):
     """Fails the transactions numbered in ``fail_at`` after sending their records."""
 
     fail_at: frozenset[int] = frozenset({3, 8})
@@ -37,8 +39,8 @@ class FlakyBroker(TransactionalBroker):
     async def _transaction(
         self, partition: int, records: Sequence[OutRecord], offset: int | None
     ) -> None:
-        FlakyBroker.calls += 1
-        if FlakyBroker.calls not in self.fail_at:
+        FlakySink.calls += 1
+        if FlakySink.calls not in self.fail_at:
             await super()._transaction(partition, records, offset)
             return
         producer = self._producers[partition]
@@ -51,7 +53,7 @@ class FlakyBroker(TransactionalBroker):
 async def test_failed_transactions_are_aborted_and_rewound(bootstrap: str, tmp_path: Path) -> None:
     sc = chaos.Scenario(ticks=3_000, keys=20, partitions=4, batch_max_records=200)
     prefix = unique_topic("rewind")
-    model = chaos.make_tiny_model(
+    model = make_tiny_model(
         tmp_path / "tiny.onnx", window=4, horizon=3, interval_s=chaos.INTERVAL_S, levels=(0.9,)
     )
     settings = Settings(
@@ -80,15 +82,15 @@ async def test_failed_transactions_are_aborted_and_rewound(bootstrap: str, tmp_p
     )
     expected, letters = chaos.reference(model, sent, sc.partitions)
 
-    core = build_core(settings)
+    processor = build_processor(settings)
     service: Service | None = None
 
-    def flaky(s: Settings) -> ManagedBroker:
+    def flaky(state: BatchProcessor) -> Sink:
         assert service is not None
-        return FlakyBroker(s, core, service.metrics)
+        return FlakySink(settings, state, service.metrics)
 
-    FlakyBroker.calls = 0
-    service = Service(settings, broker_factory=flaky, core=core)
+    FlakySink.calls = 0
+    service = Service(settings, sink_factory=flaky, processor=processor)
     async with chaos.OutputWatch(bootstrap, settings.topics.forecasts) as watch:
         running = asyncio.create_task(service.run())
         assert await watch.wait_for(len(expected), 90.0), "the service caught up"
@@ -103,5 +105,5 @@ async def test_failed_transactions_are_aborted_and_rewound(bootstrap: str, tmp_p
     )
     assert verdict.ok, verdict.report()
     assert service.metrics.rewinds._value.get() == 2
-    assert service.metrics.transactions.labels(result="failed")._value.get() == 2
+    assert service.metrics.transactions_total.labels(result="failed")._value.get() == 2
     assert service.metrics.restored_keys._value.get() > 0, "state came back from the changelog"

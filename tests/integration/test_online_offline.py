@@ -23,9 +23,9 @@ import orjson
 import pandas as pd
 import pytest
 
-from tests.integration.service_harness import ServiceProcess, consume, service_env
-from tests.kafka_harness import REPO, create_topics, load_script, unique_topic
-from tests.training.tiny import TINY_COLUMNS, TINY_CONFIG
+from tests.support.kafka import REPO, create_topics, load_script, unique_topic
+from tests.support.service import ServiceProcess, consume, service_env
+from tests.support.tiny import TINY_COLUMNS, TINY_CONFIG
 from training.data import load_table, regularise
 from training.datasets import export_csv
 from training.prep import split

@@ -18,7 +18,9 @@ import numpy as np
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
-from tests.integration.service_harness import (
+from tests.support.kafka import create_topics, kafka_local, unique_topic
+from tests.support.models import make_tiny_model
+from tests.support.service import (
     Message,
     ServiceProcess,
     consume,
@@ -29,8 +31,6 @@ from tests.integration.service_harness import (
     service_env,
     tick,
 )
-from tests.kafka_harness import create_topics, kafka_local, unique_topic
-from tests.model_factory import make_tiny_model
 
 pytestmark = pytest.mark.kafka
 

@@ -19,7 +19,9 @@ import pytest
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from tests.integration.service_harness import (
+from tests.support.kafka import create_topics, unique_topic
+from tests.support.models import make_tiny_model
+from tests.support.service import (
     Message,
     ServiceProcess,
     consume,
@@ -30,8 +32,6 @@ from tests.integration.service_harness import (
     service_env,
     tick,
 )
-from tests.kafka_harness import create_topics, unique_topic
-from tests.model_factory import make_tiny_model
 
 pytestmark = pytest.mark.kafka
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.service_harness import ServiceProcess, service_env
-from tests.kafka_harness import create_topics, kafka_local, unique_topic
-from tests.model_factory import make_tiny_model
+from tests.support.kafka import create_topics, kafka_local, unique_topic
+from tests.support.models import make_tiny_model
+from tests.support.service import ServiceProcess, service_env
 
 pytestmark = pytest.mark.kafka
 

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.training.tiny import tiny_data
+from tests.support.tiny import tiny_data
 from training.cli import main
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from streamcast.core.artifact import FeatureMeta, GraphNames, ModelMeta, ScalingMeta
 from streamcast.core.features import calendar_features, fit_location_scale, target_times
-from tests.training.tiny import TINY_COLUMNS
+from tests.support.tiny import TINY_COLUMNS
 from training.config import TrainConfig
 from training.evaluate import emitting_rows, load_session, stream_forecasts
 from training.export import StepInputs, export_step, reference_step

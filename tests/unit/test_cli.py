@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import subprocess
@@ -12,6 +13,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from streamcast.config import flatten, load_settings
 from streamcast.tools.cli import build_parser, main, overrides_from
 
 
@@ -114,9 +116,13 @@ def test_replay_with_missing_column_names_the_columns(
 
 def test_flags_become_nested_overrides() -> None:
     args = build_parser().parse_args(
-        ["serve", "--ticks-topic", "in", "--forecasts-topic", "out", "--max-gap", "2"]
+        ["serve", "--ticks-topic", "in", "--topics.forecasts", "out", "--max-gap", "2"]
     )
-    assert overrides_from(args) == {"topics": {"ticks": "in", "forecasts": "out"}, "max_gap": 2}
+    overrides = overrides_from(args)
+    assert overrides == {"topics": {"ticks": "in", "forecasts": "out"}, "max_gap": "2"}
+    settings = load_settings(overrides, env_file=None)
+    assert (settings.topics.ticks, settings.topics.forecasts) == ("in", "out")
+    assert settings.max_gap == 2
 
 
 def test_exactly_once_flags_become_settings() -> None:
@@ -127,6 +133,18 @@ def test_exactly_once_flags_become_settings() -> None:
         "processing_guarantee": "exactly_once",
         "topics": {"state_changelog": "st"},
     }
+
+
+def test_every_setting_has_a_flag_with_help() -> None:
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    serve = commands.choices["serve"]
+    flags = {o for action in serve._actions for o in action.option_strings}
+    for dotted, _ in flatten(load_settings({}, env_file=None)):
+        flag = "--" + dotted.replace("_", "-")
+        assert flag in flags, f"no flag for setting {dotted}"
+    helps = {o: a.help for a in serve._actions for o in a.option_strings}
+    assert all(helps[f] and "(default:" in helps[f] for f in flags if f.startswith("--max"))
 
 
 def test_console_script_module_entry_has_no_traceback(tmp_path: Path) -> None:

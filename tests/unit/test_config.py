@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from streamcast.config import Settings, SettingsError, flatten, load_settings, setting_sources
+from streamcast.config import Settings, flatten, load_settings, setting_sources
+from streamcast.errors import SettingsError
 
 
 @pytest.fixture(autouse=True)

@@ -24,7 +24,7 @@ import pytest
 
 from streamcast.config import Settings, env_name, flatten
 from streamcast.service.health import HealthServer
-from tests.kafka_harness import load_script
+from tests.support.kafka import load_script
 from tests.unit.deploy_files import (
     BIN,
     DASHBOARD_METRICS,

@@ -1,4 +1,4 @@
-"""Per-partition state for exactly-once mode: the core's key -> partition map, changelog
+"""Per-partition durable state: the store's key -> input partition column, changelog
 records and tombstones, dropping a revoked partition, outputs grouped per transaction."""
 
 from __future__ import annotations
@@ -9,10 +9,11 @@ import numpy as np
 import orjson
 
 from streamcast.config import Settings
-from streamcast.kafka.transactional import transactional_id
+from streamcast.kafka.exactly_once import transactional_id
+from streamcast.kafka.sink import PartitionedState
 from streamcast.kafka.wire import InRecord
-from streamcast.service.processor import Core, DurableProcessor, build_core, partitioned_outputs
-from tests.model_factory import make_tiny_model
+from streamcast.service.processor import Processor, build_processor
+from tests.support.models import make_tiny_model
 
 HOUR = 3600
 T0 = 1_700_000_000 // HOUR * HOUR
@@ -52,60 +53,71 @@ def _hours(keys: dict[str, int], hours: range) -> list[tuple[int, str, int, floa
 KEYS = {"a": 0, "b": 1, "c": 1}
 
 
-def test_core_is_durable_and_maps_each_key_to_its_input_partition(tmp_path: Path) -> None:
-    core = build_core(_settings(tmp_path))
-    assert isinstance(core, DurableProcessor)
-    core.process(_records(_hours(KEYS, range(2))), now_s=0.0)
-    assert core.partition_of == KEYS
+def placement(processor: Processor) -> dict[str, int]:
+    """The input partition the store holds for each key."""
+    store = processor.pipeline.store
+    return {key: int(store.partition[row]) for key, row in store.rows.items()}
 
 
-def test_state_records_restore_a_fresh_core_that_continues_identically(tmp_path: Path) -> None:
+def test_processor_is_partitioned_state_and_places_each_key_on_its_input_partition(
+    tmp_path: Path,
+) -> None:
+    processor = build_processor(_settings(tmp_path))
+    state: PartitionedState = processor
+    assert state is processor
+    processor.process(_records(_hours(KEYS, range(2))), now_s=0.0)
+    assert placement(processor) == KEYS
+
+
+def test_state_records_restore_a_fresh_processor_that_continues_identically(
+    tmp_path: Path,
+) -> None:
     settings = _settings(tmp_path)
-    straight, before, after = (build_core(settings) for _ in range(3))
+    straight, before, after = (build_processor(settings) for _ in range(3))
     first, second = _records(_hours(KEYS, range(6))), _records(_hours(KEYS, range(6, 10)), 100)
-    straight.process(first, 0.0)
-    want = straight.process(second, 0.0).forecasts
-    step = before.process(first, 0.0)
-    changelog = before.state_records("state", step)
+    straight.step(first, 0.0)
+    want = straight.step(second, 0.0)[0].forecasts
+    step, _ = before.step(first, 0.0)
+    changelog = before.state_records(step)
     assert {(r.key, r.partition) for r in changelog} == {(k.encode(), p) for k, p in KEYS.items()}
     for partition in (0, 1):
         mine = [(r.key or b"", r.value) for r in changelog if r.partition == partition]
         pairs = [(k.decode(), v) for k, v in mine if v is not None]
         assert after.restore(partition, pairs, 0.0) > 0
-    assert after.partition_of == KEYS
-    got = after.process(second, 0.0).forecasts
+    assert placement(after) == KEYS
+    got = after.step(second, 0.0)[0].forecasts
     assert got.keys == want.keys and len(got.keys) > 0
     np.testing.assert_array_equal(got.values, want.values)
 
 
 def test_evicted_keys_become_tombstones_in_their_partition(tmp_path: Path) -> None:
-    core = build_core(_settings(tmp_path, max_keys=2))
-    core.process(_records([(0, "a", 0, 1.0), (1, "b", 0, 1.0)]), 0.0)
-    step = core.process(_records([(1, "c", 0, 1.0)], 10), 1.0)
-    tombstones = [r for r in core.state_records("state", step) if r.value is None]
+    processor = build_processor(_settings(tmp_path, max_keys=2))
+    processor.step(_records([(0, "a", 0, 1.0), (1, "b", 0, 1.0)]), 0.0)
+    step, _ = processor.step(_records([(1, "c", 0, 1.0)], 10), 1.0)
+    tombstones = [r for r in processor.state_records(step) if r.value is None]
     assert [(r.key, r.partition) for r in tombstones] == [(b"a", 0)]
-    assert "a" not in core.partition_of
+    assert "a" not in placement(processor)
 
 
 def test_dropping_a_partition_forgets_its_keys_without_tombstones(tmp_path: Path) -> None:
-    core = build_core(_settings(tmp_path))
-    core.process(_records(_hours(KEYS, range(2))), 0.0)
-    assert core.drop_partitions({1}) == 2
-    assert set(core.pipeline.store.rows) == {"a"}
-    assert core.partition_of == {"a": 0}
-    step = core.process(_records([(0, "a", 2, 1.0)], 50), 0.0)
-    assert [r.value is None for r in core.state_records("state", step)] == [False]
+    processor = build_processor(_settings(tmp_path))
+    processor.step(_records(_hours(KEYS, range(2))), 0.0)
+    assert processor.drop_partitions({1}) == 2
+    assert set(processor.pipeline.store.rows) == {"a"}
+    assert placement(processor) == {"a": 0}
+    step, _ = processor.step(_records([(0, "a", 2, 1.0)], 50), 0.0)
+    assert [r.value is None for r in processor.state_records(step)] == [False]
 
 
 def test_outputs_are_grouped_by_the_input_partition_they_belong_to(tmp_path: Path) -> None:
     settings = _settings(tmp_path)
-    core = build_core(settings)
+    processor = build_processor(settings)
     rows = _hours(KEYS, range(5))
     records = _records(rows)
     bad = InRecord("ticks", 1, len(records), 0, b"b", b"not json")
-    step = core.process([*records, bad], 0.0)
-    grouped, n_forecasts = partitioned_outputs(settings, core, [*records, bad], step)
-    assert n_forecasts == len(step.forecasts.keys) > 0
+    result = processor.process([*records, bad], 0.0)
+    grouped = result.outputs
+    assert result.forecasts > 0
     topics = settings.topics
     for partition, out in grouped.items():
         for r in out:
@@ -116,6 +128,8 @@ def test_outputs_are_grouped_by_the_input_partition_they_belong_to(tmp_path: Pat
                 assert KEYS[r.key.decode()] == partition
     all_topics = {r.topic for out in grouped.values() for r in out}
     assert all_topics == {topics.forecasts, topics.dead_letter, topics.state_changelog}
+    last = {p: max(r.offset for r in [*records, bad] if r.partition == p) for p in (0, 1)}
+    assert result.offsets == {("ticks", p): offset + 1 for p, offset in last.items()}
 
 
 def test_transactional_ids_name_group_topic_and_partition(tmp_path: Path) -> None:
@@ -124,15 +138,18 @@ def test_transactional_ids_name_group_topic_and_partition(tmp_path: Path) -> Non
 
 
 def test_a_batch_of_only_bad_ticks_writes_no_state(tmp_path: Path) -> None:
-    core: Core = build_core(_settings(tmp_path))
-    assert core.pipeline.snapshot([]) == []
-    step = core.process([InRecord("ticks", 0, 0, 0, b"a", b"not json")], 0.0)
+    processor = build_processor(_settings(tmp_path))
+    assert processor.pipeline.store.snapshot([]) == []
+    step, _ = processor.step([InRecord("ticks", 0, 0, 0, b"a", b"not json")], 0.0)
     assert len(step.rejections) == 1
-    assert core.state_records("state", step) == []
+    assert processor.state_records(step) == []
 
 
-def test_at_least_once_core_keeps_no_partition_map(tmp_path: Path) -> None:
-    settings = _settings(tmp_path).model_copy(update={"processing_guarantee": "at_least_once"})
-    core = build_core(settings)
-    core.process(_records(_hours(KEYS, range(2))), 0.0)
-    assert core.partition_of == {}, "nothing would ever remove evicted keys from it"
+def test_placement_is_a_store_column_bounded_by_max_keys(tmp_path: Path) -> None:
+    settings = _settings(tmp_path, max_keys=2).model_copy(
+        update={"processing_guarantee": "at_least_once"}
+    )
+    processor = build_processor(settings)
+    processor.step(_records([(p, f"k{i}", 0, 1.0) for i, p in enumerate([0, 1, 0, 1, 0])]), 0.0)
+    assert len(placement(processor)) == 2, "evicted keys leave the placement with their row"
+    assert processor.state_records(processor.step([], 0.0)[0]) == [], "no changelog configured"

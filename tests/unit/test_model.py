@@ -13,7 +13,7 @@ from onnx import helper
 from streamcast.core.artifact import METADATA_KEY
 from streamcast.core.model import OnnxStepModel, session_options
 from streamcast.errors import ModelError
-from tests.model_factory import TinyReference, make_tiny_model
+from tests.support.models import TinyReference, make_tiny_model
 
 
 @pytest.fixture(scope="module")

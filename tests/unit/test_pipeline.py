@@ -18,7 +18,7 @@ from streamcast.core.model import OnnxStepModel
 from streamcast.core.pipeline import Pipeline, StepResult
 from streamcast.core.records import ForecastBatch, TickBatch, encode_forecasts
 from streamcast.errors import ConfigurationError, RejectReason
-from tests.model_factory import TinyReference, make_tiny_model, reference_forecasts
+from tests.support.models import TinyReference, make_tiny_model, reference_forecasts
 
 HOUR = 3600
 T0 = 1_700_000_000 // HOUR * HOUR
@@ -425,28 +425,28 @@ def test_snapshot_restore_continues_exactly(models: dict[str, Path]) -> None:
     before = Pipeline(OnnxStepModel.load(models["rich"]))
     changed = run(before, first).changed_keys
     assert changed == ["a", "b", "known"]
-    records = before.snapshot([*changed, "never-seen"])
+    records = before.store.snapshot([*changed, "never-seen"])
     assert [k for k, _ in records] == changed
     after = Pipeline(OnnxStepModel.load(models["rich"]))
-    assert after.restore(records, now_s=0.0) == 3
+    assert after.store.restore(records, now_s=0.0) == 3
     got = run(after, second).forecasts
     assert got.keys == want.keys
     assert got.origin_ts.tolist() == want.origin_ts.tolist()
     np.testing.assert_array_equal(got.values, want.values)
     other = Pipeline(OnnxStepModel.load(models["plain"]))
     with pytest.raises(ValueError, match="layout"):
-        other.restore(records, now_s=0.0)
+        other.store.restore(records, now_s=0.0)
 
 
 def test_changed_and_removed_keys_drive_a_changelog(models: dict[str, Path]) -> None:
     pipe = Pipeline(OnnxStepModel.load(models["w2"]), max_keys=2)
     first = run(pipe, TickBatch.from_rows(["a", "b"], _ms([0, 0]), [1.0, 1.0]), now=1.0)
-    assert (first.changed_keys, first.removed_keys) == (["a", "b"], [])
+    assert (first.changed_keys, first.removed) == (["a", "b"], [])
     late = run(pipe, TickBatch.from_rows(["a"], _ms([-1]), [1.0]), now=2.0)
     assert late.changed_keys == []  # a rejected tick changes nothing
     evict = run(pipe, TickBatch.from_rows(["c"], _ms([0]), [1.0]), now=3.0)
     assert evict.changed_keys == ["c"]
-    assert evict.removed_keys == ["b"]  # least recently used
+    assert evict.removed == [("b", -1)]  # least recently used (read from no partition)
 
 
 def test_long_steady_batches_match_the_reference(models: dict[str, Path]) -> None:

@@ -1,26 +1,27 @@
-"""The service loop with an in-memory broker and core: ordering, retries, drain, readiness."""
+"""The service loop with an in-memory sink and processor: ordering, retries, drain,
+readiness."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence, Set
 
 import numpy as np
 import pytest
-from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError
 
 from streamcast.config import Settings, load_settings
-from streamcast.core.records import ForecastBatch, Rejection
-from streamcast.errors import RejectReason
-from streamcast.kafka.wire import Consumed, InRecord, OutRecord
+from streamcast.core.records import Rejection
+from streamcast.errors import RejectReason, TransientError
+from streamcast.kafka.wire import Consumed, InRecord, Offsets, Outputs, OutRecord
 from streamcast.service.app import Service
-from streamcast.service.processor import CoreStep
+from streamcast.service.processor import BatchResult, OutputTopics, dead_letter, next_offsets
 
 
-class FakeBroker:
-    """Records in memory; every operation appended to a shared journal."""
+class FakeSink:
+    """An at-least-once sink in memory; every operation appended to a shared journal."""
 
     def __init__(self, records: list[InRecord], publish_failures: int = 0) -> None:
         self.pending = list(records)
@@ -43,46 +44,65 @@ class FakeBroker:
             await asyncio.sleep(timeout_ms / 1000)
         return batch
 
+    @contextlib.asynccontextmanager
+    async def batch(self) -> AsyncIterator[bool]:
+        yield True
+
+    async def recover(self) -> None:
+        self.journal.append(("recover", None))
+
+    async def deliver(self, outputs: Outputs, offsets: Offsets) -> None:
+        records = [r for part in outputs.values() for r in part]
+        await self.publish(records)
+        self.committed.update(offsets)
+        self.journal.append(("commit", dict(offsets)))
+
     async def publish(self, records: Sequence[OutRecord]) -> None:
         if self.publish_failures:
             self.publish_failures -= 1
             self.journal.append(("publish-failed", len(records)))
-            raise KafkaTimeoutError("broker away")
+            raise TransientError("produce: broker away")
         self.published += records
         self.journal.append(("publish", len(records)))
-
-    async def commit(self, offsets: Mapping[tuple[str, int], int]) -> None:
-        self.committed.update(offsets)
-        self.journal.append(("commit", dict(offsets)))
 
     def assigned(self) -> bool:
         return self.started and not self.closed
 
-    def lag(self, positions: Mapping[tuple[str, int], int]) -> dict[int, int]:
+    def lag(self) -> dict[int, int]:
         return {0: 0}
 
 
-class EchoCore:
+class EchoProcessor:
     """A forecast per record whose value is a number; others are rejected as not_json."""
 
     model_name = "echo"
     model_version = "1"
+    topics = OutputTopics("forecasts", "ticks.dead-letter")
 
-    def process(self, records: Sequence[Consumed], now_s: float) -> CoreStep:
+    def process(self, records: Sequence[Consumed], now_s: float) -> BatchResult:
         good = [i for i, r in enumerate(records) if (r.value or b"").isdigit()]
         bad = [i for i in range(len(records)) if i not in good]
-        forecasts = ForecastBatch(
-            keys=[(records[i].key or b"").decode() for i in good],
-            origin_ts=np.asarray([int(records[i].value or 0) for i in good], dtype=np.int64),
-            values=np.ones((len(good), 2)),
-            model="echo",
-            model_version="1",
-            interval_s=60,
-            horizon=2,
-            trigger_index=np.asarray(good, dtype=np.int64),
-        )
+        outputs: dict[int, list[OutRecord]] = {}
+        for i in good:
+            r = records[i]
+            outputs.setdefault(r.partition, []).append(OutRecord("forecasts", r.key, r.value))
         rejections = [Rejection(i, RejectReason.NOT_JSON, "not a number") for i in bad]
-        return CoreStep(forecasts, rejections, np.asarray(good, dtype=np.int64), {})
+        for rejection in rejections:
+            src = records[rejection.index]
+            outputs.setdefault(src.partition, []).append(dead_letter(self.topics, src, rejection))
+        return BatchResult(
+            outputs=outputs,
+            offsets=next_offsets(records),
+            forecasts=len(good),
+            rejections=rejections,
+            trigger_timestamps_ms=np.asarray([records[i].timestamp for i in good], dtype=np.int64),
+        )
+
+    def restore(self, partition: int, records: Sequence[tuple[str, bytes]], now_s: float) -> int:
+        return 0
+
+    def drop_partitions(self, partitions: Set[int]) -> int:
+        return 0
 
 
 def _records(n: int, bad_every: int = 0) -> list[InRecord]:
@@ -129,12 +149,15 @@ async def _run_until(service: Service, done: Callable[[], bool]) -> None:
 
 
 async def test_every_batch_is_published_before_its_offsets_are_committed() -> None:
-    broker = FakeBroker(_records(10, bad_every=4))
+    broker = FakeSink(_records(10, bad_every=4))
     service = Service(
-        _settings(), broker_factory=lambda s: broker, topic_check=_no_topics, core=EchoCore()
+        _settings(),
+        sink_factory=lambda p: broker,
+        topic_check=_no_topics,
+        processor=EchoProcessor(),
     )
     await _run_until(service, lambda: not broker.pending and service.batches == 3)
-    kinds = [kind for kind, _ in broker.journal]
+    kinds = [kind for kind, _ in broker.journal if kind != "recover"]
     assert kinds == ["publish", "commit"] * 3
     assert broker.committed == {("ticks", 0): 5, ("ticks", 1): 5}
     dead = [r for r in broker.published if r.topic == "ticks.dead-letter"]
@@ -152,14 +175,17 @@ async def test_every_batch_is_published_before_its_offsets_are_committed() -> No
 
 
 async def test_failed_publish_is_retried_and_nothing_is_committed_before_it_succeeds() -> None:
-    broker = FakeBroker(_records(3), publish_failures=2)
+    broker = FakeSink(_records(3), publish_failures=2)
     service = Service(
-        _settings(), broker_factory=lambda s: broker, topic_check=_no_topics, core=EchoCore()
+        _settings(),
+        sink_factory=lambda p: broker,
+        topic_check=_no_topics,
+        processor=EchoProcessor(),
     )
     await _run_until(service, lambda: service.batches == 1)
-    kinds = [kind for kind, _ in broker.journal]
+    kinds = [kind for kind, _ in broker.journal if kind != "recover"]
     assert kinds == ["publish-failed", "publish-failed", "publish", "commit"]
-    errors = service.metrics.broker_errors.labels(op="produce")._value.get()
+    errors = service.metrics.broker_errors.labels(op="deliver")._value.get()
     assert errors == 2
 
 
@@ -169,12 +195,15 @@ async def test_broker_unavailable_at_start_is_retried_with_backoff() -> None:
     async def flaky_topics(settings: Settings) -> int:
         attempts.append(asyncio.get_running_loop().time())
         if len(attempts) < 3:
-            raise KafkaConnectionError("no broker")
+            raise TransientError("topic check: no broker")
         return 1
 
-    broker = FakeBroker(_records(2))
+    broker = FakeSink(_records(2))
     service = Service(
-        _settings(), broker_factory=lambda s: broker, topic_check=flaky_topics, core=EchoCore()
+        _settings(),
+        sink_factory=lambda p: broker,
+        topic_check=flaky_topics,
+        processor=EchoProcessor(),
     )
     await _run_until(service, lambda: service.batches == 1)
     assert len(attempts) == 3
@@ -184,10 +213,13 @@ async def test_broker_unavailable_at_start_is_retried_with_backoff() -> None:
 
 async def test_stop_before_the_broker_comes_up_returns_promptly() -> None:
     async def never(settings: Settings) -> int:
-        raise KafkaConnectionError("no broker")
+        raise TransientError("topic check: no broker")
 
     service = Service(
-        _settings(), broker_factory=lambda s: FakeBroker([]), topic_check=never, core=EchoCore()
+        _settings(),
+        sink_factory=lambda p: FakeSink([]),
+        topic_check=never,
+        processor=EchoProcessor(),
     )
     async with asyncio.timeout(3), asyncio.TaskGroup() as tasks:
         tasks.create_task(service.run())
@@ -197,9 +229,12 @@ async def test_stop_before_the_broker_comes_up_returns_promptly() -> None:
 
 
 async def test_readiness_reflects_assignment_and_stop() -> None:
-    broker = FakeBroker([])
+    broker = FakeSink([])
     service = Service(
-        _settings(), broker_factory=lambda s: broker, topic_check=_no_topics, core=EchoCore()
+        _settings(),
+        sink_factory=lambda p: broker,
+        topic_check=_no_topics,
+        processor=EchoProcessor(),
     )
     states: list[tuple[bool, str]] = []
 
@@ -220,9 +255,12 @@ async def test_readiness_reflects_assignment_and_stop() -> None:
 
 @pytest.mark.parametrize("path", ["/healthz", "/readyz", "/metrics"])
 async def test_http_endpoints_answer(path: str) -> None:
-    broker = FakeBroker([])
+    broker = FakeSink([])
     service = Service(
-        _settings(), broker_factory=lambda s: broker, topic_check=_no_topics, core=EchoCore()
+        _settings(),
+        sink_factory=lambda p: broker,
+        topic_check=_no_topics,
+        processor=EchoProcessor(),
     )
     answers: list[bytes] = []
 
@@ -248,7 +286,7 @@ async def test_http_endpoints_answer(path: str) -> None:
 def test_first_signal_drains_second_exits_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
     exits: list[int] = []
     monkeypatch.setattr("streamcast.service.app.os._exit", exits.append)
-    service = Service(_settings(), core=EchoCore())
+    service = Service(_settings(), processor=EchoProcessor())
     service.handle_signal(signal.SIGTERM)
     assert service.stopping
     assert exits == []
@@ -257,9 +295,12 @@ def test_first_signal_drains_second_exits_at_once(monkeypatch: pytest.MonkeyPatc
 
 
 async def test_a_service_runs_once() -> None:
-    broker = FakeBroker(_records(1))
+    broker = FakeSink(_records(1))
     service = Service(
-        _settings(), broker_factory=lambda s: broker, topic_check=_no_topics, core=EchoCore()
+        _settings(),
+        sink_factory=lambda p: broker,
+        topic_check=_no_topics,
+        processor=EchoProcessor(),
     )
     await _run_until(service, lambda: service.batches == 1)
     with pytest.raises(RuntimeError, match="runs once"):
@@ -267,20 +308,20 @@ async def test_a_service_runs_once() -> None:
 
 
 async def test_drain_is_bounded_and_commits_nothing_unpublished() -> None:
-    class StuckBroker(FakeBroker):
+    class StuckSink(FakeSink):
         async def publish(self, records: Sequence[OutRecord]) -> None:
             self.journal.append(("publish-started", len(records)))
             await asyncio.Event().wait()  # a broker that never acknowledges
 
-    broker = StuckBroker(_records(3))
+    broker = StuckSink(_records(3))
     service = Service(
         _settings(drain_timeout_s=0.3),
-        broker_factory=lambda s: broker,
+        sink_factory=lambda p: broker,
         topic_check=_no_topics,
-        core=EchoCore(),
+        processor=EchoProcessor(),
     )
-    await _run_until(service, lambda: bool(broker.journal))
-    assert broker.journal == [("publish-started", 3)]
+    await _run_until(service, lambda: ("publish-started", 3) in broker.journal)
+    assert [j for j in broker.journal if j[0] != "recover"] == [("publish-started", 3)]
     assert broker.committed == {}, "nothing committed that was not acknowledged"
     assert broker.closed
 
@@ -289,9 +330,12 @@ async def test_progress_is_logged_periodically(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setattr("streamcast.service.app.PROGRESS_LOG_S", 0.05)
-    broker = FakeBroker(_records(8, bad_every=4))
+    broker = FakeSink(_records(8, bad_every=4))
     service = Service(
-        _settings(), broker_factory=lambda s: broker, topic_check=_no_topics, core=EchoCore()
+        _settings(),
+        sink_factory=lambda p: broker,
+        topic_check=_no_topics,
+        processor=EchoProcessor(),
     )
     with caplog.at_level(logging.INFO, logger="streamcast.service"):
         await _run_until(

@@ -1,4 +1,4 @@
-"""The exactly-once broker's rebalance bookkeeping, without Kafka: the batch lock holds
+"""The exactly-once sink's rebalance bookkeeping, without Kafka: the batch lock holds
 off revocation, records fetched across a rebalance are stale, failed assignments make
 the next batch rewind (or end the service when no retry can help)."""
 
@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 from aiokafka import TopicPartition
-from aiokafka.errors import KafkaConnectionError, KafkaError
+from aiokafka.errors import KafkaConnectionError
 
 from streamcast.config import Settings
-from streamcast.errors import ModelError
-from streamcast.kafka.transactional import TransactionalBroker
-from streamcast.kafka.wire import Consumed, InRecord, OutRecord
-from streamcast.service.processor import CoreStep
+from streamcast.errors import BatchRolledBackError, ModelError
+from streamcast.kafka.exactly_once import ExactlyOnceSink
+from streamcast.kafka.wire import InRecord
+from streamcast.service.metrics import Metrics
 
 
 class FakeConsumer:
@@ -41,18 +41,7 @@ class FakeConsumer:
 
 
 class NoState:
-    """A :class:`DurableProcessor` that holds nothing."""
-
-    def __init__(self) -> None:
-        self.model_name = "m"
-        self.model_version = "1"
-        self.partition_of: dict[str, int] = {}
-
-    def process(self, records: Sequence[Consumed], now_s: float) -> CoreStep:
-        raise AssertionError("not used")
-
-    def state_records(self, topic: str, step: CoreStep) -> list[OutRecord]:
-        return []
+    """A :class:`~streamcast.kafka.sink.PartitionedState` that holds nothing."""
 
     def restore(self, partition: int, records: Sequence[tuple[str, bytes]], now_s: float) -> int:
         return 0
@@ -61,8 +50,8 @@ class NoState:
         return 0
 
 
-def _broker(take_error: BaseException | None = None) -> tuple[TransactionalBroker, FakeConsumer]:
-    broker = TransactionalBroker(Settings(_env_file=None), NoState())
+def _broker(take_error: BaseException | None = None) -> tuple[ExactlyOnceSink, FakeConsumer]:
+    broker = ExactlyOnceSink(Settings(_env_file=None), NoState(), Metrics())
     consumer = FakeConsumer()
     broker._consumer = consumer
 
@@ -80,7 +69,7 @@ async def test_records_fetched_across_a_rebalance_are_stale_then_fresh_again() -
     broker, consumer = _broker()
     await broker._on_assigned({0})
     await broker.fetch(10, 0)
-    async with broker.exclusive() as current:
+    async with broker.batch() as current:
         assert current, "no rebalance since the fetch"
 
     async def rebalance() -> None:
@@ -90,14 +79,14 @@ async def test_records_fetched_across_a_rebalance_are_stale_then_fresh_again() -
     consumer.during = rebalance
     await broker.fetch(10, 0)
     consumer.seeks.clear()
-    async with broker.exclusive() as current:
+    async with broker.batch() as current:
         assert not current, "positions were reset by the assignment: read them again"
     # the stale records may have been read after the assignment's seeks: back to the
     # committed offsets, or they would be skipped
     assert consumer.seeks == [(0, 100), (1, 101)]
     consumer.during = None
     await broker.fetch(10, 0)
-    async with broker.exclusive() as current:
+    async with broker.batch() as current:
         assert current
 
 
@@ -108,7 +97,7 @@ async def test_revocation_waits_for_the_in_flight_batch() -> None:
     batch_started = asyncio.Event()
 
     async def batch() -> None:
-        async with broker.exclusive():
+        async with broker.batch():
             batch_started.set()
             await asyncio.sleep(0.05)
             order.append("batch committed")
@@ -128,7 +117,7 @@ async def test_a_failed_assignment_makes_the_next_batch_rewind() -> None:
     assert broker.needs_rewind
     assert not broker.assigned(), "not ready while its state is not restored"
     await broker.fetch(10, 0)
-    async with broker.exclusive() as current:
+    async with broker.batch() as current:
         assert not current
 
 
@@ -139,9 +128,9 @@ async def test_state_of_another_model_ends_the_service_with_its_reason() -> None
         _ = broker.needs_rewind
 
 
-async def test_commit_batch_for_a_partition_it_does_not_own_fails_and_marks_dirty() -> None:
+async def test_delivery_to_a_partition_it_does_not_own_rolls_back_and_marks_dirty() -> None:
     broker, _ = _broker()
     await broker._on_assigned({0})
-    with pytest.raises(KafkaError, match="no producer"):
-        await broker.commit_batch({}, {("ticks", 3): 10})
+    with pytest.raises(BatchRolledBackError, match="no producer"):
+        await broker.deliver({}, {("ticks", 3): 10})
     assert broker.needs_rewind

@@ -25,7 +25,8 @@ Rebalances (eager, so every rebalance revokes everything first):
   their rows and reads their changelog partitions to the end into the store. Finally it
   seeks every partition to its committed offset.
 
-Any error in a batch marks the broker dirty; :meth:`TransactionalBroker.rewind` then
+Any error in a batch marks the sink dirty and :meth:`ExactlyOnceSink.deliver` raises
+:class:`~streamcast.errors.BatchRolledBackError`; :meth:`ExactlyOnceSink.recover` then
 closes every producer (their open transactions are aborted by the new producers'
 fencing), drops all state, restores it from the changelog and seeks to the committed
 offsets: the output is as if the failed batch never happened.
@@ -37,29 +38,32 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import InvalidProducerEpoch, KafkaError, ProducerFenced
+from aiokafka.errors import KafkaError
 
 from streamcast.config import Settings
-from streamcast.errors import ModelError, StreamcastError
+from streamcast.errors import (
+    BatchRolledBackError,
+    FencedError,
+    ModelError,
+    StreamcastError,
+    TransientError,
+)
+from streamcast.kafka.at_least_once import partition_lag
 from streamcast.kafka.changelog import make_restore_consumer, read_changelog
 from streamcast.kafka.clients import RETRY_BACKOFF_MS, client_options, make_consumer, stop_client
+from streamcast.kafka.errors import describe, map_kafka_errors
 from streamcast.kafka.publish import PartitionPicker, publish_packed
-from streamcast.kafka.wire import Consumed, OutRecord
-from streamcast.service.metrics import Metrics
-from streamcast.service.processor import DurableProcessor
+from streamcast.kafka.sink import PartitionedState, SinkObserver
+from streamcast.kafka.wire import Consumed, Offsets, Outputs, OutRecord
 
 log = logging.getLogger(__name__)
 
 #: bound on closing one producer (a dead broker must not stall a rewind)
 CLOSE_TIMEOUT_S = 5.0
-
-
-class FencedError(StreamcastError):
-    """Another instance took over a partition and fenced this one: it must not write."""
 
 
 def transactional_id(settings: Settings, partition: int) -> str:
@@ -69,33 +73,33 @@ def transactional_id(settings: Settings, partition: int) -> str:
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, broker: TransactionalBroker) -> None:
-        self._broker = broker
+    def __init__(self, sink: ExactlyOnceSink) -> None:
+        self._sink = sink
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
-        await self._broker._on_revoked()
+        await self._sink._on_revoked()
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
-        await self._broker._on_assigned({tp.partition for tp in assigned})
+        await self._sink._on_assigned({tp.partition for tp in assigned})
 
 
-class TransactionalBroker:
-    """The exactly-once :class:`~streamcast.kafka.wire.Broker`; see the module docstring.
+class ExactlyOnceSink:
+    """The exactly-once :class:`~streamcast.kafka.sink.Sink`; see the module docstring.
 
-    ``state`` is the processor whose per-partition state is restored and dropped here.
-    The service holds :meth:`exclusive` for the whole of each batch.
+    ``state`` is the per-key state restored and dropped here as partitions move. The
+    service holds :meth:`batch` for the whole of each batch.
     """
 
     def __init__(
         self,
         settings: Settings,
-        state: DurableProcessor,
-        metrics: Metrics | None = None,
+        state: PartitionedState,
+        observer: SinkObserver,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._settings = settings
         self._state = state
-        self._metrics = metrics or Metrics()
+        self._observer = observer
         self._clock = clock
         self._topic = settings.topics.ticks
         self._consumer: AIOKafkaConsumer | None = None
@@ -108,23 +112,25 @@ class TransactionalBroker:
         self._generation = 0
         self._fetched_generation = -1
         self._dirty = False
-        #: an error no retry heals (state of another model layout), raised by the loop
+        #: an error no retry heals (state of another model layout), raised by recover()
         self._fatal: StreamcastError | None = None
         self._closed = False
         self._pick = PartitionPicker(settings.max_keys)
+        self._positions: dict[tuple[str, int], int] = {}
 
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Connect the consumer (subscribed with the rebalance listener) and the restorer."""
         if self._closed:
-            raise RuntimeError("TransactionalBroker was closed; create a new one")
+            raise RuntimeError("ExactlyOnceSink was closed; create a new one")
         consumer = make_consumer(self._settings, subscribe=False)
         consumer.subscribe([self._topic], listener=_Listener(self))
         restorer = make_restore_consumer(self._settings)
         try:
-            await restorer.start()
-            await consumer.start()
+            with map_kafka_errors("connect"):
+                await restorer.start()
+                await consumer.start()
         except BaseException:
             await stop_client(consumer)
             await stop_client(restorer)
@@ -145,44 +151,29 @@ class TransactionalBroker:
     def consumer(self) -> AIOKafkaConsumer:
         """The started ticks consumer."""
         if self._consumer is None:
-            raise RuntimeError("TransactionalBroker is not started")
+            raise RuntimeError("ExactlyOnceSink is not started")
         return self._consumer
 
-    # -- the Broker protocol ---------------------------------------------------------------
+    # -- the Sink protocol -----------------------------------------------------------------
 
     async def fetch(self, max_records: int, timeout_ms: int) -> Sequence[Consumed]:
-        """Up to ``max_records`` records; :meth:`exclusive` tells whether they are current."""
+        """Up to ``max_records`` records; :meth:`batch` tells whether they are current."""
         generation = self._generation
-        batches = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
+        with map_kafka_errors("fetch"):
+            batches = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
         self._fetched_generation = generation
         return [m for messages in batches.values() for m in messages]
-
-    async def publish(self, records: Sequence[OutRecord]) -> None:
-        """Not used in exactly-once mode: outputs go through :meth:`commit_batch`."""
-        raise NotImplementedError("exactly-once output is published by commit_batch")
-
-    async def commit(self, offsets: Mapping[tuple[str, int], int]) -> None:
-        """Not used in exactly-once mode: offsets commit inside :meth:`commit_batch`."""
-        raise NotImplementedError("exactly-once offsets are committed by commit_batch")
 
     def assigned(self) -> bool:
         """True while the consumer owns at least one partition and its state is ready."""
         return bool(self._owned) and not self._dirty and self._consumer is not None
 
-    def lag(self, positions: Mapping[tuple[str, int], int]) -> dict[int, int]:
+    def lag(self) -> dict[int, int]:
         """High watermark minus the next offset to read, per owned partition."""
-        out: dict[int, int] = {}
-        for tp in self.consumer.assignment():
-            high = self.consumer.highwater(tp)
-            position = positions.get((tp.topic, tp.partition))
-            if high is not None and position is not None:
-                out[tp.partition] = max(0, high - position)
-        return out
-
-    # -- batches ---------------------------------------------------------------------------
+        return partition_lag(self.consumer, self._positions)
 
     @contextlib.asynccontextmanager
-    async def exclusive(self) -> AsyncIterator[bool]:
+    async def batch(self) -> AsyncIterator[bool]:
         """Hold off rebalances for a batch; yields False when the last fetch is stale (a
         rebalance or rewind came in between): its records are dropped and every owned
         partition is sought back to its committed offset, so they are read again."""
@@ -207,25 +198,31 @@ class TransactionalBroker:
 
     @property
     def needs_rewind(self) -> bool:
-        """True after a failed batch or assignment, until :meth:`rewind` succeeded.
+        """True after a failed batch or assignment, until a rewind succeeded.
 
         Raises the error of an assignment that cannot succeed (aiokafka swallows errors
-        of rebalance listeners, so they are kept for the main loop to raise here).
+        of rebalance listeners, so they are kept to be raised here).
         """
         if self._fatal is not None:
             raise self._fatal
         return self._dirty
 
-    async def commit_batch(
-        self,
-        outputs: Mapping[int, Sequence[OutRecord]],
-        offsets: Mapping[tuple[str, int], int],
-    ) -> None:
+    async def recover(self) -> None:
+        """Rewind if a batch or an assignment failed (see :meth:`rewind`)."""
+        if not self.needs_rewind:
+            return
+        async with self._lock:
+            with map_kafka_errors("rewind"):
+                await self.rewind()
+        self._observer.rewound()
+
+    async def deliver(self, outputs: Outputs, offsets: Offsets) -> None:
         """One transaction per input partition: its outputs plus its next offset.
 
-        Call within :meth:`exclusive`. Raises :class:`FencedError` when another instance
-        owns a partition now, and the first Kafka error otherwise (the broker is then
-        dirty: :meth:`rewind` before the next batch).
+        Call within :meth:`batch`. Raises :class:`~streamcast.errors.FencedError` when
+        another instance owns a partition now, and
+        :class:`~streamcast.errors.BatchRolledBackError` for any other failure (the sink
+        is then dirty: :meth:`recover` rewinds before the next batch).
         """
         next_offset = {p: o for (topic, p), o in offsets.items() if topic == self._topic}
         partitions = sorted(set(next_offset) | set(outputs))
@@ -236,25 +233,33 @@ class TransactionalBroker:
         errors = [r for r in results if isinstance(r, BaseException)]
         if errors:
             self._dirty = True
-            self._metrics.transactions.labels(result="failed").inc(len(errors))
+            self._observer.transactions("failed", len(errors))
             fenced = [e for e in errors if isinstance(e, FencedError)]
-            raise fenced[0] if fenced else errors[0]
-        self._metrics.transactions.labels(result="committed").inc(len(partitions))
+            if fenced:
+                raise fenced[0]
+            raise BatchRolledBackError(
+                f"transaction failed ({describe(errors[0])}); rewinding to the committed offsets"
+            ) from errors[0]
+        self._observer.transactions("committed", len(partitions))
+        self._positions.update(offsets)
 
     async def _transaction(
         self, partition: int, records: Sequence[OutRecord], offset: int | None
     ) -> None:
         producer = self._producers.get(partition)
         if producer is None:
-            raise KafkaError(f"partition {partition} has no producer (not owned)")
+            raise TransientError(f"partition {partition} has no producer (not owned)")
         try:
-            await producer.begin_transaction()
-            await publish_packed(producer, records, self._pick)
-            if offset is not None:
-                tp = TopicPartition(self._topic, partition)
-                await producer.send_offsets_to_transaction({tp: offset}, self._settings.group_id)
-            await producer.commit_transaction()
-        except (ProducerFenced, InvalidProducerEpoch) as exc:
+            with map_kafka_errors(f"transaction of partition {partition}"):
+                await producer.begin_transaction()
+                await publish_packed(producer, records, self._pick)
+                if offset is not None:
+                    tp = TopicPartition(self._topic, partition)
+                    await producer.send_offsets_to_transaction(
+                        {tp: offset}, self._settings.group_id
+                    )
+                await producer.commit_transaction()
+        except FencedError as exc:
             raise FencedError(
                 f"partition {partition} was taken over by another instance "
                 f"(transactional id {transactional_id(self._settings, partition)} fenced)"
@@ -266,7 +271,7 @@ class TransactionalBroker:
 
     async def rewind(self) -> None:
         """Forget every uncommitted effect: new producers, state from the changelog,
-        positions at the committed offsets. Call within :meth:`exclusive`; raises a
+        positions at the committed offsets. Call within :meth:`batch`'s lock; raises a
         Kafka/OS error when the broker is still away (call again after a backoff)."""
         self._generation += 1
         self._dirty = True
@@ -285,14 +290,15 @@ class TransactionalBroker:
     async def _on_assigned(self, assigned: set[int]) -> None:
         async with self._lock:
             try:
-                await self._take(assigned)
-            except (KafkaError, OSError) as exc:
-                # aiokafka swallows listener errors: remember to rewind before processing
-                self._dirty = True
-                log.warning("assignment not ready; will rewind", extra={"error": repr(exc)})
+                with map_kafka_errors("assignment"):
+                    await self._take(assigned)
             except StreamcastError as exc:
+                # aiokafka swallows listener errors: remember to rewind (or to fail)
                 self._dirty = True
-                self._fatal = exc
+                if exc.retriable:
+                    log.warning("assignment not ready; will rewind", extra={"error": str(exc)})
+                else:
+                    self._fatal = exc
             finally:
                 # after the seeks: a fetch that ran while we restored read from positions
                 # aiokafka chose before ours, so its records must not count
@@ -372,8 +378,7 @@ class TransactionalBroker:
                     "a new changelog topic (STREAMCAST_TOPICS__STATE_CHANGELOG) and group"
                 ) from exc
         seconds = time.perf_counter() - began
-        self._metrics.restore_seconds.observe(seconds)
-        self._metrics.restored_keys.inc(restored)
+        self._observer.restored(restored, seconds)
         log.info(
             "state restored",
             extra={

@@ -14,7 +14,7 @@ from types import ModuleType
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def load_script(path: Path, name: str | None = None) -> ModuleType:

@@ -30,7 +30,7 @@ from aiokafka.structs import ConsumerRecord
 from streamcast.core.codec import TickDecoder
 from streamcast.core.model import OnnxStepModel
 from streamcast.core.pipeline import Pipeline
-from tests.kafka_harness import REPO, kafka_local
+from tests.support.kafka import REPO, kafka_local
 
 Message = tuple[bytes | None, bytes | None]
 ForecastKey = tuple[str, str]  # (series key, origin ISO timestamp)

@@ -1,0 +1,60 @@
+"""Client errors come out of the Kafka edge as streamcast's own, classified by what the
+service must do with them."""
+
+from __future__ import annotations
+
+import ssl
+
+import pytest
+from aiokafka import errors as kafka
+
+from streamcast.errors import (
+    AuthorizationError,
+    ConfigurationError,
+    FencedError,
+    ModelError,
+    StreamcastError,
+    TransientError,
+)
+from streamcast.kafka.errors import map_kafka_errors
+
+
+@pytest.mark.parametrize(
+    ("raised", "expected"),
+    [
+        (kafka.KafkaConnectionError("refused"), TransientError),
+        (kafka.KafkaTimeoutError(), TransientError),
+        (kafka.NotLeaderForPartitionError(), TransientError),
+        (kafka.GroupCoordinatorNotAvailableError(), TransientError),
+        (ConnectionRefusedError(111, "refused"), TransientError),
+        (kafka.ProducerFenced(), FencedError),
+        (kafka.InvalidProducerEpoch(), FencedError),
+        (kafka.SaslAuthenticationFailed(), AuthorizationError),
+        (kafka.TopicAuthorizationFailedError(), AuthorizationError),
+        (kafka.GroupAuthorizationFailedError(), AuthorizationError),
+        (kafka.UnsupportedCodecError("lz4"), ConfigurationError),
+        (kafka.UnsupportedVersionError(), ConfigurationError),
+        (ssl.SSLCertVerificationError("certificate verify failed"), ConfigurationError),
+    ],
+)
+def test_client_errors_map_into_the_tree(raised: BaseException, expected: type) -> None:
+    with pytest.raises(expected) as info, map_kafka_errors("fetch"):
+        raise raised
+    assert isinstance(info.value, StreamcastError)
+    assert str(info.value).startswith("fetch: ")
+    assert info.value.__cause__ is raised
+    assert info.value.retriable is (expected is TransientError)
+
+
+def test_authorization_errors_say_what_to_check() -> None:
+    with pytest.raises(AuthorizationError, match="STREAMCAST_SASL_"), map_kafka_errors("connect"):
+        raise kafka.SaslAuthenticationFailed()
+
+
+def test_streamcast_errors_and_bugs_pass_through_untouched() -> None:
+    own = ModelError("bad model")
+    with pytest.raises(ModelError) as info, map_kafka_errors("fetch"):
+        raise own
+    assert info.value is own
+    with pytest.raises(KeyError), map_kafka_errors("fetch"):
+        raise KeyError("a bug")
