@@ -15,8 +15,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.helpers import create_ssl_context
 
 from streamcast.config import ClientSettings, Settings
+from streamcast.kafka import patches
 
 log = logging.getLogger(__name__)
+
+patches.apply()
 
 #: aiokafka's internal reconnect/retry pause (its default, 100 ms, hammers a dead broker)
 RETRY_BACKOFF_MS = 300

@@ -1,70 +1,81 @@
 """Topic administration: check the ticks topic, create the output topics and the
 compacted state changelog (or check them when they exist).
+
+Every admin answer's error codes are checked (aiokafka hands them back without raising):
+a topic that does not exist (code 3) is "absent", a topic that already exists (36) is
+fine when creating, anything else is raised as streamcast's own error. A topic that was
+just created is not visible to every request at once (describe and describe-configs may
+answer "unknown topic" for a moment), so creation waits, bounded, until each new topic
+is described with all its partitions led; only then is it checked or used.
 """
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import logging
+import time
+from collections.abc import Sequence
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import for_code
 
 from streamcast.config import ClientSettings, Settings
-from streamcast.errors import TopicError
+from streamcast.errors import TopicError, TransientError
 from streamcast.kafka.clients import client_options
-from streamcast.kafka.errors import map_kafka_errors
+from streamcast.kafka.errors import map_kafka_errors, translate
 from streamcast.kafka.guarantee import keeps_changelog
 
 log = logging.getLogger(__name__)
 
 #: error code Kafka answers for a topic that does not exist
 UNKNOWN_TOPIC_OR_PARTITION = 3
+#: error code of a CreateTopics request for a topic that exists already
+TOPIC_ALREADY_EXISTS = 36
+#: how long a new topic may take to become visible to every request
+VISIBLE_TIMEOUT_S = 15.0
+VISIBLE_POLL_S = 0.1
 
 
 async def ensure_topics(settings: Settings) -> int:
     """Check the ticks topic and create the output topics that are missing.
 
     Forecasts, alerts and dead-letter topics get the ticks topic's partition count and
-    replication factor; in exactly-once mode the state changelog is created (compacted)
-    or checked too. Returns the partition count. Raises :class:`TopicError` when the
-    ticks topic does not exist (the service never creates its input).
+    replication factor; when the guarantee keeps a changelog, the state changelog is
+    created (compacted) or checked too. Returns the partition count. Raises
+    :class:`TopicError` when the ticks topic does not exist (the service never creates
+    its input) or a topic it needs is unusable.
     """
     with map_kafka_errors("topic check"):
-        return await _ensure_topics(settings)
+        admin = AIOKafkaAdminClient(**client_options(settings))
+        await admin.start()
+        try:
+            return await _ensure_topics(admin, settings)
+        finally:
+            await admin.close()
 
 
-async def _ensure_topics(settings: Settings) -> int:
+async def _ensure_topics(admin: AIOKafkaAdminClient, settings: Settings) -> int:
     topics = settings.topics
-    admin = AIOKafkaAdminClient(**client_options(settings))
-    await admin.start()
-    try:
-        described = {d["topic"]: d for d in await admin.describe_topics([topics.ticks])}
-        ticks = described.get(topics.ticks)
-        if ticks is None or ticks["error_code"] != 0 or not ticks["partitions"]:
-            raise TopicError(
-                f"ticks topic '{topics.ticks}' does not exist on {settings.bootstrap_servers}: "
-                "create it (its partition count sets the service's parallelism) or set "
-                "STREAMCAST_TOPICS__TICKS"
-            )
-        partitions = len(ticks["partitions"])
-        replication = len(ticks["partitions"][0]["replicas"])
-        existing = set(await admin.list_topics())
-        wanted = [topics.forecasts, topics.alerts, topics.dead_letter]
-        missing = [name for name in dict.fromkeys(wanted) if name not in existing]
-        if missing:
-            # Another instance may create them first: that is fine.
-            with contextlib.suppress(TopicAlreadyExistsError):
-                await admin.create_topics(
-                    [NewTopic(name, partitions, replication) for name in missing]
-                )
-            log.info("created output topics", extra={"topics": missing, "partitions": partitions})
-        if keeps_changelog(settings):
-            await ensure_changelog(admin, settings, partitions, replication)
-        return partitions
-    finally:
-        await admin.close()
+    ticks = (await describe(admin, [topics.ticks]))[topics.ticks]
+    if ticks is None:
+        raise TopicError(
+            f"ticks topic '{topics.ticks}' does not exist on {settings.bootstrap_servers}: "
+            "create it (its partition count sets the service's parallelism) or set "
+            "STREAMCAST_TOPICS__TICKS"
+        )
+    partitions = len(ticks["partitions"])
+    replication = len(ticks["partitions"][0]["replicas"])
+    wanted = list(dict.fromkeys([topics.forecasts, topics.alerts, topics.dead_letter]))
+    found = await describe(admin, wanted)
+    missing = [name for name in wanted if found[name] is None]
+    if missing:
+        await create(admin, [NewTopic(name, partitions, replication) for name in missing])
+        log.info("created output topics", extra={"topics": missing, "partitions": partitions})
+    if keeps_changelog(settings):
+        await ensure_changelog(admin, settings, partitions, replication)
+    return partitions
 
 
 async def require_topic(settings: ClientSettings, topic: str) -> int:
@@ -73,15 +84,15 @@ async def require_topic(settings: ClientSettings, topic: str) -> int:
         admin = AIOKafkaAdminClient(**client_options(settings))
         await admin.start()
         try:
-            described = await admin.describe_topics([topic])
+            described = (await describe(admin, [topic]))[topic]
         finally:
             await admin.close()
-    if not described or described[0]["error_code"] != 0 or not described[0]["partitions"]:
+    if described is None:
         raise TopicError(
             f"topic '{topic}' does not exist on {settings.bootstrap_servers} "
             "(topic auto-creation is off): create it first"
         )
-    return len(described[0]["partitions"])
+    return len(described["partitions"])
 
 
 async def ensure_changelog(
@@ -90,23 +101,13 @@ async def ensure_changelog(
     """Create the changelog topic when absent; raise :class:`TopicError` when it exists
     with another partition count than the ticks topic or without compaction."""
     name = settings.topics.state_changelog
-    described = await admin.describe_topics([name])
-    found = described[0] if described else None
-    if found is None or found["error_code"] != 0 or not found["partitions"]:
-        # Another instance may create it first: that is fine, it is checked next start.
-        with contextlib.suppress(TopicAlreadyExistsError):
-            await admin.create_topics(
-                [
-                    NewTopic(
-                        name,
-                        partitions,
-                        replication,
-                        topic_configs={"cleanup.policy": "compact"},
-                    )
-                ]
-            )
+    found = (await describe(admin, [name]))[name]
+    if found is None:
+        config = {"cleanup.policy": "compact"}
+        await create(admin, [NewTopic(name, partitions, replication, topic_configs=config)])
         log.info("created state changelog", extra={"topic": name, "partitions": partitions})
-        return
+        found = (await describe(admin, [name]))[name]
+        assert found is not None  # create() waited until it is described
     have = len(found["partitions"])
     if have != partitions:
         raise TopicError(
@@ -115,7 +116,7 @@ async def ensure_changelog(
             "partition p lives in changelog partition p). Delete the changelog (state is "
             "rebuilt by warm-up) or set STREAMCAST_TOPICS__STATE_CHANGELOG to a new name"
         )
-    policy = await _cleanup_policy(admin, name)
+    policy = await cleanup_policy(admin, name)
     if "compact" not in policy.split(","):
         raise TopicError(
             f"state changelog '{name}' has cleanup.policy={policy}: it must be compacted "
@@ -125,14 +126,89 @@ async def ensure_changelog(
         )
 
 
-async def _cleanup_policy(admin: AIOKafkaAdminClient, topic: str) -> str:
-    responses = await admin.describe_configs(
-        [ConfigResource(ConfigResourceType.TOPIC, topic, configs={"cleanup.policy": None})]
+async def describe(
+    admin: AIOKafkaAdminClient, names: Sequence[str]
+) -> dict[str, dict[str, Any] | None]:
+    """Each topic's description, or None when it does not exist; other errors raise."""
+    out: dict[str, dict[str, Any] | None] = dict.fromkeys(names)
+    for entry in await admin.describe_topics(list(names)):
+        code = int(entry["error_code"])
+        if code == UNKNOWN_TOPIC_OR_PARTITION or (code == 0 and not entry["partitions"]):
+            continue
+        _raise_for(code, f"describe topic '{entry['topic']}'")
+        out[entry["topic"]] = entry
+    return out
+
+
+async def create(
+    admin: AIOKafkaAdminClient, topics: Sequence[NewTopic], timeout_s: float = VISIBLE_TIMEOUT_S
+) -> None:
+    """Create ``topics`` (one that exists already is fine: another instance may have been
+    first), then wait until every one is described with all its partitions led."""
+    response = await admin.create_topics(list(topics))
+    for entry in response.topic_errors:
+        name, code = entry[0], int(entry[1])
+        if code not in (0, TOPIC_ALREADY_EXISTS):
+            message = entry[2] if len(entry) > 2 and entry[2] else ""
+            _raise_for(code, f"create topic '{name}'" + (f" ({message})" if message else ""))
+    await _until_visible(admin, {t.name: t.num_partitions for t in topics}, timeout_s)
+
+
+async def _until_visible(
+    admin: AIOKafkaAdminClient, partitions: dict[str, int], timeout_s: float
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    waiting = dict(partitions)
+    while True:
+        found = await describe(admin, list(waiting))
+        for name, entry in found.items():
+            if entry is not None and _led(entry):
+                waiting.pop(name)
+        if not waiting:
+            return
+        if time.monotonic() > deadline:
+            raise TransientError(
+                f"topics {sorted(waiting)} were created but are not visible after "
+                f"{timeout_s:.0f}s: the cluster is slow to propagate metadata; retrying"
+            )
+        await asyncio.sleep(VISIBLE_POLL_S)
+
+
+def _led(entry: dict[str, Any]) -> bool:
+    """True when every partition of a described topic has a leader."""
+    return bool(entry["partitions"]) and all(
+        int(p.get("leader", -1)) >= 0 for p in entry["partitions"]
     )
-    for response in responses:
-        for resource in response.resources:
-            # (error_code, error_message, resource_type, resource_name, config_entries)
-            for entry in resource[4]:
-                if entry[0] == "cleanup.policy":
-                    return str(entry[1])
-    return "delete"
+
+
+async def cleanup_policy(
+    admin: AIOKafkaAdminClient, topic: str, timeout_s: float = VISIBLE_TIMEOUT_S
+) -> str:
+    """The topic's ``cleanup.policy``; waits (bounded) while the broker does not know the
+    topic yet, raises for any other error code."""
+    deadline = time.monotonic() + timeout_s
+    resource = ConfigResource(ConfigResourceType.TOPIC, topic, configs={"cleanup.policy": None})
+    while True:
+        for response in await admin.describe_configs([resource]):
+            for entry in response.resources:
+                # (error_code, error_message, resource_type, resource_name, config_entries)
+                code = int(entry[0])
+                if code == UNKNOWN_TOPIC_OR_PARTITION:
+                    break
+                _raise_for(code, f"describe the configs of topic '{topic}' ({entry[1]})")
+                for name, value, *_ in entry[4]:
+                    if name == "cleanup.policy":
+                        return str(value)
+                raise TopicError(f"the broker did not report cleanup.policy of topic '{topic}'")
+        if time.monotonic() > deadline:
+            raise TransientError(f"topic '{topic}' is not visible to describe-configs yet")
+        await asyncio.sleep(VISIBLE_POLL_S)
+
+
+def _raise_for(code: int, operation: str) -> None:
+    """Raise streamcast's error for a non-zero Kafka error code."""
+    if code == 0:
+        return
+    exc = for_code(code)()
+    mapped = translate(exc, operation)
+    raise mapped if mapped is not None else TopicError(f"{operation}: {exc}")

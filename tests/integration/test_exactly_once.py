@@ -14,13 +14,12 @@ import signal
 from pathlib import Path
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from streamcast.config import Settings
 from streamcast.errors import TopicError
 from streamcast.kafka.clients import client_options
-from streamcast.kafka.topics import ensure_changelog, ensure_topics
+from streamcast.kafka.topics import cleanup_policy, ensure_changelog, ensure_topics
 from tests.support import chaos
 from tests.support.kafka import create_topics, kafka_local, unique_topic
 
@@ -105,11 +104,10 @@ async def _changelog_config(bootstrap: str, topic: str) -> tuple[int, str]:
     await admin.start()
     try:
         described = await admin.describe_topics([topic])
-        configs = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+        policy = await cleanup_policy(admin, topic)
     finally:
         await admin.close()
-    entries = {e[0]: e[1] for r in configs for res in r.resources for e in res[4]}
-    return len(described[0]["partitions"]), entries["cleanup.policy"]
+    return len(described[0]["partitions"]), policy
 
 
 async def test_changelog_created_compacted_with_the_ticks_partitions(bootstrap: str) -> None:
@@ -119,6 +117,25 @@ async def test_changelog_created_compacted_with_the_ticks_partitions(bootstrap: 
     assert await ensure_topics(settings) == 3
     assert await _changelog_config(bootstrap, f"{ticks}-state") == (3, "compact")
     assert await ensure_topics(settings) == 3  # present and right: accepted as it is
+
+
+async def test_a_correct_changelog_created_a_moment_ago_is_accepted(bootstrap: str) -> None:
+    """A second instance starting while the changelog propagates must not refuse it:
+    right after CreateTopics, describe and describe-configs may answer "unknown topic"
+    (error code 3) with no entries; the check waits instead of reading that as absent
+    or as cleanup.policy=delete."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        for _ in range(5):  # the window is short: try it several times
+            ticks = unique_topic("eos-ticks")
+            await create_topics(bootstrap, [ticks], partitions=3)
+            settings = _settings(bootstrap, ticks, f"{ticks}-state")
+            raw = NewTopic(f"{ticks}-state", 3, 1, topic_configs={"cleanup.policy": "compact"})
+            await admin.create_topics([raw])  # no wait: the other instance just did this
+            await ensure_changelog(admin, settings, 3, 1)
+    finally:
+        await admin.close()
 
 
 @pytest.mark.parametrize(

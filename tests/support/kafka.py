@@ -14,6 +14,8 @@ from types import ModuleType
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from streamcast.kafka.topics import create
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -45,8 +47,8 @@ async def create_topics(
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        await admin.create_topics(
-            [NewTopic(n, partitions, 1, topic_configs=config or {}) for n in names]
-        )
+        # the product's create: checks the answer's error codes and waits until the new
+        # topics are visible, so a test never races the broker's metadata propagation
+        await create(admin, [NewTopic(n, partitions, 1, topic_configs=config or {}) for n in names])
     finally:
         await admin.close()

@@ -1,0 +1,77 @@
+"""A fix of aiokafka 0.14 that streamcast's correctness depends on, applied once when the
+Kafka edge is imported (:mod:`streamcast.kafka.clients` imports this module).
+
+**Committed offsets read as "none" while the group coordinator loads.** Since
+OffsetFetch v2 (KIP-88) the broker reports group-level errors in the response's
+top-level ``error_code`` — ``COORDINATOR_LOAD_IN_PROGRESS`` right after a broker restart,
+``NOT_COORDINATOR`` after a coordinator move — with no per-partition error. aiokafka's
+``GroupCoordinator._do_fetch_commit_offsets`` only looks at the per-partition codes, so
+it reads such an answer as "no committed offset": a consumer then starts from
+``auto_offset_reset`` (re-reading or skipping everything), and the exactly-once sink
+seeks to the beginning. The same bug was fixed in other clients (pykafka #958, sarama
+#3574). The replacement below is aiokafka's method with the top-level check added: a
+retriable group error is raised, so aiokafka's own callers retry it, and
+``NOT_COORDINATOR`` also marks the coordinator dead, exactly as the per-partition path
+does. ``tests/unit/test_kafka_patches.py`` reproduces the bug against the unpatched
+method.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+from typing import Any
+
+import aiokafka.errors as kafka_errors
+from aiokafka.consumer.group_coordinator import GroupCoordinator
+from aiokafka.protocol.commit import OffsetFetchRequest
+from aiokafka.structs import OffsetAndMetadata, TopicPartition
+
+log = logging.getLogger(__name__)
+
+UNKNOWN_OFFSET = -1
+
+#: the method as aiokafka ships it (kept for the test that reproduces the bug)
+UNPATCHED = GroupCoordinator._do_fetch_commit_offsets
+
+
+def _raise_for(coordinator: Any, code: int, where: str) -> None:
+    """aiokafka's per-partition error handling, for an error code from ``where``."""
+    error_type = kafka_errors.for_code(code)
+    if error_type is kafka_errors.NoError:
+        return
+    log.debug("error fetching committed offsets (%s): %s", where, error_type.__name__)
+    if error_type is kafka_errors.GroupLoadInProgressError:
+        raise error_type()
+    if error_type is kafka_errors.NotCoordinatorForGroupError:
+        coordinator.coordinator_dead()
+        raise error_type()
+    if error_type is kafka_errors.GroupAuthorizationFailedError:
+        raise error_type(coordinator.group_id)
+    raise kafka_errors.KafkaError(repr(error_type()))
+
+
+async def _do_fetch_commit_offsets(
+    self: Any, partitions: list[TopicPartition]
+) -> dict[TopicPartition, OffsetAndMetadata]:
+    by_topic: dict[str, list[int]] = collections.defaultdict(list)
+    for tp in partitions:
+        by_topic[tp.topic].append(tp.partition)
+    response = await self._send_req(OffsetFetchRequest(self.group_id, list(by_topic.items())))
+    _raise_for(self, int(getattr(response, "error_code", 0)), "group")
+    offsets: dict[TopicPartition, OffsetAndMetadata] = {}
+    for topic, topic_partitions in response.topics:
+        for partition, offset, metadata, error_code in topic_partitions:
+            tp = TopicPartition(topic, partition)
+            if error_code == kafka_errors.UnknownTopicOrPartitionError.errno:
+                log.warning("OffsetFetchRequest -- unknown topic %s", topic)
+                continue
+            _raise_for(self, error_code, str(tp))
+            if offset != UNKNOWN_OFFSET:
+                offsets[tp] = OffsetAndMetadata(offset, metadata)
+    return offsets
+
+
+def apply() -> None:
+    """Install the fix (idempotent)."""
+    GroupCoordinator._do_fetch_commit_offsets = _do_fetch_commit_offsets
