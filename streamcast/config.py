@@ -179,6 +179,9 @@ class Settings(ClientSettings):
     """ticks further than this ahead of the wall clock are absurd (dead-lettered)"""
     max_message_bytes: int = Field(default=64 * 1024, gt=0)
     """larger tick messages are dead-lettered as oversized"""
+    max_key_bytes: int = Field(default=256, gt=0, le=65_536)
+    """longer series keys (UTF-8 bytes) are dead-lettered as key_too_long: with max_keys
+    this bounds the memory keys can take (docs/operations.md, Sizing)"""
 
     # -- micro-batching and the producer
     batch_max_records: int = Field(default=5_000, gt=0)

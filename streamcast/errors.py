@@ -118,3 +118,15 @@ class RejectReason(StrEnum):
     OUT_OF_ORDER = "out_of_order"
     #: a configured extra feature field is absent
     MISSING_FEATURE = "missing_feature"
+    #: the series key cannot be encoded as UTF-8 (a lone surrogate escape in the JSON)
+    INVALID_KEY = "invalid_key"
+    #: the series key is longer than ``max_key_bytes``
+    KEY_TOO_LONG = "key_too_long"
+    #: a value or feature beyond the model's float32 range
+    OUT_OF_RANGE = "out_of_range"
+    #: a tick far ahead of its key's last tick (``max_jump_intervals``), not confirmed by
+    #: the ticks after it: an outlier clock, not a new timeline
+    TIME_JUMP = "time_jump"
+    #: processing or encoding this tick raised an error (a bug): isolated from the batch
+    #: and dead-lettered with the exception text, so the stream goes on
+    INTERNAL_ERROR = "internal_error"

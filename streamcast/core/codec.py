@@ -42,6 +42,11 @@ from streamcast.errors import ConfigurationError, RejectReason
 DEFAULT_MIN_TS_S = 631_152_000
 DEFAULT_MAX_FUTURE_S = 7 * 86_400
 DEFAULT_MAX_BYTES = 64 * 1024
+#: longest series key accepted, in UTF-8 bytes (a key is held in memory for every key)
+DEFAULT_MAX_KEY_BYTES = 256
+#: largest magnitude of a value or feature: the model computes in float32 (max ~3.4e38);
+#: a margin keeps scaling and the interval bounds finite
+MAX_MAGNITUDE = 1e37
 #: dead-letter details are cut to this many characters
 MAX_DETAIL = 300
 
@@ -140,6 +145,7 @@ class TickDecoder:
         value_field: str = "value",
         extra_fields: Sequence[str] = (),
         max_bytes: int = DEFAULT_MAX_BYTES,
+        max_key_bytes: int = DEFAULT_MAX_KEY_BYTES,
         min_ts_s: int = DEFAULT_MIN_TS_S,
         max_future_s: int = DEFAULT_MAX_FUTURE_S,
         clock: Callable[[], float] = time.time,
@@ -150,8 +156,10 @@ class TickDecoder:
                 f"tick field names must be distinct and non-empty, got {names}: "
                 "check the key/ts/value/extra field settings"
             )
-        if max_bytes <= 0:
-            raise ConfigurationError(f"max_bytes must be positive, got {max_bytes}")
+        if max_bytes <= 0 or max_key_bytes <= 0:
+            raise ConfigurationError(
+                f"max_bytes and max_key_bytes must be positive, got {max_bytes}, {max_key_bytes}"
+            )
         if max_future_s < 0:
             raise ConfigurationError(f"max_future_s must be >= 0, got {max_future_s}")
         self.key_field = key_field
@@ -159,6 +167,7 @@ class TickDecoder:
         self.value_field = value_field
         self.extra_fields = tuple(extra_fields)
         self.max_bytes = max_bytes
+        self.max_key_bytes = max_key_bytes
         self.min_ts_s = min_ts_s
         self.max_future_s = max_future_s
         self._clock = clock
@@ -233,6 +242,12 @@ class TickDecoder:
 
     def _key(self, kafka_key: bytes | None, doc: dict[str, object]) -> str:
         if kafka_key:
+            if len(kafka_key) > self.max_key_bytes:
+                raise _Reject(
+                    RejectReason.KEY_TOO_LONG,
+                    f"the Kafka message key is {len(kafka_key)} bytes; "
+                    f"max_key_bytes={self.max_key_bytes}",
+                )
             try:
                 return kafka_key.decode("utf-8")
             except UnicodeDecodeError:
@@ -247,6 +262,20 @@ class TickDecoder:
             raise _Reject(
                 RejectReason.WRONG_TYPE,
                 f"field '{self.key_field}' is a {type(key).__name__}, not a string",
+            )
+        try:
+            size = len(key.encode("utf-8"))
+        except UnicodeEncodeError:
+            # valid JSON (a "\ud800" escape), but no UTF-8 encoding exists: every output
+            # keyed by it would fail to encode
+            raise _Reject(
+                RejectReason.INVALID_KEY,
+                f"field '{self.key_field}' holds a lone surrogate escape: not encodable as UTF-8",
+            ) from None
+        if size > self.max_key_bytes:
+            raise _Reject(
+                RejectReason.KEY_TOO_LONG,
+                f"field '{self.key_field}' is {size} bytes; max_key_bytes={self.max_key_bytes}",
             )
         return key
 
@@ -265,6 +294,12 @@ class TickDecoder:
             raise _Reject(RejectReason.NON_FINITE, f"field '{name}' overflows a float") from None
         if not math.isfinite(number):
             raise _Reject(RejectReason.NON_FINITE, f"field '{name}' is {number}")
+        if abs(number) > MAX_MAGNITUDE:
+            raise _Reject(
+                RejectReason.OUT_OF_RANGE,
+                f"field '{name}'={number:g} is beyond the model's float32 range "
+                f"(|value| <= {MAX_MAGNITUDE:g})",
+            )
         return number
 
 

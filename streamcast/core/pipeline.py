@@ -28,7 +28,6 @@ calls (one in the steady state), never one per key.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -37,41 +36,15 @@ import numpy.typing as npt
 from streamcast.core.artifact import Aggregation
 from streamcast.core.features import calendar_features, scale_inputs, target_times, unscale_forecast
 from streamcast.core.intervals import REASONS, Aggregator, admit, aggregate
+from streamcast.core.isolation import Attempt, isolated, merge
 from streamcast.core.lifecycle import LifecyclePlanner, Steps
 from streamcast.core.model import StepModel
-from streamcast.core.records import ForecastBatch, Rejection, TickBatch
+from streamcast.core.records import Counters, ForecastBatch, Rejection, TickBatch
 from streamcast.core.state import SCALE_TRAINING, StateStore
 from streamcast.errors import ConfigurationError
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
-
-
-@dataclass
-class Counters:
-    """Event counts (per batch in :class:`StepResult`, cumulative on :class:`Pipeline`)."""
-
-    ticks_in: int = 0
-    accepted: int = 0
-    rejected: dict[str, int] = field(default_factory=dict)
-    closed_intervals: int = 0
-    imputed_steps: int = 0
-    resets: int = 0
-    steps: int = 0
-    forecasts: int = 0
-    model_calls: int = 0
-    evicted_lru: int = 0
-    expired_ttl: int = 0
-
-    def add(self, other: Counters) -> None:
-        """Accumulate ``other`` into this one."""
-        for name in (
-            "ticks_in", "accepted", "closed_intervals", "imputed_steps", "resets", "steps",
-            "forecasts", "model_calls", "evicted_lru", "expired_ttl",
-        ):  # fmt: skip
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-        for reason, n in other.rejected.items():
-            self.rejected[reason] = self.rejected.get(reason, 0) + n
 
 
 @dataclass(frozen=True)
@@ -168,21 +141,21 @@ class Pipeline:
                 f"ticks carry {batch.values.shape[1]} value columns, the model needs "
                 f"{self.spec.n_inputs} (value + {list(self.spec.extra_names)})"
             )
-        counters = Counters(ticks_in=len(batch))
-        counters.expired_ttl = self.store.expire(now_s)
+        expired = self.store.expire(now_s)
         evicted_before = self.store.evicted_lru
-        changed: set[str] = set()
-        parts = [
-            self._process_chunk(batch.take(chunk), now_s, counters, changed)
-            for chunk in self._chunks(batch)
-        ]
+        done = merge(
+            [self._process_chunk(batch.take(chunk), now_s) for chunk in self._chunks(batch)]
+        )
+        counters = done.counters
+        counters.ticks_in = len(batch)
+        counters.expired_ttl = expired
         counters.evicted_lru = self.store.evicted_lru - evicted_before
-        forecasts = parts[0][0] if len(parts) == 1 else _concat(parts[0][0], [p[0] for p in parts])
-        rejections = sorted((r for p in parts for r in p[1]), key=lambda r: r.index)
         self.totals.add(counters)
         held = self.store.rows
-        changed_keys = sorted(k for k in changed if k in held)
-        return StepResult(forecasts, rejections, counters, changed_keys, self.store.drain_removed())
+        changed_keys = sorted(k for k in done.changed if k in held)
+        return StepResult(
+            done.forecasts, done.rejections, counters, changed_keys, self.store.drain_removed()
+        )
 
     def swap_model(self, model: StepModel) -> int:
         """Serve ``model`` from now on, keeping every key's history; returns keys rebuilt.
@@ -244,14 +217,18 @@ class Pipeline:
         chunks.append(np.arange(begin, len(batch)))
         return chunks
 
-    def _process_chunk(
-        self, batch: TickBatch, now_s: float, counters: Counters, changed: set[str]
-    ) -> tuple[ForecastBatch, list[Rejection]]:
+    def _process_chunk(self, batch: TickBatch, now_s: float) -> Attempt:
+        """Allocate the chunk's keys, then advance them, isolating keys that raise."""
         uniq, inverse = np.unique(np.asarray(batch.keys, dtype=object), return_inverse=True)
         key_rows, _ = self.store.rows_for([str(k) for k in uniq], now_s)
         rows = key_rows[inverse.ravel()]
         if batch.partition is not None:
             self.store.place(rows, batch.partition)
+        return isolated(self.store, batch, rows, self._advance, self.empty_forecasts)
+
+    def _advance(self, batch: TickBatch, rows: IntArray) -> Attempt:
+        """Admit, aggregate, plan and step the ticks of ``batch`` (their rows allocated)."""
+        counters = Counters()
         codes = admit(rows, batch.ts_ms, self.store.last_ts_ms, self.interval_s)
         rejections = [
             Rejection(int(batch.index[i]), REASONS[int(codes[i])], _reject_detail(int(codes[i])))
@@ -261,7 +238,7 @@ class Pipeline:
             counters.rejected[rejection.reason] = counters.rejected.get(rejection.reason, 0) + 1
         accepted = codes == 0
         counters.accepted += int(np.count_nonzero(accepted))
-        changed.update(str(k) for k in uniq[np.unique(inverse.ravel()[accepted])])
+        changed = {str(self.store.row_key[r]) for r in np.unique(rows[accepted]).tolist()}
         closed = aggregate(
             self.store, rows=rows, ts_ms=batch.ts_ms, values=batch.values, accepted=accepted,
             interval_s=self.interval_s, aggregator=self.aggregator,
@@ -271,7 +248,7 @@ class Pipeline:
         counters.imputed_steps += planned.imputed
         counters.resets += planned.resets
         forecasts = self._run(planned.steps, batch.index, counters)
-        return forecasts, rejections
+        return Attempt(forecasts, rejections, counters, changed)
 
     def _run(self, steps: Steps, index: IntArray, counters: Counters) -> ForecastBatch:
         """Execute the planned steps in rounds and collect the emitted forecasts."""
@@ -354,22 +331,3 @@ def _reject_detail(code: int) -> str:
         2: "older than the key's open interval, which is closed already",
         3: "earlier than the key's last accepted tick within the open interval",
     }[code]
-
-
-def _concat(first: ForecastBatch, parts: Sequence[ForecastBatch]) -> ForecastBatch:
-    """Concatenate forecast batches of the same model."""
-    lower = [p.lower for p in parts if p.lower is not None]
-    upper = [p.upper for p in parts if p.upper is not None]
-    return ForecastBatch(
-        keys=[k for p in parts for k in p.keys],
-        origin_ts=np.concatenate([p.origin_ts for p in parts]),
-        values=np.concatenate([p.values for p in parts]),
-        model=first.model,
-        model_version=first.model_version,
-        interval_s=first.interval_s,
-        horizon=first.horizon,
-        trigger_index=np.concatenate([p.trigger_index for p in parts]),
-        levels=first.levels,
-        lower=np.concatenate(lower) if lower else None,
-        upper=np.concatenate(upper) if upper else None,
-    )

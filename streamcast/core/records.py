@@ -26,7 +26,8 @@ re-types a field bumps ``schema``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -119,6 +120,35 @@ class TickBatch:
         )
 
 
+@dataclass
+class Counters:
+    """Event counts (per batch in :class:`StepResult`, cumulative on :class:`Pipeline`)."""
+
+    ticks_in: int = 0
+    accepted: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+    closed_intervals: int = 0
+    imputed_steps: int = 0
+    resets: int = 0
+    steps: int = 0
+    forecasts: int = 0
+    model_calls: int = 0
+    evicted_lru: int = 0
+    expired_ttl: int = 0
+    #: keys whose processing raised and whose ticks were dead-lettered (a bug, isolated)
+    internal_errors: int = 0
+
+    def add(self, other: Counters) -> None:
+        """Accumulate ``other`` into this one."""
+        for name in (
+            "ticks_in", "accepted", "closed_intervals", "imputed_steps", "resets", "steps",
+            "forecasts", "model_calls", "evicted_lru", "expired_ttl", "internal_errors",
+        ):  # fmt: skip
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for reason, n in other.rejected.items():
+            self.rejected[reason] = self.rejected.get(reason, 0) + n
+
+
 @dataclass(frozen=True)
 class Rejection:
     """One rejected message: its position in the input sequence, why, and a short detail."""
@@ -155,6 +185,36 @@ class ForecastBatch:
 
     def __len__(self) -> int:
         return len(self.keys)
+
+    def take(self, rows: npt.NDArray[np.int64]) -> ForecastBatch:
+        """The forecasts at positions ``rows``."""
+        return replace(
+            self,
+            keys=[self.keys[int(i)] for i in rows],
+            origin_ts=self.origin_ts[rows],
+            values=self.values[rows],
+            trigger_index=self.trigger_index[rows],
+            lower=None if self.lower is None else self.lower[rows],
+            upper=None if self.upper is None else self.upper[rows],
+        )
+
+    @staticmethod
+    def concat(parts: Sequence[ForecastBatch]) -> ForecastBatch:
+        """The forecasts of ``parts`` (batches of one model), in order."""
+        first = parts[0]
+        if len(parts) == 1:
+            return first
+        lower = [p.lower for p in parts if p.lower is not None]
+        upper = [p.upper for p in parts if p.upper is not None]
+        return replace(
+            first,
+            keys=[k for p in parts for k in p.keys],
+            origin_ts=np.concatenate([p.origin_ts for p in parts]),
+            values=np.concatenate([p.values for p in parts]),
+            trigger_index=np.concatenate([p.trigger_index for p in parts]),
+            lower=np.concatenate(lower) if lower else None,
+            upper=np.concatenate(upper) if upper else None,
+        )
 
     def target_ts(self) -> IntArray:
         """``[M, H]`` start times (epoch seconds) of the forecast target intervals."""

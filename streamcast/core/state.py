@@ -333,6 +333,11 @@ class StateStore:
         """A compact copy of the given rows: one array per column, first axis = row."""
         return {name: np.array(getattr(self, name)[rows]) for name in COLUMN_NAMES}
 
+    def write_rows(self, rows: IntArray, arrays: dict[str, npt.NDArray[np.generic]]) -> None:
+        """Put back every column of ``rows`` as :meth:`export_rows` copied them."""
+        for name in COLUMN_NAMES:
+            getattr(self, name)[rows] = arrays[name]
+
     def import_rows(
         self, keys: Sequence[str], arrays: dict[str, npt.NDArray[np.generic]], now_s: float
     ) -> IntArray:

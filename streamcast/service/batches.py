@@ -89,6 +89,14 @@ class BatchHandler:
         m.evictions.labels(cause="ttl").inc(counters.get("expired_ttl", 0))
         m.evictions.labels(cause="lru").inc(counters.get("evicted_lru", 0))
         m.restarts.inc(counters.get("resets", 0))
+        failures = counters.get("internal_errors", 0)
+        if failures:
+            m.internal_errors.inc(failures)
+            log.error(
+                "processing raised for some keys: their ticks were dead-lettered with reason "
+                "internal_error (the detail header has the error); the stream goes on",
+                extra={"keys": failures},
+            )
         if "active_keys" in counters:
             m.active_keys.set(counters["active_keys"])
         sent_s = result.trigger_timestamps_ms / 1000.0

@@ -24,6 +24,8 @@ streamcast_rewinds_total                    counter   exactly-once: rewinds to t
 streamcast_restore_seconds                  histogram time to read changelog partitions
                                                       into the store on assignment/rewind
 streamcast_restored_keys_total              counter   keys restored from the changelog
+streamcast_internal_errors_total            counter   keys/forecasts isolated because processing
+                                                      raised (dead-lettered internal_error)
 streamcast_build_info{version,model,...}    gauge     always 1; labels say what runs
 =========================================== ========= =====================================
 
@@ -123,6 +125,12 @@ class Metrics:
         )
         self.restored_keys = Counter(
             "streamcast_restored_keys", "Keys restored from the state changelog", registry=r
+        )
+        self.internal_errors = Counter(
+            "streamcast_internal_errors",
+            "Keys or forecasts isolated because processing them raised (a bug): their ticks "
+            "are dead-lettered with reason internal_error and the stream goes on",
+            registry=r,
         )
         self.build_info = Gauge(
             "streamcast_build_info",

@@ -26,9 +26,11 @@ import numpy.typing as npt
 
 from streamcast.config import Settings
 from streamcast.core.codec import TickDecoder, dead_letter_record
+from streamcast.core.isolation import MAX_ERROR_TEXT
 from streamcast.core.model import OnnxStepModel
 from streamcast.core.pipeline import Pipeline, StepResult
-from streamcast.core.records import Rejection, encode_forecasts
+from streamcast.core.records import ForecastBatch, Rejection, encode_forecasts
+from streamcast.errors import RejectReason
 from streamcast.kafka.guarantee import keeps_changelog
 from streamcast.kafka.wire import Consumed, Offsets, OutRecord
 
@@ -100,39 +102,49 @@ class Processor:
         self.model_version = version
 
     def process(self, records: Sequence[Consumed], now_s: float) -> BatchResult:
-        """Decode and step one micro-batch, then encode every output it produced."""
+        """Decode and step one micro-batch, then encode every output it produced.
+
+        A forecast that cannot be encoded (a bug) is isolated: its triggering tick is
+        dead-lettered with reason ``internal_error`` and the rest of the batch goes out.
+        """
         started = time.perf_counter()
         step, partitions = self.step(records, now_s)
         seconds = time.perf_counter() - started
+        encoded, failed = encode_isolated(step.forecasts)
+        rejections = sorted([*step.rejections, *failed], key=lambda r: r.index)
         outputs: dict[int, list[OutRecord]] = {}
-        forecasts = step.forecasts
-        triggers = np.asarray(forecasts.trigger_index, dtype=np.int64)
+        triggers = np.asarray(step.forecasts.trigger_index, dtype=np.int64).tolist()
+        delivered: list[int] = []
         topic = self.topics.forecasts
-        for (key, value), partition in zip(
-            encode_forecasts(forecasts), partitions[triggers].tolist(), strict=True
-        ):
-            outputs.setdefault(partition, []).append(OutRecord(topic, key, value))
-        for rejection in step.rejections:
+        for message, trigger in zip(encoded, triggers, strict=True):
+            if message is not None:
+                key, value = message
+                outputs.setdefault(int(partitions[trigger]), []).append(
+                    OutRecord(topic, key, value)
+                )
+                delivered.append(trigger)
+        for rejection in rejections:
             src = records[rejection.index]
             outputs.setdefault(src.partition, []).append(dead_letter(self.topics, src, rejection))
         for record in self.state_records(step):
             assert record.partition is not None
             outputs.setdefault(record.partition, []).append(record)
         stamps = np.fromiter(
-            (records[i].timestamp for i in triggers.tolist()), dtype=np.int64, count=len(triggers)
+            (records[i].timestamp for i in delivered), dtype=np.int64, count=len(delivered)
         )
         c = step.counters
         return BatchResult(
             outputs=outputs,
             offsets=next_offsets(records),
-            forecasts=len(forecasts),
-            rejections=step.rejections,
+            forecasts=len(delivered),
+            rejections=rejections,
             trigger_timestamps_ms=stamps,
             seconds=seconds,
             counters={
                 "evicted_lru": c.evicted_lru,
                 "expired_ttl": c.expired_ttl,
                 "resets": c.resets,
+                "internal_errors": c.internal_errors + len(failed),
                 "active_keys": self.pipeline.active_keys,
             },
         )
@@ -190,6 +202,7 @@ def build_processor(settings: Settings) -> Processor:
         value_field=fields.value,
         extra_fields=extra_fields,
         max_bytes=settings.max_message_bytes,
+        max_key_bytes=settings.max_key_bytes,
         min_ts_s=settings.min_ts_s,
         max_future_s=settings.max_future_s,
     )
@@ -204,6 +217,30 @@ def build_processor(settings: Settings) -> Processor:
     changelog = topics.state_changelog if keeps_changelog(settings) else None
     output = OutputTopics(topics.forecasts, topics.dead_letter, changelog)
     return Processor(decoder, pipeline, output, name=meta.name, version=meta.version)
+
+
+def encode_isolated(
+    forecasts: ForecastBatch,
+) -> tuple[list[tuple[bytes, bytes] | None], list[Rejection]]:
+    """``encode_forecasts``, one message per forecast row; if encoding the batch raises,
+    rows are encoded one by one and each row that fails becomes ``None`` plus a rejection
+    (``internal_error``) of the tick that triggered it."""
+    try:
+        return list(encode_forecasts(forecasts)), []
+    except Exception:  # noqa: BLE001 - isolate any bug; the rows below say which
+        pass
+    encoded: list[tuple[bytes, bytes] | None] = []
+    failed: list[Rejection] = []
+    for row in range(len(forecasts)):
+        try:
+            encoded += encode_forecasts(forecasts.take(np.array([row])))
+        except Exception as exc:  # noqa: BLE001
+            text = " ".join(f"{type(exc).__name__}: {exc}".split())[:MAX_ERROR_TEXT]
+            detail = f"encoding the forecast it triggered raised {text}"
+            trigger = int(forecasts.trigger_index[row])
+            failed.append(Rejection(trigger, RejectReason.INTERNAL_ERROR, detail))
+            encoded.append(None)
+    return encoded, failed
 
 
 def dead_letter(topics: OutputTopics, src: Consumed, rejection: Rejection) -> OutRecord:

@@ -72,6 +72,14 @@ CASES: list[tuple[bytes | None, bytes | None, RejectReason]] = [
     (None, body(key="a", ts="2999-01-01T00:00:00Z", value=1.0), RejectReason.ABSURD_TIMESTAMP),
     (None, body(key="a", ts=1704067200, value=1.0, temp="hot"), RejectReason.WRONG_TYPE),
     (None, body(key="a", ts=1704067200, value=1.0), RejectReason.MISSING_FEATURE),
+    # valid JSON, but a lone surrogate has no UTF-8 form: every output keyed by it would
+    # fail to encode (it crashed serve on every restart before it was rejected here)
+    (None, b'{"key": "\\ud800", "ts": 1704067200, "value": 1}', RejectReason.INVALID_KEY),
+    (None, b'{"key": "a\\udfffb", "ts": 1704067200, "value": 1}', RejectReason.INVALID_KEY),
+    (None, body(key="k" * 65, ts=1704067200, value=1.0), RejectReason.KEY_TOO_LONG),
+    (b"k" * 65, body(ts=1704067200, value=1.0), RejectReason.KEY_TOO_LONG),
+    (None, body(key="a", ts=1704067200, value=1e308), RejectReason.OUT_OF_RANGE),
+    (None, body(key="a", ts=1704067200, value=1.0, temp=-3e38), RejectReason.OUT_OF_RANGE),
 ]  # fmt: skip
 
 
@@ -80,7 +88,7 @@ def test_each_bad_message_gets_its_reason(
     key: bytes | None, raw: bytes | None, reason: RejectReason
 ) -> None:
     good = body(key="ok", ts=1704067200, value=2.0, temp=1.0)
-    dec = decoder(extra_fields=("temp",), max_bytes=200)
+    dec = decoder(extra_fields=("temp",), max_bytes=200, max_key_bytes=64)
     if reason is not RejectReason.MISSING_FEATURE and raw is not None and raw.startswith(b"{"):
         # every case except the missing-feature one carries the extra field when it parses
         doc = None

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import orjson
 import pytest
 from hypothesis import given, settings
@@ -14,9 +15,11 @@ from hypothesis import strategies as st
 
 from streamcast.core.artifact import ModelMeta
 from streamcast.core.features import Float32Array
+from streamcast.core.isolation import Attempt
 from streamcast.core.model import OnnxStepModel
 from streamcast.core.pipeline import Pipeline, StepResult
 from streamcast.core.records import ForecastBatch, TickBatch, encode_forecasts
+from streamcast.core.state import NONE
 from streamcast.errors import ConfigurationError, RejectReason
 from tests.support.models import TinyReference, make_tiny_model, reference_forecasts
 
@@ -514,3 +517,54 @@ def test_model_swap_moves_keys_between_training_and_window_scale(tmp_path: Path)
     assert st.loc[k] == pytest.approx(np.mean([3.0, 10.0, 20.0]))  # current window, hours 2..4
     assert st.scale[k] == pytest.approx(np.std([3.0, 10.0, 20.0]))
     assert (st.loc[u], st.scale[u]) == (1.0, 4.0)
+
+
+def test_a_key_that_makes_the_pipeline_raise_is_isolated_and_the_rest_goes_on(
+    models: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug triggered by one key must not become a crash loop: its ticks are rejected
+    ``internal_error`` with the exception text, its state stays as before the batch, and
+    every other key's forecasts and state equal a run without it."""
+    rng = np.random.default_rng(3)
+    stream, _ = _random_stream(rng, ["a", "b", "c", "poison"], n_hours=30)
+    stream.sort(key=lambda t: t[1])
+    clean = [t for t in stream if t[0] != "poison"]
+
+    def batch_of(rows: list[tuple[str, int, list[float]]]) -> TickBatch:
+        return TickBatch.from_rows([t[0] for t in rows], [t[1] for t in rows], [t[2] for t in rows])
+
+    want = Pipeline(OnnxStepModel.load(models["rich"]))
+    got = Pipeline(OnnxStepModel.load(models["rich"]))
+    real_advance = Pipeline._advance
+
+    def buggy(self: Pipeline, batch: TickBatch, rows: npt.NDArray[np.int64]) -> Attempt:
+        attempt = real_advance(self, batch, rows)  # writes state first, then fails
+        if "poison" in batch.keys:
+            raise ZeroDivisionError("a bug that only this key triggers")
+        return attempt
+
+    monkeypatch.setattr(Pipeline, "_advance", buggy)
+    half = len(stream) // 2
+    for part_all in (stream[:half], stream[half:]):
+        part_clean = [t for t in clean if t in part_all]
+        monkeypatch.setattr(Pipeline, "_advance", real_advance)
+        expected = run(want, batch_of(part_clean))
+        monkeypatch.setattr(Pipeline, "_advance", buggy)
+        result = run(got, batch_of(part_all))
+        poison_ticks = [i for i, t in enumerate(part_all) if t[0] == "poison"]
+        internal = [r for r in result.rejections if r.reason is RejectReason.INTERNAL_ERROR]
+        assert [r.index for r in internal] == poison_ticks
+        assert "ZeroDivisionError: a bug that only this key triggers" in internal[0].detail
+        assert result.counters.internal_errors == 1
+        assert result.forecasts.keys == expected.forecasts.keys
+        np.testing.assert_array_equal(result.forecasts.values, expected.forecasts.values)
+        assert "poison" not in result.changed_keys
+    for key in ("a", "b", "c"):
+        mine, theirs = got.store.rows[key], want.store.rows[key]
+        for name in got.store.COLUMNS:
+            if name not in ("last_seen", "partition"):
+                np.testing.assert_array_equal(
+                    getattr(got.store, name)[mine], getattr(want.store, name)[theirs], err_msg=name
+                )
+    poisoned = got.store.rows["poison"]
+    assert got.store.last_ts_ms[poisoned] == NONE, "its state was put back as it was"
