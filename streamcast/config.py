@@ -157,6 +157,9 @@ class Settings(ClientSettings):
     state changelog, offsets) and durable per-key state restored on assignment"""
     transactional_id_prefix: str = Field(default="streamcast", min_length=1)
     """transactional ids are <prefix>-<group>-<ticks topic>-<partition> (exactly_once)"""
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    """where a group with no committed offset for a partition starts: earliest reads the
+    partition's whole history (and forecasts it), latest only what arrives from now on"""
     session_timeout_ms: int = Field(default=10_000, ge=1_000)
     """consumer group session timeout: how soon a dead instance's partitions move on"""
 
@@ -177,6 +180,12 @@ class Settings(ClientSettings):
     """ticks before this epoch second are absurd (dead-lettered); default 1990-01-01"""
     max_future_s: int = Field(default=7 * 86_400, ge=0)
     """ticks further than this ahead of the wall clock are absurd (dead-lettered)"""
+    max_jump_intervals: int | None = Field(default=1000, gt=0)
+    """a tick further ahead of its key's last tick than this many intervals is dead-lettered
+    time_jump unless jump_confirmations ticks confirm the new timeline; unset: no bound"""
+    jump_confirmations: int = Field(default=3, ge=1)
+    """consecutive ticks on a new timeline (each within max_jump_intervals of the one
+    before) that make a key accept a jump; the ones before the last stay dead-lettered"""
     max_message_bytes: int = Field(default=64 * 1024, gt=0)
     """larger tick messages are dead-lettered as oversized"""
     max_key_bytes: int = Field(default=256, gt=0, le=65_536)

@@ -38,24 +38,101 @@ BoolArray = npt.NDArray[np.bool_]
 AGGREGATIONS: tuple[Aggregation, ...] = ("last", "mean", "sum", "min", "max")
 
 #: reason codes of :func:`admit` (0 = accepted)
-ACCEPTED, DUPLICATE, LATE, OUT_OF_ORDER = 0, 1, 2, 3
+ACCEPTED, DUPLICATE, LATE, OUT_OF_ORDER, TIME_JUMP = 0, 1, 2, 3, 4
 REASONS = {
     DUPLICATE: RejectReason.DUPLICATE,
     LATE: RejectReason.LATE,
     OUT_OF_ORDER: RejectReason.OUT_OF_ORDER,
+    TIME_JUMP: RejectReason.TIME_JUMP,
 }
 
 
-def admit(rows: IntArray, ts_ms: IntArray, last_ts_ms: IntArray, interval_s: int) -> IntArray:
+@dataclass(frozen=True)
+class JumpRule:
+    """How far ahead of its key's last accepted tick a tick may jump (``max_jump_ms``), and
+    how many consecutive ticks on a new timeline confirm a real jump (``confirmations``).
+
+    One tick a year ahead of a key that streams history (a bad clock, a typo) would
+    otherwise make every later real tick ``late``: it is rejected ``time_jump`` instead.
+    A key that really moved on (a sensor back after a long outage, a replay that skips
+    ahead) sends several ticks near each other on the new timeline: the
+    ``confirmations``-th is accepted (the long gap then resets the key to warm-up), the
+    ones before it stay dead-lettered. ``max_jump_ms=None`` accepts any jump.
+    """
+
+    max_jump_ms: int | None = None
+    confirmations: int = 3
+
+
+def admit(
+    rows: IntArray,
+    ts_ms: IntArray,
+    last_ts_ms: IntArray,
+    interval_s: int,
+    *,
+    jump: JumpRule | None = None,
+    store: StateStore | None = None,
+) -> IntArray:
     """Reason code per tick (``ACCEPTED`` or a rejection), ticks given in input order.
 
     ``rows`` is each tick's state row, ``last_ts_ms`` the full state column (``NONE`` for
-    keys without an accepted tick).
+    keys without an accepted tick). With a :class:`JumpRule` (and the ``store`` whose
+    ``jump_ts``/``jump_n`` columns keep each key's unconfirmed jump), ticks too far ahead
+    are held to it; the keys that have such ticks are decided tick by tick.
     """
+    codes, prev = _admit_in_order(rows, ts_ms, last_ts_ms, interval_s)
+    if jump is None or jump.max_jump_ms is None or store is None or len(rows) == 0:
+        return codes
+    jumps = (codes == ACCEPTED) & (prev != NONE) & (ts_ms - prev > jump.max_jump_ms)
+    pending = store.jump_n[rows] > 0
+    suspects = np.unique(rows[jumps | ((codes == ACCEPTED) & pending)])
+    if len(suspects) == 0:
+        return codes
+    for row in suspects.tolist():
+        mine = np.flatnonzero(rows == row)
+        last = int(last_ts_ms[row])
+        codes[mine] = _admit_key(ts_ms[mine], last, interval_s, jump=jump, store=store, row=row)
+    return codes
+
+
+def _admit_key(
+    ts_ms: IntArray, last: int, interval_s: int, *, jump: JumpRule, store: StateStore, row: int
+) -> IntArray:
+    """The admission rules applied tick by tick to one key, the jump rule included."""
+    assert jump.max_jump_ms is not None
+    interval_ms = interval_s * 1000
+    jump_ts, jump_n = int(store.jump_ts[row]), int(store.jump_n[row])
+    codes = np.zeros(len(ts_ms), dtype=np.int64)
+    for i, t in enumerate(ts_ms.tolist()):
+        if last != NONE and t > last + jump.max_jump_ms:
+            near = jump_n > 0 and t > jump_ts and t - jump_ts <= jump.max_jump_ms
+            jump_n, jump_ts = (jump_n + 1 if near else 1), t
+            if jump_n < jump.confirmations:
+                codes[i] = TIME_JUMP
+                continue
+            jump_n = 0  # confirmed: the key moves to the new timeline
+        elif t > last:
+            jump_n = 0  # back on its timeline: the jump was an outlier
+        elif t == last:
+            codes[i] = DUPLICATE
+            continue
+        else:
+            codes[i] = LATE if t // interval_ms < last // interval_ms else OUT_OF_ORDER
+            continue
+        last = t
+    store.jump_ts[row], store.jump_n[row] = jump_ts, jump_n
+    return codes
+
+
+def _admit_in_order(
+    rows: IntArray, ts_ms: IntArray, last_ts_ms: IntArray, interval_s: int
+) -> tuple[IntArray, IntArray]:
+    """The admission rules without the jump rule, vectorised (module docstring): the codes,
+    and for each tick its key's previous accepted timestamp (``NONE`` if none)."""
     n = len(rows)
     codes = np.zeros(n, dtype=np.int64)
     if n == 0:
-        return codes
+        return codes, np.zeros(0, dtype=np.int64)
     order = np.lexsort((np.arange(n), rows))
     r, t = rows[order], ts_ms[order]
     base = last_ts_ms[r]
@@ -82,7 +159,9 @@ def admit(rows: IntArray, ts_ms: IntArray, last_ts_ms: IntArray, interval_s: int
         ),
     )
     codes[order] = sorted_codes
-    return codes
+    previous = np.empty(n, dtype=np.int64)
+    previous[order] = prev_ts
+    return codes, previous
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ import numpy.typing as npt
 
 from streamcast.core.artifact import Aggregation
 from streamcast.core.features import calendar_features, scale_inputs, target_times, unscale_forecast
-from streamcast.core.intervals import REASONS, Aggregator, admit, aggregate
+from streamcast.core.intervals import REASONS, Aggregator, JumpRule, admit, aggregate
 from streamcast.core.isolation import Attempt, isolated, merge
 from streamcast.core.lifecycle import LifecyclePlanner, Steps
 from streamcast.core.model import StepModel
@@ -81,6 +81,8 @@ class Pipeline:
         max_gap: int | None = None,
         max_keys: int = 100_000,
         key_ttl_s: float | None = None,
+        max_jump_intervals: int | None = None,
+        jump_confirmations: int = 3,
         initial_capacity: int = 1024,
     ) -> None:
         meta = model.meta
@@ -95,6 +97,15 @@ class Pipeline:
             raise ConfigurationError(f"max_keys must be >= 1, got {max_keys}")
         if key_ttl_s is not None and key_ttl_s <= 0:
             raise ConfigurationError(f"key_ttl_s must be positive or None, got {key_ttl_s}")
+        if (max_jump_intervals is not None and max_jump_intervals < 1) or jump_confirmations < 1:
+            raise ConfigurationError(
+                "max_jump_intervals must be positive or None and jump_confirmations >= 1, got "
+                f"{max_jump_intervals} and {jump_confirmations}"
+            )
+        self.jump = JumpRule(
+            None if max_jump_intervals is None else max_jump_intervals * meta.interval_s * 1000,
+            jump_confirmations,
+        )
         self._use_model(model)
         self.store = StateStore(
             window=meta.window,
@@ -229,7 +240,14 @@ class Pipeline:
     def _advance(self, batch: TickBatch, rows: IntArray) -> Attempt:
         """Admit, aggregate, plan and step the ticks of ``batch`` (their rows allocated)."""
         counters = Counters()
-        codes = admit(rows, batch.ts_ms, self.store.last_ts_ms, self.interval_s)
+        codes = admit(
+            rows,
+            batch.ts_ms,
+            self.store.last_ts_ms,
+            self.interval_s,
+            jump=self.jump,
+            store=self.store,
+        )
         rejections = [
             Rejection(int(batch.index[i]), REASONS[int(codes[i])], _reject_detail(int(codes[i])))
             for i in np.flatnonzero(codes).tolist()
@@ -330,4 +348,6 @@ def _reject_detail(code: int) -> str:
         1: "same timestamp as the key's last accepted tick",
         2: "older than the key's open interval, which is closed already",
         3: "earlier than the key's last accepted tick within the open interval",
+        4: "too far ahead of the key's last accepted tick (max_jump_intervals) and not "
+        "confirmed by the ticks after it",
     }[code]

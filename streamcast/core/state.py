@@ -79,6 +79,10 @@ COLUMNS: tuple[Column, ...] = (
     Column("acc_n", (), np.int64, 0, True, "intervals", "ticks in the open interval"),
     Column("last_ts_ms", (), np.int64, NONE, True, "intervals",
            "last accepted tick (epoch ms), or NONE"),
+    Column("jump_ts", (), np.int64, NONE, True, "intervals",
+           "the last tick rejected as a time jump (epoch ms), or NONE"),
+    Column("jump_n", (), np.int64, 0, True, "intervals",
+           "consecutive time-jump ticks near each other: a new timeline once confirmed"),
     Column("closed_start", (), np.int64, NONE, True, "lifecycle",
            "start of the last closed interval, or NONE"),
     Column("closed_value", ("F",), np.float64, 0.0, True, "lifecycle",
@@ -159,6 +163,8 @@ class StateStore:
     acc: npt.NDArray[np.float64]
     acc_n: IntArray
     last_ts_ms: IntArray
+    jump_ts: IntArray
+    jump_n: IntArray
     closed_start: IntArray
     closed_value: npt.NDArray[np.float64]
     last_seen: npt.NDArray[np.float64]

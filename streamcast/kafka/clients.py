@@ -66,7 +66,7 @@ def make_consumer(settings: Settings, *, subscribe: bool = True) -> AIOKafkaCons
         *([settings.topics.ticks] if subscribe else []),
         group_id=settings.group_id,
         enable_auto_commit=False,
-        auto_offset_reset="earliest",
+        auto_offset_reset=settings.auto_offset_reset,
         isolation_level="read_committed",
         fetch_max_wait_ms=max(settings.batch_max_wait_ms, 1),
         retry_backoff_ms=RETRY_BACKOFF_MS,

@@ -191,7 +191,9 @@ class ExactlyOnceSink:
         for p in sorted(self._owned):
             tp = TopicPartition(self._topic, p)
             offset = self._committed.get(p)
-            if offset is None:
+            if offset is None and self._settings.auto_offset_reset == "latest":
+                await consumer.seek_to_end(tp)
+            elif offset is None:
                 await consumer.seek_to_beginning(tp)
             else:
                 consumer.seek(tp, offset)
@@ -260,9 +262,14 @@ class ExactlyOnceSink:
                     )
                 await producer.commit_transaction()
         except FencedError as exc:
+            # the broker says the same for both causes: a newer producer with this
+            # transactional id, or a transaction it aborted after transaction_timeout_ms
             raise FencedError(
-                f"partition {partition} was taken over by another instance "
-                f"(transactional id {transactional_id(self._settings, partition)} fenced)"
+                f"the producer of partition {partition} (transactional id "
+                f"{transactional_id(self._settings, partition)}) was fenced: another "
+                "instance took the partition over, or a transaction outlived the broker's "
+                "transaction timeout (a long pause of this process); restart it and it "
+                "continues from the committed state"
             ) from exc
         if offset is not None:
             self._committed[partition] = offset
@@ -288,6 +295,8 @@ class ExactlyOnceSink:
             self._generation += 1
 
     async def _on_assigned(self, assigned: set[int]) -> None:
+        if self._closed:
+            return  # a rebalance that completes while the sink closes: nothing to take
         async with self._lock:
             try:
                 with map_kafka_errors("assignment"):

@@ -84,7 +84,12 @@ async def publish_packed(
     for (topic, partition), builder in builders.items():
         if builder.record_count():
             futures.append(await producer.send_batch(builder, topic, partition=partition))
-    await asyncio.gather(*futures)
+    # every delivery's outcome is retrieved (a fenced producer fails them all: asyncio
+    # would log each unretrieved one as an error), then the first failure is raised
+    results = await asyncio.gather(*futures, return_exceptions=True)
+    failures = [r for r in results if isinstance(r, BaseException)]
+    if failures:
+        raise failures[0]
     await _publish_singly(producer, singles)
 
 

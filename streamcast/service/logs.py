@@ -106,8 +106,36 @@ def configure_logging(fmt: LogFormat = "json", level: LogLevel = "INFO") -> None
     root.setLevel(level)
     kafka_log = logging.getLogger("aiokafka")
     kafka_log.setLevel(max(logging.WARNING, logging.getLevelName(level)))
-    # Filters on a logger do not apply to its children: put it on the handler, scoped.
+    # Filters on a logger do not apply to its children: put them on the handler, scoped.
+    handler.addFilter(TransientClientNoise())
     handler.addFilter(_ScopedRepeatFilter("aiokafka"))
+
+
+class TransientClientNoise(logging.Filter):
+    """aiokafka logs conditions it retries by itself at ERROR level: the group coordinator
+    not being available on a fresh cluster, a topic not in the metadata yet, a leader
+    moving. An operator must not be paged for them; they become WARNING lines (the
+    service's own metrics and readiness say when they persist)."""
+
+    #: substrings of aiokafka messages that describe a condition aiokafka retries
+    TRANSIENT = (
+        "GroupCoordinatorNotAvailableError",
+        "NotCoordinatorForGroupError",
+        "not found in cluster metadata",
+        "NotLeaderForPartitionError",
+        "LeaderNotAvailableError",
+        "UnknownTopicOrPartitionError",
+        "CoordinatorLoadInProgress",
+        "GroupLoadInProgressError",
+    )
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Downgrade a known-transient aiokafka ERROR to WARNING; never drops a record."""
+        if record.levelno >= logging.ERROR and record.name.startswith("aiokafka"):
+            text = record.getMessage()
+            if any(marker in text for marker in self.TRANSIENT):
+                record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
 
 
 class _ScopedRepeatFilter(RepeatFilter):

@@ -212,6 +212,8 @@ def build_processor(settings: Settings) -> Processor:
         max_gap=meta.gap.max_gap if settings.max_gap is None else settings.max_gap,
         max_keys=settings.max_keys,
         key_ttl_s=settings.key_ttl_s,
+        max_jump_intervals=settings.max_jump_intervals,
+        jump_confirmations=settings.jump_confirmations,
     )
     topics = settings.topics
     changelog = topics.state_changelog if keeps_changelog(settings) else None

@@ -16,8 +16,10 @@ from streamcast.core.intervals import (
     DUPLICATE,
     LATE,
     OUT_OF_ORDER,
+    TIME_JUMP,
     Aggregator,
     ClosedIntervals,
+    JumpRule,
     admit,
     aggregate,
 )
@@ -209,3 +211,53 @@ def test_vectorised_admission_and_aggregation_equal_a_tick_by_tick_loop(
         ]
     assert got_codes == want_codes
     assert sorted(got_closed) == want_closed  # small integers: sums and means are exact
+
+
+JUMP = JumpRule(max_jump_ms=100 * HOUR * 1000, confirmations=3)
+
+
+def _admit_jumps(st: StateStore, key: str, hours: list[float]) -> list[int]:
+    rows_of, _ = st.rows_for([key], 0.0)
+    rows = np.full(len(hours), rows_of[0], dtype=np.int64)
+    ts = np.array([ms(h) for h in hours], dtype=np.int64)
+    codes = admit(rows, ts, st.last_ts_ms, HOUR, jump=JUMP, store=st)
+    accepted = codes == ACCEPTED
+    aggregate(
+        st, rows=rows, ts_ms=ts, values=np.ones((len(hours), 1)), accepted=accepted,
+        interval_s=HOUR, aggregator=Aggregator("last"),
+    )  # fmt: skip
+    return codes.tolist()
+
+
+def test_one_tick_far_ahead_does_not_silence_its_key() -> None:
+    """A year-ahead tick made every later real tick 'late'; now it alone is rejected."""
+    st = store()
+    assert _admit_jumps(st, "a", [0, 1]) == [ACCEPTED, ACCEPTED]
+    assert _admit_jumps(st, "a", [2, 24 * 365, 3, 4]) == [ACCEPTED, TIME_JUMP, ACCEPTED, ACCEPTED]
+    assert _admit_jumps(st, "a", [5]) == [ACCEPTED]
+
+
+def test_a_real_jump_is_accepted_once_confirmed_across_batches() -> None:
+    """A sensor back after a long outage: the third tick on the new timeline is accepted."""
+    st = store()
+    _admit_jumps(st, "a", [0, 1])
+    assert _admit_jumps(st, "a", [5000]) == [TIME_JUMP]
+    assert _admit_jumps(st, "a", [5001, 5002, 5003]) == [TIME_JUMP, ACCEPTED, ACCEPTED]
+    row = st.rows["a"]
+    assert st.jump_n[row] == 0
+    assert st.last_ts_ms[row] == ms(5003)
+
+
+def test_jumps_far_apart_do_not_confirm_each_other() -> None:
+    st = store()
+    _admit_jumps(st, "a", [0])
+    assert _admit_jumps(st, "a", [1000, 3000, 6000, 9000]) == [TIME_JUMP] * 4
+    assert _admit_jumps(st, "a", [1]) == [ACCEPTED], "still on its own timeline"
+
+
+def test_without_a_rule_any_jump_is_accepted() -> None:
+    st = store()
+    rows_of, _ = st.rows_for(["a"], 0.0)
+    rows = np.full(2, rows_of[0], dtype=np.int64)
+    ts = np.array([ms(0), ms(24 * 365)], dtype=np.int64)
+    assert admit(rows, ts, st.last_ts_ms, HOUR).tolist() == [ACCEPTED, ACCEPTED]

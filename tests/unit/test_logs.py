@@ -6,7 +6,7 @@ import logging
 
 import orjson
 
-from streamcast.service.logs import JsonFormatter, RepeatFilter
+from streamcast.service.logs import JsonFormatter, RepeatFilter, TransientClientNoise
 
 
 def _record(msg: str, name: str = "aiokafka", **extra: object) -> logging.LogRecord:
@@ -36,3 +36,26 @@ def test_repeats_are_dropped_then_counted() -> None:
     again = _record("Unable connect to node %s")
     assert flt.filter(again)
     assert again.__dict__["repeated"] == 50
+
+
+def test_transient_client_errors_are_warnings_not_pages() -> None:
+    """A fresh cluster makes aiokafka log 'GroupCoordinatorNotAvailableError' at ERROR on
+    every start although it retries by itself."""
+    noise = TransientClientNoise()
+    fresh = logging.makeLogRecord(
+        {
+            "name": "aiokafka.consumer.group_coordinator",
+            "msg": "Group Coordinator Request failed: [Error 15] GroupCoordinatorNotAvailableError",
+            "levelno": logging.ERROR,
+            "levelname": "ERROR",
+        }
+    )
+    assert noise.filter(fresh) and fresh.levelname == "WARNING"
+    real = logging.makeLogRecord(
+        {"name": "aiokafka", "msg": "Unexpected error", "levelno": logging.ERROR}
+    )
+    ours = logging.makeLogRecord(
+        {"name": "streamcast", "msg": "NotLeaderForPartitionError", "levelno": logging.ERROR}
+    )
+    assert noise.filter(real) and real.levelno == logging.ERROR
+    assert noise.filter(ours) and ours.levelno == logging.ERROR
