@@ -226,7 +226,7 @@ def _admit_jumps(st: StateStore, key: str, hours: list[float]) -> list[int]:
         st, rows=rows, ts_ms=ts, values=np.ones((len(hours), 1)), accepted=accepted,
         interval_s=HOUR, aggregator=Aggregator("last"),
     )  # fmt: skip
-    return codes.tolist()
+    return [int(c) for c in codes]
 
 
 def test_one_tick_far_ahead_does_not_silence_its_key() -> None:
