@@ -83,7 +83,9 @@ async def restore_bench(
         began = time.perf_counter()
         read = await read_changelog(consumer, topic, list(range(args.partitions)))
         read_s = time.perf_counter() - began
-        restored = sum(fresh.restore(p, list(kv.items()), time.time()) for p, kv in read.items())
+        restored = sum(
+            fresh.restore(p, list(kv.items()), time.time()) for p, kv in read.records.items()
+        )
         total_s = time.perf_counter() - began
     finally:
         await consumer.stop()

@@ -18,7 +18,15 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, overload
 
 from dotenv import dotenv_values
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streamcast.core.artifact import Aggregation
@@ -100,6 +108,9 @@ class ClientSettings(BaseSettings):
     """PEM key of the client certificate"""
     ssl_key_password: SecretStr | None = None
     """password of the client key"""
+    request_timeout_ms: int = Field(default=30_000, ge=1_000)
+    """how long a request to a broker may take before it fails (and is retried); bounds
+    how soon a vanished topic or a dead broker is noticed"""
     topics: TopicSettings = TopicSettings()
     """topic names"""
     fields: FieldSettings = FieldSettings()
@@ -149,6 +160,15 @@ class ClientSettings(BaseSettings):
 class Settings(ClientSettings):
     """Everything ``streamcast serve`` needs, frozen once parsed."""
 
+    @model_validator(mode="after")
+    def _exactly_once_needs_durable_state(self) -> Settings:
+        if self.processing_guarantee == "exactly_once" and not self.durable_state:
+            raise ValueError(
+                "STREAMCAST_DURABLE_STATE (durable_state): must be true with "
+                "processing_guarantee exactly_once (its state commits with the offsets)"
+            )
+        return self
+
     # -- the consumer group and the processing guarantee
     group_id: str = Field(default="streamcast", min_length=1)
     """consumer group: instances with the same group share the ticks partitions"""
@@ -157,6 +177,14 @@ class Settings(ClientSettings):
     state changelog, offsets) and durable per-key state restored on assignment"""
     transactional_id_prefix: str = Field(default="streamcast", min_length=1)
     """transactional ids are <prefix>-<group>-<ticks topic>-<partition> (exactly_once)"""
+    durable_state: bool = True
+    """keep every key's state in the compacted changelog and restore it when a partition
+    is assigned: a restart or rebalance continues each key's forecasts without a new
+    warm-up (exactly_once needs it; off: state is memory only and warms up again)"""
+    allow_state_rebuild: bool = False
+    """start although the changelog lacks the state of partitions the group has committed
+    offsets for (it was deleted or recreated): those keys warm up again. Without it that
+    is an error, so state is never lost silently"""
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     """where a group with no committed offset for a partition starts: earliest reads the
     partition's whole history (and forecasts it), latest only what arrives from now on"""

@@ -235,6 +235,15 @@ class Pipeline:
         rows = key_rows[inverse.ravel()]
         if batch.partition is not None:
             self.store.place(rows, batch.partition)
+        if batch.offset is not None:
+            done = self.store.applied(rows, batch.offset)
+            if done.any():
+                fresh = np.flatnonzero(~done)
+                attempt = isolated(
+                    self.store, batch.take(fresh), rows[fresh], self._advance, self.empty_forecasts
+                )
+                attempt.counters.replayed += int(np.count_nonzero(done))
+                return attempt
         return isolated(self.store, batch, rows, self._advance, self.empty_forecasts)
 
     def _advance(self, batch: TickBatch, rows: IntArray) -> Attempt:

@@ -48,9 +48,10 @@ class TickBatch:
     ``index[i]`` is the position of tick ``i`` in the message sequence given to the
     decoder, so the Kafka edge can map a tick (or its rejection) back to its offset.
     ``values[:, 0]`` is the target value, ``values[:, 1:]`` the extra features in the
-    decoder's ``extra_fields`` order. ``partition`` is the input partition each tick was
-    read from (None when there is none: tools, tests), which the state store records as
-    the key's changelog partition.
+    decoder's ``extra_fields`` order. ``partition`` and ``offset`` are the input partition
+    and offset each tick was read from (None when there are none: tools, tests): the
+    state store records the partition as the key's changelog partition and the offset as
+    the last input applied to the key (a restored key skips what it applied already).
     """
 
     keys: list[str]
@@ -58,13 +59,16 @@ class TickBatch:
     values: FloatArray
     index: IntArray
     partition: npt.NDArray[np.int32] | None = None
+    offset: npt.NDArray[np.int64] | None = None
 
     def __post_init__(self) -> None:
         n = len(self.keys)
         if self.ts_ms.shape != (n,) or self.index.shape != (n,):
             raise ValueError(f"ts_ms and index must have shape ({n},)")
-        if self.partition is not None and self.partition.shape != (n,):
-            raise ValueError(f"partition must have shape ({n},)")
+        for name in ("partition", "offset"):
+            column = getattr(self, name)
+            if column is not None and column.shape != (n,):
+                raise ValueError(f"{name} must have shape ({n},)")
         if self.values.ndim != 2 or self.values.shape[0] != n:
             raise ValueError(f"values must have shape ({n}, 1 + E), got {self.values.shape}")
 
@@ -111,12 +115,20 @@ class TickBatch:
             values=self.values[rows],
             index=self.index[rows],
             partition=None if self.partition is None else self.partition[rows],
+            offset=None if self.offset is None else self.offset[rows],
         )
 
-    def placed(self, partition: npt.NDArray[np.integer]) -> TickBatch:
-        """The same ticks, each with the input partition it was read from."""
+    def placed(
+        self, partition: npt.NDArray[np.integer], offset: npt.NDArray[np.integer]
+    ) -> TickBatch:
+        """The same ticks, each with the input partition and offset it was read from."""
         return TickBatch(
-            self.keys, self.ts_ms, self.values, self.index, np.asarray(partition, dtype=np.int32)
+            self.keys,
+            self.ts_ms,
+            self.values,
+            self.index,
+            np.asarray(partition, dtype=np.int32),
+            np.asarray(offset, dtype=np.int64),
         )
 
 
@@ -137,12 +149,14 @@ class Counters:
     expired_ttl: int = 0
     #: keys whose processing raised and whose ticks were dead-lettered (a bug, isolated)
     internal_errors: int = 0
+    #: ticks skipped because their key's restored state had applied them already
+    replayed: int = 0
 
     def add(self, other: Counters) -> None:
         """Accumulate ``other`` into this one."""
         for name in (
             "ticks_in", "accepted", "closed_intervals", "imputed_steps", "resets", "steps",
-            "forecasts", "model_calls", "evicted_lru", "expired_ttl", "internal_errors",
+            "forecasts", "model_calls", "evicted_lru", "expired_ttl", "internal_errors", "replayed",
         ):  # fmt: skip
             setattr(self, name, getattr(self, name) + getattr(other, name))
         for reason, n in other.rejected.items():

@@ -33,8 +33,9 @@ from streamcast.core.features import ValueScaling
 NONE = np.iinfo(np.int64).min
 SCALE_NONE, SCALE_TRAINING, SCALE_WINDOW = 0, 1, 2
 INITIAL_CAPACITY = 1024
-#: first bytes of an encoded state record (format version 1)
-RECORD_MAGIC = b"SCS1"
+#: first bytes of an encoded state record (format version 2: jump and applied-offset
+#: columns; version 1 was streamcast 0.1's)
+RECORD_MAGIC = b"SCS2"
 #: partition of a key whose input partition is not known (tests, tools)
 NO_PARTITION = -1
 
@@ -89,6 +90,8 @@ COLUMNS: tuple[Column, ...] = (
            "the last closed interval's row (left end of a gap interpolation)"),
     Column("last_seen", (), np.float64, 0.0, False, "state",
            "wall clock (s) of the key's last tick: TTL and LRU order"),
+    Column("applied_offset", (), np.int64, -1, True, "state",
+           "input offset of the last tick applied: a restored key skips what it applied"),
     Column("partition", (), np.int32, NO_PARTITION, False, "state",
            "input partition of the key's ticks (= its changelog partition)"),
 )  # fmt: skip
@@ -168,6 +171,7 @@ class StateStore:
     closed_start: IntArray
     closed_value: npt.NDArray[np.float64]
     last_seen: npt.NDArray[np.float64]
+    applied_offset: IntArray
     partition: npt.NDArray[np.int32]
     active: npt.NDArray[np.bool_]
 
@@ -297,6 +301,14 @@ class StateStore:
         """Record the input partition of each row's key (where its ticks arrive)."""
         self.partition[rows] = partitions
 
+    def applied(self, rows: IntArray, offsets: IntArray) -> npt.NDArray[np.bool_]:
+        """Which ticks (one row and input offset each) a key applied already: at or before
+        its ``applied_offset``, restored from a changelog that is ahead of the committed
+        offsets (at-least-once). The others raise their key's ``applied_offset``."""
+        done = offsets <= self.applied_offset[rows]
+        np.maximum.at(self.applied_offset, rows[~done], offsets[~done])
+        return np.asarray(done, dtype=bool)
+
     def partitions_of(self, keys: Sequence[str]) -> npt.NDArray[np.int32]:
         """Input partition of each held key (:data:`NO_PARTITION` for others)."""
         rows = self.lookup(keys)
@@ -395,6 +407,12 @@ class StateStore:
         header = self._record_header()
         length = len(header) + sum(sizes)
         for i, record in enumerate(records):
+            if record[:3] == RECORD_MAGIC[:3] and record[:4] != RECORD_MAGIC:
+                raise ValueError(
+                    f"state record {i} is format {record[3:4].decode(errors='replace')}, "
+                    f"written by another streamcast version (this one writes "
+                    f"{RECORD_MAGIC[3:4].decode()})"
+                )
             if record[: len(header)] != header or len(record) != length:
                 raise ValueError(
                     f"state record {i} does not match this model's layout (window "

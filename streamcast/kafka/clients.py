@@ -31,6 +31,7 @@ def client_options(settings: ClientSettings) -> dict[str, Any]:
         "bootstrap_servers": settings.bootstrap_servers,
         "client_id": settings.client_id,
         "security_protocol": settings.security_protocol,
+        "request_timeout_ms": settings.request_timeout_ms,
     }
     if settings.security_protocol in ("SSL", "SASL_SSL"):
         options["ssl_context"] = ssl_context(settings)

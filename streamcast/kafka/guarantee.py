@@ -11,11 +11,6 @@ from streamcast.kafka.exactly_once import ExactlyOnceSink
 from streamcast.kafka.sink import PartitionedState, Sink, SinkObserver
 
 
-def keeps_changelog(settings: Settings) -> bool:
-    """Whether the chosen guarantee writes and restores the per-key state changelog."""
-    return settings.processing_guarantee == "exactly_once"
-
-
 def make_sink(
     settings: Settings,
     state: PartitionedState,
@@ -25,4 +20,4 @@ def make_sink(
     """The sink of ``settings.processing_guarantee`` (see :mod:`streamcast.kafka.sink`)."""
     if settings.processing_guarantee == "exactly_once":
         return ExactlyOnceSink(settings, state, observer, clock)
-    return AtLeastOnceSink(settings)
+    return AtLeastOnceSink(settings, state, observer, clock)

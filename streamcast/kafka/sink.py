@@ -97,7 +97,8 @@ class Sink(Protocol):
         """True while the sink owns at least one partition and is ready to process."""
         ...
 
-    def lag(self) -> dict[int, int]:
-        """Records behind the high watermark per owned partition, from the delivered
-        offsets (partitions with nothing delivered yet are left out)."""
+    async def probe(self) -> dict[int, int]:
+        """Ask the broker now: records waiting per owned partition (its end offset minus
+        the delivered position). Raises :class:`~streamcast.errors.TransientError` when
+        the broker does not answer."""
         ...

@@ -22,10 +22,9 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import for_code
 
 from streamcast.config import ClientSettings, Settings
-from streamcast.errors import TopicError, TransientError
+from streamcast.errors import StateLostError, TopicError, TransientError
 from streamcast.kafka.clients import client_options
 from streamcast.kafka.errors import map_kafka_errors, translate
-from streamcast.kafka.guarantee import keeps_changelog
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +41,8 @@ async def ensure_topics(settings: Settings) -> int:
     """Check the ticks topic and create the output topics that are missing.
 
     Forecasts, alerts and dead-letter topics get the ticks topic's partition count and
-    replication factor; when the guarantee keeps a changelog, the state changelog is
-    created (compacted) or checked too. Returns the partition count. Raises
+    replication factor; with durable state the state changelog is created (compacted) or
+    checked too. Returns the partition count. Raises
     :class:`TopicError` when the ticks topic does not exist (the service never creates
     its input) or a topic it needs is unusable.
     """
@@ -73,7 +72,7 @@ async def _ensure_topics(admin: AIOKafkaAdminClient, settings: Settings) -> int:
     if missing:
         await create(admin, [NewTopic(name, partitions, replication) for name in missing])
         log.info("created output topics", extra={"topics": missing, "partitions": partitions})
-    if keeps_changelog(settings):
+    if settings.durable_state:
         await ensure_changelog(admin, settings, partitions, replication)
     return partitions
 
@@ -123,6 +122,38 @@ async def ensure_changelog(
             "(otherwise old state is deleted by retention and restores lose keys). Run "
             f"kafka-configs --alter --entity-type topics --entity-name {name} "
             "--add-config cleanup.policy=compact"
+        )
+
+
+async def check_outputs_exist(settings: Settings) -> None:
+    """After a failed delivery: raise if an output topic or the changelog was deleted
+    while the service ran (no retry brings them back); return quietly when they exist or
+    the broker cannot be asked (then the failure was transient)."""
+    topics = settings.topics
+    names = [topics.forecasts, topics.alerts, topics.dead_letter]
+    if settings.durable_state:
+        names.append(topics.state_changelog)
+    try:
+        with map_kafka_errors("topic check"):
+            admin = AIOKafkaAdminClient(**client_options(settings))
+            await admin.start()
+            try:
+                found = await describe(admin, list(dict.fromkeys(names)))
+            finally:
+                await admin.close()
+    except TransientError:
+        return
+    if settings.durable_state and found.get(topics.state_changelog) is None:
+        raise StateLostError(
+            f"state changelog '{topics.state_changelog}' was deleted while the service ran: "
+            "every key's durable state is gone. Recreate it by restarting with "
+            "STREAMCAST_ALLOW_STATE_REBUILD=true (keys warm up again), or restore the topic"
+        )
+    missing = sorted(name for name, entry in found.items() if entry is None)
+    if missing:
+        raise TopicError(
+            f"output topics {missing} were deleted while the service ran: restart it (it "
+            "creates them again) or recreate them"
         )
 
 

@@ -43,6 +43,7 @@ from streamcast.service.health import HealthServer
 from streamcast.service.metrics import Metrics
 from streamcast.service.processor import BatchProcessor, build_processor
 from streamcast.service.waits import Retry, backoff_delays, bounded, first_leaf, unless_set
+from streamcast.service.watch import BrokerWatch
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,7 @@ class Service:
             lambda op: self.metrics.broker_errors.labels(op=op).inc(),
         )
         self._handler = BatchHandler(self.metrics, self._retry, clock=clock)
+        self._watch = BrokerWatch(self.metrics, settings.ready_stale_s)
         self.http_port: int | None = None
 
     # -- totals since start (tests and the final log line read them) -----------------------
@@ -151,6 +153,9 @@ class Service:
         idle = self._clock() - self._last_tick
         if idle > self.settings.ready_stale_s:
             return False, f"main loop stalled for {idle:.0f}s"
+        problem = self._watch.problem()
+        if problem is not None:
+            return False, problem
         if self.stopping:
             return False, "stopping"
         return True, "ready"
@@ -178,10 +183,14 @@ class Service:
                     loop_task = tasks.create_task(self._main_loop(sink, processor))
                     tasks.create_task(self._drain_watchdog(loop_task))
                     progress = tasks.create_task(self._log_progress())
+                    watch = tasks.create_task(
+                        self._watch.run(sink.probe, lambda: self._handler.positions)
+                    )
                     # wait() rather than await: a loop cancelled by the drain watchdog
                     # must not cancel run() itself; a loop that failed is re-raised below.
                     await asyncio.wait({loop_task})
                     progress.cancel()
+                    watch.cancel()
                 finally:
                     self._sink = None
                     await bounded(sink.close(), self._close_budget(), "closing Kafka clients")
@@ -259,7 +268,6 @@ class Service:
             self._last_tick = self._clock()
             if records:
                 await self._handler.handle(sink, processor, records)
-            self._handler.observe_lag(sink)
             self._last_tick = self._clock()
 
     async def _log_progress(self) -> None:

@@ -44,6 +44,8 @@ class BatchHandler:
         self.batches = 0
         self.forecasts = 0
         self.dead_lettered = 0
+        #: next offset delivered per input partition (what the broker watch compares)
+        self.positions: dict[int, int] = {}
 
     async def handle(
         self, sink: Sink, processor: BatchProcessor, records: Sequence[Consumed]
@@ -70,11 +72,6 @@ class BatchHandler:
                 )
                 return
             self._account(len(records), result)
-
-    def observe_lag(self, sink: Sink) -> None:
-        """Consumer lag per partition, from the offsets of the last delivered batch."""
-        for partition, lag in sink.lag().items():
-            self.metrics.consumer_lag.labels(partition=str(partition)).set(lag)
 
     def _account(self, n_records: int, result: BatchResult) -> None:
         """Metrics and totals of a batch whose outputs were delivered."""
@@ -105,3 +102,5 @@ class BatchHandler:
         self.dead_lettered += len(result.rejections)
         self.consumed += n_records
         self.batches += 1
+        for (_, partition), offset in result.offsets.items():
+            self.positions[partition] = offset

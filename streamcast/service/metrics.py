@@ -13,7 +13,11 @@ streamcast_end_to_end_latency_seconds       histogram tick's Kafka timestamp to 
                                                       forecast produced and acknowledged
 streamcast_active_keys                      gauge     keys held in the state store
 streamcast_evictions_total{cause}           counter   keys dropped: ttl|lru
-streamcast_consumer_lag{partition}          gauge     records behind the high watermark
+streamcast_consumer_lag{partition}          gauge     records behind the broker's end offset
+                                                      (asked every few seconds; revoked
+                                                      partitions' series are removed)
+streamcast_partition_stalled{partition}     gauge     1: records wait, none delivered for
+                                                      ready_stale_s
 streamcast_restarts_total                   counter   key resets to warm-up (long gaps)
 streamcast_broker_errors_total{op}          counter   retriable broker failures: connect,
                                                       fetch, produce, commit
@@ -98,7 +102,15 @@ class Metrics:
         )
         self.consumer_lag = Gauge(
             "streamcast_consumer_lag",
-            "Records behind the high watermark",
+            "Records waiting per owned partition: the broker's end offset minus the "
+            "delivered position (asked every few seconds)",
+            ["partition"],
+            registry=r,
+        )
+        self.partition_stalled = Gauge(
+            "streamcast_partition_stalled",
+            "1 while an owned partition has records waiting but none was delivered for "
+            "ready_stale_s",
             ["partition"],
             registry=r,
         )

@@ -31,7 +31,7 @@ from streamcast.core.model import OnnxStepModel
 from streamcast.core.pipeline import Pipeline, StepResult
 from streamcast.core.records import ForecastBatch, Rejection, encode_forecasts
 from streamcast.errors import RejectReason
-from streamcast.kafka.guarantee import keeps_changelog
+from streamcast.kafka.changelog import marker
 from streamcast.kafka.wire import Consumed, Offsets, OutRecord
 
 IntArray = npt.NDArray[np.int64]
@@ -126,7 +126,8 @@ class Processor:
         for rejection in rejections:
             src = records[rejection.index]
             outputs.setdefault(src.partition, []).append(dead_letter(self.topics, src, rejection))
-        for record in self.state_records(step):
+        offsets = next_offsets(records)
+        for record in self.state_records(step, offsets):
             assert record.partition is not None
             outputs.setdefault(record.partition, []).append(record)
         stamps = np.fromiter(
@@ -135,7 +136,7 @@ class Processor:
         c = step.counters
         return BatchResult(
             outputs=outputs,
-            offsets=next_offsets(records),
+            offsets=offsets,
             forecasts=len(delivered),
             rejections=rejections,
             trigger_timestamps_ms=stamps,
@@ -153,19 +154,24 @@ class Processor:
         """Decode and step (no encoding): the pipeline's result and every record's input
         partition (the reference runs of tests and benchmarks use this half alone)."""
         batch, rejections = self.decoder.decode([(r.key, r.value) for r in records])
-        partitions = np.fromiter((r.partition for r in records), dtype=np.int64, count=len(records))
-        result = self.pipeline.process(batch.placed(partitions[batch.index]), now_s)
+        n = len(records)
+        partitions = np.fromiter((r.partition for r in records), dtype=np.int64, count=n)
+        offsets = np.fromiter((r.offset for r in records), dtype=np.int64, count=n)
+        placed = batch.placed(partitions[batch.index], offsets[batch.index])
+        result = self.pipeline.process(placed, now_s)
         rejected = sorted([*rejections, *result.rejections], key=lambda r: r.index)
         return StepResult(
             result.forecasts, rejected, result.counters, result.changed_keys, result.removed
         ), partitions
 
-    def state_records(self, step: StepResult) -> list[OutRecord]:
+    def state_records(self, step: StepResult, offsets: Offsets | None = None) -> list[OutRecord]:
         """Changelog records, each sent to its key's input partition: the compact state of
-        every key the step changed, and a tombstone for every key it dropped."""
+        every key the step changed, a tombstone for every key it dropped, and the marker
+        of every partition whose offsets the batch commits."""
         topic = self.topics.changelog
         if topic is None:
             return []
+        markers = [marker(topic, p, o) for (_, p), o in sorted((offsets or {}).items())]
         store = self.pipeline.store
         snapshot = store.snapshot(step.changed_keys)
         partitions = store.partitions_of([key for key, _ in snapshot]).tolist()
@@ -178,7 +184,7 @@ class Processor:
             for key, partition in step.removed
             if partition >= 0
         ]
-        return out
+        return out + markers
 
     def restore(self, partition: int, records: Sequence[tuple[str, bytes]], now_s: float) -> int:
         """Load a partition's changelog state (``(key, record)``, latest per key)."""
@@ -216,7 +222,7 @@ def build_processor(settings: Settings) -> Processor:
         jump_confirmations=settings.jump_confirmations,
     )
     topics = settings.topics
-    changelog = topics.state_changelog if keeps_changelog(settings) else None
+    changelog = topics.state_changelog if settings.durable_state else None
     output = OutputTopics(topics.forecasts, topics.dead_letter, changelog)
     return Processor(decoder, pipeline, output, name=meta.name, version=meta.version)
 

@@ -229,6 +229,7 @@ def service_env(
         "STREAMCAST_TOPICS__FORECASTS": f"{prefix}-forecasts",
         "STREAMCAST_TOPICS__ALERTS": f"{prefix}-alerts",
         "STREAMCAST_TOPICS__DEAD_LETTER": f"{prefix}-dlq",
+        "STREAMCAST_TOPICS__STATE_CHANGELOG": f"{prefix}-state",
         "STREAMCAST_HTTP_HOST": "127.0.0.1",
         "STREAMCAST_HTTP_PORT": str(kafka_local.free_port()),
         "STREAMCAST_LOG_FORMAT": "json",

@@ -9,6 +9,7 @@ import numpy as np
 import orjson
 
 from streamcast.config import Settings
+from streamcast.kafka.changelog import MARKER_KEY
 from streamcast.kafka.exactly_once import transactional_id
 from streamcast.kafka.sink import PartitionedState
 from streamcast.kafka.wire import InRecord
@@ -123,6 +124,12 @@ def test_outputs_are_grouped_by_the_input_partition_they_belong_to(tmp_path: Pat
         for r in out:
             if r.topic == topics.dead_letter:
                 assert partition == 1
+            elif r.key == MARKER_KEY:
+                assert r.partition == partition
+                assert (
+                    orjson.loads(r.value or b"")["next_offset"]
+                    == result.offsets[("ticks", partition)]
+                )
             else:
                 assert r.key is not None
                 assert KEYS[r.key.decode()] == partition

@@ -68,7 +68,7 @@ class FakeSink:
     def assigned(self) -> bool:
         return self.started and not self.closed
 
-    def lag(self) -> dict[int, int]:
+    async def probe(self) -> dict[int, int]:
         return {0: 0}
 
 
