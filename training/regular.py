@@ -14,9 +14,10 @@ returns into a :class:`~training.series.SeriesSet` and a :class:`PrepReport`:
 4. each row is labelled with the start of its interval
    (:func:`streamcast.core.features.interval_start`); several rows in one interval are combined
    with ``aggregation`` (last/mean/sum/min/max, the service's setting), extras alike;
-5. a gap of up to ``max_gap`` missing intervals is bridged by linear interpolation (the
-   :func:`streamcast.core.features.interpolate_gap` policy; such rows have ``observed=False``);
-   a longer gap makes the next row a ``reset`` (the key warms up again) and is reported;
+5. a gap of up to ``max_gap`` missing intervals is bridged by linear interpolation
+   (:func:`streamcast.core.features.interpolate_gaps`, the service's gap policy for many gaps
+   at once; such rows have ``observed=False``); a longer gap makes the next row a ``reset``
+   (the key warms up again) and is reported;
 6. segments (rows from one reset to the next) shorter than ``min_length`` rows are dropped
    and reported; a key left with no rows is reported as dropped.
 
@@ -34,7 +35,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from streamcast.core.artifact import Aggregation
-from streamcast.core.features import interval_start
+from streamcast.core.features import interpolate_gaps, interval_start
 from training.errors import ConfigError, DataError
 from training.series import SeriesSet
 
@@ -252,7 +253,15 @@ def regularise(
     g_code, g_ts, g_values = _aggregate(codes, starts, values, aggregation)
     report.merged_rows = len(ts_ms) - len(g_ts)
 
-    grid = _bridge(g_code, g_ts, g_values, interval_s, max_gap, key_names, report)
+    grid = _bridge(
+        g_code,
+        g_ts,
+        g_values,
+        interval_s=interval_s,
+        max_gap=max_gap,
+        key_names=key_names,
+        report=report,
+    )
     kept = _drop_short(grid, min_length, key_names, report)
     if kept is None:
         raise DataError(
@@ -346,10 +355,11 @@ class _Grid:
         )
 
 
-def _bridge(  # noqa: PLR0917 - private stage of regularise, called once
+def _bridge(
     codes: Ints,
     ts: Ints,
     values: Floats,
+    *,
     interval_s: int,
     max_gap: int,
     key_names: list[str],
@@ -383,16 +393,12 @@ def _bridge(  # noqa: PLR0917 - private stage of regularise, called once
     observed[position] = True
     reset[position] = ~same_key | long
 
-    after = np.repeat(np.arange(n), n_insert)  # the observed row that closes each gap
-    gap_size = n_insert[after]
-    step = np.arange(total - n) - np.repeat(np.cumsum(n_insert) - n_insert, n_insert) + 1
-    # the same arithmetic as streamcast.core.features.interpolate_gap, row by row
-    weight = (step.astype(np.float64) / (gap_size + 1))[:, None]
-    before_values = values[after - 1]
-    filled = position[after] - gap_size + step - 1
-    out_code[filled] = codes[after]
-    out_ts[filled] = ts[after - 1] + step * interval_s
-    out_values[filled] = before_values + weight * (values[after] - before_values)
+    gaps = np.flatnonzero(short)  # the observed row that closes each bridged gap
+    filled = np.flatnonzero(~observed)  # the imputed rows: gap by gap, in time order
+    closing = np.repeat(gaps, missing[gaps])
+    out_code[filled] = codes[closing]
+    out_ts[filled] = ts[closing] - (position[closing] - filled) * interval_s
+    out_values[filled] = interpolate_gaps(values[gaps - 1], values[gaps], missing[gaps])
     return _Grid(out_code, out_ts, out_values, observed, reset)
 
 
