@@ -13,7 +13,8 @@ returns into a :class:`~training.series.SeriesSet` and a :class:`PrepReport`:
    that equal it (a low share means the data is irregular: give the interval);
 4. each row is labelled with the start of its interval
    (:func:`streamcast.core.features.interval_start`); several rows in one interval are combined
-   with ``aggregation`` (last/mean/sum/min/max, the service's setting), extras alike;
+   with ``aggregation`` (last/mean/sum/min/max, the service's setting), extras alike, by the
+   service's own :class:`streamcast.core.intervals.Aggregator`;
 5. a gap of up to ``max_gap`` missing intervals is bridged by linear interpolation
    (:func:`streamcast.core.features.interpolate_gaps`, the service's gap policy for many gaps
    at once; such rows have ``observed=False``); a longer gap makes the next row a ``reset``
@@ -36,6 +37,7 @@ import pandas as pd
 
 from streamcast.core.artifact import Aggregation
 from streamcast.core.features import interpolate_gaps, interval_start
+from streamcast.core.intervals import AGGREGATIONS, Aggregator
 from training.errors import ConfigError, DataError
 from training.series import SeriesSet
 
@@ -196,9 +198,9 @@ def regularise(
     Raises :class:`ConfigError` for impossible settings and :class:`DataError` for
     duplicate timestamps (``duplicates="error"``) or when no series is long enough.
     """
-    if aggregation not in get_args(Aggregation):
+    if aggregation not in AGGREGATIONS:
         raise ConfigError(
-            f"unknown aggregation {aggregation!r}; use one of {', '.join(get_args(Aggregation))}"
+            f"unknown aggregation {aggregation!r}; use one of {', '.join(AGGREGATIONS)}"
         )
     if duplicates not in get_args(Duplicates):
         raise ConfigError(f"duplicates must be 'error', 'aggregate' or 'first', not {duplicates!r}")
@@ -250,7 +252,7 @@ def regularise(
 
     # the service labels a tick with the interval of its whole second, so do we
     starts = interval_start(ts_ms // 1000, interval_s)
-    g_code, g_ts, g_values = _aggregate(codes, starts, values, aggregation)
+    g_code, g_ts, g_values = _aggregate(codes, starts, values, Aggregator(aggregation))
     report.merged_rows = len(ts_ms) - len(g_ts)
 
     grid = _bridge(
@@ -309,30 +311,16 @@ def _support(codes: Ints, ts_ms: Ints, interval_s: int) -> float:
 
 
 def _aggregate(
-    codes: Ints,
-    starts: Ints,
-    values: Floats,
-    how: str,
+    codes: Ints, starts: Ints, values: Floats, aggregator: Aggregator
 ) -> tuple[Ints, Ints, Floats]:
-    """Combine rows sharing (key, interval start); rows arrive sorted by key then time."""
+    """Combine rows sharing (key, interval start) with the service's :class:`Aggregator`
+    (rows arrive sorted by key then time, so each interval's rows are contiguous)."""
     new = np.ones(len(codes), dtype=bool)
     new[1:] = (np.diff(codes) != 0) | (np.diff(starts) != 0)
     first = np.flatnonzero(new)
     if len(first) == len(codes):
         return codes, starts, values
-    if how == "last":
-        last = np.append(first[1:], len(codes)) - 1
-        combined = values[last]
-    elif how == "sum":
-        combined = np.add.reduceat(values, first, axis=0)
-    elif how == "mean":
-        counts = np.diff(np.append(first, len(codes)))
-        combined = np.add.reduceat(values, first, axis=0) / counts[:, None]
-    elif how == "min":
-        combined = np.minimum.reduceat(values, first, axis=0)
-    else:
-        combined = np.maximum.reduceat(values, first, axis=0)
-    return codes[first], starts[first], np.asarray(combined, dtype=np.float64)
+    return codes[first], starts[first], aggregator.interval_values(values, first)
 
 
 @dataclass(frozen=True)
