@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamcast.core.artifact import Aggregation
+from streamcast.core.codec import epoch_to_ms
 from streamcast.core.features import interpolate_gap
 from streamcast.core.intervals import ACCEPTED, AGGREGATIONS, Aggregator, admit, aggregate
 from streamcast.core.state import StateStore
@@ -125,3 +126,17 @@ def _closed_by_the_service(
         (key_of[int(r)], int(t), v.tobytes())
         for r, t, v in zip(closed.row, closed.start, closed.value, strict=True)
     )
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.one_of(
+        st.integers(0, 2**62),
+        st.floats(0.0, 9e18, allow_nan=False, allow_infinity=False, allow_subnormal=False),
+    )
+)
+def test_an_epoch_number_means_what_it_means_to_the_service(stamp: float) -> None:
+    # a one-row column: its largest magnitude is the tick's own, so the units must agree
+    raw = pd.DataFrame({"t": [stamp], "v": [1.0]})
+    frame = normalise_frame(raw, key_col=None, time_col="t", value_col="v")
+    assert int(frame["ts_ms"].iloc[0]) == epoch_to_ms(stamp)
