@@ -37,6 +37,7 @@ from streamcast.core.features import (
     target_times,
     unscale_forecast,
 )
+from streamcast.core.model import open_session
 from training.errors import ConfigError
 from training.series import SeriesSet
 
@@ -61,11 +62,8 @@ class StreamForecasts:
 
 
 def load_session(path: Path) -> tuple[ort.InferenceSession, ModelMeta]:
-    """Open an exported model single-threaded and parse its metadata."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    sess = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    """Open an exported model as the service does (single-threaded) and parse its metadata."""
+    sess = open_session(path)
     meta = ModelMeta.from_metadata_map(sess.get_modelmeta().custom_metadata_map)
     return sess, meta
 

@@ -8,8 +8,10 @@ the whole horizon is one ONNX Runtime call. Outputs are renamed to the names in
 :class:`streamcast.core.artifact.GraphNames`, and the :class:`~streamcast.core.artifact.ModelMeta`
 JSON goes into ``metadata_props["streamcast"]``.
 
-Parity: ONNX Runtime and TensorFlow run the same random and real inputs; if any scaled
-output differs by more than :data:`PARITY_TOLERANCE`, the export fails with ExportError.
+Parity: ONNX Runtime (a session opened as the service opens it,
+:func:`streamcast.core.model.open_session`) and TensorFlow run the same random and real
+inputs; if any scaled output differs by more than :data:`PARITY_TOLERANCE`, the export
+fails with ExportError.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import tf2onnx
 
 from streamcast.core.artifact import METADATA_KEY, GraphNames, ModelMeta
 from streamcast.core.features import Float32Array
+from streamcast.core.model import open_session
 from training.errors import ExportError
 from training.model import StepModel
 
@@ -125,15 +128,6 @@ def _check_inputs(proto: onnx.ModelProto, expected: list[str]) -> None:
         raise ExportError(f"exported graph inputs are {got}, expected {expected}")
 
 
-def session(path_or_bytes: Path | bytes) -> ort.InferenceSession:
-    """A single-threaded CPU ONNX Runtime session (deterministic, polite on shared cores)."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    source = str(path_or_bytes) if isinstance(path_or_bytes, Path) else path_or_bytes
-    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
-
-
 def parity(
     sess: ort.InferenceSession, model: StepModel, horizon: int, batches: list[StepInputs]
 ) -> float:
@@ -186,7 +180,7 @@ def export_step(
     batches = [random_inputs(model, meta.horizon, batch, seed) for batch, seed in ((1, 1), (37, 2))]
     if real_inputs is not None:
         batches.append(real_inputs)
-    diff = parity(session(data), model, meta.horizon, batches)
+    diff = parity(open_session(data), model, meta.horizon, batches)
     if not diff <= tolerance:
         raise ExportError(
             f"ONNX parity check failed: max abs difference {diff:.3g} > {tolerance:g} "

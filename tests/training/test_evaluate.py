@@ -13,10 +13,11 @@ import pytest
 
 from streamcast.core.artifact import FeatureMeta, GraphNames, ModelMeta, ScalingMeta
 from streamcast.core.features import calendar_features, fit_location_scale, target_times
+from streamcast.core.model import OnnxStepModel
 from tests.support.tiny import TINY_COLUMNS
 from training.config import TrainConfig
 from training.evaluate import emitting_rows, load_session, stream_forecasts
-from training.export import StepInputs, export_step, reference_step
+from training.export import StepInputs, export_step, random_inputs, reference_step
 from training.model import StepModel
 from training.series import SeriesSet
 from training.workflow import DataSource, evaluate_pipeline
@@ -124,6 +125,24 @@ def test_batching_across_keys_changes_nothing(exported: tuple[StepModel, Path]) 
         alone = stream_forecasts(sess, meta, s.select(key_of == k))
         mine = key_of[together.row] == k
         np.testing.assert_allclose(alone.forecast, together.forecast[mine], rtol=1e-6)
+
+
+def test_the_evaluator_runs_the_model_as_the_service_does(
+    exported: tuple[StepModel, Path],
+) -> None:
+    """One session opener: the evaluator's session has the service's options, and the
+    service's step gives the evaluator's outputs to the bit."""
+    model, path = exported
+    sess, meta = load_session(path)
+    options = sess.get_session_options()
+    assert (options.intra_op_num_threads, options.inter_op_num_threads) == (1, 1)
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    inputs = random_inputs(model, HORIZON, batch=5, seed=9)
+    names = meta.graph
+    offline = sess.run([names.h_out, names.c_out, names.forecast], inputs.feeds(names))
+    online = OnnxStepModel.load(path).step(inputs.x, inputs.h, inputs.c, inputs.calendar)
+    for a, b in zip(offline, online, strict=True):
+        assert a.tobytes() == b.tobytes()
 
 
 def test_evaluator_module_never_imports_tensorflow() -> None:
