@@ -13,7 +13,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from training.config import CALENDAR_CHOICES, TrainConfig
+from streamcast.core.features import CALENDAR_NAMES
+from streamcast.core.intervals import AGGREGATIONS
+from training.config import TrainConfig
 from training.errors import ConfigError, TrainingError
 
 EXIT_USAGE = 2
@@ -105,12 +107,12 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--calendar",
         type=_names,
-        help=f"calendar features, comma-separated from {','.join(CALENDAR_CHOICES)}"
+        help=f"calendar features, comma-separated from {','.join(CALENDAR_NAMES)}"
         " ('none' for none)",
     )
     g.add_argument("--timezone", help="IANA zone for calendar features")
     g.add_argument("--max-gap", type=int, help="longest gap (intervals) bridged linearly")
-    g.add_argument("--aggregation", choices=["last", "mean", "sum", "min", "max"])
+    g.add_argument("--aggregation", choices=AGGREGATIONS)
     g.add_argument("--units", type=_positive_int)
     g.add_argument("--layers", type=_positive_int)
     g.add_argument("--dropout", type=float)

@@ -10,13 +10,11 @@ import json
 import tomllib
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from streamcast.core.features import CalendarName
+from streamcast.core.artifact import Aggregation
+from streamcast.core.features import CALENDAR_NAMES, CalendarName
 from training.errors import ConfigError
-
-CALENDAR_CHOICES: tuple[CalendarName, ...] = ("time_of_day", "day_of_week", "day_of_year")
-Aggregation = Literal["last", "mean", "sum", "min", "max"]
 
 
 class ConfigFileError(ConfigError):
@@ -76,10 +74,8 @@ class TrainConfig:
         if self.learning_rate <= 0 or self.time_budget_s <= 0 or self.epochs <= 0:
             problems.append("learning_rate, time_budget_s and epochs must be positive")
         for name in self.calendar:
-            if name not in CALENDAR_CHOICES:
-                problems.append(
-                    f"unknown calendar feature {name!r} (choose from {CALENDAR_CHOICES})"
-                )
+            if name not in CALENDAR_NAMES:
+                problems.append(f"unknown calendar feature {name!r} (choose from {CALENDAR_NAMES})")
         if problems:
             raise ConfigFileError("; ".join(problems))
 

@@ -24,7 +24,7 @@ global location/scale fitted on the training period of all keys.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 import numpy.typing as npt
@@ -35,6 +35,8 @@ Float32Array = npt.NDArray[np.float32]
 IntArray = npt.NDArray[np.int64]
 
 CalendarName = Literal["time_of_day", "day_of_week", "day_of_year"]
+#: every calendar feature a model may use, in the order of :data:`CalendarName`
+CALENDAR_NAMES: tuple[CalendarName, ...] = get_args(CalendarName)
 CALENDAR_PERIODS: dict[str, float] = {"time_of_day": 1.0, "day_of_week": 7.0, "day_of_year": 365.25}
 SECONDS_PER_DAY = 86_400
 
