@@ -36,7 +36,7 @@ def _meta(model: StepModel, horizon: int) -> ModelMeta:
 def test_export_parity_and_signature(
     tmp_path: Path, calendar: tuple[str, ...], layers: int, n_inputs: int
 ) -> None:
-    config = TrainConfig(units=8, layers=layers, horizon=6, calendar=calendar)  # type: ignore[arg-type]
+    config = TrainConfig(units=8, layers=layers, horizon=6, calendar=calendar)
     model = StepModel.from_config_values(config, n_inputs=n_inputs)
     path = tmp_path / "m.onnx"
     diff = export_step(model, _meta(model, 6), path)
