@@ -10,10 +10,10 @@ observed targets only. The burn-in (default: the window) matches serving, where 
 forecast comes after ``window`` steps from zero state; chunk start offsets are re-drawn
 every epoch so each origin sees states of many ages.
 
-Early stopping watches the same loss on validation-period origins (the chunks may start
-in the training period, as the service's state would) and restores the best weights;
-the learning rate halves on plateaus; the best weights are checkpointed; a wall-clock
-budget stops training in time.
+The chunks are cut by :mod:`training.chunks`. Early stopping watches the same loss on
+validation-period origins (the chunks may start in the training period, as the service's
+state would) and restores the best weights; the learning rate halves on plateaus; the
+best weights are checkpointed; a wall-clock budget stops training in time.
 """
 
 from __future__ import annotations
@@ -29,43 +29,19 @@ import numpy as np
 import numpy.typing as npt
 import tensorflow as tf
 
-from streamcast.core.features import FeatureSpec, calendar_features
+from streamcast.core.features import FeatureSpec
+from training.chunks import (
+    ROLE_TRAIN,
+    ROLE_VAL,
+    ChunkCutter,
+    Chunks,
+    next_calendar,
+)
 from training.config import TrainConfig
-from training.errors import ConfigError
 from training.model import StepModel
 from training.series import SeriesSet
 
-ROLE_TRAIN, ROLE_VAL, ROLE_TEST = 0, 1, 2
 MIN_LEARNING_RATE = 1e-4
-
-
-@dataclass(frozen=True)
-class Chunks:
-    """Training sequences and their rollout targets, all as arrays.
-
-    ``inputs`` ``[B, P, F]`` are the cell inputs (x then next calendar) of the consumed
-    positions; origins sit at ``burn_in + origin_stride * o``. ``targets``/``weights``
-    ``[B, O, H]``, ``calendar`` ``[B, O, H, C]`` (target rows), ``extras`` ``[B, O, E]``.
-    """
-
-    inputs: npt.NDArray[np.float32]
-    calendar: npt.NDArray[np.float32]
-    extras: npt.NDArray[np.float32]
-    targets: npt.NDArray[np.float32]
-    weights: npt.NDArray[np.float32]
-
-    def __len__(self) -> int:
-        return len(self.inputs)
-
-    def take(self, idx: npt.NDArray[np.int64]) -> Chunks:
-        """The chunks at ``idx``."""
-        return Chunks(
-            self.inputs[idx],
-            self.calendar[idx],
-            self.extras[idx],
-            self.targets[idx],
-            self.weights[idx],
-        )
 
 
 @dataclass
@@ -80,70 +56,6 @@ class FitResult:
     seconds: float = 0.0
     n_train_chunks: int = 0
     n_val_chunks: int = 0
-
-
-def next_calendar(series: SeriesSet, spec: FeatureSpec) -> npt.NDArray[np.float32]:
-    """``[N, C]`` calendar features of the interval after each row (the cell's target)."""
-    return calendar_features(series.ts + series.interval_s, spec)
-
-
-def contiguous_segments(
-    series: SeriesSet, mask: npt.NDArray[np.bool_]
-) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-    """``(starts, ends)`` of maximal runs of ``mask`` rows with no reset inside."""
-    edge = series.reset | np.concatenate([[True], mask[1:] != mask[:-1]])
-    starts = np.flatnonzero(edge)
-    ends = np.append(starts[1:], series.n_rows)
-    keep = mask[starts]
-    return starts[keep].astype(np.int64), ends[keep].astype(np.int64)
-
-
-def build_chunks(
-    series: SeriesSet,
-    scaled: npt.NDArray[np.float32],
-    next_cal: npt.NDArray[np.float32],
-    roles: npt.NDArray[np.int8],
-    config: TrainConfig,
-    *,
-    target_role: int,
-    offset: int,
-) -> Chunks:
-    """Cut chunks (vectorised) whose origins lie in ``target_role`` rows.
-
-    Chunks are taken from runs of rows with role <= ``target_role`` so a validation chunk
-    may warm its state up on training rows, as the service's state would have.
-    """
-    h = config.horizon
-    consumed = config.warmup_steps + config.seq_len
-    length = consumed + h
-    starts_seg, ends_seg = contiguous_segments(series, roles <= target_role)
-    starts_list = []
-    for s, e in zip(starts_seg, ends_seg, strict=True):
-        first = s + (offset % config.seq_len if e - s > length + config.seq_len else 0)
-        starts_list.append(np.arange(first, e - length + 1, config.seq_len))
-    starts = np.concatenate(starts_list) if starts_list else np.zeros(0, dtype=np.int64)
-    positions = starts[:, None] + np.arange(length)[None, :]
-    origins = config.warmup_steps + np.arange(0, config.seq_len, config.origin_stride)
-    origin_rows = positions[:, origins]  # [B, O]
-    target_rows = origin_rows[:, :, None] + np.arange(1, h + 1)[None, None, :]
-    cal_rows = origin_rows[:, :, None] + np.arange(h)[None, None, :]
-    inputs = np.concatenate(
-        [scaled[positions[:, :consumed]], next_cal[positions[:, :consumed]]], -1
-    )
-    weights = (
-        series.observed[target_rows]
-        & (roles[target_rows] == target_role)
-        & (roles[origin_rows] == target_role)[:, :, None]
-    )
-    useful = weights.any(axis=(1, 2))
-    chunks = Chunks(
-        inputs=inputs.astype(np.float32),
-        calendar=next_cal[cal_rows].astype(np.float32),
-        extras=scaled[origin_rows][:, :, 1:].astype(np.float32),
-        targets=scaled[target_rows][..., 0].astype(np.float32),
-        weights=weights.astype(np.float32),
-    )
-    return chunks.take(np.flatnonzero(useful))
 
 
 class HorizonLoss:
@@ -256,29 +168,6 @@ class HorizonLoss:
         return total / max(count, 1.0)
 
 
-@dataclass(frozen=True)
-class _ChunkCutter:
-    """Cuts training or validation chunks of one prepared history (see :func:`build_chunks`)."""
-
-    series: SeriesSet
-    scaled: npt.NDArray[np.float32]
-    next_cal: npt.NDArray[np.float32]
-    roles: npt.NDArray[np.int8]
-    config: TrainConfig
-
-    def cut(self, target_role: int, offset: int) -> Chunks:
-        """Chunks whose origins lie in ``target_role`` rows, starting ``offset`` rows in."""
-        return build_chunks(
-            self.series,
-            self.scaled,
-            self.next_cal,
-            self.roles,
-            self.config,
-            target_role=target_role,
-            offset=offset,
-        )
-
-
 class _Plateau:
     """Early stopping on the validation loss: keeps the best weights (and checkpoints them),
     halves the learning rate every ``patience // 2`` epochs without improvement, and stops
@@ -315,20 +204,9 @@ class _Plateau:
         return None
 
 
-def _check_trainable(cutter: _ChunkCutter, config: TrainConfig) -> None:
-    """Raise ConfigError when no training chunk fits in any key's training period."""
-    if len(cutter.cut(ROLE_TRAIN, 0)) == 0:
-        length = config.warmup_steps + config.seq_len + config.horizon
-        raise ConfigError(
-            f"no training sequence of {length} intervals (burn_in {config.warmup_steps} + seq_len "
-            f"{config.seq_len} + horizon {config.horizon}) fits in any key's training period "
-            "without a long gap; use more data or smaller --seq-len/--window/--horizon"
-        )
-
-
 def _run_epoch(
     loss: HorizonLoss,
-    cutter: _ChunkCutter,
+    cutter: ChunkCutter,
     val: Chunks,
     rng: np.random.Generator,
     *,
@@ -362,10 +240,10 @@ def train(
     """Train a :class:`StepModel` on the training rows, early-stopping on validation rows."""
     keras.utils.set_random_seed(config.seed)
     started = time.monotonic()
-    cutter = _ChunkCutter(series, scaled, next_calendar(series, spec), roles, config)
+    cutter = ChunkCutter(series, scaled, next_calendar(series, spec), roles, config)
     rng = np.random.default_rng(config.seed)
     val = cutter.cut(ROLE_VAL, 0)
-    _check_trainable(cutter, config)
+    cutter.check_trainable()
     model = StepModel.from_config_values(config, n_inputs=scaled.shape[1])
     loss = HorizonLoss(model, config)
     checkpoint = None if checkpoint_dir is None else checkpoint_dir / "best.weights.h5"

@@ -10,8 +10,9 @@ import numpy.typing as npt
 import tensorflow as tf
 
 from streamcast.core.features import FeatureSpec, calendar_features
+from training.chunks import ROLE_TRAIN, ROLE_VAL, build_chunks, next_calendar
 from training.config import TrainConfig
-from training.fit import ROLE_TRAIN, ROLE_VAL, build_chunks, next_calendar, train
+from training.fit import train
 from training.model import StepModel
 from training.series import SeriesSet
 
