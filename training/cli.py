@@ -231,7 +231,7 @@ _FLAG_FIELDS = {
 
 def config_from_args(args: argparse.Namespace, source: Any) -> TrainConfig:
     """Defaults < dataset presets < --config file < explicit flags."""
-    from training.regular import parse_interval  # noqa: PLC0415
+    from training.timetext import parse_interval  # noqa: PLC0415
     from training.workflow import dataset_defaults  # noqa: PLC0415
 
     values: dict[str, Any] = dict(dataset_defaults(source))

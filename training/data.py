@@ -36,7 +36,8 @@ import pyarrow.parquet as pq
 
 from streamcast.core.codec import epoch_unit
 from training.errors import ConfigError, DataError
-from training.regular import PrepReport, format_interval, iso, iso_ms, parse_interval, regularise
+from training.regular import PrepReport, regularise
+from training.timetext import format_interval, iso, iso_ms, parse_interval
 
 __all__ = [
     "KEY",

@@ -27,7 +27,6 @@ Everything is vectorised over rows (sort, diff, repeat, ``ufunc.reduceat``).
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass, field
 from typing import Literal, get_args
 
@@ -40,59 +39,13 @@ from streamcast.core.features import interpolate_gaps, interval_start
 from streamcast.core.intervals import AGGREGATIONS, Aggregator
 from training.errors import ConfigError, DataError
 from training.series import SeriesSet
+from training.timetext import format_interval, iso, iso_ms, parse_interval
 
 Duplicates = Literal["error", "aggregate", "first"]
 Ints = npt.NDArray[np.int64]
 Floats = npt.NDArray[np.float64]
 Bools = npt.NDArray[np.bool_]
 _KEY, _TS, _VALUE = "key", "ts_ms", "value"
-
-
-def iso(ts_s: int | np.integer) -> str:
-    """Epoch seconds as an ISO-8601 UTC string, e.g. ``2015-01-01T13:00:00Z``."""
-    return f"{np.datetime64(int(ts_s), 's')}Z"
-
-
-def iso_ms(ts_ms: int | np.integer) -> str:
-    """Epoch milliseconds as ISO-8601 UTC, with milliseconds only when there are any."""
-    ms = int(ts_ms)
-    return iso(ms // 1000) if ms % 1000 == 0 else f"{np.datetime64(ms, 'ms')}Z"
-
-
-_UNIT_SECONDS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3_600, "hr": 3_600, "d": 86_400}
-_INTERVAL = re.compile(r"^\s*(\d+)\s*([a-z]*)\s*$")
-
-
-def parse_interval(interval: str | int | pd.Timedelta) -> int:
-    """Interval in whole seconds from ``"1h"``, ``"30min"``, ``"1d"``, ``"15s"``, ``"3600"``
-    (seconds), an int of seconds, or anything :class:`pandas.Timedelta` reads.
-    """
-    if isinstance(interval, int | float) and not isinstance(interval, bool):
-        seconds = float(interval)
-    elif isinstance(interval, pd.Timedelta):
-        seconds = interval.total_seconds()
-    else:
-        match = _INTERVAL.match(str(interval).lower())
-        if match and match.group(2) in ("", *_UNIT_SECONDS):
-            seconds = float(int(match.group(1)) * _UNIT_SECONDS.get(match.group(2), 1))
-        else:
-            try:
-                seconds = pd.Timedelta(str(interval)).total_seconds()
-            except (ValueError, TypeError):
-                raise ConfigError(
-                    f"cannot read interval {interval!r}; use e.g. 1h, 30min, 1d, 15s or seconds"
-                ) from None
-    if seconds <= 0 or seconds != int(seconds):
-        raise ConfigError(f"interval {interval!r} must be a positive whole number of seconds")
-    return int(seconds)
-
-
-def format_interval(seconds: int) -> str:
-    """The shortest exact spelling of an interval: ``3600 -> "1h"``, ``1800 -> "30min"``."""
-    for unit, size in (("d", 86_400), ("h", 3_600), ("min", 60)):
-        if seconds % size == 0:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
 
 
 @dataclass(frozen=True)
@@ -198,72 +151,22 @@ def regularise(
     Raises :class:`ConfigError` for impossible settings and :class:`DataError` for
     duplicate timestamps (``duplicates="error"``) or when no series is long enough.
     """
-    if aggregation not in AGGREGATIONS:
-        raise ConfigError(
-            f"unknown aggregation {aggregation!r}; use one of {', '.join(AGGREGATIONS)}"
-        )
-    if duplicates not in get_args(Duplicates):
-        raise ConfigError(f"duplicates must be 'error', 'aggregate' or 'first', not {duplicates!r}")
-    if max_gap < 0 or min_length < 1:
-        raise ConfigError(f"need max_gap >= 0 and min_length >= 1 (got {max_gap}, {min_length})")
-    missing_cols = [c for c in (_KEY, _TS, _VALUE) if c not in df.columns]
-    if missing_cols:
-        raise ConfigError(f"regularise needs the canonical frame of load_table; no {missing_cols}")
+    _check_settings(df, aggregation, duplicates, max_gap=max_gap, min_length=min_length)
     source = str(df.attrs.get("source", "data"))
     extra_names = tuple(str(c) for c in df.columns if c not in (_KEY, _TS, _VALUE))
     report = PrepReport(rows_in=len(df), aggregation=aggregation, max_gap=max_gap)
-
-    codes, uniques = pd.factorize(df[_KEY].astype(str), sort=True)
-    key_names = [str(k) for k in uniques]
-    ts_ms = df[_TS].to_numpy(np.int64)
-    values = df[[_VALUE, *extra_names]].to_numpy(np.float64)
-    order = np.lexsort((ts_ms, codes))  # stable: ties keep file order ("last" = last in file)
-    codes, ts_ms, values = codes[order].astype(np.int64), ts_ms[order], values[order]
-
-    dup = np.zeros(len(ts_ms), dtype=bool)
-    dup[1:] = (np.diff(codes) == 0) & (np.diff(ts_ms) == 0)
-    report.duplicate_rows = int(dup.sum())
-    if report.duplicate_rows and duplicates == "error":
-        i = int(np.argmax(dup))
-        same = int(np.sum((codes == codes[i]) & (ts_ms == ts_ms[i])))
-        raise DataError(
-            f"{source}: duplicate timestamps: key '{key_names[codes[i]]}' has {same} rows at "
-            f"{iso_ms(ts_ms[i])} ({report.duplicate_rows} duplicate rows in all); remove "
-            "them, or set duplicates to 'first' (keep the first, as the service does) or "
-            "'aggregate'"
-        )
-
-    keep = np.isfinite(values).all(axis=1)
-    report.rows_missing_value = int((~keep).sum())
-    codes, ts_ms, values = codes[keep], ts_ms[keep], values[keep]
-    if duplicates == "first":
-        # among rows with values: a duplicate tick with a value replaces an empty one
-        later = np.zeros(len(ts_ms), dtype=bool)
-        later[1:] = (np.diff(codes) == 0) & (np.diff(ts_ms) == 0)
-        codes, ts_ms, values = codes[~later], ts_ms[~later], values[~later]
-
-    if interval is None:
-        interval_s = _infer_interval(codes, ts_ms, source)
-        report.interval_inferred = True
-    else:
-        interval_s = parse_interval(interval)
-    report.interval_s = interval_s
-    report.interval_support = _support(codes, ts_ms, interval_s)
+    key_names, codes, ts_ms, values = _sorted_rows(df, extra_names)
+    codes, ts_ms, values = _clean_rows(
+        codes, ts_ms, values, duplicates, key_names=key_names, source=source, report=report
+    )
+    interval_s = _grid_interval(codes, ts_ms, interval, source, report)
 
     # the service labels a tick with the interval of its whole second, so do we
     starts = interval_start(ts_ms // 1000, interval_s)
     g_code, g_ts, g_values = _aggregate(codes, starts, values, Aggregator(aggregation))
     report.merged_rows = len(ts_ms) - len(g_ts)
 
-    grid = _bridge(
-        g_code,
-        g_ts,
-        g_values,
-        interval_s=interval_s,
-        max_gap=max_gap,
-        key_names=key_names,
-        report=report,
-    )
+    grid = _bridge(g_code, g_ts, g_values, interval_s, max_gap, key_names=key_names, report=report)
     kept = _drop_short(grid, min_length, key_names, report)
     if kept is None:
         raise DataError(
@@ -284,6 +187,84 @@ def regularise(
         extra_names=extra_names,
     )
     return series, report
+
+
+def _check_settings(
+    df: pd.DataFrame, aggregation: str, duplicates: str, *, max_gap: int, min_length: int
+) -> None:
+    """ConfigError for settings regularise cannot follow, or a frame it cannot read."""
+    if aggregation not in AGGREGATIONS:
+        raise ConfigError(
+            f"unknown aggregation {aggregation!r}; use one of {', '.join(AGGREGATIONS)}"
+        )
+    if duplicates not in get_args(Duplicates):
+        raise ConfigError(f"duplicates must be 'error', 'aggregate' or 'first', not {duplicates!r}")
+    if max_gap < 0 or min_length < 1:
+        raise ConfigError(f"need max_gap >= 0 and min_length >= 1 (got {max_gap}, {min_length})")
+    missing_cols = [c for c in (_KEY, _TS, _VALUE) if c not in df.columns]
+    if missing_cols:
+        raise ConfigError(f"regularise needs the canonical frame of load_table; no {missing_cols}")
+
+
+def _sorted_rows(
+    df: pd.DataFrame, extra_names: tuple[str, ...]
+) -> tuple[list[str], Ints, Ints, Floats]:
+    """``(key names, key codes, ts_ms, values)``, rows sorted by key then time; rows with
+    equal timestamps keep their file order (so ``last`` is the last in the file)."""
+    codes, uniques = pd.factorize(df[_KEY].astype(str), sort=True)
+    ts_ms = df[_TS].to_numpy(np.int64)
+    values = df[[_VALUE, *extra_names]].to_numpy(np.float64)
+    order = np.lexsort((ts_ms, codes))  # stable
+    return [str(k) for k in uniques], codes[order].astype(np.int64), ts_ms[order], values[order]
+
+
+def _clean_rows(
+    codes: Ints,
+    ts_ms: Ints,
+    values: Floats,
+    duplicates: str,
+    *,
+    key_names: list[str],
+    source: str,
+    report: PrepReport,
+) -> tuple[Ints, Ints, Floats]:
+    """Apply the duplicates policy and drop rows without a value or an extra."""
+    dup = np.zeros(len(ts_ms), dtype=bool)
+    dup[1:] = (np.diff(codes) == 0) & (np.diff(ts_ms) == 0)
+    report.duplicate_rows = int(dup.sum())
+    if report.duplicate_rows and duplicates == "error":
+        i = int(np.argmax(dup))
+        same = int(np.sum((codes == codes[i]) & (ts_ms == ts_ms[i])))
+        raise DataError(
+            f"{source}: duplicate timestamps: key '{key_names[codes[i]]}' has {same} rows at "
+            f"{iso_ms(ts_ms[i])} ({report.duplicate_rows} duplicate rows in all); remove "
+            "them, or set duplicates to 'first' (keep the first, as the service does) or "
+            "'aggregate'"
+        )
+    keep = np.isfinite(values).all(axis=1)
+    report.rows_missing_value = int((~keep).sum())
+    codes, ts_ms, values = codes[keep], ts_ms[keep], values[keep]
+    if duplicates == "first":
+        # among rows with values: a duplicate tick with a value replaces an empty one
+        later = np.zeros(len(ts_ms), dtype=bool)
+        later[1:] = (np.diff(codes) == 0) & (np.diff(ts_ms) == 0)
+        codes, ts_ms, values = codes[~later], ts_ms[~later], values[~later]
+    return codes, ts_ms, values
+
+
+def _grid_interval(
+    codes: Ints, ts_ms: Ints, interval: str | int | None, source: str, report: PrepReport
+) -> int:
+    """The grid's interval in seconds: the one given, or inferred (step 3 of the module
+    docstring); records it and its support in ``report``."""
+    if interval is None:
+        interval_s = _infer_interval(codes, ts_ms, source)
+        report.interval_inferred = True
+    else:
+        interval_s = parse_interval(interval)
+    report.interval_s = interval_s
+    report.interval_support = _support(codes, ts_ms, interval_s)
+    return interval_s
 
 
 def _infer_interval(codes: Ints, ts_ms: Ints, source: str) -> int:
@@ -347,9 +328,9 @@ def _bridge(
     codes: Ints,
     ts: Ints,
     values: Floats,
-    *,
     interval_s: int,
     max_gap: int,
+    *,
     key_names: list[str],
     report: PrepReport,
 ) -> _Grid:

@@ -44,9 +44,10 @@ from training.evaluate import (
 )
 from training.metrics import METRIC_NAMES
 from training.prep import Split, fit_scaling, scale_series, split
-from training.regular import PrepReport, format_interval, regularise
+from training.regular import PrepReport, regularise
 from training.report import comparison_table, write_report
 from training.series import SeriesSet
+from training.timetext import format_interval, parse_interval
 
 DATASET_PREFIX = "dataset:"
 
@@ -86,7 +87,6 @@ def dataset_defaults(source: DataSource) -> dict[str, Any]:
     if source.dataset is None:
         return {}
     info = dataset_info(source.dataset)
-    from training.regular import parse_interval  # noqa: PLC0415 - keeps the import list short
 
     interval_s = parse_interval(info.interval)
     calendar = ["time_of_day", "day_of_week"] if interval_s < 86_400 else ["day_of_week"]
