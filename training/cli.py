@@ -199,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _data_source(args: argparse.Namespace) -> Any:
-    from training.workflow import DataSource  # noqa: PLC0415 - keeps --help fast
+    from training.history import DataSource  # noqa: PLC0415 - keeps --help fast
 
     return DataSource(
         spec=args.data,
@@ -231,8 +231,8 @@ _FLAG_FIELDS = {
 
 def config_from_args(args: argparse.Namespace, source: Any) -> TrainConfig:
     """Defaults < dataset presets < --config file < explicit flags."""
+    from training.history import dataset_defaults  # noqa: PLC0415
     from training.timetext import parse_interval  # noqa: PLC0415
-    from training.workflow import dataset_defaults  # noqa: PLC0415
 
     values: dict[str, Any] = dict(dataset_defaults(source))
     if args.config is not None:

@@ -20,16 +20,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import onnx
 import onnxruntime as ort
 import tensorflow as tf
 import tf2onnx
 
 from streamcast.core.artifact import METADATA_KEY, GraphNames, ModelMeta
-from streamcast.core.features import Float32Array
+from streamcast.core.features import FeatureSpec, Float32Array, calendar_features, target_times
 from streamcast.core.model import open_session
 from training.errors import ExportError
 from training.model import StepModel
+from training.series import SeriesSet
 
 OPSET = 17
 PARITY_TOLERANCE = 1e-5
@@ -65,6 +67,32 @@ def random_inputs(model: StepModel, horizon: int, batch: int, seed: int) -> Step
         c=rng.normal(size=(batch, s)).astype(np.float32),
         calendar=calendar,
     )
+
+
+def real_inputs(
+    model: StepModel,
+    series: SeriesSet,
+    scaled: Float32Array,
+    rows: npt.NDArray[np.int64],
+    *,
+    spec: FeatureSpec,
+    window: int,
+    horizon: int,
+) -> StepInputs:
+    """Step inputs of real ``rows`` with the state the model reaches over the ``window``
+    rows before each (every row needs ``window`` rows of its segment before it)."""
+    history = rows[:, None] - np.arange(window, 0, -1)[None, :]
+    cells = np.concatenate(
+        [scaled[history], calendar_features(series.ts[history] + series.interval_s, spec)],
+        axis=-1,
+    ).astype(np.float32)
+    h_all, c_all = model.sequence_states(tf.constant(cells))
+    calendar = None
+    if spec.n_calendar:
+        calendar = calendar_features(
+            target_times(series.ts[rows], series.interval_s, horizon), spec
+        )
+    return StepInputs(x=scaled[rows], h=h_all[-1].numpy(), c=c_all[-1].numpy(), calendar=calendar)
 
 
 def reference_step(

@@ -23,6 +23,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
@@ -56,6 +57,18 @@ class FitResult:
     seconds: float = 0.0
     n_train_chunks: int = 0
     n_val_chunks: int = 0
+
+    def report_section(self) -> dict[str, Any]:
+        """How training went, as ``report.json``'s ``training`` section."""
+        return {
+            "epochs_run": len(self.history["loss"]),
+            "best_epoch": self.best_epoch,
+            "best_val_loss": self.best_val_loss,
+            "stopped": self.stopped,
+            "train_chunks": self.n_train_chunks,
+            "val_chunks": self.n_val_chunks,
+            "history": self.history,
+        }
 
 
 class HorizonLoss:

@@ -18,9 +18,10 @@ from tests.support.tiny import TINY_COLUMNS
 from training.config import TrainConfig
 from training.evaluate import emitting_rows, load_session, stream_forecasts
 from training.export import StepInputs, export_step, random_inputs, reference_step
+from training.history import DataSource
 from training.model import StepModel
 from training.series import SeriesSet
-from training.workflow import DataSource, evaluate_pipeline
+from training.workflow import evaluate_pipeline
 
 WINDOW, HORIZON, HOUR = 3, 4, 3600
 
@@ -145,8 +146,10 @@ def test_the_evaluator_runs_the_model_as_the_service_does(
         assert a.tobytes() == b.tobytes()
 
 
-def test_evaluator_module_never_imports_tensorflow() -> None:
-    code = "import sys, training.evaluate; sys.exit('tensorflow' in sys.modules)"
+@pytest.mark.parametrize("module", ["training.evaluate", "training.workflow"])
+def test_evaluator_module_never_imports_tensorflow(module: str) -> None:
+    # training.workflow runs evaluate too: TensorFlow only inside fit's own steps
+    code = f"import sys, {module}; sys.exit('tensorflow' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
 
 

@@ -11,7 +11,7 @@ from streamcast.core.artifact import GraphNames, ModelMeta
 from streamcast.core.model import open_session
 from training.config import TrainConfig
 from training.errors import ExportError
-from training.export import export_step, random_inputs, reference_step
+from training.export import PARITY_TOLERANCE, export_step, random_inputs, reference_step
 from training.model import StepModel
 
 
@@ -117,3 +117,9 @@ def test_trained_model_metadata_contract(tiny_model: Path) -> None:
     assert t.metrics["parity"]["max_abs_diff"] <= 1e-5
     assert TrainConfig.from_dict(dict(t.config)).window == meta.window
     assert meta.version and meta.created_at and meta.name == "tiny"
+
+
+def test_the_evaluate_report_states_the_export_tolerance() -> None:
+    from training.workflow import EXPORT_PARITY_TOLERANCE
+
+    assert EXPORT_PARITY_TOLERANCE == PARITY_TOLERANCE
