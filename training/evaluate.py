@@ -111,10 +111,8 @@ def emitting_rows(series: SeriesSet, window: int) -> BoolArray:
     )
 
 
-def stream_forecasts(
-    sess: ort.InferenceSession, meta: ModelMeta, series: SeriesSet
-) -> StreamForecasts:
-    """Replay ``series`` through the step, batched across keys per time index."""
+def check_compatible(series: SeriesSet, meta: ModelMeta) -> None:
+    """ConfigError unless ``series`` has the model's interval and extra features."""
     if series.interval_s != meta.interval_s:
         raise ConfigError(
             f"data interval {series.interval_s}s differs from the model's {meta.interval_s}s"
@@ -124,6 +122,13 @@ def stream_forecasts(
             f"data features {list(series.extra_names)} differ from the model's "
             f"{list(meta.features.extra_names)}"
         )
+
+
+def stream_forecasts(
+    sess: ort.InferenceSession, meta: ModelMeta, series: SeriesSet
+) -> StreamForecasts:
+    """Replay ``series`` through the step, batched across keys per time index."""
+    check_compatible(series, meta)
     spec = meta.feature_spec()
     names = meta.graph
     loc, scale = row_scaling(series, meta)
