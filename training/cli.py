@@ -13,7 +13,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from training.config import CALENDAR_CHOICES, TrainConfig
+from streamcast.core.features import CALENDAR_NAMES
+from streamcast.core.intervals import AGGREGATIONS
+from training.config import TrainConfig
 from training.errors import ConfigError, TrainingError
 
 EXIT_USAGE = 2
@@ -105,12 +107,12 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--calendar",
         type=_names,
-        help=f"calendar features, comma-separated from {','.join(CALENDAR_CHOICES)}"
+        help=f"calendar features, comma-separated from {','.join(CALENDAR_NAMES)}"
         " ('none' for none)",
     )
     g.add_argument("--timezone", help="IANA zone for calendar features")
     g.add_argument("--max-gap", type=int, help="longest gap (intervals) bridged linearly")
-    g.add_argument("--aggregation", choices=["last", "mean", "sum", "min", "max"])
+    g.add_argument("--aggregation", choices=AGGREGATIONS)
     g.add_argument("--units", type=_positive_int)
     g.add_argument("--layers", type=_positive_int)
     g.add_argument("--dropout", type=float)
@@ -197,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _data_source(args: argparse.Namespace) -> Any:
-    from training.workflow import DataSource  # noqa: PLC0415 - keeps --help fast
+    from training.history import DataSource  # noqa: PLC0415 - keeps --help fast
 
     return DataSource(
         spec=args.data,
@@ -229,8 +231,8 @@ _FLAG_FIELDS = {
 
 def config_from_args(args: argparse.Namespace, source: Any) -> TrainConfig:
     """Defaults < dataset presets < --config file < explicit flags."""
-    from training.regular import parse_interval  # noqa: PLC0415
-    from training.workflow import dataset_defaults  # noqa: PLC0415
+    from training.history import dataset_defaults  # noqa: PLC0415
+    from training.timetext import parse_interval  # noqa: PLC0415
 
     values: dict[str, Any] = dict(dataset_defaults(source))
     if args.config is not None:

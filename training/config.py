@@ -1,5 +1,11 @@
 """Training configuration: one frozen object parsed at the edge (CLI, tune) and passed down.
 
+:class:`TrainConfig` is a frozen pydantic model that forbids unknown settings. Every way
+a config can be wrong (an unknown setting, a value of the wrong type, a choice that does
+not exist, a number out of range) is one :class:`ConfigFileError` with a one-line message
+naming the setting. The choices (aggregations, calendar features) are the service's own,
+from :mod:`streamcast.core.artifact` and :mod:`streamcast.core.features`.
+
 A config round-trips through JSON or TOML (``TrainConfig.load`` / ``TrainConfig.save``):
 ``streamcast-train tune`` writes the best one and ``streamcast-train fit --config`` reads it.
 """
@@ -8,24 +14,40 @@ from __future__ import annotations
 
 import json
 import tomllib
-from dataclasses import asdict, dataclass, fields, replace
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from streamcast.core.features import CalendarName
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    ModelWrapValidatorHandler,
+    ValidationError,
+    model_validator,
+)
+
+from streamcast.core.artifact import Aggregation
+from streamcast.core.features import CALENDAR_NAMES, CalendarName
+from streamcast.core.intervals import AGGREGATIONS
 from training.errors import ConfigError
 
-CALENDAR_CHOICES: tuple[CalendarName, ...] = ("time_of_day", "day_of_week", "day_of_year")
-Aggregation = Literal["last", "mean", "sum", "min", "max"]
+#: what a choice setting is called in messages, and what it may be
+_CHOICES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "calendar": ("calendar feature", CALENDAR_NAMES),
+    "aggregation": ("aggregation", AGGREGATIONS),
+}
+#: the widest a setting's bad value is quoted in a message
+_SHOWN = 60
 
 
 class ConfigFileError(ConfigError):
     """A config file that cannot be read or holds unknown or invalid settings."""
 
 
-@dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(BaseModel):
     """Everything that shapes a trained model and its evaluation."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     #: model
     units: int = 64
@@ -58,7 +80,21 @@ class TrainConfig:
     #: prediction-interval levels calibrated on the validation period
     interval_levels: tuple[float, ...] = (0.8, 0.95)
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="wrap")
+    @classmethod
+    def _validate(cls, data: Any, handler: ModelWrapValidatorHandler[TrainConfig]) -> TrainConfig:
+        """Types and choices (pydantic), then the ranges; any problem is one ConfigFileError."""
+        try:
+            config = handler(data)
+        except ValidationError as exc:
+            raise ConfigFileError(_describe(exc.errors())) from None
+        problems = config._range_problems()
+        if problems:
+            raise ConfigFileError("; ".join(problems))
+        return config
+
+    def _range_problems(self) -> list[str]:
+        """What is out of range, one phrase per rule broken (empty when all is well)."""
         problems = []
         for name in ("units", "layers", "window", "horizon", "interval_s", "season", "seq_len"):
             if getattr(self, name) <= 0:
@@ -75,13 +111,7 @@ class TrainConfig:
             problems.append("burn_in must be >= 0, origin_stride and batch_size positive")
         if self.learning_rate <= 0 or self.time_budget_s <= 0 or self.epochs <= 0:
             problems.append("learning_rate, time_budget_s and epochs must be positive")
-        for name in self.calendar:
-            if name not in CALENDAR_CHOICES:
-                problems.append(
-                    f"unknown calendar feature {name!r} (choose from {CALENDAR_CHOICES})"
-                )
-        if problems:
-            raise ConfigFileError("; ".join(problems))
+        return problems
 
     @property
     def warmup_steps(self) -> int:
@@ -95,30 +125,19 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able form (tuples become lists)."""
-        out = asdict(self)
+        out = self.model_dump()
         out["calendar"] = list(self.calendar)
         out["interval_levels"] = list(self.interval_levels)
         return out
 
     def updated(self, **changes: Any) -> TrainConfig:
         """A copy with ``changes`` applied (validated again)."""
-        return replace(self, **changes)
+        return type(self).model_validate({**self.model_dump(), **changes})
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> TrainConfig:
         """Build from a mapping, rejecting unknown keys with a clear message."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(raw) - known)
-        if unknown:
-            raise ConfigFileError(f"unknown setting(s) {', '.join(unknown)}")
-        values = dict(raw)
-        for name in ("calendar", "interval_levels"):
-            if name in values:
-                values[name] = tuple(values[name])
-        try:
-            return cls(**values)
-        except TypeError as exc:
-            raise ConfigFileError(str(exc)) from exc
+        return cls.model_validate(raw)
 
     @classmethod
     def load(cls, path: Path) -> TrainConfig:
@@ -138,3 +157,21 @@ class TrainConfig:
     def save(self, path: Path) -> None:
         """Write as JSON (the format ``load`` reads back)."""
         path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+
+def _describe(errors: Sequence[Mapping[str, Any]]) -> str:
+    """pydantic's errors as one line: unknown settings first, then each bad value."""
+    unknown = [str(e["loc"][0]) for e in errors if e["type"] == "extra_forbidden"]
+    problems = [f"unknown setting(s) {', '.join(unknown)}"] if unknown else []
+    for error in errors:
+        if error["type"] == "extra_forbidden":
+            continue
+        name = str(error["loc"][0]) if error["loc"] else "config"
+        shown = repr(error["input"])[:_SHOWN]
+        if error["type"] == "literal_error" and name in _CHOICES:
+            what, choices = _CHOICES[name]
+            problems.append(f"unknown {what} {shown} (choose from {choices})")
+        else:
+            message = str(error["msg"])
+            problems.append(f"{name}: {message[:1].lower()}{message[1:]} (got {shown})")
+    return "; ".join(problems)

@@ -13,7 +13,8 @@ Timestamps (one policy, applied to the whole column):
   a zone is taken as UTC.** Offsets may differ from row to row (DST changes).
 * Numbers are epoch times; the unit is detected from the largest magnitude in the column:
   below 1e11 seconds (1e11 s is the year 5138), below 1e14 milliseconds, below 1e17
-  microseconds, else nanoseconds. Anything finer than a millisecond is floored.
+  microseconds, else nanoseconds (the service's rule for a tick,
+  :func:`streamcast.core.codec.epoch_unit`). Anything finer than a millisecond is floored.
 * Parquet/pandas datetime columns: naive ones are UTC, zoned ones are converted.
 
 A missing value (empty cell, NaN) in the value or an extra column makes that row a
@@ -33,8 +34,10 @@ import numpy.typing as npt
 import pandas as pd
 import pyarrow.parquet as pq
 
+from streamcast.core.codec import epoch_unit
 from training.errors import ConfigError, DataError
-from training.regular import PrepReport, format_interval, iso, iso_ms, parse_interval, regularise
+from training.regular import PrepReport, regularise
+from training.timetext import format_interval, iso, iso_ms, parse_interval
 
 __all__ = [
     "KEY",
@@ -57,13 +60,6 @@ SINGLE_KEY = "series"
 
 _CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".csv.zip", ".csv.xz")
 _PARQUET_SUFFIXES = (".parquet", ".pq")
-# epoch magnitude limit -> (multiplier, divisor) to milliseconds (see the module docstring)
-_EPOCH_UNITS: tuple[tuple[float, int, int], ...] = (
-    (1e11, 1_000, 1),  # seconds
-    (1e14, 1, 1),  # milliseconds
-    (1e17, 1, 1_000),  # microseconds
-    (np.inf, 1, 1_000_000),  # nanoseconds
-)
 
 Locate = Callable[[int], str]
 _T = TypeVar("_T")
@@ -298,7 +294,7 @@ def _epoch_numbers(
             "valid epoch time; epoch timestamps must be finite and not negative"
         )
     largest = float(values.max())
-    multiplier, divisor = next((m, d) for limit, m, d in _EPOCH_UNITS if largest < limit)
+    multiplier, divisor = epoch_unit(largest)  # the service's units, one for the column
     if pd.api.types.is_integer_dtype(raw):
         # exact integer arithmetic: float64 cannot hold every nanosecond epoch
         exact = raw.to_numpy(dtype=np.int64) * multiplier // divisor

@@ -37,6 +37,7 @@ from streamcast.core.features import (
     target_times,
     unscale_forecast,
 )
+from streamcast.core.model import open_session
 from training.errors import ConfigError
 from training.series import SeriesSet
 
@@ -61,11 +62,8 @@ class StreamForecasts:
 
 
 def load_session(path: Path) -> tuple[ort.InferenceSession, ModelMeta]:
-    """Open an exported model single-threaded and parse its metadata."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    sess = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    """Open an exported model as the service does (single-threaded) and parse its metadata."""
+    sess = open_session(path)
     meta = ModelMeta.from_metadata_map(sess.get_modelmeta().custom_metadata_map)
     return sess, meta
 
@@ -113,10 +111,8 @@ def emitting_rows(series: SeriesSet, window: int) -> BoolArray:
     )
 
 
-def stream_forecasts(
-    sess: ort.InferenceSession, meta: ModelMeta, series: SeriesSet
-) -> StreamForecasts:
-    """Replay ``series`` through the step, batched across keys per time index."""
+def check_compatible(series: SeriesSet, meta: ModelMeta) -> None:
+    """ConfigError unless ``series`` has the model's interval and extra features."""
     if series.interval_s != meta.interval_s:
         raise ConfigError(
             f"data interval {series.interval_s}s differs from the model's {meta.interval_s}s"
@@ -126,6 +122,13 @@ def stream_forecasts(
             f"data features {list(series.extra_names)} differ from the model's "
             f"{list(meta.features.extra_names)}"
         )
+
+
+def stream_forecasts(
+    sess: ort.InferenceSession, meta: ModelMeta, series: SeriesSet
+) -> StreamForecasts:
+    """Replay ``series`` through the step, batched across keys per time index."""
+    check_compatible(series, meta)
     spec = meta.feature_spec()
     names = meta.graph
     loc, scale = row_scaling(series, meta)

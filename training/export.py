@@ -8,8 +8,10 @@ the whole horizon is one ONNX Runtime call. Outputs are renamed to the names in
 :class:`streamcast.core.artifact.GraphNames`, and the :class:`~streamcast.core.artifact.ModelMeta`
 JSON goes into ``metadata_props["streamcast"]``.
 
-Parity: ONNX Runtime and TensorFlow run the same random and real inputs; if any scaled
-output differs by more than :data:`PARITY_TOLERANCE`, the export fails with ExportError.
+Parity: ONNX Runtime (a session opened as the service opens it,
+:func:`streamcast.core.model.open_session`) and TensorFlow run the same random and real
+inputs; if any scaled output differs by more than :data:`PARITY_TOLERANCE`, the export
+fails with ExportError.
 """
 
 from __future__ import annotations
@@ -18,15 +20,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import onnx
 import onnxruntime as ort
 import tensorflow as tf
 import tf2onnx
 
 from streamcast.core.artifact import METADATA_KEY, GraphNames, ModelMeta
-from streamcast.core.features import Float32Array
+from streamcast.core.features import FeatureSpec, Float32Array, calendar_features, target_times
+from streamcast.core.model import open_session
 from training.errors import ExportError
 from training.model import StepModel
+from training.series import SeriesSet
 
 OPSET = 17
 PARITY_TOLERANCE = 1e-5
@@ -62,6 +67,32 @@ def random_inputs(model: StepModel, horizon: int, batch: int, seed: int) -> Step
         c=rng.normal(size=(batch, s)).astype(np.float32),
         calendar=calendar,
     )
+
+
+def real_inputs(
+    model: StepModel,
+    series: SeriesSet,
+    scaled: Float32Array,
+    rows: npt.NDArray[np.int64],
+    *,
+    spec: FeatureSpec,
+    window: int,
+    horizon: int,
+) -> StepInputs:
+    """Step inputs of real ``rows`` with the state the model reaches over the ``window``
+    rows before each (every row needs ``window`` rows of its segment before it)."""
+    history = rows[:, None] - np.arange(window, 0, -1)[None, :]
+    cells = np.concatenate(
+        [scaled[history], calendar_features(series.ts[history] + series.interval_s, spec)],
+        axis=-1,
+    ).astype(np.float32)
+    h_all, c_all = model.sequence_states(tf.constant(cells))
+    calendar = None
+    if spec.n_calendar:
+        calendar = calendar_features(
+            target_times(series.ts[rows], series.interval_s, horizon), spec
+        )
+    return StepInputs(x=scaled[rows], h=h_all[-1].numpy(), c=c_all[-1].numpy(), calendar=calendar)
 
 
 def reference_step(
@@ -125,15 +156,6 @@ def _check_inputs(proto: onnx.ModelProto, expected: list[str]) -> None:
         raise ExportError(f"exported graph inputs are {got}, expected {expected}")
 
 
-def session(path_or_bytes: Path | bytes) -> ort.InferenceSession:
-    """A single-threaded CPU ONNX Runtime session (deterministic, polite on shared cores)."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    source = str(path_or_bytes) if isinstance(path_or_bytes, Path) else path_or_bytes
-    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
-
-
 def parity(
     sess: ort.InferenceSession, model: StepModel, horizon: int, batches: list[StepInputs]
 ) -> float:
@@ -186,7 +208,7 @@ def export_step(
     batches = [random_inputs(model, meta.horizon, batch, seed) for batch, seed in ((1, 1), (37, 2))]
     if real_inputs is not None:
         batches.append(real_inputs)
-    diff = parity(session(data), model, meta.horizon, batches)
+    diff = parity(open_session(data), model, meta.horizon, batches)
     if not diff <= tolerance:
         raise ExportError(
             f"ONNX parity check failed: max abs difference {diff:.3g} > {tolerance:g} "

@@ -10,10 +10,10 @@ observed targets only. The burn-in (default: the window) matches serving, where 
 forecast comes after ``window`` steps from zero state; chunk start offsets are re-drawn
 every epoch so each origin sees states of many ages.
 
-Early stopping watches the same loss on validation-period origins (the chunks may start
-in the training period, as the service's state would) and restores the best weights;
-the learning rate halves on plateaus; the best weights are checkpointed; a wall-clock
-budget stops training in time.
+The chunks are cut by :mod:`training.chunks`. Early stopping watches the same loss on
+validation-period origins (the chunks may start in the training period, as the service's
+state would) and restores the best weights; the learning rate halves on plateaus; the
+best weights are checkpointed; a wall-clock budget stops training in time.
 """
 
 from __future__ import annotations
@@ -23,49 +23,26 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
 import numpy.typing as npt
 import tensorflow as tf
 
-from streamcast.core.features import FeatureSpec, calendar_features
+from streamcast.core.features import FeatureSpec
+from training.chunks import (
+    ROLE_TRAIN,
+    ROLE_VAL,
+    ChunkCutter,
+    Chunks,
+    next_calendar,
+)
 from training.config import TrainConfig
-from training.errors import ConfigError
 from training.model import StepModel
 from training.series import SeriesSet
 
-ROLE_TRAIN, ROLE_VAL, ROLE_TEST = 0, 1, 2
 MIN_LEARNING_RATE = 1e-4
-
-
-@dataclass(frozen=True)
-class Chunks:
-    """Training sequences and their rollout targets, all as arrays.
-
-    ``inputs`` ``[B, P, F]`` are the cell inputs (x then next calendar) of the consumed
-    positions; origins sit at ``burn_in + origin_stride * o``. ``targets``/``weights``
-    ``[B, O, H]``, ``calendar`` ``[B, O, H, C]`` (target rows), ``extras`` ``[B, O, E]``.
-    """
-
-    inputs: npt.NDArray[np.float32]
-    calendar: npt.NDArray[np.float32]
-    extras: npt.NDArray[np.float32]
-    targets: npt.NDArray[np.float32]
-    weights: npt.NDArray[np.float32]
-
-    def __len__(self) -> int:
-        return len(self.inputs)
-
-    def take(self, idx: npt.NDArray[np.int64]) -> Chunks:
-        """The chunks at ``idx``."""
-        return Chunks(
-            self.inputs[idx],
-            self.calendar[idx],
-            self.extras[idx],
-            self.targets[idx],
-            self.weights[idx],
-        )
 
 
 @dataclass
@@ -81,69 +58,17 @@ class FitResult:
     n_train_chunks: int = 0
     n_val_chunks: int = 0
 
-
-def next_calendar(series: SeriesSet, spec: FeatureSpec) -> npt.NDArray[np.float32]:
-    """``[N, C]`` calendar features of the interval after each row (the cell's target)."""
-    return calendar_features(series.ts + series.interval_s, spec)
-
-
-def contiguous_segments(
-    series: SeriesSet, mask: npt.NDArray[np.bool_]
-) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-    """``(starts, ends)`` of maximal runs of ``mask`` rows with no reset inside."""
-    edge = series.reset | np.concatenate([[True], mask[1:] != mask[:-1]])
-    starts = np.flatnonzero(edge)
-    ends = np.append(starts[1:], series.n_rows)
-    keep = mask[starts]
-    return starts[keep].astype(np.int64), ends[keep].astype(np.int64)
-
-
-def build_chunks(
-    series: SeriesSet,
-    scaled: npt.NDArray[np.float32],
-    next_cal: npt.NDArray[np.float32],
-    roles: npt.NDArray[np.int8],
-    config: TrainConfig,
-    *,
-    target_role: int,
-    offset: int,
-) -> Chunks:
-    """Cut chunks (vectorised) whose origins lie in ``target_role`` rows.
-
-    Chunks are taken from runs of rows with role <= ``target_role`` so a validation chunk
-    may warm its state up on training rows, as the service's state would have.
-    """
-    h = config.horizon
-    consumed = config.warmup_steps + config.seq_len
-    length = consumed + h
-    starts_seg, ends_seg = contiguous_segments(series, roles <= target_role)
-    starts_list = []
-    for s, e in zip(starts_seg, ends_seg, strict=True):
-        first = s + (offset % config.seq_len if e - s > length + config.seq_len else 0)
-        starts_list.append(np.arange(first, e - length + 1, config.seq_len))
-    starts = np.concatenate(starts_list) if starts_list else np.zeros(0, dtype=np.int64)
-    positions = starts[:, None] + np.arange(length)[None, :]
-    origins = config.warmup_steps + np.arange(0, config.seq_len, config.origin_stride)
-    origin_rows = positions[:, origins]  # [B, O]
-    target_rows = origin_rows[:, :, None] + np.arange(1, h + 1)[None, None, :]
-    cal_rows = origin_rows[:, :, None] + np.arange(h)[None, None, :]
-    inputs = np.concatenate(
-        [scaled[positions[:, :consumed]], next_cal[positions[:, :consumed]]], -1
-    )
-    weights = (
-        series.observed[target_rows]
-        & (roles[target_rows] == target_role)
-        & (roles[origin_rows] == target_role)[:, :, None]
-    )
-    useful = weights.any(axis=(1, 2))
-    chunks = Chunks(
-        inputs=inputs.astype(np.float32),
-        calendar=next_cal[cal_rows].astype(np.float32),
-        extras=scaled[origin_rows][:, :, 1:].astype(np.float32),
-        targets=scaled[target_rows][..., 0].astype(np.float32),
-        weights=weights.astype(np.float32),
-    )
-    return chunks.take(np.flatnonzero(useful))
+    def report_section(self) -> dict[str, Any]:
+        """How training went, as ``report.json``'s ``training`` section."""
+        return {
+            "epochs_run": len(self.history["loss"]),
+            "best_epoch": self.best_epoch,
+            "best_val_loss": self.best_val_loss,
+            "stopped": self.stopped,
+            "train_chunks": self.n_train_chunks,
+            "val_chunks": self.n_val_chunks,
+            "history": self.history,
+        }
 
 
 class HorizonLoss:
@@ -256,6 +181,65 @@ class HorizonLoss:
         return total / max(count, 1.0)
 
 
+class _Plateau:
+    """Early stopping on the validation loss: keeps the best weights (and checkpoints them),
+    halves the learning rate every ``patience // 2`` epochs without improvement, and stops
+    after ``patience`` such epochs."""
+
+    def __init__(
+        self, model: StepModel, loss: HorizonLoss, config: TrainConfig, checkpoint: Path | None
+    ) -> None:
+        self.model = model
+        self.optimizer = loss.optimizer
+        self.patience = config.patience
+        self.checkpoint = checkpoint
+        self.lr = config.learning_rate
+        self.best_weights = model.get_weights()
+        self.best_loss = math.inf
+        self.best_epoch = 0
+        self.since_best = 0
+
+    def update(self, epoch: int, val_loss: float) -> str | None:
+        """Take epoch ``epoch``'s validation loss; returns why training stops, or None."""
+        if val_loss < self.best_loss - 1e-5:
+            self.best_loss, self.best_epoch, self.since_best = val_loss, epoch + 1, 0
+            self.best_weights = self.model.get_weights()
+            if self.checkpoint is not None:
+                self.checkpoint.parent.mkdir(parents=True, exist_ok=True)
+                self.model.save_weights(self.checkpoint)
+            return None
+        self.since_best += 1
+        if self.since_best >= self.patience:
+            return f"early stopping after {self.patience} epochs without improvement"
+        if self.since_best % max(self.patience // 2, 1) == 0 and self.lr > MIN_LEARNING_RATE:
+            self.lr = max(self.lr * 0.5, MIN_LEARNING_RATE)
+            self.optimizer.learning_rate.assign(self.lr)
+        return None
+
+
+def _run_epoch(
+    loss: HorizonLoss,
+    cutter: ChunkCutter,
+    val: Chunks,
+    rng: np.random.Generator,
+    *,
+    epoch: int,
+    verbose: bool,
+) -> tuple[float, float, int]:
+    """One epoch: chunks cut at a fresh random offset, one shuffled pass over them, then
+    the validation loss; returns ``(train_loss, val_loss, n_train_chunks)``."""
+    config = cutter.config
+    chunks = cutter.cut(ROLE_TRAIN, int(rng.integers(0, config.seq_len)))
+    bar = None
+    if verbose and sys.stdout.isatty():
+        # a live bar only on a terminal: in logs and CI it is a wall of escape codes
+        print(f"epoch {epoch + 1}/{config.epochs}")
+        bar = keras.utils.Progbar(math.ceil(len(chunks) / config.batch_size))
+    train_loss = loss.run(chunks, config.batch_size, True, rng, bar)
+    val_loss = loss.run(val, config.batch_size, False) if len(val) else train_loss
+    return train_loss, val_loss, len(chunks)
+
+
 def train(
     series: SeriesSet,
     scaled: npt.NDArray[np.float32],
@@ -269,71 +253,39 @@ def train(
     """Train a :class:`StepModel` on the training rows, early-stopping on validation rows."""
     keras.utils.set_random_seed(config.seed)
     started = time.monotonic()
-    next_cal = next_calendar(series, spec)
+    cutter = ChunkCutter(series, scaled, next_calendar(series, spec), roles, config)
     rng = np.random.default_rng(config.seed)
-    val = build_chunks(series, scaled, next_cal, roles, config, target_role=ROLE_VAL, offset=0)
-    probe = build_chunks(series, scaled, next_cal, roles, config, target_role=ROLE_TRAIN, offset=0)
-    length = config.warmup_steps + config.seq_len + config.horizon
-    if len(probe) == 0:
-        raise ConfigError(
-            f"no training sequence of {length} intervals (burn_in {config.warmup_steps} + seq_len "
-            f"{config.seq_len} + horizon {config.horizon}) fits in any key's training period "
-            "without a long gap; use more data or smaller --seq-len/--window/--horizon"
-        )
+    val = cutter.cut(ROLE_VAL, 0)
+    cutter.check_trainable()
     model = StepModel.from_config_values(config, n_inputs=scaled.shape[1])
     loss = HorizonLoss(model, config)
+    checkpoint = None if checkpoint_dir is None else checkpoint_dir / "best.weights.h5"
+    plateau = _Plateau(model, loss, config, checkpoint)
     result = FitResult(model=model, history={"loss": [], "val_loss": [], "lr": []})
     result.n_val_chunks = len(val)
-    best_weights = model.get_weights()
-    since_best = 0
-    lr = config.learning_rate
     epoch_seconds = 0.0
     for epoch in range(config.epochs):
         epoch_start = time.monotonic()
-        elapsed = epoch_start - started
-        if epoch > 0 and elapsed + epoch_seconds > config.time_budget_s:
+        if epoch > 0 and epoch_start - started + epoch_seconds > config.time_budget_s:
             result.stopped = f"time budget {config.time_budget_s:.0f}s"
             break
-        offset = int(rng.integers(0, config.seq_len))
-        chunks = build_chunks(
-            series, scaled, next_cal, roles, config, target_role=ROLE_TRAIN, offset=offset
+        train_loss, val_loss, result.n_train_chunks = _run_epoch(
+            loss, cutter, val, rng, epoch=epoch, verbose=verbose
         )
-        result.n_train_chunks = len(chunks)
-        bar = None
-        if verbose and sys.stdout.isatty():
-            # a live bar only on a terminal: in logs and CI it is a wall of escape codes
-            print(f"epoch {epoch + 1}/{config.epochs}")
-            bar = keras.utils.Progbar(math.ceil(len(chunks) / config.batch_size))
-        train_loss = loss.run(chunks, config.batch_size, True, rng, bar)
-        val_loss = loss.run(val, config.batch_size, False) if len(val) else train_loss
         epoch_seconds = time.monotonic() - epoch_start
-        result.history["loss"].append(train_loss)
-        result.history["val_loss"].append(val_loss)
-        result.history["lr"].append(lr)
+        for name, value in (("loss", train_loss), ("val_loss", val_loss), ("lr", plateau.lr)):
+            result.history[name].append(value)
         if verbose:
             print(
                 f"epoch {epoch + 1}/{config.epochs}  loss {train_loss:.4f}  "
-                f"val_loss {val_loss:.4f}  lr {lr:.2g}  ({epoch_seconds:.1f}s)",
+                f"val_loss {val_loss:.4f}  lr {plateau.lr:.2g}  ({epoch_seconds:.1f}s)",
                 flush=True,
             )
-        if val_loss < result.best_val_loss - 1e-5:
-            result.best_val_loss = val_loss
-            result.best_epoch = epoch + 1
-            best_weights = model.get_weights()
-            since_best = 0
-            if checkpoint_dir is not None:
-                checkpoint_dir.mkdir(parents=True, exist_ok=True)
-                model.save_weights(checkpoint_dir / "best.weights.h5")
-        else:
-            since_best += 1
-            if since_best >= config.patience:
-                result.stopped = (
-                    f"early stopping after {config.patience} epochs without improvement"
-                )
-                break
-            if since_best % max(config.patience // 2, 1) == 0 and lr > MIN_LEARNING_RATE:
-                lr = max(lr * 0.5, MIN_LEARNING_RATE)
-                loss.optimizer.learning_rate.assign(lr)
-    model.set_weights(best_weights)
+        stop = plateau.update(epoch, val_loss)
+        if stop is not None:
+            result.stopped = stop
+            break
+    model.set_weights(plateau.best_weights)
+    result.best_epoch, result.best_val_loss = plateau.best_epoch, plateau.best_loss
     result.seconds = time.monotonic() - started
     return result

@@ -13,10 +13,12 @@ returns into a :class:`~training.series.SeriesSet` and a :class:`PrepReport`:
    that equal it (a low share means the data is irregular: give the interval);
 4. each row is labelled with the start of its interval
    (:func:`streamcast.core.features.interval_start`); several rows in one interval are combined
-   with ``aggregation`` (last/mean/sum/min/max, the service's setting), extras alike;
-5. a gap of up to ``max_gap`` missing intervals is bridged by linear interpolation (the
-   :func:`streamcast.core.features.interpolate_gap` policy; such rows have ``observed=False``);
-   a longer gap makes the next row a ``reset`` (the key warms up again) and is reported;
+   with ``aggregation`` (last/mean/sum/min/max, the service's setting), extras alike, by the
+   service's own :class:`streamcast.core.intervals.Aggregator`;
+5. a gap of up to ``max_gap`` missing intervals is bridged by linear interpolation
+   (:func:`streamcast.core.features.interpolate_gaps`, the service's gap policy for many gaps
+   at once; such rows have ``observed=False``); a longer gap makes the next row a ``reset``
+   (the key warms up again) and is reported;
 6. segments (rows from one reset to the next) shorter than ``min_length`` rows are dropped
    and reported; a key left with no rows is reported as dropped.
 
@@ -25,7 +27,6 @@ Everything is vectorised over rows (sort, diff, repeat, ``ufunc.reduceat``).
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass, field
 from typing import Literal, get_args
 
@@ -34,62 +35,17 @@ import numpy.typing as npt
 import pandas as pd
 
 from streamcast.core.artifact import Aggregation
-from streamcast.core.features import interval_start
+from streamcast.core.features import interpolate_gaps, interval_start
+from streamcast.core.intervals import AGGREGATIONS, Aggregator
 from training.errors import ConfigError, DataError
 from training.series import SeriesSet
+from training.timetext import format_interval, iso, iso_ms, parse_interval
 
 Duplicates = Literal["error", "aggregate", "first"]
 Ints = npt.NDArray[np.int64]
 Floats = npt.NDArray[np.float64]
 Bools = npt.NDArray[np.bool_]
 _KEY, _TS, _VALUE = "key", "ts_ms", "value"
-
-
-def iso(ts_s: int | np.integer) -> str:
-    """Epoch seconds as an ISO-8601 UTC string, e.g. ``2015-01-01T13:00:00Z``."""
-    return f"{np.datetime64(int(ts_s), 's')}Z"
-
-
-def iso_ms(ts_ms: int | np.integer) -> str:
-    """Epoch milliseconds as ISO-8601 UTC, with milliseconds only when there are any."""
-    ms = int(ts_ms)
-    return iso(ms // 1000) if ms % 1000 == 0 else f"{np.datetime64(ms, 'ms')}Z"
-
-
-_UNIT_SECONDS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3_600, "hr": 3_600, "d": 86_400}
-_INTERVAL = re.compile(r"^\s*(\d+)\s*([a-z]*)\s*$")
-
-
-def parse_interval(interval: str | int | pd.Timedelta) -> int:
-    """Interval in whole seconds from ``"1h"``, ``"30min"``, ``"1d"``, ``"15s"``, ``"3600"``
-    (seconds), an int of seconds, or anything :class:`pandas.Timedelta` reads.
-    """
-    if isinstance(interval, int | float) and not isinstance(interval, bool):
-        seconds = float(interval)
-    elif isinstance(interval, pd.Timedelta):
-        seconds = interval.total_seconds()
-    else:
-        match = _INTERVAL.match(str(interval).lower())
-        if match and match.group(2) in ("", *_UNIT_SECONDS):
-            seconds = float(int(match.group(1)) * _UNIT_SECONDS.get(match.group(2), 1))
-        else:
-            try:
-                seconds = pd.Timedelta(str(interval)).total_seconds()
-            except (ValueError, TypeError):
-                raise ConfigError(
-                    f"cannot read interval {interval!r}; use e.g. 1h, 30min, 1d, 15s or seconds"
-                ) from None
-    if seconds <= 0 or seconds != int(seconds):
-        raise ConfigError(f"interval {interval!r} must be a positive whole number of seconds")
-    return int(seconds)
-
-
-def format_interval(seconds: int) -> str:
-    """The shortest exact spelling of an interval: ``3600 -> "1h"``, ``1800 -> "30min"``."""
-    for unit, size in (("d", 86_400), ("h", 3_600), ("min", 60)):
-        if seconds % size == 0:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
 
 
 @dataclass(frozen=True)
@@ -195,64 +151,22 @@ def regularise(
     Raises :class:`ConfigError` for impossible settings and :class:`DataError` for
     duplicate timestamps (``duplicates="error"``) or when no series is long enough.
     """
-    if aggregation not in get_args(Aggregation):
-        raise ConfigError(
-            f"unknown aggregation {aggregation!r}; use one of {', '.join(get_args(Aggregation))}"
-        )
-    if duplicates not in get_args(Duplicates):
-        raise ConfigError(f"duplicates must be 'error', 'aggregate' or 'first', not {duplicates!r}")
-    if max_gap < 0 or min_length < 1:
-        raise ConfigError(f"need max_gap >= 0 and min_length >= 1 (got {max_gap}, {min_length})")
-    missing_cols = [c for c in (_KEY, _TS, _VALUE) if c not in df.columns]
-    if missing_cols:
-        raise ConfigError(f"regularise needs the canonical frame of load_table; no {missing_cols}")
+    _check_settings(df, aggregation, duplicates, max_gap=max_gap, min_length=min_length)
     source = str(df.attrs.get("source", "data"))
     extra_names = tuple(str(c) for c in df.columns if c not in (_KEY, _TS, _VALUE))
     report = PrepReport(rows_in=len(df), aggregation=aggregation, max_gap=max_gap)
-
-    codes, uniques = pd.factorize(df[_KEY].astype(str), sort=True)
-    key_names = [str(k) for k in uniques]
-    ts_ms = df[_TS].to_numpy(np.int64)
-    values = df[[_VALUE, *extra_names]].to_numpy(np.float64)
-    order = np.lexsort((ts_ms, codes))  # stable: ties keep file order ("last" = last in file)
-    codes, ts_ms, values = codes[order].astype(np.int64), ts_ms[order], values[order]
-
-    dup = np.zeros(len(ts_ms), dtype=bool)
-    dup[1:] = (np.diff(codes) == 0) & (np.diff(ts_ms) == 0)
-    report.duplicate_rows = int(dup.sum())
-    if report.duplicate_rows and duplicates == "error":
-        i = int(np.argmax(dup))
-        same = int(np.sum((codes == codes[i]) & (ts_ms == ts_ms[i])))
-        raise DataError(
-            f"{source}: duplicate timestamps: key '{key_names[codes[i]]}' has {same} rows at "
-            f"{iso_ms(ts_ms[i])} ({report.duplicate_rows} duplicate rows in all); remove "
-            "them, or set duplicates to 'first' (keep the first, as the service does) or "
-            "'aggregate'"
-        )
-
-    keep = np.isfinite(values).all(axis=1)
-    report.rows_missing_value = int((~keep).sum())
-    codes, ts_ms, values = codes[keep], ts_ms[keep], values[keep]
-    if duplicates == "first":
-        # among rows with values: a duplicate tick with a value replaces an empty one
-        later = np.zeros(len(ts_ms), dtype=bool)
-        later[1:] = (np.diff(codes) == 0) & (np.diff(ts_ms) == 0)
-        codes, ts_ms, values = codes[~later], ts_ms[~later], values[~later]
-
-    if interval is None:
-        interval_s = _infer_interval(codes, ts_ms, source)
-        report.interval_inferred = True
-    else:
-        interval_s = parse_interval(interval)
-    report.interval_s = interval_s
-    report.interval_support = _support(codes, ts_ms, interval_s)
+    key_names, codes, ts_ms, values = _sorted_rows(df, extra_names)
+    codes, ts_ms, values = _clean_rows(
+        codes, ts_ms, values, duplicates, key_names=key_names, source=source, report=report
+    )
+    interval_s = _grid_interval(codes, ts_ms, interval, source, report)
 
     # the service labels a tick with the interval of its whole second, so do we
     starts = interval_start(ts_ms // 1000, interval_s)
-    g_code, g_ts, g_values = _aggregate(codes, starts, values, aggregation)
+    g_code, g_ts, g_values = _aggregate(codes, starts, values, Aggregator(aggregation))
     report.merged_rows = len(ts_ms) - len(g_ts)
 
-    grid = _bridge(g_code, g_ts, g_values, interval_s, max_gap, key_names, report)
+    grid = _bridge(g_code, g_ts, g_values, interval_s, max_gap, key_names=key_names, report=report)
     kept = _drop_short(grid, min_length, key_names, report)
     if kept is None:
         raise DataError(
@@ -273,6 +187,84 @@ def regularise(
         extra_names=extra_names,
     )
     return series, report
+
+
+def _check_settings(
+    df: pd.DataFrame, aggregation: str, duplicates: str, *, max_gap: int, min_length: int
+) -> None:
+    """ConfigError for settings regularise cannot follow, or a frame it cannot read."""
+    if aggregation not in AGGREGATIONS:
+        raise ConfigError(
+            f"unknown aggregation {aggregation!r}; use one of {', '.join(AGGREGATIONS)}"
+        )
+    if duplicates not in get_args(Duplicates):
+        raise ConfigError(f"duplicates must be 'error', 'aggregate' or 'first', not {duplicates!r}")
+    if max_gap < 0 or min_length < 1:
+        raise ConfigError(f"need max_gap >= 0 and min_length >= 1 (got {max_gap}, {min_length})")
+    missing_cols = [c for c in (_KEY, _TS, _VALUE) if c not in df.columns]
+    if missing_cols:
+        raise ConfigError(f"regularise needs the canonical frame of load_table; no {missing_cols}")
+
+
+def _sorted_rows(
+    df: pd.DataFrame, extra_names: tuple[str, ...]
+) -> tuple[list[str], Ints, Ints, Floats]:
+    """``(key names, key codes, ts_ms, values)``, rows sorted by key then time; rows with
+    equal timestamps keep their file order (so ``last`` is the last in the file)."""
+    codes, uniques = pd.factorize(df[_KEY].astype(str), sort=True)
+    ts_ms = df[_TS].to_numpy(np.int64)
+    values = df[[_VALUE, *extra_names]].to_numpy(np.float64)
+    order = np.lexsort((ts_ms, codes))  # stable
+    return [str(k) for k in uniques], codes[order].astype(np.int64), ts_ms[order], values[order]
+
+
+def _clean_rows(
+    codes: Ints,
+    ts_ms: Ints,
+    values: Floats,
+    duplicates: str,
+    *,
+    key_names: list[str],
+    source: str,
+    report: PrepReport,
+) -> tuple[Ints, Ints, Floats]:
+    """Apply the duplicates policy and drop rows without a value or an extra."""
+    dup = np.zeros(len(ts_ms), dtype=bool)
+    dup[1:] = (np.diff(codes) == 0) & (np.diff(ts_ms) == 0)
+    report.duplicate_rows = int(dup.sum())
+    if report.duplicate_rows and duplicates == "error":
+        i = int(np.argmax(dup))
+        same = int(np.sum((codes == codes[i]) & (ts_ms == ts_ms[i])))
+        raise DataError(
+            f"{source}: duplicate timestamps: key '{key_names[codes[i]]}' has {same} rows at "
+            f"{iso_ms(ts_ms[i])} ({report.duplicate_rows} duplicate rows in all); remove "
+            "them, or set duplicates to 'first' (keep the first, as the service does) or "
+            "'aggregate'"
+        )
+    keep = np.isfinite(values).all(axis=1)
+    report.rows_missing_value = int((~keep).sum())
+    codes, ts_ms, values = codes[keep], ts_ms[keep], values[keep]
+    if duplicates == "first":
+        # among rows with values: a duplicate tick with a value replaces an empty one
+        later = np.zeros(len(ts_ms), dtype=bool)
+        later[1:] = (np.diff(codes) == 0) & (np.diff(ts_ms) == 0)
+        codes, ts_ms, values = codes[~later], ts_ms[~later], values[~later]
+    return codes, ts_ms, values
+
+
+def _grid_interval(
+    codes: Ints, ts_ms: Ints, interval: str | int | None, source: str, report: PrepReport
+) -> int:
+    """The grid's interval in seconds: the one given, or inferred (step 3 of the module
+    docstring); records it and its support in ``report``."""
+    if interval is None:
+        interval_s = _infer_interval(codes, ts_ms, source)
+        report.interval_inferred = True
+    else:
+        interval_s = parse_interval(interval)
+    report.interval_s = interval_s
+    report.interval_support = _support(codes, ts_ms, interval_s)
+    return interval_s
 
 
 def _infer_interval(codes: Ints, ts_ms: Ints, source: str) -> int:
@@ -300,30 +292,16 @@ def _support(codes: Ints, ts_ms: Ints, interval_s: int) -> float:
 
 
 def _aggregate(
-    codes: Ints,
-    starts: Ints,
-    values: Floats,
-    how: str,
+    codes: Ints, starts: Ints, values: Floats, aggregator: Aggregator
 ) -> tuple[Ints, Ints, Floats]:
-    """Combine rows sharing (key, interval start); rows arrive sorted by key then time."""
+    """Combine rows sharing (key, interval start) with the service's :class:`Aggregator`
+    (rows arrive sorted by key then time, so each interval's rows are contiguous)."""
     new = np.ones(len(codes), dtype=bool)
     new[1:] = (np.diff(codes) != 0) | (np.diff(starts) != 0)
     first = np.flatnonzero(new)
     if len(first) == len(codes):
         return codes, starts, values
-    if how == "last":
-        last = np.append(first[1:], len(codes)) - 1
-        combined = values[last]
-    elif how == "sum":
-        combined = np.add.reduceat(values, first, axis=0)
-    elif how == "mean":
-        counts = np.diff(np.append(first, len(codes)))
-        combined = np.add.reduceat(values, first, axis=0) / counts[:, None]
-    elif how == "min":
-        combined = np.minimum.reduceat(values, first, axis=0)
-    else:
-        combined = np.maximum.reduceat(values, first, axis=0)
-    return codes[first], starts[first], np.asarray(combined, dtype=np.float64)
+    return codes[first], starts[first], aggregator.interval_values(values, first)
 
 
 @dataclass(frozen=True)
@@ -346,12 +324,13 @@ class _Grid:
         )
 
 
-def _bridge(  # noqa: PLR0917 - private stage of regularise, called once
+def _bridge(
     codes: Ints,
     ts: Ints,
     values: Floats,
     interval_s: int,
     max_gap: int,
+    *,
     key_names: list[str],
     report: PrepReport,
 ) -> _Grid:
@@ -383,16 +362,12 @@ def _bridge(  # noqa: PLR0917 - private stage of regularise, called once
     observed[position] = True
     reset[position] = ~same_key | long
 
-    after = np.repeat(np.arange(n), n_insert)  # the observed row that closes each gap
-    gap_size = n_insert[after]
-    step = np.arange(total - n) - np.repeat(np.cumsum(n_insert) - n_insert, n_insert) + 1
-    # the same arithmetic as streamcast.core.features.interpolate_gap, row by row
-    weight = (step.astype(np.float64) / (gap_size + 1))[:, None]
-    before_values = values[after - 1]
-    filled = position[after] - gap_size + step - 1
-    out_code[filled] = codes[after]
-    out_ts[filled] = ts[after - 1] + step * interval_s
-    out_values[filled] = before_values + weight * (values[after] - before_values)
+    gaps = np.flatnonzero(short)  # the observed row that closes each bridged gap
+    filled = np.flatnonzero(~observed)  # the imputed rows: gap by gap, in time order
+    closing = np.repeat(gaps, missing[gaps])
+    out_code[filled] = codes[closing]
+    out_ts[filled] = ts[closing] - (position[closing] - filled) * interval_s
+    out_values[filled] = interpolate_gaps(values[gaps - 1], values[gaps], missing[gaps])
     return _Grid(out_code, out_ts, out_values, observed, reset)
 
 

@@ -1,15 +1,61 @@
-"""``report.json`` and ``report.md``: the backtest comparison and how the model was made."""
+"""``report.json`` and ``report.md``: the backtest comparison and how the model was made.
+
+:func:`backtest_report` is what ``fit`` and ``evaluate`` both report (config, data,
+metrics, the streaming replay); each pipeline adds its own sections (parity, training,
+calibration, model, timings, files) and :func:`write_report` writes both files.
+"""
 
 from __future__ import annotations
 
 import json
 import math
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from training.metrics import METRIC_NAMES
+from training.timetext import format_interval
+
+if TYPE_CHECKING:  # at run time these would make the report depend on the whole pipeline
+    from training.backtest import Backtest
+    from training.config import TrainConfig
+    from training.history import PreparedHistory
 
 MODELS = ("lstm", "naive", "seasonal_naive", "arima")
+
+
+def backtest_report(
+    name: str, history: PreparedHistory, config: TrainConfig, bt: Backtest
+) -> dict[str, Any]:
+    """The report sections ``fit`` and ``evaluate`` share: what was run on which data, and
+    how every model scored."""
+    cfg = config.to_dict()
+    cfg["interval"] = format_interval(config.interval_s)
+    parts = history.parts
+    return {
+        "name": name,
+        "created_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "config": cfg,
+        "data": {
+            "source": history.source,
+            "fingerprint": history.fingerprint,
+            "n_keys": len(history.series.keys),
+            "n_rows": history.series.n_rows,
+            "rows": {
+                "train": int(parts.train.sum()),
+                "val": int(parts.val.sum()),
+                "test": int(parts.test.sum()),
+            },
+            "prep": history.prep.to_dict(),
+        },
+        "metrics": bt.metrics,
+        "streaming": {
+            "ort_calls": bt.fc.calls,
+            "forecast_origins": len(bt.fc.row),
+            "test_origins": len(bt.test),
+            "scored_forecasts": int(bt.mask.sum()),
+        },
+    }
 
 
 def _fmt(value: object) -> str:

@@ -16,11 +16,9 @@ from typing import Any
 
 import keras_tuner
 
-from streamcast.core.features import FeatureSpec
 from training.config import TrainConfig
 from training.fit import train
-from training.prep import fit_scaling, scale_series
-from training.workflow import DataSource, prepare
+from training.history import DataSource, load_and_prepare, scale_history
 
 UNITS = (16, 32, 64, 96)
 LAYERS = (1, 2)
@@ -61,17 +59,9 @@ def tune(
 ) -> tuple[TrainConfig, float]:
     """Search around ``base``; returns the best config and its validation loss."""
     started = time.monotonic()
-    frame = source.load()
-    series, _, parts = prepare(frame, base.updated(window=max((*WINDOWS, base.window))))
-    value_scaling, extra_scaling = fit_scaling(series, parts.train)
-    scaled, _, _ = scale_series(series, value_scaling, extra_scaling, window=base.window)
-    spec = FeatureSpec(
-        interval_s=base.interval_s,
-        value_name=series.value_name,
-        extra_names=series.extra_names,
-        calendar=base.calendar,
-        timezone=base.timezone,
-    )
+    # prepared for the longest window searched, so every trial sees the same rows
+    history = load_and_prepare(source, base.updated(window=max((*WINDOWS, base.window))))
+    scaled = scale_history(history, base)
     state = {"done": 0, "loss": math.inf}
     best_config = [base]
 
@@ -82,7 +72,9 @@ def tune(
         left = max(trials - int(state["done"]), 1)
         config = base.updated(**changes, time_budget_s=max(remaining / left, 5.0))
         state["done"] += 1
-        result = train(series, scaled, parts.role, spec, config, verbose=False)
+        result = train(
+            history.series, scaled.scaled, history.parts.role, scaled.spec, config, verbose=False
+        )
         if verbose:
             print(f"trial {state['done']}: {changes} -> val_loss {result.best_val_loss:.4f}")
         if result.best_val_loss < state["loss"]:

@@ -51,8 +51,10 @@ MAX_MAGNITUDE = 1e37
 MAX_DETAIL = 300
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-#: (magnitude below, multiplier, divisor) to milliseconds: s, ms, µs, ns
-_EPOCH_UNITS: tuple[tuple[float, int, int], ...] = (
+#: epoch units by magnitude, ``(magnitude below, multiplier, divisor)`` to milliseconds:
+#: seconds, milliseconds, microseconds, nanoseconds (the module docstring's rule, which
+#: ``training/data.py`` applies to whole timestamp columns)
+EPOCH_UNITS: tuple[tuple[float, int, int], ...] = (
     (1e11, 1_000, 1),
     (1e14, 1, 1),
     (1e17, 1, 1_000),
@@ -79,17 +81,26 @@ class _Reject(Exception):  # noqa: N818 - internal control flow, never escapes d
         self.detail = detail
 
 
+def epoch_unit(magnitude: float) -> tuple[int, int]:
+    """``(multiplier, divisor)`` to milliseconds for a finite epoch time of this magnitude.
+
+    >>> epoch_unit(1.7e9), epoch_unit(1.7e12), epoch_unit(1.7e15), epoch_unit(1.7e18)
+    ((1000, 1), (1, 1), (1, 1000), (1, 1000000))
+    """
+    return next((m, d) for limit, m, d in EPOCH_UNITS if abs(magnitude) < limit)
+
+
 def epoch_to_ms(value: float) -> int:
     """Epoch time in s, ms, µs or ns (chosen by magnitude, module docstring) to ms, floored.
 
     Integers are converted exactly; floats as ``floor(value * multiplier / divisor)``, the
-    same arithmetic as ``training/data.py``, so both halves agree to the millisecond.
+    same arithmetic as ``training/data.py`` (which takes its unit from :func:`epoch_unit`
+    too), so both halves agree to the millisecond.
 
     >>> epoch_to_ms(1_700_000_000), epoch_to_ms(1_700_000_000_123), epoch_to_ms(1.5e9)
     (1700000000000, 1700000000123, 1500000000000)
     """
-    magnitude = abs(value)
-    multiplier, divisor = next((m, d) for limit, m, d in _EPOCH_UNITS if magnitude < limit)
+    multiplier, divisor = epoch_unit(value)
     if isinstance(value, int):
         return value * multiplier // divisor
     return math.floor(value * multiplier / divisor)

@@ -24,7 +24,7 @@ global location/scale fitted on the training period of all keys.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 import numpy.typing as npt
@@ -35,6 +35,8 @@ Float32Array = npt.NDArray[np.float32]
 IntArray = npt.NDArray[np.int64]
 
 CalendarName = Literal["time_of_day", "day_of_week", "day_of_year"]
+#: every calendar feature a model may use, in the order of :data:`CalendarName`
+CALENDAR_NAMES: tuple[CalendarName, ...] = get_args(CalendarName)
 CALENDAR_PERIODS: dict[str, float] = {"time_of_day": 1.0, "day_of_week": 7.0, "day_of_year": 365.25}
 SECONDS_PER_DAY = 86_400
 
@@ -171,10 +173,32 @@ def unscale_forecast(forecast: Float32Array, loc: FloatArray, scale: FloatArray)
 def interpolate_gap(before: FloatArray, after: FloatArray, missing: int) -> FloatArray:
     """The documented gap policy: ``missing`` rows linearly between two observed rows.
 
-    ``before`` and ``after`` are ``[F]``; the result is ``[missing, F]``.
+    ``before`` and ``after`` are ``[F]``; the result is ``[missing, F]``. One gap of
+    :func:`interpolate_gaps`, so a single gap and many at once give the same bits.
 
     >>> interpolate_gap(np.array([0.0]), np.array([3.0]), 2).ravel().tolist()
     [1.0, 2.0]
     """
-    weights = np.arange(1, missing + 1, dtype=np.float64)[:, None] / (missing + 1)
-    return np.asarray(before[None, :] + weights * (after - before)[None, :], dtype=np.float64)
+    return interpolate_gaps(before[None, :], after[None, :], np.array([missing], dtype=np.int64))
+
+
+def interpolate_gaps(before: FloatArray, after: FloatArray, missing: IntArray) -> FloatArray:
+    """The gap policy for many gaps at once: ``missing[g]`` rows linearly between rows
+    ``before[g]`` and ``after[g]``; row ``k = 1 .. missing[g]`` of a gap is
+    ``before + k / (missing + 1) * (after - before)``.
+
+    ``before`` and ``after`` are ``[G, F]``, ``missing`` is ``[G]`` (each ``>= 0``); the
+    result is ``[sum(missing), F]``: the rows of gap 0, then those of gap 1, and so on.
+
+    >>> interpolate_gaps(np.array([[0.0], [10.0]]), np.array([[3.0], [12.0]]), np.array([2, 1]))
+    array([[ 1.],
+           [ 2.],
+           [11.]])
+    """
+    counts = np.asarray(missing, dtype=np.int64)
+    gap = np.repeat(np.arange(len(counts)), counts)
+    step = np.arange(len(gap), dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts) + 1
+    weights = (step.astype(np.float64) / (counts[gap] + 1))[:, None]
+    start = np.asarray(before, dtype=np.float64)[gap]
+    end = np.asarray(after, dtype=np.float64)[gap]
+    return np.asarray(start + weights * (end - start), dtype=np.float64)

@@ -213,6 +213,17 @@ class Aggregator:
             return acc / count[:, None]
         return acc
 
+    def interval_values(self, values: FloatArray, starts: IntArray) -> FloatArray:
+        """Values of whole intervals: contiguous groups of rows of ``values`` beginning at
+        ``starts``, each reduced and finalised at once (a batch seen from the start).
+
+        >>> Aggregator("mean").interval_values(np.array([[1.0], [3.0], [5.0]]), np.array([0, 2]))
+        array([[2.],
+               [5.]])
+        """
+        counts = np.diff(np.append(starts, len(values)))
+        return self.finalise(self.reduce(values, starts), counts)
+
 
 def aggregate(
     store: StateStore,

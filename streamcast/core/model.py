@@ -56,6 +56,24 @@ def session_options(intra_op_threads: int = 1) -> ort.SessionOptions:
     return options
 
 
+def open_session(
+    path_or_bytes: str | Path | bytes, intra_op_threads: int = 1
+) -> ort.InferenceSession:
+    """An ONNX Runtime CPU session with :func:`session_options`: the one way every part of
+    streamcast (service, export parity check, offline evaluator) opens a model, so all of
+    them run the graph with the same settings (one thread by default: deterministic).
+
+    Raises whatever ONNX Runtime raises for a missing or malformed model; callers turn that
+    into their own error.
+    """
+    source = path_or_bytes if isinstance(path_or_bytes, bytes) else str(path_or_bytes)
+    return ort.InferenceSession(
+        source,
+        sess_options=session_options(intra_op_threads),
+        providers=["CPUExecutionProvider"],
+    )
+
+
 class OnnxStepModel:
     """A :class:`StepModel` backed by one ONNX Runtime ``InferenceSession``.
 
@@ -85,11 +103,7 @@ class OnnxStepModel:
         if intra_op_threads < 1:
             raise ModelError(f"intra_op_threads must be >= 1, got {intra_op_threads}")
         try:
-            session = ort.InferenceSession(
-                str(file),
-                sess_options=session_options(intra_op_threads),
-                providers=["CPUExecutionProvider"],
-            )
+            session = open_session(file, intra_op_threads)
         except Exception as err:  # ORT raises many unrelated types
             raise ModelError(f"{file} is not a loadable ONNX model: {err}") from err
         props = dict(session.get_modelmeta().custom_metadata_map)

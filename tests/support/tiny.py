@@ -17,7 +17,8 @@ import pandas as pd
 
 from training.config import TrainConfig
 from training.datasets import DATASETS
-from training.workflow import DataSource, fit_pipeline
+from training.history import DataSource
+from training.workflow import fit_pipeline
 
 TINY_CONFIG = TrainConfig(
     units=8,

@@ -13,13 +13,15 @@ import pytest
 
 from streamcast.core.artifact import FeatureMeta, GraphNames, ModelMeta, ScalingMeta
 from streamcast.core.features import calendar_features, fit_location_scale, target_times
+from streamcast.core.model import OnnxStepModel
 from tests.support.tiny import TINY_COLUMNS
 from training.config import TrainConfig
 from training.evaluate import emitting_rows, load_session, stream_forecasts
-from training.export import StepInputs, export_step, reference_step
+from training.export import StepInputs, export_step, random_inputs, reference_step
+from training.history import DataSource
 from training.model import StepModel
 from training.series import SeriesSet
-from training.workflow import DataSource, evaluate_pipeline
+from training.workflow import evaluate_pipeline
 
 WINDOW, HORIZON, HOUR = 3, 4, 3600
 
@@ -126,8 +128,28 @@ def test_batching_across_keys_changes_nothing(exported: tuple[StepModel, Path]) 
         np.testing.assert_allclose(alone.forecast, together.forecast[mine], rtol=1e-6)
 
 
-def test_evaluator_module_never_imports_tensorflow() -> None:
-    code = "import sys, training.evaluate; sys.exit('tensorflow' in sys.modules)"
+def test_the_evaluator_runs_the_model_as_the_service_does(
+    exported: tuple[StepModel, Path],
+) -> None:
+    """One session opener: the evaluator's session has the service's options, and the
+    service's step gives the evaluator's outputs to the bit."""
+    model, path = exported
+    sess, meta = load_session(path)
+    options = sess.get_session_options()
+    assert (options.intra_op_num_threads, options.inter_op_num_threads) == (1, 1)
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    inputs = random_inputs(model, HORIZON, batch=5, seed=9)
+    names = meta.graph
+    offline = sess.run([names.h_out, names.c_out, names.forecast], inputs.feeds(names))
+    online = OnnxStepModel.load(path).step(inputs.x, inputs.h, inputs.c, inputs.calendar)
+    for a, b in zip(offline, online, strict=True):
+        assert a.tobytes() == b.tobytes()
+
+
+@pytest.mark.parametrize("module", ["training.evaluate", "training.workflow"])
+def test_evaluator_module_never_imports_tensorflow(module: str) -> None:
+    # training.workflow runs evaluate too: TensorFlow only inside fit's own steps
+    code = f"import sys, {module}; sys.exit('tensorflow' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
 
 

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from streamcast.core.artifact import GraphNames, ModelMeta
+from streamcast.core.model import open_session
 from training.config import TrainConfig
 from training.errors import ExportError
-from training.export import export_step, random_inputs, reference_step, session
+from training.export import PARITY_TOLERANCE, export_step, random_inputs, reference_step
 from training.model import StepModel
 
 
@@ -35,12 +36,12 @@ def _meta(model: StepModel, horizon: int) -> ModelMeta:
 def test_export_parity_and_signature(
     tmp_path: Path, calendar: tuple[str, ...], layers: int, n_inputs: int
 ) -> None:
-    config = TrainConfig(units=8, layers=layers, horizon=6, calendar=calendar)  # type: ignore[arg-type]
+    config = TrainConfig(units=8, layers=layers, horizon=6, calendar=calendar)
     model = StepModel.from_config_values(config, n_inputs=n_inputs)
     path = tmp_path / "m.onnx"
     diff = export_step(model, _meta(model, 6), path)
     assert 0.0 <= diff <= 1e-5
-    sess = session(path)
+    sess = open_session(path)
     inputs = {i.name: i.shape for i in sess.get_inputs()}
     outputs = {o.name: o.shape for o in sess.get_outputs()}
     s = model.state_size
@@ -62,7 +63,7 @@ def test_state_out_is_after_one_step_only(tmp_path: Path) -> None:
     """h_out/c_out must not include the rollout: stepping twice equals two single steps."""
     model = StepModel.from_config_values(TrainConfig(units=4, horizon=5), n_inputs=1)
     export_step(model, _meta(model, 5), tmp_path / "m.onnx")
-    sess = session(tmp_path / "m.onnx")
+    sess = open_session(tmp_path / "m.onnx")
     names = GraphNames(calendar=None)
     batch = random_inputs(model, 5, batch=3, seed=4)
     h1, c1, _ = sess.run(["h_out", "c_out", "forecast"], batch.feeds(names))
@@ -83,7 +84,7 @@ def test_failing_parity_fails_the_export(tmp_path: Path) -> None:
 
 def test_trained_model_metadata_contract(tiny_model: Path) -> None:
     """Every field serving needs is filled in and agrees with the graph's shapes."""
-    sess = session(tiny_model)
+    sess = open_session(tiny_model)
     meta = ModelMeta.from_metadata_map(sess.get_modelmeta().custom_metadata_map)
     inputs = {i.name: i.shape for i in sess.get_inputs()}
     outputs = {o.name: o.shape for o in sess.get_outputs()}
@@ -116,3 +117,9 @@ def test_trained_model_metadata_contract(tiny_model: Path) -> None:
     assert t.metrics["parity"]["max_abs_diff"] <= 1e-5
     assert TrainConfig.from_dict(dict(t.config)).window == meta.window
     assert meta.version and meta.created_at and meta.name == "tiny"
+
+
+def test_the_evaluate_report_states_the_export_tolerance() -> None:
+    from training.workflow import EXPORT_PARITY_TOLERANCE
+
+    assert EXPORT_PARITY_TOLERANCE == PARITY_TOLERANCE

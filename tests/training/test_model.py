@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import itertools
+from pathlib import Path
+
 import numpy as np
 import numpy.typing as npt
 import tensorflow as tf
 
 from streamcast.core.features import FeatureSpec, calendar_features
+from training.chunks import ROLE_TRAIN, ROLE_VAL, build_chunks, next_calendar
 from training.config import TrainConfig
-from training.fit import ROLE_TRAIN, ROLE_VAL, build_chunks, next_calendar, train
+from training.fit import train
 from training.model import StepModel
 from training.series import SeriesSet
 
@@ -125,3 +129,21 @@ def test_time_budget_stops_training() -> None:
     result = train(s, _scaled(s), _roles(s), spec, config, verbose=False)
     assert result.stopped.startswith("time budget")
     assert 1 <= len(result.history["loss"]) < 1000
+
+
+def test_early_stopping_keeps_the_best_epoch_and_halves_the_rate(tmp_path: Path) -> None:
+    s = _daily()
+    spec = FeatureSpec(interval_s=HOUR, calendar=CONFIG.calendar)
+    config = CONFIG.updated(epochs=30, patience=3, learning_rate=0.05, time_budget_s=600.0)
+    result = train(s, _scaled(s), _roles(s), spec, config, verbose=False, checkpoint_dir=tmp_path)
+    val_loss, lr = result.history["val_loss"], result.history["lr"]
+    assert result.stopped == "early stopping after 3 epochs without improvement"
+    assert len(val_loss) < config.epochs
+    assert result.best_epoch == int(np.argmin(val_loss)) + 1
+    assert result.best_val_loss == min(val_loss)
+    # three epochs without improvement after the best one, then the stop
+    assert len(val_loss) == result.best_epoch + config.patience
+    assert lr[0] == config.learning_rate
+    assert all(b in (a, a / 2) for a, b in itertools.pairwise(lr))
+    assert lr[-1] < lr[0]
+    assert (tmp_path / "best.weights.h5").is_file()
