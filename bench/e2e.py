@@ -88,22 +88,12 @@ async def bench(args: argparse.Namespace, bootstrap: str, workdir: Path) -> dict
                                 max_batch_size=256 * 1024, enable_idempotence=True)  # fmt: skip
     await producer.start()
     collector = asyncio.create_task(collect())
-    partitions = sorted(await producer.partitions_for(ticks_topic))
-    part_of = [DefaultPartitioner()(k.encode(), partitions, partitions) for k in keys]
     began = time.time()
     pause = args.keys / args.rate if args.rate else 0.0
     for t in range(intervals):
-        ts = start + t * interval_s + 1
-        # One record batch per partition per interval: the client's per-message path is
-        # the slowest part of a Python producer, and the service must be what is measured.
-        builders = {p: producer.create_batch() for p in partitions}
-        now_ms = int(time.time() * 1000)
-        for k, key in enumerate(keys):
-            body = orjson.dumps({"key": key, "ts": ts, "value": float(values[t, k])})
-            builders[part_of[k]].append(timestamp=now_ms, key=key.encode(), value=body)
-        sent = time.time()
-        for p, builder in builders.items():
-            await producer.send_batch(builder, ticks_topic, partition=p)
+        sent = await _send_interval(
+            producer, ticks_topic, keys, start + t * interval_s + 1, values[t]
+        )
         for key in keys:
             sent_at[(key, start + (t - 1) * interval_s)] = sent
         if pause:
@@ -132,6 +122,26 @@ async def bench(args: argparse.Namespace, bootstrap: str, workdir: Path) -> dict
         "pipeline_ms_per_batch": 1000 * inference / batches if batches else float("nan"),
         "service_rss_mib": rss,
     }
+
+
+async def _send_interval(
+    producer: AIOKafkaProducer, topic: str, keys: list[str], ts: int, values: np.ndarray
+) -> float:
+    """One tick per key at ``ts``, one record batch per partition (the client's
+    per-message path is the slowest part of a Python producer, and the service must be
+    what is measured); returns the wall time they were handed to the producer."""
+    partitions = sorted(await producer.partitions_for(topic))
+    partitioner = DefaultPartitioner()
+    builders = {p: producer.create_batch() for p in partitions}
+    now_ms = int(time.time() * 1000)
+    for key, value in zip(keys, values.tolist(), strict=True):
+        body = orjson.dumps({"key": key, "ts": ts, "value": float(value)})
+        p = partitioner(key.encode(), partitions, partitions)
+        builders[p].append(timestamp=now_ms, key=key.encode(), value=body)
+    sent = time.time()
+    for p, builder in builders.items():
+        await producer.send_batch(builder, topic, partition=p)
+    return sent
 
 
 def _latencies(

@@ -57,6 +57,23 @@ async def _wait_until(condition: Callable[[], bool], timeout_s: float) -> float:
     raise AssertionError(f"not within {timeout_s:.0f}s")
 
 
+async def _exit_of(service: ServiceProcess, timeout_s: float) -> tuple[int, float]:
+    """Wait for a launched service to exit: ``(exit status, seconds it took)``."""
+    process = service.process
+    assert process is not None
+    seconds = await _wait_until(lambda: process.poll() is not None, timeout_s)
+    return int(process.returncode), seconds
+
+
+async def _delete_topic(bootstrap: str, topic: str) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.delete_topics([topic])
+    finally:
+        await admin.close()
+
+
 async def test_a_deleted_changelog_stops_the_service_and_a_restart_refuses_to_guess(
     bootstrap: str, tmp_path: Path
 ) -> None:
@@ -72,35 +89,21 @@ async def test_a_deleted_changelog_stops_the_service_and_a_restart_refuses_to_gu
         for t in range(8):
             await produce(bootstrap, ticks, _interval(start, t))
         await consume(bootstrap, env["STREAMCAST_TOPICS__FORECASTS"], until=KEYS * 4)
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-        await admin.start()
-        try:
-            await admin.delete_topics([env["STREAMCAST_TOPICS__STATE_CHANGELOG"]])
-        finally:
-            await admin.close()
+        await _delete_topic(bootstrap, env["STREAMCAST_TOPICS__STATE_CHANGELOG"])
         await asyncio.sleep(1.0)
         for t in range(8, 12):
             await produce(bootstrap, ticks, _interval(start, t))
-        assert service.process is not None
-        stopped_s = await _wait_until(
-            lambda: service.process is not None and service.process.poll() is not None, 90
-        )
-        status = service.process.returncode
+        status, stopped_s = await _exit_of(service, 90)
     finally:
         service.kill()
-    log = (tmp_path / "first.log").read_text()
     assert status != 0, "it must not carry on with its state gone"
-    assert "was deleted while the service ran" in log
+    assert "was deleted while the service ran" in (tmp_path / "first.log").read_text()
     assert stopped_s < 60
 
     again = ServiceProcess(env, tmp_path / "second.log")
     try:
         again.launch()
-        assert again.process is not None
-        await _wait_until(
-            lambda: again.process is not None and again.process.poll() is not None, 60
-        )
-        refused = again.process.returncode
+        refused, _ = await _exit_of(again, 60)
     finally:
         again.kill()
     lines = [line for line in (tmp_path / "second.log").read_text().splitlines() if line]
