@@ -1,21 +1,9 @@
-"""Chaos runs of the exactly-once service against a real broker, with a verdict.
+"""``scripts/chaos SCENARIO [options]``: the chaos runs of the exactly-once service
+against a real broker (``crash``, ``rebalance``, ``broker-restart``), with a verdict.
 
-Scenarios (each replays a generated stream through ``streamcast serve`` subprocesses in
-``exactly_once`` mode and checks what a read_committed consumer of the output sees):
-
-- ``crash``: one instance, ``kill -9`` at ``kills`` random moments while the stream is
-  being produced, restarted at once each time;
-- ``rebalance``: three instances in one group; one is ``kill -9``-ed mid-stream and a
-  fourth joins later;
-- ``broker-restart``: the broker is stopped and started mid-stream (data kept).
-
-The reference is an uninterrupted run of the same decoder and pipeline in-process over
-each partition's messages in order. The verdict: every expected forecast exactly once,
-values equal (1e-6), no unexpected ones; every expected dead letter exactly once
-(identified by its source partition and offset).
-
-Usage: ``scripts/chaos crash --ticks 50000 --keys 100 --kills 5`` (starts its own broker
-unless ``--bootstrap`` is given). Exit status 0 when the verdict is PASS.
+The scenarios and the verdict live in :mod:`tests.support.chaos` (the integration tests
+run them too). Example: ``scripts/chaos crash --ticks 50000 --keys 100 --kills 5``
+(starts its own broker unless ``--bootstrap`` is given). Exit status 0 on PASS.
 """
 
 from __future__ import annotations

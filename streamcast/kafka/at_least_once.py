@@ -16,19 +16,16 @@ while running is an error that ends the service, not a retry loop.
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import CommitFailedError
 
-from streamcast.config import Settings
 from streamcast.errors import TransientError
 from streamcast.kafka.clients import make_producer, stop_client
 from streamcast.kafka.errors import describe, map_kafka_errors
 from streamcast.kafka.group import GroupSink
-from streamcast.kafka.publish import PartitionPicker, publish_packed
-from streamcast.kafka.sink import PartitionedState, SinkObserver
+from streamcast.kafka.publish import publish_packed
 from streamcast.kafka.wire import Offsets, Outputs, OutRecord
 
 log = logging.getLogger(__name__)
@@ -37,19 +34,14 @@ log = logging.getLogger(__name__)
 class AtLeastOnceSink(GroupSink):
     """Produce, await every acknowledgement, then commit (see the module docstring)."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        state: PartitionedState,
-        observer: SinkObserver,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        super().__init__(settings, state, observer, clock)
-        self._producer: AIOKafkaProducer | None = None
-        self._pick = PartitionPicker(settings.max_keys)
-        #: the outputs whose records are all acknowledged but whose offsets are not
-        #: committed yet (a retried delivery only commits)
-        self._produced: Outputs | None = None
+    _producer: AIOKafkaProducer | None
+    #: the outputs whose records are all acknowledged but whose offsets are not
+    #: committed yet (a retried delivery only commits)
+    _produced: Outputs | None
+
+    def _init_output(self) -> None:
+        self._producer = None
+        self._produced = None
 
     async def _start_output(self) -> None:
         producer = make_producer(self._settings)

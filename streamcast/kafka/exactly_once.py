@@ -30,8 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections.abc import Callable, Sequence, Set
+from collections.abc import Sequence, Set
 
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
@@ -41,8 +40,7 @@ from streamcast.errors import BatchRolledBackError, FencedError, TransientError
 from streamcast.kafka.clients import RETRY_BACKOFF_MS, client_options
 from streamcast.kafka.errors import describe, map_kafka_errors
 from streamcast.kafka.group import GroupSink
-from streamcast.kafka.publish import PartitionPicker, publish_packed
-from streamcast.kafka.sink import PartitionedState, SinkObserver
+from streamcast.kafka.publish import publish_packed
 from streamcast.kafka.wire import Offsets, Outputs, OutRecord
 
 log = logging.getLogger(__name__)
@@ -63,17 +61,11 @@ class ExactlyOnceSink(GroupSink):
     The service holds :meth:`batch` for the whole of each batch.
     """
 
-    def __init__(
-        self,
-        settings: Settings,
-        state: PartitionedState,
-        observer: SinkObserver,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        super().__init__(settings, state, observer, clock)
-        #: the transactional producer of each owned partition (started on assignment)
-        self._producers: dict[int, AIOKafkaProducer] = {}
-        self._pick = PartitionPicker(settings.max_keys)
+    #: the transactional producer of each owned partition (started on assignment)
+    _producers: dict[int, AIOKafkaProducer]
+
+    def _init_output(self) -> None:
+        self._producers = {}
 
     async def _close_output(self) -> None:
         producers = list(self._producers.values())

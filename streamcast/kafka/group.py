@@ -37,6 +37,7 @@ from streamcast.errors import StreamcastError
 from streamcast.kafka.changelog import PartitionStates
 from streamcast.kafka.clients import make_consumer, stop_client
 from streamcast.kafka.errors import map_kafka_errors
+from streamcast.kafka.publish import PartitionPicker
 from streamcast.kafka.sink import PartitionedState, SinkObserver
 from streamcast.kafka.topics import check_outputs_exist
 from streamcast.kafka.wire import Consumed, Offsets
@@ -87,6 +88,8 @@ class GroupSink:
         self._positions: dict[tuple[str, int], int] = {}
         #: after a failed delivery: raises if an output topic or the changelog is gone
         self._check_outputs: Callable[[Settings], Awaitable[None]] = check_outputs_exist
+        self._pick = PartitionPicker(settings.max_keys)
+        self._init_output()
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -223,6 +226,9 @@ class GroupSink:
     async def deliver(self, outputs: Any, offsets: Offsets) -> None:
         """Make a batch's outputs durable, then its offsets (the subclass's guarantee)."""
         raise NotImplementedError
+
+    def _init_output(self) -> None:
+        """Set up the output's own attributes (called at the end of ``__init__``)."""
 
     async def _start_output(self) -> None:
         """Start the output clients that live as long as the sink (none by default)."""

@@ -16,12 +16,31 @@ from streamcast.kafka.errors import map_kafka_errors
 from streamcast.kafka.wire import Consumed
 
 
-class TopicReader:
+class _Client:
+    """An aiokafka client as an async context manager: started on entry, stopped on exit."""
+
+    _client: AIOKafkaConsumer | AIOKafkaProducer
+
+    async def __aenter__(self) -> Self:
+        with map_kafka_errors("connect"):
+            await self._client.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await stop_client(self._client)
+
+
+class TopicReader(_Client):
     """Reads one topic ``read_committed`` without joining a group (it never commits, so it
     cannot disturb anyone's offsets)."""
 
     def __init__(self, settings: ClientSettings, topic: str, *, from_beginning: bool) -> None:
-        self._consumer = AIOKafkaConsumer(
+        self._client = self._consumer = AIOKafkaConsumer(
             topic,
             group_id=None,
             enable_auto_commit=False,
@@ -30,19 +49,6 @@ class TopicReader:
             **client_options(settings),
         )
 
-    async def __aenter__(self) -> Self:
-        with map_kafka_errors("connect"):
-            await self._consumer.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await stop_client(self._consumer)
-
     async def read(self, timeout_ms: int) -> list[Consumed]:
         """The messages that arrived, waiting at most ``timeout_ms`` for the first."""
         with map_kafka_errors("read"):
@@ -50,30 +56,17 @@ class TopicReader:
         return [m for part in batches.values() for m in part]
 
 
-class TopicWriter:
+class TopicWriter(_Client):
     """An idempotent ``acks=all`` producer that sends keyed messages and awaits them."""
 
     def __init__(self, settings: ClientSettings) -> None:
-        self._producer = AIOKafkaProducer(
+        self._client = self._producer = AIOKafkaProducer(
             acks="all",
             enable_idempotence=True,
             linger_ms=settings.linger_ms,
             max_batch_size=settings.producer_max_batch_bytes,
             **client_options(settings),
         )
-
-    async def __aenter__(self) -> Self:
-        with map_kafka_errors("connect"):
-            await self._producer.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await stop_client(self._producer)
 
     async def send(self, topic: str, keys: Sequence[bytes], values: Sequence[bytes]) -> None:
         """Send ``(key, value)`` messages in order; return once every one is acknowledged."""

@@ -39,7 +39,14 @@ from streamcast.core.model import OnnxStepModel
 from streamcast.core.pipeline import Pipeline
 from tests.support.kafka import create_topics, kafka_local, unique_topic
 from tests.support.models import make_tiny_model
-from tests.support.service import Message, ServiceProcess, recent_hour, service_env, tick
+from tests.support.service import (
+    Message,
+    ServiceProcess,
+    read_until_idle,
+    recent_hour,
+    service_env,
+    tick,
+)
 
 INTERVAL_S = 60
 ForecastId = tuple[str, int]  # (series key, origin epoch seconds)
@@ -213,27 +220,10 @@ async def read_dead_letters(
     bootstrap: str, topic: str, idle_s: float = 2.0
 ) -> list[tuple[int, int]]:
     """Source coordinates of every committed dead letter."""
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        group_id=None,
-        auto_offset_reset="earliest",
-        isolation_level="read_committed",
-        enable_auto_commit=False,
-    )
-    await consumer.start()
     out: list[tuple[int, int]] = []
-    last = time.monotonic()
-    try:
-        while time.monotonic() - last < idle_s:
-            batches = await consumer.getmany(timeout_ms=300)
-            for messages in batches.values():
-                last = time.monotonic()
-                for m in messages:
-                    h = dict(m.headers)
-                    out.append((int(h[HEADER_PARTITION]), int(h[HEADER_OFFSET])))
-    finally:
-        await consumer.stop()
+    for m in await read_until_idle(bootstrap, topic, idle_s):
+        h = dict(m.headers)
+        out.append((int(h[HEADER_PARTITION]), int(h[HEADER_OFFSET])))
     return out
 
 

@@ -60,12 +60,9 @@ async def produce(bootstrap: str, topic: str, messages: Sequence[Message]) -> li
     return [(int(a.partition), int(a.offset)) for a in acks]
 
 
-async def consume(
-    bootstrap: str, topic: str, *, until: int, timeout_s: float = 60.0, idle_s: float = 0.0
-) -> list[ConsumerRecord[bytes, bytes]]:
-    """Read ``topic`` from the beginning (read_committed, no group) until ``until`` records
-    arrived (then keep going for ``idle_s`` to catch extras) or ``timeout_s`` passed."""
-    consumer = AIOKafkaConsumer(
+def reader(bootstrap: str, topic: str) -> AIOKafkaConsumer:
+    """A group-less read_committed consumer of ``topic`` from its beginning."""
+    return AIOKafkaConsumer(
         topic,
         bootstrap_servers=bootstrap,
         group_id=None,
@@ -73,6 +70,32 @@ async def consume(
         isolation_level="read_committed",
         enable_auto_commit=False,
     )
+
+
+async def read_until_idle(
+    bootstrap: str, topic: str, idle_s: float = 2.0
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """Every committed record of ``topic``: read until none arrived for ``idle_s``."""
+    consumer = reader(bootstrap, topic)
+    await consumer.start()
+    out: list[ConsumerRecord[bytes, bytes]] = []
+    last = time.monotonic()
+    try:
+        while time.monotonic() - last < idle_s:
+            for messages in (await consumer.getmany(timeout_ms=300)).values():
+                last = time.monotonic()
+                out.extend(messages)
+    finally:
+        await consumer.stop()
+    return out
+
+
+async def consume(
+    bootstrap: str, topic: str, *, until: int, timeout_s: float = 60.0, idle_s: float = 0.0
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """Read ``topic`` from the beginning (read_committed, no group) until ``until`` records
+    arrived (then keep going for ``idle_s`` to catch extras) or ``timeout_s`` passed."""
+    consumer = reader(bootstrap, topic)
     await consumer.start()
     out: list[ConsumerRecord[bytes, bytes]] = []
     deadline = time.monotonic() + timeout_s
