@@ -4,11 +4,11 @@ no transactions; every client error comes out as streamcast's own."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
 from typing import Self
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from streamcast.config import ClientSettings
 from streamcast.kafka.clients import client_options, stop_client
@@ -54,6 +54,64 @@ class TopicReader(_Client):
         with map_kafka_errors("read"):
             batches = await self._consumer.getmany(timeout_ms=timeout_ms)
         return [m for part in batches.values() for m in part]
+
+
+class TopicSnapshot(_Client):
+    """Reads every partition of a topic (read_committed, no group) from a point in time to
+    the end offsets it finds at the start: a bounded read of history."""
+
+    def __init__(self, settings: ClientSettings, topic: str) -> None:
+        self._topic = topic
+        self._client = self._consumer = AIOKafkaConsumer(
+            group_id=None,
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+            **client_options(settings),
+        )
+
+    async def batches(
+        self, since_ms: int | None = None, until_ms: int | None = None, timeout_ms: int = 1000
+    ) -> AsyncIterator[list[Consumed]]:
+        """Records with Kafka timestamps in ``[since_ms, until_ms)`` (either may be None),
+        batch by batch, until every partition reached its end offset of the start."""
+        consumer = self._consumer
+        with map_kafka_errors("read"):
+            parts = consumer.partitions_for_topic(self._topic) or set()
+            if not parts:
+                await consumer.topics()  # refresh metadata once
+                parts = consumer.partitions_for_topic(self._topic) or set()
+            tps = [TopicPartition(self._topic, p) for p in sorted(parts)]
+            consumer.assign(tps)
+            end = await consumer.end_offsets(tps)
+            start = await self._start_offsets(tps, since_ms)
+            for tp in tps:
+                consumer.seek(tp, start[tp])
+            pending = {tp for tp in tps if start[tp] < end[tp]}
+            while pending:
+                fetched = await consumer.getmany(*pending, timeout_ms=timeout_ms)
+                out = [
+                    m
+                    for messages in fetched.values()
+                    for m in messages
+                    if m.offset < end[TopicPartition(m.topic, m.partition)]
+                    and (until_ms is None or m.timestamp < until_ms)
+                ]
+                for tp in list(pending):
+                    if await consumer.position(tp) >= end[tp]:
+                        pending.discard(tp)
+                if out:
+                    yield out
+
+    async def _start_offsets(
+        self, tps: list[TopicPartition], since_ms: int | None
+    ) -> dict[TopicPartition, int]:
+        consumer = self._consumer
+        if since_ms is None:
+            return dict(await consumer.beginning_offsets(tps))
+        found = await consumer.offsets_for_times(dict.fromkeys(tps, since_ms))
+        end = await consumer.end_offsets(tps)
+        return {tp: (found[tp].offset if found.get(tp) else end[tp]) for tp in tps}
 
 
 class TopicWriter(_Client):

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from streamcast import __version__
 from streamcast.config import ClientSettings, Settings, flatten, load_settings, setting_sources
 from streamcast.errors import SettingsError, StreamcastError, TransientError
 from streamcast.service.logs import configure_logging
+from streamcast.tools.history import ExportOptions, export_history
 from streamcast.tools.replay import ReplayOptions, replay
 from streamcast.tools.tail import TailOptions, tail
 
@@ -53,6 +55,18 @@ examples:
 
 Ticks are JSON {"key", "ts", "value", extras...} with the original timestamps; the Kafka
 message key is the series key. Rows are sent in time order.
+"""
+
+HISTORY_EXAMPLES = """\
+examples:
+  streamcast history export --out history.parquet
+  streamcast history export --since 2026-10-01T00:00:00Z --out october.csv --features temp
+  streamcast-train fit --data history.parquet --key-col key --time-col ts --value-col value \\
+      --out models/retrained
+
+The topic is read from the beginning (or --since) to its end offsets at the start,
+read_committed and without a consumer group; malformed messages are skipped (they are in
+the dead-letter topic). Times are Kafka record timestamps.
 """
 
 TAIL_EXAMPLES = """\
@@ -158,7 +172,40 @@ def build_parser() -> argparse.ArgumentParser:
     tail.add_argument("--limit", type=int, help="stop after N messages")
     tail.add_argument("--json", action="store_true", help="print raw values, one per line")
     tail.add_argument("--idle-timeout", type=float, help="stop after S seconds without messages")
+    _history_parser(sub, fmt)
     return parser
+
+
+def _history_parser(sub: Any, fmt: type[argparse.HelpFormatter]) -> None:
+    history = sub.add_parser(
+        "history",
+        help="export the ticks topic as a table (for retraining)",
+        epilog=HISTORY_EXAMPLES,
+        formatter_class=fmt,
+    )
+    actions = history.add_subparsers(dest="action", required=True, metavar="ACTION")
+    export = actions.add_parser(
+        "export",
+        help="write every well-formed tick as one row: key, ts, value, extras",
+        epilog=HISTORY_EXAMPLES,
+        formatter_class=fmt,
+    )
+    _settings_flags(export, ClientSettings)
+    export.add_argument("--out", type=Path, required=True, help=".parquet or .csv file")
+    export.add_argument("--topic", help="default: the ticks topic setting")
+    export.add_argument("--features", nargs="*", default=[], help="extra feature names")
+    export.add_argument("--since", type=_instant, help="ISO-8601 time: ticks produced from it")
+    export.add_argument("--until", type=_instant, help="ISO-8601 time: ticks produced before it")
+
+
+def _instant(text: str) -> datetime:
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected an ISO-8601 time such as 2026-11-01T00:00:00Z, got {text!r}"
+        ) from None
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
 def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
@@ -179,7 +226,13 @@ def run(argv: Sequence[str] | None = None) -> int:
         # stay quiet because the one-line error the command ends with says what failed.
         configure_logging("console", settings.log_level)
         logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
-    commands = {"serve": _serve, "config": _config, "replay": _replay, "tail": _tail}
+    commands = {
+        "serve": _serve,
+        "config": _config,
+        "replay": _replay,
+        "tail": _tail,
+        "history": _history,
+    }
     return commands[args.command](args, settings, overrides)
 
 
@@ -216,6 +269,23 @@ def _replay(args: argparse.Namespace, settings: ClientSettings, overrides: Overr
     )
     sent = asyncio.run(replay(settings, options))
     print(f"sent {sent} ticks to {options.topic}", file=sys.stderr)
+    return 0
+
+
+def _history(args: argparse.Namespace, settings: ClientSettings, overrides: Overrides) -> int:
+    options = ExportOptions(
+        out=args.out,
+        topic=args.topic or settings.topics.ticks,
+        features=tuple(args.features),
+        since=args.since,
+        until=args.until,
+    )
+    done = asyncio.run(export_history(settings, options))
+    print(
+        f"wrote {done.rows} ticks of {done.keys} keys to {options.out} "
+        f"({done.skipped} malformed messages skipped)",
+        file=sys.stderr,
+    )
     return 0
 
 
