@@ -60,8 +60,9 @@ class TopicSnapshot(_Client):
     """Reads every partition of a topic (read_committed, no group) from a point in time to
     the end offsets it finds at the start: a bounded read of history."""
 
-    def __init__(self, settings: ClientSettings, topic: str) -> None:
+    def __init__(self, settings: ClientSettings, topic: str, partitions: int) -> None:
         self._topic = topic
+        self._partitions = partitions
         self._client = self._consumer = AIOKafkaConsumer(
             group_id=None,
             enable_auto_commit=False,
@@ -77,11 +78,7 @@ class TopicSnapshot(_Client):
         batch by batch, until every partition reached its end offset of the start."""
         consumer = self._consumer
         with map_kafka_errors("read"):
-            parts = consumer.partitions_for_topic(self._topic) or set()
-            if not parts:
-                await consumer.topics()  # refresh metadata once
-                parts = consumer.partitions_for_topic(self._topic) or set()
-            tps = [TopicPartition(self._topic, p) for p in sorted(parts)]
+            tps = [TopicPartition(self._topic, p) for p in range(self._partitions)]
             consumer.assign(tps)
             end = await consumer.end_offsets(tps)
             start = await self._start_offsets(tps, since_ms)

@@ -54,7 +54,7 @@ async def export_history(settings: ClientSettings, options: ExportOptions) -> Ex
     suffix = options.out.suffix.lower()
     if suffix not in (".parquet", ".pq", ".csv"):
         raise ConfigurationError(f"--out {options.out}: use a .parquet or .csv file name")
-    await require_topic(settings, options.topic)
+    partitions = await require_topic(settings, options.topic)
     fields = settings.fields
     extras = [fields.extras.get(name, name) for name in options.features]
     decoder = TickDecoder(
@@ -71,7 +71,7 @@ async def export_history(settings: ClientSettings, options: ExportOptions) -> Ex
     done = Exported()
     since = None if options.since is None else int(options.since.timestamp() * 1000)
     until = None if options.until is None else int(options.until.timestamp() * 1000)
-    async with TopicSnapshot(settings, options.topic) as snapshot:
+    async with TopicSnapshot(settings, options.topic, partitions) as snapshot:
         async for records in snapshot.batches(since, until):
             batch, rejected = decoder.decode([(r.key, r.value) for r in records])
             keys += batch.keys

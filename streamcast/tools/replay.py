@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import orjson
 import pandas as pd
 from rich.progress import Progress
@@ -27,7 +27,7 @@ from streamcast.errors import ConfigurationError
 from streamcast.kafka.topic_io import TopicWriter
 from streamcast.kafka.topics import require_topic
 
-#: how many messages are sent between pacing checks and progress updates
+#: the most messages sent (and acknowledged) at once when several are due
 CHUNK = 500
 
 
@@ -110,35 +110,45 @@ def encode_ticks(frame: pd.DataFrame, options: ReplayOptions, settings: ClientSe
     return TickRows(out_keys, out_values, np.asarray(event_s)[order])
 
 
-def _pace(rows: TickRows, options: ReplayOptions) -> Iterator[tuple[int, int, float]]:
-    """``(start, stop, wall offset s)`` chunks: when (after the start) each may be sent."""
+def due_times(rows: TickRows, options: ReplayOptions) -> npt.NDArray[np.float64]:
+    """When (seconds after the start) each message may be sent: ``i / rate``, or its event
+    time's offset from the first divided by ``speed``, or at once (flat out)."""
     n = len(rows)
-    for start in range(0, n, CHUNK):
-        stop = min(n, start + CHUNK)
-        if options.rate:
-            due = start / options.rate
-        elif options.speed:
-            due = float(rows.event_s[start] - rows.event_s[0]) / options.speed
-        else:
-            due = 0.0
-        yield start, stop, due
+    if options.rate:
+        return np.arange(n, dtype=np.float64) / options.rate
+    if options.speed:
+        return np.asarray((rows.event_s - rows.event_s[0]) / options.speed, dtype=np.float64)
+    return np.zeros(n, dtype=np.float64)
+
+
+def next_chunk(due: npt.NDArray[np.float64], first: int, elapsed_s: float) -> int:
+    """The end of the next chunk to send from ``first``: every message due by
+    ``elapsed_s``, at most :data:`CHUNK`; ``first`` itself when none is due yet."""
+    ready = int(np.searchsorted(due, elapsed_s, side="right"))
+    return min(max(ready, first), first + CHUNK)
 
 
 async def replay(settings: ClientSettings, options: ReplayOptions) -> int:
-    """Produce the dataset; returns the number of ticks acknowledged by the broker."""
+    """Produce the dataset; returns the number of ticks acknowledged by the broker.
+
+    Every message is paced on its own due time (``due_times``): a slow rate sends them
+    one by one, a fast one in chunks of what is due, never more than :data:`CHUNK`.
+    """
     rows = encode_ticks(read_table(options.data), options, settings)
     await require_topic(settings, options.topic)
+    due = due_times(rows, options)
     sent = 0
     async with TopicWriter(settings) as writer:
         with Progress(disable=not options.progress, transient=True) as progress:
             task = progress.add_task(f"replay -> {options.topic}", total=len(rows))
             began = time.monotonic()
-            for start, stop, due in _pace(rows, options):
-                wait = began + due - time.monotonic()
-                if wait > 0:
-                    await asyncio.sleep(wait)
-                await writer.send(options.topic, rows.keys[start:stop], rows.values[start:stop])
-                sent += stop - start
+            while sent < len(rows):
+                stop = next_chunk(due, sent, time.monotonic() - began)
+                if stop == sent:
+                    await asyncio.sleep(max(0.0, began + due[sent] - time.monotonic()))
+                    continue
+                await writer.send(options.topic, rows.keys[sent:stop], rows.values[sent:stop])
+                sent = stop
                 progress.update(task, completed=sent)
         await writer.flush()
     return sent

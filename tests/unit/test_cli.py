@@ -168,7 +168,7 @@ def test_replay_encodes_in_time_order_and_paces_by_rate_or_speed(tmp_path: Path)
     import pandas as pd
 
     from streamcast.config import load_settings
-    from streamcast.tools.replay import ReplayOptions, _pace, encode_ticks
+    from streamcast.tools.replay import ReplayOptions, due_times, encode_ticks, next_chunk
 
     frame = pd.DataFrame(
         {
@@ -196,13 +196,17 @@ def test_replay_encodes_in_time_order_and_paces_by_rate_or_speed(tmp_path: Path)
         ReplayOptions(tmp_path, "k", "t", "v", "x"),
         settings,
     )
-    by_rate = list(_pace(many, ReplayOptions(tmp_path, "k", "t", "v", "x", rate=100.0)))
-    assert [(a, b) for a, b, _ in by_rate] == [(0, 500), (500, 1000), (1000, 1200)]
-    assert [due for _, _, due in by_rate] == [0.0, 5.0, 10.0]
-    by_speed = list(_pace(many, ReplayOptions(tmp_path, "k", "t", "v", "x", speed=1000.0)))
-    assert [due for _, _, due in by_speed] == [0.0, 50.0, 100.0]
-    flat_out = list(_pace(many, ReplayOptions(tmp_path, "k", "t", "v", "x")))
-    assert all(due == 0.0 for _, _, due in flat_out)
+    # every message paced on its own: the README's --speed 3600 on hourly data sent 500
+    # at once then nothing for minutes; --rate 20 finished 100 messages in 1.96 s
+    by_rate = due_times(many, ReplayOptions(tmp_path, "k", "t", "v", "x", rate=100.0))
+    assert by_rate[:3].tolist() == [0.0, 0.01, 0.02] and by_rate[-1] == pytest.approx(11.99)
+    by_speed = due_times(many, ReplayOptions(tmp_path, "k", "t", "v", "x", speed=1000.0))
+    assert by_speed[:3].tolist() == [0.0, 0.1, 0.2]
+    assert next_chunk(by_rate, 0, 0.0) == 1, "only what is due"
+    assert next_chunk(by_rate, 1, 0.0) == 1, "nothing due yet: wait"
+    assert next_chunk(by_rate, 1, 0.05) == 6
+    flat_out = due_times(many, ReplayOptions(tmp_path, "k", "t", "v", "x"))
+    assert next_chunk(flat_out, 0, 0.0) == 500, "flat out: chunks of CHUNK"
 
 
 def test_tail_lines_are_readable_for_forecasts_and_dead_letters() -> None:
