@@ -39,6 +39,15 @@ def bootstrap(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture(scope="session")
+def broker_data_dir(request: pytest.FixtureRequest) -> Path:
+    """The session broker's data dir (its log segments); skips against an external broker."""
+    if os.environ.get("STREAMCAST_TEST_BOOTSTRAP"):
+        pytest.skip("reads the broker's log segments: needs the session's own broker")
+    broker = request.getfixturevalue("kafka_broker")
+    return Path(broker.config.data_dir)
+
+
+@pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``model.onnx`` of the tiny pedestrian model, trained once per session (its directory
     also holds data.csv, report.json and forecasts.csv)."""

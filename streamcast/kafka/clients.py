@@ -80,17 +80,26 @@ def make_consumer(settings: Settings, *, subscribe: bool = True) -> AIOKafkaCons
     )
 
 
-def make_producer(settings: ClientSettings) -> AIOKafkaProducer:
-    """The output producer: ``acks=all``, idempotent, batched by ``linger_ms``."""
-    return AIOKafkaProducer(
-        acks="all",
-        enable_idempotence=True,
-        linger_ms=settings.linger_ms,
-        max_batch_size=settings.producer_max_batch_bytes,
-        retry_backoff_ms=RETRY_BACKOFF_MS,
-        max_request_size=max(settings.producer_max_batch_bytes, 2 * 1024 * 1024),
+def producer_options(settings: ClientSettings) -> dict[str, Any]:
+    """Keyword arguments of every producer streamcast creates (output, transactional,
+    tools): ``acks=all``, idempotent, batched by ``linger_ms``, compressed with
+    ``compression_type``, plus the shared connection and security options."""
+    codec = settings.compression_type
+    return {
+        "acks": "all",
+        "enable_idempotence": True,
+        "linger_ms": settings.linger_ms,
+        "max_batch_size": settings.producer_max_batch_bytes,
+        "max_request_size": max(settings.producer_max_batch_bytes, 2 * 1024 * 1024),
+        "compression_type": None if codec == "none" else codec,
+        "retry_backoff_ms": RETRY_BACKOFF_MS,
         **client_options(settings),
-    )
+    }
+
+
+def make_producer(settings: ClientSettings) -> AIOKafkaProducer:
+    """The output producer (:func:`producer_options`)."""
+    return AIOKafkaProducer(**producer_options(settings))
 
 
 async def stop_client(client: AIOKafkaConsumer | AIOKafkaProducer) -> None:

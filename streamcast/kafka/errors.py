@@ -76,10 +76,13 @@ PERMANENT: tuple[type[BaseException], ...] = (
 
 
 def describe(exc: BaseException) -> str:
-    """A one-line description of a client error: its name and message, if any."""
+    """A one-line description of a client error: its name and message, if any (aiokafka's
+    messages often start with the name already, ``[Error 29] Name: ...``: not repeated)."""
     text = " ".join(str(exc).split())
     name = type(exc).__name__
-    return f"{name}: {text}" if text and text != name else name
+    if not text or text == name:
+        return name
+    return text if name in text.split(":", 1)[0] else f"{name}: {text}"
 
 
 def translate(exc: BaseException, operation: str) -> StreamcastError | None:
@@ -93,6 +96,11 @@ def translate(exc: BaseException, operation: str) -> StreamcastError | None:
         return AuthorizationError(
             f"{what}: the broker refused the credentials or the operation; check "
             "STREAMCAST_SECURITY_PROTOCOL, STREAMCAST_SASL_* and the ACLs of this principal"
+        )
+    if isinstance(exc, kafka.UnsupportedCodecError):
+        return ConfigurationError(
+            f"{what}: a batch is compressed with a codec this installation cannot read; "
+            "install streamcast with its dependencies (cramjam reads snappy, lz4 and zstd)"
         )
     if isinstance(exc, PERMANENT):
         return ConfigurationError(f"{what}: retrying cannot help; check the settings")

@@ -11,7 +11,7 @@ from typing import Self
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from streamcast.config import ClientSettings
-from streamcast.kafka.clients import client_options, stop_client
+from streamcast.kafka.clients import client_options, make_producer, stop_client
 from streamcast.kafka.errors import map_kafka_errors
 from streamcast.kafka.wire import Consumed
 
@@ -112,16 +112,11 @@ class TopicSnapshot(_Client):
 
 
 class TopicWriter(_Client):
-    """An idempotent ``acks=all`` producer that sends keyed messages and awaits them."""
+    """The output producer (:func:`~streamcast.kafka.clients.make_producer`: idempotent,
+    ``acks=all``, compressed as configured) sending keyed messages and awaiting them."""
 
     def __init__(self, settings: ClientSettings) -> None:
-        self._client = self._producer = AIOKafkaProducer(
-            acks="all",
-            enable_idempotence=True,
-            linger_ms=settings.linger_ms,
-            max_batch_size=settings.producer_max_batch_bytes,
-            **client_options(settings),
-        )
+        self._client = self._producer = make_producer(settings)
 
     async def send(self, topic: str, keys: Sequence[bytes], values: Sequence[bytes]) -> None:
         """Send ``(key, value)`` messages in order; return once every one is acknowledged."""

@@ -52,3 +52,26 @@ async def create_topics(
         await create(admin, [NewTopic(n, partitions, 1, topic_configs=config or {}) for n in names])
     finally:
         await admin.close()
+
+
+#: Kafka's codec ids: the low three bits of a record batch's attributes
+CODEC_NAMES = {0: "none", 1: "gzip", 2: "snappy", 3: "lz4", 4: "zstd"}
+#: attribute bit of a control batch (transaction markers: never compressed)
+CONTROL_BATCH = 0x20
+
+
+def segment_codecs(data_dir: Path, topic: str, partition: int = 0) -> list[str]:
+    """The codec of every data record batch of a partition, read from the broker's log
+    segments on disk (record batch format v2: offset 8, length 4, leader epoch 4, magic 1,
+    crc 4, attributes 2): what the producer really sent, independent of any client."""
+    codecs: list[str] = []
+    for segment in sorted((data_dir / "kraft" / f"{topic}-{partition}").glob("*.log")):
+        raw = segment.read_bytes()
+        at = 0
+        while at + 23 <= len(raw):
+            length = int.from_bytes(raw[at + 8 : at + 12], "big")
+            attributes = int.from_bytes(raw[at + 21 : at + 23], "big")
+            if not attributes & CONTROL_BATCH:
+                codecs.append(CODEC_NAMES[attributes & 0x07])
+            at += 12 + length
+    return codecs

@@ -240,6 +240,22 @@ class ServiceProcess:
             self.process.wait()
 
 
+def run_cli(
+    *argv: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``python -m streamcast ARGV`` with no ``STREAMCAST_*`` variable but those in ``env``."""
+    clean = {k: v for k, v in os.environ.items() if not k.upper().startswith("STREAMCAST_")}
+    return subprocess.run(
+        [sys.executable, "-m", "streamcast", *argv],
+        env={**clean, **(env or {})},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+
+
 def service_env(
     bootstrap: str, model: Path, prefix: str, **extra: str | int | float
 ) -> dict[str, str]:

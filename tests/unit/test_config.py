@@ -137,3 +137,34 @@ def test_security_settings_become_client_options() -> None:
     assert sasl["sasl_plain_username"] == "svc"
     assert sasl["sasl_plain_password"] == "pw"
     assert sasl["ssl_context"].verify_mode.name == "CERT_REQUIRED"
+
+
+def test_every_producer_compresses_as_configured() -> None:
+    from streamcast.kafka.clients import producer_options
+
+    assert producer_options(load_settings(env_file=None))["compression_type"] == "zstd"
+    assert (
+        producer_options(load_settings({"compression_type": "none"}, env_file=None))[
+            "compression_type"
+        ]
+        is None
+    )
+    lz4 = producer_options(load_settings({"compression_type": "LZ4"}, env_file=None))
+    assert (lz4["compression_type"], lz4["acks"], lz4["enable_idempotence"]) == ("lz4", "all", True)
+    with pytest.raises(SettingsError, match=r"STREAMCAST_COMPRESSION_TYPE \(compression_type\)"):
+        load_settings({"compression_type": "brotli"}, env_file=None)
+
+
+def test_every_codec_kafka_has_can_be_read_and_written() -> None:
+    """cramjam is a runtime dependency: without it aiokafka cannot read snappy, lz4 or
+    zstd batches (UnsupportedCodecError on every fetch) nor write them."""
+    from aiokafka import codec
+
+    assert codec.has_gzip() and codec.has_snappy() and codec.has_lz4() and codec.has_zstd()
+    payload = b'{"key": "sensor-1", "values": [1.0, 2.0]}' * 20
+    for encode, decode in [
+        (codec.snappy_encode, codec.snappy_decode),
+        (codec.lz4_encode, codec.lz4_decode),
+        (codec.zstd_encode, codec.zstd_decode),
+    ]:
+        assert decode(encode(payload)) == payload

@@ -58,3 +58,11 @@ def test_streamcast_errors_and_bugs_pass_through_untouched() -> None:
     assert info.value is own
     with pytest.raises(KeyError), map_kafka_errors("fetch"):
         raise KeyError("a bug")
+
+
+def test_a_missing_codec_says_what_to_install() -> None:
+    with pytest.raises(ConfigurationError) as info, map_kafka_errors("fetch"):
+        raise kafka.UnsupportedCodecError("Libraries for lz4 compression codec not found")
+    text = str(info.value)
+    assert text.count("UnsupportedCodecError") == 1
+    assert "cramjam" in text
