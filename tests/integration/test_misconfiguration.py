@@ -148,9 +148,11 @@ async def test_a_group_the_principal_may_not_join_ends_serve(
     env = {**service_env("unused:9092", model, prefix), **sasl_broker.env("streamcast")}
     outputs = [env[f"STREAMCAST_TOPICS__{name}"] for name in ("FORECASTS", "ALERTS", "DEAD_LETTER")]
     await create_topics(sasl_broker.admin, [env["STREAMCAST_TOPICS__TICKS"], *outputs])
-    user = "User:streamcast"
+    changelog = env["STREAMCAST_TOPICS__STATE_CHANGELOG"]
+    await create_topics(sasl_broker.admin, [changelog], config={"cleanup.policy": "compact"})
+    operations = ["describe", "describe_configs", "read", "write"]
     await allow(
-        sasl_broker.admin, user, "topic", prefix, ["describe", "read", "write"], pattern="prefixed"
+        sasl_broker.admin, "User:streamcast", "topic", prefix, operations, pattern="prefixed"
     )
     status, output, seconds = _serve_until_exit(env, tmp_path / "serve.log")
     assert status == 2, output[-3000:]

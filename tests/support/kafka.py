@@ -64,7 +64,7 @@ class SaslBroker:
 #: ACL codes of the Kafka protocol (CreateAcls)
 RESOURCE_TYPES = {"topic": 2, "group": 3, "cluster": 4, "transactional_id": 5}
 PATTERN_TYPES = {"literal": 3, "prefixed": 4}
-OPERATIONS = {"all": 2, "read": 3, "write": 4, "create": 5, "describe": 8}
+OPERATIONS = {"all": 2, "read": 3, "write": 4, "create": 5, "describe": 8, "describe_configs": 10}
 ALLOW = 3
 
 
