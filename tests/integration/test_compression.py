@@ -9,12 +9,10 @@ is read back from its log segments on disk, so no client decides what "compresse
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import numpy as np
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from tests.support.kafka import create_topics, segment_codecs, unique_topic
 from tests.support.models import make_tiny_model
@@ -24,6 +22,7 @@ from tests.support.service import (
     consume,
     expected_forecasts,
     forecasts_by_key,
+    produce,
     recent_hour,
     run_cli,
     service_env,
@@ -45,18 +44,6 @@ def _ticks(key: str, start: int) -> list[Message]:
     ]
 
 
-async def _produce_with(bootstrap: str, topic: str, codec: str, messages: list[Message]) -> None:
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, compression_type=codec, acks="all", linger_ms=20
-    )
-    await producer.start()
-    try:
-        futures = [await producer.send(topic, value, key=key) for key, value in messages]
-        await asyncio.gather(*futures)
-    finally:
-        await producer.stop()
-
-
 async def test_ticks_in_every_codec_become_forecasts_compressed_as_configured(
     bootstrap: str, broker_data_dir: Path, tmp_path: Path
 ) -> None:
@@ -68,7 +55,7 @@ async def test_ticks_in_every_codec_become_forecasts_compressed_as_configured(
     start = recent_hour()
     by_codec = {codec: _ticks(f"{codec}-sensor", start) for codec in INPUT_CODECS}
     for codec, messages in by_codec.items():
-        await _produce_with(bootstrap, ticks_topic, codec, messages)
+        await produce(bootstrap, ticks_topic, messages, compression_type=codec)
     assert set(segment_codecs(broker_data_dir, ticks_topic)) == set(INPUT_CODECS)
     expected = expected_forecasts(model, list(by_codec.values()))
     assert len(expected) == len(INPUT_CODECS) * (INTERVALS - 1 - 3)
@@ -106,7 +93,7 @@ async def test_exactly_once_producers_compress_outputs_and_changelog(
     ticks_topic = env["STREAMCAST_TOPICS__TICKS"]
     await create_topics(bootstrap, [ticks_topic], partitions=1)
     messages = _ticks("eos-sensor", recent_hour())
-    await _produce_with(bootstrap, ticks_topic, "zstd", messages)
+    await produce(bootstrap, ticks_topic, messages, compression_type="zstd")
     service = ServiceProcess(env, tmp_path / "service.log")
     try:
         service.start()

@@ -46,10 +46,17 @@ def recent_hour(days_back: int = 2) -> int:
     return (int(time.time()) // 3600 - 24 * days_back) * 3600
 
 
-async def produce(bootstrap: str, topic: str, messages: Sequence[Message]) -> list[tuple[int, int]]:
-    """Send ``(key, value)`` messages in order; ``(partition, offset)`` of each once acked."""
+async def produce(
+    bootstrap: str, topic: str, messages: Sequence[Message], compression_type: str | None = None
+) -> list[tuple[int, int]]:
+    """Send ``(key, value)`` messages in order (record batches compressed with
+    ``compression_type``); ``(partition, offset)`` of each once acked."""
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5
+        bootstrap_servers=bootstrap,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=5,
+        compression_type=compression_type,
     )
     await producer.start()
     try:

@@ -327,12 +327,9 @@ def test_misspelt_variables_are_a_warning_naming_the_real_one(
 
 
 def test_serve_logs_misspelt_variables_as_one_json_line(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMCAST_")}
-    env["STREAMCAST_MODEL_PAHT"] = "model.onnx"
-    result = subprocess.run(
-        [sys.executable, "-m", "streamcast", "serve"],
-        env=env, cwd=tmp_path, capture_output=True, text=True, check=False, timeout=60,
-    )  # fmt: skip
+    from tests.support.service import run_cli
+
+    result = run_cli("serve", cwd=tmp_path, env={"STREAMCAST_MODEL_PAHT": "model.onnx"})
     assert result.returncode == 2
     warning, error = result.stderr.strip().splitlines()
     doc = orjson.loads(warning)
