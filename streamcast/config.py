@@ -132,8 +132,10 @@ class ClientSettings(BaseSettings):
     zstd by default: on forecast records (horizon 24, calibrated, ~2.1 KB) it makes batches
     3.1x smaller at ~19 us per record, where lz4 (aiokafka compresses at level 9) makes
     them 2.1x smaller at ~36 us, snappy 1.7x at ~5 us, gzip 3.1x at ~110 us
-    (bench/compression.py). Consumers of the output need zstd support (every client since
-    Kafka 2.1; the only ones a Kafka 4 broker accepts); choose lz4 or none otherwise"""
+    (bench/compression.py); end to end, flat out, zstd ran within noise of none and lz4
+    ~25% slower (bench/e2e.py --compression). Consumers of the output need zstd support
+    (every client since Kafka 2.1; the only ones a Kafka 4 broker accepts); choose lz4
+    or none otherwise"""
 
     # -- logs
     log_format: LogFormat = "json"
