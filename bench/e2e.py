@@ -45,6 +45,7 @@ async def bench(args: argparse.Namespace, bootstrap: str, workdir: Path) -> dict
         bootstrap, model, prefix,
         batch_max_records=args.batch, batch_max_wait_ms=args.wait_ms, log_level="WARNING",
         processing_guarantee=args.guarantee, topics__state_changelog=f"{prefix}-state",
+        **({"compression_type": args.compression} if args.compression else {}),
     )  # fmt: skip
     ticks_topic, forecasts_topic = (
         env["STREAMCAST_TOPICS__TICKS"],
@@ -187,6 +188,11 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=300)
     parser.add_argument(
         "--guarantee", choices=["at_least_once", "exactly_once"], default="at_least_once"
+    )
+    parser.add_argument(
+        "--compression",
+        choices=["none", "gzip", "snappy", "lz4", "zstd"],
+        help="service compression_type (default: the setting's default)",
     )
     args = parser.parse_args()
     with (

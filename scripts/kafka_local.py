@@ -56,9 +56,22 @@ class KafkaLocalError(Exception):
     """A problem the user can fix (missing tool, busy port, broker that will not start)."""
 
 
+#: the KRaft authorizer (ACLs kept in the metadata log), enabled with SASL users
+AUTHORIZER = "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+#: principal of the PLAINTEXT and controller listeners, a super user when ACLs are on
+ANONYMOUS = "User:ANONYMOUS"
+
+
 @dataclass(frozen=True)
 class BrokerConfig:
-    """Where and how the broker runs."""
+    """Where and how the broker runs.
+
+    With ``sasl_users`` (``(user, password)`` pairs) the broker also listens with
+    SASL_PLAINTEXT (mechanism PLAIN, those users in its JAAS config) on ``sasl_port`` and
+    enforces ACLs (KRaft's ``StandardAuthorizer``; nothing is allowed without an ACL).
+    The PLAINTEXT listener stays open for administration: its anonymous principal,
+    which the controller and inter-broker traffic also use, is a super user.
+    """
 
     port: int = 9092
     controller_port: int | None = None
@@ -66,10 +79,19 @@ class BrokerConfig:
     cache_dir: Path = DEFAULT_CACHE
     heap: str = "768m"
     host: str = "127.0.0.1"
+    sasl_port: int | None = None
+    sasl_users: tuple[tuple[str, str], ...] = ()
 
     @property
     def bootstrap(self) -> str:
         return f"{self.host}:{self.port}"
+
+    @property
+    def sasl_bootstrap(self) -> str | None:
+        """The SASL_PLAINTEXT listener's address (None without SASL users)."""
+        if not self.sasl_users or self.sasl_port is None:
+            return None
+        return f"{self.host}:{self.sasl_port}"
 
     @property
     def pid_file(self) -> Path:
@@ -216,8 +238,13 @@ class LocalBroker:
             return cfg.bootstrap
         check_java()
         libs = ensure_jars(cfg.cache_dir)
+        if cfg.sasl_users and cfg.sasl_port is None:
+            raise KafkaLocalError("SASL users need a port for their listener (--sasl-port)")
         controller_port = cfg.controller_port or free_port(cfg.host)
-        for port in (cfg.port, controller_port):
+        ports = [cfg.port, controller_port]
+        if cfg.sasl_port is not None and cfg.sasl_users:
+            ports.append(cfg.sasl_port)
+        for port in ports:
             if port_in_use(cfg.host, port):
                 raise KafkaLocalError(
                     f"port {port} on {cfg.host} is already in use; "
@@ -308,18 +335,21 @@ class LocalBroker:
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
         (cfg.data_dir / "log4j2.properties").write_text(LOG4J2)
         props = cfg.data_dir / "server.properties"
+        plain = f"PLAINTEXT://{cfg.host}:{cfg.port}"
+        sasl = f",SASL_PLAINTEXT://{cfg.host}:{cfg.sasl_port}" if cfg.sasl_bootstrap else ""
         props.write_text(
             "\n".join(
                 [
                     "process.roles=broker,controller",
                     "node.id=1",
                     f"controller.quorum.voters=1@{cfg.host}:{controller_port}",
-                    f"listeners=PLAINTEXT://{cfg.host}:{cfg.port},"
-                    f"CONTROLLER://{cfg.host}:{controller_port}",
-                    f"advertised.listeners=PLAINTEXT://{cfg.host}:{cfg.port}",
+                    f"listeners={plain}{sasl},CONTROLLER://{cfg.host}:{controller_port}",
+                    f"advertised.listeners={plain}{sasl}",
                     "controller.listener.names=CONTROLLER",
-                    "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+                    "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT"
+                    + (",SASL_PLAINTEXT:SASL_PLAINTEXT" if sasl else ""),
                     "inter.broker.listener.name=PLAINTEXT",
+                    *self._security_lines(),
                     f"log.dirs={log_dirs}",
                     "num.partitions=1",
                     "offsets.topic.replication.factor=1",
@@ -335,6 +365,31 @@ class LocalBroker:
             )
         )
         return props
+
+    def _security_lines(self) -> list[str]:
+        """SASL/PLAIN users and the authorizer (nothing without SASL users)."""
+        users = self.config.sasl_users
+        if not users:
+            return []
+        accounts = " ".join(f'user_{name}="{password}"' for name, password in users)
+        return [
+            "sasl.enabled.mechanisms=PLAIN",
+            "listener.name.sasl_plaintext.plain.sasl.jaas.config="
+            f"org.apache.kafka.common.security.plain.PlainLoginModule required {accounts};",
+            f"authorizer.class.name={AUTHORIZER}",
+            f"super.users={ANONYMOUS}",
+            "allow.everyone.if.no.acl.found=false",
+        ]
+
+
+def parse_user(text: str) -> tuple[str, str]:
+    """``user:password`` -> ``(user, password)`` (for ``--sasl-plain``)."""
+    name, sep, password = text.partition(":")
+    if not sep or not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or not password or '"' in password:
+        raise argparse.ArgumentTypeError(
+            f'{text!r}: give user:password (user of letters, digits, _ . -; no " in passwords)'
+        )
+    return name, password
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -353,13 +408,33 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--fresh", action="store_true", help="wipe the data dir before start")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for ready")
     parser.add_argument("--lines", type=int, default=50, help="log lines to show (logs)")
+    parser.add_argument(
+        "--sasl-plain",
+        type=parse_user,
+        action="append",
+        default=[],
+        metavar="USER:PASSWORD",
+        help="also listen with SASL_PLAINTEXT (PLAIN) for this user and enforce ACLs "
+        "(repeatable; the PLAINTEXT listener stays open as the super user)",
+    )
+    parser.add_argument(
+        "--sasl-port", type=int, default=None, help="SASL listener port (default: --port + 1)"
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``scripts/kafka-local``."""
     args = _build_parser().parse_args(argv)
-    broker = LocalBroker(BrokerConfig(port=args.port, data_dir=args.data_dir.resolve()))
+    users = tuple(args.sasl_plain)
+    broker = LocalBroker(
+        BrokerConfig(
+            port=args.port,
+            data_dir=args.data_dir.resolve(),
+            sasl_users=users,
+            sasl_port=(args.sasl_port or args.port + 1) if users else None,
+        )
+    )
     try:
         if args.command == "start":
             started = time.monotonic()
@@ -368,6 +443,8 @@ def main(argv: list[str] | None = None) -> int:
             if not was_running:
                 _say(f"ready in {time.monotonic() - started:.1f}s (pid {broker.running_pid()})")
             print(bootstrap)
+            if broker.config.sasl_bootstrap:
+                _say(f"SASL_PLAINTEXT (PLAIN) at {broker.config.sasl_bootstrap}, ACLs enforced")
         elif args.command == "stop":
             _say("stopped" if broker.stop() else "not running")
         elif args.command == "status":

@@ -37,9 +37,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from streamcast.core.features import CalendarName, ExtraScaling, FeatureSpec, ValueScaling
+from streamcast.core.validation import problems
 
 METADATA_KEY = "streamcast"
 SCHEMA_VERSION = 1
@@ -158,13 +159,20 @@ class ModelMeta(_Frozen):
 
     @classmethod
     def from_metadata_map(cls, props: dict[str, str]) -> ModelMeta:
-        """Parse the ``metadata_props`` map of an ONNX model; fails on other schema versions."""
+        """Parse the ``metadata_props`` map of an ONNX model; fails on other schema versions.
+
+        Raises ``ValueError`` with one line: every invalid field named with its problem.
+        """
         raw = props.get(METADATA_KEY)
         if raw is None:
             raise ValueError(
                 f"model has no '{METADATA_KEY}' metadata: not exported by streamcast-train"
             )
-        meta = cls.model_validate_json(raw)
+        try:
+            meta = cls.model_validate_json(raw)
+        except ValidationError as exc:
+            # pydantic's own text spans lines and links to its docs: one line per field
+            raise ValueError("; ".join(problems(exc))) from None
         if meta.schema_version != SCHEMA_VERSION:
             raise ValueError(
                 f"model metadata schema {meta.schema_version} is not supported "

@@ -110,7 +110,10 @@ class OnnxStepModel:
         try:
             meta = ModelMeta.from_metadata_map(props)
         except ValueError as err:
-            raise ModelError(f"{file}: invalid streamcast metadata: {err}") from err
+            raise ModelError(
+                f"{file}: invalid streamcast metadata: {err}: export the model again with "
+                "streamcast-train (or fix the exporter that wrote it)"
+            ) from err
         validate_signature(session, meta, file)
         return cls(session, meta, file)
 

@@ -22,7 +22,7 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import CommitFailedError
 
 from streamcast.errors import TransientError
-from streamcast.kafka.clients import make_producer, stop_client
+from streamcast.kafka.clients import make_producer, start_client, stop_client
 from streamcast.kafka.errors import describe, map_kafka_errors
 from streamcast.kafka.group import GroupSink
 from streamcast.kafka.publish import publish_packed
@@ -46,8 +46,7 @@ class AtLeastOnceSink(GroupSink):
     async def _start_output(self) -> None:
         producer = make_producer(self._settings)
         try:
-            with map_kafka_errors("connect"):
-                await producer.start()
+            await start_client(producer, self._settings)
         except BaseException:
             await stop_client(producer)
             raise

@@ -31,7 +31,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streamcast.config import Settings
 from streamcast.errors import ModelError, StateLostError
-from streamcast.kafka.clients import client_options, stop_client
+from streamcast.kafka.clients import client_options, start_client, stop_client
 from streamcast.kafka.errors import map_kafka_errors
 from streamcast.kafka.sink import PartitionedState, SinkObserver
 from streamcast.kafka.wire import OutRecord
@@ -133,8 +133,7 @@ class PartitionStates:
         """Connect the restore consumer."""
         restorer = make_restore_consumer(self._settings)
         try:
-            with map_kafka_errors("connect"):
-                await restorer.start()
+            await start_client(restorer, self._settings)
         except BaseException:
             await stop_client(restorer)
             raise

@@ -1,6 +1,7 @@
 """aiokafka clients built from :class:`~streamcast.config.Settings`: the connection and
-security options every client shares, the ticks consumer, the output producer, and a
-``stop`` that survives aiokafka's own stray cancellations.
+security options every client shares, the ticks consumer, the output producer, a
+``start`` that tells a wrong setting from a broker that is down, and a ``stop`` that
+survives aiokafka's own stray cancellations.
 """
 
 from __future__ import annotations
@@ -9,13 +10,19 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from typing import Any
+from typing import Any, TypeAlias
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.conn import create_conn
+from aiokafka.errors import KafkaConnectionError, KafkaError
 from aiokafka.helpers import create_ssl_context
+from aiokafka.protocol.metadata import MetadataRequest
 
 from streamcast.config import ClientSettings, Settings
+from streamcast.errors import ConfigurationError, StreamcastError, TransientError
 from streamcast.kafka import patches
+from streamcast.kafka.errors import describe, map_kafka_errors, translate
 
 log = logging.getLogger(__name__)
 
@@ -46,14 +53,36 @@ def client_options(settings: ClientSettings) -> dict[str, Any]:
 
 
 def ssl_context(settings: ClientSettings) -> ssl.SSLContext:
-    """TLS context from the configured CA, client certificate and key (system CAs if unset)."""
-    password = settings.ssl_key_password.get_secret_value() if settings.ssl_key_password else None
-    context: ssl.SSLContext = create_ssl_context(
-        cafile=str(settings.ssl_cafile) if settings.ssl_cafile else None,
-        certfile=str(settings.ssl_certfile) if settings.ssl_certfile else None,
-        keyfile=str(settings.ssl_keyfile) if settings.ssl_keyfile else None,
-        password=password,
-    )
+    """TLS context from the configured CA, client certificate and key (system CAs if unset).
+
+    A file that is not what its setting says (a CA bundle that is not PEM, a key that does
+    not match its certificate, a wrong key password) is a
+    :class:`~streamcast.errors.ConfigurationError` naming the setting: retrying cannot
+    help, and the ``ssl.SSLError`` would otherwise look like a broker outage.
+    """
+    cafile, certfile, keyfile = settings.ssl_cafile, settings.ssl_certfile, settings.ssl_keyfile
+    try:
+        context: ssl.SSLContext = create_ssl_context(cafile=str(cafile) if cafile else None)
+    except ssl.SSLError as exc:
+        raise ConfigurationError(
+            f"STREAMCAST_SSL_CAFILE (ssl_cafile): {cafile} holds no PEM CA certificate "
+            f"({exc.reason or exc}): give the broker's CA bundle in PEM "
+            "(-----BEGIN CERTIFICATE-----), or unset it to trust the system CAs"
+        ) from None
+    if certfile:
+        password = settings.ssl_key_password
+        try:
+            context.load_cert_chain(
+                str(certfile),
+                str(keyfile) if keyfile else None,
+                password.get_secret_value() if password else None,
+            )
+        except ssl.SSLError as exc:
+            raise ConfigurationError(
+                "STREAMCAST_SSL_CERTFILE, STREAMCAST_SSL_KEYFILE, STREAMCAST_SSL_KEY_PASSWORD: "
+                f"cannot load the client certificate {certfile} ({exc.reason or exc}): give "
+                "a PEM certificate, its PEM key and the key's password"
+            ) from None
     return context
 
 
@@ -80,17 +109,119 @@ def make_consumer(settings: Settings, *, subscribe: bool = True) -> AIOKafkaCons
     )
 
 
-def make_producer(settings: ClientSettings) -> AIOKafkaProducer:
-    """The output producer: ``acks=all``, idempotent, batched by ``linger_ms``."""
-    return AIOKafkaProducer(
-        acks="all",
-        enable_idempotence=True,
-        linger_ms=settings.linger_ms,
-        max_batch_size=settings.producer_max_batch_bytes,
-        retry_backoff_ms=RETRY_BACKOFF_MS,
-        max_request_size=max(settings.producer_max_batch_bytes, 2 * 1024 * 1024),
+def producer_options(settings: ClientSettings) -> dict[str, Any]:
+    """Keyword arguments of every producer streamcast creates (output, transactional,
+    tools): ``acks=all``, idempotent, batched by ``linger_ms``, compressed with
+    ``compression_type``, plus the shared connection and security options."""
+    codec = settings.compression_type
+    return {
+        "acks": "all",
+        "enable_idempotence": True,
+        "linger_ms": settings.linger_ms,
+        "max_batch_size": settings.producer_max_batch_bytes,
+        "max_request_size": max(settings.producer_max_batch_bytes, 2 * 1024 * 1024),
+        "compression_type": None if codec == "none" else codec,
+        "retry_backoff_ms": RETRY_BACKOFF_MS,
         **client_options(settings),
+    }
+
+
+def make_producer(settings: ClientSettings) -> AIOKafkaProducer:
+    """The output producer (:func:`producer_options`)."""
+    return AIOKafkaProducer(**producer_options(settings))
+
+
+#: aiokafka's message when no bootstrap server answered (why is only logged, not raised)
+BOOTSTRAP_FAILED = "Unable to bootstrap"
+#: bound on one diagnostic connection attempt
+HANDSHAKE_TIMEOUT_S = 10.0
+#: a connection closed on its first request may be a broker restarting: look again after
+RECHECK_S = 1.0
+
+Client: TypeAlias = AIOKafkaConsumer | AIOKafkaProducer | AIOKafkaAdminClient
+
+
+async def start_client(client: Client, settings: ClientSettings) -> None:
+    """``client.start()``, its errors mapped (:func:`~streamcast.kafka.errors.map_kafka_errors`).
+
+    When no bootstrap server could be used, aiokafka raises a bare "Unable to bootstrap"
+    and only logs why. That reason decides whether retrying makes sense, so it is found
+    (:func:`handshake_error`) and a permanent one (wrong credentials, security protocol
+    or TLS settings) is raised instead of the transient error.
+    """
+    try:
+        with map_kafka_errors("connect"):
+            await client.start()
+    except TransientError as exc:
+        if BOOTSTRAP_FAILED in str(exc.__cause__):
+            found = await handshake_error(settings)
+            if found is not None:
+                raise found from exc
+        raise
+
+
+async def handshake_error(settings: ClientSettings) -> StreamcastError | None:
+    """Connect to each bootstrap server the way the clients do and send one request; the
+    permanent error found (credentials, protocol, TLS), or None when a server answered or
+    every failure may heal (refused, unreachable, timeout: the broker is down)."""
+    options = client_options(settings)
+    servers = str(options.pop("bootstrap_servers"))
+    options.pop("client_id")
+    found: StreamcastError | None = None
+    for entry in servers.split(","):
+        host, _, port = entry.strip().rpartition(":")
+        error = await _handshake(host.strip("[]"), int(port), settings, options)
+        if error is None:
+            return None
+        if not error.retriable and found is None:
+            found = error
+    return found
+
+
+async def _handshake(
+    host: str, port: int, settings: ClientSettings, options: dict[str, Any]
+) -> StreamcastError | None:
+    where = f"connect to {host}:{port}"
+    closed = (
+        f"connect: the broker at {host}:{port} closed the connection during the handshake: "
+        f"check STREAMCAST_SECURITY_PROTOCOL (now {settings.security_protocol}) against the "
+        "protocol of that listener (PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL)"
     )
+    for attempt in range(2):
+        try:
+            conn = await asyncio.wait_for(
+                create_conn(host, port, client_id=settings.client_id, **options),
+                HANDSHAKE_TIMEOUT_S,
+            )
+        except ssl.SSLCertVerificationError as exc:
+            return translate(exc, where)
+        except (
+            ssl.SSLError,
+            ConnectionResetError,
+            ConnectionAbortedError,
+            BrokenPipeError,
+            KafkaConnectionError,
+        ) as exc:
+            # accepted, then dropped while handshaking (TLS to a plaintext listener, a
+            # listener closing on the version probe, ...); a refused connection is another
+            # OSError and a silent one a timeout: the broker is down, retried
+            error: StreamcastError = ConfigurationError(f"{closed} ({describe(exc)})")
+        except (OSError, KafkaError, TimeoutError) as exc:
+            return translate(exc, where)
+        else:
+            try:
+                await asyncio.wait_for(conn.send(MetadataRequest([])), HANDSHAKE_TIMEOUT_S)
+            except KafkaConnectionError:
+                error = ConfigurationError(closed)
+            except (KafkaError, TimeoutError) as exc:
+                return translate(exc, where)
+            else:
+                return None
+            finally:
+                conn.close()
+        if attempt == 0:
+            await asyncio.sleep(RECHECK_S)  # a broker restarting also drops connections
+    return error
 
 
 async def stop_client(client: AIOKafkaConsumer | AIOKafkaProducer) -> None:

@@ -37,7 +37,7 @@ from aiokafka.errors import KafkaError
 
 from streamcast.config import Settings
 from streamcast.errors import BatchRolledBackError, FencedError, TransientError
-from streamcast.kafka.clients import RETRY_BACKOFF_MS, client_options
+from streamcast.kafka.clients import producer_options
 from streamcast.kafka.errors import describe, map_kafka_errors
 from streamcast.kafka.group import GroupSink
 from streamcast.kafka.publish import publish_packed
@@ -87,14 +87,9 @@ class ExactlyOnceSink(GroupSink):
         self._producers = producers
 
     def _new_producer(self, partition: int) -> AIOKafkaProducer:
-        s = self._settings
         return AIOKafkaProducer(
-            transactional_id=transactional_id(s, partition),
-            linger_ms=s.linger_ms,
-            max_batch_size=s.producer_max_batch_bytes,
-            max_request_size=max(s.producer_max_batch_bytes, 2 * 1024 * 1024),
-            retry_backoff_ms=RETRY_BACKOFF_MS,
-            **client_options(s),
+            transactional_id=transactional_id(self._settings, partition),
+            **producer_options(self._settings),
         )
 
     async def deliver(self, outputs: Outputs, offsets: Offsets) -> None:

@@ -35,7 +35,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from streamcast.config import Settings
 from streamcast.errors import StreamcastError
 from streamcast.kafka.changelog import PartitionStates
-from streamcast.kafka.clients import make_consumer, stop_client
+from streamcast.kafka.clients import make_consumer, start_client, stop_client
 from streamcast.kafka.errors import map_kafka_errors
 from streamcast.kafka.publish import PartitionPicker
 from streamcast.kafka.sink import PartitionedState, SinkObserver
@@ -107,8 +107,7 @@ class GroupSink:
             # set before start(): the group's first assignment may run the listener
             # before start() returns
             self._consumer = consumer
-            with map_kafka_errors("connect"):
-                await consumer.start()
+            await start_client(consumer, self._settings)
         except BaseException:
             self._consumer = None
             await stop_client(consumer)

@@ -11,7 +11,7 @@ from typing import Self
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from streamcast.config import ClientSettings
-from streamcast.kafka.clients import client_options, stop_client
+from streamcast.kafka.clients import client_options, make_producer, start_client, stop_client
 from streamcast.kafka.errors import map_kafka_errors
 from streamcast.kafka.wire import Consumed
 
@@ -20,10 +20,10 @@ class _Client:
     """An aiokafka client as an async context manager: started on entry, stopped on exit."""
 
     _client: AIOKafkaConsumer | AIOKafkaProducer
+    _settings: ClientSettings
 
     async def __aenter__(self) -> Self:
-        with map_kafka_errors("connect"):
-            await self._client.start()
+        await start_client(self._client, self._settings)
         return self
 
     async def __aexit__(
@@ -40,6 +40,7 @@ class TopicReader(_Client):
     cannot disturb anyone's offsets)."""
 
     def __init__(self, settings: ClientSettings, topic: str, *, from_beginning: bool) -> None:
+        self._settings = settings
         self._client = self._consumer = AIOKafkaConsumer(
             topic,
             group_id=None,
@@ -61,6 +62,7 @@ class TopicSnapshot(_Client):
     the end offsets it finds at the start: a bounded read of history."""
 
     def __init__(self, settings: ClientSettings, topic: str, partitions: int) -> None:
+        self._settings = settings
         self._topic = topic
         self._partitions = partitions
         self._client = self._consumer = AIOKafkaConsumer(
@@ -112,16 +114,12 @@ class TopicSnapshot(_Client):
 
 
 class TopicWriter(_Client):
-    """An idempotent ``acks=all`` producer that sends keyed messages and awaits them."""
+    """The output producer (:func:`~streamcast.kafka.clients.make_producer`: idempotent,
+    ``acks=all``, compressed as configured) sending keyed messages and awaiting them."""
 
     def __init__(self, settings: ClientSettings) -> None:
-        self._client = self._producer = AIOKafkaProducer(
-            acks="all",
-            enable_idempotence=True,
-            linger_ms=settings.linger_ms,
-            max_batch_size=settings.producer_max_batch_bytes,
-            **client_options(settings),
-        )
+        self._settings = settings
+        self._client = self._producer = make_producer(settings)
 
     async def send(self, topic: str, keys: Sequence[bytes], values: Sequence[bytes]) -> None:
         """Send ``(key, value)`` messages in order; return once every one is acknowledged."""

@@ -23,7 +23,7 @@ from aiokafka.errors import for_code
 
 from streamcast.config import ClientSettings, Settings
 from streamcast.errors import StateLostError, TopicError, TransientError
-from streamcast.kafka.clients import client_options
+from streamcast.kafka.clients import client_options, start_client
 from streamcast.kafka.errors import map_kafka_errors, translate
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ async def ensure_topics(settings: Settings) -> int:
     """
     with map_kafka_errors("topic check"):
         admin = AIOKafkaAdminClient(**client_options(settings))
-        await admin.start()
+        await start_client(admin, settings)
         try:
             return await _ensure_topics(admin, settings)
         finally:
@@ -81,7 +81,7 @@ async def require_topic(settings: ClientSettings, topic: str) -> int:
     """The partition count of ``topic``; :class:`TopicError` if it does not exist."""
     with map_kafka_errors("topic check"):
         admin = AIOKafkaAdminClient(**client_options(settings))
-        await admin.start()
+        await start_client(admin, settings)
         try:
             described = (await describe(admin, [topic]))[topic]
         finally:
@@ -136,7 +136,7 @@ async def check_outputs_exist(settings: Settings) -> None:
     try:
         with map_kafka_errors("topic check"):
             admin = AIOKafkaAdminClient(**client_options(settings))
-            await admin.start()
+            await start_client(admin, settings)
             try:
                 found = await describe(admin, list(dict.fromkeys(names)))
             finally:

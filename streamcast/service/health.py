@@ -6,6 +6,9 @@ a Prometheus scraper and a Kubernetes probe need.
 - ``/healthz``: 200 while the process runs its event loop.
 - ``/readyz``: 200 when the readiness callback says so; 503 with its reason otherwise.
 - ``/metrics``: the Prometheus text exposition.
+
+A request line or header longer than :data:`MAX_LINE_BYTES`, or more than
+:data:`MAX_HEADERS` header lines, is answered ``431`` (one debug line), never a traceback.
 """
 
 from __future__ import annotations
@@ -24,7 +27,17 @@ log = logging.getLogger(__name__)
 #: readiness callback: ``(ready, reason)``
 Readiness = Callable[[], tuple[bool, str]]
 
-_REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
+_REASONS = {
+    200: "OK",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    431: "Request Header Fields Too Large",
+    503: "Service Unavailable",
+}
+#: longest request or header line read (asyncio's stream limit); longer ones get 431
+MAX_LINE_BYTES = 16 * 1024
+#: most header lines read; more get 431
+MAX_HEADERS = 100
 
 
 class HealthServer:
@@ -47,7 +60,9 @@ class HealthServer:
         return int(self._server.sockets[0].getsockname()[1])
 
     async def __aenter__(self) -> Self:
-        self._server = await asyncio.start_server(self._handle, self._host, self._port)
+        self._server = await asyncio.start_server(
+            self._handle, self._host, self._port, limit=MAX_LINE_BYTES
+        )
         log.info("http endpoints listening", extra={"host": self._host, "port": self.port})
         return self
 
@@ -81,18 +96,15 @@ class HealthServer:
         return 404, "text/plain", b"try /metrics, /healthz or /readyz\n"
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        method = "GET"
         try:
-            request = await asyncio.wait_for(reader.readline(), timeout=5)
-            parts = request.decode("latin-1").split()
-            # Drain the headers; their content does not matter here.
-            while (line := await asyncio.wait_for(reader.readline(), timeout=5)) not in (
-                b"\r\n",
-                b"\n",
-                b"",
-            ):
-                del line
-            method, path = (parts[0], parts[1]) if len(parts) >= 2 else ("GET", "/")
-            status, ctype, body = self.respond(method, path)
+            try:
+                method, path = await _read_request(reader)
+                status, ctype, body = self.respond(method, path)
+            except _TooLargeError as exc:
+                # A client's mistake (or a probe of ours): answer it, one debug line at most.
+                log.debug("http request refused", extra={"reason": str(exc)})
+                status, ctype, body = 431, "text/plain", f"{exc}\n".encode()
             head = (
                 f"HTTP/1.1 {status} {_REASONS.get(status, '')}\r\n"
                 f"Content-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
@@ -106,3 +118,33 @@ class HealthServer:
             writer.close()
             with contextlib.suppress(ConnectionError):
                 await writer.wait_closed()
+
+
+class _TooLargeError(Exception):
+    """The request line or headers exceed what this server reads."""
+
+
+async def _read_request(reader: asyncio.StreamReader) -> tuple[str, str]:
+    """``(method, path)`` of a request whose headers were read and dropped (their content
+    does not matter here); :class:`_TooLargeError` past :data:`MAX_LINE_BYTES` per line or
+    :data:`MAX_HEADERS` lines, so a client cannot make the server buffer without bound."""
+    request = line = await _read_line(reader)
+    headers = 0
+    while line.endswith(b"\n"):  # a line without one is the client closing early
+        line = await _read_line(reader)
+        if line in (b"\r\n", b"\n"):
+            break
+        headers += 1
+        if headers > MAX_HEADERS:
+            raise _TooLargeError(f"more than {MAX_HEADERS} header lines")
+    parts = request.decode("latin-1").split()
+    return (parts[0], parts[1]) if len(parts) >= 2 else ("GET", "/")
+
+
+async def _read_line(reader: asyncio.StreamReader) -> bytes:
+    try:
+        return await asyncio.wait_for(reader.readuntil(b"\n"), timeout=5)
+    except asyncio.LimitOverrunError as exc:
+        raise _TooLargeError(f"request line or header longer than {MAX_LINE_BYTES} bytes") from exc
+    except asyncio.IncompleteReadError as exc:
+        return exc.partial  # the client closed early: answer what it sent

@@ -17,7 +17,7 @@ says).
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence, Set
+from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -30,7 +30,7 @@ from streamcast.core.isolation import MAX_ERROR_TEXT
 from streamcast.core.model import OnnxStepModel
 from streamcast.core.pipeline import Pipeline, StepResult
 from streamcast.core.records import ForecastBatch, Rejection, encode_forecasts
-from streamcast.errors import RejectReason
+from streamcast.errors import ConfigurationError, RejectReason
 from streamcast.kafka.changelog import marker
 from streamcast.kafka.wire import Consumed, Offsets, OutRecord
 
@@ -201,6 +201,7 @@ def build_processor(settings: Settings) -> Processor:
     model = OnnxStepModel.load(settings.model_path, intra_op_threads=settings.intra_op_threads)
     meta = model.meta
     fields = settings.fields
+    check_extras(fields.extras, meta.features.extra_names, f"{meta.name}@{meta.version}")
     extra_fields = [fields.extras.get(name, name) for name in meta.features.extra_names]
     decoder = TickDecoder(
         key_field=fields.key,
@@ -249,6 +250,20 @@ def encode_isolated(
             failed.append(Rejection(trigger, RejectReason.INTERNAL_ERROR, detail))
             encoded.append(None)
     return encoded, failed
+
+
+def check_extras(extras: Mapping[str, str], features: Sequence[str], model: str) -> None:
+    """Refuse a ``fields.extras`` mapping that names a feature the model does not have: it
+    would be ignored in silence while the operator believes the model reads that field."""
+    unknown = sorted(set(extras) - set(features))
+    if unknown:
+        have = ", ".join(features) if features else "none"
+        raise ConfigurationError(
+            f"STREAMCAST_FIELDS__EXTRAS (fields.extras): {', '.join(unknown)} "
+            f"{'is not an extra feature' if len(unknown) == 1 else 'are not extra features'} "
+            f"of model {model} (its extra features: {have}): map only the model's features "
+            "to tick fields, or serve the model that has them"
+        )
 
 
 def dead_letter(topics: OutputTopics, src: Consumed, rejection: Rejection) -> OutRecord:

@@ -15,9 +15,18 @@ from pathlib import Path
 from typing import Any
 
 from pydantic_settings import CliSettingsSource
+from pydantic_settings import SettingsError as SourceError
 
 from streamcast import __version__
-from streamcast.config import ClientSettings, Settings, flatten, load_settings, setting_sources
+from streamcast.config import (
+    ClientSettings,
+    Settings,
+    flatten,
+    load_settings,
+    setting_sources,
+    unknown_variables,
+    unparsable,
+)
 from streamcast.errors import SettingsError, StreamcastError, TransientError
 from streamcast.service.logs import configure_logging
 from streamcast.tools.history import ExportOptions, export_history
@@ -25,6 +34,10 @@ from streamcast.tools.replay import ReplayOptions, replay
 from streamcast.tools.tail import TailOptions, tail
 
 USAGE_ERROR = 2
+#: the settings file read when --env-file is not given (absent is fine)
+DEFAULT_ENV_FILE = Path(".env")
+
+log = logging.getLogger("streamcast.config")
 
 Overrides = dict[str, Any]
 
@@ -94,7 +107,10 @@ def _settings_flags(parser: argparse.ArgumentParser, kind: type[ClientSettings])
     variable, derived from the settings model by pydantic-settings (``--max-keys``,
     ``--topics.ticks``, ...)."""
     parser.add_argument(
-        "--env-file", type=Path, default=Path(".env"), help="settings file (default: .env)"
+        "--env-file",
+        type=Path,
+        default=None,
+        help="settings file; it must exist (default: ./.env when present)",
     )
     shortcuts = {
         name: alias
@@ -211,12 +227,24 @@ def _instant(text: str) -> datetime:
 def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
     """The settings given as flags, as a nested dict for :func:`load_settings`."""
     source: CliSettingsSource[ClientSettings] = args.settings_source
-    return dict(source(parsed_args=args)())
+    try:
+        return dict(source(parsed_args=args)())
+    except SourceError as exc:  # a nested flag that is not JSON
+        raise SettingsError([unparsable(exc, None, from_cli=True)]) from None
 
 
 def run(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` and run the command; returns the exit status."""
     args = build_parser().parse_args(argv)
+    if args.env_file is None:
+        args.env_file = DEFAULT_ENV_FILE  # read when present, silently absent otherwise
+    elif not args.env_file.is_file():
+        raise SettingsError(
+            [
+                f"--env-file {args.env_file}: file not found: give an existing file, or "
+                f"leave --env-file out to read ./{DEFAULT_ENV_FILE} when there is one"
+            ]
+        )
     overrides = overrides_from(args)
     settings = load_settings(overrides, args.env_file, args.settings_kind)
     if args.command == "serve":
@@ -226,6 +254,11 @@ def run(argv: Sequence[str] | None = None) -> int:
         # stay quiet because the one-line error the command ends with says what failed.
         configure_logging("console", settings.log_level)
         logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    for line in unknown_variables(args.env_file):
+        if args.command == "serve":
+            log.warning(line)  # one log line, in the service's log format
+        else:
+            print(f"warning: {line}", file=sys.stderr)
     commands = {
         "serve": _serve,
         "config": _config,

@@ -7,10 +7,7 @@ pipeline run in-process over the same ticks.
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +26,7 @@ from tests.support.service import (
     forecasts_by_key,
     produce,
     recent_hour,
+    run_cli,
     service_env,
     tick,
 )
@@ -132,19 +130,6 @@ async def test_missing_ticks_topic_is_a_clear_one_line_error(
     assert "Traceback" not in out
 
 
-def _cli(*argv: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMCAST_")}
-    return subprocess.run(
-        [sys.executable, "-m", "streamcast", *argv],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
-
-
 async def test_replay_sends_a_csv_as_ticks_and_tail_shows_them(
     bootstrap: str, tmp_path: Path
 ) -> None:
@@ -160,7 +145,7 @@ async def test_replay_sends_a_csv_as_ticks_and_tail_shows_them(
     data.write_text(
         "sensor,time,count,temp\n" + "".join(f"{a},{b},{c},{d}\n" for a, b, c, d in rows)
     )
-    sent = _cli(
+    sent = run_cli(
         "replay", "--data", str(data), "--key-col", "sensor", "--time-col", "time",
         "--value-col", "count", "--features", "temp", "--topic", topic,
         "--bootstrap-servers", bootstrap, "--rate", "1000", "--no-progress", cwd=tmp_path,
@@ -180,14 +165,14 @@ async def test_replay_sends_a_csv_as_ticks_and_tail_shows_them(
     ]
     assert by_key["c"] == [{"key": "c", "ts": "2024-05-01T09:00:00Z", "value": 4.0, "temp": 4.0}]
 
-    shown = _cli(
+    shown = run_cli(
         "tail", "--topic", topic, "--from-beginning", "--limit", "4", "--json",
         "--bootstrap-servers", bootstrap, cwd=tmp_path,
     )  # fmt: skip
     assert shown.returncode == 0, shown.stderr
     lines = shown.stdout.strip().splitlines()
     assert sorted(orjson.loads(line)["value"] for line in lines) == [1.0, 2.5, 3.0, 4.0]
-    readable = _cli(
+    readable = run_cli(
         "tail", "--topic", topic, "--from-beginning", "--limit", "1",
         "--bootstrap-servers", bootstrap, cwd=tmp_path,
     )  # fmt: skip
@@ -196,7 +181,7 @@ async def test_replay_sends_a_csv_as_ticks_and_tail_shows_them(
 
 
 async def test_tail_of_a_missing_topic_is_a_one_line_error(bootstrap: str, tmp_path: Path) -> None:
-    result = _cli(
+    result = run_cli(
         "tail", "--topic", unique_topic("absent"), "--bootstrap-servers", bootstrap, cwd=tmp_path
     )
     assert result.returncode == 2

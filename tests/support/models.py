@@ -15,6 +15,7 @@ with plain scalar code, so tests can check the pipeline's arrays exactly.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +45,19 @@ from streamcast.core.features import (
 
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
+
+
+def rewrite_meta(src: Path, dst: Path, **changes: object) -> Path:
+    """Copy the artifact ``src`` to ``dst`` with ``changes`` applied to its metadata JSON
+    (top-level fields replaced as given, valid or not)."""
+    model = onnx.load(str(src))
+    props = {p.key: p.value for p in model.metadata_props}
+    meta = json.loads(props[METADATA_KEY])
+    meta.update(changes)
+    del model.metadata_props[:]
+    helper.set_model_props(model, {METADATA_KEY: json.dumps(meta)})
+    onnx.save(model, str(dst))
+    return dst
 
 
 def make_tiny_model(

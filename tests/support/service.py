@@ -46,10 +46,17 @@ def recent_hour(days_back: int = 2) -> int:
     return (int(time.time()) // 3600 - 24 * days_back) * 3600
 
 
-async def produce(bootstrap: str, topic: str, messages: Sequence[Message]) -> list[tuple[int, int]]:
-    """Send ``(key, value)`` messages in order; ``(partition, offset)`` of each once acked."""
+async def produce(
+    bootstrap: str, topic: str, messages: Sequence[Message], compression_type: str | None = None
+) -> list[tuple[int, int]]:
+    """Send ``(key, value)`` messages in order (record batches compressed with
+    ``compression_type``); ``(partition, offset)`` of each once acked."""
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5
+        bootstrap_servers=bootstrap,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=5,
+        compression_type=compression_type,
     )
     await producer.start()
     try:
@@ -238,6 +245,22 @@ class ServiceProcess:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+
+
+def run_cli(
+    *argv: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``python -m streamcast ARGV`` with no ``STREAMCAST_*`` variable but those in ``env``."""
+    clean = {k: v for k, v in os.environ.items() if not k.upper().startswith("STREAMCAST_")}
+    return subprocess.run(
+        [sys.executable, "-m", "streamcast", *argv],
+        env={**clean, **(env or {})},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
 
 
 def service_env(

@@ -253,3 +253,126 @@ def test_unreachable_broker_is_one_line_for_the_tools(tmp_path: Path) -> None:
     assert len(lines) == 1, lines
     assert lines[0].startswith("error: Kafka:")
     assert "--bootstrap-servers" in lines[0]
+
+
+def _one_error_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("error: ")
+    assert "Traceback" not in err
+    return lines[0]
+
+
+@pytest.mark.parametrize("command", ["serve", "config", "replay", "tail"])
+def test_bootstrap_servers_that_are_not_host_port_fail_in_one_line(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    extra = ["--data", "d.csv", "--key-col", "k", "--time-col", "t", "--value-col", "v"]
+    argv = [
+        command,
+        "--bootstrap-servers",
+        "localhost:abc",
+        *(extra if command == "replay" else []),
+    ]
+    status, _, err = _run(argv, capsys)
+    assert status == 2
+    line = _one_error_line(err)
+    assert "STREAMCAST_BOOTSTRAP_SERVERS (bootstrap_servers): 'abc' is not a port" in line
+
+
+@pytest.mark.parametrize(
+    ("env", "argv", "start"),
+    [
+        ({"STREAMCAST_FIELDS__EXTRAS": "not json"}, [],
+         "error: STREAMCAST_FIELDS__EXTRAS (fields.extras): not valid JSON"),
+        ({"STREAMCAST_TOPICS": "{not json"}, [],
+         "error: STREAMCAST_TOPICS (topics): not valid JSON"),
+        ({}, ["--topics", "{not json"], "error: --topics (topics): not valid JSON"),
+        ({}, ["--fields.extras", "not json"], "error: --fields.extras (fields.extras): not valid"),
+    ],
+)  # fmt: skip
+def test_values_that_are_not_json_fail_in_one_line(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    env: dict[str, str],
+    argv: list[str],
+    start: str,
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    status, _, err = _run(["serve", *argv], capsys)
+    assert status == 2
+    assert _one_error_line(err).startswith(start)
+
+
+def test_a_named_env_file_must_exist(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    status, _, err = _run(["config", "--env-file", "nope.env"], capsys)
+    assert status == 2
+    assert "--env-file nope.env: file not found" in _one_error_line(err)
+    # without --env-file, an absent ./.env is fine
+    assert _run(["config"], capsys)[0] == 0
+
+
+def test_misspelt_variables_are_a_warning_naming_the_real_one(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("STREAMCAST_BOOTSTRAP_SERVER", "kafka:9092")
+    status, out, err = _run(["config"], capsys)
+    assert status == 0
+    assert err.strip().splitlines() == [
+        "warning: STREAMCAST_BOOTSTRAP_SERVER is not a streamcast setting and is ignored: "
+        "did you mean STREAMCAST_BOOTSTRAP_SERVERS?"
+    ]
+    assert "localhost:9092" in out  # ignored, as the warning says
+
+
+def test_serve_logs_misspelt_variables_as_one_json_line(tmp_path: Path) -> None:
+    from tests.support.service import run_cli
+
+    result = run_cli("serve", cwd=tmp_path, env={"STREAMCAST_MODEL_PAHT": "model.onnx"})
+    assert result.returncode == 2
+    warning, error = result.stderr.strip().splitlines()
+    doc = orjson.loads(warning)
+    assert doc["level"] == "warning"
+    assert "STREAMCAST_MODEL_PAHT" in doc["msg"]
+    assert "did you mean STREAMCAST_MODEL_PATH?" in doc["msg"]
+    assert error.startswith("error: STREAMCAST_MODEL_PATH (model_path): required")
+
+
+def test_serve_with_broken_model_metadata_names_the_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.support.models import make_tiny_model, rewrite_meta
+
+    good = make_tiny_model(tmp_path / "good.onnx")
+    bad = rewrite_meta(good, tmp_path / "bad.onnx", window=0, horizon="three")
+    status, _, err = _run(["serve", "--model", str(bad)], capsys)
+    assert status == 2
+    line = _one_error_line(err)
+    assert "invalid streamcast metadata: window: must be > 0 (got '0'); horizon: " in line
+    assert "https://" not in line
+
+
+@pytest.mark.timeout(60)  # accepted, serve would retry an absent broker for ever
+def test_extras_for_features_the_model_lacks_are_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.support.models import make_tiny_model
+
+    plain = make_tiny_model(tmp_path / "plain.onnx")
+    monkeypatch.setenv("STREAMCAST_FIELDS__EXTRAS", '{"temp": "t"}')
+    status, _, err = _run(["serve", "--model", str(plain)], capsys)
+    assert status == 2
+    assert _one_error_line(err) == (
+        "error: STREAMCAST_FIELDS__EXTRAS (fields.extras): temp is not an extra feature of "
+        "model tiny@1 (its extra features: none): map only the model's features to tick "
+        "fields, or serve the model that has them"
+    )
+    with_temp = make_tiny_model(tmp_path / "temp.onnx", extras=("temp", "humidity"))
+    monkeypatch.setenv("STREAMCAST_FIELDS__EXTRAS", '{"temp": "t", "hum": "h", "rain": "r"}')
+    status, _, err = _run(["serve", "--model", str(with_temp)], capsys)
+    assert status == 2
+    assert (
+        "hum, rain are not extra features of model tiny@1 (its extra features: temp, "
+        "humidity)" in _one_error_line(err)
+    )

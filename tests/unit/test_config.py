@@ -137,3 +137,118 @@ def test_security_settings_become_client_options() -> None:
     assert sasl["sasl_plain_username"] == "svc"
     assert sasl["sasl_plain_password"] == "pw"
     assert sasl["ssl_context"].verify_mode.name == "CERT_REQUIRED"
+
+
+def test_every_producer_compresses_as_configured() -> None:
+    from streamcast.kafka.clients import producer_options
+
+    assert producer_options(load_settings(env_file=None))["compression_type"] == "zstd"
+    assert (
+        producer_options(load_settings({"compression_type": "none"}, env_file=None))[
+            "compression_type"
+        ]
+        is None
+    )
+    lz4 = producer_options(load_settings({"compression_type": "LZ4"}, env_file=None))
+    assert (lz4["compression_type"], lz4["acks"], lz4["enable_idempotence"]) == ("lz4", "all", True)
+    with pytest.raises(SettingsError, match=r"STREAMCAST_COMPRESSION_TYPE \(compression_type\)"):
+        load_settings({"compression_type": "brotli"}, env_file=None)
+
+
+def test_every_codec_kafka_has_can_be_read_and_written() -> None:
+    """cramjam is a runtime dependency: without it aiokafka cannot read snappy, lz4 or
+    zstd batches (UnsupportedCodecError on every fetch) nor write them."""
+    from aiokafka import codec
+
+    assert codec.has_gzip() and codec.has_snappy() and codec.has_lz4() and codec.has_zstd()
+    payload = b'{"key": "sensor-1", "values": [1.0, 2.0]}' * 20
+    for encode, decode in [
+        (codec.snappy_encode, codec.snappy_decode),
+        (codec.lz4_encode, codec.lz4_decode),
+        (codec.zstd_encode, codec.zstd_decode),
+    ]:
+        assert decode(encode(payload)) == payload
+
+
+@pytest.mark.parametrize(
+    ("servers", "problem"),
+    [
+        ("localhost:abc", "'abc' is not a port"),
+        ("localhost", "'localhost' has no port"),
+        ("a:1,,b:2", "'' has no port"),
+        ("kafka:0", "'0' is not a port"),
+        ("kafka:70000", "'70000' is not a port"),
+        ("ka fka:9092", "'ka fka' is not a host"),
+        (":9092", "'' is not a host"),
+    ],
+)
+def test_bootstrap_servers_must_be_host_port_lists(servers: str, problem: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        load_settings({"bootstrap_servers": servers}, env_file=None)
+    (line,) = info.value.problems
+    assert line.startswith("STREAMCAST_BOOTSTRAP_SERVERS (bootstrap_servers): ")
+    assert problem in line
+    assert "host:port" in line
+
+
+def test_bootstrap_servers_accepts_names_addresses_and_ipv6() -> None:
+    servers = "kafka-1.prod:9092, 10.0.0.7:9093,[::1]:19092,broker_2:1"
+    assert load_settings({"bootstrap_servers": servers}, env_file=None).bootstrap_servers == servers
+
+
+@pytest.mark.parametrize(
+    ("env", "value", "start", "hint"),
+    [
+        ("STREAMCAST_FIELDS__EXTRAS", "not json", "STREAMCAST_FIELDS__EXTRAS (fields.extras)",
+         '{"temp": "t"}'),
+        ("STREAMCAST_TOPICS", "{not json", "STREAMCAST_TOPICS (topics)",
+         "STREAMCAST_TOPICS__TICKS"),
+        ("STREAMCAST_FIELDS", "[1", "STREAMCAST_FIELDS (fields)", "STREAMCAST_FIELDS__KEY"),
+    ],
+)  # fmt: skip
+def test_values_that_are_not_json_are_one_line_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, env: str, value: str, start: str, hint: str
+) -> None:
+    monkeypatch.setenv(env, value)
+    with pytest.raises(SettingsError) as info:
+        load_settings(env_file=None)
+    (line,) = info.value.problems
+    assert line.startswith(f"{start}: not valid JSON (")
+    assert hint in line
+    assert "\n" not in line
+
+
+def test_json_errors_in_the_env_file_name_the_file(tmp_path: Path) -> None:
+    env_file = tmp_path / "prod.env"
+    env_file.write_text("STREAMCAST_TOPICS={ticks: x}\n")
+    with pytest.raises(SettingsError) as info:
+        load_settings(env_file=env_file)
+    assert info.value.problems[0].startswith(f"STREAMCAST_TOPICS in {env_file} (topics): not valid")
+
+
+def test_unknown_variables_are_named_with_the_closest_setting(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from streamcast.config import unknown_variables
+
+    monkeypatch.setenv("STREAMCAST_BOOTSTRAP_SERVER", "kafka:9092")
+    monkeypatch.setenv("STREAMCAST_FIELDS_TS", "time")
+    monkeypatch.setenv("STREAMCAST_WHATEVER", "1")
+    monkeypatch.setenv("STREAMCAST_MAX_KEYS", "10")  # real settings are not reported
+    monkeypatch.setenv("STREAMCAST_TOPICS__TICKS", "t")
+    # Kubernetes service links for a Service named streamcast-metrics: not typos
+    monkeypatch.setenv("STREAMCAST_METRICS_SERVICE_HOST", "10.0.0.3")
+    monkeypatch.setenv("STREAMCAST_METRICS_PORT_9108_TCP_ADDR", "10.0.0.3")
+    env_file = tmp_path / "prod.env"
+    env_file.write_text("STREAMCAST_GROUPID=g\n")
+    lines = sorted(unknown_variables(env_file))
+    assert lines == [
+        "STREAMCAST_BOOTSTRAP_SERVER is not a streamcast setting and is ignored: "
+        "did you mean STREAMCAST_BOOTSTRAP_SERVERS?",
+        "STREAMCAST_FIELDS_TS is not a streamcast setting and is ignored: "
+        "did you mean STREAMCAST_FIELDS__TS?",
+        f"STREAMCAST_GROUPID in {env_file} is not a streamcast setting and is ignored: "
+        "did you mean STREAMCAST_GROUP_ID?",
+        "STREAMCAST_WHATEVER is not a streamcast setting and is ignored: "
+        "`streamcast config` lists them",
+    ]

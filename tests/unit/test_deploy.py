@@ -317,7 +317,7 @@ def test_streamcast_config_accepts_the_compose_environment(tmp_path: Path) -> No
     env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMCAST_")}
     env.update({k: str(v) for k, v in compose()["services"]["streamcast"]["environment"].items()})
     result = subprocess.run(
-        [str(BIN / "streamcast"), "config", "--env-file", str(tmp_path / "none.env")],
+        [str(BIN / "streamcast"), "config"],  # cwd has no .env: only the compose environment
         capture_output=True,
         text=True,
         timeout=60,

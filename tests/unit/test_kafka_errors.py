@@ -58,3 +58,32 @@ def test_streamcast_errors_and_bugs_pass_through_untouched() -> None:
     assert info.value is own
     with pytest.raises(KeyError), map_kafka_errors("fetch"):
         raise KeyError("a bug")
+
+
+def test_a_missing_codec_says_what_to_install() -> None:
+    with pytest.raises(ConfigurationError) as info, map_kafka_errors("fetch"):
+        raise kafka.UnsupportedCodecError("Libraries for lz4 compression codec not found")
+    text = str(info.value)
+    assert text.count("UnsupportedCodecError") == 1
+    assert "cramjam" in text
+
+
+@pytest.mark.parametrize(
+    ("raised", "says"),
+    [
+        (kafka.SaslAuthenticationFailed("Invalid username or password"),
+         "rejected the credentials: check STREAMCAST_SASL_USERNAME, STREAMCAST_SASL_PASSWORD"),
+        (kafka.IllegalSaslStateError(), "check STREAMCAST_SECURITY_PROTOCOL"),
+        (kafka.UnsupportedSaslMechanismError(), "STREAMCAST_SASL_MECHANISM"),
+        (kafka.GroupAuthorizationFailedError("g"), "Read on the consumer group"),
+        (kafka.TopicAuthorizationFailedError("t"), "Describe and Read on the ticks"),
+        (kafka.TransactionalIdAuthorizationFailed(), "STREAMCAST_TRANSACTIONAL_ID_PREFIX"),
+    ],
+)  # fmt: skip
+def test_permanent_failures_say_which_setting_or_acl_to_fix(
+    raised: BaseException, says: str
+) -> None:
+    with pytest.raises(AuthorizationError) as info, map_kafka_errors("connect"):
+        raise raised
+    assert says in str(info.value)
+    assert "\n" not in str(info.value)

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
-from onnx import helper
 
-from streamcast.core.artifact import METADATA_KEY
 from streamcast.core.model import OnnxStepModel, session_options
 from streamcast.errors import ModelError
-from tests.support.models import TinyReference, make_tiny_model
+from tests.support.models import TinyReference, make_tiny_model, rewrite_meta
 
 
 @pytest.fixture(scope="module")
@@ -25,17 +22,6 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
         horizon=4,
         state_size=6,
     )
-
-
-def rewrite_meta(src: Path, dst: Path, **changes: object) -> Path:
-    model = onnx.load(str(src))
-    props = {p.key: p.value for p in model.metadata_props}
-    meta = json.loads(props[METADATA_KEY])
-    meta.update(changes)
-    del model.metadata_props[:]
-    helper.set_model_props(model, {METADATA_KEY: json.dumps(meta)})
-    onnx.save(model, str(dst))
-    return dst
 
 
 def test_load_reads_meta_and_steps_like_the_reference(tiny: Path) -> None:
@@ -106,3 +92,25 @@ def test_signature_mismatch_names_the_tensor(
 ) -> None:
     with pytest.raises(ModelError, match=message):
         OnnxStepModel.load(rewrite_meta(tiny, tmp_path / "m.onnx", **changes))
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"window": 0}, "window: must be > 0 (got '0')"),
+        ({"horizon": "soon"}, "horizon: input should be a valid integer"),
+        ({"gap": {"max_gap": -1}}, "gap.max_gap: must be >= 0 (got '-1')"),
+        ({"aggregation": "median"}, "aggregation: must be one of"),
+        ({"surprise": 1}, "surprise: not a known field"),
+    ],
+)
+def test_invalid_metadata_is_one_line_naming_the_field(
+    tiny: Path, tmp_path: Path, changes: dict[str, object], field: str
+) -> None:
+    with pytest.raises(ModelError) as info:
+        OnnxStepModel.load(rewrite_meta(tiny, tmp_path / "m.onnx", **changes))
+    text = str(info.value)
+    assert "\n" not in text
+    assert "https://" not in text
+    assert f"invalid streamcast metadata: {field}" in text
+    assert "streamcast-train" in text
