@@ -80,6 +80,24 @@ class FieldSettings(BaseModel):
     """JSON object mapping the model's extra feature names to tick field names"""
 
 
+class DriftDetection(BaseModel):
+    """The drift detectors: a two-sided CUSUM on standardised one-step residuals (error
+    drift) and a periodic KS test of each key's window (input drift)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+
+    allowance: float = Field(default=0.5, ge=0)
+    """k: residual drift (in residual standard deviations) ignored per interval"""
+    threshold: float = Field(default=12.0, gt=0)
+    """h: a key alerts when a sum exceeds it (higher: fewer false alarms, slower alerts)"""
+    min_residuals: int = Field(default=24, ge=1)
+    """residuals a key must have before it can alert (its state warms up)"""
+    quiet: int = Field(default=96, ge=1)
+    """intervals of normal residuals in a row after which an alarmed key recovers"""
+    input_every: int = Field(default=24, ge=0)
+    """closed intervals between two input-drift tests of a key (0: no input drift)"""
+
+
 class ClientSettings(BaseSettings):
     """What every Kafka client of streamcast needs (``replay`` and ``tail`` take these)."""
 
@@ -246,6 +264,9 @@ class Settings(ClientSettings):
     max_key_bytes: int = Field(default=256, gt=0, le=65_536)
     """longer series keys (UTF-8 bytes) are dead-lettered as key_too_long: with max_keys
     this bounds the memory keys can take (docs/operations.md, Sizing)"""
+
+    drift: DriftDetection = DriftDetection()
+    """drift detection"""
 
     # -- micro-batching and the producer
     batch_max_records: int = Field(default=5_000, gt=0)

@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
-from streamcast.core.artifact import CalibrationMeta, ModelMeta
+from streamcast.core.artifact import CalibrationMeta, DriftMeta, ModelMeta
 from training import baselines, plots
 from training.config import TrainConfig
 from training.evaluate import StreamForecasts, actuals, stream_forecasts
@@ -73,7 +73,7 @@ def backtest(
 
 def calibrate(
     fc: StreamForecasts, series: SeriesSet, parts: Split, config: TrainConfig
-) -> tuple[CalibrationMeta, dict[str, object]]:
+) -> tuple[CalibrationMeta, DriftMeta]:
     """Per-step quantiles of scaled residuals ``(actual - forecast) / scale`` on validation
     origins, and their mean/std/|p95| as the drift detectors' reference."""
     val = np.flatnonzero(parts.role[fc.row] == Role.VAL)
@@ -81,19 +81,19 @@ def calibrate(
     resid = (actual - fc.forecast[val]) / fc.scale[val][:, None]
     resid = np.where(mask, resid, np.nan)
     if not mask.any(axis=0).all():
-        return CalibrationMeta(), {}
+        return CalibrationMeta(), DriftMeta()
     lower, upper = [], []
     for level in config.interval_levels:
         lo, hi = np.nanquantile(resid, [(1 - level) / 2, 1 - (1 - level) / 2], axis=0)
         lower.append(tuple(float(v) for v in lo))
         upper.append(tuple(float(v) for v in hi))
-    drift: dict[str, object] = {
-        "reference": "validation period, scaled residuals (actual - forecast) / scale",
-        "residual_mean": [float(v) for v in np.nanmean(resid, axis=0)],
-        "residual_std": [float(v) for v in np.nanstd(resid, axis=0)],
-        "abs_residual_p95": [float(v) for v in np.nanquantile(np.abs(resid), 0.95, axis=0)],
-        "n_origins": len(val),
-    }
+    drift = DriftMeta(
+        reference="validation period, scaled residuals (actual - forecast) / scale",
+        residual_mean=tuple(float(v) for v in np.nanmean(resid, axis=0)),
+        residual_std=tuple(float(v) for v in np.nanstd(resid, axis=0)),
+        abs_residual_p95=tuple(float(v) for v in np.nanquantile(np.abs(resid), 0.95, axis=0)),
+        n_origins=len(val),
+    )
     return (
         CalibrationMeta(levels=config.interval_levels, lower=tuple(lower), upper=tuple(upper)),
         drift,

@@ -101,6 +101,49 @@ class CalibrationMeta(_Frozen):
     upper: tuple[tuple[float, ...], ...] = ()
 
 
+class DriftMeta(_Frozen):
+    """The drift detectors' reference, measured by training on the validation period.
+
+    Error drift standardises one-step residuals with ``residual_mean[0]`` and
+    ``residual_std[0]``; input drift compares a key's recent window of *scaled* values
+    (``(value - loc) / scale`` with the key's value scaling, as the model sees them)
+    with the training distribution, given by its quantiles ``input_quantiles`` at
+    probabilities ``input_probs`` (:mod:`streamcast.core.drift`).
+    """
+
+    reference: str = ""
+    #: per horizon step: mean, std and |p95| of scaled residuals (actual - forecast) / scale
+    residual_mean: tuple[float, ...] = ()
+    residual_std: tuple[float, ...] = ()
+    abs_residual_p95: tuple[float, ...] = ()
+    n_origins: int = 0
+    #: quantiles of the scaled training values at ``input_probs`` (empty: no input drift)
+    input_probs: tuple[float, ...] = ()
+    input_quantiles: tuple[float, ...] = ()
+    #: the Kolmogorov-Smirnov distance of a ``window`` of scaled values above which a
+    #: key's inputs have drifted, calibrated on the validation period
+    input_threshold: float | None = None
+    #: share of validation windows above ``input_threshold`` (the measured false alarms)
+    input_false_alarm_rate: float | None = None
+
+
+class SelfTestMeta(_Frozen):
+    """A sample the exporter ran through the exported graph, with its outputs: a loaded
+    model that does not reproduce them (corrupt weights, another graph) is refused."""
+
+    #: [B, 1 + E], [B, S], [B, S], [B, H, C] (empty without calendar features)
+    x: tuple[tuple[float, ...], ...] = ()
+    h: tuple[tuple[float, ...], ...] = ()
+    c: tuple[tuple[float, ...], ...] = ()
+    calendar: tuple[tuple[tuple[float, ...], ...], ...] = ()
+    #: the graph's outputs for them: [B, S], [B, S], [B, H]
+    h_out: tuple[tuple[float, ...], ...] = ()
+    c_out: tuple[tuple[float, ...], ...] = ()
+    forecast: tuple[tuple[float, ...], ...] = ()
+    #: allowed |difference| (ONNX Runtime builds and CPUs differ in the last bits)
+    atol: float = 1e-4
+
+
 class TrainingMeta(_Frozen):
     """Where the model came from and how good it was."""
 
@@ -132,7 +175,8 @@ class ModelMeta(_Frozen):
     scaling: ScalingMeta = ScalingMeta()
     gap: GapMeta = GapMeta()
     calibration: CalibrationMeta = CalibrationMeta()
-    drift: dict[str, object] = Field(default_factory=dict)
+    drift: DriftMeta = DriftMeta()
+    self_test: SelfTestMeta = SelfTestMeta()
     training: TrainingMeta = TrainingMeta()
 
     def feature_spec(self) -> FeatureSpec:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from streamcast.core.alerts import AlertBatch
 from streamcast.core.records import Counters, ForecastBatch, Rejection, TickBatch
 from streamcast.core.state import StateStore
 from streamcast.errors import RejectReason
@@ -41,6 +42,8 @@ class Attempt:
     counters: Counters = field(default_factory=Counters)
     #: keys whose state the attempt changed
     changed: set[str] = field(default_factory=set)
+    #: drift alerts the attempt raised
+    alerts: AlertBatch | None = None
 
 
 Advance = Callable[[TickBatch, IntArray], Attempt]
@@ -90,4 +93,13 @@ def merge(parts: list[Attempt]) -> Attempt:
         rejections=sorted((r for p in parts for r in p.rejections), key=lambda r: r.index),
         counters=counters,
         changed=set().union(*(p.changed for p in parts)),
+        alerts=_merged_alerts([p.alerts for p in parts]),
     )
+
+
+def _merged_alerts(parts: list[AlertBatch | None]) -> AlertBatch | None:
+    present = [p for p in parts if p is not None and len(p)]
+    if not present:
+        return next((p for p in parts if p is not None), None)
+    alerts = AlertBatch.concat(present)
+    return alerts.take(np.lexsort((alerts.ts, alerts.trigger_index)))

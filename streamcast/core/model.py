@@ -12,6 +12,7 @@ safe to ``run`` from one thread at a time per call, which is how the pipeline us
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol
@@ -32,6 +33,12 @@ class StepModel(Protocol):
         """The artifact's self-description."""
         ...
 
+    @property
+    def identity(self) -> int:
+        """A fingerprint of the model's weights and metadata: the LSTM state a key holds is
+        only meaningful to the model of the same identity."""
+        ...
+
     def step(
         self,
         x: Float32Array,
@@ -41,6 +48,12 @@ class StepModel(Protocol):
     ) -> tuple[Float32Array, Float32Array, Float32Array]:
         """``(h_out [B, S], c_out [B, S], forecast [B, H])``; ``calendar`` is None iff C = 0."""
         ...
+
+
+def fingerprint(data: bytes) -> int:
+    """A 63-bit fingerprint of bytes (never 0: 0 means "no model" in the state store)."""
+    value = int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little") >> 1
+    return value or 1
 
 
 def session_options(intra_op_threads: int = 1) -> ort.SessionOptions:
@@ -81,9 +94,12 @@ class OnnxStepModel:
     :class:`ModelError` with a clear message if anything does not match.
     """
 
-    def __init__(self, session: ort.InferenceSession, meta: ModelMeta, path: Path) -> None:
+    def __init__(
+        self, session: ort.InferenceSession, meta: ModelMeta, path: Path, identity: int = 0
+    ) -> None:
         self._session = session
         self._meta = meta
+        self._identity = identity
         self.path = path
         names = meta.graph
         self._outputs = [names.h_out, names.c_out, names.forecast]
@@ -94,6 +110,11 @@ class OnnxStepModel:
         """The artifact's self-description."""
         return self._meta
 
+    @property
+    def identity(self) -> int:
+        """A 63-bit fingerprint of the artifact's bytes (weights and metadata)."""
+        return self._identity
+
     @classmethod
     def load(cls, path: str | Path, intra_op_threads: int = 1) -> OnnxStepModel:
         """Open an exported artifact; raises :class:`ModelError` if missing or incompatible."""
@@ -103,7 +124,8 @@ class OnnxStepModel:
         if intra_op_threads < 1:
             raise ModelError(f"intra_op_threads must be >= 1, got {intra_op_threads}")
         try:
-            session = open_session(file, intra_op_threads)
+            data = file.read_bytes()
+            session = open_session(data, intra_op_threads)
         except Exception as err:  # ORT raises many unrelated types
             raise ModelError(f"{file} is not a loadable ONNX model: {err}") from err
         props = dict(session.get_modelmeta().custom_metadata_map)
@@ -115,7 +137,7 @@ class OnnxStepModel:
                 "streamcast-train (or fix the exporter that wrote it)"
             ) from err
         validate_signature(session, meta, file)
-        return cls(session, meta, file)
+        return cls(session, meta, file, fingerprint(data))
 
     def step(
         self,

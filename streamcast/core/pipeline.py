@@ -33,12 +33,16 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from streamcast.core.alerts import AlertBatch
 from streamcast.core.artifact import Aggregation
+from streamcast.core.drift import DriftSettings
 from streamcast.core.features import calendar_features, scale_inputs, target_times, unscale_forecast
 from streamcast.core.intervals import REASONS, Aggregator, JumpRule, admit, aggregate
 from streamcast.core.isolation import Attempt, isolated, merge
 from streamcast.core.lifecycle import LifecyclePlanner, Steps
 from streamcast.core.model import StepModel
+from streamcast.core.monitor import ForecastMonitor
+from streamcast.core.quality import QualityTotals
 from streamcast.core.records import Counters, ForecastBatch, Rejection, TickBatch
 from streamcast.core.state import SCALE_TRAINING, StateStore
 from streamcast.errors import ConfigurationError
@@ -60,6 +64,10 @@ class StepResult:
     #: ``(key, partition)`` of keys dropped by the LRU cap or the TTL and not re-created:
     #: changelog tombstones
     removed: list[tuple[str, int]] = field(default_factory=list)
+    #: drift alerts the batch raised (None: the pipeline monitors nothing)
+    alerts: AlertBatch | None = None
+    #: per-step error sums of the forecasts the batch's actuals scored
+    quality: QualityTotals | None = None
 
 
 class Pipeline:
@@ -83,6 +91,7 @@ class Pipeline:
         key_ttl_s: float | None = None,
         max_jump_intervals: int | None = None,
         jump_confirmations: int = 3,
+        drift: DriftSettings | None = None,
         initial_capacity: int = 1024,
     ) -> None:
         meta = model.meta
@@ -112,6 +121,7 @@ class Pipeline:
             n_inputs=self.spec.n_inputs,
             state_size=meta.state_size,
             max_keys=max_keys,
+            horizon=meta.horizon,
             key_ttl_s=key_ttl_s,
             scaling=meta.value_scaling(),
             initial_capacity=initial_capacity,
@@ -120,6 +130,10 @@ class Pipeline:
             self.store, window=meta.window, interval_s=meta.interval_s, max_gap=self.max_gap
         )
         self.totals = Counters()
+        self.drift_settings = drift or DriftSettings()
+        self.monitor = ForecastMonitor(
+            self.store, meta, self._q_lower, self._q_upper, self.drift_settings
+        )
 
     def _use_model(self, model: StepModel) -> None:
         """Take everything that depends on the model from its metadata."""
@@ -157,6 +171,7 @@ class Pipeline:
         done = merge(
             [self._process_chunk(batch.take(chunk), now_s) for chunk in self._chunks(batch)]
         )
+        quality = self.monitor.drain()
         counters = done.counters
         counters.ticks_in = len(batch)
         counters.expired_ttl = expired
@@ -165,7 +180,13 @@ class Pipeline:
         held = self.store.rows
         changed_keys = sorted(k for k in done.changed if k in held)
         return StepResult(
-            done.forecasts, done.rejections, counters, changed_keys, self.store.drain_removed()
+            done.forecasts,
+            done.rejections,
+            counters,
+            changed_keys,
+            self.store.drain_removed(),
+            done.alerts,
+            quality,
         )
 
     def swap_model(self, model: StepModel) -> int:
@@ -198,6 +219,7 @@ class Pipeline:
         st.scale_src[rows[found]] = SCALE_TRAINING
         steps = self.planner.replay_windows(rows)
         self._run(steps, np.zeros(0, dtype=np.int64), Counters())
+        self.monitor = ForecastMonitor(st, new, self._q_lower, self._q_upper, self.drift_settings)
         return int(np.count_nonzero(st.warm[rows]))
 
     @property
@@ -274,11 +296,15 @@ class Pipeline:
         planned = self.planner.plan(closed)
         counters.imputed_steps += planned.imputed
         counters.resets += planned.resets
-        forecasts = self._run(planned.steps, batch.index, counters)
-        return Attempt(forecasts, rejections, counters, changed)
+        forecasts, rows_of = self._run(planned.steps, batch.index, counters)
+        alerts = self.monitor.observe(closed, batch.index, forecasts, rows_of)
+        counters.alerts += len(alerts)
+        return Attempt(forecasts, rejections, counters, changed, alerts)
 
-    def _run(self, steps: Steps, index: IntArray, counters: Counters) -> ForecastBatch:
-        """Execute the planned steps in rounds and collect the emitted forecasts."""
+    def _run(
+        self, steps: Steps, index: IntArray, counters: Counters
+    ) -> tuple[ForecastBatch, IntArray]:
+        """Execute the planned steps in rounds: the emitted forecasts and their rows."""
         st = self.store
         n = len(steps)
         rows, rank, zero, ts = steps.row, steps.rank, steps.zero, steps.ts
@@ -302,6 +328,7 @@ class Pipeline:
             h_out, c_out, fc = self.model.step(x[sel], h, c, cal)
             st.h[r_rows] = h_out
             st.c[r_rows] = c_out
+            st.model_id[r_rows] = self.model.identity
             forecast[sel] = fc
             counters.model_calls += 1
         counters.steps += n
@@ -313,10 +340,11 @@ class Pipeline:
         out = np.flatnonzero(steps.emit)
         out = out[np.lexsort((ts[out], trigger[out]))]
         counters.forecasts += len(out)
-        return self._forecast_batch(
+        forecasts = self._forecast_batch(
             rows[out], ts[out], forecast[out], loc=steps.loc[out], scale=steps.scale[out],
             trigger=index[trigger[out]],
         )  # fmt: skip
+        return forecasts, rows[out]
 
     def _forecast_batch(
         self, rows: IntArray, ts: IntArray, scaled: npt.NDArray[np.float32], *,
@@ -341,6 +369,7 @@ class Pipeline:
             levels=self.levels,
             lower=lower,
             upper=upper,
+            unit=scale,
         )
 
     def empty_forecasts(self) -> ForecastBatch:

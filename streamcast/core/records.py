@@ -151,12 +151,15 @@ class Counters:
     internal_errors: int = 0
     #: ticks skipped because their key's restored state had applied them already
     replayed: int = 0
+    #: drift alerts raised
+    alerts: int = 0
 
     def add(self, other: Counters) -> None:
         """Accumulate ``other`` into this one."""
         for name in (
             "ticks_in", "accepted", "closed_intervals", "imputed_steps", "resets", "steps",
             "forecasts", "model_calls", "evicted_lru", "expired_ttl", "internal_errors", "replayed",
+            "alerts",
         ):  # fmt: skip
             setattr(self, name, getattr(self, name) + getattr(other, name))
         for reason, n in other.rejected.items():
@@ -196,6 +199,8 @@ class ForecastBatch:
     lower: FloatArray | None = None
     upper: FloatArray | None = None
     extra: dict[str, str] = field(default_factory=dict)
+    #: [M] the unit of each forecast (its scale: bands are quantiles in this unit)
+    unit: FloatArray | None = None
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -210,6 +215,7 @@ class ForecastBatch:
             trigger_index=self.trigger_index[rows],
             lower=None if self.lower is None else self.lower[rows],
             upper=None if self.upper is None else self.upper[rows],
+            unit=None if self.unit is None else self.unit[rows],
         )
 
     @staticmethod
@@ -220,6 +226,7 @@ class ForecastBatch:
             return first
         lower = [p.lower for p in parts if p.lower is not None]
         upper = [p.upper for p in parts if p.upper is not None]
+        unit = [p.unit for p in parts if p.unit is not None]
         return replace(
             first,
             keys=[k for p in parts for k in p.keys],
@@ -228,6 +235,7 @@ class ForecastBatch:
             trigger_index=np.concatenate([p.trigger_index for p in parts]),
             lower=np.concatenate(lower) if lower else None,
             upper=np.concatenate(upper) if upper else None,
+            unit=np.concatenate(unit) if unit else None,
         )
 
     def target_ts(self) -> IntArray:

@@ -38,6 +38,8 @@ INITIAL_CAPACITY = 1024
 RECORD_MAGIC = b"SCS2"
 #: partition of a key whose input partition is not known (tests, tools)
 NO_PARTITION = -1
+#: standardised one-step residuals each key keeps for alert summaries
+RESIDUALS_KEPT = 8
 
 IntArray = npt.NDArray[np.int64]
 
@@ -90,6 +92,32 @@ COLUMNS: tuple[Column, ...] = (
            "the last closed interval's row (left end of a gap interpolation)"),
     Column("last_seen", (), np.float64, 0.0, False, "state",
            "wall clock (s) of the key's last tick: TTL and LRU order"),
+    Column("p1_value", (), np.float64, np.nan, True, "quality",
+           "the latest step-1 forecast (original units), for the next interval's residual"),
+    Column("p1_target", (), np.int64, NONE, True, "quality",
+           "the interval that forecast targets, or NONE"),
+    Column("p1_unit", (), np.float64, 1.0, True, "quality", "the unit it was made in"),
+    Column("probe", ("H",), np.float32, 0.0, True, "quality",
+           "one whole forecast whose every step is scored as its actuals arrive"),
+    Column("probe_origin", (), np.int64, NONE, True, "quality",
+           "origin of the probe, or NONE (the next forecast becomes the probe)"),
+    Column("probe_unit", (), np.float32, 1.0, True, "quality", "the probe's unit"),
+    Column("resid", ("Z",), np.float32, np.nan, True, "quality",
+           "the last standardised one-step residuals, oldest first (alert summaries)"),
+    Column("cusum_hi", (), np.float32, 0.0, True, "drift",
+           "error-drift CUSUM of residuals above the forecasts"),
+    Column("cusum_lo", (), np.float32, 0.0, True, "drift",
+           "error-drift CUSUM of residuals below the forecasts"),
+    Column("alarm", (), np.int8, 0, True, "drift", "0 normal, 1 alarm up, -1 alarm down"),
+    Column("quiet_n", (), np.int32, 0, True, "drift",
+           "residuals in a row with both sums low (recovery by quiet)"),
+    Column("n_resid", (), np.int32, 0, True, "drift", "residuals seen since the key started"),
+    Column("in_n", (), np.int32, 0, True, "drift",
+           "intervals closed since the input-drift test last looked at the key's window"),
+    Column("in_alarm", (), np.int8, 0, True, "drift",
+           "1 while the key's inputs have drifted from the training distribution"),
+    Column("model_id", (), np.int64, 0, True, "pipeline",
+           "fingerprint of the model whose h and c these are: another model re-initialises"),
     Column("applied_offset", (), np.int64, -1, True, "state",
            "input offset of the last tick applied: a restored key skips what it applied"),
     Column("partition", (), np.int32, NO_PARTITION, False, "state",
@@ -115,12 +143,14 @@ class StateStore:
         n_inputs: int,
         state_size: int,
         max_keys: int,
+        horizon: int = 1,
         key_ttl_s: float | None = None,
         scaling: ValueScaling | None = None,
         initial_capacity: int = INITIAL_CAPACITY,
     ) -> None:
         if max_keys < 1:
             raise ValueError(f"max_keys must be >= 1, got {max_keys}")
+        self.horizon = horizon
         self.window_size = window
         self.n_inputs = n_inputs
         self.state_size = state_size
@@ -140,7 +170,13 @@ class StateStore:
     # -- columns -------------------------------------------------------------------------
 
     def _tail(self, column: Column) -> tuple[int, ...]:
-        sizes = {"W": self.window_size, "F": self.n_inputs, "S": self.state_size}
+        sizes = {
+            "W": self.window_size,
+            "F": self.n_inputs,
+            "S": self.state_size,
+            "H": self.horizon,
+            "Z": RESIDUALS_KEPT,
+        }
         return tuple(sizes[d] for d in column.dims)
 
     def _allocate_columns(self, capacity: int) -> None:
@@ -171,6 +207,21 @@ class StateStore:
     closed_start: IntArray
     closed_value: npt.NDArray[np.float64]
     last_seen: npt.NDArray[np.float64]
+    p1_value: npt.NDArray[np.float64]
+    p1_target: IntArray
+    p1_unit: npt.NDArray[np.float64]
+    probe: npt.NDArray[np.float32]
+    probe_origin: IntArray
+    probe_unit: npt.NDArray[np.float32]
+    resid: npt.NDArray[np.float32]
+    cusum_hi: npt.NDArray[np.float32]
+    cusum_lo: npt.NDArray[np.float32]
+    alarm: npt.NDArray[np.int8]
+    quiet_n: npt.NDArray[np.int32]
+    n_resid: npt.NDArray[np.int32]
+    in_n: npt.NDArray[np.int32]
+    in_alarm: npt.NDArray[np.int8]
+    model_id: IntArray
     applied_offset: IntArray
     partition: npt.NDArray[np.int32]
     active: npt.NDArray[np.bool_]
@@ -370,13 +421,15 @@ class StateStore:
         return rows
 
     def _record_header(self) -> bytes:
-        dims = np.array([self.window_size, self.n_inputs, self.state_size], dtype="<u4")
+        dims = np.array(
+            [self.window_size, self.n_inputs, self.state_size, self.horizon], dtype="<u4"
+        )
         return RECORD_MAGIC + dims.tobytes()
 
     def encode_rows(self, rows: IntArray) -> list[bytes]:
         """One compact binary record per row (for a compacted changelog, keyed by key).
 
-        Layout: a 16-byte header (``RECORD_MAGIC``, window, inputs, state size as
+        Layout: a 20-byte header (``RECORD_MAGIC``, window, inputs, state size, horizon as
         little-endian uint32) then every durable column of :data:`COLUMNS`, raw
         little-endian bytes in table order. About ``8*W*F + 8*S + 100`` bytes.
         """
@@ -416,7 +469,8 @@ class StateStore:
             if record[: len(header)] != header or len(record) != length:
                 raise ValueError(
                     f"state record {i} does not match this model's layout (window "
-                    f"{self.window_size}, inputs {self.n_inputs}, state {self.state_size})"
+                    f"{self.window_size}, inputs {self.n_inputs}, state {self.state_size}, "
+                    f"horizon {self.horizon})"
                 )
         out: dict[str, npt.NDArray[np.generic]] = {}
         offset = len(header)

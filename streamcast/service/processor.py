@@ -25,16 +25,25 @@ import numpy as np
 import numpy.typing as npt
 
 from streamcast.config import Settings
+from streamcast.core.alerts import ALERT_SCHEMA, encode_alerts
 from streamcast.core.codec import TickDecoder, dead_letter_record
+from streamcast.core.drift import DriftSettings
 from streamcast.core.isolation import MAX_ERROR_TEXT
 from streamcast.core.model import OnnxStepModel
 from streamcast.core.pipeline import Pipeline, StepResult
+from streamcast.core.quality import QualityTotals
 from streamcast.core.records import ForecastBatch, Rejection, encode_forecasts
 from streamcast.errors import ConfigurationError, RejectReason
 from streamcast.kafka.changelog import marker
 from streamcast.kafka.wire import Consumed, Offsets, OutRecord
 
 IntArray = npt.NDArray[np.int64]
+
+#: headers of every alert record: what it is, for consumers that read several topics
+ALERT_HEADERS = (
+    ("content-type", b"application/json"),
+    ("streamcast.schema", f"alert/{ALERT_SCHEMA}".encode()),
+)
 
 
 @dataclass(frozen=True)
@@ -52,6 +61,10 @@ class BatchResult:
     trigger_timestamps_ms: IntArray
     #: worker-thread seconds spent decoding and stepping (output encoding excluded)
     seconds: float = 0.0
+    #: the kind of every alert in the outputs
+    alerts: list[str] = field(default_factory=list)
+    #: per-step error sums of the forecasts the batch's actuals scored
+    quality: QualityTotals | None = None
     counters: dict[str, int] = field(default_factory=dict)
 
 
@@ -81,6 +94,7 @@ class OutputTopics:
     forecasts: str
     dead_letter: str
     changelog: str | None = None
+    alerts: str | None = None
 
 
 class Processor:
@@ -123,6 +137,14 @@ class Processor:
                     OutRecord(topic, key, value)
                 )
                 delivered.append(trigger)
+        alerts = 0
+        if step.alerts is not None and self.topics.alerts is not None:
+            alert_topic = self.topics.alerts
+            triggers_a = step.alerts.trigger_index.tolist()
+            for (key, value), trigger in zip(encode_alerts(step.alerts), triggers_a, strict=True):
+                alert = OutRecord(alert_topic, key, value, headers=list(ALERT_HEADERS))
+                outputs.setdefault(int(partitions[trigger]), []).append(alert)
+                alerts += 1
         for rejection in rejections:
             src = records[rejection.index]
             outputs.setdefault(src.partition, []).append(dead_letter(self.topics, src, rejection))
@@ -139,6 +161,8 @@ class Processor:
             offsets=offsets,
             forecasts=len(delivered),
             rejections=rejections,
+            alerts=[] if step.alerts is None else list(step.alerts.kind),
+            quality=step.quality,
             trigger_timestamps_ms=stamps,
             seconds=seconds,
             counters={
@@ -221,10 +245,11 @@ def build_processor(settings: Settings) -> Processor:
         key_ttl_s=settings.key_ttl_s,
         max_jump_intervals=settings.max_jump_intervals,
         jump_confirmations=settings.jump_confirmations,
+        drift=DriftSettings(**settings.drift.model_dump()),
     )
     topics = settings.topics
     changelog = topics.state_changelog if settings.durable_state else None
-    output = OutputTopics(topics.forecasts, topics.dead_letter, changelog)
+    output = OutputTopics(topics.forecasts, topics.dead_letter, changelog, topics.alerts)
     return Processor(decoder, pipeline, output, name=meta.name, version=meta.version)
 
 

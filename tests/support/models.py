@@ -42,6 +42,7 @@ from streamcast.core.features import (
     scale_inputs,
     target_times,
 )
+from streamcast.core.model import fingerprint
 
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
@@ -186,6 +187,7 @@ class TinyReference:
         self.w = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
         props = {p.key: p.value for p in model.metadata_props}
         self.meta = ModelMeta.from_metadata_map(props)
+        self.identity = fingerprint(path.read_bytes())
 
     def step(self, x: F32, h: F32, c: F32, calendar: F32 | None) -> tuple[F32, F32, F32]:
         """Same maths as the graph, float32."""

@@ -110,7 +110,7 @@ def test_trained_model_metadata_contract(tiny_model: Path) -> None:
         assert all(lo < hi for lo, hi in zip(lower, upper, strict=True))
     # the 95% interval contains the 80% one
     assert all(a <= b for a, b in zip(cal.lower[1], cal.lower[0], strict=True))
-    assert len(meta.drift["residual_std"]) == meta.horizon  # type: ignore[arg-type]
+    assert len(meta.drift.residual_std) == meta.horizon
     t = meta.training
     assert t.data_fingerprint.startswith("sha256:") and t.n_keys == 3 and t.n_rows > 0
     assert set(t.metrics) >= {"lstm", "naive", "seasonal_naive", "arima", "parity"}

@@ -38,6 +38,10 @@ class CountingModel:
     def meta(self) -> ModelMeta:
         return self.ref.meta
 
+    @property
+    def identity(self) -> int:
+        return self.ref.identity
+
     def step(
         self, x: Float32Array, h: Float32Array, c: Float32Array, calendar: Float32Array | None
     ) -> tuple[Float32Array, Float32Array, Float32Array]:
