@@ -86,14 +86,19 @@ class DriftDetection(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 
-    allowance: float = Field(default=0.5, ge=0)
-    """k: residual drift (in residual standard deviations) ignored per interval"""
-    threshold: float = Field(default=12.0, gt=0)
-    """h: a key alerts when a sum exceeds it (higher: fewer false alarms, slower alerts)"""
-    min_residuals: int = Field(default=24, ge=1)
-    """residuals a key must have before it can alert (its state warms up)"""
-    quiet: int = Field(default=96, ge=1)
-    """intervals of normal residuals in a row after which an alarmed key recovers"""
+    shift: float = Field(default=3.0, gt=0)
+    """error drift: the level shift, in a key's residual standard deviations, caught
+    fastest (smaller shifts take longer, larger ones are caught sooner)"""
+    false_alarm_intervals: float = Field(default=100_000.0, gt=1)
+    """error drift: nominal intervals between two false alarms of one key (higher: fewer
+    false alarms, slower alerts)"""
+    min_residuals: int = Field(default=48, ge=2)
+    """error drift: residuals a key must have (its baseline) before it can alert"""
+    baseline_intervals: int = Field(default=500, ge=2)
+    """error drift: residuals a key's baseline (mean, spread, autocorrelation) averages over"""
+    quiet: int = Field(default=48, ge=1)
+    """error drift: intervals of normal residuals in a row after which an alarmed key
+    recovers"""
     input_every: int = Field(default=24, ge=0)
     """closed intervals between two input-drift tests of a key (0: no input drift)"""
 
@@ -238,7 +243,11 @@ class Settings(ClientSettings):
 
     # -- model and input interpretation
     model_path: Path | None = None
-    """the ONNX model exported by streamcast-train"""
+    """the ONNX model exported by streamcast-train, or a models directory: the newest
+    <version>.onnx in it serves"""
+    model_poll_s: float = Field(default=10.0, ge=0)
+    """how often the model path is checked for a new artifact, swapped in without a
+    restart (0: never)"""
     intra_op_threads: int = Field(default=1, gt=0)
     """ONNX Runtime threads per model call"""
     aggregation: Aggregation | None = None

@@ -1,20 +1,43 @@
 """Drift detection per key, vectorised across keys: when to distrust a key's forecasts.
 
-**Error drift** is a two-sided CUSUM on the standardised one-step residuals ``z`` of
-:mod:`streamcast.core.quality`, updated for every key of a round in one numpy pass::
+**Error drift** watches each key's standardised one-step residuals ``z``
+(:mod:`streamcast.core.quality`) for a change of level. Real residuals are neither
+centred nor independent: a key's errors have their own spread (the pedestrian sensors'
+differ threefold), wander slowly with the seasons, and are autocorrelated (lag-1
+correlation 0.35-0.9 on the pedestrian and taylor test periods), and a plain CUSUM on
+``z`` alarms on all of that. So each key keeps a *baseline* of its own residuals — the
+exponentially weighted mean ``m``, variance ``v`` and lag-1 covariance ``c`` over about
+``baseline_intervals`` residuals (a plain running average over the first ones) — and the
+detector runs on the *innovations* of its residuals relative to it::
 
-    hi <- min(cap, max(0, hi + z - k))        lo <- min(cap, max(0, lo - z - k))
+    d = (z - m) / sqrt(v)               rho = c / v  (clipped to [-0.5, 0.95])
+    e = (d - rho d_prev) / sqrt(1 - rho^2)        # ~ N(0, 1) while nothing changes
+    hi <- min(cap, max(0, hi + e - k))   lo <- min(cap, max(0, lo - e - k))
 
-A key that has seen ``min_residuals`` residuals and whose ``hi`` (forecasts too low) or
-``lo`` (too high) exceeds ``h`` enters the *alarm* state and one ``error_drift`` alert
-goes out. One shift gives one alert (hysteresis): while in alarm no other ``error_drift``
-alert is raised; the key *recovers* — one ``recovered`` alert — when the residuals turn
-the other way by as much (``lo > h`` after an upward alarm: the shift ended, the data
-returned) or when both sums stay below ``h / 4`` for ``quiet`` intervals in a row (the
-forecasts are good again: the model caught up with the new level). The sums are capped
-at ``cap = 2 h`` so a long shift does not take forever to leave. Everything a key's
-detector knows is in its state (``cusum_hi``, ``cusum_lo``, ``alarm``, ``quiet_n``,
-``n_resid``), so a restart neither loses nor repeats an alert.
+A level shift of ``delta`` residual standard deviations moves ``e`` by ``delta /
+sqrt(1 - rho^2)`` in its first interval and by ``delta sqrt((1 - rho) / (1 + rho))``
+after, so the allowance ``k`` is half of that for the design shift ``shift``, and the
+threshold ``h`` follows from ``k`` and the wanted false-alarm spacing
+``false_alarm_intervals`` (Siegmund's approximation of the CUSUM's run length for
+Gaussian innovations: ``h = ln(4 k^2 T) / (2 k) - 1.166``): every key gets the same
+nominal false-alarm rate and the fastest detection of ``shift`` its autocorrelation
+allows. Extreme residuals are clipped to 3 standard deviations in the baseline update,
+and the baseline is frozen while a key is in alarm, so a shift is not learnt as normal.
+
+A key that has seen ``min_residuals`` residuals and whose ``hi`` (actuals above the
+forecasts) or ``lo`` (below) reaches ``h`` enters the *alarm* state and one
+``error_drift`` alert goes out (``critical`` when its last three residuals average at
+least ``shift`` standard deviations from the baseline, else ``warning``). One shift
+gives one alert (hysteresis): while in alarm no other ``error_drift`` alert is raised.
+An alarmed key watches the *level* of its residuals against the frozen baseline (an
+exponential average of ``d`` over about 12 intervals, starting at the shift that raised
+the alarm) and *recovers* — one ``recovered`` alert — once that level has stayed within
+``shift / 2`` standard deviations for ``quiet`` intervals in a row (the data returned, or
+the model caught up with the new level); then it is armed again, with fresh sums. A
+lone outlier moves the level by a twelfth of itself, so spikes neither end an alarm
+early nor hold it open. Everything a
+key's detector knows is in its state (``cusum_*``, ``base_*``, ``z_prev``, ``level``,
+``alarm``, ``quiet_n``, ``n_resid``), so a restart neither loses nor repeats an alert.
 
 **Input drift** compares a key's recent window of scaled values (``(value - loc) /
 scale``, as the model sees them) with the training distribution the model carries as
@@ -25,9 +48,8 @@ pass; ``D`` above the model's calibrated ``input_threshold`` raises one ``input_
 alert, and the key recovers (one ``recovered``) at the first test with ``D`` below half
 the threshold.
 
-``k = 0.5`` is tuned to shifts of one residual standard deviation and more; the default
-``h`` was chosen from the false-alarm rates measured on the unshifted pedestrian and
-taylor test periods (``docs/training.md``, *Drift detection*).
+The defaults were chosen from the false alarms and delays measured on the pedestrian
+and taylor test periods (``bench/drift.py``; figures in ``docs/training.md``).
 """
 
 from __future__ import annotations
@@ -50,19 +72,40 @@ ERROR_DRIFT, INPUT_DRIFT, RECOVERED = "error_drift", "input_drift", "recovered"
 
 @dataclass(frozen=True)
 class DriftSettings:
-    """Thresholds of the error-drift CUSUM (module docstring)."""
+    """Tuning of the detectors (module docstring)."""
 
-    allowance: float = 0.5
-    threshold: float = 12.0
-    min_residuals: int = 24
-    quiet: int = 96
+    #: the level shift, in a key's residual standard deviations, caught fastest
+    shift: float = 3.0
+    #: nominal intervals between two false error-drift alarms of one key
+    false_alarm_intervals: float = 100_000.0
+    #: residuals a key must have (its baseline) before it can alarm
+    min_residuals: int = 48
+    #: residuals the baseline averages over (its exponential weighting span)
+    baseline_intervals: int = 500
+    #: intervals in a row with both sums low after which an alarmed key recovers
+    quiet: int = 48
     #: closed intervals between two input-drift tests of a key (0: no input drift)
     input_every: int = 24
 
-    @property
-    def cap(self) -> float:
-        """Upper bound of either sum."""
-        return 2.0 * self.threshold
+
+#: bounds of a key's residual autocorrelation as the detector uses it
+RHO_MIN, RHO_MAX = -0.5, 0.95
+#: residuals beyond this many standard deviations are clipped in the baseline update
+BASELINE_CLIP = 3.0
+#: weight of a new residual in the level an alarmed key's recovery watches (~12 intervals)
+RECOVERY_WEIGHT = 1.0 / 12.0
+
+
+def cusum_design(rho: FloatArray, settings: DriftSettings) -> tuple[FloatArray, FloatArray]:
+    """``(k, h)`` per key for residual autocorrelation ``rho`` (module docstring).
+
+    >>> k, h = cusum_design(np.array([0.0, 0.9]), DriftSettings())
+    >>> np.round(k, 3).tolist(), np.round(h, 1).tolist()
+    ([1.5, 0.344], [3.4, 14.5])
+    """
+    k = 0.5 * settings.shift * np.sqrt((1.0 - rho) / (1.0 + rho))
+    h = np.log(4.0 * k**2 * settings.false_alarm_intervals) / (2.0 * k) - 1.166
+    return k, np.maximum(h, 1.0)
 
 
 @dataclass(frozen=True)
@@ -101,44 +144,70 @@ class ErrorDrift:
 
     def _round(self, res: Residuals, sel: IntArray) -> Alarms:
         st, s = self.store, self.settings
-        rows, z = res.row[sel], res.z[sel]
-        hi = np.clip(st.cusum_hi[rows] + z - s.allowance, 0.0, s.cap)
-        lo = np.clip(st.cusum_lo[rows] - z - s.allowance, 0.0, s.cap)
-        st.cusum_hi[rows], st.cusum_lo[rows] = hi, lo
-        st.n_resid[rows] += 1
+        rows, z = res.row[sel], res.z[sel].astype(np.float64)
+        n = st.n_resid[rows].astype(np.float64)
+        m, v, c = (col[rows].astype(np.float64) for col in (st.base_m, st.base_v, st.base_c))
+        sd = np.sqrt(np.maximum(v, 1e-12))
+        rho = np.clip(c / np.maximum(v, 1e-12), RHO_MIN, RHO_MAX)
+        d = (z - m) / sd
+        prev = st.z_prev[rows].astype(np.float64)
+        d_prev = np.where(np.isnan(prev), 0.0, (prev - m) / sd)
+        e = (d - rho * d_prev) / np.sqrt(1.0 - rho**2)
+        k, h = cusum_design(rho, s)
         alarm = st.alarm[rows].astype(np.int64)
-        quiet = (hi < s.threshold / 4) & (lo < s.threshold / 4)
-        st.quiet_n[rows] = np.where(quiet, st.quiet_n[rows] + 1, 0)
-        armed = (alarm == NORMAL) & (st.n_resid[rows] >= s.min_residuals)
-        rise = armed & (hi > s.threshold) & (hi >= lo)
-        fall = armed & (lo > s.threshold) & ~rise
-        back = (alarm != NORMAL) & (
-            ((alarm == HIGH) & (lo > s.threshold))
-            | ((alarm == LOW) & (hi > s.threshold))
-            | (st.quiet_n[rows] >= s.quiet)
+        cap = np.where(alarm == NORMAL, h, h / 2)
+        hi = np.clip(st.cusum_hi[rows] + e - k, 0.0, cap)
+        lo = np.clip(st.cusum_lo[rows] - e - k, 0.0, cap)
+        armed = (alarm == NORMAL) & (n >= s.min_residuals)
+        rise = armed & (hi >= h) & (hi >= lo)
+        fall = armed & (lo >= h) & ~rise
+        # in alarm: the recent level of the residuals against the (frozen) baseline
+        level = st.level[rows] + RECOVERY_WEIGHT * (
+            np.clip(d, -BASELINE_CLIP, BASELINE_CLIP) - st.level[rows]
         )
+        quiet = np.abs(level) < s.shift / 2
+        quiet_n = np.where(quiet & (alarm != NORMAL), st.quiet_n[rows] + 1, 0)
+        back = (alarm != NORMAL) & (quiet_n >= s.quiet)
         new = np.where(rise, HIGH, np.where(fall, LOW, np.where(back, NORMAL, alarm)))
-        st.alarm[rows] = new.astype(np.int8)
-        # a recovered key starts afresh, so its next alarm needs a new shift
-        st.cusum_hi[rows[back]] = 0.0
-        st.cusum_lo[rows[back]] = 0.0
-        st.quiet_n[rows[back]] = 0
         changed = np.flatnonzero(rise | fall | back)
-        stat = np.where(rise | (back & (alarm == LOW)), hi, lo)[changed]
+        # an alarm's statistic is the sum that crossed h; a recovery's, the level
+        stat = np.where(rise, hi, np.where(fall, lo, np.abs(level)))[changed]
+        bound = np.where(back, s.shift / 2, h)[changed]
+        # an alarm restarts both sums; a recovered key starts afresh as well
+        restart = rise | fall | back
+        st.cusum_hi[rows] = np.where(restart, 0.0, hi)
+        st.cusum_lo[rows] = np.where(restart, 0.0, lo)
+        st.quiet_n[rows] = np.where(back, 0, quiet_n)
+        # an alarm starts the level at the shift seen so far (its last residuals)
+        recent = np.nanmean(st.resid[rows, -3:], axis=1)
+        shift_now = np.nan_to_num((recent - m) / sd)
+        st.level[rows] = np.where(rise | fall, shift_now, np.where(back, 0.0, level))
+        st.alarm[rows] = new.astype(np.int8)
+        st.n_resid[rows] += 1
+        st.z_prev[rows] = z
+        # the baseline learns from keys that are and stay normal (a shift is not normal)
+        learn = (new == NORMAL) & ~back
+        a = np.maximum(1.0 / (n + 1.0), 1.0 / s.baseline_intervals)[learn]
+        dc = np.clip(d, -BASELINE_CLIP, BASELINE_CLIP)[learn] * sd[learn]
+        dp = np.clip(d_prev, -BASELINE_CLIP, BASELINE_CLIP)[learn] * sd[learn]
+        lr = rows[learn]
+        first = n[learn] == 0
+        st.base_m[lr] = np.where(first, z[learn], m[learn] + a * dc)
+        st.base_v[lr] = np.where(first, 1.0, v[learn] + a * (dc**2 - v[learn]))
+        st.base_c[lr] = np.where(first, 0.0, c[learn] + a * (dc * dp - c[learn]))
         kinds = [ERROR_DRIFT if (rise | fall)[i] else RECOVERED for i in changed.tolist()]
         direction = [
             "up" if rise[i] else "down" if fall[i] else ("up" if alarm[i] == HIGH else "down")
             for i in changed.tolist()
         ]
-        recent = np.abs(st.resid[rows[changed]].mean(axis=1))
+        size = np.abs(shift_now[changed]).tolist()
         severity = [
-            "info" if k == RECOVERED else "critical" if m >= 3.0 else "warning"
-            for k, m in zip(kinds, recent.tolist(), strict=True)
+            "info" if kind == RECOVERED else "critical" if r >= s.shift else "warning"
+            for kind, r in zip(kinds, size, strict=True)
         ]
         return Alarms(
             rows[changed], res.start[sel][changed], res.trigger[sel][changed], kinds,
-            ["cusum"] * len(changed), stat.astype(np.float64),
-            np.full(len(changed), s.threshold), direction, severity,
+            ["cusum"] * len(changed), stat.astype(np.float64), bound, direction, severity,
         )  # fmt: skip
 
 

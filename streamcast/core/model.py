@@ -209,3 +209,46 @@ def _check_args(
                 )
         if isinstance(shape[0], int) and shape[0] > 0:
             raise ModelError(f"{file}: {kind} '{name}' has a fixed batch size {shape[0]}")
+
+
+def self_test_failures(model: StepModel) -> str | None:
+    """Run the artifact's own self-test sample (:class:`~streamcast.core.artifact.SelfTestMeta`)
+    through ``model``: None when it reproduces the exporter's outputs within ``atol`` (or
+    when the artifact carries no sample), else one line naming the largest difference.
+
+    A model that loads and matches its signature can still be wrong: weights damaged in
+    a way ONNX Runtime accepts, or the metadata of one model stapled to another graph.
+    """
+    sample = model.meta.self_test
+    if not sample.x:
+        return None
+    calendar = np.asarray(sample.calendar, dtype=np.float32) if sample.calendar else None
+    try:
+        outputs = model.step(
+            np.asarray(sample.x, dtype=np.float32),
+            np.asarray(sample.h, dtype=np.float32),
+            np.asarray(sample.c, dtype=np.float32),
+            calendar,
+        )
+    except Exception as err:  # noqa: BLE001 - ORT raises many unrelated types
+        return f"its self-test sample does not run: {err}"
+    worst, where = 0.0, ""
+    for name, got, want in zip(
+        ("h_out", "c_out", "forecast"),
+        outputs,
+        (sample.h_out, sample.c_out, sample.forecast),
+        strict=True,
+    ):
+        expected = np.asarray(want, dtype=np.float64)
+        if got.shape != expected.shape:
+            shapes = f"{list(got.shape)}, expected {list(expected.shape)}"
+            return f"its self-test {name} has shape {shapes}"
+        diff = float(np.max(np.abs(got.astype(np.float64) - expected), initial=0.0))
+        if not diff <= worst:  # NaN counts as the worst
+            worst, where = diff, name
+    if not worst <= sample.atol:
+        return (
+            f"it does not reproduce its self-test sample: {where} differs by {worst:.3g} "
+            f"(allowed {sample.atol:g}): the file is damaged or its metadata is another model's"
+        )
+    return None

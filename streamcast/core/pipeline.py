@@ -28,6 +28,7 @@ calls (one in the steady state), never one per key.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -199,33 +200,84 @@ class Pipeline:
         batched model calls), so forecasts continue without a new warm-up. Forecasts after
         a swap differ from the offline evaluator's for the old model, by design.
         """
-        new, old = model.meta, self.meta
-        if (new.interval_s, new.window, new.feature_spec().n_inputs) != (
-            old.interval_s, old.window, self.spec.n_inputs,
-        ):  # fmt: skip
-            raise ConfigurationError(
-                f"cannot swap {old.name} {old.version} for {new.name} {new.version}: interval, "
-                "window and input features must match; restart with empty state instead"
-            )
+        problem = self.swap_problem(model)
+        if problem is not None:
+            raise ConfigurationError(problem)
+        new = model.meta
         self._use_model(model)
         st = self.store
         st.scaling = new.value_scaling()
         st.resize_state(new.state_size)
-        rows = np.flatnonzero(st.active)
+        st.resize_horizon(new.horizon)
+        self.monitor = ForecastMonitor(st, new, self._q_lower, self._q_upper, self.drift_settings)
+        return self._rebuild(np.flatnonzero(st.active))
+
+    def swap_problem(self, model: StepModel) -> str | None:
+        """Why :meth:`swap_model` cannot take ``model``, or None."""
+        new, old = model.meta, self.meta
+        differ = [
+            f"{what} {a} -> {b}"
+            for what, a, b in (
+                ("interval_s", old.interval_s, new.interval_s),
+                ("window", old.window, new.window),
+                ("value", old.features.value_name, new.features.value_name),
+                ("extras", list(old.features.extra_names), list(new.features.extra_names)),
+            )
+            if a != b
+        ]
+        if differ:
+            return (
+                f"cannot swap {old.name} {old.version} for {new.name} {new.version}: "
+                f"{', '.join(differ)}; the keys' windows mean nothing to it (serve it with a "
+                "new changelog topic and group instead)"
+            )
+        return None
+
+    def restore(
+        self, records: Sequence[tuple[str, bytes]], now_s: float, partition: int
+    ) -> tuple[int, int]:
+        """Load changelog records of input ``partition`` into the store; returns ``(keys
+        restored, keys re-initialised)``.
+
+        A key whose ``h``/``c`` another model computed (its ``model_id`` is not this
+        model's identity: a restart with a new model of the same layout) is never adopted:
+        its state is rebuilt from its window with this model, as :meth:`swap_model` does.
+        """
+        rows = self.store.restore_rows(records, now_s, partition)
+        st = self.store
+        foreign = rows[(st.model_id[rows] != 0) & (st.model_id[rows] != self.model.identity)]
+        return len(rows), self._rebuild(foreign)
+
+    def _rebuild(self, rows: IntArray) -> int:
+        """Rebuild the state of ``rows`` with the current model from their windows (zero
+        state, ``window`` batched calls); their value scaling follows the model's training
+        scale where it knows the key. Returns how many warm keys were rebuilt."""
+        st = self.store
+        if len(rows) == 0:
+            return 0
         loc, scale, found = st.scaling.lookup([str(st.row_key[r]) for r in rows.tolist()])
         # keys the old model knew and the new one does not: window scaling from now on
         self.planner.rescale_from_windows(rows[~found & (st.scale_src[rows] == SCALE_TRAINING)])
         st.loc[rows[found]], st.scale[rows[found]] = loc[found], scale[found]
         st.scale_src[rows[found]] = SCALE_TRAINING
+        # not yet stepped (warming up) keys keep zero state and adopt the model as they warm
+        st.h[rows], st.c[rows], st.model_id[rows] = 0.0, 0.0, 0
         steps = self.planner.replay_windows(rows)
         self._run(steps, np.zeros(0, dtype=np.int64), Counters())
-        self.monitor = ForecastMonitor(st, new, self._q_lower, self._q_upper, self.drift_settings)
         return int(np.count_nonzero(st.warm[rows]))
 
     @property
     def active_keys(self) -> int:
         """Keys currently held in state."""
         return len(self.store)
+
+    @property
+    def keys_in_alarm(self) -> tuple[int, int]:
+        """``(error drift, input drift)``: keys whose alarm is raised."""
+        st, live = self.store, self.store.active
+        return int(np.count_nonzero(live & (st.alarm != 0))), int(
+            np.count_nonzero(live & (st.in_alarm != 0))
+        )
 
     @property
     def warming_keys(self) -> int:

@@ -109,9 +109,16 @@ COLUMNS: tuple[Column, ...] = (
     Column("cusum_lo", (), np.float32, 0.0, True, "drift",
            "error-drift CUSUM of residuals below the forecasts"),
     Column("alarm", (), np.int8, 0, True, "drift", "0 normal, 1 alarm up, -1 alarm down"),
+    Column("level", (), np.float32, 0.0, True, "drift",
+           "in alarm: recent residual level against the baseline (recovery)"),
     Column("quiet_n", (), np.int32, 0, True, "drift",
-           "residuals in a row with both sums low (recovery by quiet)"),
+           "in alarm: intervals in a row with the level back near the baseline"),
     Column("n_resid", (), np.int32, 0, True, "drift", "residuals seen since the key started"),
+    Column("z_prev", (), np.float32, np.nan, True, "drift", "the key's previous residual"),
+    Column("base_m", (), np.float32, 0.0, True, "drift", "baseline: mean of the residuals"),
+    Column("base_v", (), np.float32, 1.0, True, "drift", "baseline: their variance"),
+    Column("base_c", (), np.float32, 0.0, True, "drift",
+           "baseline: their lag-1 covariance (autocorrelation = base_c / base_v)"),
     Column("in_n", (), np.int32, 0, True, "drift",
            "intervals closed since the input-drift test last looked at the key's window"),
     Column("in_alarm", (), np.int8, 0, True, "drift",
@@ -218,7 +225,12 @@ class StateStore:
     cusum_lo: npt.NDArray[np.float32]
     alarm: npt.NDArray[np.int8]
     quiet_n: npt.NDArray[np.int32]
+    level: npt.NDArray[np.float32]
     n_resid: npt.NDArray[np.int32]
+    z_prev: npt.NDArray[np.float32]
+    base_m: npt.NDArray[np.float32]
+    base_v: npt.NDArray[np.float32]
+    base_c: npt.NDArray[np.float32]
     in_n: npt.NDArray[np.int32]
     in_alarm: npt.NDArray[np.int8]
     model_id: IntArray
@@ -338,6 +350,14 @@ class StateStore:
         self.h = np.zeros((self.capacity, state_size), dtype=np.float32)
         self.c = np.zeros((self.capacity, state_size), dtype=np.float32)
 
+    def resize_horizon(self, horizon: int) -> None:
+        """Give every row an empty probe of a new horizon (after a model swap)."""
+        if horizon == self.horizon:
+            return
+        self.horizon = horizon
+        self.probe = np.zeros((self.capacity, horizon), dtype=np.float32)
+        self.probe_origin[:] = NONE
+
     def drain_removed(self) -> list[tuple[str, int]]:
         """``(key, partition)`` of the keys removed (evicted or expired) since the last call
         and not held again since: what a changelog must delete (tombstones)."""
@@ -391,12 +411,18 @@ class StateStore:
 
         Raises ``ValueError`` when a record belongs to a model of another layout.
         """
+        return len(self.restore_rows(records, now_s, partition))
+
+    def restore_rows(
+        self, records: Sequence[tuple[str, bytes]], now_s: float, partition: int = NO_PARTITION
+    ) -> IntArray:
+        """:meth:`restore`, returning the rows the keys now occupy."""
         if not records:
-            return 0
+            return np.zeros(0, dtype=np.int64)
         arrays = self.decode_records([r for _, r in records])
         rows = self.import_rows([k for k, _ in records], arrays, now_s)
         self.partition[rows] = partition
-        return len(records)
+        return rows
 
     def export_rows(self, rows: IntArray) -> dict[str, npt.NDArray[np.generic]]:
         """A compact copy of the given rows: one array per column, first axis = row."""

@@ -34,13 +34,14 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from streamcast.config import Settings
-from streamcast.errors import ConfigurationError, ModelError, TransientError
+from streamcast.errors import ModelError, TransientError
 from streamcast.kafka.guarantee import make_sink
 from streamcast.kafka.sink import Sink
 from streamcast.kafka.topics import ensure_topics
 from streamcast.service.batches import BatchHandler
 from streamcast.service.health import HealthServer
 from streamcast.service.metrics import Metrics
+from streamcast.service.models import ModelWatcher, required_model_path, resolve_model
 from streamcast.service.processor import BatchProcessor, build_processor
 from streamcast.service.waits import Retry, backoff_delays, bounded, first_leaf, unless_set
 from streamcast.service.watch import BrokerWatch
@@ -93,6 +94,7 @@ class Service:
         self._handler = BatchHandler(self.metrics, self._retry, clock=clock)
         self._watch = BrokerWatch(self.metrics, settings.ready_stale_s)
         self.http_port: int | None = None
+        self._models: ModelWatcher | None = None
 
     # -- totals since start (tests and the final log line read them) -----------------------
 
@@ -167,10 +169,15 @@ class Service:
         if self._started:
             raise RuntimeError("a Service runs once; create a new one to run again")
         self._started = True
-        processor = self._processor or load_processor(self.settings)
-        self._processor = processor
-        self.metrics.set_build_info(processor.model_name, processor.model_version)
         s = self.settings
+        if self._processor is None:
+            where = required_model_path(s.model_path)
+            serving = resolve_model(where)
+            self._processor = load_processor(s, serving)
+            if s.model_poll_s > 0:
+                self._models = self._model_watcher(self._processor, where, serving)
+        processor = self._processor
+        self.metrics.set_build_info(processor.model_name, processor.model_version)
         health = HealthServer(s.http_host, s.http_port, self.metrics.exposition, self.readiness)
         try:
             async with health, asyncio.TaskGroup() as tasks:
@@ -186,11 +193,14 @@ class Service:
                     watch = tasks.create_task(
                         self._watch.run(sink.probe, lambda: self._handler.positions)
                     )
+                    models = tasks.create_task(self._models.run()) if self._models else None
                     # wait() rather than await: a loop cancelled by the drain watchdog
                     # must not cancel run() itself; a loop that failed is re-raised below.
                     await asyncio.wait({loop_task})
                     progress.cancel()
                     watch.cancel()
+                    if models is not None:
+                        models.cancel()
                 finally:
                     self._sink = None
                     await bounded(sink.close(), self._close_budget(), "closing Kafka clients")
@@ -268,7 +278,41 @@ class Service:
             self._last_tick = self._clock()
             if records:
                 await self._handler.handle(sink, processor, records)
+            await self._swap_model(processor)
             self._last_tick = self._clock()
+
+    def _model_watcher(self, processor: BatchProcessor, path: Path, serving: Path) -> ModelWatcher:
+        s = self.settings
+        refused = self.metrics.model_swaps.labels(result="refused")
+        return ModelWatcher(
+            path,
+            serving,
+            poll_s=s.model_poll_s,
+            intra_op_threads=s.intra_op_threads,
+            check=processor.swap_problem,
+            on_refused=refused.inc,
+        )
+
+    async def _swap_model(self, processor: BatchProcessor) -> None:
+        """Between two batches: serve the model the watcher validated, if any."""
+        model = self._models.take() if self._models else None
+        if model is None:
+            return
+        old = processor.model_version
+        started = time.perf_counter()
+        rebuilt = await asyncio.to_thread(processor.swap_model, model)
+        self.metrics.model_swaps.labels(result="swapped").inc()
+        self.metrics.set_build_info(processor.model_name, processor.model_version)
+        log.info(
+            "model swapped: forecasts carry the new version from the next batch on",
+            extra={
+                "model": processor.model_name,
+                "from_version": old,
+                "to_version": processor.model_version,
+                "keys_rebuilt": rebuilt,
+                "pause_s": round(time.perf_counter() - started, 3),
+            },
+        )
 
     async def _log_progress(self) -> None:
         """One info line per :data:`PROGRESS_LOG_S` with what happened since the last."""
@@ -304,17 +348,12 @@ class Service:
             loop_task.cancel()
 
 
-def load_processor(settings: Settings) -> BatchProcessor:
-    """Load the model named by the settings and build the batch processor around it."""
-    path = settings.model_path
-    if path is None:
-        raise ConfigurationError(
-            "STREAMCAST_MODEL_PATH (model_path): required: the ONNX file from streamcast-train"
-        )
-    if not Path(path).is_file():
-        raise ConfigurationError(f"STREAMCAST_MODEL_PATH (model_path): file not found: {path}")
+def load_processor(settings: Settings, path: Path | None = None) -> BatchProcessor:
+    """Load the model named by the settings (or the artifact ``path`` they resolved to)
+    and build the batch processor around it."""
+    path = path or resolve_model(required_model_path(settings.model_path))
     try:
-        return build_processor(settings)
+        return build_processor(settings, path)
     except ModelError:
         raise
     except (ValueError, OSError) as exc:

@@ -96,6 +96,13 @@ class BatchHandler:
             )
         if "active_keys" in counters:
             m.active_keys.set(counters["active_keys"])
+        for detector in ("cusum", "ks"):
+            if f"alarm_{detector}" in counters:
+                m.keys_in_alarm.labels(detector=detector).set(counters[f"alarm_{detector}"])
+        for kind, detector in result.alerts:
+            m.alerts.labels(kind=kind, detector=detector).inc()
+        if result.quality is not None:
+            m.observe_quality(result.quality)
         sent_s = result.trigger_timestamps_ms / 1000.0
         observe_many(m.latency, np.maximum(0.0, self._clock() - sent_s))
         self.forecasts += result.forecasts

@@ -30,6 +30,15 @@ streamcast_restore_seconds                  histogram time to read changelog par
 streamcast_restored_keys_total              counter   keys restored from the changelog
 streamcast_internal_errors_total            counter   keys/forecasts isolated because processing
                                                       raised (dead-lettered internal_error)
+streamcast_alerts_total{kind,detector}      counter   drift alerts published: error_drift,
+                                                      input_drift, recovered; cusum, ks
+streamcast_keys_in_alarm{detector}          gauge     keys whose drift alarm is raised
+streamcast_forecast_scored_total{step}      counter   forecast steps scored against actuals
+                                                      (one whole forecast per key per horizon)
+streamcast_forecast_abs_error_total{step}   counter   sum of |error| / scale of those steps
+streamcast_forecast_squared_error_total{..} counter   sum of (error / scale)^2
+streamcast_interval_covered_total{level,..} counter   scored steps inside the level's interval
+streamcast_model_swaps_total{result}        counter   new artifacts: swapped|refused
 streamcast_build_info{version,model,...}    gauge     always 1; labels say what runs
 =========================================== ========= =====================================
 
@@ -43,6 +52,7 @@ import numpy.typing as npt
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from streamcast import __version__
+from streamcast.core.quality import QualityTotals
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 _INFERENCE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
@@ -144,6 +154,53 @@ class Metrics:
             "are dead-lettered with reason internal_error and the stream goes on",
             registry=r,
         )
+        self.alerts = Counter(
+            "streamcast_alerts",
+            "Drift alerts published, by kind (error_drift, input_drift, recovered) and "
+            "detector (cusum, ks)",
+            ["kind", "detector"],
+            registry=r,
+        )
+        self.scored = Counter(
+            "streamcast_forecast_scored",
+            "Forecast steps scored against their actuals (a rotating sample of every key's "
+            "forecasts: one whole forecast per key per horizon), by horizon step",
+            ["step"],
+            registry=r,
+        )
+        self.abs_error = Counter(
+            "streamcast_forecast_abs_error",
+            "Sum of |actual - forecast| / scale of the scored steps, by horizon step "
+            "(rate over streamcast_forecast_scored_total: the scaled MAE)",
+            ["step"],
+            registry=r,
+        )
+        self.sq_error = Counter(
+            "streamcast_forecast_squared_error",
+            "Sum of ((actual - forecast) / scale)^2 of the scored steps, by horizon step",
+            ["step"],
+            registry=r,
+        )
+        self.covered = Counter(
+            "streamcast_interval_covered",
+            "Scored steps whose actual fell inside the prediction interval, by level and "
+            "horizon step (over streamcast_forecast_scored_total: the online coverage)",
+            ["level", "step"],
+            registry=r,
+        )
+        self.keys_in_alarm = Gauge(
+            "streamcast_keys_in_alarm",
+            "Keys whose error or input drift alarm is raised (not yet recovered)",
+            ["detector"],
+            registry=r,
+        )
+        self.model_swaps = Counter(
+            "streamcast_model_swaps",
+            "New model artifacts found at the model path: swapped in, or refused (the "
+            "running model keeps serving)",
+            ["result"],
+            registry=r,
+        )
         self.build_info = Gauge(
             "streamcast_build_info",
             "What is running (value is always 1)",
@@ -156,6 +213,24 @@ class Metrics:
             self.evictions.labels(cause=cause)
         for result in ("committed", "failed"):
             self.transactions_total.labels(result=result)
+        for result in ("swapped", "refused"):
+            self.model_swaps.labels(result=result)
+        for kind, detector in (
+            ("error_drift", "cusum"), ("input_drift", "ks"), ("recovered", "cusum"),
+            ("recovered", "ks"),
+        ):  # fmt: skip
+            self.alerts.labels(kind=kind, detector=detector)
+
+    def observe_quality(self, totals: QualityTotals) -> None:
+        """Add a batch's per-step error sums (steps are 1-based in the labels)."""
+        for k in np.flatnonzero(totals.count).tolist():
+            step = str(k + 1)
+            self.scored.labels(step=step).inc(int(totals.count[k]))
+            self.abs_error.labels(step=step).inc(float(totals.abs_error[k]))
+            self.sq_error.labels(step=step).inc(float(totals.sq_error[k]))
+            for i, level in enumerate(totals.levels):
+                covered = int(totals.covered[i, k])
+                self.covered.labels(level=f"{level:g}", step=step).inc(covered)
 
     # -- what the sinks report (streamcast.kafka.sink.SinkObserver) -----------------------
 
@@ -173,7 +248,8 @@ class Metrics:
         self.rewinds.inc()
 
     def set_build_info(self, model: str, model_version: str) -> None:
-        """Publish the running version and model."""
+        """Publish the running version and model (the only series: a swap replaces it)."""
+        self.build_info.clear()
         self.build_info.labels(version=__version__, model=model, model_version=model_version).set(1)
 
     def exposition(self) -> bytes:

@@ -16,9 +16,11 @@ says).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -29,13 +31,15 @@ from streamcast.core.alerts import ALERT_SCHEMA, encode_alerts
 from streamcast.core.codec import TickDecoder, dead_letter_record
 from streamcast.core.drift import DriftSettings
 from streamcast.core.isolation import MAX_ERROR_TEXT
-from streamcast.core.model import OnnxStepModel
+from streamcast.core.model import OnnxStepModel, StepModel
 from streamcast.core.pipeline import Pipeline, StepResult
 from streamcast.core.quality import QualityTotals
 from streamcast.core.records import ForecastBatch, Rejection, encode_forecasts
 from streamcast.errors import ConfigurationError, RejectReason
 from streamcast.kafka.changelog import marker
 from streamcast.kafka.wire import Consumed, Offsets, OutRecord
+
+log = logging.getLogger(__name__)
 
 IntArray = npt.NDArray[np.int64]
 
@@ -61,8 +65,8 @@ class BatchResult:
     trigger_timestamps_ms: IntArray
     #: worker-thread seconds spent decoding and stepping (output encoding excluded)
     seconds: float = 0.0
-    #: the kind of every alert in the outputs
-    alerts: list[str] = field(default_factory=list)
+    #: ``(kind, detector)`` of every alert in the outputs
+    alerts: list[tuple[str, str]] = field(default_factory=list)
     #: per-step error sums of the forecasts the batch's actuals scored
     quality: QualityTotals | None = None
     counters: dict[str, int] = field(default_factory=dict)
@@ -84,6 +88,14 @@ class BatchProcessor(Protocol):
 
     def drop_partitions(self, partitions: Set[int]) -> int:
         """Forget the keys of ``partitions`` (no tombstones); returns how many."""
+        ...
+
+    def swap_problem(self, model: StepModel) -> str | None:
+        """Why ``model`` cannot replace the serving one, or None."""
+        ...
+
+    def swap_model(self, model: StepModel) -> int:
+        """Serve ``model`` from the next batch on; returns keys rebuilt."""
         ...
 
 
@@ -156,12 +168,15 @@ class Processor:
             (records[i].timestamp for i in delivered), dtype=np.int64, count=len(delivered)
         )
         c = step.counters
+        alarms = self.pipeline.keys_in_alarm
         return BatchResult(
             outputs=outputs,
             offsets=offsets,
             forecasts=len(delivered),
             rejections=rejections,
-            alerts=[] if step.alerts is None else list(step.alerts.kind),
+            alerts=[]
+            if step.alerts is None
+            else list(zip(step.alerts.kind, step.alerts.detector, strict=True)),
             quality=step.quality,
             trigger_timestamps_ms=stamps,
             seconds=seconds,
@@ -171,6 +186,8 @@ class Processor:
                 "resets": c.resets,
                 "internal_errors": c.internal_errors + len(failed),
                 "active_keys": self.pipeline.active_keys,
+                "alarm_cusum": alarms[0],
+                "alarm_ks": alarms[1],
             },
         )
 
@@ -212,17 +229,37 @@ class Processor:
 
     def restore(self, partition: int, records: Sequence[tuple[str, bytes]], now_s: float) -> int:
         """Load a partition's changelog state (``(key, record)``, latest per key)."""
-        return self.pipeline.store.restore(records, now_s, partition)
+        restored, rebuilt = self.pipeline.restore(records, now_s, partition)
+        if rebuilt:
+            log.warning(
+                "restored keys whose state another model computed: rebuilt from their "
+                "windows with this model, not adopted",
+                extra={"partition": partition, "keys": rebuilt, "model": self.model_version},
+            )
+        return restored
 
     def drop_partitions(self, partitions: Set[int]) -> int:
         """Forget every key of ``partitions``: another instance owns them now."""
         return self.pipeline.store.drop_partitions(partitions)
 
+    def swap_problem(self, model: StepModel) -> str | None:
+        """Why ``model`` cannot replace the one serving, or None."""
+        return self.pipeline.swap_problem(model)
 
-def build_processor(settings: Settings) -> Processor:
-    """Load the model named in ``settings`` and build the decoder and pipeline around it."""
-    assert settings.model_path is not None  # checked by the caller with a clear message
-    model = OnnxStepModel.load(settings.model_path, intra_op_threads=settings.intra_op_threads)
+    def swap_model(self, model: StepModel) -> int:
+        """Serve ``model`` from the next batch on (between batches only); returns keys
+        whose state was rebuilt from their windows."""
+        rebuilt = self.pipeline.swap_model(model)
+        self.model_name, self.model_version = model.meta.name, model.meta.version
+        return rebuilt
+
+
+def build_processor(settings: Settings, path: Path | None = None) -> Processor:
+    """Load the model at ``path`` (default: ``settings.model_path``, a file) and build the
+    decoder and pipeline around it."""
+    path = path or settings.model_path
+    assert path is not None  # checked by the caller with a clear message
+    model = OnnxStepModel.load(path, intra_op_threads=settings.intra_op_threads)
     meta = model.meta
     fields = settings.fields
     check_extras(fields.extras, meta.features.extra_names, f"{meta.name}@{meta.version}")

@@ -93,7 +93,7 @@ examples:
 
 #: short names kept for the settings used most on the command line
 SHORTCUTS: dict[str, str | list[str]] = {
-    "model_path": "model",
+    "model-path": "model",
     "topics.ticks": "ticks-topic",
     "topics.forecasts": "forecasts-topic",
     "topics.alerts": "alerts-topic",

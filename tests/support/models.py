@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from statistics import NormalDist
 
 import numpy as np
 import numpy.typing as npt
@@ -28,11 +29,13 @@ from streamcast.core.artifact import (
     METADATA_KEY,
     Aggregation,
     CalibrationMeta,
+    DriftMeta,
     FeatureMeta,
     GapMeta,
     GraphNames,
     ModelMeta,
     ScalingMeta,
+    SelfTestMeta,
 )
 from streamcast.core.features import (
     CalendarName,
@@ -79,8 +82,10 @@ def make_tiny_model(
     seed: int = 0,
     name: str = "tiny",
     version: str = "1",
+    self_test: int = 0,
 ) -> Path:
-    """Write the tiny artifact to ``path`` and return it."""
+    """Write the tiny artifact to ``path`` and return it; ``self_test`` rows of random
+    inputs with their outputs become its self-test sample."""
     rng = np.random.default_rng(seed)
     f, s, cw = 1 + len(extras), state_size, 2 * len(calendar)
 
@@ -176,7 +181,24 @@ def make_tiny_model(
     onnx.checker.check_model(model)
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(path))
+    if self_test:
+        sample = tiny_self_test(TinyReference(path), self_test, rng)
+        rewrite_meta(path, path, self_test=sample.model_dump())
     return path
+
+
+def tiny_self_test(ref: TinyReference, rows: int, rng: np.random.Generator) -> SelfTestMeta:
+    """A self-test sample of ``rows`` random inputs and the tiny model's outputs."""
+    meta = ref.meta
+    f, s = meta.feature_spec().n_inputs, meta.state_size
+    x, h, c = (rng.standard_normal((rows, n)).astype(np.float32) for n in (f, s, s))
+    n_cal = meta.feature_spec().n_calendar
+    cal = rng.uniform(-1, 1, (rows, meta.horizon, n_cal)).astype(np.float32) if n_cal else None
+    h_out, c_out, forecast = ref.step(x, h, c, cal)
+    return SelfTestMeta(
+        x=x.tolist(), h=h.tolist(), c=c.tolist(), calendar=[] if cal is None else cal.tolist(),
+        h_out=h_out.tolist(), c_out=c_out.tolist(), forecast=forecast.tolist(),
+    )  # fmt: skip
 
 
 class TinyReference:
@@ -279,3 +301,47 @@ def reference_forecasts(
 
 def _unscale(fc: F32, loc: float, scale: float) -> F64:
     return np.asarray(fc.astype(np.float64) * scale + loc, dtype=np.float64)
+
+
+class MeanModel:
+    """A :class:`~streamcast.core.model.StepModel` double that always forecasts a key's
+    location (scaled forecast 0): its scaled residuals are the scaled values themselves,
+    so a test controls the residuals exactly by the values it sends.
+
+    The metadata is the tiny artifact's with a drift reference of standard normal
+    residuals, calibrated 80 % and 95 % normal bands and, given ``input_threshold``, a
+    standard normal input reference.
+    """
+
+    def __init__(self, path: Path, input_threshold: float | None = None) -> None:
+        base = TinyReference(path).meta
+        h = base.horizon
+        probs = tuple(float(p) for p in np.linspace(0.02, 0.98, 49))
+        z80, z95 = NormalDist().inv_cdf(0.9), NormalDist().inv_cdf(0.975)
+        self._meta = base.model_copy(
+            update={
+                "state_size": 1,
+                "units": 1,
+                "calibration": CalibrationMeta(
+                    levels=(0.8, 0.95),
+                    lower=((-z80,) * h, (-z95,) * h),
+                    upper=((z80,) * h, (z95,) * h),
+                ),
+                "drift": DriftMeta(
+                    residual_mean=(0.0,) * h,
+                    residual_std=(1.0,) * h,
+                    input_probs=probs,
+                    input_quantiles=tuple(NormalDist().inv_cdf(p) for p in probs),
+                    input_threshold=input_threshold,
+                ),
+            }
+        )
+        self.identity = 7
+
+    @property
+    def meta(self) -> ModelMeta:
+        return self._meta
+
+    def step(self, x: F32, h: F32, c: F32, calendar: F32 | None) -> tuple[F32, F32, F32]:
+        """Forecast 0 (the key's location) for every step; the state is untouched."""
+        return h, c, np.zeros((len(x), self._meta.horizon), dtype=np.float32)

@@ -88,7 +88,8 @@ def test_serve_without_model_fails_in_one_line(capsys: pytest.CaptureFixture[str
     status, _, err = _run(["serve", "--log-level", "ERROR"], capsys)
     assert status == 2
     assert err.strip().splitlines() == [
-        "error: STREAMCAST_MODEL_PATH (model_path): required: the ONNX file from streamcast-train"
+        "error: STREAMCAST_MODEL_PATH (model_path): required: the ONNX file from streamcast-train "
+        "(or a models directory)"
     ]
 
 

@@ -505,7 +505,7 @@ def test_model_swap_rebuilds_state_from_the_windows(tmp_path: Path) -> None:
         after.forecasts.values, np.stack([e.values for e in expected]), rtol=1e-5, atol=1e-6
     )
     other = make_tiny_model(tmp_path / "other.onnx", window=5)
-    with pytest.raises(ConfigurationError, match="window and input features must match"):
+    with pytest.raises(ConfigurationError, match="window 3 -> 5"):
         pipe.swap_model(OnnxStepModel.load(other))
 
 

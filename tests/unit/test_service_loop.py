@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from streamcast.config import Settings, load_settings
+from streamcast.core.model import StepModel
 from streamcast.core.records import Rejection
 from streamcast.errors import RejectReason, TransientError
 from streamcast.kafka.wire import Consumed, InRecord, Offsets, Outputs, OutRecord
@@ -102,6 +103,13 @@ class EchoProcessor:
         return 0
 
     def drop_partitions(self, partitions: Set[int]) -> int:
+        return 0
+
+    def swap_problem(self, model: StepModel) -> str | None:
+        return None
+
+    def swap_model(self, model: StepModel) -> int:
+        self.model_version = model.meta.version
         return 0
 
 

@@ -1,0 +1,185 @@
+"""Which model the service serves, and switching to a new one without a restart.
+
+``STREAMCAST_MODEL_PATH`` names either one artifact or a *models directory*. In a
+directory the service serves the artifact whose name sorts last among ``*.onnx`` files
+not starting with ``.``: a retrain job writes ``.<version>.onnx.tmp`` and renames it to
+``<version>.onnx`` (a version that sorts chronologically, e.g. ``20261201T120000Z``), so
+a file is either whole or invisible. A single file is watched for replacement (a
+rename over it, or a copy that changes its size or modification time).
+
+:class:`ModelWatcher` polls every ``model_poll_s`` seconds. A new candidate is loaded and
+checked off the event loop (graph signature and metadata as at start, the artifact's own
+self-test sample, then compatibility with the running pipeline: interval, window, input
+features); the main loop then swaps it in *between* two batches, rebuilding each key's
+state from its window (:meth:`streamcast.core.pipeline.Pipeline.swap_model`). A
+candidate that fails any check is refused with one log line and
+``streamcast_model_swaps_total{result="refused"}``, remembered so it is not retried, and
+the old model keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from streamcast.core.model import OnnxStepModel, self_test_failures
+from streamcast.errors import ConfigurationError, ModelError
+
+log = logging.getLogger(__name__)
+
+#: ``check(model)``: why the running pipeline cannot take ``model``, or None
+SwapCheck = Callable[[OnnxStepModel], str | None]
+#: called once per refused artifact (a metric)
+RefusedHook = Callable[[], None]
+
+#: how a models directory names its artifacts
+SUFFIX = ".onnx"
+
+
+def required_model_path(path: Path | None) -> Path:
+    """The model path setting, which serving cannot do without."""
+    if path is None:
+        raise ConfigurationError(
+            "STREAMCAST_MODEL_PATH (model_path): required: the ONNX file from streamcast-train "
+            "(or a models directory)"
+        )
+    return path
+
+
+def resolve_model(path: str | Path) -> Path:
+    """The artifact ``path`` names: itself, or the newest in a models directory.
+
+    Raises :class:`ConfigurationError` naming the setting when there is none.
+    """
+    where = Path(path)
+    if where.is_dir():
+        newest = newest_in(where)
+        if newest is None:
+            raise ConfigurationError(
+                f"STREAMCAST_MODEL_PATH (model_path): the models directory {where} holds no "
+                f"*{SUFFIX} artifact: put one there (streamcast-train fit --publish-to)"
+            )
+        return newest
+    if not where.is_file():
+        raise ConfigurationError(f"STREAMCAST_MODEL_PATH (model_path): file not found: {where}")
+    return where
+
+
+def newest_in(directory: Path) -> Path | None:
+    """The artifact of ``directory`` whose name sorts last (hidden and partial files are
+    not artifacts)."""
+    try:
+        names = [
+            entry.name
+            for entry in os.scandir(directory)
+            if entry.name.endswith(SUFFIX) and not entry.name.startswith(".") and entry.is_file()
+        ]
+    except OSError:
+        return None
+    return directory / max(names) if names else None
+
+
+@dataclass(frozen=True)
+class Stamp:
+    """What identifies one version of a file without reading it."""
+
+    path: Path
+    inode: int
+    size: int
+    mtime_ns: int
+
+    @classmethod
+    def of(cls, path: Path) -> Stamp | None:
+        """The file's stamp, or None when it is gone."""
+        try:
+            st = path.stat()
+        except OSError:
+            return None
+        return cls(path, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+class ModelWatcher:
+    """Polls the model path; hands validated new models to the main loop (module doc)."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        current: Path,
+        *,
+        poll_s: float,
+        intra_op_threads: int,
+        check: SwapCheck,
+        on_refused: RefusedHook,
+    ) -> None:
+        self.path = Path(path)
+        self.poll_s = poll_s
+        self.intra_op_threads = intra_op_threads
+        self._check = check
+        self._on_refused = on_refused
+        #: the version of the file that serves (or was refused): not looked at again
+        self._seen = Stamp.of(current)
+        self._refused: set[Stamp] = set()
+        self._ready: OnnxStepModel | None = None
+
+    def take(self) -> OnnxStepModel | None:
+        """A validated model waiting to be swapped in (once), or None."""
+        ready, self._ready = self._ready, None
+        return ready
+
+    async def run(self) -> None:
+        """Poll until cancelled."""
+        while True:
+            await asyncio.sleep(self.poll_s)
+            if self._ready is None:
+                await self.poll()
+
+    async def poll(self) -> bool:
+        """Look once; True when a new model is ready for :meth:`take`."""
+        stamp = self._candidate()
+        if stamp is None or stamp == self._seen or stamp in self._refused:
+            return False
+        # a file still being copied in place changes between two looks: wait for it
+        await asyncio.sleep(min(self.poll_s, 0.2))
+        if Stamp.of(stamp.path) != stamp:
+            return False
+        started = time.perf_counter()
+        problem, model = await asyncio.to_thread(self._load, stamp.path)
+        if model is None or problem is not None:
+            self._refused.add(stamp)
+            log.error(
+                f"model {stamp.path} refused: {problem}; the running model keeps serving",
+                extra={"path": str(stamp.path)},
+            )
+            self._on_refused()
+            return False
+        self._seen = stamp
+        self._ready = model
+        log.info(
+            "new model validated: swapping it in after the current batch",
+            extra={
+                "path": str(stamp.path),
+                "model": model.meta.name,
+                "model_version": model.meta.version,
+                "load_s": round(time.perf_counter() - started, 3),
+            },
+        )
+        return True
+
+    def _candidate(self) -> Stamp | None:
+        if self.path.is_dir():
+            newest = newest_in(self.path)
+            return None if newest is None else Stamp.of(newest)
+        return Stamp.of(self.path)
+
+    def _load(self, path: Path) -> tuple[str | None, OnnxStepModel | None]:
+        try:
+            model = OnnxStepModel.load(path, intra_op_threads=self.intra_op_threads)
+        except ModelError as err:
+            return str(err), None
+        problem = self_test_failures(model) or self._check(model)
+        return problem, model
