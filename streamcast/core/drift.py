@@ -39,14 +39,18 @@ early nor hold it open. Everything a
 key's detector knows is in its state (``cusum_*``, ``base_*``, ``z_prev``, ``level``,
 ``alarm``, ``quiet_n``, ``n_resid``), so a restart neither loses nor repeats an alert.
 
-**Input drift** compares a key's recent window of scaled values (``(value - loc) /
-scale``, as the model sees them) with the training distribution the model carries as
-quantiles (:class:`~streamcast.core.artifact.DriftMeta`): the Kolmogorov-Smirnov distance
-``D = max_j |F_window(q_j) - p_j|`` at the reference quantiles ``q_j``. A key is tested
-every ``input_every`` closed intervals (not per tick), all keys due in a batch in one
-pass; ``D`` above the model's calibrated ``input_threshold`` raises one ``input_drift``
-alert, and the key recovers (one ``recovered``) at the first test with ``D`` below half
-the threshold.
+**Input drift** compares the distribution of a key's recent scaled values (``(value -
+loc) / scale``, exactly as the model saw them) with the training distribution, which the
+model carries as quantiles ``q_j`` at probabilities ``p_j``
+(:class:`~streamcast.core.artifact.DriftMeta`). Each key keeps an exponentially weighted
+ECDF at those quantiles, ``F_j <- F_j + a (1[x <= q_j] - F_j)`` with ``a = 2 / (window +
+1)`` (an effective sample of one window; ``Q`` floats per key, where a window of values
+would have to be re-read), and every ``input_every`` real intervals its
+Kolmogorov-Smirnov distance ``D = max_j |F_j - p_j|`` is tested, all keys due in a round
+in one pass. ``D`` above the model's calibrated ``input_threshold`` raises one
+``input_drift`` alert; the key recovers (one ``recovered``) at the first test with ``D``
+below half the threshold. Training calibrates the threshold with the same recurrence
+(:func:`input_distances`).
 
 The defaults were chosen from the false alarms and delays measured on the pedestrian
 and taylor test periods (``bench/drift.py``; figures in ``docs/training.md``).
@@ -211,9 +215,81 @@ class ErrorDrift:
         )  # fmt: skip
 
 
+@dataclass(frozen=True)
+class InputSteps:
+    """The real closed intervals a batch stepped (a key at most once per rank, ranks in
+    time order): the scaled value the model saw, its interval and triggering tick."""
+
+    row: IntArray
+    rank: IntArray
+    x: FloatArray
+    start: IntArray
+    trigger: IntArray
+
+    @classmethod
+    def empty(cls) -> InputSteps:
+        """None."""
+        none = np.zeros(0, dtype=np.int64)
+        return cls(none, none, np.zeros(0), none, none)
+
+
+def ecdf_weight(window: int) -> float:
+    """Weight of a new value in the exponentially weighted ECDF: an effective sample of
+    about one window (the ``2 / (n + 1)`` of an exponential moving average)."""
+    return 2.0 / (window + 1.0)
+
+
+def ecdf_update(
+    cdf: FloatArray, x: FloatArray, quantiles: FloatArray, probs: FloatArray, weight: float
+) -> FloatArray:
+    """One step of the exponentially weighted ECDF at the reference quantiles: ``[K, Q]``
+    (a row of NaN starts at the reference itself, ``probs``) and ``[K]`` new values."""
+    start = np.where(np.isnan(cdf), probs[None, :], cdf)
+    below = (x[:, None] <= quantiles[None, :]).astype(np.float64)
+    return np.asarray(start + weight * (below - start), dtype=np.float64)
+
+
+def ks_distance(cdf: FloatArray, probs: FloatArray) -> FloatArray:
+    """``[K]`` Kolmogorov-Smirnov distance of the ECDFs ``cdf`` (``[K, Q]``, taken at the
+    reference quantiles) from the reference: ``max_j |F(q_j) - p_j|``.
+
+    >>> ks_distance(np.array([[0.25, 0.5, 0.75], [0.0, 0.0, 0.25]]), np.array([0.25, 0.5, 0.75]))
+    array([0. , 0.5])
+    """
+    return np.asarray(np.abs(cdf - probs[None, :]).max(axis=1, initial=0.0), dtype=np.float64)
+
+
+def input_distances(
+    scaled: FloatArray,
+    quantiles: FloatArray,
+    probs: FloatArray,
+    *,
+    window: int,
+    every: int,
+) -> FloatArray:
+    """``[K, T // every]`` the distance the online test computes for each key (a row of
+    ``scaled``, ``[K, T]``, NaN where the key has no real interval) at its every
+    ``every``-th value: the same recurrence as :class:`InputDrift`, for training to
+    calibrate ``input_threshold`` on."""
+    k, t = scaled.shape
+    cdf = np.full((k, len(probs)), np.nan)
+    seen = np.zeros(k, dtype=np.int64)
+    out = np.full((k, t // max(every, 1)), np.nan)
+    weight = ecdf_weight(window)
+    for i in range(t):
+        live = ~np.isnan(scaled[:, i])
+        cdf[live] = ecdf_update(cdf[live], scaled[live, i], quantiles, probs, weight)
+        seen[live] += 1
+        due = live & (seen % every == 0)
+        out[due, seen[due] // every - 1] = ks_distance(cdf[due], probs)
+    return out
+
+
 class InputDrift:
-    """Periodic KS test of each key's window against the training distribution; writes
-    the ``in_n`` and ``in_alarm`` columns."""
+    """Each key's exponentially weighted ECDF of the scaled values its model saw, tested
+    against the training distribution every ``every`` real intervals; writes the
+    ``in_cdf``, ``in_n`` and ``in_alarm`` columns. Fed with the steps themselves, so its
+    alerts do not depend on how the stream was cut into batches."""
 
     def __init__(
         self,
@@ -223,72 +299,66 @@ class InputDrift:
         quantiles: tuple[float, ...],
         threshold: float | None,
         every: int,
+        window: int,
     ) -> None:
         self.store = store
         self.probs = np.asarray(probs, dtype=np.float64)
         self.quantiles = np.asarray(quantiles, dtype=np.float64)
         self.threshold = threshold
         self.every = every
+        self.weight = ecdf_weight(window)
 
     @property
     def enabled(self) -> bool:
         """The model carries a reference and the operator did not turn the test off."""
-        return self.every > 0 and self.threshold is not None and len(self.quantiles) > 0
+        return (
+            self.every > 0
+            and self.threshold is not None
+            and len(self.quantiles) > 0
+            and self.store.in_cdf.shape[1] == len(self.quantiles)
+        )
 
-    def update(self, row: IntArray, start: IntArray, trigger: IntArray) -> Alarms:
-        """Count the intervals the batch closed (``row`` sorted, one entry each) and test
-        the warm keys that became due, at their last closed interval."""
-        if not self.enabled or len(row) == 0:
+    def update(self, steps: InputSteps) -> Alarms:
+        """Add the batch's values rank by rank; the alarms the due tests raise or clear."""
+        if not self.enabled or len(steps.row) == 0:
             return _concat([])
+        found = []
+        for r in range(int(steps.rank.max()) + 1):
+            sel = np.flatnonzero(steps.rank == r)
+            if len(sel):
+                found.append(self._round(steps, sel))
+        return _concat(found)
+
+    def _round(self, steps: InputSteps, sel: IntArray) -> Alarms:
         assert self.threshold is not None
         st = self.store
-        last = np.flatnonzero(np.append(row[1:] != row[:-1], True))
-        rows, counts = np.unique(row, return_counts=True)
-        st.in_n[rows] += counts.astype(np.int32)
-        due = (st.in_n[rows] >= self.every) & st.warm[rows] & (st.wlen[rows] > 0)
-        rows, last = rows[due], last[due]
-        if len(rows) == 0:
-            return _concat([])
-        st.in_n[rows] = 0
-        d = ks_distance(scaled_windows(st, rows), self.quantiles, self.probs)
+        rows = steps.row[sel]
+        cdf = ecdf_update(
+            st.in_cdf[rows].astype(np.float64), steps.x[sel], self.quantiles, self.probs,
+            self.weight,
+        )  # fmt: skip
+        st.in_cdf[rows] = cdf
+        st.in_n[rows] += 1
+        due = st.in_n[rows] >= self.every
+        st.in_n[rows[due]] = 0
+        d = ks_distance(cdf, self.probs)
         alarm = st.in_alarm[rows]
-        rise = (alarm == 0) & (d > self.threshold)
-        back = (alarm != 0) & (d < self.threshold / 2)
+        rise = due & (alarm == 0) & (d > self.threshold)
+        back = due & (alarm != 0) & (d < self.threshold / 2)
         st.in_alarm[rows[rise]] = 1
         st.in_alarm[rows[back]] = 0
         changed = np.flatnonzero(rise | back)
-        mean = np.nanmean(scaled_windows(st, rows[changed]), axis=1) if len(changed) else []
+        # the direction: more mass below the median than the reference has is "down"
+        median = int(np.argmin(np.abs(self.probs - 0.5)))
+        below = (cdf[changed, median] - self.probs[median]).tolist()
         n = len(changed)
         return Alarms(
-            rows[changed], start[last][changed], trigger[last][changed],
+            rows[changed], steps.start[sel][changed], steps.trigger[sel][changed],
             [INPUT_DRIFT if rise[i] else RECOVERED for i in changed.tolist()], ["ks"] * n,
-            d[changed], np.full(n, self.threshold),
-            ["up" if m >= 0 else "down" for m in np.asarray(mean).tolist()],
+            d[changed], np.full(n, self.threshold) / np.where(back[changed], 2.0, 1.0),
+            ["down" if b > 0 else "up" for b in below],
             ["warning" if rise[i] else "info" for i in changed.tolist()],
         )  # fmt: skip
-
-
-def scaled_windows(store: StateStore, rows: IntArray) -> FloatArray:
-    """``[K, W]`` the keys' window values as the model sees them, NaN where not filled."""
-    values = (store.window[rows, :, 0] - store.loc[rows, None]) / store.scale[rows, None]
-    filled = np.arange(store.window_size)[None, :] < store.wlen[rows, None]
-    return np.where(filled, values, np.nan)
-
-
-def ks_distance(scaled: FloatArray, quantiles: FloatArray, probs: FloatArray) -> FloatArray:
-    """``[K]`` Kolmogorov-Smirnov distance of each row of ``scaled`` (NaN: no value) from
-    the distribution whose quantiles at ``probs`` are ``quantiles``, taken at those
-    quantiles: ``max_j |F_row(q_j) - p_j|``.
-
-    >>> q = np.array([-1.0, 0.0, 1.0]); p = np.array([0.25, 0.5, 0.75])
-    >>> ks_distance(np.array([[-2.0, -0.5, 0.5, 2.0], [5.0, 6.0, 7.0, np.nan]]), q, p).tolist()
-    [0.0, 0.75]
-    """
-    filled = ~np.isnan(scaled)
-    n = np.maximum(filled.sum(axis=1), 1)
-    below = (scaled[:, :, None] <= quantiles[None, None, :]) & filled[:, :, None]
-    ecdf = below.sum(axis=1) / n[:, None]
-    return np.asarray(np.abs(ecdf - probs[None, :]).max(axis=1, initial=0.0), dtype=np.float64)
 
 
 def _concat(parts: list[Alarms]) -> Alarms:

@@ -14,7 +14,14 @@ import numpy.typing as npt
 
 from streamcast.core.alerts import AlertBatch
 from streamcast.core.artifact import ModelMeta
-from streamcast.core.drift import Alarms, DriftSettings, ErrorDrift, InputDrift, merge_alarms
+from streamcast.core.drift import (
+    Alarms,
+    DriftSettings,
+    ErrorDrift,
+    InputDrift,
+    InputSteps,
+    merge_alarms,
+)
 from streamcast.core.intervals import ClosedIntervals
 from streamcast.core.quality import QualityTotals, QualityTracker
 from streamcast.core.records import ForecastBatch
@@ -65,6 +72,7 @@ class ForecastMonitor:
             quantiles=ref.input_quantiles,
             threshold=ref.input_threshold,
             every=settings.input_every,
+            window=meta.window,
         )
 
     def observe(
@@ -73,16 +81,18 @@ class ForecastMonitor:
         index: IntArray,
         forecasts: ForecastBatch,
         forecast_rows: IntArray,
+        inputs: InputSteps,
     ) -> AlertBatch:
         """Score the batch's closed intervals, update the detectors; the alerts raised.
 
-        ``index`` maps the batch's tick positions to the input positions the caller knows.
+        ``index`` maps the batch's tick positions to the input positions the caller knows;
+        ``inputs`` are the real intervals the batch stepped, with their scaled values.
         """
         residuals = self.quality.observe(closed, forecasts, forecast_rows)
         alarms = merge_alarms(
             [
                 self.drift.update(residuals),
-                self.inputs.update(closed.row, closed.start, closed.trigger),
+                self.inputs.update(inputs),
             ]
         )
         return self._alerts(alarms, index)

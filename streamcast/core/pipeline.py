@@ -36,7 +36,7 @@ import numpy.typing as npt
 
 from streamcast.core.alerts import AlertBatch
 from streamcast.core.artifact import Aggregation
-from streamcast.core.drift import DriftSettings
+from streamcast.core.drift import DriftSettings, InputSteps
 from streamcast.core.features import calendar_features, scale_inputs, target_times, unscale_forecast
 from streamcast.core.intervals import REASONS, Aggregator, JumpRule, admit, aggregate
 from streamcast.core.isolation import Attempt, isolated, merge
@@ -123,6 +123,7 @@ class Pipeline:
             state_size=meta.state_size,
             max_keys=max_keys,
             horizon=meta.horizon,
+            quantiles=len(meta.drift.input_probs),
             key_ttl_s=key_ttl_s,
             scaling=meta.value_scaling(),
             initial_capacity=initial_capacity,
@@ -208,7 +209,7 @@ class Pipeline:
         st = self.store
         st.scaling = new.value_scaling()
         st.resize_state(new.state_size)
-        st.resize_horizon(new.horizon)
+        st.resize_horizon(new.horizon, len(new.drift.input_probs))
         self.monitor = ForecastMonitor(st, new, self._q_lower, self._q_upper, self.drift_settings)
         return self._rebuild(np.flatnonzero(st.active))
 
@@ -348,15 +349,16 @@ class Pipeline:
         planned = self.planner.plan(closed)
         counters.imputed_steps += planned.imputed
         counters.resets += planned.resets
-        forecasts, rows_of = self._run(planned.steps, batch.index, counters)
-        alerts = self.monitor.observe(closed, batch.index, forecasts, rows_of)
+        forecasts, rows_of, inputs = self._run(planned.steps, batch.index, counters)
+        alerts = self.monitor.observe(closed, batch.index, forecasts, rows_of, inputs)
         counters.alerts += len(alerts)
         return Attempt(forecasts, rejections, counters, changed, alerts)
 
     def _run(
         self, steps: Steps, index: IntArray, counters: Counters
-    ) -> tuple[ForecastBatch, IntArray]:
-        """Execute the planned steps in rounds: the emitted forecasts and their rows."""
+    ) -> tuple[ForecastBatch, IntArray, InputSteps]:
+        """Execute the planned steps in rounds: the emitted forecasts, their rows, and the
+        real intervals stepped (for input drift)."""
         st = self.store
         n = len(steps)
         rows, rank, zero, ts = steps.row, steps.rank, steps.zero, steps.ts
@@ -396,7 +398,11 @@ class Pipeline:
             rows[out], ts[out], forecast[out], loc=steps.loc[out], scale=steps.scale[out],
             trigger=index[trigger[out]],
         )  # fmt: skip
-        return forecasts, rows[out]
+        real = np.flatnonzero(steps.emit)
+        inputs = InputSteps(
+            rows[real], rank[real], x[real, 0].astype(np.float64), ts[real], trigger[real]
+        )
+        return forecasts, rows[out], inputs
 
     def _forecast_batch(
         self, rows: IntArray, ts: IntArray, scaled: npt.NDArray[np.float32], *,

@@ -35,7 +35,7 @@ SCALE_NONE, SCALE_TRAINING, SCALE_WINDOW = 0, 1, 2
 INITIAL_CAPACITY = 1024
 #: first bytes of an encoded state record (format version 2: jump and applied-offset
 #: columns; version 1 was streamcast 0.1's)
-RECORD_MAGIC = b"SCS2"
+RECORD_MAGIC = b"SCS3"
 #: partition of a key whose input partition is not known (tests, tools)
 NO_PARTITION = -1
 #: standardised one-step residuals each key keeps for alert summaries
@@ -119,8 +119,10 @@ COLUMNS: tuple[Column, ...] = (
     Column("base_v", (), np.float32, 1.0, True, "drift", "baseline: their variance"),
     Column("base_c", (), np.float32, 0.0, True, "drift",
            "baseline: their lag-1 covariance (autocorrelation = base_c / base_v)"),
+    Column("in_cdf", ("Q",), np.float32, np.nan, True, "drift",
+           "input drift: weighted ECDF of the key's scaled values at the reference quantiles"),
     Column("in_n", (), np.int32, 0, True, "drift",
-           "intervals closed since the input-drift test last looked at the key's window"),
+           "input drift: real intervals since the key was last tested"),
     Column("in_alarm", (), np.int8, 0, True, "drift",
            "1 while the key's inputs have drifted from the training distribution"),
     Column("model_id", (), np.int64, 0, True, "pipeline",
@@ -151,6 +153,7 @@ class StateStore:
         state_size: int,
         max_keys: int,
         horizon: int = 1,
+        quantiles: int = 0,
         key_ttl_s: float | None = None,
         scaling: ValueScaling | None = None,
         initial_capacity: int = INITIAL_CAPACITY,
@@ -158,6 +161,7 @@ class StateStore:
         if max_keys < 1:
             raise ValueError(f"max_keys must be >= 1, got {max_keys}")
         self.horizon = horizon
+        self.quantiles = quantiles
         self.window_size = window
         self.n_inputs = n_inputs
         self.state_size = state_size
@@ -183,6 +187,7 @@ class StateStore:
             "S": self.state_size,
             "H": self.horizon,
             "Z": RESIDUALS_KEPT,
+            "Q": self.quantiles,
         }
         return tuple(sizes[d] for d in column.dims)
 
@@ -231,6 +236,7 @@ class StateStore:
     base_m: npt.NDArray[np.float32]
     base_v: npt.NDArray[np.float32]
     base_c: npt.NDArray[np.float32]
+    in_cdf: npt.NDArray[np.float32]
     in_n: npt.NDArray[np.int32]
     in_alarm: npt.NDArray[np.int8]
     model_id: IntArray
@@ -350,13 +356,16 @@ class StateStore:
         self.h = np.zeros((self.capacity, state_size), dtype=np.float32)
         self.c = np.zeros((self.capacity, state_size), dtype=np.float32)
 
-    def resize_horizon(self, horizon: int) -> None:
-        """Give every row an empty probe of a new horizon (after a model swap)."""
-        if horizon == self.horizon:
-            return
-        self.horizon = horizon
-        self.probe = np.zeros((self.capacity, horizon), dtype=np.float32)
-        self.probe_origin[:] = NONE
+    def resize_horizon(self, horizon: int, quantiles: int) -> None:
+        """Give every row an empty probe of a new horizon and a fresh input ECDF for a new
+        reference (after a model swap)."""
+        if horizon != self.horizon:
+            self.horizon = horizon
+            self.probe = np.zeros((self.capacity, horizon), dtype=np.float32)
+            self.probe_origin[:] = NONE
+        self.quantiles = quantiles
+        self.in_cdf = np.full((self.capacity, quantiles), np.nan, dtype=np.float32)
+        self.in_n[:] = 0
 
     def drain_removed(self) -> list[tuple[str, int]]:
         """``(key, partition)`` of the keys removed (evicted or expired) since the last call
@@ -448,16 +457,18 @@ class StateStore:
 
     def _record_header(self) -> bytes:
         dims = np.array(
-            [self.window_size, self.n_inputs, self.state_size, self.horizon], dtype="<u4"
+            [self.window_size, self.n_inputs, self.state_size, self.horizon, self.quantiles],
+            dtype="<u4",
         )
         return RECORD_MAGIC + dims.tobytes()
 
     def encode_rows(self, rows: IntArray) -> list[bytes]:
         """One compact binary record per row (for a compacted changelog, keyed by key).
 
-        Layout: a 20-byte header (``RECORD_MAGIC``, window, inputs, state size, horizon as
-        little-endian uint32) then every durable column of :data:`COLUMNS`, raw
-        little-endian bytes in table order. About ``8*W*F + 8*S + 100`` bytes.
+        Layout: a 24-byte header (``RECORD_MAGIC``, window, inputs, state size, horizon and
+        input-drift quantiles as little-endian uint32) then every durable column of
+        :data:`COLUMNS`, raw little-endian bytes in table order. About ``8*W*F + 8*S + 4*H
+        + 4*Q + 150`` bytes.
         """
         n = len(rows)
         if n == 0:
@@ -496,7 +507,7 @@ class StateStore:
                 raise ValueError(
                     f"state record {i} does not match this model's layout (window "
                     f"{self.window_size}, inputs {self.n_inputs}, state {self.state_size}, "
-                    f"horizon {self.horizon})"
+                    f"horizon {self.horizon}, drift quantiles {self.quantiles})"
                 )
         out: dict[str, npt.NDArray[np.generic]] = {}
         offset = len(header)

@@ -83,9 +83,17 @@ def make_tiny_model(
     name: str = "tiny",
     version: str = "1",
     self_test: int = 0,
+    mean_forecast: bool = False,
+    drift: DriftMeta | None = None,
 ) -> Path:
     """Write the tiny artifact to ``path`` and return it; ``self_test`` rows of random
-    inputs with their outputs become its self-test sample."""
+    inputs with their outputs become its self-test sample.
+
+    ``mean_forecast``: the forecast weights are zero, so every forecast is the key's
+    location (the scaled forecast is 0): a model whose residuals are the scaled values
+    themselves, for tests that control residuals through the values they send. Give it
+    ``drift`` (e.g. :func:`normal_reference`) and normal ``levels`` bands come with it.
+    """
     rng = np.random.default_rng(seed)
     f, s, cw = 1 + len(extras), state_size, 2 * len(calendar)
 
@@ -96,8 +104,8 @@ def make_tiny_model(
         "Wx": weight(f, s),
         "Wh": weight(s, s),
         "b": weight(s),
-        "Wf": weight(s, horizon),
-        "Wg": weight(s, horizon),
+        "Wf": weight(s, horizon) * (0.0 if mean_forecast else 1.0),
+        "Wg": weight(s, horizon) * (0.0 if mean_forecast else 1.0),
         "half": np.array(0.5, dtype=np.float32),
     }
     nodes = [
@@ -171,11 +179,14 @@ def make_tiny_model(
             extra_scale=extra_scale if extra_scale is not None else tuple(2.0 for _ in extras),
         ),
         gap=GapMeta(max_gap=max_gap),
-        calibration=CalibrationMeta(
+        calibration=normal_bands(levels, horizon)
+        if mean_forecast
+        else CalibrationMeta(
             levels=levels,
             lower=tuple(tuple(float(-q) for q in grid * lv) for lv in levels),
             upper=tuple(tuple(float(q) for q in grid * lv * 1.5) for lv in levels),
         ),
+        drift=drift or DriftMeta(),
     )
     helper.set_model_props(model, {METADATA_KEY: meta.to_json()})
     onnx.checker.check_model(model)
@@ -185,6 +196,29 @@ def make_tiny_model(
         sample = tiny_self_test(TinyReference(path), self_test, rng)
         rewrite_meta(path, path, self_test=sample.model_dump())
     return path
+
+
+def normal_bands(levels: tuple[float, ...], horizon: int) -> CalibrationMeta:
+    """Central standard normal bands at every step: a mean model's calibration on
+    standard normal scaled values."""
+    z = [NormalDist().inv_cdf(0.5 + level / 2) for level in levels]
+    return CalibrationMeta(
+        levels=levels,
+        lower=tuple((-q,) * horizon for q in z),
+        upper=tuple((q,) * horizon for q in z),
+    )
+
+
+def normal_reference(horizon: int, input_threshold: float | None = None) -> DriftMeta:
+    """The drift reference of standard normal residuals and scaled values."""
+    probs = tuple(float(p) for p in np.linspace(0.02, 0.98, 49))
+    return DriftMeta(
+        residual_mean=(0.0,) * horizon,
+        residual_std=(1.0,) * horizon,
+        input_probs=probs,
+        input_quantiles=tuple(NormalDist().inv_cdf(p) for p in probs),
+        input_threshold=input_threshold,
+    )
 
 
 def tiny_self_test(ref: TinyReference, rows: int, rng: np.random.Generator) -> SelfTestMeta:
@@ -316,24 +350,12 @@ class MeanModel:
     def __init__(self, path: Path, input_threshold: float | None = None) -> None:
         base = TinyReference(path).meta
         h = base.horizon
-        probs = tuple(float(p) for p in np.linspace(0.02, 0.98, 49))
-        z80, z95 = NormalDist().inv_cdf(0.9), NormalDist().inv_cdf(0.975)
         self._meta = base.model_copy(
             update={
                 "state_size": 1,
                 "units": 1,
-                "calibration": CalibrationMeta(
-                    levels=(0.8, 0.95),
-                    lower=((-z80,) * h, (-z95,) * h),
-                    upper=((z80,) * h, (z95,) * h),
-                ),
-                "drift": DriftMeta(
-                    residual_mean=(0.0,) * h,
-                    residual_std=(1.0,) * h,
-                    input_probs=probs,
-                    input_quantiles=tuple(NormalDist().inv_cdf(p) for p in probs),
-                    input_threshold=input_threshold,
-                ),
+                "calibration": normal_bands((0.8, 0.95), h),
+                "drift": normal_reference(h, input_threshold),
             }
         )
         self.identity = 7

@@ -144,18 +144,57 @@ def expected_forecasts(
     Keys never cross partitions (Kafka key = series key), so each partition's sequence
     can be run on its own; one fresh pipeline per call models one service lifetime.
     """
+    return expected_outputs(
+        model_path, partitions, max_message_bytes=max_message_bytes, now_s=now_s
+    )[0]
+
+
+#: one alert as the tests compare them: key, interval (ISO), kind, direction
+AlertKey = tuple[str, str, str, str]
+
+
+def expected_outputs(
+    model_path: Path,
+    partitions: Sequence[Sequence[Message]],
+    *,
+    max_message_bytes: int = 64 * 1024,
+    now_s: float | None = None,
+    batch_size: int | None = None,
+) -> tuple[dict[ForecastKey, list[float]], list[AlertKey]]:
+    """:func:`expected_forecasts` and the drift alerts the same pipeline raises, in order
+    (per partition; ``batch_size`` messages per pipeline call, default all at once)."""
     model = OnnxStepModel.load(model_path)
     meta = model.meta
     decoder = TickDecoder(extra_fields=meta.features.extra_names, max_bytes=max_message_bytes)
     pipeline = Pipeline(model, aggregation=meta.aggregation, max_gap=meta.gap.max_gap)
     out: dict[ForecastKey, list[float]] = {}
+    alerts: list[AlertKey] = []
     for messages in partitions:
-        batch, _ = decoder.decode(list(messages))
-        result = pipeline.process(batch, time.time() if now_s is None else now_s)
-        fc = result.forecasts
-        origins = np.datetime_as_string(fc.origin_ts.astype("datetime64[s]"), unit="s")
-        for i, key in enumerate(fc.keys):
-            out[(key, str(origins[i]) + "Z")] = fc.values[i].tolist()
+        step = batch_size or max(1, len(messages))
+        for first in range(0, len(messages), step):
+            batch, _ = decoder.decode(list(messages[first : first + step]))
+            result = pipeline.process(batch, time.time() if now_s is None else now_s)
+            fc = result.forecasts
+            origins = np.datetime_as_string(fc.origin_ts.astype("datetime64[s]"), unit="s")
+            for i, key in enumerate(fc.keys):
+                out[(key, str(origins[i]) + "Z")] = fc.values[i].tolist()
+            if result.alerts is not None:
+                a = result.alerts
+                stamps = np.datetime_as_string(a.ts.astype("datetime64[s]"), unit="s")
+                alerts += [
+                    (key, str(stamps[i]) + "Z", a.kind[i], a.direction[i])
+                    for i, key in enumerate(a.keys)
+                ]
+    return out, alerts
+
+
+def alerts_of(records: Sequence[ConsumerRecord[bytes, bytes]]) -> list[AlertKey]:
+    """The alerts topic's records as :data:`AlertKey`, in topic order."""
+    out: list[AlertKey] = []
+    for record in records:
+        doc = orjson.loads(record.value or b"")
+        assert record.key == doc["key"].encode(), "Kafka key must be the series key"
+        out.append((doc["key"], doc["ts"], doc["kind"], doc["direction"]))
     return out
 
 

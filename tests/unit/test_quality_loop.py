@@ -8,6 +8,7 @@ the values the test sends, so shifts and noise are under the test's control.
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,15 @@ import orjson
 import pytest
 
 from streamcast.core.alerts import ALERT_SCHEMA, encode_alerts
-from streamcast.core.drift import ERROR_DRIFT, INPUT_DRIFT, RECOVERED, DriftSettings, ks_distance
+from streamcast.core.drift import (
+    ERROR_DRIFT,
+    INPUT_DRIFT,
+    RECOVERED,
+    DriftSettings,
+    ecdf_weight,
+    input_distances,
+    ks_distance,
+)
 from streamcast.core.model import OnnxStepModel
 from streamcast.core.pipeline import Pipeline, StepResult
 from streamcast.core.records import TickBatch
@@ -172,40 +181,82 @@ def test_detector_state_survives_restore_so_an_alert_is_neither_lost_nor_repeate
 
 
 def test_input_drift_alerts_once_per_episode_and_recovers(tmp_path: Path) -> None:
-    """A key whose values leave the training distribution (not a level the forecasts
-    follow: another shape) for 120 intervals; the others stay. Windows of 48: the KS
-    distance of 48 standard normal values exceeds 0.35 about once in 10^5 tests."""
+    """A key whose values leave the training distribution (another shape, not a level)
+    for 120 intervals; the others stay. Threshold 0.3: the weighted ECDF (an effective
+    window of 48) of standard normal values exceeds it about once in 10^4 tests."""
     known = dict.fromkeys(keys_of(30), (0.0, 1.0))
     path = make_tiny_model(tmp_path / "w48.onnx", window=48, horizon=6, known=known)
     rng = np.random.default_rng(5)
     values = rng.standard_normal((700, 30))
     values[200:320, 11] = rng.uniform(2.0, 4.0, 120)
     pipe = Pipeline(
-        MeanModel(path, input_threshold=0.35),
+        MeanModel(path, input_threshold=0.3),
         drift=DriftSettings(input_every=4, false_alarm_intervals=1e30),
     )
     found = alerts_of(feed(pipe, values))
-    assert [(key, kind) for _, key, kind, _ in found] == [("k11", INPUT_DRIFT), ("k11", RECOVERED)]
-    # in: once 35 % of the window moved (17 intervals), at the next test (every 4);
-    # out: once the window is back below half the threshold (about 40 intervals)
-    assert 200 + 17 <= found[0][0] <= 200 + 17 + 5
-    assert 320 + 30 <= found[1][0] <= 320 + 48 + 5
+    assert [(key, kind, d) for _, key, kind, d in found] == [
+        ("k11", INPUT_DRIFT, "up"),
+        ("k11", RECOVERED, "up"),
+    ]
+    # in: a weight of 2/49 per value moves the ECDF by 0.3 in ~10 values (+ the test
+    # cadence of 4); out: back below 0.15 within ~70 values of the old distribution
+    assert 200 + 5 <= found[0][0] <= 200 + 20
+    assert 320 + 20 <= found[1][0] <= 320 + 90
     assert pipe.store.in_alarm[pipe.store.rows["k11"]] == 0
 
 
-def test_ks_distance_matches_the_definition_at_the_reference_quantiles() -> None:
+def test_input_drift_does_not_depend_on_how_the_stream_is_batched(tmp_path: Path) -> None:
+    known = dict.fromkeys(keys_of(6), (0.0, 1.0))
+    path = make_tiny_model(tmp_path / "w16.onnx", window=16, horizon=3, known=known)
+    rng = np.random.default_rng(8)
+    values = rng.standard_normal((300, 6))
+    values[100:200, 2] = rng.uniform(1.5, 3.5, 100)
+    settings = DriftSettings(input_every=5)
+
+    def run(cuts: list[int]) -> list[tuple[str, int, str]]:
+        pipe = Pipeline(MeanModel(path, input_threshold=0.6), drift=settings)
+        out: list[tuple[str, int, str]] = []
+        for first, last in itertools.pairwise(cuts):
+            hours = np.repeat(np.arange(first, last), 6)
+            names = keys_of(6) * (last - first)
+            ts = [int((T0 + h * HOUR) * 1000) for h in hours.tolist()]
+            step = pipe.process(
+                TickBatch.from_rows(names, ts, values[first:last].reshape(-1, 1)), 0.0
+            )
+            if step.alerts is not None:
+                out += zip(step.alerts.keys, step.alerts.ts.tolist(), step.alerts.kind, strict=True)
+        return out
+
+    one_by_one = run(list(range(301)))  # error drift and input drift for k2, in order
+    assert {key for key, _, _ in one_by_one} == {"k2"}
+    assert [kind for _, _, kind in one_by_one].count(INPUT_DRIFT) == 1
+    assert run([0, 37, 38, 150, 151, 152, 299, 300]) == one_by_one
+    assert run([0, 300]) == one_by_one
+
+
+def test_input_distances_follow_the_online_recurrence(tmp_path: Path) -> None:
+    """Training calibrates the threshold on ``input_distances``; they must be the online
+    statistic at the same intervals."""
     rng = np.random.default_rng(6)
-    sample = rng.standard_normal((3, 500))
-    sample[1] += 0.5
-    sample[2, 250:] = np.nan  # half filled
     probs = np.linspace(0.05, 0.95, 19)
-    q = np.quantile(rng.standard_normal(200_000), probs)
-    got = ks_distance(sample, q, probs)
-    for i, row in enumerate(sample):
-        seen = row[~np.isnan(row)]
-        expected = max(abs(np.mean(seen <= qj) - pj) for qj, pj in zip(q, probs, strict=True))
-        assert got[i] == pytest.approx(expected)
-    assert got[1] > 0.15 > got[0]
+    q = np.quantile(rng.standard_normal(100_000), probs)
+    scaled = rng.standard_normal((3, 60))
+    scaled[1, 30:] += 2.0
+    scaled[2, :10] = np.nan  # starts later
+    got = input_distances(scaled, q, probs, window=16, every=6)
+    weight = ecdf_weight(16)
+    for k in range(3):
+        cdf = probs.copy()
+        seen = [v for v in scaled[k] if not np.isnan(v)]
+        expected = []
+        for i, v in enumerate(seen, start=1):
+            cdf = cdf + weight * ((v <= q).astype(float) - cdf)
+            if i % 6 == 0:
+                expected.append(float(np.abs(cdf - probs).max()))
+        np.testing.assert_allclose(got[k, : len(expected)], expected, rtol=1e-12)
+        assert np.isnan(got[k, len(expected) :]).all()
+    assert got[1, -1] > 0.5 > got[0].max()
+    assert ks_distance(probs[None, :], probs).tolist() == [0.0]
 
 
 def test_alert_records_follow_the_documented_schema(base: Path) -> None:
