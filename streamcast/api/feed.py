@@ -40,8 +40,10 @@ log = logging.getLogger(__name__)
 
 #: how long one read waits for records
 READ_TIMEOUT_MS = 200
-#: how often topics, partitions and end offsets are looked at again
+#: how often topics, partitions and end offsets are looked at again (more often while
+#: the view is not ready: a topic that appears is picked up quickly)
 REFRESH_S = 5.0
+REFRESH_UNREADY_S = 0.5
 #: retry delays of a failing broker: exponential up to this, with jitter
 MAX_BACKOFF_S = 10.0
 
@@ -132,7 +134,7 @@ class ViewFeed:
     async def _follow(self, follower: Follower, stopping: asyncio.Event) -> None:
         refreshed = -REFRESH_S
         while not stopping.is_set():
-            if time.monotonic() - refreshed >= REFRESH_S:
+            if time.monotonic() - refreshed >= (REFRESH_S if self.ready else REFRESH_UNREADY_S):
                 await follower.refresh()
                 refreshed = time.monotonic()
                 for topic, lag in follower.lag().items():
