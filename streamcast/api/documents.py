@@ -7,8 +7,10 @@ the OpenAPI schema at ``/docs`` (and tests check the two agree).
 
 from __future__ import annotations
 
+import functools
 import time
 
+import numpy as np
 import orjson
 from pydantic import BaseModel, Field
 
@@ -27,6 +29,13 @@ def iso_ms(ms: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)) + f".{ms % 1000:03d}Z"
 
 
+@functools.lru_cache(maxsize=4096)
+def _targets(origin_ts: int, interval_s: int, horizon: int) -> list[str]:
+    """Target timestamps as text: most keys share their origin, so this is cached."""
+    steps = np.arange(1, horizon + 1, dtype=np.int64) * interval_s
+    return list(iso_utc(origin_ts + steps).tolist())
+
+
 def forecast_document(
     fc: Forecast, *, published_ms: int | None = None, now_s: float | None = None
 ) -> dict[str, object]:
@@ -37,7 +46,7 @@ def forecast_document(
         "interval": iso_duration(fc.interval_s),
         "interval_s": fc.interval_s,
         "horizon": fc.horizon,
-        "targets": iso_utc(fc.target_ts()).tolist(),
+        "targets": _targets(fc.origin_ts, fc.interval_s, fc.horizon),
         "values": fc.values.tolist(),
         "intervals": [
             {"level": level, "lower": fc.lower[i].tolist(), "upper": fc.upper[i].tolist()}

@@ -357,21 +357,27 @@ def decode_forecast(value: bytes | None, kafka_key: bytes | None = None) -> Fore
     if kafka_key is not None and kafka_key != key.encode("utf-8"):
         raise RecordError(f"key: {key!r} differs from the Kafka message key {kafka_key!r}")
     horizon = _whole(doc, "horizon")
-    values = _numbers(doc.get("values"), horizon, "values")
-    levels: tuple[float, ...] = ()
-    lower = upper = None
+    rows = [_numbers(doc.get("values"), horizon, "values")]
+    names: list[str] = []
     if "lower" in doc or "upper" in doc:
-        levels, lower, upper = _bounds(doc.get("lower"), doc.get("upper"), horizon)
+        names, lower_rows, upper_rows = _bounds(doc.get("lower"), doc.get("upper"), horizon)
+        rows += lower_rows + upper_rows
+    # one array for every number of the record: one conversion, one finiteness check
+    array = np.array(rows, dtype=np.float64)
+    if not np.isfinite(array).all():
+        raise RecordError("values, lower, upper: every entry must be finite")
+    n = len(names)
+    levels = tuple(float(name) for name in names)
     return Forecast(
         key=key,
         origin_ts=iso_seconds(doc.get("ts"), "ts"),
         interval_s=_whole(doc, "interval_s"),
-        values=values,
+        values=array[0],
         model=_text(doc, "model"),
         model_version=_text(doc, "model_version", empty=True),
         levels=levels,
-        lower=lower,
-        upper=upper,
+        lower=array[1 : 1 + n] if n else None,
+        upper=array[1 + n :] if n else None,
         schema=FORECAST_SCHEMA,
     )
 
@@ -419,31 +425,30 @@ def iso_seconds(value: object, name: str) -> int:
     return math.floor((moment - _EPOCH).total_seconds())
 
 
-def _numbers(value: object, length: int, name: str) -> FloatArray:
+_NUMBER_TYPES = frozenset({float, int})
+
+
+def _numbers(value: object, length: int, name: str) -> list[float]:
     if not isinstance(value, list) or len(value) != length:
         got = len(value) if isinstance(value, list) else repr(value)[:40]
         raise RecordError(f"{name}: expected a list of {length} numbers, got {got}")
-    if not all(type(v) is float or type(v) is int for v in value):
+    if not _NUMBER_TYPES.issuperset(map(type, value)):  # a bool is not a number here
         raise RecordError(f"{name}: every entry must be a number")
-    array = np.asarray(value, dtype=np.float64)
-    if not np.isfinite(array).all():
-        raise RecordError(f"{name}: every entry must be finite")
-    return array
+    return value
 
 
 def _bounds(
     lower: object, upper: object, horizon: int
-) -> tuple[tuple[float, ...], FloatArray, FloatArray]:
+) -> tuple[list[str], list[list[float]], list[list[float]]]:
+    """Level names in ascending order and the lower and upper rows of each."""
     if not isinstance(lower, dict) or not isinstance(upper, dict) or set(lower) != set(upper):
         raise RecordError("lower, upper: expected two objects with the same level names")
     try:
         names = sorted(lower, key=float)
     except ValueError:
         raise RecordError(f"lower: level names must be numbers, got {sorted(lower)}") from None
-    levels = tuple(float(n) for n in names)
-    if not all(0.0 < level < 1.0 for level in levels):
-        raise RecordError(f"lower: levels must lie in (0, 1), got {list(levels)}")
+    if not all(0.0 < float(n) < 1.0 for n in names):
+        raise RecordError(f"lower: levels must lie in (0, 1), got {names}")
     lo = [_numbers(lower[n], horizon, f"lower[{n}]") for n in names]
     hi = [_numbers(upper[n], horizon, f"upper[{n}]") for n in names]
-    shape = (len(names), horizon)
-    return levels, np.asarray(lo).reshape(shape), np.asarray(hi).reshape(shape)
+    return names, lo, hi
