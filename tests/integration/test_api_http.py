@@ -73,6 +73,10 @@ async def test_tokens_are_checked_and_scopes_enforced() -> None:
         # probes, metrics, the page and the docs need no token
         for path in ("/healthz", "/readyz", "/metrics", "/", "/docs", "/openapi.json"):
             assert (await get(path)).status_code == 200, path
+        schema = (await get("/openapi.json")).json()
+        assert schema["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+        assert schema["paths"]["/v1/predict"]["post"]["security"] == [{"bearer": []}]
+        assert "security" not in schema["paths"]["/healthz"]["get"]
 
 
 def _rsa_pem(tmp_path: Path) -> tuple[rsa.RSAPrivateKey, Path]:

@@ -127,3 +127,26 @@ async def test_a_slow_stream_loses_its_oldest_events_and_closing_ends_every_stre
         hub.close()
         assert await asyncio.wait_for(stream.next(1.0), 1.0) is None
     assert hub.open_streams == 0 and not hub.wants("a")
+
+
+def test_the_documented_models_describe_what_the_renderers_write() -> None:
+    from streamcast.api.documents import (
+        AlertOut,
+        ForecastOut,
+        SummaryOut,
+        alert_document,
+        forecast_document,
+        summary_document,
+    )
+
+    view = ForecastView()
+    view.put(_forecast("a"), published_ms=1_790_000_000_000, partition=0, offset=3)
+    got = view.get("a")
+    assert got is not None
+    doc = forecast_document(got.forecast, published_ms=got.published_ms, now_s=1_790_000_001)
+    assert ForecastOut.model_validate(doc).model_dump() == doc
+    assert doc["age_s"] == 1.0 and doc["published_at"] == "2026-09-21T14:13:20.000Z"
+    summary = summary_document(view.summary("a"), now_s=1_790_000_001)
+    assert SummaryOut.model_validate(summary).model_dump() == summary
+    alert = alert_document(_alert("a", 5))
+    assert AlertOut.model_validate(alert).model_dump(by_alias=True) == alert
