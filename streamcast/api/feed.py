@@ -46,6 +46,8 @@ REFRESH_S = 5.0
 REFRESH_UNREADY_S = 0.5
 #: retry delays of a failing broker: exponential up to this, with jitter
 MAX_BACKOFF_S = 10.0
+#: records that do not decode are logged at most this often per topic (and counted)
+REJECT_LOG_S = 10.0
 
 
 class Follower(Protocol):
@@ -104,6 +106,7 @@ class ViewFeed:
         self.metrics = metrics
         self.ready = False
         self._reason = "starting: not connected to Kafka yet"
+        self._warned: dict[str, tuple[float, int]] = {}
 
     def readiness(self) -> tuple[bool, str]:
         """``(ready, reason)`` for ``/readyz``."""
@@ -162,6 +165,23 @@ class ViewFeed:
         else:
             self._reason = f"restoring the view: {follower.behind()} records to read"
 
+    def _warn(self, record: Consumed, err: RecordError) -> None:
+        """Log a record that does not decode, at most every :data:`REJECT_LOG_S` per topic
+        (a producer writing garbage must not flood the log; the metric counts them all)."""
+        now = time.monotonic()
+        last, quiet = self._warned.get(record.topic, (-REJECT_LOG_S, 0))
+        if now - last < REJECT_LOG_S:
+            self._warned[record.topic] = (last, quiet + 1)
+            return
+        self._warned[record.topic] = (now, 0)
+        log.warning(
+            "skipped a record that does not decode",
+            extra={
+                "topic": record.topic, "partition": record.partition, "offset": record.offset,
+                "error": str(err), "skipped_unlogged": quiet,
+            },
+        )  # fmt: skip
+
     def apply(self, records: Sequence[Consumed], *, live: bool) -> None:
         """Apply records to the view and the alert log; publish them to the event streams
         of their keys when ``live`` (not while restoring history)."""
@@ -172,7 +192,10 @@ class ViewFeed:
         for record in records:
             topic = record.topic
             try:
-                if topic == self.forecasts_topic:
+                if topic == self.forecasts_topic and record.value is None and record.key:
+                    # a tombstone (compacted forecasts topic): the key is gone
+                    view.remove(record.key.decode("utf-8", "replace"))
+                elif topic == self.forecasts_topic:
                     fc = decode_forecast(record.value, record.key)
                     view.put(
                         fc,

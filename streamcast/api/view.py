@@ -109,6 +109,15 @@ class ForecastView:
             self._evict_oldest()
         return True
 
+    def remove(self, key: str) -> bool:
+        """Forget ``key`` (a tombstone on a compacted forecasts topic); True if it was held."""
+        packed = self._rows.pop(key, None)
+        if packed is None:
+            return False
+        self.payload_bytes -= len(packed)
+        del self._sorted[bisect.bisect_left(self._sorted, key)]
+        return True
+
     def _evict_oldest(self) -> None:
         key, packed = self._rows.popitem(last=False)
         self.payload_bytes -= len(packed)

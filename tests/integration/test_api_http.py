@@ -4,6 +4,7 @@ bounds and errors that name the field and the reason, CORS off by default."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -281,6 +282,14 @@ async def test_latest_forecast_etag_listing_and_cursor() -> None:
         assert 'streamcast_api_records_total{result="rejected",topic="forecasts"} 1.0' in metrics
         assert "streamcast_api_view_keys 7.0" in metrics
         assert 'route="/v1/forecasts/{key:path}",status="304"' in metrics
+        # a tombstone (compacted forecasts topic) removes the key
+        follower.feed("forecasts", [(b"pump-6", None)], start=100)
+        for _ in range(100):
+            if (await api.client.get("/v1/forecasts/pump-6")).status_code == 404:
+                break
+            await asyncio.sleep(0.02)
+        assert (await api.client.get("/v1/forecasts/pump-6")).status_code == 404
+        assert len(api.ctx.view) == n - 1
 
 
 def test_without_auth_the_api_stays_on_loopback_unless_told_otherwise() -> None:

@@ -105,7 +105,7 @@ class ListFollower:
         out, self.records = self.records, []
         return out
 
-    def feed(self, topic: str, pairs: Sequence[tuple[bytes, bytes]], start: int = 0) -> None:
+    def feed(self, topic: str, pairs: Sequence[tuple[bytes, bytes | None]], start: int = 0) -> None:
         """Queue ``(key, value)`` records of ``topic`` (partition 0, offsets from ``start``)."""
         now = int(time.time() * 1000)
         self.records += [

@@ -66,6 +66,9 @@ def test_beyond_max_keys_the_least_recently_updated_key_goes() -> None:
     assert sorted(view.keys()) == ["a", "c", "d"] and view.evicted == 1
     assert view.page() == ["a", "c", "d"]
     assert view.payload_bytes == sum(len(v) for v in view._rows.values())
+    assert view.remove("c") and not view.remove("c")
+    assert view.page() == ["a", "d"] and view.get("c") is None
+    assert view.payload_bytes == sum(len(v) for v in view._rows.values())
 
 
 @settings(max_examples=50, deadline=None)
