@@ -63,7 +63,8 @@ examples:
 
 The API reads the forecasts and alerts topics from the beginning into memory, then
 follows them; /readyz answers 200 once it caught up. Its page is at /, its OpenAPI docs
-at /docs. Settings are STREAMCAST_API_* variables (and the Kafka ones `serve` takes).
+at /docs. Its settings are named api_* (variables STREAMCAST_API_PORT, ...), the Kafka
+ones are those `serve` takes.
 """
 
 CONFIG_EXAMPLES = """\
