@@ -587,7 +587,7 @@ def unknown_variables(env_file: Path | str | None) -> list[str]:
     names themselves (``extra="forbid"``)."""
     # compared without the common prefix, which would make everything look close
     bare = {name[len(ENV_PREFIX) :]: name for name in known_variables()}
-    tops = {env_name((name,)) for name in Settings.model_fields}
+    tops = {env_name((name,)) for name in [*Settings.model_fields, *ApiSettings.model_fields]}
     lines = []
     seen: set[str] = set()
     for where, names in (("", os.environ), (f" in {env_file}", _dotenv(env_file))):

@@ -16,7 +16,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from streamcast.config import ApiSettings, load_settings
+from streamcast.config import ApiSettings, load_settings, unknown_variables
 from streamcast.core.records import ForecastBatch, encode_forecasts
 from streamcast.errors import SettingsError
 from tests.support.api import AUDIENCE, ListFollower, api_in_process, api_settings, token
@@ -290,6 +290,17 @@ async def test_latest_forecast_etag_listing_and_cursor() -> None:
             await asyncio.sleep(0.02)
         assert (await api.client.get("/v1/forecasts/pump-6")).status_code == 404
         assert len(api.ctx.view) == n - 1
+
+
+def test_api_variables_are_known_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One environment configures serve and api: neither warns about the other's."""
+    monkeypatch.setenv("STREAMCAST_API_PORT", "8401")
+    monkeypatch.setenv("STREAMCAST_API_JWT_AUDENCE", "x")  # misspelt
+    lines = [line for line in unknown_variables(None) if "STREAMCAST_API" in line]
+    assert lines == [
+        "STREAMCAST_API_JWT_AUDENCE is not a streamcast setting and is ignored: did you mean "
+        "STREAMCAST_API_JWT_AUDIENCE?"
+    ]
 
 
 def test_without_auth_the_api_stays_on_loopback_unless_told_otherwise() -> None:
