@@ -1,6 +1,7 @@
 """The API's page in a real headless browser (Debian's chromium driven by Playwright):
-it loads, lists the keys, searches them, draws the chosen key's fan chart with its 80 %
-and 95 % bands and its alerts, and redraws when a new forecast is committed to the topic.
+it asks for a token, loads, lists the keys, searches them, draws the chosen key's fan
+chart with its 80 % and 95 % bands and its alerts, and redraws when a new forecast is
+committed to the topic.
 
 ``STREAMCAST_SCREENSHOT=docs/api-page.png`` also saves the screenshot there (how
 docs/api-page.png was made)."""
@@ -18,7 +19,7 @@ from playwright.async_api import Page, async_playwright, expect
 
 from streamcast.core.alerts import Alert, encode_alert
 from streamcast.core.records import ForecastBatch, encode_forecasts
-from tests.support.api import ApiProcess, api_env
+from tests.support.api import AUDIENCE, ISSUER, SECRET, ApiProcess, api_env, token
 from tests.support.kafka import create_topics, unique_topic
 from tests.support.service import produce
 
@@ -91,6 +92,8 @@ async def _updates_live(page: Page, bootstrap: str, topics: list[str], later: in
 async def test_the_page_lists_keys_draws_bands_and_updates_live(
     bootstrap: str, tmp_path: Path
 ) -> None:
+    """With JWT auth on: the page asks for a token (the API answered 401), then works
+    with it, the event stream included (read with fetch, the token in a header)."""
     if not CHROMIUM.exists():  # noqa: ASYNC240 - one stat
         pytest.fail("needs Debian's chromium: apt-get install -y chromium (.ci/run does)")
     prefix = unique_topic("page")
@@ -98,7 +101,11 @@ async def test_the_page_lists_keys_draws_bands_and_updates_live(
     keys = [f"sensor-{i}" for i in range(12)] + ["pump-17", "pump-18"]
     origin = (int(time.time()) // 3600 - 1) * 3600
     await _seed(bootstrap, topics, keys, origin)
-    api = ApiProcess(api_env(bootstrap, prefix), tmp_path / "api.log").start()
+    env = api_env(
+        bootstrap, prefix, api_auth="jwt", api_jwt_secret=SECRET, api_jwt_audience=AUDIENCE,
+        api_jwt_issuer=ISSUER,
+    )  # fmt: skip
+    api = ApiProcess(env, tmp_path / "api.log").start()
     shot = tmp_path / "api-page.png"
     try:
         await api.wait_ready()
@@ -108,6 +115,9 @@ async def test_the_page_lists_keys_draws_bands_and_updates_live(
             errors: list[str] = []
             page.on("pageerror", lambda err: errors.append(str(err)))
             await page.goto(api.url + "/")
+            await expect(page.locator("#token-dialog")).to_be_visible()
+            await page.locator("#token-input").fill(token(scopes="forecasts:read"))
+            await page.get_by_role("button", name="use token").click()
             listed = page.get_by_test_id("key")
             await expect(listed).to_have_count(len(keys))
             await page.get_by_label("search keys").fill("pump")
