@@ -79,4 +79,4 @@ class AlertLog:
 
 def _example(key: str, ts: int) -> Alert:
     """An alert for doctests."""
-    return Alert(key, ts, "", "error_drift", 4.0, 3.0, "up", "warning", "m", "1", "")
+    return Alert(key, "", ts, "error_drift", 4.0, 3.0, "up", "warning", "m", "1")

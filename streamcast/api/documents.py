@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import time
+from typing import Any
 
 import numpy as np
 import orjson
@@ -145,13 +146,17 @@ class AlertOut(BaseModel):
     key: str
     ts: str
     kind: str = Field(examples=["error_drift", "input_drift", "recovered"])
+    detector: str = Field(examples=["cusum", "ks"])
     statistic: float
     threshold: float
     direction: str
     severity: str
     model: str
     model_version: str
-    summary: str
+    summary: dict[str, Any] = Field(
+        description="recent_residuals (standardised, oldest first), residual_mean, "
+        "window_mean, window_std, window: as the detectors publish them"
+    )
 
 
 class AlertsOut(BaseModel):

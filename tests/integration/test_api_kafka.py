@@ -2,8 +2,8 @@
 two ``streamcast api`` replicas (subprocesses) restore their views from the beginning of
 the topics, and every key's ``GET /v1/forecasts/{key}`` equals the last record of that
 key on the forecasts topic, on both replicas (same body, same ETag). Event streams carry
-a committed forecast within 1 s, and alerts (produced here: the service does not publish
-them yet) are listed and streamed."""
+a committed forecast within 1 s, and alerts (produced here with the detectors' own
+encoder, so their kinds and times are known) are listed and streamed."""
 
 from __future__ import annotations
 
@@ -18,9 +18,8 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from streamcast.core.alerts import Alert, encode_alert
 from streamcast.core.records import Forecast, ForecastBatch, decode_forecast, encode_forecasts
-from tests.support.api import ApiProcess, api_env
+from tests.support.api import ApiProcess, alert_records, api_env
 from tests.support.kafka import create_topics, unique_topic
 from tests.support.models import make_tiny_model
 from tests.support.service import (
@@ -129,22 +128,26 @@ async def _alerts_are_listed_and_streamed(
     bootstrap: str, topic: str, clients: list[httpx.AsyncClient], events: Events, base: int
 ) -> None:
     kinds = ["input_drift", "error_drift", "recovered"]
-    alerts = [
-        Alert("k-4", base + i * 60, _iso(base + i * 60), kind, 3.5 + i, 3.0, "up", "warning",
-              "tiny", "1", f"alert {i}")
-        for i, kind in enumerate(kinds)
-    ]  # fmt: skip
-    await produce(bootstrap, topic, [encode_alert(a) for a in alerts])
+    alerts = [("k-4", base + i * 60, kind, 3.5 + i, "warning") for i, kind in enumerate(kinds)]
+    await produce(bootstrap, topic, alert_records(alerts))
     seen = [await asyncio.wait_for(events.get(), 5) for _ in alerts]
     assert [(e, d["kind"]) for e, d, _ in seen] == [("alert", kind) for kind in kinds]
+    assert seen[0][1]["detector"] == "ks"
+    assert seen[1][1]["summary"] == {
+        "recent_residuals": [0.5, 1.5, 2.5], "residual_mean": 1.5, "window_mean": 410.0,
+        "window_std": 80.0, "window": 48,
+    }  # fmt: skip
     for client in clients:
         for _ in range(50):
             listed = (await client.get("/v1/alerts", params={"key": "k-4"})).json()["items"]
             if len(listed) == 3:
                 break
             await asyncio.sleep(0.1)
-        assert [a["summary"] for a in listed] == ["alert 2", "alert 1", "alert 0"]
-        since = (await client.get("/v1/alerts", params={"since": alerts[1].ts})).json()["items"]
+        assert [a["kind"] for a in listed] == kinds[::-1]
+        assert [a["statistic"] for a in listed] == [5.5, 4.5, 3.5]
+        since = (await client.get("/v1/alerts", params={"since": _iso(alerts[1][1])})).json()[
+            "items"
+        ]
         assert [a["kind"] for a in since] == ["recovered", "error_drift"]
         assert (await client.get("/v1/alerts", params={"key": "k-3"})).json()["items"] == []
 

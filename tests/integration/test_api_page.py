@@ -17,9 +17,16 @@ import numpy as np
 import pytest
 from playwright.async_api import Page, async_playwright, expect
 
-from streamcast.core.alerts import Alert, encode_alert
 from streamcast.core.records import ForecastBatch, encode_forecasts
-from tests.support.api import AUDIENCE, ISSUER, SECRET, ApiProcess, api_env, token
+from tests.support.api import (
+    AUDIENCE,
+    ISSUER,
+    SECRET,
+    ApiProcess,
+    alert_records,
+    api_env,
+    token,
+)
 from tests.support.kafka import create_topics, unique_topic
 from tests.support.service import produce
 
@@ -65,14 +72,11 @@ async def _seed(bootstrap: str, topics: list[str], keys: list[str], origin: int)
     """Forecasts of every key and two alerts of pump-17."""
     await create_topics(bootstrap, topics)
     await produce(bootstrap, topics[0], encode_forecasts(_forecasts(keys, origin, 1)))
-    model = ("pedestrians", "20261124T0900Z")
     alerts = [
-        Alert("pump-17", origin - 7200, _iso(origin - 7200), "input_drift", 3.4, 3.0, "up",
-              "warning", *model, "inputs moved away from the training data"),
-        Alert("pump-17", origin, _iso(origin), "error_drift", 4.1, 3.0, "up", "critical",
-              *model, "forecast errors grew beyond the calibration"),
-    ]  # fmt: skip
-    await produce(bootstrap, topics[1], [encode_alert(a) for a in alerts])
+        ("pump-17", origin - 7200, "input_drift", 3.4, "warning"),
+        ("pump-17", origin, "error_drift", 13.2, "critical"),
+    ]
+    await produce(bootstrap, topics[1], alert_records(alerts, model="pedestrians"))
 
 
 async def _updates_live(page: Page, bootstrap: str, topics: list[str], later: int) -> None:
@@ -82,9 +86,8 @@ async def _updates_live(page: Page, bootstrap: str, topics: list[str], later: in
     await produce(bootstrap, topics[0], encode_forecasts(_forecasts(["pump-17"], later, 2)))
     await expect(page.get_by_test_id("origin")).to_contain_text(_iso(later)[11:16], timeout=5_000)
     assert await chart.locator("path.band-95").get_attribute("d") != band_before
-    fresh = Alert("pump-17", later, _iso(later), "recovered", 1.2, 3.0, "down", "info",
-                  "pedestrians", "20261124T0900Z", "errors back within the reference")  # fmt: skip
-    await produce(bootstrap, topics[1], [encode_alert(fresh)])
+    fresh = [("pump-17", later, "recovered", 1.2, "info")]
+    await produce(bootstrap, topics[1], alert_records(fresh, model="pedestrians"))
     await expect(page.get_by_test_id("alert")).to_have_count(3, timeout=5_000)
     await expect(page.get_by_test_id("alert").first).to_contain_text("recovered")
 

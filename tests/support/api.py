@@ -23,11 +23,13 @@ from typing import Any, Self
 
 import httpx
 import jwt
+import numpy as np
 import uvicorn
 
 from streamcast.api.app import ApiContext, create_app
 from streamcast.api.server import ApiServer, build_context
 from streamcast.config import ApiSettings
+from streamcast.core.alerts import AlertBatch, encode_alerts
 from streamcast.kafka.wire import Consumed, InRecord
 from tests.support.kafka import REPO, kafka_local
 
@@ -59,6 +61,24 @@ def token(
     }
     headers = {"kid": kid} if kid else None
     return jwt.encode(claims, key, algorithm=algorithm, headers=headers)
+
+
+def alert_records(
+    alerts: Sequence[tuple[str, int, str, float, str]], *, model: str = "tiny"
+) -> list[tuple[bytes, bytes]]:
+    """Alert records written by the detectors' own encoder: ``(key, ts_s, kind,
+    statistic, severity)`` each (threshold 3, CUSUM, direction up)."""
+    n = len(alerts)
+    batch = AlertBatch(
+        keys=[a[0] for a in alerts], ts=np.array([a[1] for a in alerts], dtype=np.int64),
+        kind=[a[2] for a in alerts],
+        detector=["ks" if a[2] == "input_drift" else "cusum" for a in alerts],
+        statistic=np.array([a[3] for a in alerts]), threshold=np.full(n, 3.0),
+        direction=["up"] * n, severity=[a[4] for a in alerts], model=model, model_version="1",
+        trigger_index=np.arange(n), recent=np.tile(np.array([0.5, 1.5, 2.5], np.float32), (n, 1)),
+        window_mean=np.full(n, 410.0), window_std=np.full(n, 80.0), window=48,
+    )  # fmt: skip
+    return encode_alerts(batch)
 
 
 def api_settings(**overrides: Any) -> ApiSettings:
