@@ -46,6 +46,10 @@ LogFormat = Literal["json", "console"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 ProcessingGuarantee = Literal["at_least_once", "exactly_once"]
 CompressionType = Literal["none", "gzip", "snappy", "lz4", "zstd"]
+ApiAuth = Literal["jwt", "off"]
+
+#: addresses only this machine can reach: the API may listen on them without auth
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 
 
 class TopicSettings(BaseModel):
@@ -313,6 +317,134 @@ def check_host_port(entry: str) -> None:
         raise ValueError(f"{port!r} is not a port (1-65535): {hint}")
 
 
+class ApiSettings(ClientSettings):
+    """Everything ``streamcast api`` needs: the HTTP server, its auth and limits, the view
+    of the forecasts and alerts topics, and the model ``POST /v1/predict`` runs.
+
+    Its own settings are named ``api_*`` so that one environment (a ``.env`` file, a pod)
+    can configure ``serve`` and ``api`` without one's value meaning something to the other;
+    ``model_path`` and ``intra_op_threads`` are shared on purpose: the API predicts with the
+    model the service serves.
+    """
+
+    @model_validator(mode="after")
+    def _auth_is_configured(self) -> ApiSettings:
+        problems = self.auth_problems()
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    # -- HTTP
+    api_host: str | None = None
+    """address to listen on; unset: 0.0.0.0 with auth, 127.0.0.1 with api_auth=off"""
+    api_port: int = Field(default=8400, ge=0, le=65535)
+    """port of the API, its page, /metrics, /healthz and /readyz; 0 picks a free port"""
+    api_forwarded_allow_ips: str = "127.0.0.1"
+    """proxies (comma-separated IPs, or *) whose X-Forwarded-For names the client: the
+    client IP rate limits count by"""
+    api_cors_origins: str = ""
+    """comma-separated origins allowed to call the API from a browser page of theirs
+    (CORS); empty: CORS off (the API's own page needs none)"""
+
+    # -- auth
+    api_auth: ApiAuth = "jwt"
+    """jwt: every /v1 request needs a bearer JWT; off: no auth, for local use only (listens
+    on 127.0.0.1 unless api_allow_public_without_auth)"""
+    api_allow_public_without_auth: bool = False
+    """with api_auth=off, allow listening on a non-loopback address (anyone who reaches it
+    reads every forecast)"""
+    api_jwt_secret: SecretStr | None = None
+    """HS256 shared secret (one of secret, public key file, JWKS file)"""
+    api_jwt_public_key_file: Path | None = None
+    """PEM public key: RSA for RS256, EC P-256 for ES256"""
+    api_jwt_jwks_file: Path | None = None
+    """JWKS file (RS256/ES256 keys, chosen by the token's kid; re-read when it changes)"""
+    api_jwt_audience: str | None = None
+    """the aud claim every token must carry"""
+    api_jwt_issuer: str | None = None
+    """the iss claim every token must carry"""
+    api_jwt_leeway_s: float = Field(default=30.0, ge=0)
+    """clock skew allowed when checking exp and nbf"""
+
+    # -- limits
+    api_rate_per_s: float = Field(default=50.0, ge=0)
+    """requests per second a client (token subject, or IP without a token) may sustain
+    under /v1; 0: no limit"""
+    api_rate_burst: int = Field(default=200, gt=0)
+    """requests a client may make at once before api_rate_per_s applies"""
+    api_rate_clients: int = Field(default=100_000, gt=0)
+    """most clients whose buckets are kept; the least recently seen are forgotten"""
+    api_max_body_bytes: int = Field(default=1024 * 1024, gt=0)
+    """larger request bodies are refused with 413"""
+    api_max_history: int = Field(default=10_000, gt=0)
+    """most ticks in a POST /v1/predict history"""
+    api_predict_workers: int = Field(default=1, gt=0)
+    """threads running POST /v1/predict (each model call is CPU bound)"""
+    api_max_streams: int = Field(default=1_000, gt=0)
+    """most open event streams; more are refused with 503"""
+    api_heartbeat_s: float = Field(default=15.0, gt=0)
+    """an event stream sends a comment line after this long without events"""
+
+    # -- the view
+    api_max_keys: int = Field(default=100_000, gt=0)
+    """most keys held in the forecast view; beyond it the least recently updated are
+    evicted (docs/operations.md, memory per key)"""
+    api_alerts_per_key: int = Field(default=50, gt=0)
+    """alerts kept per key"""
+    api_alerts_max: int = Field(default=10_000, gt=0)
+    """alerts kept overall"""
+
+    # -- predict
+    model_path: Path | None = None
+    """the ONNX model POST /v1/predict runs (the one the service serves); unset:
+    /v1/predict answers 503"""
+    intra_op_threads: int = Field(default=1, gt=0)
+    """ONNX Runtime threads per model call"""
+
+    @property
+    def bind_host(self) -> str:
+        """The address to listen on (module rule: loopback by default without auth)."""
+        if self.api_host is not None:
+            return self.api_host
+        return "0.0.0.0" if self.api_auth == "jwt" else "127.0.0.1"
+
+    @property
+    def cors_origins(self) -> list[str]:
+        """The allowed CORS origins (empty: CORS off)."""
+        return [o.strip() for o in self.api_cors_origins.split(",") if o.strip()]
+
+    def auth_problems(self) -> list[str]:
+        """What makes the auth settings unusable, one line each (empty when fine)."""
+        if self.api_auth == "off":
+            if self.bind_host not in LOOPBACK_HOSTS and not self.api_allow_public_without_auth:
+                return [
+                    f"{env_name(('api_host',))} (api_host): {self.bind_host} is reachable "
+                    "from other machines and api_auth is off: configure JWT auth, listen "
+                    "on 127.0.0.1, or set STREAMCAST_API_ALLOW_PUBLIC_WITHOUT_AUTH=true"
+                ]
+            return []
+        keys = [self.api_jwt_secret, self.api_jwt_public_key_file, self.api_jwt_jwks_file]
+        problems = []
+        if sum(k is not None for k in keys) != 1:
+            problems.append(
+                "STREAMCAST_API_JWT_SECRET, STREAMCAST_API_JWT_PUBLIC_KEY_FILE or "
+                "STREAMCAST_API_JWT_JWKS_FILE: exactly one is required with api_auth=jwt "
+                "(or STREAMCAST_API_AUTH=off for local use without auth)"
+            )
+        for name in ("api_jwt_audience", "api_jwt_issuer"):
+            if not getattr(self, name):
+                problems.append(f"{env_name((name,))} ({name}): required with api_auth=jwt")
+        return problems
+
+    def check_security(self) -> None:
+        """The Kafka checks, and the key files the JWT settings name must exist."""
+        super().check_security()
+        for name in ("api_jwt_public_key_file", "api_jwt_jwks_file", "model_path"):
+            path = getattr(self, name)
+            if path is not None and not Path(path).is_file():
+                raise SettingsError([f"{env_name((name,))} ({name}): file not found: {path}"])
+
+
 def env_name(loc: tuple[str | int, ...]) -> str:
     """The environment variable that sets the field at ``loc``."""
     return ENV_PREFIX + NESTED.join(str(part).upper() for part in loc)
@@ -434,8 +566,10 @@ _GROUPS: dict[str, dict[str, Any]] = {
 
 
 def known_variables() -> list[str]:
-    """Every ``STREAMCAST_*`` variable a setting reads (nested ones with ``__``)."""
-    names = [env_name((name,)) for name in Settings.model_fields]
+    """Every ``STREAMCAST_*`` variable a setting of ``serve`` or ``api`` reads (nested ones
+    with ``__``): one environment may configure both."""
+    fields = dict.fromkeys([*Settings.model_fields, *ApiSettings.model_fields])
+    names = [env_name((name,)) for name in fields]
     return names + [env_name((top, sub)) for top, subs in _GROUPS.items() for sub in subs]
 
 
@@ -453,7 +587,7 @@ def unknown_variables(env_file: Path | str | None) -> list[str]:
     names themselves (``extra="forbid"``)."""
     # compared without the common prefix, which would make everything look close
     bare = {name[len(ENV_PREFIX) :]: name for name in known_variables()}
-    tops = {env_name((name,)) for name in Settings.model_fields}
+    tops = {env_name((name,)) for name in [*Settings.model_fields, *ApiSettings.model_fields]}
     lines = []
     seen: set[str] = set()
     for where, names in (("", os.environ), (f" in {env_file}", _dotenv(env_file))):

@@ -16,6 +16,8 @@ with one line saying what to fix::
     ├── FencedError                 another instance took over a partition: stop writing
     ├── BatchRolledBackError        a batch's outputs were rolled back (exactly-once): drop
     │                               it; the sink rewinds state and offsets before the next
+    ├── RecordError                 a record on an output topic (forecasts, alerts) does not
+    │                               follow its documented format; readers skip and count it
     └── TransientError              ``retriable = True``: broker away, timeouts, leader
                                     changes, rebalances in progress
 
@@ -75,6 +77,11 @@ class FencedError(StreamcastError):
 class BatchRolledBackError(StreamcastError):
     """A batch's outputs were not committed and will not be: the sink rewinds state and
     offsets to the last commit before the next batch, so its records are read again."""
+
+
+class RecordError(StreamcastError, ValueError):
+    """A forecast or alert record that does not follow its documented format (or has a
+    newer schema than this reader knows); the message says which field and why."""
 
 
 class TransientError(StreamcastError):

@@ -21,21 +21,26 @@ Forecast JSON, ``"schema": 1`` (one Kafka message per forecast, Kafka key = seri
 
 Timestamps are ISO-8601 UTC with a ``Z`` suffix, seconds precision (intervals are
 whole seconds). Consumers must ignore fields they do not know; a change that removes or
-re-types a field bumps ``schema``.
+re-types a field bumps ``schema``. :func:`decode_forecast` is the one reader of this format
+in streamcast (the API's view, ``streamcast tail``, the tests): a new schema version is
+taught to it, and to nothing else.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 
 import numpy as np
 import numpy.typing as npt
 import orjson
 
-from streamcast.errors import RejectReason
+from streamcast.errors import RecordError, RejectReason
 
 FORECAST_SCHEMA = 1
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -294,3 +299,156 @@ def encode_forecasts(batch: ForecastBatch) -> list[tuple[bytes, bytes]]:
             doc["upper"] = dict(zip(level_names, upper[i], strict=True))
         out.append((key.encode("utf-8"), orjson.dumps(doc)))
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class Forecast:
+    """One forecast record, decoded (:func:`decode_forecast`): what a reader of the forecasts
+    topic needs, in arrays. ``lower``/``upper`` are ``[L, H]`` for ``levels`` (ascending)."""
+
+    key: str
+    #: start (epoch seconds) of the closed interval the forecast was made at
+    origin_ts: int
+    interval_s: int
+    #: ``[H]`` forecasts of the intervals ``origin + k * interval_s``, ``k = 1..H``
+    values: FloatArray
+    model: str
+    model_version: str
+    levels: tuple[float, ...] = ()
+    lower: FloatArray | None = None
+    upper: FloatArray | None = None
+    schema: int = FORECAST_SCHEMA
+
+    @property
+    def horizon(self) -> int:
+        """Number of forecast steps."""
+        return len(self.values)
+
+    def target_ts(self) -> IntArray:
+        """``[H]`` start times (epoch seconds) of the target intervals."""
+        steps = np.arange(1, self.horizon + 1, dtype=np.int64) * self.interval_s
+        return np.asarray(self.origin_ts + steps, dtype=np.int64)
+
+
+def decode_forecast(value: bytes | None, kafka_key: bytes | None = None) -> Forecast:
+    """Parse one forecast record (module docstring) into a :class:`Forecast`.
+
+    ``kafka_key``, when given, must be the record's series key. Raises
+    :class:`~streamcast.errors.RecordError` naming the field and the problem; a record of
+    a newer ``schema`` than this reader knows is refused with that said, never misread.
+
+    >>> batch = ForecastBatch(["k"], np.array([3600]), np.array([[1.5, 2.0]]), "m", "1",
+    ...                       3600, 2, np.array([0]))
+    >>> key, value = encode_forecasts(batch)[0]
+    >>> fc = decode_forecast(value, key)
+    >>> fc.key, fc.origin_ts, fc.values.tolist(), fc.target_ts().tolist()
+    ('k', 3600, [1.5, 2.0], [7200, 10800])
+    """
+    if not value:
+        raise RecordError("empty record: a forecast is a JSON object")
+    try:
+        doc = orjson.loads(value)
+    except orjson.JSONDecodeError as err:
+        raise RecordError(f"not JSON: {err}") from None
+    if not isinstance(doc, dict):
+        raise RecordError(f"a forecast is a JSON object, got a JSON {type(doc).__name__}")
+    _check_schema(doc, FORECAST_SCHEMA, "forecast")
+    key = _text(doc, "key")
+    if kafka_key is not None and kafka_key != key.encode("utf-8"):
+        raise RecordError(f"key: {key!r} differs from the Kafka message key {kafka_key!r}")
+    horizon = _whole(doc, "horizon")
+    rows = [_numbers(doc.get("values"), horizon, "values")]
+    names: list[str] = []
+    if "lower" in doc or "upper" in doc:
+        names, lower_rows, upper_rows = _bounds(doc.get("lower"), doc.get("upper"), horizon)
+        rows += lower_rows + upper_rows
+    # one array for every number of the record: one conversion, one finiteness check
+    array = np.array(rows, dtype=np.float64)
+    if not np.isfinite(array).all():
+        raise RecordError("values, lower, upper: every entry must be finite")
+    n = len(names)
+    levels = tuple(float(name) for name in names)
+    return Forecast(
+        key=key,
+        origin_ts=iso_seconds(doc.get("ts"), "ts"),
+        interval_s=_whole(doc, "interval_s"),
+        values=array[0],
+        model=_text(doc, "model"),
+        model_version=_text(doc, "model_version", empty=True),
+        levels=levels,
+        lower=array[1 : 1 + n] if n else None,
+        upper=array[1 + n :] if n else None,
+        schema=FORECAST_SCHEMA,
+    )
+
+
+def _check_schema(doc: Mapping[str, object], known: int, what: str) -> None:
+    schema = doc.get("schema")
+    if type(schema) is not int:
+        raise RecordError(f"schema: expected the integer {known}, got {schema!r}")
+    if schema > known:
+        raise RecordError(
+            f"schema: {what} schema {schema} is newer than this reader understands "
+            f"({known}): upgrade streamcast"
+        )
+    if schema != known:
+        raise RecordError(f"schema: {what} schema {schema} is not supported (expected {known})")
+
+
+def _text(doc: Mapping[str, object], name: str, *, empty: bool = False) -> str:
+    value = doc.get(name)
+    if not isinstance(value, str) or (not value and not empty):
+        raise RecordError(
+            f"{name}: expected a {'' if empty else 'non-empty '}string, got {value!r}"
+        )
+    return value
+
+
+def _whole(doc: Mapping[str, object], name: str) -> int:
+    value = doc.get(name)
+    if type(value) is not int or value < 1:
+        raise RecordError(f"{name}: expected a positive integer, got {value!r}")
+    return value
+
+
+def iso_seconds(value: object, name: str) -> int:
+    """An ISO-8601 timestamp with a zone (``...Z``) as whole epoch seconds (floored);
+    :class:`~streamcast.errors.RecordError` naming ``name`` otherwise."""
+    if not isinstance(value, str):
+        raise RecordError(f"{name}: expected an ISO-8601 timestamp string, got {value!r}")
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise RecordError(f"{name}: {value!r} is not an ISO-8601 timestamp") from None
+    if moment.tzinfo is None:
+        raise RecordError(f"{name}: {value!r} has no time zone (expected ...Z)")
+    return math.floor((moment - _EPOCH).total_seconds())
+
+
+_NUMBER_TYPES = frozenset({float, int})
+
+
+def _numbers(value: object, length: int, name: str) -> list[float]:
+    if not isinstance(value, list) or len(value) != length:
+        got = len(value) if isinstance(value, list) else repr(value)[:40]
+        raise RecordError(f"{name}: expected a list of {length} numbers, got {got}")
+    if not _NUMBER_TYPES.issuperset(map(type, value)):  # a bool is not a number here
+        raise RecordError(f"{name}: every entry must be a number")
+    return value
+
+
+def _bounds(
+    lower: object, upper: object, horizon: int
+) -> tuple[list[str], list[list[float]], list[list[float]]]:
+    """Level names in ascending order and the lower and upper rows of each."""
+    if not isinstance(lower, dict) or not isinstance(upper, dict) or set(lower) != set(upper):
+        raise RecordError("lower, upper: expected two objects with the same level names")
+    try:
+        names = sorted(lower, key=float)
+    except ValueError:
+        raise RecordError(f"lower: level names must be numbers, got {sorted(lower)}") from None
+    if not all(0.0 < float(n) < 1.0 for n in names):
+        raise RecordError(f"lower: levels must lie in (0, 1), got {names}")
+    lo = [_numbers(lower[n], horizon, f"lower[{n}]") for n in names]
+    hi = [_numbers(upper[n], horizon, f"upper[{n}]") for n in names]
+    return names, lo, hi

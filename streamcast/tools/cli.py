@@ -1,4 +1,4 @@
-"""The ``streamcast`` command: ``serve``, ``config``, ``replay``, ``tail``.
+"""The ``streamcast`` command: ``serve``, ``api``, ``config``, ``replay``, ``tail``, ``history``.
 
 Every user error is one line on stderr (``error: ...``) and exit status 2; no traceback.
 """
@@ -19,6 +19,7 @@ from pydantic_settings import SettingsError as SourceError
 
 from streamcast import __version__
 from streamcast.config import (
+    ApiSettings,
     ClientSettings,
     Settings,
     flatten,
@@ -50,6 +51,20 @@ examples:
 Every setting is also an environment variable STREAMCAST_<NAME> (nested with __, e.g.
 STREAMCAST_TOPICS__FORECASTS) or a line in the .env file; flags win over both.
 `streamcast config` prints what is in effect.
+"""
+
+API_EXAMPLES = """\
+examples:
+  STREAMCAST_API_JWT_SECRET=... streamcast api --api-jwt-audience streamcast \\
+      --api-jwt-issuer https://auth.example.com --model model.onnx
+  streamcast api --api-auth off            # local use: listens on 127.0.0.1:8400
+  streamcast api --api-jwt-jwks-file jwks.json --api-jwt-audience streamcast \\
+      --api-jwt-issuer https://auth.example.com --api-max-keys 500000
+
+The API reads the forecasts and alerts topics from the beginning into memory, then
+follows them; /readyz answers 200 once it caught up. Its page is at /, its OpenAPI docs
+at /docs. Its settings are named api_* (variables STREAMCAST_API_PORT, ...), the Kafka
+ones are those `serve` takes.
 """
 
 CONFIG_EXAMPLES = """\
@@ -144,6 +159,14 @@ def build_parser() -> argparse.ArgumentParser:
         "serve", help="run the forecasting service", epilog=SERVE_EXAMPLES, formatter_class=fmt
     )
     _settings_flags(serve, Settings)
+
+    api = sub.add_parser(
+        "api",
+        help="serve the forecast API (HTTP: latest forecasts, alerts, events, predict)",
+        epilog=API_EXAMPLES,
+        formatter_class=fmt,
+    )
+    _settings_flags(api, ApiSettings)
 
     config = sub.add_parser(
         "config",
@@ -247,7 +270,7 @@ def run(argv: Sequence[str] | None = None) -> int:
         )
     overrides = overrides_from(args)
     settings = load_settings(overrides, args.env_file, args.settings_kind)
-    if args.command == "serve":
+    if args.command in ("serve", "api"):
         configure_logging(settings.log_format, settings.log_level)
     else:
         # The tools talk to people: readable logs, and the client's own connection errors
@@ -255,12 +278,13 @@ def run(argv: Sequence[str] | None = None) -> int:
         configure_logging("console", settings.log_level)
         logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     for line in unknown_variables(args.env_file):
-        if args.command == "serve":
+        if args.command in ("serve", "api"):
             log.warning(line)  # one log line, in the service's log format
         else:
             print(f"warning: {line}", file=sys.stderr)
     commands = {
         "serve": _serve,
+        "api": _api,
         "config": _config,
         "replay": _replay,
         "tail": _tail,
@@ -275,6 +299,15 @@ def _serve(args: argparse.Namespace, settings: ClientSettings, overrides: Overri
     from streamcast.service.app import serve  # noqa: PLC0415
 
     asyncio.run(serve(settings))
+    return 0
+
+
+def _api(args: argparse.Namespace, settings: ClientSettings, overrides: Overrides) -> int:
+    assert isinstance(settings, ApiSettings)
+    # FastAPI, uvicorn and onnxruntime load only for api
+    from streamcast.api.server import serve_api  # noqa: PLC0415
+
+    asyncio.run(serve_api(settings))
     return 0
 
 

@@ -1,6 +1,7 @@
 """``streamcast tail``: a live, readable view of the forecasts, alerts or dead-letter topic.
 
-One line per message. Forecasts show key, origin, model and the first few values;
+One line per message. Forecasts (read with the one forecast reader,
+:func:`~streamcast.core.records.decode_forecast`) show key, origin, model and the first few values;
 dead letters show the reason and source coordinates from their headers; anything else is
 shown as its JSON. Reads ``read_committed`` without joining a consumer group (it never
 commits, so it cannot disturb anyone's offsets).
@@ -12,11 +13,14 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import orjson
 from rich.console import Console
 from rich.markup import escape
 
 from streamcast.config import ClientSettings
+from streamcast.core.records import decode_forecast, iso_utc
+from streamcast.errors import RecordError
 from streamcast.kafka.topic_io import TopicReader
 from streamcast.kafka.topics import require_topic
 
@@ -49,18 +53,22 @@ def describe(value: bytes | None, headers: dict[str, bytes]) -> str:
             f"{escape(h.get('streamcast.detail', ''))[:60]}  [dim]{escape(body)!r}[/]"
         )
     try:
+        fc = decode_forecast(value)
+    except RecordError:
+        pass
+    else:
+        shown = ", ".join(f"{v:.4g}" for v in fc.values[:SHOWN_VALUES].tolist())
+        more = " …" if fc.horizon > SHOWN_VALUES else ""
+        origin = str(iso_utc(np.array([fc.origin_ts]))[0])
+        return (
+            f"[bold]{escape(fc.key):<20}[/] {origin:<21} "
+            f"[dim]{escape(fc.model)}@{escape(fc.model_version)} h={fc.horizon}[/]  "
+            f"[cyan]{shown}{more}[/]"
+        )
+    try:
         doc: Any = orjson.loads(value or b"")
     except orjson.JSONDecodeError:
         return escape(repr(value)[:120])
-    if isinstance(doc, dict) and "values" in doc and "key" in doc:
-        values = doc["values"][:SHOWN_VALUES]
-        shown = ", ".join(f"{v:.4g}" for v in values)
-        more = " …" if len(doc["values"]) > SHOWN_VALUES else ""
-        return (
-            f"[bold]{escape(str(doc['key'])):<20}[/] {escape(str(doc.get('ts'))):<21} "
-            f"[dim]{escape(str(doc.get('model')))}@{escape(str(doc.get('model_version')))} "
-            f"h={doc.get('horizon')}[/]  [cyan]{shown}{more}[/]"
-        )
     return escape(orjson.dumps(doc).decode()[:160])
 
 

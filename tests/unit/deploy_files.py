@@ -19,7 +19,7 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from streamcast.config import Settings, env_name
+from streamcast.config import ApiSettings, Settings, env_name
 from streamcast.service.metrics import Metrics
 
 REPO = Path(__file__).resolve().parents[2]
@@ -127,10 +127,12 @@ def image_env() -> dict[str, str]:
 
 @cache
 def setting_env_names() -> tuple[frozenset[str], tuple[str, ...]]:
-    """Every variable ``Settings`` reads, and prefixes of dict-valued (open) groups."""
+    """Every variable ``Settings`` (serve) or ``ApiSettings`` (api) reads, and prefixes of
+    dict-valued (open) groups."""
     names: set[str] = set()
     open_prefixes: list[str] = []
-    for name, field in Settings.model_fields.items():
+    fields = {**ApiSettings.model_fields, **Settings.model_fields}
+    for name, field in fields.items():
         names.add(env_name((name,)))
         group = field.annotation
         if isinstance(group, type) and issubclass(group, BaseModel):

@@ -10,6 +10,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import orjson
 import pytest
 
@@ -211,12 +212,14 @@ def test_replay_encodes_in_time_order_and_paces_by_rate_or_speed(tmp_path: Path)
 
 
 def test_tail_lines_are_readable_for_forecasts_and_dead_letters() -> None:
+    from streamcast.core.records import ForecastBatch, encode_forecasts
     from streamcast.tools.tail import describe
 
-    forecast = orjson.dumps(
-        {"key": "s-1", "ts": "2024-05-01T10:00:00Z", "model": "m", "model_version": "2",
-         "horizon": 6, "values": [1.0, 2.5, 3.25, 4.0, 5.0, 6.0]}
+    batch = ForecastBatch(
+        ["s-1"], np.array([1_714_557_600]), np.array([[1.0, 2.5, 3.25, 4.0, 5.0, 6.0]]), "m", "2",
+        3600, 6, np.array([0]),
     )  # fmt: skip
+    ((_, forecast),) = encode_forecasts(batch)
     line = describe(forecast, {})
     assert "s-1" in line
     assert "2024-05-01T10:00:00Z" in line
