@@ -186,7 +186,7 @@ class Processor:
                 "resets": c.resets,
                 "internal_errors": c.internal_errors + len(failed),
                 "active_keys": self.pipeline.active_keys,
-                "alarm_cusum": alarms[0],
+                "alarm_ewma": alarms[0],
                 "alarm_ks": alarms[1],
             },
         )
