@@ -10,9 +10,10 @@ deviations that recur or never return. A CUSUM (also tried: plain, prewhitened, 
 per-phase baselines) alarms on every such burst: 20-70 false alarms per 10,000
 key-intervals on the pedestrian test period. So each key keeps a *baseline* of its own
 residuals — the exponentially weighted mean ``m`` and variance ``v`` over about
-``baseline_intervals`` residuals (a plain average over the first ``min_residuals``), updated
-only while the key is normal, from residuals clipped to 3 standard deviations — and the
-detector is an EWMA chart of the *winsorised* deviations::
+``baseline_intervals`` residuals (a plain average until it has that many), updated
+only while the key is normal (at a quarter of the rate while its level is above half the
+threshold), from residuals clipped to 3 standard deviations — and the detector is an
+EWMA chart of the *winsorised* deviations::
 
     d = (z - m) / sqrt(v)
     level <- level + a (clip(d, -clip, clip) - level)      a = 2 / (span + 1)
@@ -90,6 +91,8 @@ class DriftSettings:
 BASELINE_CLIP = 3.0
 #: an alarm is critical when the last residuals average this many standard deviations
 CRITICAL_SD = 3.0
+#: share of the baseline's learning rate while a normal key's level is above threshold / 2
+SUSPECT_WEIGHT = 0.25
 
 
 @dataclass(frozen=True)
@@ -152,8 +155,10 @@ class ErrorDrift:
         # the baseline learns from keys that are and stay normal (a shift is not normal)
         learn = (new == NORMAL) & ~back
         lr, first = rows[learn], n[learn] == 0
-        # a plain average over the first residuals, then exponential weighting
-        a = np.where(n < s.min_residuals, 1.0 / (n + 1.0), 1.0 / s.baseline_intervals)[learn]
+        # a plain average over the first residuals, then exponential weighting; a quarter
+        # of the weight while the level is raised, so a shift building up is not learnt
+        a = np.maximum(1.0 / (n + 1.0), 1.0 / s.baseline_intervals)
+        a = (a * np.where(calm, 1.0, SUSPECT_WEIGHT))[learn]
         dev = np.clip(d, -BASELINE_CLIP, BASELINE_CLIP)[learn] * sd[learn]
         st.base_m[lr] = np.where(first, z[learn], m[learn] + a * dev)
         st.base_v[lr] = np.where(first, 1.0, v[learn] + a * (dev**2 - v[learn]))
