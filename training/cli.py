@@ -27,6 +27,9 @@ FIT_EXAMPLES = """examples:
       --calendar time_of_day,day_of_week --timezone Australia/Melbourne --out models/sensors
   streamcast-train fit --data dataset:vic_elec --features Temperature --out models/vic
   streamcast-train fit --data dataset:taylor --config best.json --out models/taylor
+  streamcast history export --since 2026-11-01T00:00:00Z --out history.parquet
+  streamcast-train fit --data history.parquet --key-col key --time-col ts --value-col value \
+      --interval 1h --duplicates first --out models/retrained --publish-to /models
 """
 EVALUATE_EXAMPLES = """examples:
   streamcast-train evaluate --model models/pedestrian/model.onnx --data dataset:pedestrian
@@ -71,6 +74,15 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _instant(text: str) -> int:
+    from training.timetext import parse_instant  # noqa: PLC0415 - keeps --help fast
+
+    try:
+        return parse_instant(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _names(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
@@ -90,6 +102,17 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
         type=_names,
         default=(),
         help="comma-separated extra numeric columns observed with the value",
+    )
+    g.add_argument(
+        "--since", type=_instant, help="ISO-8601 time: use rows whose timestamp is at or after it"
+    )
+    g.add_argument("--until", type=_instant, help="ISO-8601 time: use rows before it")
+    g.add_argument(
+        "--duplicates",
+        choices=("error", "first", "aggregate"),
+        default="error",
+        help="rows of one key at the same time: an error (default), keep the first (what "
+        "the service does: an exported ticks topic may hold retried messages), or aggregate",
     )
 
 
@@ -147,6 +170,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--forecasts",
         default="forecasts.parquet",
         help="forecasts file name in --out (.csv or .parquet)",
+    )
+    fit.add_argument(
+        "--publish-to",
+        type=Path,
+        metavar="DIR",
+        help="also publish the model into this models directory as <version>.onnx, "
+        "atomically (what a service watching the directory swaps to)",
     )
     fit.add_argument("--quiet", action="store_true", help="no progress output")
 
@@ -207,6 +237,9 @@ def _data_source(args: argparse.Namespace) -> Any:
         time_col=args.time_col,
         value_col=args.value_col,
         feature_cols=tuple(args.features),
+        since_ms=args.since,
+        until_ms=args.until,
+        duplicates=args.duplicates,
     )
 
 
@@ -253,6 +286,10 @@ def _fit(args: argparse.Namespace) -> None:
 
     source = _data_source(args)
     config = config_from_args(args, source)
+    if args.publish_to is not None:
+        from training.publish import check_models_dir  # noqa: PLC0415
+
+        check_models_dir(args.publish_to)
     name = args.name or args.out.resolve().name
     report = fit_pipeline(
         source, config, args.out, name, verbose=not args.quiet, forecasts_file=args.forecasts
@@ -261,6 +298,13 @@ def _fit(args: argparse.Namespace) -> None:
         f"wrote {args.out / 'model.onnx'}, report.json, report.md, {args.forecasts} "
         f"(parity {report['parity']['max_abs_diff']:.1e}, {report['timings']['total']:.0f}s)"
     )
+    if args.publish_to is not None:
+        from training.publish import publish_model  # noqa: PLC0415
+
+        published = publish_model(
+            args.out / "model.onnx", args.publish_to, report["model"]["version"]
+        )
+        print(f"published {published}")
 
 
 def _evaluate(args: argparse.Namespace) -> None:
