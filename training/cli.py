@@ -178,6 +178,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="also publish the model into this models directory as <version>.onnx, "
         "atomically (what a service watching the directory swaps to)",
     )
+    fit.add_argument(
+        "--publish-if-better-than",
+        type=_names,
+        default=(),
+        metavar="MODELS",
+        help="publish only if the LSTM's test MASE beats these baselines, e.g. seasonal_naive",
+    )
+    fit.add_argument(
+        "--publish-keep",
+        type=_positive_int,
+        metavar="N",
+        help="after publishing, remove all but the newest N models in --publish-to",
+    )
     fit.add_argument("--quiet", action="store_true", help="no progress output")
 
     ev = sub.add_parser(
@@ -287,9 +300,12 @@ def _fit(args: argparse.Namespace) -> None:
     source = _data_source(args)
     config = config_from_args(args, source)
     if args.publish_to is not None:
-        from training.publish import check_models_dir  # noqa: PLC0415
+        from training.publish import check_baselines, check_models_dir  # noqa: PLC0415
 
         check_models_dir(args.publish_to)
+        check_baselines(args.publish_if_better_than)
+    elif args.publish_if_better_than or args.publish_keep is not None:
+        raise ConfigError("--publish-if-better-than and --publish-keep need --publish-to")
     name = args.name or args.out.resolve().name
     report = fit_pipeline(
         source, config, args.out, name, verbose=not args.quiet, forecasts_file=args.forecasts
@@ -299,12 +315,18 @@ def _fit(args: argparse.Namespace) -> None:
         f"(parity {report['parity']['max_abs_diff']:.1e}, {report['timings']['total']:.0f}s)"
     )
     if args.publish_to is not None:
-        from training.publish import publish_model  # noqa: PLC0415
+        _publish(args, report)
 
-        published = publish_model(
-            args.out / "model.onnx", args.publish_to, report["model"]["version"]
-        )
-        print(f"published {published}")
+
+def _publish(args: argparse.Namespace, report: dict[str, Any]) -> None:
+    from training.publish import prune_published, publish_model, quality_gate  # noqa: PLC0415
+
+    quality_gate(report["metrics"], args.publish_if_better_than)
+    published = publish_model(args.out / "model.onnx", args.publish_to, report["model"]["version"])
+    print(f"published {published}")
+    if args.publish_keep is not None:
+        for old in prune_published(args.publish_to, args.publish_keep):
+            print(f"removed {old}")
 
 
 def _evaluate(args: argparse.Namespace) -> None:

@@ -8,15 +8,28 @@ one atomic step on the same file system. A model's version starts with its UTC c
 time (``20261201T120000Z-<data fingerprint>``), so names sort chronologically and the
 newest model wins. The directory entry is synced too, so a crash right after publishing
 leaves either no new model or the whole one.
+
+:func:`quality_gate` is what a retrain job checks before it publishes (the LSTM must beat
+the named baselines on the test period), and :func:`prune_published` keeps a directory to
+its newest versions (the older ones are the rollback: remove the newest file and the
+service goes back to the one before it).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
-from training.errors import ConfigError
+from training.errors import ConfigError, TrainingError
+from training.report import MODELS
+
+
+class NotPublishedError(TrainingError):
+    """The retrained model did not pass the quality gate; it was written, not published."""
+
 
 #: what a version may be made of to be a file name as it is
 _SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.+")
@@ -73,3 +86,42 @@ def _sync_directory(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def visible_models(models_dir: Path) -> list[Path]:
+    """The models a watching service chooses from, oldest first (by name)."""
+    return sorted(p for p in models_dir.glob("*.onnx") if not p.name.startswith("."))
+
+
+def prune_published(models_dir: Path, keep: int) -> list[Path]:
+    """Remove all but the newest ``keep`` published models; returns those removed."""
+    if keep < 1:
+        raise ConfigError(f"--publish-keep must be at least 1 (got {keep})")
+    old = visible_models(models_dir)[:-keep]
+    for path in old:
+        path.unlink(missing_ok=True)
+    return old
+
+
+def check_baselines(baselines: Sequence[str]) -> None:
+    """ConfigError for names that are not baselines of the report (checked before training)."""
+    known = [m for m in MODELS if m != "lstm"]
+    unknown = [b for b in baselines if b not in known]
+    if unknown:
+        raise ConfigError(
+            f"--publish-if-better-than: unknown baseline(s) {', '.join(unknown)}; "
+            f"use {', '.join(known)}"
+        )
+
+
+def quality_gate(metrics: Mapping[str, Mapping[str, Any]], baselines: Sequence[str]) -> None:
+    """NotPublishedError unless the LSTM's test-period MASE is below each baseline's."""
+    check_baselines(baselines)
+    lstm = float(metrics["lstm"]["mase"])
+    worse = [f"{b} {float(metrics[b]['mase']):.3f}" for b in baselines
+             if not lstm < float(metrics[b]["mase"])]  # fmt: skip
+    if worse:
+        raise NotPublishedError(
+            f"not published: the LSTM's test MASE {lstm:.3f} does not beat {', '.join(worse)} "
+            "(the model is in --out; look at its report)"
+        )

@@ -377,13 +377,22 @@ def test_duplicates_first_keeps_what_the_service_keeps(
     assert history.series.values[5, 0] == frame["count"].iloc[5]  # the first, not the retry
 
 
-def test_publish_to_a_file_fails_before_training(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--publish-to", "{blocker}"], "--publish-to {blocker}: not a directory"),
+        (["--publish-to", "{tmp}", "--publish-if-better-than", "prophet"], "unknown baseline"),
+        (["--publish-keep", "3"], "need --publish-to"),
+    ],
+)
+def test_publish_settings_fail_before_training(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, flags: list[str], message: str
 ) -> None:
     blocker = tmp_path / "models"
     blocker.write_text("not a directory")
-    argv = _fit_args(_csv(tmp_path / "d.csv"), tmp_path / "m", "--publish-to", str(blocker))
-    assert "--publish-to" in _user_error(capsys, argv)
+    names = {"blocker": blocker, "tmp": tmp_path / "ok"}
+    argv = _fit_args(_csv(tmp_path / "d.csv"), tmp_path / "m", *(f.format(**names) for f in flags))
+    assert message.format(**names) in _user_error(capsys, argv)
     assert not (tmp_path / "m").exists()
 
 

@@ -8,7 +8,14 @@ from pathlib import Path
 import pytest
 
 from training.errors import ConfigError
-from training.publish import publish_model, published_name
+from training.publish import (
+    NotPublishedError,
+    prune_published,
+    publish_model,
+    published_name,
+    quality_gate,
+    visible_models,
+)
 
 
 def test_published_atomically_under_the_version_name(tmp_path: Path) -> None:
@@ -52,3 +59,27 @@ def test_not_a_directory(tmp_path: Path) -> None:
     blocker.write_text("x")
     with pytest.raises(ConfigError, match="not a directory"):
         publish_model(blocker, blocker, "v1")
+
+
+def test_prune_keeps_the_newest_and_ignores_hidden_files(tmp_path: Path) -> None:
+    for name in ("20261101T000000Z-a.onnx", "20261108T000000Z-b.onnx", "20261115T000000Z-c.onnx",
+                 ".20261122T000000Z-d.onnx.tmp", "notes.txt"):  # fmt: skip
+        (tmp_path / name).write_bytes(b"x")
+    removed = prune_published(tmp_path, keep=2)
+    assert [p.name for p in removed] == ["20261101T000000Z-a.onnx"]
+    assert [p.name for p in visible_models(tmp_path)] == [
+        "20261108T000000Z-b.onnx",
+        "20261115T000000Z-c.onnx",
+    ]
+    assert (tmp_path / ".20261122T000000Z-d.onnx.tmp").exists()
+    assert (tmp_path / "notes.txt").exists()
+
+
+def test_the_quality_gate_needs_the_lstm_to_beat_the_named_baselines() -> None:
+    metrics = {"lstm": {"mase": 0.9}, "seasonal_naive": {"mase": 1.0}, "arima": {"mase": 0.8}}
+    quality_gate(metrics, ["seasonal_naive"])
+    quality_gate(metrics, [])
+    with pytest.raises(NotPublishedError, match=r"0\.900 does not beat arima 0\.800"):
+        quality_gate(metrics, ["seasonal_naive", "arima"])
+    with pytest.raises(ConfigError, match="unknown baseline"):
+        quality_gate(metrics, ["prophet"])
