@@ -47,7 +47,8 @@ def backtest(
     parts: Split,
     config: TrainConfig,
 ) -> Backtest:
-    """Replay through the exported step, then score LSTM and baselines on test origins."""
+    """Replay through the exported step, then score the LSTM and ``config.baselines`` on
+    the test origins."""
     timings: dict[str, float] = {}
     start = time.monotonic()
     fc = stream_forecasts(sess, meta, series)
@@ -57,16 +58,19 @@ def backtest(
     actual, mask = actuals(series, rows, meta.horizon)
     keep = mask.any(axis=1)
     test, rows, actual, mask = test[keep], rows[keep], actual[keep], mask[keep]
-    forecasts = {
-        "lstm": fc.forecast[test],
-        "naive": baselines.naive(series, rows, meta.horizon),
-        "seasonal_naive": baselines.seasonal_naive(series, rows, meta.horizon, config.season),
-    }
-    start = time.monotonic()
-    forecasts["arima"] = baselines.arima(
-        series, parts.train, rows, meta.horizon, season=config.season
-    )
-    timings["arima"] = time.monotonic() - start
+    forecasts = {"lstm": fc.forecast[test]}
+    if "naive" in config.baselines:
+        forecasts["naive"] = baselines.naive(series, rows, meta.horizon)
+    if "seasonal_naive" in config.baselines:
+        forecasts["seasonal_naive"] = baselines.seasonal_naive(
+            series, rows, meta.horizon, config.season
+        )
+    if "arima" in config.baselines:
+        start = time.monotonic()
+        forecasts["arima"] = baselines.arima(
+            series, parts.train, rows, meta.horizon, season=config.season
+        )
+        timings["arima"] = time.monotonic() - start
     scale = seasonal_scale(series, parts.train, config.season)[series.key_index()[rows]]
     metrics = {name: error_metrics(f, actual, mask, scale) for name, f in forecasts.items()}
     return Backtest(fc, test, actual, mask, forecasts, metrics, timings)

@@ -145,6 +145,12 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--learning-rate", type=_positive_float)
     g.add_argument("--time-budget", type=_positive_float, help="training wall-clock seconds")
     g.add_argument("--seed", type=int)
+    g.add_argument(
+        "--baselines",
+        type=_names,
+        help="baselines scored beside the LSTM, comma-separated from naive,seasonal_naive,"
+        "arima (default all; ARIMA fits one model per key) or 'none'",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -291,6 +297,8 @@ def config_from_args(args: argparse.Namespace, source: Any) -> TrainConfig:
         values["interval_s"] = parse_interval(args.interval)
     if args.calendar is not None:
         values["calendar"] = () if args.calendar == ("none",) else args.calendar
+    if args.baselines is not None:
+        values["baselines"] = () if args.baselines == ("none",) else args.baselines
     return TrainConfig.from_dict(values)
 
 
@@ -303,7 +311,7 @@ def _fit(args: argparse.Namespace) -> None:
         from training.publish import check_baselines, check_models_dir  # noqa: PLC0415
 
         check_models_dir(args.publish_to)
-        check_baselines(args.publish_if_better_than)
+        check_baselines(args.publish_if_better_than, config.baselines)
     elif args.publish_if_better_than or args.publish_keep is not None:
         raise ConfigError("--publish-if-better-than and --publish-keep need --publish-to")
     name = args.name or args.out.resolve().name

@@ -381,7 +381,12 @@ def test_duplicates_first_keeps_what_the_service_keeps(
     ("flags", "message"),
     [
         (["--publish-to", "{blocker}"], "--publish-to {blocker}: not a directory"),
-        (["--publish-to", "{tmp}", "--publish-if-better-than", "prophet"], "unknown baseline"),
+        (["--publish-to", "{tmp}", "--publish-if-better-than", "prophet"], "not a scored"),
+        (
+            ["--publish-to", "{tmp}", "--publish-if-better-than", "arima", "--baselines", "naive"],
+            "arima is not a scored baseline; use naive",
+        ),
+        (["--baselines", "prophet"], "unknown baseline"),
         (["--publish-keep", "3"], "need --publish-to"),
     ],
 )

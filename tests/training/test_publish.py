@@ -81,5 +81,5 @@ def test_the_quality_gate_needs_the_lstm_to_beat_the_named_baselines() -> None:
     quality_gate(metrics, [])
     with pytest.raises(NotPublishedError, match=r"0\.900 does not beat arima 0\.800"):
         quality_gate(metrics, ["seasonal_naive", "arima"])
-    with pytest.raises(ConfigError, match="unknown baseline"):
+    with pytest.raises(ConfigError, match="prophet is not a scored baseline"):
         quality_gate(metrics, ["prophet"])
