@@ -46,7 +46,7 @@ from training.series import SeriesSet
 OPSET = 17
 PARITY_TOLERANCE = 1e-5
 #: rows of the self-test sample: the sample travels in the model's metadata, so a few
-#: rows (~4 x (4 S + H + H C) numbers, ~10 KB of JSON at S = 64) and no more
+#: rows (4 x (4 S + 1 + E + H + H C) numbers: ~17 KB of JSON at S = 64, H = 24, C = 4)
 SELF_TEST_ROWS = 4
 #: allowed |difference| of a rerun of the sample (module docstring)
 SELF_TEST_ATOL = 1e-4
