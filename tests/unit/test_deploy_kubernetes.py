@@ -105,15 +105,27 @@ def test_pods_are_non_root_read_only_and_drain_before_sigkill() -> None:
     assert pod["terminationGracePeriodSeconds"] > drain
 
 
-def test_model_reaches_the_container_from_a_volume() -> None:
+def test_models_reach_the_container_from_the_models_claim() -> None:
+    """The service serves the models directory the retrain job publishes into; an empty
+    one is seeded once from the model image, under a name every version sorts after."""
     pod = deployment()
-    model_dir = str(PurePosixPath(configmap()["STREAMCAST_MODEL_PATH"]).parent)
+    model_dir = configmap()["STREAMCAST_MODEL_PATH"]
     mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["mountPath"] == model_dir)
     assert mount["readOnly"] is True
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    retrain = next(v for v in retrain_pod()["volumes"] if v["name"] == "models")
+    assert volume["persistentVolumeClaim"] == retrain["persistentVolumeClaim"]
+    train = next(c for c in retrain_pod()["containers"] if c["name"] == "train")
+    assert str(PurePosixPath(train["args"][train["args"].index("--publish-to") + 1])) == next(
+        m["mountPath"] for m in train["volumeMounts"] if m["name"] == "models"
+    )
     init = next(c for c in pod["initContainers"] if c["name"] == "model")
     init_mount = next(m for m in init["volumeMounts"] if m["name"] == mount["name"])
-    assert init["command"][-1] == f"{init_mount['mountPath']}/model.onnx"
-    assert any(v["name"] == mount["name"] for v in pod["volumes"])
+    script = init["command"][-1]
+    seed = re.search(r"mv \S+ (\S+\.onnx)", script).group(1)  # type: ignore[union-attr]
+    assert seed.startswith(init_mount["mountPath"] + "/")
+    assert PurePosixPath(seed).name < "20000101T000000Z"  # older than any model version
+    assert f"ls {init_mount['mountPath']}/*.onnx" in script  # a seeded directory stays
 
 
 def test_secrets_stay_out_of_the_configmap_and_the_example_is_a_placeholder() -> None:
