@@ -33,12 +33,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
 from streamcast.core.artifact import ModelMeta
 from streamcast.core.drift import DriftSettings, ks_distance
 from streamcast.core.features import FloatArray, IntArray
-from training.evaluate import position_since_reset, row_scaling
+from training.evaluate import BoolArray, position_since_reset, row_scaling
 from training.prep import Role, Split
 from training.series import SeriesSet
 
@@ -54,8 +53,6 @@ PER_10K = 10_000
 #: fewer training windows than this give no threshold (the model carries no input-drift
 #: test): the largest of a handful of distances says little about the next ones
 MIN_CALIBRATION_WINDOWS = 20
-
-BoolArray = npt.NDArray[np.bool_]
 
 
 @dataclass(frozen=True)
