@@ -1,30 +1,32 @@
 """The input-drift reference a model carries, and the offline run of its test.
 
-The service tests each warm key every ``input_every`` closed intervals: the
-Kolmogorov-Smirnov distance ``D`` of its last ``window`` values, scaled as the model sees
-them, from the training distribution the model carries as quantiles
-(:class:`~streamcast.core.drift.InputDrift`). ``D`` above ``input_threshold`` raises one
+The service keeps, for each key, an exponentially weighted ECDF (weight ``2 / (window +
+1)``: an effective sample of one window) of the scaled values the model stepped on for
+its forecasts, taken at the reference quantiles the model carries, and tests its
+Kolmogorov-Smirnov distance ``D`` from the reference every ``input_every`` such values
+(:class:`streamcast.core.drift.InputDrift`). ``D`` above ``input_threshold`` raises one
 ``input_drift`` alert; the key re-arms at the first test with ``D`` below half of it.
 
-Here, on a prepared history, with the *service's* choice of every row's location and
-scale (:func:`training.evaluate.row_scaling`: training statistics for known keys, the
-warm-up window otherwise), the detector's float64 arithmetic and its statistic
-(:func:`streamcast.core.drift.ks_distance`):
+Here, on a prepared history, with the values the service feeds the detector (the model's
+inputs, :func:`streamcast.core.features.scale_inputs` with the service's scaling of each
+row, at the intervals that get a forecast: observed, warm, closed —
+:func:`training.evaluate.emitting_rows`) and the detector's own recurrence
+(:func:`streamcast.core.drift.input_distances`):
 
-* :func:`input_reference` measures the reference: ``input_quantiles`` of the scaled
-  training-period values at :data:`INPUT_PROBS`, then ``D`` of the windows at which the
-  service would test each key (:func:`window_distances`). The threshold is calibrated
-  on the windows of the **training** period: the validation period is one season (for
-  pedestrian the southern winter; for taylor 25 windows of one key), too short to hold
-  what an unshifted year does (weekends, holidays, summer), while a window of 48 values
-  weighs nothing in a reference of tens of thousands, so in-sample windows are not
-  flattered. ``input_threshold`` is their :data:`THRESHOLD_QUANTILE` quantile plus one
-  step of the windows' ECDF (``1 / window``, the lattice ``D`` lives on: a test that only
-  ties the largest distance seen does not alarm). ``input_false_alarm_rate`` is the
-  share of **validation** windows above it: measured out of sample.
-* :func:`input_alarms` runs the alarm rule (with its re-arming) over the windows of the
-  test period and counts the alarms per 10,000 key-intervals (``report.json``'s
-  ``drift`` section).
+* :func:`input_reference` measures the reference: ``input_quantiles`` of those values in
+  the training period at :data:`INPUT_PROBS`, then ``D`` at every test the service would
+  run (:func:`input_tests`). The threshold is calibrated on the tests in the **training**
+  period: the validation period is one season (for pedestrian the southern winter; for
+  taylor 25 tests of one key), too short to hold what an unshifted year does (weekends,
+  holidays, summer), while the ~48 values a test weighs are nothing in a reference of
+  tens of thousands, so in-sample tests are not flattered. ``input_threshold`` is their
+  :data:`THRESHOLD_QUANTILE` quantile plus the weight of one value (``2 / (window + 1)``,
+  the most one new value moves the ECDF): a test that only comes close to the largest
+  distance seen does not alarm. ``input_false_alarm_rate`` is the share of **validation**
+  tests above it: measured out of sample.
+* :func:`input_alarms` runs the alarm rule (with its re-arming) over the tests of the test
+  period and counts the alarms per 10,000 key-intervals (``report.json``'s ``drift``
+  section).
 """
 
 from __future__ import annotations
@@ -35,31 +37,33 @@ from typing import Any
 import numpy as np
 
 from streamcast.core.artifact import ModelMeta
-from streamcast.core.drift import DriftSettings, ks_distance
-from streamcast.core.features import FloatArray, IntArray
-from training.evaluate import BoolArray, position_since_reset, row_scaling
+from streamcast.core.drift import DriftSettings, ecdf_weight, input_distances
+from streamcast.core.features import FloatArray, IntArray, scale_inputs
+from training.evaluate import BoolArray, emitting_rows, row_scaling
 from training.prep import Role, Split
 from training.series import SeriesSet
 
 #: probabilities of the reference quantiles: 0.02, 0.04, ..., 0.98
 INPUT_PROBS: tuple[float, ...] = tuple(round(0.02 * i, 2) for i in range(1, 50))
-#: tests per key between two windows, as the service runs them
+#: values per key between two tests, as the service runs them
 INPUT_EVERY = DriftSettings().input_every
 #: the issue's bound, 1 false alarm per 10,000 key-intervals, is 0.24 % of tests at one test
 #: per 24 intervals; the threshold quantile aims ten times lower (the test period comes
-#: later than the calibration data). Below ~4,000 windows it is their largest distance.
+#: later than the calibration data). Below ~4,000 tests it is their largest distance.
 THRESHOLD_QUANTILE = 1.0 - 1e-5 * INPUT_EVERY
 PER_10K = 10_000
-#: fewer training windows than this give no threshold (the model carries no input-drift
-#: test): the largest of a handful of distances says little about the next ones
-MIN_CALIBRATION_WINDOWS = 20
+#: fewer training-period tests than this give no threshold (the model carries no
+#: input-drift test): the largest of a handful of distances says little about the next
+MIN_CALIBRATION_TESTS = 20
+#: keys whose values are run through the recurrence at once (bounds the memory)
+KEYS_PER_CHUNK = 256
 
 
 @dataclass(frozen=True)
-class InputWindows:
-    """The windows the service would test: where each ends and its distance ``D``."""
+class InputTests:
+    """The tests the service would run: the row whose value completes each test, its key
+    and the distance ``D``; in row order (each key's in time order)."""
 
-    #: the window's last row (the interval at which the test runs)
     row: IntArray
     key: IntArray
     distance: FloatArray
@@ -73,45 +77,54 @@ class InputReference:
     quantiles: tuple[float, ...]
     threshold: float | None
     false_alarm_rate: float | None
-    calibration_windows: int
-    validation_windows: int
+    calibration_tests: int
+    validation_tests: int
 
 
-def scaled_values(series: SeriesSet, meta: ModelMeta) -> FloatArray:
-    """``[N]`` every row's value scaled as the service's input-drift test scales it.
-
-    The same float64 expression as :func:`streamcast.core.drift.scaled_windows`, not the
-    model's float32 inputs: pedestrian counts repeat (zeros at night), so a reference
-    quantile can sit exactly on a repeated value, where a rounding difference would move
-    a whole run of values across it.
-    """
+def stepped_values(series: SeriesSet, meta: ModelMeta) -> tuple[FloatArray, BoolArray]:
+    """``[N]`` every row's value as the model's input (float32, as float64, as the service
+    feeds the detector), and ``[N]`` whether the service feeds it: the row gets a forecast."""
     loc, scale = row_scaling(series, meta)
-    return np.asarray((series.values[:, 0] - loc) / scale, dtype=np.float64)
+    x = scale_inputs(series.values[:, :1], loc, scale, meta.extra_scaling())
+    return np.asarray(x[:, 0], dtype=np.float64), emitting_rows(series, meta.window)
 
 
-def window_distances(
+def input_tests(
     series: SeriesSet,
-    scaled: FloatArray,
+    values: FloatArray,
+    fed: BoolArray,
     quantiles: FloatArray,
     probs: FloatArray,
     *,
     window: int,
     every: int = INPUT_EVERY,
-) -> InputWindows:
-    """``D`` of the last ``window`` scaled values at the intervals where the service tests
-    each key: it counts a key's closed intervals and tests when ``every`` have passed and
-    the window is full, so first after ``max(window, every)`` intervals, then every
-    ``every`` (imputed rows included: the service's window holds them too). After a reset
-    the count starts again here; the service's count runs on, so its tests may come at
-    other phases of the segment."""
-    pos = position_since_reset(series)
-    first = max(window, every) - 1
-    ends = np.flatnonzero((pos >= first) & ((pos - first) % every == 0))
-    rows = ends[:, None] - np.arange(window - 1, -1, -1)[None, :]
-    return InputWindows(
-        row=ends,
-        key=series.key_index()[ends],
-        distance=ks_distance(scaled[rows], quantiles, probs),
+) -> InputTests:
+    """``D`` at every ``every``-th value ``fed`` to each key's detector, by the online
+    recurrence (the detector runs through the key's whole history, gaps included)."""
+    rows = np.flatnonzero(fed)
+    key = series.key_index()[rows]
+    counts = np.bincount(key, minlength=len(series.keys))
+    first = np.cumsum(counts) - counts
+    position = np.arange(len(rows)) - first[key]
+    found: list[InputTests] = []
+    for lo in range(0, len(series.keys), KEYS_PER_CHUNK):
+        keys = np.arange(lo, min(lo + KEYS_PER_CHUNK, len(series.keys)))
+        mine = (key >= keys[0]) & (key <= keys[-1])
+        # each key's fed values left-aligned in a row: the recurrence only sees their order
+        block = np.full((len(keys), max(int(counts[keys].max(initial=0)), 1)), np.nan)
+        block[key[mine] - lo, position[mine]] = values[rows[mine]]
+        distance = input_distances(block, quantiles, probs, window=window, every=every)
+        tested = (position[mine] + 1) % every == 0
+        at = rows[mine][tested]
+        k, j = key[mine][tested], (position[mine][tested] + 1) // every - 1
+        found.append(InputTests(at, k, distance[k - lo, j]))
+    if not found:
+        none = np.zeros(0, dtype=np.int64)
+        return InputTests(none, none, np.zeros(0))
+    return InputTests(
+        np.concatenate([t.row for t in found]),
+        np.concatenate([t.key for t in found]),
+        np.concatenate([t.distance for t in found]),
     )
 
 
@@ -119,19 +132,22 @@ def input_reference(
     series: SeriesSet, parts: Split, meta: ModelMeta, *, every: int = INPUT_EVERY
 ) -> InputReference:
     """The training distribution's quantiles and the calibrated threshold (module
-    docstring); no threshold with fewer than :data:`MIN_CALIBRATION_WINDOWS` training
-    windows."""
-    scaled = scaled_values(series, meta)
+    docstring); no threshold with fewer than :data:`MIN_CALIBRATION_TESTS` training-period
+    tests."""
+    values, fed = stepped_values(series, meta)
     probs = np.asarray(INPUT_PROBS)
-    quantiles = np.quantile(scaled[parts.train], probs)
-    windows = window_distances(series, scaled, quantiles, probs, window=meta.window, every=every)
-    role = parts.role[windows.row]
-    calibration = windows.distance[role == Role.TRAIN]
-    validation = windows.distance[role == Role.VAL]
+    reference = values[fed & parts.train]
+    if len(reference) == 0:
+        return InputReference(INPUT_PROBS, (), None, None, 0, 0)
+    quantiles = np.quantile(reference, probs)
+    tests = input_tests(series, values, fed, quantiles, probs, window=meta.window, every=every)
+    role = parts.role[tests.row]
+    calibration = tests.distance[role == Role.TRAIN]
+    validation = tests.distance[role == Role.VAL]
     threshold = rate = None
-    if len(calibration) >= MIN_CALIBRATION_WINDOWS:
+    if len(calibration) >= MIN_CALIBRATION_TESTS:
         top = float(np.quantile(calibration, THRESHOLD_QUANTILE, method="higher"))
-        threshold = top + 1.0 / meta.window
+        threshold = top + ecdf_weight(meta.window)
         if len(validation):
             rate = float(np.mean(validation > threshold))
     return InputReference(
@@ -139,24 +155,24 @@ def input_reference(
         quantiles=tuple(float(q) for q in quantiles),
         threshold=threshold,
         false_alarm_rate=rate,
-        calibration_windows=len(calibration),
-        validation_windows=len(validation),
+        calibration_tests=len(calibration),
+        validation_tests=len(validation),
     )
 
 
-def alarm_starts(windows: InputWindows, threshold: float) -> BoolArray:
-    """``[W]`` True where a window raises an alarm under the service's rule: ``D`` above
-    the threshold while the key is armed; a key in alarm re-arms at the first window with
-    ``D`` below half the threshold. Windows are in row order (each key's in time order).
+def alarm_starts(tests: InputTests, threshold: float) -> BoolArray:
+    """``[T]`` True where a test raises an alarm under the service's rule: ``D`` above
+    the threshold while the key is armed; a key in alarm re-arms at the first test with
+    ``D`` below half the threshold.
 
     An exceedance raises exactly when its key saw no earlier exceedance, or a re-arming
-    window after the last one, which vectorises over every key at once.
+    test after the last one, which vectorises over every key at once.
 
-    >>> w = InputWindows(np.arange(6), np.zeros(6, np.int64), np.array([.9, .9, .3, .9, .2, .9]))
-    >>> alarm_starts(w, 0.5).tolist()
+    >>> t = InputTests(np.arange(6), np.zeros(6, np.int64), np.array([.9, .9, .3, .9, .2, .9]))
+    >>> alarm_starts(t, 0.5).tolist()
     [True, False, False, False, True, False]
     """
-    d, key = windows.distance, windows.key
+    d, key = tests.distance, tests.key
     n = len(d)
     index = np.arange(n)
     first = np.ones(n, dtype=bool)
@@ -186,21 +202,24 @@ def input_alarms(series: SeriesSet, parts: Split, meta: ModelMeta) -> dict[str, 
     }
     if ref.input_threshold is None or not ref.input_quantiles:
         return {**summary, "input_alarms": None, "input_alarms_per_10k": None}
-    windows = window_distances(
+    values, fed = stepped_values(series, meta)
+    tests = input_tests(
         series,
-        scaled_values(series, meta),
+        values,
+        fed,
         np.asarray(ref.input_quantiles),
         np.asarray(ref.input_probs),
         window=meta.window,
     )
-    test = parts.role[windows.row] == Role.TEST
+    test = parts.role[tests.row] == Role.TEST
     # the detector runs through the whole history; only the test period's alarms count
-    alarms = int((alarm_starts(windows, ref.input_threshold) & test).sum())
+    alarms = int((alarm_starts(tests, ref.input_threshold) & test).sum())
     return {
         **summary,
-        "test_windows": int(test.sum()),
-        "test_windows_above": int((windows.distance[test] > ref.input_threshold).sum()),
-        "test_max_distance": float(windows.distance[test].max(initial=0.0)),
+        # the tests that ran in the test period: how many, above the threshold, the largest
+        "tests": int(test.sum()),
+        "tests_above": int((tests.distance[test] > ref.input_threshold).sum()),
+        "max_distance": float(tests.distance[test].max(initial=0.0)),
         "input_alarms": alarms,
         "input_alarms_per_10k": PER_10K * alarms / max(test_intervals, 1),
     }

@@ -168,9 +168,9 @@ def quality_lines(report: dict[str, Any]) -> list[str]:
             "",
             "## Input drift on the test period",
             "",
-            f"KS threshold {drift['input_threshold']:.3f} (validation windows above it: "
+            f"KS threshold {drift['input_threshold']:.3f} (validation tests above it: "
             f"{'n/a' if rate is None else f'{rate:.2%}'}); the test period's "
-            f"{drift['test_windows']:,} windows (one per key every {drift['test_every']} "
+            f"{drift['tests']:,} tests (one per key every {drift['test_every']} forecast "
             f"intervals) raise {drift['input_alarms']} alarm(s): "
             f"{drift['input_alarms_per_10k']:.2f} per 10,000 key-intervals.",
         ]

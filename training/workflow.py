@@ -122,8 +122,8 @@ def fit_pipeline(
     timings["total"] = time.monotonic() - started
     report = backtest_report(name, history, config, bt)
     report.update(quality_sections(history, bt, meta))
-    report["drift"]["calibration_windows"] = inputs.calibration_windows
-    report["drift"]["validation_windows"] = inputs.validation_windows
+    report["drift"]["calibration_tests"] = inputs.calibration_tests
+    report["drift"]["validation_tests"] = inputs.validation_tests
     report["parity"] = parity
     report["training"] = result.report_section()
     report["calibration"] = meta.calibration.model_dump()

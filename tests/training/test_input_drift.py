@@ -1,5 +1,5 @@
 """The input-drift reference and its offline test: the training distribution as quantiles,
-the threshold calibrated on training windows and measured on validation ones, and the
+the threshold calibrated on training-period tests and measured on validation ones, and the
 alarm rule run over the test period exactly as the service's detector runs it."""
 
 from __future__ import annotations
@@ -8,19 +8,20 @@ import numpy as np
 import pytest
 
 from streamcast.core.artifact import DriftMeta, ModelMeta, ScalingMeta
-from streamcast.core.drift import InputDrift, ks_distance
-from streamcast.core.features import ValueScaling
+from streamcast.core.drift import INPUT_DRIFT, InputDrift, InputSteps, ecdf_weight
+from streamcast.core.features import scale_inputs
 from streamcast.core.state import StateStore
+from training.evaluate import emitting_rows
 from training.input_drift import (
     INPUT_EVERY,
     INPUT_PROBS,
-    MIN_CALIBRATION_WINDOWS,
-    InputWindows,
+    MIN_CALIBRATION_TESTS,
+    InputTests,
     alarm_starts,
     input_alarms,
     input_reference,
-    scaled_values,
-    window_distances,
+    input_tests,
+    stepped_values,
 )
 from training.prep import Role, fit_scaling, split
 from training.series import SeriesSet
@@ -66,8 +67,7 @@ def _meta(series: SeriesSet, drift: DriftMeta | None = None) -> ModelMeta:
 
 
 def _with_reference(series: SeriesSet) -> ModelMeta:
-    meta = _meta(series)
-    ref = input_reference(series, split(series), meta)
+    ref = input_reference(series, split(series), _meta(series))
     return _meta(
         series,
         DriftMeta(
@@ -77,98 +77,95 @@ def _with_reference(series: SeriesSet) -> ModelMeta:
     )  # fmt: skip
 
 
+def _tests(series: SeriesSet, meta: ModelMeta) -> InputTests:
+    values, fed = stepped_values(series, meta)
+    ref = meta.drift
+    q, p = np.asarray(ref.input_quantiles), np.asarray(ref.input_probs)
+    return input_tests(series, values, fed, q, p, window=WINDOW)
+
+
+def test_the_detector_sees_the_models_inputs_at_the_forecast_intervals() -> None:
+    series = _series()
+    meta = _meta(series)
+    values, fed = stepped_values(series, meta)
+    for k, key in enumerate(series.keys):
+        loc, scale = meta.scaling.known[key]
+        rows = series.key_slice(k)
+        want = scale_inputs(series.values[rows, :1], np.full(1, loc), np.full(1, scale),
+                            meta.extra_scaling())[:, 0]  # fmt: skip
+        np.testing.assert_array_equal(values[rows], want.astype(np.float64))
+    np.testing.assert_array_equal(fed, emitting_rows(series, WINDOW))
+
+
 def test_reference_quantiles_threshold_and_measured_rate() -> None:
     series = _series()
     parts, meta = split(series), _meta(series)
     ref = input_reference(series, parts, meta)
-    scaled = scaled_values(series, meta)
-    # each key in its own training units, as the service scales known keys
-    for k, key in enumerate(series.keys):
-        loc, scale = meta.scaling.known[key]
-        rows = series.key_slice(k)
-        np.testing.assert_array_equal(scaled[rows], (series.values[rows, 0] - loc) / scale)
+    values, fed = stepped_values(series, meta)
     assert ref.probs == INPUT_PROBS and len(INPUT_PROBS) == 49
     assert INPUT_PROBS[0] == 0.02 and INPUT_PROBS[-1] == 0.98
-    np.testing.assert_allclose(ref.quantiles, np.quantile(scaled[parts.train], INPUT_PROBS))
-    windows = window_distances(
-        series, scaled, np.asarray(ref.quantiles), np.asarray(ref.probs), window=WINDOW
-    )
-    role = parts.role[windows.row]
-    train, val = windows.distance[role == Role.TRAIN], windows.distance[role == Role.VAL]
-    assert ref.calibration_windows == len(train) > 100 and ref.validation_windows == len(val)
-    # fewer than ~4,000 windows: the largest training distance, plus one ECDF step
-    assert ref.threshold == pytest.approx(train.max() + 1 / WINDOW)
+    np.testing.assert_allclose(ref.quantiles, np.quantile(values[fed & parts.train], INPUT_PROBS))
+    tests = _tests(series, _with_reference(series))
+    role = parts.role[tests.row]
+    train, val = tests.distance[role == Role.TRAIN], tests.distance[role == Role.VAL]
+    assert ref.calibration_tests == len(train) > 100 and ref.validation_tests == len(val)
+    # fewer than ~4,000 tests: the largest training-period distance, plus one value's weight
+    assert ref.threshold == pytest.approx(train.max() + ecdf_weight(WINDOW))
     assert ref.false_alarm_rate == np.mean(val > ref.threshold)
 
 
-def test_windows_are_where_the_service_tests_each_key() -> None:
+def test_tests_come_every_input_every_fed_values_of_a_key() -> None:
     series = _series(rows=200, keys=2)
-    for window, first in ((WINDOW, 23), (48, 47), (12, 23)):
-        w = window_distances(
-            series, scaled_values(series, _meta(series)), np.zeros(1), np.full(1, 0.5),
-            window=window,
-        )  # fmt: skip
-        assert series.ts[w.row[w.key == 0]].tolist() == [
-            3600 * p for p in range(first, 200, INPUT_EVERY)
-        ]
+    tests = _tests(series, _with_reference(_series(rows=24 * 60, keys=2)))
+    fed = np.flatnonzero(emitting_rows(series, WINDOW) & (series.key_index() == 0))
+    assert tests.row[tests.key == 0].tolist() == fed[INPUT_EVERY - 1 :: INPUT_EVERY].tolist()
 
 
-def test_alarm_rule_is_the_service_detector() -> None:
-    """The vectorised rule counts exactly the alarms :class:`InputDrift` raises when the
-    same history is fed to it interval by interval."""
+def test_offline_alarms_are_the_service_detectors() -> None:
+    """The same history fed interval by interval to the service's :class:`InputDrift` (as
+    the pipeline feeds it: the model's inputs at the intervals with a forecast) raises
+    exactly the alarms the vectorised rule finds, at the same intervals."""
     meta = _with_reference(_series(rows=24 * 40))
-    # a shift in key 0's validation period that ends, one in key 2's test period that lasts
-    series = _series(rows=24 * 40, shift={0: (24 * 29, 24 * 32), 2: (24 * 36, 24 * 40)})
     ref = meta.drift
     assert ref.input_threshold is not None
-    scaled = scaled_values(series, meta)
-    windows = window_distances(
-        series, scaled, np.asarray(ref.input_quantiles), np.asarray(ref.input_probs),
-        window=WINDOW,
-    )  # fmt: skip
-    offline = alarm_starts(windows, ref.input_threshold)
+    # a shift in key 0's validation period that ends, one in key 2's test period that lasts
+    series = _series(rows=24 * 40, shift={0: (24 * 29, 24 * 32), 2: (24 * 36, 24 * 40)})
+    tests = _tests(series, meta)
+    starts = alarm_starts(tests, ref.input_threshold)
+    offline = sorted(
+        (int(k), int(series.ts[r] // 3600))
+        for k, r, start in zip(tests.key, tests.row, starts, strict=True)
+        if start
+    )
     store = StateStore(window=WINDOW, n_inputs=1, state_size=1, max_keys=8,
-                       scaling=ValueScaling(known=dict(meta.scaling.known)))  # fmt: skip
+                       quantiles=len(ref.input_probs))  # fmt: skip
     rows, _ = store.rows_for(list(series.keys), now_s=0.0)
-    for k, key in enumerate(series.keys):
-        store.loc[rows[k]], store.scale[rows[k]] = meta.scaling.known[key]
     detector = InputDrift(
         store, probs=ref.input_probs, quantiles=ref.input_quantiles,
-        threshold=ref.input_threshold, every=INPUT_EVERY,
+        threshold=ref.input_threshold, every=INPUT_EVERY, window=WINDOW,
     )  # fmt: skip
-    raised: list[tuple[int, int]] = []
+    values, fed = stepped_values(series, meta)
+    online: list[tuple[int, int]] = []
     length = int(series.offsets[1])
     for t in range(length):
         at = series.offsets[:-1] + t
-        lo = np.maximum(at - WINDOW + 1, series.offsets[:-1])
-        for k in range(len(series.keys)):
-            recent = series.values[lo[k] : at[k] + 1, 0]
-            store.window[rows[k], : len(recent), 0] = recent
-            store.wlen[rows[k]] = len(recent)
-        store.warm[rows] = t >= WINDOW - 1
-        order = np.argsort(rows)
-        alarms = detector.update(rows[order], at[order], np.arange(len(rows)))
-        raised += [
-            (int(r), t) for r, kind in zip(alarms.row, alarms.kind, strict=True)
-            if kind == "input_drift"
-        ]  # fmt: skip
-    key_of_row = {int(r): k for k, r in enumerate(rows)}
-    online = sorted((key_of_row[r], t) for r, t in raised)
-    found = sorted(
-        (int(k), int(series.ts[r] // 3600))
-        for k, r in zip(windows.key[offline], windows.row[offline], strict=True)
-    )
-    assert online == found
-    assert {k for k, _ in found} == {0, 2}  # the two shifts, once each
-    assert len(found) == 2
+        live = fed[at]
+        steps = InputSteps(rows[live], np.zeros(int(live.sum()), dtype=np.int64), values[at[live]],
+                           series.ts[at[live]], np.arange(int(live.sum())))  # fmt: skip
+        alarms = detector.update(steps)
+        key_of = {int(r): k for k, r in enumerate(rows)}
+        online += [(key_of[int(r)], t) for r, kind in zip(alarms.row, alarms.kind, strict=True)
+                   if kind == INPUT_DRIFT]  # fmt: skip
+    assert sorted(online) == offline
+    assert [k for k, _ in offline] == [0, 2]  # the two shifts, once each
 
 
 def test_alarm_rule_rearms_only_below_half_the_threshold() -> None:
     d = np.array([0.9, 0.6, 0.3, 0.9, 0.1, 0.9, 0.9, 0.2, 0.1, 0.7])
     key = np.array([0, 0, 0, 0, 0, 0, 1, 1, 1, 1])
-    w = InputWindows(np.arange(len(d)), key, d)
+    tests = InputTests(np.arange(len(d)), key, d)
     # key 0: 0.3 is not below 0.25, 0.1 is; key 1 starts armed
-    assert np.flatnonzero(alarm_starts(w, 0.5)).tolist() == [0, 5, 6, 9]
+    assert np.flatnonzero(alarm_starts(tests, 0.5)).tolist() == [0, 5, 6, 9]
 
 
 def test_the_report_counts_alarms_of_the_test_period_per_10k_key_intervals() -> None:
@@ -178,33 +175,19 @@ def test_the_report_counts_alarms_of_the_test_period_per_10k_key_intervals() -> 
     report = input_alarms(quiet, parts, meta)
     assert report["input_alarms"] == 0 and report["input_alarms_per_10k"] == 0.0
     assert report["test_key_intervals"] == int(parts.test.sum())
-    assert report["test_windows"] == int(
-        (parts.role[window_distances(quiet, scaled_values(quiet, meta), np.zeros(1),
-                                     np.full(1, 0.5), window=WINDOW).row] == Role.TEST).sum()
-    )  # fmt: skip
+    assert report["tests"] == int((parts.role[_tests(quiet, meta).row] == Role.TEST).sum()) > 0
     start = int(24 * 60 * 0.85) + 24  # inside the test period (the last 15 %)
     shifted = _series(shift={1: (start, 24 * 60)})
     report = input_alarms(shifted, split(shifted), meta)
     assert report["input_alarms"] == 1
     assert report["input_alarms_per_10k"] == pytest.approx(1e4 / report["test_key_intervals"])
-    assert report["test_max_distance"] > 0.9
+    assert report["max_distance"] > 0.9
 
 
-def test_ks_distance_is_the_statistic_of_the_windows() -> None:
-    series = _series(rows=24 * 10, keys=1)
-    scaled = scaled_values(series, _meta(series))
-    q, p = np.array([-1.0, 0.0, 1.0]), np.array([0.25, 0.5, 0.75])
-    w = window_distances(series, scaled, q, p, window=WINDOW)
-    assert (
-        w.distance.tolist()
-        == ks_distance(np.stack([scaled[r - WINDOW + 1 : r + 1] for r in w.row]), q, p).tolist()
-    )
-
-
-def test_too_few_training_windows_mean_no_threshold() -> None:
-    series = _series(rows=24 * 25, keys=1)  # 17 test windows in the training period
+def test_too_few_training_tests_mean_no_threshold() -> None:
+    series = _series(rows=24 * 25, keys=1)  # 16 tests in the training period
     ref = input_reference(series, split(series), _meta(series))
-    assert ref.calibration_windows == MIN_CALIBRATION_WINDOWS - 3
+    assert ref.calibration_tests == MIN_CALIBRATION_TESTS - 4
     assert ref.threshold is None and ref.false_alarm_rate is None
     report = input_alarms(series, split(series), _meta(series))
     assert report["input_alarms"] is None
