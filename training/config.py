@@ -16,7 +16,7 @@ import json
 import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -31,10 +31,15 @@ from streamcast.core.features import CALENDAR_NAMES, CalendarName
 from streamcast.core.intervals import AGGREGATIONS
 from training.errors import ConfigError
 
+Baseline = Literal["naive", "seasonal_naive", "arima"]
+#: every baseline the backtest can score beside the LSTM
+BASELINES: tuple[Baseline, ...] = get_args(Baseline)
+
 #: what a choice setting is called in messages, and what it may be
 _CHOICES: dict[str, tuple[str, tuple[str, ...]]] = {
     "calendar": ("calendar feature", CALENDAR_NAMES),
     "aggregation": ("aggregation", AGGREGATIONS),
+    "baselines": ("baseline", BASELINES),
 }
 #: the widest a setting's bad value is quoted in a message
 _SHOWN = 60
@@ -79,6 +84,9 @@ class TrainConfig(BaseModel):
     seed: int = 0
     #: prediction-interval levels calibrated on the validation period
     interval_levels: tuple[float, ...] = (0.8, 0.95)
+    #: the baselines scored beside the LSTM; ARIMA fits a model per key (seconds each),
+    #: which a retrain of many keys may not want to pay for
+    baselines: tuple[Baseline, ...] = BASELINES
 
     @model_validator(mode="wrap")
     @classmethod
@@ -128,6 +136,7 @@ class TrainConfig(BaseModel):
         out = self.model_dump()
         out["calendar"] = list(self.calendar)
         out["interval_levels"] = list(self.interval_levels)
+        out["baselines"] = list(self.baselines)
         return out
 
     def updated(self, **changes: Any) -> TrainConfig:

@@ -4,7 +4,8 @@ The first steps of ``fit``, ``evaluate`` and ``tune`` (:mod:`training.workflow`,
 :mod:`training.tune`):
 
 1. :class:`DataSource` says where the history is (a file with named columns, or a
-   built-in ``dataset:NAME``) and :func:`dataset_defaults` what settings suit a dataset;
+   built-in ``dataset:NAME``), which time range of it to use and what to do with
+   duplicate timestamps, and :func:`dataset_defaults` what settings suit a dataset;
 2. :func:`load_and_prepare` reads it, regularises it onto the model's interval grid and
    splits it chronologically (a :class:`PreparedHistory`), checking that the window and
    horizon leave something to score;
@@ -22,46 +23,89 @@ import pandas as pd
 
 from streamcast.core.features import ExtraScaling, FeatureSpec, Float32Array, ValueScaling
 from training.config import TrainConfig
-from training.data import fingerprint, load_table
+from training.data import TS, fingerprint, load_table
 from training.datasets import dataset_info, load_dataset
-from training.errors import ConfigError
+from training.errors import ConfigError, DataError
 from training.evaluate import actuals, emitting_rows
 from training.prep import Split, fit_scaling, scale_series, split
-from training.regular import PrepReport, regularise
+from training.regular import Duplicates, PrepReport, regularise
 from training.series import SeriesSet
-from training.timetext import parse_interval
+from training.timetext import iso_ms, parse_interval
 
 DATASET_PREFIX = "dataset:"
 
 
 @dataclass(frozen=True)
 class DataSource:
-    """Where the history comes from: a file with named columns, or ``dataset:NAME``."""
+    """Where the history comes from: a file with named columns, or ``dataset:NAME``.
+
+    ``since_ms``/``until_ms`` (epoch milliseconds, UTC) keep the rows whose event time is
+    in ``[since, until)``, before anything else looks at the data; ``duplicates`` is what
+    to do with rows of one key at the same time (:func:`training.regular.regularise`:
+    ``first`` is what the service does, an exported ticks topic may hold a producer's
+    retries).
+    """
 
     spec: str
     key_col: str | None = None
     time_col: str | None = None
     value_col: str | None = None
     feature_cols: tuple[str, ...] = ()
+    since_ms: int | None = None
+    until_ms: int | None = None
+    duplicates: Duplicates = "error"
 
     @property
     def dataset(self) -> str | None:
         """The built-in dataset's name, or None for a file."""
         return self.spec[len(DATASET_PREFIX) :] if self.spec.startswith(DATASET_PREFIX) else None
 
+    @property
+    def description(self) -> str:
+        """The source as the report and the model's metadata name it (with its range)."""
+        bounds = [
+            f"{word} {iso_ms(ms)}"
+            for word, ms in (("since", self.since_ms), ("until", self.until_ms))
+            if ms is not None
+        ]
+        return " ".join([self.spec, *bounds])
+
     def load(self) -> pd.DataFrame:
         """The canonical long frame (raises DataError/ConfigError with a clear message)."""
         if self.dataset is not None:
-            return load_dataset(self.dataset)
-        if self.time_col is None or self.value_col is None:
+            frame = load_dataset(self.dataset)
+        elif self.time_col is None or self.value_col is None:
             raise ConfigError("--time-col and --value-col are required when --data is a file")
-        return load_table(
-            self.spec,
-            key_col=self.key_col,
-            time_col=self.time_col,
-            value_col=self.value_col,
-            feature_cols=self.feature_cols,
-        )
+        else:
+            frame = load_table(
+                self.spec,
+                key_col=self.key_col,
+                time_col=self.time_col,
+                value_col=self.value_col,
+                feature_cols=self.feature_cols,
+            )
+        return self._in_range(frame)
+
+    def _in_range(self, frame: pd.DataFrame) -> pd.DataFrame:
+        if self.since_ms is None and self.until_ms is None:
+            return frame
+        since, until = self.since_ms, self.until_ms
+        if since is not None and until is not None and since >= until:
+            raise ConfigError(f"--since {iso_ms(since)} is not before --until {iso_ms(until)}")
+        ts = frame[TS].to_numpy()
+        keep = np.ones(len(frame), dtype=bool)
+        if since is not None:
+            keep &= ts >= since
+        if until is not None:
+            keep &= ts < until
+        if not keep.any():
+            raise DataError(
+                f"{self.spec}: no rows in {self.description.removeprefix(self.spec).strip()}; "
+                f"the data runs from {iso_ms(ts.min())} to {iso_ms(ts.max())}"
+            )
+        kept = frame[keep].reset_index(drop=True)
+        kept.attrs.update(frame.attrs)
+        return kept
 
 
 def dataset_defaults(source: DataSource) -> dict[str, Any]:
@@ -109,7 +153,9 @@ class ScaledHistory:
     spec: FeatureSpec
 
 
-def prepare(frame: pd.DataFrame, config: TrainConfig) -> tuple[SeriesSet, PrepReport, Split]:
+def prepare(
+    frame: pd.DataFrame, config: TrainConfig, duplicates: Duplicates = "error"
+) -> tuple[SeriesSet, PrepReport, Split]:
     """Regularise and split; checks that the data allow the window and horizon."""
     series, prep = regularise(
         frame,
@@ -117,7 +163,7 @@ def prepare(frame: pd.DataFrame, config: TrainConfig) -> tuple[SeriesSet, PrepRe
         max_gap=config.max_gap,
         min_length=config.window + 1,
         aggregation=config.aggregation,
-        duplicates="error",
+        duplicates=duplicates,
     )
     parts = split(series, config.val_frac, config.test_frac)
     emit = emitting_rows(series, config.window) & parts.test
@@ -136,8 +182,8 @@ def prepare(frame: pd.DataFrame, config: TrainConfig) -> tuple[SeriesSet, PrepRe
 def load_and_prepare(source: DataSource, config: TrainConfig) -> PreparedHistory:
     """Read the source, then :func:`prepare` it for ``config``."""
     frame = source.load()
-    series, prep, parts = prepare(frame, config)
-    return PreparedHistory(source.spec, frame, series, prep, parts)
+    series, prep, parts = prepare(frame, config, source.duplicates)
+    return PreparedHistory(source.description, frame, series, prep, parts)
 
 
 def scale_history(history: PreparedHistory, config: TrainConfig) -> ScaledHistory:
