@@ -1,0 +1,362 @@
+"""Model hot-swap against the real broker.
+
+- A live swap under load: 1,000 keys stream through a service serving a models directory;
+  a new version published mid-stream is swapped in between two batches: every tick's
+  forecast appears once, each partition (so each key) switches version at one point and
+  never back, the forecasts on either side are exactly the offline pipeline's (the old
+  model's, then the new one's after a swap at that point), and the pause is under 1 s.
+- Refusals: a truncated file, an incompatible model and one that fails its self-test are
+  each refused with one log line (not one per poll) and the metric, and the old model
+  keeps serving.
+- A restart with another model of the same layout (weights x 1.05, its self-test
+  recomputed) rebuilds every key's state from its window instead of adopting the old
+  model's, as the offline pipeline does.
+- The retrain loop: ``streamcast-train fit --publish-to`` on the stream's history, and the
+  running service swaps to what it published.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+from aiokafka.structs import ConsumerRecord
+
+from streamcast.core.codec import TickDecoder
+from streamcast.core.model import OnnxStepModel
+from streamcast.core.pipeline import Pipeline
+from tests.support.kafka import create_topics, unique_topic
+from tests.support.models import (
+    TinyReference,
+    make_tiny_model,
+    rewrite_meta,
+    scale_weights,
+    tiny_self_test,
+)
+from tests.support.service import (
+    ForecastKey,
+    Message,
+    ServiceProcess,
+    consume,
+    expected_forecasts,
+    produce,
+    recent_hour,
+    service_env,
+    tick,
+)
+from training.publish import publish_model
+
+pytestmark = pytest.mark.kafka
+
+INTERVAL_S = 60
+WINDOW = 4
+HORIZON = 3
+SWAPPED = "model swapped"
+REFUSED = "refused: "
+
+
+def _model(tmp_path: Path, name: str, *, seed: int, version: str, **changes: Any) -> Path:
+    """A tiny model of this module's layout with a self-test sample."""
+    shape: dict[str, Any] = {"window": WINDOW, "horizon": HORIZON, "interval_s": INTERVAL_S}
+    return make_tiny_model(
+        tmp_path / name, seed=seed, version=version, self_test=4, levels=(0.9,),
+        **{**shape, **changes},
+    )  # fmt: skip
+
+
+def _reweighted(src: Path, dst: Path, factor: float, version: str) -> Path:
+    """``src`` with every weight times ``factor``, a new version and its self-test sample
+    recomputed: another model of the same layout that passes every check."""
+    scale_weights(src, dst, factor)
+    rewrite_meta(dst, dst, version=version)
+    sample = tiny_self_test(TinyReference(dst), 4, np.random.default_rng(1))
+    return rewrite_meta(dst, dst, self_test=sample.model_dump())
+
+
+def _interval(start: int, t: int, keys: Sequence[int]) -> list[Message]:
+    """One tick per key for interval ``t`` (7 s into it)."""
+    out: list[Message] = []
+    for k in keys:
+        key = f"meter-{k}"
+        value = float(100 + k % 50 + 20 * np.cos(t / 5 + k))
+        out.append((key.encode(), tick(key, start + t * INTERVAL_S + 7, value)))
+    return out
+
+
+@dataclass
+class Feed:
+    """Ticks sent to a topic, remembered with where they landed."""
+
+    bootstrap: str
+    topic: str
+    start: int
+    keys: int
+    sent: list[tuple[Message, tuple[int, int]]]
+    #: ``(key, interval)`` -> ``(partition, offset)`` of its tick
+    where: dict[tuple[str, int], tuple[int, int]]
+
+    @classmethod
+    def to(cls, bootstrap: str, topic: str, keys: int) -> Feed:
+        return cls(bootstrap, topic, recent_hour(), keys, [], {})
+
+    async def send(self, first: int, last: int, keys: Sequence[int] | None = None) -> None:
+        """Send intervals ``first .. last - 1`` of ``keys`` (default all), one produce call
+        per interval."""
+        keys = range(self.keys) if keys is None else keys
+        for t in range(first, last):
+            batch = _interval(self.start, t, keys)
+            acks = await produce(self.bootstrap, self.topic, batch)
+            self.sent += zip(batch, acks, strict=True)
+            for k, ack in zip(keys, acks, strict=True):
+                self.where[(f"meter-{k}", t)] = ack
+
+    def partitions(self) -> list[list[tuple[int, Message]]]:
+        """``(offset, message)`` of each partition, in offset order."""
+        parts: dict[int, list[tuple[int, Message]]] = {}
+        for message, (p, offset) in self.sent:
+            parts.setdefault(p, []).append((offset, message))
+        return [sorted(parts[p]) for p in sorted(parts)]
+
+    def interval_of(self, iso: str) -> int:
+        ts = int(np.datetime64(iso.rstrip("Z"), "s").astype(np.int64))
+        return (ts - self.start) // INTERVAL_S
+
+
+@dataclass(frozen=True)
+class Published:
+    """One forecast record as these tests look at it."""
+
+    key: str
+    origin: str
+    version: str
+    values: list[float]
+
+
+def _published(records: Sequence[ConsumerRecord[bytes, bytes]]) -> list[Published]:
+    docs = [orjson.loads(r.value or b"") for r in records]
+    return [Published(d["key"], d["ts"], d["model_version"], d["values"]) for d in docs]
+
+
+def _once(forecasts: Sequence[Published]) -> dict[ForecastKey, Published]:
+    """Forecasts by ``(key, origin)``; fails on a duplicate."""
+    out: dict[ForecastKey, Published] = {}
+    for f in forecasts:
+        assert (f.key, f.origin) not in out, f"duplicate forecast {f.key} {f.origin}"
+        out[(f.key, f.origin)] = f
+    return out
+
+
+def _reference(
+    model: Path,
+    partitions: Sequence[Sequence[tuple[int, Message]]],
+    *,
+    then: Path,
+    split: Sequence[int],
+    via: str,
+) -> dict[ForecastKey, list[float]]:
+    """The offline pipeline over each partition's messages: ``model`` for those before
+    offset ``split[p]``, then ``then``, reached by ``via``: ``swap`` (an in-process
+    :meth:`Pipeline.swap_model`, as a hot-swap) or ``restore`` (a snapshot of every key,
+    restored into a new pipeline of ``then``, as a restart)."""
+    out: dict[ForecastKey, list[float]] = {}
+    old, new = OnnxStepModel.load(model), OnnxStepModel.load(then)
+    decoder = TickDecoder()
+    for p, messages in enumerate(partitions):
+        pipeline = Pipeline(old)
+        halves = (
+            [m for o, m in messages if o < split[p]],
+            [m for o, m in messages if o >= split[p]],
+        )
+        for n, half in enumerate(halves):
+            if n == 1 and via == "swap":
+                pipeline.swap_model(new)
+            elif n == 1:
+                state = pipeline.store.snapshot(list(pipeline.store.rows))
+                pipeline = Pipeline(new)
+                pipeline.restore(state, time.time(), p)
+            batch, _ = decoder.decode(half)
+            fc = pipeline.process(batch, time.time()).forecasts
+            origins = np.datetime_as_string(fc.origin_ts.astype("datetime64[s]"), unit="s")
+            for i, key in enumerate(fc.keys):
+                out[(key, str(origins[i]) + "Z")] = fc.values[i].tolist()
+    return out
+
+
+def _log_lines(text: str, needle: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in text.splitlines() if needle in line]
+
+
+async def test_a_model_published_mid_stream_is_swapped_in_at_one_point_per_key(
+    bootstrap: str, tmp_path: Path
+) -> None:
+    keys = 1000
+    models = tmp_path / "models"
+    a = publish_model(_model(tmp_path, "a.onnx", seed=0, version="1"), models, "20261201T00Z")
+    b = _model(tmp_path, "b.onnx", seed=1, version="2")
+    prefix = unique_topic("hot-swap")
+    env = service_env(bootstrap, models, prefix, model_poll_s=0.5)
+    await create_topics(bootstrap, [env["STREAMCAST_TOPICS__TICKS"]], partitions=2)
+    feed = Feed.to(bootstrap, env["STREAMCAST_TOPICS__TICKS"], keys)
+    service = ServiceProcess(env, tmp_path / "service.log")
+    try:
+        service.start()
+        await feed.send(0, 10)
+        publish_model(b, models, "20261201T01Z")
+        # ticks keep flowing until the swap is logged, and for a while after it
+        t = 10
+        while SWAPPED not in service.log_path.read_text():
+            assert t < 60, "no swap within 50 intervals of publishing"
+            await feed.send(t, t + 1)
+            t += 1
+        await feed.send(t, t + 8)
+        every = expected_forecasts(a, [[m for _, m in part] for part in feed.partitions()])
+        topic = env["STREAMCAST_TOPICS__FORECASTS"]
+        records = await consume(bootstrap, topic, until=len(every), idle_s=1.5)
+        swapped = service.metric("streamcast_model_swaps_total", result="swapped")
+        serving = service.metric("streamcast_build_info", model_version="2")
+        text = service.log_path.read_text()
+    finally:
+        service.kill()
+
+    # no tick lost or duplicated: every forecast the ticks call for, once
+    forecasts = _once(_published(records))
+    assert forecasts.keys() == every.keys()
+    # one switch per partition (so per key), never back: old before an offset, new after
+    split: list[int] = []
+    for p in (0, 1):
+        in_p = [
+            (feed.where[(f.key, feed.interval_of(f.origin) + 1)][1], f.version)
+            for f in forecasts.values()
+            if feed.where[(f.key, 0)][0] == p
+        ]
+        first_new = min(o for o, v in in_p if v == "2")
+        assert all((v == "1") == (o < first_new) for o, v in in_p), f"partition {p}"
+        split.append(first_new)
+    by_key: dict[str, list[tuple[str, str]]] = {}
+    for f in forecasts.values():
+        by_key.setdefault(f.key, []).append((f.origin, f.version))
+    for key, seen in by_key.items():
+        versions = [v for _, v in sorted(seen)]
+        assert versions[0] == "1" and versions[-1] == "2", key
+        assert versions == sorted(versions), key  # one switch, never back
+    # both sides are exactly what the offline pipeline computes for a swap at that point
+    reference = _reference(a, feed.partitions(), then=b, split=split, via="swap")
+    assert {k: f.values for k, f in forecasts.items()} == reference
+    (line,) = _log_lines(text, SWAPPED)
+    assert (line["from_version"], line["to_version"]) == ("1", "2")
+    assert line["keys_rebuilt"] == keys
+    assert line["pause_s"] < 1.0, line
+    assert swapped == 1 and serving == 1
+
+
+async def test_bad_artifacts_are_refused_once_and_the_old_model_keeps_serving(
+    bootstrap: str, tmp_path: Path
+) -> None:
+    keys, poll_s = 20, 0.5
+    models = tmp_path / "models"
+    a = publish_model(_model(tmp_path, "a.onnx", seed=0, version="1"), models, "20261201T00Z")
+    prefix = unique_topic("hot-swap-refused")
+    env = service_env(bootstrap, models, prefix, model_poll_s=poll_s)
+    await create_topics(bootstrap, [env["STREAMCAST_TOPICS__TICKS"]], partitions=2)
+    feed = Feed.to(bootstrap, env["STREAMCAST_TOPICS__TICKS"], keys)
+    good = _model(tmp_path, "b.onnx", seed=1, version="2")
+    bad: dict[str, Callable[[Path], object]] = {
+        # half a file copied in place, not published atomically
+        "truncated": lambda path: path.write_bytes(good.read_bytes()[: good.stat().st_size // 2]),
+        # a window the keys' windows do not fit
+        "incompatible": lambda path: publish_model(
+            _model(tmp_path, "w.onnx", seed=1, version="3", window=WINDOW + 2),
+            models,
+            path.stem,
+        ),
+        # other weights under the sample of the good model
+        "self-test": lambda path: publish_model(
+            scale_weights(good, tmp_path / "s.onnx", 1.05), models, path.stem
+        ),
+    }
+    service = ServiceProcess(env, tmp_path / "service.log")
+    try:
+        service.start()
+        await feed.send(0, 10)
+        for n, drop in enumerate(bad.values(), start=1):
+            drop(models / f"20261201T0{n}Z.onnx")
+            service.wait_for_log(REFUSED, count=n, timeout_s=20)
+            await feed.send(10 * n, 10 * n + 10)
+        await asyncio.sleep(4 * poll_s)  # polls that must not refuse (or log) again
+        refused = service.metric("streamcast_model_swaps_total", result="refused")
+        swapped = service.metric("streamcast_model_swaps_total", result="swapped")
+        every = expected_forecasts(a, [[m for _, m in part] for part in feed.partitions()])
+        topic = env["STREAMCAST_TOPICS__FORECASTS"]
+        records = await consume(bootstrap, topic, until=len(every), idle_s=1.0)
+        text = service.log_path.read_text()
+    finally:
+        service.kill()
+
+    lines = _log_lines(text, REFUSED)
+    assert [line["path"] for line in lines] == [
+        str(models / f"20261201T0{n}Z.onnx") for n in (1, 2, 3)
+    ]
+    assert "is not a loadable ONNX model" in lines[0]["msg"]
+    assert f"window {WINDOW} -> {WINDOW + 2}" in lines[1]["msg"]
+    assert "does not reproduce its self-test sample" in lines[2]["msg"]
+    assert all(line["level"] == "error" for line in lines)
+    assert all("the running model keeps serving" in line["msg"] for line in lines)
+    assert refused == 3 and swapped == 0
+    # the old model served throughout: its own forecasts, each once
+    forecasts = _once(_published(records))
+    assert {f.version for f in forecasts.values()} == {"1"}
+    assert {k: f.values for k, f in forecasts.items()} == every
+
+
+async def test_a_restart_with_another_model_rebuilds_state_from_windows(
+    bootstrap: str, tmp_path: Path
+) -> None:
+    keys, half = 50, 20
+    models = tmp_path / "models"
+    a = publish_model(_model(tmp_path, "a.onnx", seed=0, version="1"), models, "20261201T00Z")
+    c = _reweighted(a, tmp_path / "c.onnx", 1.05, version="2")
+    prefix = unique_topic("hot-swap-restart")
+    env = service_env(bootstrap, models, prefix, batch_max_records=200)
+    await create_topics(bootstrap, [env["STREAMCAST_TOPICS__TICKS"]], partitions=2)
+    feed = Feed.to(bootstrap, env["STREAMCAST_TOPICS__TICKS"], keys)
+    topic = env["STREAMCAST_TOPICS__FORECASTS"]
+    service = ServiceProcess(env, tmp_path / "service.log")
+    try:
+        service.start()
+        await feed.send(0, half)
+        before = expected_forecasts(a, [[m for _, m in part] for part in feed.partitions()])
+        await consume(bootstrap, topic, until=len(before), idle_s=0.5)
+        assert service.stop() == 0
+        split = [len(part) for part in feed.partitions()]  # offsets start at 0
+        publish_model(c, models, "20261201T01Z")
+        service.start()
+        await feed.send(half, 2 * half)
+        after = _reference(a, feed.partitions(), then=c, split=split, via="restore")
+        records = await consume(bootstrap, topic, until=len(after), idle_s=1.0)
+        text = service.log_path.read_text()
+    finally:
+        service.kill()
+
+    rebuilt = _log_lines(text, "rebuilt from their windows")
+    assert sum(line["keys"] for line in rebuilt) == keys
+    assert {line["model"] for line in rebuilt} == {"2"}
+    # the reference: a restore under the new model is a swap at the same point
+    swapped = _reference(a, feed.partitions(), then=c, split=split, via="swap")
+    assert after == swapped
+    uninterrupted = expected_forecasts(a, [[m for _, m in part] for part in feed.partitions()])
+    forecasts = _once(_published(records))
+    assert forecasts.keys() == after.keys()
+    new = {k: f.values for k, f in forecasts.items() if f.version == "2"}
+    assert len(new) == len(after) - len(before)
+    assert new == {k: v for k, v in after.items() if k not in before}
+    assert all(uninterrupted[k] != v for k, v in new.items())  # nothing adopted
+    assert {k: f.values for k, f in forecasts.items() if f.version == "1"} == before
+
