@@ -360,3 +360,48 @@ async def test_a_restart_with_another_model_rebuilds_state_from_windows(
     assert all(uninterrupted[k] != v for k, v in new.items())  # nothing adopted
     assert {k: f.values for k, f in forecasts.items() if f.version == "1"} == before
 
+
+async def test_a_restart_after_a_swap_to_another_state_size_restores_every_key(
+    bootstrap: str, tmp_path: Path
+) -> None:
+    """A swap may change the state size and horizon; the changelog then holds records of
+    both layouts (keys that had no tick since the swap keep the old model's). A restart
+    must use them all: the old model's rebuilt from their windows, as the swap did."""
+    keys = 20
+    quiet, busy = range(keys // 2, keys), range(keys // 2)
+    models = tmp_path / "models"
+    a = publish_model(_model(tmp_path, "a.onnx", seed=0, version="1"), models, "20261201T00Z")
+    b = _model(tmp_path, "b.onnx", seed=1, version="2", state_size=7, horizon=HORIZON + 1)
+    prefix = unique_topic("hot-swap-layout")
+    env = service_env(bootstrap, models, prefix, model_poll_s=0.5)
+    await create_topics(bootstrap, [env["STREAMCAST_TOPICS__TICKS"]], partitions=2)
+    feed = Feed.to(bootstrap, env["STREAMCAST_TOPICS__TICKS"], keys)
+    topic = env["STREAMCAST_TOPICS__FORECASTS"]
+    service = ServiceProcess(env, tmp_path / "service.log")
+    try:
+        service.start()
+        await feed.send(0, 10)
+        await feed.send(10, 14, busy)
+        before = expected_forecasts(a, [[m for _, m in part] for part in feed.partitions()])
+        await consume(bootstrap, topic, until=len(before), idle_s=0.5)
+        split = [len(part) for part in feed.partitions()]
+        publish_model(b, models, "20261201T01Z")
+        service.wait_for_log(SWAPPED, timeout_s=20)
+        await feed.send(14, 18, busy)  # the busy keys' state is written in the new layout
+        assert service.stop() == 0
+        service.start()
+        await feed.send(18, 24, busy)
+        await feed.send(10, 16, quiet)  # the quiet keys' state is still the old model's
+        expected = _reference(a, feed.partitions(), then=b, split=split, via="swap")
+        records = await consume(bootstrap, topic, until=len(expected), idle_s=1.0)
+        text = service.log_path.read_text()
+    finally:
+        service.kill()
+
+    forecasts = _once(_published(records))
+    assert {k: f.values for k, f in forecasts.items()} == expected
+    assert {f.key for f in forecasts.values() if f.version == "2"} == {
+        f"meter-{k}" for k in range(keys)
+    }
+    rebuilt = _log_lines(text, "rebuilt from their windows")
+    assert sum(line["keys"] for line in rebuilt) == len(quiet)
