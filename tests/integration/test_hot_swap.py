@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -33,6 +34,7 @@ from aiokafka.structs import ConsumerRecord
 from streamcast.core.codec import TickDecoder
 from streamcast.core.model import OnnxStepModel
 from streamcast.core.pipeline import Pipeline
+from tests.integration.test_retrain import FIT_FLAGS
 from tests.support.kafka import create_topics, unique_topic
 from tests.support.models import (
     TinyReference,
@@ -48,10 +50,14 @@ from tests.support.service import (
     consume,
     expected_forecasts,
     produce,
+    read_until_idle,
     recent_hour,
+    run_cli,
     service_env,
     tick,
 )
+from tests.support.tiny import TINY_COLUMNS, tiny_data
+from training.cli import main as train_main
 from training.publish import publish_model
 
 pytestmark = pytest.mark.kafka
@@ -100,12 +106,10 @@ class Feed:
     start: int
     keys: int
     sent: list[tuple[Message, tuple[int, int]]]
-    #: ``(key, interval)`` -> ``(partition, offset)`` of its tick
-    where: dict[tuple[str, int], tuple[int, int]]
 
     @classmethod
     def to(cls, bootstrap: str, topic: str, keys: int) -> Feed:
-        return cls(bootstrap, topic, recent_hour(), keys, [], {})
+        return cls(bootstrap, topic, recent_hour(), keys, [])
 
     async def send(self, first: int, last: int, keys: Sequence[int] | None = None) -> None:
         """Send intervals ``first .. last - 1`` of ``keys`` (default all), one produce call
@@ -115,8 +119,6 @@ class Feed:
             batch = _interval(self.start, t, keys)
             acks = await produce(self.bootstrap, self.topic, batch)
             self.sent += zip(batch, acks, strict=True)
-            for k, ack in zip(keys, acks, strict=True):
-                self.where[(f"meter-{k}", t)] = ack
 
     def partitions(self) -> list[list[tuple[int, Message]]]:
         """``(offset, message)`` of each partition, in offset order."""
@@ -124,10 +126,6 @@ class Feed:
         for message, (p, offset) in self.sent:
             parts.setdefault(p, []).append((offset, message))
         return [sorted(parts[p]) for p in sorted(parts)]
-
-    def interval_of(self, iso: str) -> int:
-        ts = int(np.datetime64(iso.rstrip("Z"), "s").astype(np.int64))
-        return (ts - self.start) // INTERVAL_S
 
 
 @dataclass(frozen=True)
@@ -152,6 +150,37 @@ def _once(forecasts: Sequence[Published]) -> dict[ForecastKey, Published]:
         assert (f.key, f.origin) not in out, f"duplicate forecast {f.key} {f.origin}"
         out[(f.key, f.origin)] = f
     return out
+
+
+def _switch_points(
+    forecasts: dict[ForecastKey, Published],
+    partitions: Sequence[Sequence[tuple[int, Message]]],
+    new: str,
+    interval_s: int,
+) -> list[int]:
+    """Per partition, the offset of the first tick whose forecast is of version ``new``;
+    fails unless every forecast triggered before it is of another version and every one
+    after it of ``new`` (a forecast is triggered by its key's next tick, one per
+    interval)."""
+    ticks: dict[str, list[tuple[float, int, int]]] = {}
+    for p, messages in enumerate(partitions):
+        for offset, (_, value) in messages:
+            doc = orjson.loads(value or b"")
+            start = _epoch_s(doc["ts"]) // interval_s * interval_s
+            ticks.setdefault(doc["key"], []).append((start, p, offset))
+    trigger = {}
+    for key, seen in ticks.items():
+        seen.sort()
+        for (ts, _, _), (_, p, offset) in itertools.pairwise(seen):
+            trigger[(key, ts)] = (p, offset)
+    placed = [(*trigger[(f.key, _epoch_s(f.origin))], f.version) for f in forecasts.values()]
+    split = []
+    for p in range(len(partitions)):
+        in_p = [(offset, version) for q, offset, version in placed if q == p]
+        first = min(offset for offset, version in in_p if version == new)
+        assert all((v != new) == (o < first) for o, v in in_p), f"partition {p}: {in_p}"
+        split.append(first)
+    return split
 
 
 def _reference(
@@ -230,16 +259,7 @@ async def test_a_model_published_mid_stream_is_swapped_in_at_one_point_per_key(
     forecasts = _once(_published(records))
     assert forecasts.keys() == every.keys()
     # one switch per partition (so per key), never back: old before an offset, new after
-    split: list[int] = []
-    for p in (0, 1):
-        in_p = [
-            (feed.where[(f.key, feed.interval_of(f.origin) + 1)][1], f.version)
-            for f in forecasts.values()
-            if feed.where[(f.key, 0)][0] == p
-        ]
-        first_new = min(o for o, v in in_p if v == "2")
-        assert all((v == "1") == (o < first_new) for o, v in in_p), f"partition {p}"
-        split.append(first_new)
+    split = _switch_points(forecasts, feed.partitions(), "2", INTERVAL_S)
     by_key: dict[str, list[tuple[str, str]]] = {}
     for f in forecasts.values():
         by_key.setdefault(f.key, []).append((f.origin, f.version))
@@ -405,3 +425,99 @@ async def test_a_restart_after_a_swap_to_another_state_size_restores_every_key(
     }
     rebuilt = _log_lines(text, "rebuilt from their windows")
     assert sum(line["keys"] for line in rebuilt) == len(quiet)
+
+
+async def test_the_service_swaps_to_what_a_retrain_from_its_ticks_topic_publishes(
+    bootstrap: str, tmp_path: Path
+) -> None:
+    """The retrain loop of the CronJob: the ticks the service consumes are exported with
+    ``streamcast history export``, ``streamcast-train fit --publish-to`` publishes the
+    model into the models directory the service serves, and the service swaps to it
+    without a restart: the forecasts that follow are the new model's, as offline."""
+    models = tmp_path / "models"
+    # the seed model of the Deployment's initContainer: the layout the retrain gives
+    seed = make_tiny_model(tmp_path / "seed.onnx", window=24, horizon=4, interval_s=3600,
+                           calendar=("time_of_day",), self_test=4, version="seed")  # fmt: skip
+    a = publish_model(seed, models, "00000000T000000Z-seed")
+    prefix = unique_topic("hot-swap-retrain")
+    env = service_env(bootstrap, models, prefix, model_poll_s=0.5)
+    ticks_topic, topic = env["STREAMCAST_TOPICS__TICKS"], env["STREAMCAST_TOPICS__FORECASTS"]
+    await create_topics(bootstrap, [ticks_topic], partitions=2)
+    rows = tiny_data(tmp_path / "rows.csv", hours=24 * 14)
+    csv_flags = [part for k, v in TINY_COLUMNS.items() for part in (f"--{k.replace('_', '-')}", v)]
+    common = ("--bootstrap-servers", bootstrap, "--topic", ticks_topic)
+    replayed = run_cli("replay", "--data", str(rows), *csv_flags, "--no-progress", *common,
+                       cwd=tmp_path)  # fmt: skip
+    assert replayed.returncode == 0, replayed.stderr
+    exported = run_cli("history", "export", "--out", "history.parquet", *common, cwd=tmp_path)
+    assert exported.returncode == 0, exported.stderr
+    history = _partitions(await read_until_idle(bootstrap, ticks_topic, 1.0))
+    served = expected_forecasts(a, [[m for _, m in part] for part in history])
+    argv = ["fit", "--data", str(tmp_path / "history.parquet"), "--key-col", "key",
+            "--time-col", "ts", "--value-col", "value", *FIT_FLAGS,
+            "--out", str(tmp_path / "retrained"), "--publish-to", str(models)]  # fmt: skip
+    service = ServiceProcess(env, tmp_path / "service.log")
+    try:
+        # the retrain job runs while the service consumes the stream it was trained on
+        fit = asyncio.create_task(asyncio.to_thread(train_main, argv))
+        await asyncio.to_thread(service.start)
+        await consume(bootstrap, topic, until=len(served))
+        assert await fit == 0
+        report = json.loads((tmp_path / "retrained" / "report.json").read_text())
+        version = report["model"]["version"]
+        (b,) = set(models.glob("*.onnx")) - {a}
+        assert b.name == f"{version}.onnx"
+        await asyncio.to_thread(service.wait_for_log, SWAPPED, 1, 20.0)
+
+        # the stream goes on: six more hours of every key
+        await produce(bootstrap, ticks_topic, _hours_after(history, 6))
+        every = _partitions(await read_until_idle(bootstrap, ticks_topic, 1.0))
+        every_forecast = expected_forecasts(a, [[m for _, m in part] for part in every])
+        records = await consume(bootstrap, topic, until=len(every_forecast), idle_s=1.0)
+        serving = service.metric("streamcast_build_info", model_version=version)
+        text = service.log_path.read_text()
+    finally:
+        service.kill()
+
+    (line,) = _log_lines(text, SWAPPED)
+    assert (line["from_version"], line["to_version"]) == ("seed", version)
+    assert serving == 1
+    # every forecast once; the swap at one point per partition, the offline pipeline's
+    forecasts = _once(_published(records))
+    assert forecasts.keys() == every_forecast.keys()
+    split = _switch_points(forecasts, every, version, 3600)
+    expected = _reference(a, every, then=b, split=split, via="swap")
+    assert {k: f.values for k, f in forecasts.items()} == expected
+    # ... and what the stream brought after the swap is all the new model's
+    new = {k for k, f in forecasts.items() if f.version == version}
+    assert new >= every_forecast.keys() - served.keys()
+    assert len(every_forecast) - len(served) == 3 * 6
+
+
+def _partitions(records: Sequence[ConsumerRecord[bytes, bytes]]) -> list[list[tuple[int, Message]]]:
+    """``(offset, (key, value))`` of each partition of a topic's records, in offset order."""
+    parts: dict[int, list[tuple[int, Message]]] = {}
+    for r in records:
+        parts.setdefault(r.partition, []).append((r.offset, (r.key, r.value)))
+    return [sorted(parts[p]) for p in sorted(parts)]
+
+
+def _hours_after(partitions: Sequence[Sequence[tuple[int, Message]]], hours: int) -> list[Message]:
+    """``hours`` more hourly ticks of every key of ``partitions``, after its last one."""
+    last: dict[str, float] = {}
+    for messages in partitions:
+        for _, (_, value) in messages:
+            doc = orjson.loads(value or b"")
+            last[doc["key"]] = _epoch_s(doc["ts"])
+    return [
+        (key.encode(), tick(key, ts + 3600 * h, 100.0 + 10 * h))
+        for h in range(1, hours + 1)
+        for key, ts in sorted(last.items())
+    ]
+
+
+def _epoch_s(ts: str | float) -> float:
+    """A tick's timestamp (ISO-8601 UTC or epoch seconds) in epoch seconds."""
+    if isinstance(ts, str):
+        return float(np.datetime64(ts.rstrip("Z"), "s").astype(np.int64))
+    return float(ts)
