@@ -219,6 +219,31 @@ def _reference(
     return out
 
 
+@dataclass
+class Rig:
+    """One test's models directory serving model ``a``, its topics, feed and service."""
+
+    models: Path
+    a: Path
+    feed: Feed
+    forecasts: str
+    service: ServiceProcess
+
+
+async def _rig(
+    bootstrap: str, tmp_path: Path, name: str, keys: int, **settings: str | int | float
+) -> Rig:
+    """Publish model A (version 1) into a models directory and configure a service of
+    it on a 2-partition ticks topic of its own (not started)."""
+    models = tmp_path / "models"
+    a = publish_model(_model(tmp_path, "a.onnx", seed=0, version="1"), models, "20261201T00Z")
+    env = service_env(bootstrap, models, unique_topic(name), **settings)
+    await create_topics(bootstrap, [env["STREAMCAST_TOPICS__TICKS"]], partitions=2)
+    feed = Feed.to(bootstrap, env["STREAMCAST_TOPICS__TICKS"], keys)
+    service = ServiceProcess(env, tmp_path / "service.log")
+    return Rig(models, a, feed, env["STREAMCAST_TOPICS__FORECASTS"], service)
+
+
 def _log_lines(text: str, needle: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.splitlines() if needle in line]
 
@@ -227,14 +252,9 @@ async def test_a_model_published_mid_stream_is_swapped_in_at_one_point_per_key(
     bootstrap: str, tmp_path: Path
 ) -> None:
     keys = 1000
-    models = tmp_path / "models"
-    a = publish_model(_model(tmp_path, "a.onnx", seed=0, version="1"), models, "20261201T00Z")
+    rig = await _rig(bootstrap, tmp_path, "hot-swap", keys, model_poll_s=0.5)
+    models, a, feed, service = rig.models, rig.a, rig.feed, rig.service
     b = _model(tmp_path, "b.onnx", seed=1, version="2")
-    prefix = unique_topic("hot-swap")
-    env = service_env(bootstrap, models, prefix, model_poll_s=0.5)
-    await create_topics(bootstrap, [env["STREAMCAST_TOPICS__TICKS"]], partitions=2)
-    feed = Feed.to(bootstrap, env["STREAMCAST_TOPICS__TICKS"], keys)
-    service = ServiceProcess(env, tmp_path / "service.log")
     try:
         service.start()
         await feed.send(0, 10)
@@ -247,8 +267,7 @@ async def test_a_model_published_mid_stream_is_swapped_in_at_one_point_per_key(
             t += 1
         await feed.send(t, t + 8)
         every = expected_forecasts(a, [[m for _, m in part] for part in feed.partitions()])
-        topic = env["STREAMCAST_TOPICS__FORECASTS"]
-        records = await consume(bootstrap, topic, until=len(every), idle_s=1.5)
+        records = await consume(bootstrap, rig.forecasts, until=len(every), idle_s=1.5)
         swapped = service.metric("streamcast_model_swaps_total", result="swapped")
         serving = service.metric("streamcast_build_info", model_version="2")
         text = service.log_path.read_text()
@@ -281,12 +300,8 @@ async def test_bad_artifacts_are_refused_once_and_the_old_model_keeps_serving(
     bootstrap: str, tmp_path: Path
 ) -> None:
     keys, poll_s = 20, 0.5
-    models = tmp_path / "models"
-    a = publish_model(_model(tmp_path, "a.onnx", seed=0, version="1"), models, "20261201T00Z")
-    prefix = unique_topic("hot-swap-refused")
-    env = service_env(bootstrap, models, prefix, model_poll_s=poll_s)
-    await create_topics(bootstrap, [env["STREAMCAST_TOPICS__TICKS"]], partitions=2)
-    feed = Feed.to(bootstrap, env["STREAMCAST_TOPICS__TICKS"], keys)
+    rig = await _rig(bootstrap, tmp_path, "hot-swap-refused", keys, model_poll_s=poll_s)
+    models, a, feed, service = rig.models, rig.a, rig.feed, rig.service
     good = _model(tmp_path, "b.onnx", seed=1, version="2")
     bad: dict[str, Callable[[Path], object]] = {
         # half a file copied in place, not published atomically
@@ -302,7 +317,6 @@ async def test_bad_artifacts_are_refused_once_and_the_old_model_keeps_serving(
             scale_weights(good, tmp_path / "s.onnx", 1.05), models, path.stem
         ),
     }
-    service = ServiceProcess(env, tmp_path / "service.log")
     try:
         service.start()
         await feed.send(0, 10)
@@ -314,8 +328,7 @@ async def test_bad_artifacts_are_refused_once_and_the_old_model_keeps_serving(
         refused = service.metric("streamcast_model_swaps_total", result="refused")
         swapped = service.metric("streamcast_model_swaps_total", result="swapped")
         every = expected_forecasts(a, [[m for _, m in part] for part in feed.partitions()])
-        topic = env["STREAMCAST_TOPICS__FORECASTS"]
-        records = await consume(bootstrap, topic, until=len(every), idle_s=1.0)
+        records = await consume(bootstrap, rig.forecasts, until=len(every), idle_s=1.0)
         text = service.log_path.read_text()
     finally:
         service.kill()
@@ -340,15 +353,9 @@ async def test_a_restart_with_another_model_rebuilds_state_from_windows(
     bootstrap: str, tmp_path: Path
 ) -> None:
     keys, half = 50, 20
-    models = tmp_path / "models"
-    a = publish_model(_model(tmp_path, "a.onnx", seed=0, version="1"), models, "20261201T00Z")
+    rig = await _rig(bootstrap, tmp_path, "hot-swap-restart", keys, batch_max_records=200)
+    models, a, feed, service, topic = rig.models, rig.a, rig.feed, rig.service, rig.forecasts
     c = _reweighted(a, tmp_path / "c.onnx", 1.05, version="2")
-    prefix = unique_topic("hot-swap-restart")
-    env = service_env(bootstrap, models, prefix, batch_max_records=200)
-    await create_topics(bootstrap, [env["STREAMCAST_TOPICS__TICKS"]], partitions=2)
-    feed = Feed.to(bootstrap, env["STREAMCAST_TOPICS__TICKS"], keys)
-    topic = env["STREAMCAST_TOPICS__FORECASTS"]
-    service = ServiceProcess(env, tmp_path / "service.log")
     try:
         service.start()
         await feed.send(0, half)
@@ -389,15 +396,9 @@ async def test_a_restart_after_a_swap_to_another_state_size_restores_every_key(
     must use them all: the old model's rebuilt from their windows, as the swap did."""
     keys = 20
     quiet, busy = range(keys // 2, keys), range(keys // 2)
-    models = tmp_path / "models"
-    a = publish_model(_model(tmp_path, "a.onnx", seed=0, version="1"), models, "20261201T00Z")
+    rig = await _rig(bootstrap, tmp_path, "hot-swap-layout", keys, model_poll_s=0.5)
+    models, a, feed, service, topic = rig.models, rig.a, rig.feed, rig.service, rig.forecasts
     b = _model(tmp_path, "b.onnx", seed=1, version="2", state_size=7, horizon=HORIZON + 1)
-    prefix = unique_topic("hot-swap-layout")
-    env = service_env(bootstrap, models, prefix, model_poll_s=0.5)
-    await create_topics(bootstrap, [env["STREAMCAST_TOPICS__TICKS"]], partitions=2)
-    feed = Feed.to(bootstrap, env["STREAMCAST_TOPICS__TICKS"], keys)
-    topic = env["STREAMCAST_TOPICS__FORECASTS"]
-    service = ServiceProcess(env, tmp_path / "service.log")
     try:
         service.start()
         await feed.send(0, 10)
