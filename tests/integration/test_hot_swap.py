@@ -327,9 +327,20 @@ async def test_bad_artifacts_are_refused_once_and_the_old_model_keeps_serving(
         await asyncio.sleep(4 * poll_s)  # polls that must not refuse (or log) again
         refused = service.metric("streamcast_model_swaps_total", result="refused")
         swapped = service.metric("streamcast_model_swaps_total", result="swapped")
+        text = service.log_path.read_text()
+
+        # a replica that restarts meanwhile serves what the others serve: the truncated
+        # and the self-test files are refused again, once (the incompatible one is
+        # removed, as the refusal asks: it would serve and fail at state restore)
+        assert service.stop() == 0
+        (models / "20261201T02Z.onnx").unlink()
+        service.start()
+        await feed.send(40, 50)
         every = expected_forecasts(a, [[m for _, m in part] for part in feed.partitions()])
         records = await consume(bootstrap, rig.forecasts, until=len(every), idle_s=1.0)
-        text = service.log_path.read_text()
+        refused_at_start = service.metric("streamcast_model_swaps_total", result="refused")
+        serving = service.metric("streamcast_build_info", model_version="1")
+        restarted = service.log_path.read_text()[len(text) :]
     finally:
         service.kill()
 
@@ -343,7 +354,13 @@ async def test_bad_artifacts_are_refused_once_and_the_old_model_keeps_serving(
     assert all(line["level"] == "error" for line in lines)
     assert all("the running model keeps serving" in line["msg"] for line in lines)
     assert refused == 3 and swapped == 0
-    # the old model served throughout: its own forecasts, each once
+    again = _log_lines(restarted, REFUSED)
+    assert [line["path"] for line in again] == [
+        str(models / f"20261201T0{n}Z.onnx") for n in (3, 1)
+    ]
+    assert all("an older one serves if it passes" in line["msg"] for line in again)
+    assert refused_at_start == 2 and serving == 1
+    # the old model served throughout, across the restart: its own forecasts, each once
     forecasts = _once(_published(records))
     assert {f.version for f in forecasts.values()} == {"1"}
     assert {k: f.values for k, f in forecasts.items()} == every
