@@ -32,16 +32,14 @@ import pytest
 from aiokafka.structs import ConsumerRecord
 
 from streamcast.core.codec import TickDecoder
-from streamcast.core.model import OnnxStepModel
+from streamcast.core.model import OnnxStepModel, self_test_failures
 from streamcast.core.pipeline import Pipeline
 from tests.integration.test_retrain import FIT_FLAGS
 from tests.support.kafka import create_topics, unique_topic
 from tests.support.models import (
-    TinyReference,
     make_tiny_model,
     rewrite_meta,
     scale_weights,
-    tiny_self_test,
 )
 from tests.support.service import (
     ForecastKey,
@@ -80,11 +78,17 @@ def _model(tmp_path: Path, name: str, *, seed: int, version: str, **changes: Any
 
 def _reweighted(src: Path, dst: Path, factor: float, version: str) -> Path:
     """``src`` with every weight times ``factor``, a new version and its self-test sample
-    recomputed: another model of the same layout that passes every check."""
+    recomputed, as an exporter does, by running the sample's inputs through the new graph:
+    another model of the same layout that passes every check."""
     scale_weights(src, dst, factor)
     rewrite_meta(dst, dst, version=version)
-    sample = tiny_self_test(TinyReference(dst), 4, np.random.default_rng(1))
-    return rewrite_meta(dst, dst, self_test=sample.model_dump())
+    sample = OnnxStepModel.load(dst).meta.self_test
+    x, h, c = (np.asarray(a, dtype=np.float32) for a in (sample.x, sample.h, sample.c))
+    h_out, c_out, forecast = OnnxStepModel.load(dst).step(x, h, c, None)
+    outputs = {"h_out": h_out.tolist(), "c_out": c_out.tolist(), "forecast": forecast.tolist()}
+    rewrite_meta(dst, dst, self_test={**sample.model_dump(), **outputs})
+    assert self_test_failures(OnnxStepModel.load(dst)) is None
+    return dst
 
 
 def _interval(start: int, t: int, keys: Sequence[int]) -> list[Message]:
