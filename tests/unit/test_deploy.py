@@ -27,10 +27,12 @@ from streamcast.config import Settings, env_name, flatten
 from streamcast.service.health import HealthServer
 from tests.support.kafka import load_script
 from tests.unit.deploy_files import (
+    ANY_METRIC,
     BIN,
     DASHBOARD_METRICS,
     DEPLOY,
     ENV_VAR,
+    EXTERNAL_METRICS,
     METRIC,
     REPO,
     compose,
@@ -319,10 +321,16 @@ def test_alert_rules_query_registered_metrics() -> None:
         r for g in load_yaml(DEPLOY / "prometheus" / "alerts.yml")[0]["groups"] for r in g["rules"]
     ]
     assert len(rules) >= 5
+    used: set[str] = set()
     for rule in rules:
         assert rule["alert"] and rule["labels"]["severity"] in ("warning", "critical")
         parse_promql(rule["expr"])
-        assert set(METRIC.findall(rule["expr"])) <= registered_samples(), rule["alert"]
+        names = set(ANY_METRIC.findall(rule["expr"])) - EXTERNAL_METRICS.keys()
+        assert names <= registered_samples(), (rule["alert"], names - registered_samples())
+        used |= set(ANY_METRIC.findall(rule["expr"]))
+    # broker-side lag and the group's offsets, which go on when the service stalls
+    assert {"kafka_consumergroup_lag", "kafka_consumergroup_current_offset"} <= used
+    assert "process_start_time_seconds" in used and "streamcast_build_info" in used
 
 
 def test_prometheus_scrapes_the_metrics_port_and_grafana_loads_the_dashboards() -> None:
