@@ -302,6 +302,10 @@ def test_dashboard_shows_the_required_metrics_and_only_registered_ones() -> None
         parse_promql(expr)
     used = {m for expr in exprs for m in METRIC.findall(expr)}
     assert used <= registered_samples(), used - registered_samples()
+    process = {m for expr in exprs for m in ANY_METRIC.findall(expr)} - used
+    assert process <= registered_samples(), process - registered_samples()
+    assert {"process_resident_memory_bytes", "process_cpu_seconds_total"} <= process
+    assert any("streamcast_build_info" in e and "model_version" in e for e in exprs)
     assert used >= DASHBOARD_METRICS, DASHBOARD_METRICS - used
     assert any("streamcast_inference_seconds_bucket" in e and "0.99" in e for e in exprs)
     for q in ("0.5", "0.95", "0.99"):
