@@ -76,6 +76,8 @@ def test_every_env_var_in_deploy_files_is_a_real_setting() -> None:
 
 # -- Dockerfile -------------------------------------------------------------------------
 
+LOCK = DEPLOY / "docker" / "runtime-requirements.lock"
+
 
 def test_dockerfile_is_multi_stage_with_a_slim_python_runtime() -> None:
     froms = [args for word, args in dockerfile() if word == "FROM"]
@@ -96,14 +98,41 @@ def test_runtime_image_runs_as_a_numeric_non_root_user() -> None:
     assert pod["runAsUser"] == int(uid) and pod["runAsNonRoot"] is True
 
 
-def test_image_installs_no_training_extra_and_no_training_code() -> None:
-    text = (REPO / "Dockerfile").read_text()
+def test_image_installs_the_lock_and_no_training_extra_nor_training_code() -> None:
     runs = [args for word, args in dockerfile() if word == "RUN"]
-    installs = [cmd for run in runs for cmd in run.split("&&") if "pip install" in cmd]
-    assert len(installs) == 2
+    commands = [cmd.strip() for run in runs for cmd in run.split("&&")]
+    installs = [cmd for cmd in commands if "pip install" in cmd]
+    assert installs == [
+        "pip install --no-deps --requirement runtime-requirements.lock",
+        "pip install --no-deps .",
+    ]
+    assert commands.count("pip check") == 2  # the locked set is complete and consistent
     assert not any(re.search(r"\.\[|\[train|tensorflow|tf2onnx", cmd) for cmd in installs)
-    assert "['project']['dependencies']" in text  # runtime deps only, read from pyproject
+    copied = [a for w, a in dockerfile() if w == "COPY" and "runtime-requirements.lock" in a]
+    assert copied and dockerignore_included(LOCK.relative_to(REPO).as_posix())
     assert not dockerignore_included("training/fit.py")
+    assert any('! python -c "import pyarrow"' in cmd for cmd in commands)
+
+
+def test_the_lock_is_the_runtime_closure_of_pyproject_as_installed() -> None:
+    """Every package the service needs, transitively, at the version the tests run with;
+    neither pyarrow nor anything of the train extra."""
+    lock = load_script(LOCK.with_name("lock.py"), "streamcast_lock")
+    assert LOCK.read_text() == lock.render(), (
+        "deploy/docker/runtime-requirements.lock is stale: "
+        "run .venv/bin/python deploy/docker/lock.py"
+    )
+    pins = dict(
+        line.split("==") for line in LOCK.read_text().splitlines() if not line.startswith("#")
+    )
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    for requirement in project["dependencies"]:
+        name, version = requirement.split("==")
+        assert pins[name.lower()] == version, name
+    extras = project["optional-dependencies"]
+    assert "pyarrow" not in pins and "pyarrow==26.0.1" in extras["parquet"]
+    heavy = {r.split("==")[0].split(">")[0].lower() for r in extras["train"]} - {"protobuf"}
+    assert not heavy & pins.keys(), heavy & pins.keys()
 
 
 def test_entrypoint_cmd_port_signal_and_labels() -> None:
