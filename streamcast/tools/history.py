@@ -8,7 +8,7 @@ extra features if ``--features`` names them), and writes one row per well-formed
 (by the output's suffix). Malformed messages are skipped and counted: they are in the
 dead-letter topic already. The result is what ``streamcast-train fit --data FILE
 --key-col key --time-col ts --value-col value`` reads, so a retrain needs nothing but the
-cluster (``deploy/kubernetes/retrain-cronjob.yaml``).
+cluster (``deploy/kubernetes/base/retrain-cronjob.yaml``).
 """
 
 from __future__ import annotations

@@ -32,12 +32,14 @@ BIN = Path(sys.executable).parent
 ENV_VAR = re.compile(r"\bSTREAMCAST_[A-Z0-9_]+\b")
 METRIC = re.compile(r"\bstreamcast_[a-z0-9_]+\b")
 #: every metric name a query can use: the service's own, and those of other exporters
-ANY_METRIC = re.compile(r"\b(?:(?:streamcast|process|python|kafka|keda)_[a-z0-9_]+|up)\b")
+ANY_METRIC = re.compile(r"\b(?:(?:streamcast|process|python|kafka|keda|kube)_[a-z0-9_]+|up)\b")
 #: metrics the rules take from elsewhere than the service, and who exports them
 EXTERNAL_METRICS = {
     "up": "Prometheus itself, per scrape target",
     "kafka_consumergroup_lag": "a Kafka exporter (danielqsj/kafka_exporter)",
     "kafka_consumergroup_current_offset": "a Kafka exporter (danielqsj/kafka_exporter)",
+    "kube_horizontalpodautoscaler_status_current_replicas": "kube-state-metrics",
+    "kube_horizontalpodautoscaler_spec_max_replicas": "kube-state-metrics",
 }
 #: the metrics the dashboard must show (the issue's list)
 DASHBOARD_METRICS = {

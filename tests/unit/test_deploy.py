@@ -193,6 +193,12 @@ def test_hadolint_finds_nothing(name: str) -> None:
 def test_training_image_installs_the_train_extra_and_runs_streamcast_train() -> None:
     path = DEPLOY / "docker" / "train.Dockerfile"
     assert "['optional-dependencies']['train']" in path.read_text()
+    # it also runs the retrain job's export: the streamcast CLI with pyarrow
+    assert "pyarrow, streamcast.tools.history" in path.read_text()
+    train_extra = tomllib.loads((REPO / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]["train"]
+    assert any(r.startswith("pyarrow==") for r in train_extra)
     stage = final_stage(path)
     assert json.loads(dict(stage)["ENTRYPOINT"]) == ["streamcast-train"]
     scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
