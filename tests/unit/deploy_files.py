@@ -94,19 +94,24 @@ def compose() -> dict[str, Any]:
 
 
 def kustomize(directory: Path) -> list[dict[str, Any]]:
-    """What ``kubectl kustomize directory`` renders (kubectl's built-in kustomize v5)."""
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        pytest.fail("kubectl is needed to render deploy/kubernetes (.ci/run installs it)")
+    """What ``kubectl kustomize directory`` renders (kubectl's built-in kustomize v5), or
+    ``kustomize build directory`` where only the standalone kustomize is installed."""
+    kubectl, standalone = shutil.which("kubectl"), shutil.which("kustomize")
+    if kubectl:
+        command = [kubectl, "kustomize", str(directory)]
+    elif standalone:
+        command = [standalone, "build", str(directory)]
+    else:
+        pytest.fail("kubectl or kustomize is needed to render deploy/kubernetes (.ci/run)")
     result = subprocess.run(
-        [kubectl, "kustomize", str(directory)],
+        command,
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
     if result.returncode != 0:
-        pytest.fail(f"kubectl kustomize {directory} failed: {result.stderr}")
+        pytest.fail(f"{' '.join(command)} failed: {result.stderr}")
     return [doc for doc in yaml.safe_load_all(result.stdout) if doc is not None]
 
 
