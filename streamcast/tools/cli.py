@@ -1,4 +1,5 @@
-"""The ``streamcast`` command: ``serve``, ``api``, ``config``, ``replay``, ``tail``, ``history``.
+"""The ``streamcast`` command: ``serve``, ``api``, ``config``, ``replay``, ``tail``, ``history``,
+``topics``.
 
 Every user error is one line on stderr (``error: ...``) and exit status 2; no traceback.
 """
@@ -34,6 +35,7 @@ from streamcast.service.logs import configure_logging
 from streamcast.tools.history import ExportOptions, export_history
 from streamcast.tools.replay import ReplayOptions, replay
 from streamcast.tools.tail import TailOptions, tail
+from streamcast.tools.topics import TOPICS_EXAMPLES, add_actions, run_topics
 
 USAGE_ERROR = 2
 #: the settings file read when --env-file is not given (absent is fine)
@@ -230,6 +232,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--level", type=float, help="interval level of the bands shown (default: the widest)"
     )
     _history_parser(sub, fmt)
+    topics = sub.add_parser(
+        "topics",
+        help="create the topics before the first start, or check them",
+        epilog=TOPICS_EXAMPLES,
+        formatter_class=fmt,
+    )
+    for action in add_actions(topics):
+        _settings_flags(action, Settings)
     return parser
 
 
@@ -316,6 +326,7 @@ def run(argv: Sequence[str] | None = None) -> int:
         "replay": _replay,
         "tail": _tail,
         "history": _history,
+        "topics": _topics,
     }
     return commands[args.command](args, settings, overrides)
 
@@ -380,6 +391,11 @@ def _history(args: argparse.Namespace, settings: ClientSettings, overrides: Over
         file=sys.stderr,
     )
     return 0
+
+
+def _topics(args: argparse.Namespace, settings: ClientSettings, overrides: Overrides) -> int:
+    assert isinstance(settings, Settings)
+    return run_topics(args, settings)
 
 
 def _tail(args: argparse.Namespace, settings: ClientSettings, overrides: Overrides) -> int:
