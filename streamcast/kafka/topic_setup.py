@@ -11,6 +11,8 @@ Each topic gets one :class:`TopicStatus`; nothing is ever deleted or altered.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -60,15 +62,22 @@ def _shape(entry: dict[str, Any]) -> tuple[int, int]:
     return len(entry["partitions"]), len(entry["partitions"][0]["replicas"])
 
 
-async def check_topics(settings: Settings) -> list[TopicStatus]:
-    """The status of every topic the service reads or writes (ticks first)."""
-    with map_kafka_errors("topic check"):
+@contextlib.asynccontextmanager
+async def _admin(settings: Settings, operation: str) -> AsyncIterator[AIOKafkaAdminClient]:
+    """A started admin client; its errors come out as streamcast's own."""
+    with map_kafka_errors(operation):
         admin = AIOKafkaAdminClient(**client_options(settings))
         await start_client(admin, settings)
         try:
-            return await _check(admin, settings)
+            yield admin
         finally:
             await admin.close()
+
+
+async def check_topics(settings: Settings) -> list[TopicStatus]:
+    """The status of every topic the service reads or writes (ticks first)."""
+    async with _admin(settings, "topic check") as admin:
+        return await _check(admin, settings)
 
 
 async def _check(admin: AIOKafkaAdminClient, settings: Settings) -> list[TopicStatus]:
@@ -136,13 +145,8 @@ async def create_topics(
     """Create what is missing: the ticks topic with ``partitions`` (required when it does
     not exist) and ``replication`` (default: 3, or the number of brokers if fewer), then
     the others like it; returns every topic's status afterwards."""
-    with map_kafka_errors("topic create"):
-        admin = AIOKafkaAdminClient(**client_options(settings))
-        await start_client(admin, settings)
-        try:
-            return await _create(admin, settings, partitions, replication)
-        finally:
-            await admin.close()
+    async with _admin(settings, "topic create") as admin:
+        return await _create(admin, settings, partitions, replication)
 
 
 async def _create(
