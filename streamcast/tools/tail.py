@@ -167,7 +167,9 @@ async def _live(settings: ClientSettings, options: TailOptions) -> int:
         ) as reader:
             while not stop.done():
                 messages = (await reader.read(timeout_ms=READ_TIMEOUT_MS))[: stop.room()]
-                board.add_forecasts(_decoded(messages, decode_forecast))
+                forecasts = _decoded(messages, decode_forecast)
+                board.add_forecasts(forecasts)
+                board.unreadable += len(messages) - len(forecasts)
                 stop.saw(len(messages))
 
     async def follow_alerts(topic: str) -> None:

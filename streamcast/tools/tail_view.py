@@ -81,6 +81,8 @@ class Board:
     alerted: dict[str, Alert] = field(default_factory=dict)
     received: int = 0
     alerts_received: int = 0
+    #: messages of the forecasts topic that are not forecasts this reader understands
+    unreadable: int = 0
     clock: Callable[[], float] = time.monotonic
     _arrivals: deque[tuple[float, int]] = field(default_factory=deque)
 
@@ -155,6 +157,8 @@ def _header(board: Board, frame: Frame, keys: list[str]) -> list[Text]:
     first.append(f" · {len(keys)} keys · ")
     first.append(f"{board.rate():.1f} forecasts/s", style="cyan")
     first.append(f" · {alerts} alert{'s' if alerts != 1 else ''}", style="red" if alerts else "")
+    if board.unreadable:
+        first.append(f" · {board.unreadable} unreadable (--plain shows them)", style="yellow")
     first.append(f" · {source} ← {frame.bootstrap}", style="dim")
     if not keys:
         return [first, _line("waiting for forecasts …")]

@@ -66,3 +66,10 @@ def test_a_short_terminal_shows_what_fits_and_counts_the_rest() -> None:
 def test_sparkline_keeps_its_width() -> None:
     assert len(sparkline(np.arange(48.0), 12)) == 12
     assert sparkline(np.ones(5), 5) == "▁" * 5
+
+
+def test_unreadable_messages_are_counted_in_the_header() -> None:
+    board = Board()
+    board.add_forecasts([_forecast("s-1", 100.0)])
+    board.unreadable = 3
+    assert "3 unreadable" in _screen(board, 120, 20)[0]
