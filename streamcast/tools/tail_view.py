@@ -213,8 +213,8 @@ def _layout(
     first = max([len(row[0]) for row in cells] + [len(headers[0])])
     last = max([len(row[-1]) for row in cells] + [len(headers[1])])
     step = max((len(c) for row in cells for c in row[1:-1]), default=0)
-    # every column is followed by one space: key, the alert mark, first, spark, end
-    left = width - (key + 1) - 2 - (first + 1) - (last + 1) - 1
+    # one space after every column but the last: key, the alert mark, first, spark, end
+    left = width - (key + 1) - 2 - (first + 1) - last - 1
     steps = 0
     if step:
         steps = max(0, min(horizon - 2, (left - SPARK_MIN) // (step + 1)))

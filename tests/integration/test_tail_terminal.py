@@ -108,7 +108,7 @@ class Pane:
         """The visible screen, wrapped lines joined (so a too-long line shows as one)."""
         return [line.rstrip() for line in self._tmux("capture-pane", "-p", "-J").splitlines()]
 
-    def wait_for(self, *needles: str, timeout_s: float = 30.0) -> list[str]:
+    def wait_for(self, *needles: str, timeout_s: float = 60.0) -> list[str]:
         deadline = time.monotonic() + timeout_s
         while True:
             lines = self.screen()

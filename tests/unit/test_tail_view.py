@@ -4,6 +4,7 @@ board filled with forecasts and alerts, rendered by rich into a recording consol
 from __future__ import annotations
 
 import io
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -73,3 +74,20 @@ def test_unreadable_messages_are_counted_in_the_header() -> None:
     board.add_forecasts([_forecast("s-1", 100.0)])
     board.unreadable = 3
     assert "3 unreadable" in _screen(board, 120, 20)[0]
+
+
+def test_bands_come_before_more_steps_at_80_columns() -> None:
+    """The demo's pedestrian forecasts, as a terminal of 80 columns showed them: the first
+    step and the horizon's end keep their bands (they fit exactly), no extra steps."""
+    values = np.array([71.56, 58.97, *np.linspace(40, 90, 21), 46.41])
+    fc = Forecast(
+        "Southern Cross Station", ORIGIN, 3600, values, "pedestrian", "20261201T224512Z-d0ebfff1",
+        levels=(0.8, 0.95), lower=np.stack([values - 100, values - 237.66]),
+        upper=np.stack([values + 100, values + 292.74]),
+    )  # fmt: skip
+    board = Board()
+    board.add_forecasts([fc, replace(fc, key="Bourke Street Mall (North)")])
+    lines = _screen(board, 80, 12)
+    row = next(line for line in lines if line.startswith("Southern"))
+    assert "[-166.1,364.3]" in row and "[-191.2,339.1]" in row, "\n".join(lines)
+    assert all(len(line) <= 80 for line in lines)
