@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import orjson
+import pytest
 
 from streamcast.service.logs import (
     JsonFormatter,
@@ -149,3 +150,22 @@ def test_auto_format_follows_the_stream() -> None:
     assert resolve_format("text", io.StringIO()) == "text"
     assert resolve_format("console", io.StringIO()) == "text", "the old name still works"
     assert resolve_format("json", sys.stderr) == "json"
+
+
+def test_a_hot_swap_logs_the_model_that_serves_now(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from streamcast.config import Settings
+    from streamcast.core.model import OnnxStepModel
+    from streamcast.service.processor import build_processor
+
+    first = make_tiny_model(tmp_path / "a.onnx", window=4, horizon=3, version="1")
+    second = make_tiny_model(tmp_path / "b.onnx", window=4, horizon=3, version="2", seed=1)
+    with caplog.at_level(logging.INFO, logger="streamcast"):
+        processor = build_processor(Settings(_env_file=None), first)
+        processor.swap_model(OnnxStepModel.load(second))
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("model ")]
+    assert lines == [
+        "model loaded: tiny, version 1, window 4, horizon 3, interval PT1H",
+        "model swapped in: tiny, version 2, window 4, horizon 3, interval PT1H",
+    ]
