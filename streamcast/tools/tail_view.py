@@ -2,13 +2,18 @@
 throughput, laid out to fit the terminal (:class:`Board` holds it, :func:`render` draws it).
 
 One row per key, sorted by key, as many as the terminal's height allows (the rest are
-counted in the footer)::
+counted in the footer); at 80 columns (a tmux capture of the demo)::
 
-    streamcast tail · forecasts ← 127.0.0.1:9092 · 4 keys · 12.0 forecasts/s · 1 alert
-    model pedestrian@3 · 24 x PT1H · band 95% · times UTC · updated 10:00:03
-    KEY          !  NEXT (95% BAND)       +2         +3        HORIZON      END (+24)
-    Bourke St…   !  11:00 412 [381,440] 12:00 398  13:00 377  ▂▃▅▇█▆▄▂▁▂▃▄  06-01 10:00 377 [2…
+    streamcast tail · 4 keys · 0.0 forecasts/s · 0 alerts · forecasts + alerts ← 12…
+    model model@20261201T224512Z-d0ebfff1 · 24 x PT1H · band 95% · times Australia/…
+    KEY              ! NEXT (95% BAND)            HORIZON END (+24)
+    Birrarung Marr     23:00 1019 [711.9,1398]    ▆▁▂▅█▇▂ 22:00 75 [-236.6,523.4]
+    Bourke Street M…   23:00 475.8 [71.49,973.8]  ▁▁▁▄█▇▂ 22:00 297.1 [-113.1,887.2]
 
+The columns: the alert mark, the first step's target time, value and band, further
+steps (``+2``, ``+3``, ... as the width allows, after the bands), the horizon as a
+sparkline, and the horizon's end with its band (its date from 120 columns on); the
+widths are computed from the cells, so rich never has to cut a value.
 Keys longer than their column end in an ellipsis; no line is wider than the terminal.
 The number of step columns grows with the width. Bands are those of one level (the
 widest the model publishes unless chosen). :func:`plain_forecast` is the one-line form for

@@ -3,8 +3,10 @@ board filled with forecasts and alerts, rendered by rich into a recording consol
 
 from __future__ import annotations
 
+import doctest
 import io
 from dataclasses import replace
+from types import ModuleType
 
 import numpy as np
 import pytest
@@ -12,6 +14,8 @@ from rich.console import Console
 
 from streamcast.core.alerts import decode_alert
 from streamcast.core.records import Forecast
+from streamcast.service import logs
+from streamcast.tools import tail_view
 from streamcast.tools.tail_view import Board, Frame, render, sparkline
 from tests.support.api import alert_records
 
@@ -91,3 +95,10 @@ def test_bands_come_before_more_steps_at_80_columns() -> None:
     row = next(line for line in lines if line.startswith("Southern"))
     assert "[-166.1,364.3]" in row and "[-191.2,339.1]" in row, "\n".join(lines)
     assert all(len(line) <= 80 for line in lines)
+
+
+@pytest.mark.parametrize("module", [tail_view, logs])
+def test_docstring_examples_hold(module: ModuleType) -> None:
+    result = doctest.testmod(module)
+    assert result.attempted > 0
+    assert result.failed == 0
