@@ -104,6 +104,10 @@ class Pane:
         )
         return done.stdout
 
+    def keys(self, *keys: str) -> None:
+        """Type ``keys`` into the pane (tmux key names, e.g. ``C-c``)."""
+        self._tmux("send-keys", "-t", "tail", *keys)
+
     def screen(self) -> list[str]:
         """The visible screen, wrapped lines joined (so a too-long line shows as one)."""
         return [line.rstrip() for line in self._tmux("capture-pane", "-p", "-J").splitlines()]
@@ -125,7 +129,7 @@ class Pane:
 def _tail_command() -> str:
     """The live view; a failure stays on the screen (the pane outlives the command)."""
     argv = [sys.executable, "-m", "streamcast", "tail", "--from-beginning"]
-    return f"cd {shlex.quote(str(REPO))} && {shlex.join(argv)}; sleep 60"
+    return f'cd {shlex.quote(str(REPO))} && {shlex.join(argv)}; echo "exit=$?"; sleep 60'
 
 
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux")
@@ -134,8 +138,11 @@ def test_live_view_fits_the_terminal(running: Running, width: int) -> None:
     pane = Pane(width, 30, _tail_command(), running.env)
     try:
         lines = pane.wait_for("sensor-a", "sensor-b", "melbourne", "error_drift")
+        pane.keys("C-c")  # Ctrl-C ends the view with the shell's status for SIGINT
+        ended = pane.wait_for("exit=")
     finally:
         pane.close()
+    assert "exit=130" in ended and "Traceback" not in "\n".join(ended), "\n".join(ended)
     shown = "\n".join(lines)
     assert lines[0].startswith("streamcast tail"), shown
     assert "3 keys" in lines[0] and "1 alert" in lines[0], shown
