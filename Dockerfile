@@ -1,8 +1,8 @@
 # syntax=docker/dockerfile:1.7
 #
 # streamcast runtime image: the forecasting service only. No TensorFlow, no training
-# code: the image installs the package's runtime dependencies from pyproject.toml and
-# never the `train` extra. The model is not baked in; mount it at /models/model.onnx
+# code, no pyarrow: the image installs the locked runtime dependencies
+# (deploy/docker/runtime-requirements.lock) and never the `train` or `parquet` extra. The model is not baked in; mount it at /models/model.onnx
 # (or build deploy/docker/model.Dockerfile on top; see docs/operations.md).
 #
 #   docker build -t streamcast:0.1.0 --build-arg REVISION="$(git rev-parse HEAD)" .
@@ -27,21 +27,25 @@ RUN python -m venv /opt/streamcast
 ENV PATH=/opt/streamcast/bin:$PATH
 WORKDIR /src
 
-# Dependencies first, read from pyproject.toml's [project].dependencies only (never an
-# extra), so a code change reuses this layer instead of reinstalling onnxruntime & co.
-COPY pyproject.toml README.md ./
-RUN python -c "import tomllib; d = tomllib.load(open('pyproject.toml', 'rb')); \
-print('\n'.join(d['project']['dependencies']))" > /tmp/runtime-requirements.txt \
- && pip install --requirement /tmp/runtime-requirements.txt
+# Dependencies first, so a code change reuses this layer instead of reinstalling
+# onnxruntime & co: the lock (deploy/docker/lock.py) is pyproject.toml's
+# [project].dependencies (never an extra: no TensorFlow, no pyarrow) and everything they
+# need, each at the version the test suite ran with. --no-deps installs exactly that set;
+# pip check proves it complete and consistent.
+COPY pyproject.toml README.md deploy/docker/runtime-requirements.lock ./
+RUN pip install --no-deps --requirement runtime-requirements.lock \
+ && pip check
 
 # Only the service package: training/ is not in the build context (.dockerignore), so
 # setuptools finds streamcast alone; the streamcast-train script it still declares
 # would fail without training/ and is removed.
 COPY streamcast/ streamcast/
 RUN pip install --no-deps . \
+ && pip check \
  && rm -f /opt/streamcast/bin/streamcast-train \
- && python -c "import streamcast.config" \
- && ! python -c "import tensorflow" 2>/dev/null
+ && python -c "import streamcast.service.app, streamcast.api.app" \
+ && ! python -c "import tensorflow" 2>/dev/null \
+ && ! python -c "import pyarrow" 2>/dev/null
 
 # ---------------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS runtime

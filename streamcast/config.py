@@ -42,7 +42,9 @@ NESTED = "__"
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
-LogFormat = Literal["json", "console"]
+#: ``auto``: text when stderr is a terminal, JSON lines otherwise; ``console`` is the
+#: former name of ``text``
+LogFormat = Literal["auto", "json", "text", "console"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 ProcessingGuarantee = Literal["at_least_once", "exactly_once"]
 CompressionType = Literal["none", "gzip", "snappy", "lz4", "zstd"]
@@ -167,8 +169,9 @@ class ClientSettings(BaseSettings):
     or none otherwise"""
 
     # -- logs
-    log_format: LogFormat = "json"
-    """json lines for machines, console for people"""
+    log_format: LogFormat = "auto"
+    """json (one object per line, for collectors), text (readable lines), or auto: text
+    when stderr is a terminal, json otherwise (console is the old name of text)"""
     log_level: LogLevel = "INFO"
     """least severe level logged"""
 

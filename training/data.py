@@ -293,9 +293,12 @@ def _epoch_numbers(
             f"{source}: timestamp {_show(raw.iloc[i])} in column '{col}' at {where(i)} is not a "
             "valid epoch time; epoch timestamps must be finite and not negative"
         )
-    largest = float(values.max())
+    integers = pd.api.types.is_integer_dtype(raw)
+    # the unit from the exact largest value: an integer column's float64 copy rounds
+    # 99_999_999_999_999_992 up to 1e17 (ns) where the service reads the integer (µs)
+    largest = int(raw.max()) if integers else float(values.max())
     multiplier, divisor = epoch_unit(largest)  # the service's units, one for the column
-    if pd.api.types.is_integer_dtype(raw):
+    if integers:
         # exact integer arithmetic: float64 cannot hold every nanosecond epoch
         exact = raw.to_numpy(dtype=np.int64) * multiplier // divisor
         return np.asarray(exact, dtype=np.int64)

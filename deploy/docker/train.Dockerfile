@@ -34,8 +34,11 @@ print('\n'.join(d['dependencies'] + d['optional-dependencies']['train']))" \
 
 COPY streamcast/ streamcast/
 COPY training/ training/
+# the retrain CronJob's export runs `streamcast history export` in this image: the
+# streamcast CLI and pyarrow (the train extra has it; the service image has not) must be here
 RUN pip install --no-deps . \
- && python -c "import training.workflow, training.export, tsdata"
+ && python -c "import training.workflow, training.export, tsdata, pyarrow, streamcast.tools.history" \
+ && streamcast --help >/dev/null
 
 # ---------------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS runtime

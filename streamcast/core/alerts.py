@@ -8,7 +8,7 @@ One Kafka message per alert, Kafka key = series key, ``"schema": 1``::
       "ts": "2026-11-30T14:00:00Z",         # the interval whose actual raised it
       "kind": "error_drift",                # error_drift | input_drift | recovered
       "detector": "ewma",                  # ewma (errors) | ks (inputs)
-      "statistic": 13.2, "threshold": 12.0,
+      "statistic": 2.14, "threshold": 1.75,  # the error level, in residual sds
       "direction": "up",                    # up: actuals above the forecasts; down
       "severity": "critical",               # info (recovered) | warning | critical
       "model": "pedestrians", "model_version": "20261130T...",

@@ -158,12 +158,14 @@ class Service:
             return False, "model not loaded"
         if self._sink is None or not self._sink.assigned():
             return False, "no partitions assigned"
+        # every reason that holds, the broker's first: when the broker is gone the main
+        # loop stalls too, and which of the two crosses ready_stale_s first is chance
+        reasons = [self._watch.problem()]
         idle = self._clock() - self._last_tick
         if idle > self.settings.ready_stale_s:
-            return False, f"main loop stalled for {idle:.0f}s"
-        problem = self._watch.problem()
-        if problem is not None:
-            return False, problem
+            reasons.append(f"main loop stalled for {idle:.0f}s")
+        if any(reasons):
+            return False, "; ".join(reason for reason in reasons if reason)
         if self.stopping:
             return False, "stopping"
         return True, "ready"

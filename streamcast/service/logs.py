@@ -1,8 +1,11 @@
-"""Structured logging: JSON lines (orjson) for machines, a rich console view for people.
+"""Structured logging: JSON lines (orjson) for machines, readable text lines for people.
 
 Context goes in ``extra``: ``log.info("batch produced", extra={"forecasts": 12})``
 becomes ``{"ts": ..., "level": "info", "logger": ..., "msg": "batch produced",
-"forecasts": 12}`` in JSON mode and ``batch produced forecasts=12`` on the console.
+"forecasts": 12}`` in JSON mode and ``batch produced  forecasts=12`` (after the time and
+level) in text mode. ``auto``, the default, is text when stderr is a terminal and JSON
+otherwise (a container, a pipe, a file): people at a terminal read sentences, log
+collectors parse objects.
 """
 
 from __future__ import annotations
@@ -12,13 +15,15 @@ import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal, TextIO
 
 import orjson
 from rich.console import Console
 from rich.logging import RichHandler
 
 from streamcast.config import LogFormat, LogLevel
+from streamcast.core.artifact import ModelMeta
+from streamcast.core.records import iso_duration
 
 # Attributes every LogRecord has; anything else was passed through ``extra``.
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
@@ -88,16 +93,32 @@ class RepeatFilter(logging.Filter):
         return True
 
 
-def configure_logging(fmt: LogFormat = "json", level: LogLevel = "INFO") -> None:
-    """Route the root logger to stderr in ``fmt``; quiets aiokafka's chatty INFO logs."""
+def resolve_format(fmt: LogFormat, stream: TextIO) -> Literal["json", "text"]:
+    """The format ``fmt`` means on ``stream``: ``auto`` is text on a terminal, else JSON.
+
+    >>> import io
+    >>> resolve_format("auto", io.StringIO()), resolve_format("console", io.StringIO())
+    ('json', 'text')
+    """
+    if fmt == "auto":
+        return "text" if stream.isatty() else "json"
+    return "json" if fmt == "json" else "text"
+
+
+def configure_logging(
+    fmt: LogFormat = "auto", level: LogLevel = "INFO", stream: TextIO | None = None
+) -> None:
+    """Route the root logger to ``stream`` (stderr) in ``fmt``; quiets aiokafka's chatty
+    INFO logs."""
+    stream = stream or sys.stderr
     handler: logging.Handler
-    if fmt == "console":
+    if resolve_format(fmt, stream) == "text":
         handler = RichHandler(
-            console=Console(stderr=True), show_path=False, rich_tracebacks=False, markup=False
+            console=Console(file=stream), show_path=False, rich_tracebacks=False, markup=False
         )
         handler.setFormatter(ConsoleContextFormatter())
     else:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = logging.StreamHandler(stream)
         handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     for old in list(root.handlers):
@@ -109,6 +130,24 @@ def configure_logging(fmt: LogFormat = "json", level: LogLevel = "INFO") -> None
     # Filters on a logger do not apply to its children: put them on the handler, scoped.
     handler.addFilter(TransientClientNoise())
     handler.addFilter(_ScopedRepeatFilter("aiokafka"))
+
+
+def log_model(logger: logging.Logger, meta: ModelMeta, event: str = "loaded") -> None:
+    """The one line that says which model serves: ``model loaded: name, version, window,
+    horizon, interval`` (at start; ``model swapped in`` after a hot swap)."""
+    interval = iso_duration(meta.interval_s)
+    logger.info(
+        f"model {event}: {meta.name}, version {meta.version}, window {meta.window}, "
+        f"horizon {meta.horizon}, interval {interval}",
+        extra={
+            "model": meta.name,
+            "model_version": meta.version,
+            "window": meta.window,
+            "horizon": meta.horizon,
+            "interval": interval,
+            "levels": list(meta.calibration.levels),
+        },
+    )
 
 
 class TransientClientNoise(logging.Filter):

@@ -39,7 +39,12 @@ streamcast_forecast_abs_error_total{step}   counter   sum of |error| / scale of 
 streamcast_forecast_squared_error_total{..} counter   sum of (error / scale)^2
 streamcast_interval_covered_total{level,..} counter   scored steps inside the level's interval
 streamcast_model_swaps_total{result}        counter   new artifacts: swapped|refused
-streamcast_build_info{version,model,...}    gauge     always 1; labels say what runs
+streamcast_build_info{version,model_name,   gauge     always 1; labels say what runs (one
+  model_version}                                      series: a hot swap replaces it)
+process_*                                   various   the process: CPU seconds, resident and
+                                                      virtual memory, open and max file
+                                                      descriptors, start time (Linux /proc)
+python_info{version,implementation,...}     gauge     the interpreter
 =========================================== ========= =====================================
 
 Each :class:`Metrics` owns its registry, so several services (tests) can live in one process.
@@ -49,7 +54,15 @@ from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 
 from streamcast import __version__
 from streamcast.core.quality import QualityTotals
@@ -204,9 +217,13 @@ class Metrics:
         self.build_info = Gauge(
             "streamcast_build_info",
             "What is running (value is always 1)",
-            ["version", "model", "model_version"],
+            ["version", "model_name", "model_version"],
             registry=r,
         )
+        # process_* (CPU, memory, file descriptors, start time) and python_info: the
+        # client's own collectors, registered here because the registry is private
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
         for result in ("accepted", "rejected"):
             self.ticks.labels(result=result)
         for cause in ("ttl", "lru"):
@@ -250,7 +267,9 @@ class Metrics:
     def set_build_info(self, model: str, model_version: str) -> None:
         """Publish the running version and model (the only series: a swap replaces it)."""
         self.build_info.clear()
-        self.build_info.labels(version=__version__, model=model, model_version=model_version).set(1)
+        self.build_info.labels(
+            version=__version__, model_name=model, model_version=model_version
+        ).set(1)
 
     def exposition(self) -> bytes:
         """The Prometheus text format of every metric."""

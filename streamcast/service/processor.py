@@ -38,6 +38,7 @@ from streamcast.core.records import ForecastBatch, Rejection, encode_forecasts
 from streamcast.errors import ConfigurationError, RejectReason
 from streamcast.kafka.changelog import marker
 from streamcast.kafka.wire import Consumed, Offsets, OutRecord
+from streamcast.service.logs import log_model
 
 log = logging.getLogger(__name__)
 
@@ -249,6 +250,7 @@ class Processor:
         whose state was rebuilt from their windows."""
         rebuilt = self.pipeline.swap_model(model)
         self.model_name, self.model_version = model.meta.name, model.meta.version
+        log_model(log, model.meta, "swapped in")
         return rebuilt
 
 
@@ -285,6 +287,7 @@ def build_processor(settings: Settings, path: Path | None = None) -> Processor:
     topics = settings.topics
     changelog = topics.state_changelog if settings.durable_state else None
     output = OutputTopics(topics.forecasts, topics.dead_letter, changelog, topics.alerts)
+    log_model(log, meta)  # only once the settings fit the model
     return Processor(decoder, pipeline, output, name=meta.name, version=meta.version)
 
 

@@ -1,4 +1,5 @@
-"""The ``streamcast`` command: ``serve``, ``api``, ``config``, ``replay``, ``tail``, ``history``.
+"""The ``streamcast`` command: ``serve``, ``api``, ``config``, ``replay``, ``tail``, ``history``,
+``topics``.
 
 Every user error is one line on stderr (``error: ...``) and exit status 2; no traceback.
 """
@@ -10,9 +11,10 @@ import asyncio
 import logging
 import sys
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic_settings import CliSettingsSource
 from pydantic_settings import SettingsError as SourceError
@@ -33,6 +35,7 @@ from streamcast.service.logs import configure_logging
 from streamcast.tools.history import ExportOptions, export_history
 from streamcast.tools.replay import ReplayOptions, replay
 from streamcast.tools.tail import TailOptions, tail
+from streamcast.tools.topics import TOPICS_EXAMPLES, add_actions, run_topics
 
 USAGE_ERROR = 2
 #: the settings file read when --env-file is not given (absent is fine)
@@ -99,10 +102,15 @@ the dead-letter topic). Times are Kafka record timestamps.
 
 TAIL_EXAMPLES = """\
 examples:
-  streamcast tail                       # new forecasts as they arrive
+  streamcast tail                       # live view: latest forecast per key, alerts, rate
+  streamcast tail --from-beginning --timezone Australia/Melbourne --level 0.8
+  streamcast tail --plain | grep sensor-7   # one line per forecast (default in a pipe)
   streamcast tail --topic alerts --from-beginning
   streamcast tail --topic dead-letter --from-beginning --limit 20
   streamcast tail --json --limit 5      # raw message values, one per line
+
+On a terminal the forecasts topic is shown as a live view that fits the window (Ctrl-C
+ends it); piped, or with --plain, each message is one plain line.
 """
 
 
@@ -209,9 +217,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tail.add_argument("--from-beginning", action="store_true")
     tail.add_argument("--limit", type=int, help="stop after N messages")
-    tail.add_argument("--json", action="store_true", help="print raw values, one per line")
+    view = tail.add_mutually_exclusive_group()
+    view.add_argument(
+        "--plain",
+        action="store_true",
+        help="one plain line per message (the default when stdout is not a terminal)",
+    )
+    view.add_argument("--json", action="store_true", help="print raw values, one per line")
     tail.add_argument("--idle-timeout", type=float, help="stop after S seconds without messages")
+    tail.add_argument(
+        "--timezone", type=_zone, default=UTC, help="IANA zone of the times shown (default UTC)"
+    )
+    tail.add_argument(
+        "--level", type=float, help="interval level of the bands shown (default: the widest)"
+    )
     _history_parser(sub, fmt)
+    topics = sub.add_parser(
+        "topics",
+        help="create the topics before the first start, or check them",
+        epilog=TOPICS_EXAMPLES,
+        formatter_class=fmt,
+    )
+    for action in add_actions(topics):
+        _settings_flags(action, Settings)
     return parser
 
 
@@ -245,6 +273,15 @@ def _instant(text: str) -> datetime:
             f"expected an ISO-8601 time such as 2026-11-01T00:00:00Z, got {text!r}"
         ) from None
     return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
+def _zone(name: str) -> tzinfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise argparse.ArgumentTypeError(
+            f"unknown time zone {name!r}: give an IANA name such as Australia/Melbourne or UTC"
+        ) from None
 
 
 def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
@@ -289,6 +326,7 @@ def run(argv: Sequence[str] | None = None) -> int:
         "replay": _replay,
         "tail": _tail,
         "history": _history,
+        "topics": _topics,
     }
     return commands[args.command](args, settings, overrides)
 
@@ -355,6 +393,11 @@ def _history(args: argparse.Namespace, settings: ClientSettings, overrides: Over
     return 0
 
 
+def _topics(args: argparse.Namespace, settings: ClientSettings, overrides: Overrides) -> int:
+    assert isinstance(settings, Settings)
+    return run_topics(args, settings)
+
+
 def _tail(args: argparse.Namespace, settings: ClientSettings, overrides: Overrides) -> int:
     topics = settings.topics
     aliases = {
@@ -363,12 +406,18 @@ def _tail(args: argparse.Namespace, settings: ClientSettings, overrides: Overrid
         "dead-letter": topics.dead_letter,
         "dead_letter": topics.dead_letter,
     }
+    topic = aliases.get(args.topic, args.topic)
     options = TailOptions(
-        topic=aliases.get(args.topic, args.topic),
+        topic=topic,
         from_beginning=args.from_beginning,
         limit=args.limit,
         raw_json=args.json,
         idle_timeout_s=args.idle_timeout,
+        # the live view is for the forecasts topic; any other topic is shown as lines
+        live=False if args.plain or args.json or topic != topics.forecasts else None,
+        alerts_topic=topics.alerts,
+        zone=args.timezone,
+        level=args.level,
     )
     asyncio.run(tail(settings, options))
     return 0

@@ -8,7 +8,7 @@ extra features if ``--features`` names them), and writes one row per well-formed
 (by the output's suffix). Malformed messages are skipped and counted: they are in the
 dead-letter topic already. The result is what ``streamcast-train fit --data FILE
 --key-col key --time-col ts --value-col value`` reads, so a retrain needs nothing but the
-cluster (``deploy/kubernetes/retrain-cronjob.yaml``).
+cluster (``deploy/kubernetes/base/retrain-cronjob.yaml``).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from streamcast.core.codec import TickDecoder
 from streamcast.errors import ConfigurationError
 from streamcast.kafka.topic_io import TopicSnapshot
 from streamcast.kafka.topics import require_topic
+from streamcast.tools.formats import require_parquet
 
 KEY, TS, VALUE = "key", "ts", "value"
 
@@ -54,6 +55,7 @@ async def export_history(settings: ClientSettings, options: ExportOptions) -> Ex
     suffix = options.out.suffix.lower()
     if suffix not in (".parquet", ".pq", ".csv"):
         raise ConfigurationError(f"--out {options.out}: use a .parquet or .csv file name")
+    require_parquet("--out", options.out)  # before reading the whole topic
     partitions = await require_topic(settings, options.topic)
     fields = settings.fields
     extras = [fields.extras.get(name, name) for name in options.features]

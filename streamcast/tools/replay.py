@@ -26,6 +26,7 @@ from streamcast.config import ClientSettings
 from streamcast.errors import ConfigurationError
 from streamcast.kafka.topic_io import TopicWriter
 from streamcast.kafka.topics import require_topic
+from streamcast.tools.formats import PARQUET_SUFFIXES, require_parquet
 
 #: the most messages sent (and acknowledged) at once when several are due
 CHUNK = 500
@@ -52,7 +53,8 @@ def read_table(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise ConfigurationError(f"--data: file not found: {path}")
     suffix = path.suffix.lower()
-    if suffix in (".parquet", ".pq"):
+    if suffix in PARQUET_SUFFIXES:
+        require_parquet("--data", path)
         return pd.read_parquet(path)
     if suffix in (".csv", ".gz", ".txt"):
         return pd.read_csv(path)

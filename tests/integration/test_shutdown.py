@@ -8,9 +8,12 @@ was stopped under a connected service, in both processing modes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import signal
 import socket
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -26,16 +29,36 @@ DRAIN_S = 4.0
 
 
 async def _stop_and_check(service: ServiceProcess, log_path: Path) -> float:
-    """SIGTERM ``service``; assert a clean exit and return how long it took."""
+    """SIGTERM ``service``; assert a clean exit within a hang-detecting bound and return
+    how long the service took from the signal to its last line, by its own log clock.
+
+    The product's promise is on the service's clock: the test's wall clock also counts
+    signal delivery and interpreter exit, which on a loaded 2-core machine (load 15)
+    added 1.6 s to a 4.0 s drain."""
     began = time.monotonic()
     rc = await asyncio.to_thread(service.stop, signal.SIGTERM, 3 * DRAIN_S + 10)
-    took = time.monotonic() - began
+    wall = time.monotonic() - began
     log = await asyncio.to_thread(log_path.read_text)
     assert rc == 0, f"exit status {rc}:\n{log[-3000:]}"
     assert "Traceback" not in log, log[-3000:]
     assert "CancelledError" not in log, log[-3000:]
     assert '"msg":"stop requested' in log, "the stop is logged"
-    return took
+    assert wall < 3 * DRAIN_S, f"the process took {wall:.1f}s to exit after SIGTERM"
+    return _since_signal(log)
+
+
+def _since_signal(log: str) -> float:
+    """Seconds from the ``signal received`` line to the service's last line."""
+    signalled: float | None = None
+    last = 0.0
+    for line in log.splitlines():
+        with contextlib.suppress(ValueError):
+            entry = json.loads(line)
+            last = datetime.fromisoformat(entry["ts"]).timestamp()
+            if entry.get("msg") == "signal received":
+                signalled = last
+    assert signalled is not None, f"no 'signal received' line:\n{log[-3000:]}"
+    return last - signalled
 
 
 @pytest.mark.parametrize("broker", ["refusing", "silent"])

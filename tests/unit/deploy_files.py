@@ -1,7 +1,8 @@
 """Readers of the container and deployment files, shared by the deploy tests.
 
 Small parsers (a Dockerfile's instructions, Docker's ``.dockerignore`` rule, every YAML
-document) and the two sides the files must agree with: the environment variables that
+document), the Kubernetes overlays as ``kubectl kustomize`` renders them, and the two
+sides the files must agree with: the environment variables that
 ``streamcast.config.Settings`` reads and the sample names ``streamcast.service.metrics`` can expose.
 """
 
@@ -9,6 +10,8 @@ from __future__ import annotations
 
 import re
 import shlex
+import shutil
+import subprocess
 import sys
 from functools import cache
 from pathlib import Path, PurePosixPath
@@ -28,6 +31,16 @@ K8S = DEPLOY / "kubernetes"
 BIN = Path(sys.executable).parent
 ENV_VAR = re.compile(r"\bSTREAMCAST_[A-Z0-9_]+\b")
 METRIC = re.compile(r"\bstreamcast_[a-z0-9_]+\b")
+#: every metric name a query can use: the service's own, and those of other exporters
+ANY_METRIC = re.compile(r"\b(?:(?:streamcast|process|python|kafka|keda|kube)_[a-z0-9_]+|up)\b")
+#: metrics the rules take from elsewhere than the service, and who exports them
+EXTERNAL_METRICS = {
+    "up": "Prometheus itself, per scrape target",
+    "kafka_consumergroup_lag": "a Kafka exporter (danielqsj/kafka_exporter)",
+    "kafka_consumergroup_current_offset": "a Kafka exporter (danielqsj/kafka_exporter)",
+    "kube_horizontalpodautoscaler_status_current_replicas": "kube-state-metrics",
+    "kube_horizontalpodautoscaler_spec_max_replicas": "kube-state-metrics",
+}
 #: the metrics the dashboard must show (the issue's list)
 DASHBOARD_METRICS = {
     "streamcast_ticks_total",
@@ -44,6 +57,11 @@ DASHBOARD_METRICS = {
 #: unhealthyPodEvictionPolicy is GA from 1.31) and the newest schema on hand
 K8S_VERSIONS = ("1.31.0", "1.37.0")
 K8S_API = {
+    "NetworkPolicy": "networking.k8s.io/v1",
+    "ScaledObject": "keda.sh/v1alpha1",
+    "TriggerAuthentication": "keda.sh/v1alpha1",
+    "ServiceMonitor": "monitoring.coreos.com/v1",
+    "PrometheusRule": "monitoring.coreos.com/v1",
     "Namespace": "v1",
     "ServiceAccount": "v1",
     "ConfigMap": "v1",
@@ -55,6 +73,12 @@ K8S_API = {
     "PersistentVolumeClaim": "v1",
     "CronJob": "batch/v1",
 }
+#: the kinds whose schemas are not Kubernetes' own: tests/unit/crd_schemas/<kind>.json
+CUSTOM_KINDS = ("ScaledObject", "TriggerAuthentication", "ServiceMonitor", "PrometheusRule")
+#: the overlays an operator applies (deploy/kubernetes/overlays)
+OVERLAYS = ("dev", "prod", "prod-hpa")
+#: a name kustomize's generators made: the name, a dash and a 10-character content hash
+_HASHED = re.compile(r"^(?P<name>.+)-[a-z0-9]{10}$")
 
 
 def load_yaml(path: Path) -> list[Any]:
@@ -69,34 +93,60 @@ def compose() -> dict[str, Any]:
     return doc
 
 
-@cache
-def k8s() -> dict[str, dict[str, Any]]:
-    """Kubernetes objects of deploy/kubernetes by ``Kind/name``."""
+def kustomize(directory: Path) -> list[dict[str, Any]]:
+    """What ``kubectl kustomize directory`` renders (kubectl's built-in kustomize v5), or
+    ``kustomize build directory`` where only the standalone kustomize is installed."""
+    kubectl, standalone = shutil.which("kubectl"), shutil.which("kustomize")
+    if kubectl:
+        command = [kubectl, "kustomize", str(directory)]
+    elif standalone:
+        command = [standalone, "build", str(directory)]
+    else:
+        pytest.fail("kubectl or kustomize is needed to render deploy/kubernetes (.ci/run)")
+    result = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if result.returncode != 0:
+        pytest.fail(f"{' '.join(command)} failed: {result.stderr}")
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc is not None]
+
+
+def by_name(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Objects by ``Kind/name``; a generated ConfigMap under its name without the hash."""
     objects: dict[str, dict[str, Any]] = {}
-    for path in sorted(K8S.glob("*.yaml")):
-        if path.name == "kustomization.yaml":
-            continue
-        for doc in load_yaml(path):
-            objects[f"{doc['kind']}/{doc['metadata']['name']}"] = doc
+    for doc in docs:
+        name = doc["metadata"]["name"]
+        hashed = _HASHED.match(name) if doc["kind"] == "ConfigMap" else None
+        objects[f"{doc['kind']}/{hashed['name'] if hashed else name}"] = doc
     return objects
 
 
-def deployment() -> dict[str, Any]:
+@cache
+def k8s(overlay: str = "prod") -> dict[str, dict[str, Any]]:
+    """The objects an overlay of deploy/kubernetes renders to, by ``Kind/name``."""
+    return by_name(kustomize(K8S / "overlays" / overlay))
+
+
+def deployment(overlay: str = "prod") -> dict[str, Any]:
     """The streamcast Deployment's pod spec."""
-    spec: dict[str, Any] = k8s()["Deployment/streamcast"]["spec"]["template"]["spec"]
+    spec: dict[str, Any] = k8s(overlay)["Deployment/streamcast"]["spec"]["template"]["spec"]
     return spec
 
 
-def retrain_pod() -> dict[str, Any]:
+def retrain_pod(overlay: str = "prod") -> dict[str, Any]:
     """The retrain CronJob's pod spec."""
-    job = k8s()["CronJob/streamcast-retrain"]["spec"]["jobTemplate"]["spec"]
+    job = k8s(overlay)["CronJob/streamcast-retrain"]["spec"]["jobTemplate"]["spec"]
     spec: dict[str, Any] = job["template"]["spec"]
     return spec
 
 
-def configmap() -> dict[str, str]:
+def configmap(overlay: str = "prod") -> dict[str, str]:
     """The non-secret settings of the Kubernetes deployment."""
-    data: dict[str, str] = k8s()["ConfigMap/streamcast-config"]["data"]
+    data: dict[str, str] = k8s(overlay)["ConfigMap/streamcast-config"]["data"]
     return data
 
 

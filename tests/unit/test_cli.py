@@ -40,7 +40,7 @@ def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str,
     return int(info.value.code or 0), out, err
 
 
-@pytest.mark.parametrize("command", ["serve", "config", "replay", "tail"])
+@pytest.mark.parametrize("command", ["serve", "config", "replay", "tail", "topics"])
 def test_every_command_has_help_with_examples(
     command: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -238,6 +238,21 @@ def test_tail_lines_are_readable_for_forecasts_and_dead_letters() -> None:
     assert "invalid_utf8" in dead
     assert "ticks[1]@42" in dead
     assert describe(b"not json", {}).startswith("b'not json'")
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["topics", "create", "--partitions", "0"], "expected a positive whole number, got '0'"),
+        (["tail", "--timezone", "Mars/Olympus"], "unknown time zone 'Mars/Olympus'"),
+    ],
+)
+def test_tool_flags_are_checked_in_one_line(
+    argv: list[str], says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, _, err = _run(argv, capsys)
+    assert status == 2
+    assert says in err and "Traceback" not in err
 
 
 def test_unreachable_broker_is_one_line_for_the_tools(tmp_path: Path) -> None:

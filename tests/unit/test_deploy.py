@@ -27,10 +27,12 @@ from streamcast.config import Settings, env_name, flatten
 from streamcast.service.health import HealthServer
 from tests.support.kafka import load_script
 from tests.unit.deploy_files import (
+    ANY_METRIC,
     BIN,
     DASHBOARD_METRICS,
     DEPLOY,
     ENV_VAR,
+    EXTERNAL_METRICS,
     METRIC,
     REPO,
     compose,
@@ -74,6 +76,8 @@ def test_every_env_var_in_deploy_files_is_a_real_setting() -> None:
 
 # -- Dockerfile -------------------------------------------------------------------------
 
+LOCK = DEPLOY / "docker" / "runtime-requirements.lock"
+
 
 def test_dockerfile_is_multi_stage_with_a_slim_python_runtime() -> None:
     froms = [args for word, args in dockerfile() if word == "FROM"]
@@ -94,14 +98,41 @@ def test_runtime_image_runs_as_a_numeric_non_root_user() -> None:
     assert pod["runAsUser"] == int(uid) and pod["runAsNonRoot"] is True
 
 
-def test_image_installs_no_training_extra_and_no_training_code() -> None:
-    text = (REPO / "Dockerfile").read_text()
+def test_image_installs_the_lock_and_no_training_extra_nor_training_code() -> None:
     runs = [args for word, args in dockerfile() if word == "RUN"]
-    installs = [cmd for run in runs for cmd in run.split("&&") if "pip install" in cmd]
-    assert len(installs) == 2
+    commands = [cmd.strip() for run in runs for cmd in run.split("&&")]
+    installs = [cmd for cmd in commands if "pip install" in cmd]
+    assert installs == [
+        "pip install --no-deps --requirement runtime-requirements.lock",
+        "pip install --no-deps .",
+    ]
+    assert commands.count("pip check") == 2  # the locked set is complete and consistent
     assert not any(re.search(r"\.\[|\[train|tensorflow|tf2onnx", cmd) for cmd in installs)
-    assert "['project']['dependencies']" in text  # runtime deps only, read from pyproject
+    copied = [a for w, a in dockerfile() if w == "COPY" and "runtime-requirements.lock" in a]
+    assert copied and dockerignore_included(LOCK.relative_to(REPO).as_posix())
     assert not dockerignore_included("training/fit.py")
+    assert any('! python -c "import pyarrow"' in cmd for cmd in commands)
+
+
+def test_the_lock_is_the_runtime_closure_of_pyproject_as_installed() -> None:
+    """Every package the service needs, transitively, at the version the tests run with;
+    neither pyarrow nor anything of the train extra."""
+    lock = load_script(LOCK.with_name("lock.py"), "streamcast_lock")
+    assert LOCK.read_text() == lock.render(), (
+        "deploy/docker/runtime-requirements.lock is stale: "
+        "run .venv/bin/python deploy/docker/lock.py"
+    )
+    pins = dict(
+        line.split("==") for line in LOCK.read_text().splitlines() if not line.startswith("#")
+    )
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    for requirement in project["dependencies"]:
+        name, version = requirement.split("==")
+        assert pins[name.lower()] == version, name
+    extras = project["optional-dependencies"]
+    assert "pyarrow" not in pins and "pyarrow==26.0.1" in extras["parquet"]
+    heavy = {r.split("==")[0].split(">")[0].lower() for r in extras["train"]} - {"protobuf"}
+    assert not heavy & pins.keys(), heavy & pins.keys()
 
 
 def test_entrypoint_cmd_port_signal_and_labels() -> None:
@@ -162,6 +193,12 @@ def test_hadolint_finds_nothing(name: str) -> None:
 def test_training_image_installs_the_train_extra_and_runs_streamcast_train() -> None:
     path = DEPLOY / "docker" / "train.Dockerfile"
     assert "['optional-dependencies']['train']" in path.read_text()
+    # it also runs the retrain job's export: the streamcast CLI with pyarrow
+    assert "pyarrow, streamcast.tools.history" in path.read_text()
+    train_extra = tomllib.loads((REPO / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]["train"]
+    assert any(r.startswith("pyarrow==") for r in train_extra)
     stage = final_stage(path)
     assert json.loads(dict(stage)["ENTRYPOINT"]) == ["streamcast-train"]
     scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
@@ -300,6 +337,10 @@ def test_dashboard_shows_the_required_metrics_and_only_registered_ones() -> None
         parse_promql(expr)
     used = {m for expr in exprs for m in METRIC.findall(expr)}
     assert used <= registered_samples(), used - registered_samples()
+    process = {m for expr in exprs for m in ANY_METRIC.findall(expr)} - used
+    assert process <= registered_samples(), process - registered_samples()
+    assert {"process_resident_memory_bytes", "process_cpu_seconds_total"} <= process
+    assert any("streamcast_build_info" in e and "model_version" in e for e in exprs)
     assert used >= DASHBOARD_METRICS, DASHBOARD_METRICS - used
     assert any("streamcast_inference_seconds_bucket" in e and "0.99" in e for e in exprs)
     for q in ("0.5", "0.95", "0.99"):
@@ -319,10 +360,16 @@ def test_alert_rules_query_registered_metrics() -> None:
         r for g in load_yaml(DEPLOY / "prometheus" / "alerts.yml")[0]["groups"] for r in g["rules"]
     ]
     assert len(rules) >= 5
+    used: set[str] = set()
     for rule in rules:
         assert rule["alert"] and rule["labels"]["severity"] in ("warning", "critical")
         parse_promql(rule["expr"])
-        assert set(METRIC.findall(rule["expr"])) <= registered_samples(), rule["alert"]
+        names = set(ANY_METRIC.findall(rule["expr"])) - EXTERNAL_METRICS.keys()
+        assert names <= registered_samples(), (rule["alert"], names - registered_samples())
+        used |= set(ANY_METRIC.findall(rule["expr"]))
+    # broker-side lag and the group's offsets, which go on when the service stalls
+    assert {"kafka_consumergroup_lag", "kafka_consumergroup_current_offset"} <= used
+    assert "process_start_time_seconds" in used and "streamcast_build_info" in used
 
 
 def test_prometheus_scrapes_the_metrics_port_and_grafana_loads_the_dashboards() -> None:

@@ -32,7 +32,23 @@ def test_every_dashboard_metric_is_exposed() -> None:
     text = metrics.exposition().decode()
     for name in DASHBOARD_NAMES:
         assert f"\n{name}" in text, name
-    assert 'streamcast_build_info{model="m",model_version="3",version=' in text
+    assert 'streamcast_build_info{model_name="m",model_version="3",version=' in text
+    metrics.set_build_info("m", "4")  # a hot swap: one series, the new version
+    text = metrics.exposition().decode()
+    assert text.count("\nstreamcast_build_info{") == 1
+    assert 'model_version="4"' in text
+
+
+def test_process_metrics_are_exposed() -> None:
+    text = Metrics().exposition().decode()
+    for name in (
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_start_time_seconds",
+        "python_info",
+    ):
+        assert f"\n{name}" in text, name
 
 
 def test_observe_many_equals_observing_one_by_one() -> None:

@@ -19,6 +19,7 @@ from streamcast.errors import RejectReason, TransientError
 from streamcast.kafka.wire import Consumed, InRecord, Offsets, Outputs, OutRecord
 from streamcast.service.app import Service
 from streamcast.service.processor import BatchResult, OutputTopics, dead_letter, next_offsets
+from streamcast.service.watch import BrokerWatch
 
 
 class FakeSink:
@@ -355,3 +356,26 @@ async def test_progress_is_logged_periodically(
     stopped = next(r for r in caplog.records if r.msg == "stopped")
     assert stopped.__dict__["forecasts"] == 6
     assert stopped.__dict__["dead_letters"] == 2
+
+
+async def test_not_ready_names_the_silent_broker_even_when_the_loop_stalled_first() -> None:
+    """With the broker gone the main loop stalls as well; the reason must name the cause
+    whichever of the two crossed ``ready_stale_s`` first (a race seen under load)."""
+    now = [1_000.0]
+    service = Service(
+        _settings(ready_stale_s=3),
+        sink_factory=lambda p: FakeSink([]),
+        topic_check=_no_topics,
+        processor=EchoProcessor(),
+        clock=lambda: now[0],
+    )
+    broker = FakeSink([])
+    broker.started = True
+    service._sink = broker
+    service._last_tick = now[0]
+    service._watch = BrokerWatch(service.metrics, 3, clock=lambda: now[0])
+    assert service.readiness() == (True, "ready")
+    now[0] += 3.5  # both the loop and the broker have been silent past ready_stale_s
+    ready, why = service.readiness()
+    assert not ready
+    assert why == "broker has not answered for 4s; main loop stalled for 4s"
