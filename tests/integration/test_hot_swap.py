@@ -63,7 +63,7 @@ pytestmark = pytest.mark.kafka
 INTERVAL_S = 60
 WINDOW = 4
 HORIZON = 3
-SWAPPED = "model swapped"
+SWAPPED = "model swapped: "  # the service's line (not "model swapped in", the processor's)
 REFUSED = "refused: "
 
 
