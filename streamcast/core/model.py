@@ -9,6 +9,14 @@ micro-batch of keys.
 whether the loaded graph still computes what the exporter saw (the check before a
 hot-swap).
 
+:meth:`OnnxStepModel.advance` is the step without its rollout: rebuilding a key's state
+from its window (after a hot-swap, or a restore under another model) needs ``h_out`` and
+``c_out`` only, and ONNX Runtime runs every node of a graph whatever outputs are asked for,
+so the rollout (most of a step's cost: ~55 ms of ~57 at 1,000 keys, window 48, H 24, 64
+units) would be paid ``window`` times per key. A second session over the graph pruned to
+the state outputs runs instead, used only when it reproduces the full graph's state bit for
+bit on a probe batch.
+
 ``step`` is synchronous and CPU bound (milliseconds for a thousand keys); the service may
 call it from a worker thread so the event loop stays responsive. ONNX Runtime sessions are
 safe to ``run`` from one thread at a time per call, which is how the pipeline uses it.
@@ -19,10 +27,12 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
+import onnx
 import onnxruntime as ort
+from onnx.utils import Extractor
 
 from streamcast.core.artifact import ModelMeta
 from streamcast.core.features import Float32Array
@@ -51,6 +61,21 @@ class StepModel(Protocol):
         calendar: Float32Array | None,
     ) -> tuple[Float32Array, Float32Array, Float32Array]:
         """``(h_out [B, S], c_out [B, S], forecast [B, H])``; ``calendar`` is None iff C = 0."""
+        ...
+
+
+@runtime_checkable
+class StateAdvancer(Protocol):
+    """A :class:`StepModel` that can step the state alone, cheaper than :meth:`step`."""
+
+    def advance(
+        self,
+        x: Float32Array,
+        h: Float32Array,
+        c: Float32Array,
+        calendar: Float32Array | None,
+    ) -> tuple[Float32Array, Float32Array]:
+        """``(h_out, c_out)`` exactly as :meth:`StepModel.step` computes them."""
         ...
 
 
@@ -99,7 +124,12 @@ class OnnxStepModel:
     """
 
     def __init__(
-        self, session: ort.InferenceSession, meta: ModelMeta, path: Path, identity: int = 0
+        self,
+        session: ort.InferenceSession,
+        meta: ModelMeta,
+        path: Path,
+        identity: int = 0,
+        state_session: ort.InferenceSession | None = None,
     ) -> None:
         self._session = session
         self._meta = meta
@@ -108,6 +138,9 @@ class OnnxStepModel:
         names = meta.graph
         self._outputs = [names.h_out, names.c_out, names.forecast]
         self._calendar_name = names.calendar if meta.feature_spec().n_calendar > 0 else None
+        self._state_session: ort.InferenceSession | None = None
+        if state_session is not None and self._reproduces_state(state_session):
+            self._state_session = state_session
 
     @property
     def meta(self) -> ModelMeta:
@@ -141,7 +174,8 @@ class OnnxStepModel:
                 "streamcast-train (or fix the exporter that wrote it)"
             ) from err
         validate_signature(session, meta, file)
-        return cls(session, meta, file, fingerprint(data))
+        state = state_only_session(data, meta, intra_op_threads)
+        return cls(session, meta, file, fingerprint(data), state)
 
     def step(
         self,
@@ -163,6 +197,77 @@ class OnnxStepModel:
             feeds[self._calendar_name] = np.ascontiguousarray(calendar, dtype=np.float32)
         h_out, c_out, forecast = self._session.run(self._outputs, feeds)
         return h_out, c_out, forecast
+
+    def advance(
+        self,
+        x: Float32Array,
+        h: Float32Array,
+        c: Float32Array,
+        calendar: Float32Array | None,
+    ) -> tuple[Float32Array, Float32Array]:
+        """``(h_out, c_out)`` of :meth:`step`, without the rollout where the pruned graph
+        runs (module docstring)."""
+        if self._state_session is None:
+            h_out, c_out, _ = self.step(x, h, c, calendar)
+            return h_out, c_out
+        return self._advance(self._state_session, x, h, c, calendar)
+
+    def _advance(
+        self,
+        session: ort.InferenceSession,
+        x: Float32Array,
+        h: Float32Array,
+        c: Float32Array,
+        calendar: Float32Array | None,
+    ) -> tuple[Float32Array, Float32Array]:
+        names = self._meta.graph
+        feeds = {
+            names.x: np.ascontiguousarray(x, dtype=np.float32),
+            names.h: np.ascontiguousarray(h, dtype=np.float32),
+            names.c: np.ascontiguousarray(c, dtype=np.float32),
+        }
+        if self._calendar_name is not None and calendar is not None:
+            feeds[self._calendar_name] = np.ascontiguousarray(calendar, dtype=np.float32)
+        wanted = {arg.name for arg in session.get_inputs()}
+        h_out, c_out = session.run(
+            [names.h_out, names.c_out], {k: v for k, v in feeds.items() if k in wanted}
+        )
+        return h_out, c_out
+
+    def _reproduces_state(self, session: ort.InferenceSession) -> bool:
+        """Whether the pruned ``session`` gives the full graph's state bit for bit on a
+        probe batch (random inputs of the model's shapes, fixed seed)."""
+        meta, spec = self._meta, self._meta.feature_spec()
+        rng = np.random.default_rng(0)
+        x, h, c = (
+            rng.standard_normal((16, n)).astype(np.float32)
+            for n in (spec.n_inputs, meta.state_size, meta.state_size)
+        )
+        calendar = None
+        if spec.n_calendar:
+            shape = (16, meta.horizon, spec.n_calendar)
+            calendar = rng.uniform(-1, 1, shape).astype(np.float32)
+        try:
+            pruned = self._advance(session, x, h, c, calendar)
+        except Exception:  # noqa: BLE001 - ORT raises many unrelated types; step serves
+            return False
+        full = self.step(x, h, c, calendar)
+        return all(np.array_equal(a, b) for a, b in zip(pruned, full[:2], strict=True))
+
+
+def state_only_session(
+    data: bytes, meta: ModelMeta, intra_op_threads: int = 1
+) -> ort.InferenceSession | None:
+    """A session over the graph in ``data`` pruned to the state outputs (module
+    docstring), or None when it cannot be cut out (the full graph serves then)."""
+    names = meta.graph
+    try:
+        proto = onnx.load_model_from_string(data)
+        inputs = [i.name for i in proto.graph.input]
+        pruned = Extractor(proto).extract_model(inputs, [names.h_out, names.c_out])
+        return open_session(pruned.SerializeToString(), intra_op_threads)
+    except Exception:  # noqa: BLE001 - onnx and ORT raise many unrelated types
+        return None
 
 
 def validate_signature(session: ort.InferenceSession, meta: ModelMeta, file: Path) -> None:

@@ -41,7 +41,7 @@ from streamcast.core.features import calendar_features, scale_inputs, target_tim
 from streamcast.core.intervals import REASONS, Aggregator, JumpRule, admit, aggregate
 from streamcast.core.isolation import Attempt, isolated, merge
 from streamcast.core.lifecycle import LifecyclePlanner, Steps
-from streamcast.core.model import StepModel
+from streamcast.core.model import StateAdvancer, StepModel
 from streamcast.core.monitor import ForecastMonitor
 from streamcast.core.quality import QualityTotals
 from streamcast.core.records import Counters, ForecastBatch, Rejection, TickBatch
@@ -264,7 +264,7 @@ class Pipeline:
         # not yet stepped (warming up) keys keep zero state and adopt the model as they warm
         st.h[rows], st.c[rows], st.model_id[rows] = 0.0, 0.0, 0
         steps = self.planner.replay_windows(rows)
-        self._run(steps, np.zeros(0, dtype=np.int64), Counters())
+        self._run(steps, np.zeros(0, dtype=np.int64), Counters(), state_only=True)
         return int(np.count_nonzero(st.warm[rows]))
 
     @property
@@ -355,11 +355,13 @@ class Pipeline:
         return Attempt(forecasts, rejections, counters, changed, alerts)
 
     def _run(
-        self, steps: Steps, index: IntArray, counters: Counters
+        self, steps: Steps, index: IntArray, counters: Counters, *, state_only: bool = False
     ) -> tuple[ForecastBatch, IntArray, InputSteps]:
         """Execute the planned steps in rounds: the emitted forecasts, their rows, and the
-        real intervals stepped (for input drift)."""
+        real intervals stepped (for input drift). ``state_only``: the steps emit nothing
+        and only their state counts (a rebuild), so a model that can skips the rollout."""
         st = self.store
+        advance = self.model.advance if isinstance(self.model, StateAdvancer) else None
         n = len(steps)
         rows, rank, zero, ts = steps.row, steps.rank, steps.zero, steps.ts
         x = scale_inputs(steps.x, steps.loc, steps.scale, self.extra_scaling)
@@ -379,11 +381,13 @@ class Pipeline:
             h = np.where(keep, st.h[r_rows], np.float32(0.0))
             c = np.where(keep, st.c[r_rows], np.float32(0.0))
             cal = calendar[sel] if calendar is not None else None
-            h_out, c_out, fc = self.model.step(x[sel], h, c, cal)
+            if state_only and advance is not None:
+                h_out, c_out = advance(x[sel], h, c, cal)
+            else:
+                h_out, c_out, forecast[sel] = self.model.step(x[sel], h, c, cal)
             st.h[r_rows] = h_out
             st.c[r_rows] = c_out
             st.model_id[r_rows] = self.model.identity
-            forecast[sel] = fc
             counters.model_calls += 1
         counters.steps += n
         # keys that ended the batch in warm-up hold zero state by definition

@@ -414,13 +414,55 @@ class StateStore:
     def restore_rows(
         self, records: Sequence[tuple[str, bytes]], now_s: float, partition: int = NO_PARTITION
     ) -> IntArray:
-        """:meth:`restore`, returning the rows the keys now occupy."""
+        """:meth:`restore`, returning the rows the keys now occupy.
+
+        Records of a model with another state size, horizon or input-drift reference (what
+        a hot-swap may change: a key with no tick since the swap keeps the old model's
+        record) are converted as the swap converts live rows (:meth:`resize_state`,
+        :meth:`resize_horizon`); their ``model_id`` still names the model that computed
+        them, so the pipeline rebuilds them from their windows.
+        """
         if not records:
             return np.zeros(0, dtype=np.int64)
-        arrays = self.decode_records([r for _, r in records])
-        rows = self.import_rows([k for k, _ in records], arrays, now_s)
+        own = self._record_header()
+        layouts: dict[bytes, list[tuple[str, bytes]]] = {}
+        for key, record in records:
+            layouts.setdefault(record[: len(own)], []).append((key, record))
+        rows = np.concatenate(
+            [self._import_layout(header, group, now_s) for header, group in layouts.items()]
+        )
         self.partition[rows] = partition
         return rows
+
+    def _import_layout(
+        self, header: bytes, records: Sequence[tuple[str, bytes]], now_s: float
+    ) -> IntArray:
+        """Import records that share one ``header`` (see :meth:`restore_rows`)."""
+        keys, encoded = [k for k, _ in records], [r for _, r in records]
+        other = self._swapped_from(header, len(records))
+        if other is None:  # this layout, or one no swap produces: decode_records says which
+            return self.import_rows(keys, self.decode_records(encoded), now_s)
+        rows = other.import_rows(keys, other.decode_records(encoded), now_s)
+        other.resize_state(self.state_size)
+        other.resize_horizon(self.horizon, self.quantiles)
+        arrays = {c.name: getattr(other, c.name)[rows] for c in DURABLE}
+        return self.import_rows(keys, arrays, now_s)
+
+    def _swapped_from(self, header: bytes, n: int) -> StateStore | None:
+        """A store of ``header``'s layout for ``n`` keys when it differs from this one only
+        where a hot-swap may differ (state size, horizon, drift quantiles); else None."""
+        own = self._record_header()
+        if header == own or len(header) != len(own) or header[:4] != RECORD_MAGIC:
+            return None
+        window, n_inputs, state_size, horizon, quantiles = (
+            int(d) for d in np.frombuffer(header[4:], dtype="<u4")
+        )
+        if (window, n_inputs) != (self.window_size, self.n_inputs):
+            return None
+        return StateStore(
+            window=window, n_inputs=n_inputs, state_size=state_size, max_keys=n,
+            horizon=horizon, quantiles=quantiles, initial_capacity=n,
+        )  # fmt: skip
 
     def export_rows(self, rows: IntArray) -> dict[str, npt.NDArray[np.generic]]:
         """A compact copy of the given rows: one array per column, first axis = row."""

@@ -41,7 +41,13 @@ from streamcast.kafka.topics import ensure_topics
 from streamcast.service.batches import BatchHandler
 from streamcast.service.health import HealthServer
 from streamcast.service.metrics import Metrics
-from streamcast.service.models import ModelWatcher, required_model_path, resolve_model
+from streamcast.service.models import (
+    ModelWatcher,
+    Stamp,
+    required_model_path,
+    resolve_model,
+    startup_model,
+)
 from streamcast.service.processor import BatchProcessor, build_processor
 from streamcast.service.waits import Retry, backoff_delays, bounded, first_leaf, unless_set
 from streamcast.service.watch import BrokerWatch
@@ -174,10 +180,11 @@ class Service:
         s = self.settings
         if self._processor is None:
             where = required_model_path(s.model_path)
-            serving = resolve_model(where)
+            refused_metric = self.metrics.model_swaps.labels(result="refused")
+            serving, refused = startup_model(where, s.intra_op_threads, refused_metric.inc)
             self._processor = load_processor(s, serving)
             if s.model_poll_s > 0:
-                self._models = self._model_watcher(self._processor, where, serving)
+                self._models = self._model_watcher(self._processor, where, serving, refused)
         processor = self._processor
         self.metrics.set_build_info(processor.model_name, processor.model_version)
         health = HealthServer(s.http_host, s.http_port, self.metrics.exposition, self.readiness)
@@ -283,16 +290,18 @@ class Service:
             await self._swap_model(processor)
             self._last_tick = self._clock()
 
-    def _model_watcher(self, processor: BatchProcessor, path: Path, serving: Path) -> ModelWatcher:
+    def _model_watcher(
+        self, processor: BatchProcessor, path: Path, serving: Path, refused: set[Stamp]
+    ) -> ModelWatcher:
         s = self.settings
-        refused = self.metrics.model_swaps.labels(result="refused")
         return ModelWatcher(
             path,
             serving,
             poll_s=s.model_poll_s,
             intra_op_threads=s.intra_op_threads,
             check=processor.swap_problem,
-            on_refused=refused.inc,
+            on_refused=self.metrics.model_swaps.labels(result="refused").inc,
+            refused=refused,
         )
 
     async def _swap_model(self, processor: BatchProcessor) -> None:

@@ -15,6 +15,11 @@ state from its window (:meth:`streamcast.core.pipeline.Pipeline.swap_model`). A
 candidate that fails any check is refused with one log line and
 ``streamcast_model_swaps_total{result="refused"}``, remembered so it is not retried, and
 the old model keeps serving.
+
+At start (:func:`startup_model`) a models directory serves its newest artifact that loads
+and reproduces its self-test; newer ones that do not are refused the same way (a replica
+that restarts while a broken file lies in the claim keeps serving what the others serve,
+instead of failing to start), and the watcher does not look at them again.
 """
 
 from __future__ import annotations
@@ -73,6 +78,12 @@ def resolve_model(path: str | Path) -> Path:
 def newest_in(directory: Path) -> Path | None:
     """The artifact of ``directory`` whose name sorts last (hidden and partial files are
     not artifacts)."""
+    artifacts = artifacts_in(directory)
+    return artifacts[0] if artifacts else None
+
+
+def artifacts_in(directory: Path) -> list[Path]:
+    """The artifacts of ``directory``, newest (name sorting last) first."""
     try:
         names = [
             entry.name
@@ -80,8 +91,51 @@ def newest_in(directory: Path) -> Path | None:
             if entry.name.endswith(SUFFIX) and not entry.name.startswith(".") and entry.is_file()
         ]
     except OSError:
-        return None
-    return directory / max(names) if names else None
+        return []
+    return [directory / name for name in sorted(names, reverse=True)]
+
+
+def startup_model(
+    path: str | Path, intra_op_threads: int, on_refused: RefusedHook
+) -> tuple[Path, set[Stamp]]:
+    """The artifact to start with and the stamps of the newer ones refused (module doc).
+
+    ``path`` a file: itself (a broken one fails the start, as before). A directory: its
+    newest artifact that loads and passes its self-test; each newer one is refused with
+    one log line and ``on_refused``. Raises :class:`ModelError` when none does.
+    """
+    where = Path(path)
+    newest = resolve_model(where)
+    if not where.is_dir():
+        return newest, set()
+    refused: set[Stamp] = set()
+    for candidate in artifacts_in(where):
+        stamp = Stamp.of(candidate)
+        if stamp is None:
+            continue  # removed meanwhile
+        problem = _startup_problem(candidate, intra_op_threads)
+        if problem is None:
+            return candidate, refused
+        _refuse(candidate, problem, "an older one serves if it passes")
+        on_refused()
+        refused.add(stamp)
+    raise ModelError(
+        f"STREAMCAST_MODEL_PATH (model_path): no artifact in the models directory {where} "
+        "loads and passes its self-test (each refusal is logged above): publish a good one"
+    )
+
+
+def _startup_problem(path: Path, intra_op_threads: int) -> str | None:
+    try:
+        model = OnnxStepModel.load(path, intra_op_threads=intra_op_threads)
+    except ModelError as err:
+        return str(err)
+    return self_test_failures(model)
+
+
+def _refuse(path: Path, problem: str, consequence: str) -> None:
+    """The one log line of a refused artifact."""
+    log.error(f"model {path} refused: {problem}; {consequence}", extra={"path": str(path)})
 
 
 @dataclass(frozen=True)
@@ -115,6 +169,7 @@ class ModelWatcher:
         intra_op_threads: int,
         check: SwapCheck,
         on_refused: RefusedHook,
+        refused: set[Stamp] | None = None,
     ) -> None:
         self.path = Path(path)
         self.poll_s = poll_s
@@ -123,7 +178,7 @@ class ModelWatcher:
         self._on_refused = on_refused
         #: the version of the file that serves (or was refused): not looked at again
         self._seen = Stamp.of(current)
-        self._refused: set[Stamp] = set()
+        self._refused: set[Stamp] = set(refused or ())
         self._ready: OnnxStepModel | None = None
 
     def take(self) -> OnnxStepModel | None:
@@ -151,10 +206,7 @@ class ModelWatcher:
         problem, model = await asyncio.to_thread(self._load, stamp.path)
         if model is None or problem is not None:
             self._refused.add(stamp)
-            log.error(
-                f"model {stamp.path} refused: {problem}; the running model keeps serving",
-                extra={"path": str(stamp.path)},
-            )
+            _refuse(stamp.path, str(problem), "the running model keeps serving")
             self._on_refused()
             return False
         self._seen = stamp

@@ -114,3 +114,21 @@ def test_invalid_metadata_is_one_line_naming_the_field(
     assert "https://" not in text
     assert f"invalid streamcast metadata: {field}" in text
     assert "streamcast-train" in text
+
+
+def test_advance_is_the_steps_state_from_a_graph_without_the_rollout(tiny: Path) -> None:
+    """The state-only session (a rebuild from windows runs it ``window`` times per key):
+    the graph pruned to ``h_out``/``c_out`` gives the full step's state bit for bit."""
+    model = OnnxStepModel.load(tiny)
+    full = onnx.load(str(tiny)).graph
+    assert model._state_session is not None
+    pruned = {o.name for o in model._state_session.get_outputs()}
+    assert pruned == {"h_out", "c_out"} and "forecast" in {o.name for o in full.output}
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((9, 2)).astype(np.float32)
+    h, c = (rng.standard_normal((9, 6)).astype(np.float32) for _ in range(2))
+    cal = rng.standard_normal((9, 4, 4)).astype(np.float32)
+    h_out, c_out, _ = model.step(x, h, c, cal)
+    got = model.advance(x, h, c, cal)
+    np.testing.assert_array_equal(got[0], h_out)
+    np.testing.assert_array_equal(got[1], c_out)

@@ -13,9 +13,9 @@ import pytest
 
 from streamcast.core.model import OnnxStepModel, self_test_failures
 from streamcast.core.pipeline import Pipeline
-from streamcast.errors import ConfigurationError
-from streamcast.service.models import ModelWatcher, newest_in, resolve_model
-from tests.support.models import make_tiny_model
+from streamcast.errors import ConfigurationError, ModelError
+from streamcast.service.models import ModelWatcher, newest_in, resolve_model, startup_model
+from tests.support.models import make_tiny_model, scale_weights
 
 
 def publish(src: Path, directory: Path, version: str) -> Path:
@@ -137,3 +137,36 @@ async def test_a_watched_file_replaced_in_place_is_picked_up(tmp_path: Path) -> 
     assert model is not None and model.meta.version == "7"
     path.write_text(json.dumps({"not": "a model"}))
     assert not await watch.watcher.poll() and watch.refused == 1
+
+
+async def test_a_start_skips_newer_artifacts_that_do_not_load_or_pass_their_self_test(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A replica restarting while a broken file lies in the models directory serves what
+    the running ones serve (the newest good artifact) and refuses the broken ones once."""
+    models = tmp_path / "models"
+    models.mkdir()
+    good = publish(make_tiny_model(tmp_path / "a.onnx", self_test=2), models, "20261201T00Z")
+    other = make_tiny_model(tmp_path / "b.onnx", seed=3, version="2", self_test=2)
+    (models / "20261201T01Z.onnx").write_bytes(other.read_bytes()[:300])  # truncated
+    publish(scale_weights(other, tmp_path / "s.onnx", 1.05), models, "20261201T02Z")
+    refusals: list[int] = []
+    serving, refused = startup_model(models, 1, lambda: refusals.append(1))
+    assert serving == good
+    assert {s.path.name for s in refused} == {"20261201T01Z.onnx", "20261201T02Z.onnx"}
+    lines = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert len(lines) == len(refusals) == 2
+    assert "does not reproduce its self-test sample" in lines[0]
+    assert "is not a loadable ONNX model" in lines[1]
+    # the watcher does not refuse them again
+    pipeline = Pipeline(OnnxStepModel.load(serving))
+    watcher = ModelWatcher(
+        models, serving, poll_s=0.01, intra_op_threads=1, check=pipeline.swap_problem,
+        on_refused=lambda: refusals.append(1), refused=refused,
+    )  # fmt: skip
+    assert not await watcher.poll() and len(refusals) == 2
+    # a single file is served as it is; a directory with nothing good fails the start
+    assert startup_model(other, 1, lambda: None) == (other, set())
+    good.unlink()
+    with pytest.raises(ModelError, match="no artifact in the models directory"):
+        startup_model(models, 1, lambda: None)

@@ -572,3 +572,45 @@ def test_a_key_that_makes_the_pipeline_raise_is_isolated_and_the_rest_goes_on(
                 )
     poisoned = got.store.rows["poison"]
     assert got.store.last_ts_ms[poisoned] == NONE, "its state was put back as it was"
+
+
+def test_a_rebuild_steps_the_state_alone(tmp_path: Path) -> None:
+    """A swap rebuilds every warm key with ``window`` state-only calls (no rollout); the
+    forecasts that follow equal those after a rebuild by full steps."""
+    path = make_tiny_model(tmp_path / "m.onnx", window=3, known={"k": (5.0, 2.0)})
+    values = [float((3 * i) % 7) for i in range(10)]
+
+    class StepOnly:
+        """The artifact as a bare StepModel (no ``advance``): rebuilds use full steps."""
+
+        def __init__(self) -> None:
+            self.inner = OnnxStepModel.load(path)
+            self.meta, self.identity = self.inner.meta, self.inner.identity
+            self.steps = 0
+
+        def step(self, x: Float32Array, h: Float32Array, c: Float32Array,
+                 calendar: Float32Array | None) -> tuple[Float32Array, ...]:  # fmt: skip
+            self.steps += 1
+            return self.inner.step(x, h, c, calendar)
+
+    class Counting(StepOnly):
+        advances = 0
+
+        def advance(self, x: Float32Array, h: Float32Array, c: Float32Array,
+                    calendar: Float32Array | None) -> tuple[Float32Array, ...]:  # fmt: skip
+            self.advances += 1
+            return self.inner.advance(x, h, c, calendar)
+
+    pruned, full = Pipeline(OnnxStepModel.load(path)), Pipeline(OnnxStepModel.load(path))
+    for pipe in (pruned, full):
+        run(pipe, ticks("k", range(6), values[:6]))
+    counting, step_only = Counting(), StepOnly()
+    pruned.swap_model(counting)  # type: ignore[arg-type]
+    full.swap_model(step_only)  # type: ignore[arg-type]
+    assert (counting.steps, counting.advances, step_only.steps) == (0, 3, 3)
+    np.testing.assert_array_equal(pruned.store.h, full.store.h)
+    after = run(pruned, ticks("k", range(6, 10), values[6:]))
+    assert counting.steps == 4  # then one full step per closed interval
+    np.testing.assert_array_equal(
+        after.forecasts.values, run(full, ticks("k", range(6, 10), values[6:])).forecasts.values
+    )

@@ -112,3 +112,41 @@ def test_export_import_round_trip() -> None:
     assert set(other.rows) == {"a", "b", "zzz"}
     with pytest.raises(ValueError, match="lacks columns"):
         other.import_rows(["c"], {"h": record["h"]}, now_s=5.0)
+
+
+def test_records_of_a_swapped_out_layout_restore_as_the_swap_converts_rows() -> None:
+    """A hot-swap may change the state size, horizon and drift quantiles; a key with no
+    tick since keeps the old model's record. Restored, it is converted like a swapped row:
+    its window and history kept, zero h/c, an empty probe, a fresh input ECDF, and the old
+    model's identity (so the pipeline rebuilds it). Another window is still refused."""
+
+    def store(state_size: int, horizon: int, quantiles: int, window: int = 3) -> StateStore:
+        return StateStore(
+            window=window, n_inputs=2, state_size=state_size, max_keys=8, horizon=horizon,
+            quantiles=quantiles,
+        )  # fmt: skip
+
+    rng = np.random.default_rng(2)
+    old = store(4, 2, 3)
+    rows, _ = old.rows_for(["a", "b"], 0.0)
+    old.window[rows] = rng.standard_normal((2, 3, 2))
+    old.wlen[rows], old.warm[rows], old.model_id[rows] = 3, True, 11
+    old.h[rows] = rng.standard_normal((2, 4)).astype(np.float32)
+    old.probe[rows], old.probe_origin[rows] = 1.5, 7
+    old.in_cdf[rows] = 0.5
+    new = store(6, 3, 5)
+    mine, _ = new.rows_for(["c"], 0.0)
+    new.model_id[mine], new.h[mine] = 12, 0.25
+    records = [*old.snapshot(["a"]), *new.snapshot(["c"]), *old.snapshot(["b"])]
+
+    restored = store(6, 3, 5)
+    assert restored.restore(records, 1.0, partition=2) == 3
+    got = restored.lookup(["a", "b", "c"])
+    np.testing.assert_array_equal(restored.window[got[:2]], old.window[rows])
+    np.testing.assert_array_equal(restored.model_id[got], [11, 11, 12])
+    np.testing.assert_array_equal(restored.h[got], [[0.0] * 6, [0.0] * 6, [0.25] * 6])
+    assert (restored.probe_origin[got[:2]] == NONE).all()
+    assert np.isnan(restored.in_cdf[got[:2]]).all() and restored.in_cdf.shape[1] == 5
+    assert (restored.partition[got] == 2).all()
+    with pytest.raises(ValueError, match="does not match this model's layout"):
+        store(6, 3, 5, window=4).restore(old.snapshot(["a"]), 1.0)
