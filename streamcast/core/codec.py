@@ -36,6 +36,7 @@ import numpy as np
 import orjson
 
 from streamcast.core.records import Rejection, TickBatch
+from streamcast.core.schemas import DEAD_LETTER_HEADERS
 from streamcast.errors import ConfigurationError, RejectReason
 
 #: 1990-01-01T00:00:00Z
@@ -355,6 +356,7 @@ def dead_letter_record(  # noqa: PLR0917 - positional order agreed with the Kafk
     del key  # the Kafka key travels as the dead letter's own key; see the docstring
     when = int(time.time() * 1000) if now_ms is None else now_ms
     headers = [
+        *DEAD_LETTER_HEADERS,
         (HEADER_REASON, str(reason).encode()),
         (HEADER_DETAIL, detail[:MAX_DETAIL].encode("utf-8", "replace")),
         (HEADER_TOPIC, topic.encode("utf-8")),
