@@ -12,7 +12,7 @@ several topics (or a sink choosing a converter) need not guess from the bytes:
   ``$id`` is ``urn:streamcast:schema:<kind>:<version>``.
 
 >>> schema_header("forecast")
-'forecast/1'
+'forecast/2'
 >>> load_schema("tick")["$id"]
 'urn:streamcast:schema:tick:1'
 """

@@ -131,7 +131,7 @@ class Processor:
         started = time.perf_counter()
         step, partitions = self.step(records, now_s)
         seconds = time.perf_counter() - started
-        encoded, failed = encode_isolated(step.forecasts)
+        encoded, failed = encode_isolated(step.forecasts, now_s)
         rejections = sorted([*step.rejections, *failed], key=lambda r: r.index)
         outputs: dict[int, list[OutRecord]] = {}
         triggers = np.asarray(step.forecasts.trigger_index, dtype=np.int64).tolist()
@@ -288,20 +288,20 @@ def build_processor(settings: Settings, path: Path | None = None) -> Processor:
 
 
 def encode_isolated(
-    forecasts: ForecastBatch,
+    forecasts: ForecastBatch, generated_at_s: float | None = None
 ) -> tuple[list[tuple[bytes, bytes] | None], list[Rejection]]:
     """``encode_forecasts``, one message per forecast row; if encoding the batch raises,
     rows are encoded one by one and each row that fails becomes ``None`` plus a rejection
     (``internal_error``) of the tick that triggered it."""
     try:
-        return list(encode_forecasts(forecasts)), []
+        return list(encode_forecasts(forecasts, generated_at_s)), []
     except Exception:  # noqa: BLE001 - isolate any bug; the rows below say which
         pass
     encoded: list[tuple[bytes, bytes] | None] = []
     failed: list[Rejection] = []
     for row in range(len(forecasts)):
         try:
-            encoded += encode_forecasts(forecasts.take(np.array([row])))
+            encoded += encode_forecasts(forecasts.take(np.array([row])), generated_at_s)
         except Exception as exc:  # noqa: BLE001
             text = " ".join(f"{type(exc).__name__}: {exc}".split())[:MAX_ERROR_TEXT]
             detail = f"encoding the forecast it triggered raised {text}"

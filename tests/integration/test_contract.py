@@ -152,7 +152,7 @@ async def test_every_produced_record_follows_its_schema(bootstrap: str, tmp_path
     finally:
         service.kill()
 
-    assert set(_check(topics["FORECASTS"], "application/json")) == {"forecast/1"}
+    assert set(_check(topics["FORECASTS"], "application/json")) == {"forecast/2"}
     assert len(topics["FORECASTS"]) == len(forecasts)
     assert set(_check(topics["ALERTS"], "application/json")) == {"alert/1"}
     dead = _check(topics["DEAD_LETTER"], "application/octet-stream")
