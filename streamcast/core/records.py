@@ -55,7 +55,9 @@ from streamcast.core.jsontext import (
     iso_pieces,
     iso_seconds,
     json_keys,
+    json_object,
     numbers_field,
+    series_key,
     text_field,
     whole_field,
 )
@@ -398,11 +400,9 @@ def decode_forecast(value: bytes | None, kafka_key: bytes | None = None) -> Fore
     >>> fc.key, fc.origin_ts, fc.values.tolist(), fc.target_ts().tolist()
     ('k', 3600, [1.5, 2.0], [7200, 10800])
     """
-    doc = _object(value, "a forecast")
+    doc = json_object(value, "a forecast")
     schema = check_schema(doc, READABLE_SCHEMAS, "forecast")
-    key = text_field(doc, "key")
-    if kafka_key is not None and kafka_key != key.encode("utf-8"):
-        raise RecordError(f"key: {key!r} differs from the Kafka message key {kafka_key!r}")
+    key = series_key(doc, kafka_key)
     horizon = whole_field(doc, "horizon")
     rows = [numbers_field(doc.get("values"), horizon, "values")]
     if schema == 1:
@@ -427,19 +427,6 @@ def decode_forecast(value: bytes | None, kafka_key: bytes | None = None) -> Fore
         upper=array[1 + n :] if n else None,
         schema=schema,
     )
-
-
-def _object(value: bytes | None, what: str) -> dict[str, object]:
-    """The record's JSON object, or a :class:`RecordError` saying what it is instead."""
-    if not value:
-        raise RecordError(f"empty record: {what} is a JSON object")
-    try:
-        doc = orjson.loads(value)
-    except orjson.JSONDecodeError as err:
-        raise RecordError(f"not JSON: {err}") from None
-    if not isinstance(doc, dict):
-        raise RecordError(f"{what} is a JSON object, got a JSON {type(doc).__name__}")
-    return doc
 
 
 def _levels(value: object) -> tuple[float, ...]:
