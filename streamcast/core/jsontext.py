@@ -174,7 +174,10 @@ def numbers_field(value: object, length: int, name: str) -> list[float]:
 
 def finite_rows(rows: list[list[float]], what: str) -> npt.NDArray[np.float64]:
     """The rows as one float64 array (one conversion, one finiteness check)."""
-    array = np.array(rows, dtype=np.float64)
+    try:
+        array = np.array(rows, dtype=np.float64)
+    except OverflowError:  # an integer beyond float64
+        raise RecordError(f"{what}: every entry must be finite") from None
     if not np.isfinite(array).all():
         raise RecordError(f"{what}: every entry must be finite")
     return array

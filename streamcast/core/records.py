@@ -43,6 +43,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
+import msgspec
 import numpy as np
 import numpy.typing as npt
 import orjson
@@ -386,8 +387,71 @@ class Forecast:
         return np.asarray(self.origin_ts + steps, dtype=np.int64)
 
 
+class _RecordV2(msgspec.Struct):
+    """The fields of a schema-2 record :func:`decode_forecast` reads (typed decode)."""
+
+    schema: int
+    key: str
+    ts: str
+    origin_s: int
+    interval_s: int
+    horizon: int
+    model: str
+    model_version: str
+    values: list[float]
+    levels: list[float]
+    lower: list[list[float]]
+    upper: list[list[float]]
+
+
+_DECODE_V2 = msgspec.json.Decoder(_RecordV2)
+
+
+def _decode_plain_v2(value: bytes | None, kafka_key: bytes | None) -> Forecast | None:
+    """A well-formed schema-2 record, decoded typed (msgspec), or None: then the checking
+    path reads it and says what is wrong (or reads another schema)."""
+    try:
+        doc = _DECODE_V2.decode(value or b"")
+    except (msgspec.MsgspecError, RecursionError):
+        return None
+    h, levels = doc.horizon, doc.levels
+    n = len(levels)
+    plain = (
+        doc.schema == FORECAST_SCHEMA and doc.key and doc.model and h >= 1
+        and doc.interval_s >= 1 and doc.origin_s >= 0 and len(doc.values) == h
+        and len(doc.lower) == n and len(doc.upper) == n
+        and all(len(row) == h for row in doc.lower) and all(len(row) == h for row in doc.upper)
+        and all(0.0 < v < 1.0 for v in levels) and levels == sorted(set(levels))
+        and (kafka_key is None or kafka_key == doc.key.encode("utf-8"))
+    )  # fmt: skip
+    if not plain:
+        return None
+    try:
+        origin = iso_seconds(doc.ts, "ts")
+    except RecordError:
+        return None
+    array = np.array([doc.values, *doc.lower, *doc.upper], dtype=np.float64)
+    if origin != doc.origin_s or not np.isfinite(array).all():
+        return None
+    return Forecast(
+        key=doc.key,
+        origin_ts=origin,
+        interval_s=doc.interval_s,
+        values=array[0],
+        model=doc.model,
+        model_version=doc.model_version,
+        levels=tuple(levels),
+        lower=array[1 : 1 + n] if n else None,
+        upper=array[1 + n :] if n else None,
+        schema=FORECAST_SCHEMA,
+    )
+
+
 def decode_forecast(value: bytes | None, kafka_key: bytes | None = None) -> Forecast:
     """Parse one forecast record, schema 2 or 1 (module docstring), into a :class:`Forecast`.
+
+    A well-formed schema-2 record is decoded typed (msgspec); anything else by the
+    checking path, which names the field and the problem.
 
     ``kafka_key``, when given, must be the record's series key. Raises
     :class:`~streamcast.errors.RecordError` naming the field and the problem; a record of
@@ -400,6 +464,12 @@ def decode_forecast(value: bytes | None, kafka_key: bytes | None = None) -> Fore
     >>> fc.key, fc.origin_ts, fc.values.tolist(), fc.target_ts().tolist()
     ('k', 3600, [1.5, 2.0], [7200, 10800])
     """
+    plain = _decode_plain_v2(value, kafka_key)
+    return plain if plain is not None else _decode_checked(value, kafka_key)
+
+
+def _decode_checked(value: bytes | None, kafka_key: bytes | None) -> Forecast:
+    """:func:`decode_forecast` with a check per field: any schema, a precise error."""
     doc = json_object(value, "a forecast")
     schema = check_schema(doc, READABLE_SCHEMAS, "forecast")
     key = series_key(doc, kafka_key)
