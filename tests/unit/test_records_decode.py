@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamcast.core import records
+from streamcast.core import forecast_reader
 from streamcast.core.alerts import AlertBatch, decode_alert, encode_alerts
 from streamcast.core.records import ForecastBatch, decode_forecast, encode_forecasts
 from streamcast.errors import RecordError
@@ -216,7 +216,7 @@ def test_the_typed_path_reads_exactly_as_the_checking_path(
     doc = {k: v for k, v in {**_doc(), **change}.items() if k not in drop}
     value = json.dumps(doc).encode()
     try:
-        want = records._decode_checked(value, kafka_key)  # the checking path is the point
+        want = forecast_reader._decode_checked(value, kafka_key)  # the checking path is the point
     except RecordError as err:
         with pytest.raises(RecordError) as got:
             decode_forecast(value, kafka_key)
