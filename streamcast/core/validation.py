@@ -11,7 +11,7 @@ field and says what it must be.
 ...     Meta(window=0)
 ... except ValidationError as exc:
 ...     print(problems(exc))
-['window: must be > 0 (got 0)']
+["window: must be > 0 (got '0')"]
 """
 
 from __future__ import annotations
