@@ -170,7 +170,7 @@ def alarm_starts(tests: InputTests, threshold: float) -> BoolArray:
 
     >>> t = InputTests(np.arange(6), np.zeros(6, np.int64), np.array([.9, .9, .3, .9, .2, .9]))
     >>> alarm_starts(t, 0.5).tolist()
-    [True, False, False, False, True, False]
+    [True, False, False, False, False, True]
     """
     d, key = tests.distance, tests.key
     n = len(d)
