@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import orjson
 import pytest
 from aiokafka.structs import ConsumerRecord
@@ -187,6 +188,16 @@ def _switch_points(
     return split
 
 
+def _f32(values: Sequence[float] | npt.NDArray[np.float64]) -> list[float]:
+    """Forecast values as the record carries them: the float32 each one is (schema 2
+    writes the shortest digits that read back as the model's float32 output)."""
+    return np.asarray(values, dtype=np.float32).tolist()  # type: ignore[no-any-return]
+
+
+def _f32_each(forecasts: dict[ForecastKey, list[float]]) -> dict[ForecastKey, list[float]]:
+    return {key: _f32(values) for key, values in forecasts.items()}
+
+
 def _reference(
     model: Path,
     partitions: Sequence[Sequence[tuple[int, Message]]],
@@ -219,7 +230,7 @@ def _reference(
             fc = pipeline.process(batch, time.time()).forecasts
             origins = np.datetime_as_string(fc.origin_ts.astype("datetime64[s]"), unit="s")
             for i, key in enumerate(fc.keys):
-                out[(key, str(origins[i]) + "Z")] = fc.values[i].tolist()
+                out[(key, str(origins[i]) + "Z")] = _f32(fc.values[i])
     return out
 
 
@@ -270,7 +281,9 @@ async def test_a_model_published_mid_stream_is_swapped_in_at_one_point_per_key(
             await feed.send(t, t + 1)
             t += 1
         await feed.send(t, t + 8)
-        every = expected_forecasts(a, [[m for _, m in part] for part in feed.partitions()])
+        every = _f32_each(
+            expected_forecasts(a, [[m for _, m in part] for part in feed.partitions()])
+        )
         records = await consume(bootstrap, rig.forecasts, until=len(every), idle_s=1.5)
         swapped = service.metric("streamcast_model_swaps_total", result="swapped")
         serving = service.metric("streamcast_build_info", model_version="2")
@@ -292,7 +305,7 @@ async def test_a_model_published_mid_stream_is_swapped_in_at_one_point_per_key(
         assert versions == sorted(versions), key  # one switch, never back
     # both sides are exactly what the offline pipeline computes for a swap at that point
     reference = _reference(a, feed.partitions(), then=b, split=split, via="swap")
-    assert {k: f.values for k, f in forecasts.items()} == reference
+    assert {k: _f32(f.values) for k, f in forecasts.items()} == reference
     (line,) = _log_lines(text, SWAPPED)
     assert (line["from_version"], line["to_version"]) == ("1", "2")
     assert line["keys_rebuilt"] == keys
@@ -340,7 +353,9 @@ async def test_bad_artifacts_are_refused_once_and_the_old_model_keeps_serving(
         (models / "20261201T02Z.onnx").unlink()
         service.start()
         await feed.send(40, 50)
-        every = expected_forecasts(a, [[m for _, m in part] for part in feed.partitions()])
+        every = _f32_each(
+            expected_forecasts(a, [[m for _, m in part] for part in feed.partitions()])
+        )
         records = await consume(bootstrap, rig.forecasts, until=len(every), idle_s=1.0)
         refused_at_start = service.metric("streamcast_model_swaps_total", result="refused")
         serving = service.metric("streamcast_build_info", model_version="1")
@@ -367,7 +382,7 @@ async def test_bad_artifacts_are_refused_once_and_the_old_model_keeps_serving(
     # the old model served throughout, across the restart: its own forecasts, each once
     forecasts = _once(_published(records))
     assert {f.version for f in forecasts.values()} == {"1"}
-    assert {k: f.values for k, f in forecasts.items()} == every
+    assert {k: _f32(f.values) for k, f in forecasts.items()} == every
 
 
 async def test_a_restart_with_another_model_rebuilds_state_from_windows(
@@ -380,7 +395,9 @@ async def test_a_restart_with_another_model_rebuilds_state_from_windows(
     try:
         service.start()
         await feed.send(0, half)
-        before = expected_forecasts(a, [[m for _, m in part] for part in feed.partitions()])
+        before = _f32_each(
+            expected_forecasts(a, [[m for _, m in part] for part in feed.partitions()])
+        )
         await consume(bootstrap, topic, until=len(before), idle_s=0.5)
         assert service.stop() == 0
         split = [len(part) for part in feed.partitions()]  # offsets start at 0
@@ -399,14 +416,16 @@ async def test_a_restart_with_another_model_rebuilds_state_from_windows(
     # the reference: a restore under the new model is a swap at the same point
     swapped = _reference(a, feed.partitions(), then=c, split=split, via="swap")
     assert after == swapped
-    uninterrupted = expected_forecasts(a, [[m for _, m in part] for part in feed.partitions()])
+    uninterrupted = _f32_each(
+        expected_forecasts(a, [[m for _, m in part] for part in feed.partitions()])
+    )
     forecasts = _once(_published(records))
     assert forecasts.keys() == after.keys()
-    new = {k: f.values for k, f in forecasts.items() if f.version == "2"}
+    new = {k: _f32(f.values) for k, f in forecasts.items() if f.version == "2"}
     assert len(new) == len(after) - len(before)
     assert new == {k: v for k, v in after.items() if k not in before}
     assert all(uninterrupted[k] != v for k, v in new.items())  # nothing adopted
-    assert {k: f.values for k, f in forecasts.items() if f.version == "1"} == before
+    assert {k: _f32(f.values) for k, f in forecasts.items() if f.version == "1"} == before
 
 
 async def test_a_restart_after_a_swap_to_another_state_size_restores_every_key(
@@ -424,7 +443,9 @@ async def test_a_restart_after_a_swap_to_another_state_size_restores_every_key(
         service.start()
         await feed.send(0, 10)
         await feed.send(10, 14, busy)
-        before = expected_forecasts(a, [[m for _, m in part] for part in feed.partitions()])
+        before = _f32_each(
+            expected_forecasts(a, [[m for _, m in part] for part in feed.partitions()])
+        )
         await consume(bootstrap, topic, until=len(before), idle_s=0.5)
         split = [len(part) for part in feed.partitions()]
         publish_model(b, models, "20261201T01Z")
@@ -441,7 +462,7 @@ async def test_a_restart_after_a_swap_to_another_state_size_restores_every_key(
         service.kill()
 
     forecasts = _once(_published(records))
-    assert {k: f.values for k, f in forecasts.items()} == expected
+    assert {k: _f32(f.values) for k, f in forecasts.items()} == expected
     assert {f.key for f in forecasts.values() if f.version == "2"} == {
         f"meter-{k}" for k in range(keys)
     }
@@ -509,7 +530,7 @@ async def test_the_service_swaps_to_what_a_retrain_from_its_ticks_topic_publishe
     assert forecasts.keys() == every_forecast.keys()
     split = _switch_points(forecasts, every, version, 3600)
     expected = _reference(a, every, then=b, split=split, via="swap")
-    assert {k: f.values for k, f in forecasts.items()} == expected
+    assert {k: _f32(f.values) for k, f in forecasts.items()} == expected
     # ... and what the stream brought after the swap is all the new model's
     new = {k for k, f in forecasts.items() if f.version == version}
     assert new >= every_forecast.keys() - served.keys()
