@@ -32,6 +32,9 @@ from common import (
 )
 
 from streamcast.core.model import OnnxStepModel
+from tests.support.kafka import kafka_local
+
+free_port = kafka_local.free_port
 
 INTERVAL_S = 60  # of the generated default model; a given model brings its own
 
@@ -52,8 +55,8 @@ async def bench(args: argparse.Namespace, bootstrap: str, workdir: Path) -> dict
         env["STREAMCAST_TOPICS__FORECASTS"],
     )
     await create_topics(bootstrap, [ticks_topic], partitions=args.partitions)
-    service = ServiceProcess(env, workdir / "service.log")
-    service.start()
+    services = _start_services(env, workdir, getattr(args, "instances", 1))
+    service = services[0]
 
     intervals = args.ticks // args.keys
     # event time ends a day before now whatever the interval: no tick is "in the future"
@@ -108,7 +111,9 @@ async def bench(args: argparse.Namespace, bootstrap: str, workdir: Path) -> dict
     inference = service.metric("streamcast_inference_seconds_sum")
     batches = service.metric("streamcast_inference_seconds_count")
     rss = _rss_mib(service)
-    service.stop()
+    for one in services:
+        one.stop()
+    first = min(arrived.values()) if arrived else began
 
     n_ticks = intervals * args.keys
     return {
@@ -118,6 +123,9 @@ async def bench(args: argparse.Namespace, bootstrap: str, workdir: Path) -> dict
         "forecasts_expected": expected,
         "produce_ticks_per_s": n_ticks / (produced - began),
         "e2e_ticks_per_s": n_ticks / (finished - began),
+        # after warm-up every tick yields one forecast: forecasts per second between the
+        # first and the last one consumed is the steady-state rate of forecasting ticks
+        "forecast_ticks_per_s": (len(arrived) - 1) / max(finished - first, 1e-9),
         **_latencies(sent_at, arrived, published),
         "service_batches": batches,
         "pipeline_ms_per_batch": 1000 * inference / batches if batches else float("nan"),
@@ -143,6 +151,22 @@ async def _send_interval(
     for p, builder in builders.items():
         await producer.send_batch(builder, topic, partition=p)
     return sent
+
+
+def _start_services(env: dict[str, str], workdir: Path, instances: int) -> list[ServiceProcess]:
+    """``instances`` services in one consumer group (each its own HTTP port), started one
+    after the other: an instance is ready only once it owns partitions, so when the last
+    one is ready the group has rebalanced."""
+    services = [
+        ServiceProcess(
+            {**env, "STREAMCAST_HTTP_PORT": str(free_port())} if i else env,
+            workdir / f"service-{i}.log",
+        )
+        for i in range(instances)
+    ]
+    for one in services:
+        one.start()
+    return services
 
 
 def _latencies(
@@ -186,6 +210,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=5_000, help="service batch_max_records")
     parser.add_argument("--wait-ms", type=int, default=20, help="service batch_max_wait_ms")
     parser.add_argument("--timeout", type=float, default=300)
+    parser.add_argument("--instances", type=int, default=1, help="services in one group")
     parser.add_argument(
         "--guarantee", choices=["at_least_once", "exactly_once"], default="at_least_once"
     )
