@@ -30,6 +30,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streamcast.config import Settings
+from streamcast.core.schemas import MARKER_HEADERS
 from streamcast.errors import ModelError, StateLostError
 from streamcast.kafka.clients import client_options, start_client, stop_client
 from streamcast.kafka.errors import map_kafka_errors
@@ -47,7 +48,7 @@ MARKER_KEY = b"\xff\xfestreamcast.partition"
 def marker(topic: str, partition: int, next_offset: int) -> OutRecord:
     """The marker record of ``partition``: its state belongs to committed offsets."""
     value = orjson.dumps({"partition": partition, "next_offset": next_offset})
-    return OutRecord(topic, MARKER_KEY, value, partition=partition)
+    return OutRecord(topic, MARKER_KEY, value, list(MARKER_HEADERS), partition)
 
 
 def make_restore_consumer(settings: Settings) -> AIOKafkaConsumer:

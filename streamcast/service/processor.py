@@ -27,7 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 from streamcast.config import Settings
-from streamcast.core.alerts import ALERT_SCHEMA, encode_alerts
+from streamcast.core.alerts import encode_alerts
 from streamcast.core.codec import TickDecoder, dead_letter_record
 from streamcast.core.drift import DriftSettings
 from streamcast.core.isolation import MAX_ERROR_TEXT
@@ -35,6 +35,7 @@ from streamcast.core.model import OnnxStepModel, StepModel
 from streamcast.core.pipeline import Pipeline, StepResult
 from streamcast.core.quality import QualityTotals
 from streamcast.core.records import ForecastBatch, Rejection, encode_forecasts
+from streamcast.core.schemas import ALERT_HEADERS, FORECAST_HEADERS, STATE_HEADERS
 from streamcast.errors import ConfigurationError, RejectReason
 from streamcast.kafka.changelog import marker
 from streamcast.kafka.wire import Consumed, Offsets, OutRecord
@@ -42,12 +43,6 @@ from streamcast.kafka.wire import Consumed, Offsets, OutRecord
 log = logging.getLogger(__name__)
 
 IntArray = npt.NDArray[np.int64]
-
-#: headers of every alert record: what it is, for consumers that read several topics
-ALERT_HEADERS = (
-    ("content-type", b"application/json"),
-    ("streamcast.schema", f"alert/{ALERT_SCHEMA}".encode()),
-)
 
 
 @dataclass(frozen=True)
@@ -136,25 +131,28 @@ class Processor:
         started = time.perf_counter()
         step, partitions = self.step(records, now_s)
         seconds = time.perf_counter() - started
-        encoded, failed = encode_isolated(step.forecasts)
+        encoded, failed = encode_isolated(step.forecasts, now_s)
         rejections = sorted([*step.rejections, *failed], key=lambda r: r.index)
         outputs: dict[int, list[OutRecord]] = {}
         triggers = np.asarray(step.forecasts.trigger_index, dtype=np.int64).tolist()
         delivered: list[int] = []
         topic = self.topics.forecasts
+        # one headers list shared by the batch's forecasts (nobody mutates it)
+        headers = list(FORECAST_HEADERS)
         for message, trigger in zip(encoded, triggers, strict=True):
             if message is not None:
                 key, value = message
                 outputs.setdefault(int(partitions[trigger]), []).append(
-                    OutRecord(topic, key, value)
+                    OutRecord(topic, key, value, headers)
                 )
                 delivered.append(trigger)
         alerts = 0
         if step.alerts is not None and self.topics.alerts is not None:
             alert_topic = self.topics.alerts
+            alert_headers = list(ALERT_HEADERS)
             triggers_a = step.alerts.trigger_index.tolist()
             for (key, value), trigger in zip(encode_alerts(step.alerts), triggers_a, strict=True):
-                alert = OutRecord(alert_topic, key, value, headers=list(ALERT_HEADERS))
+                alert = OutRecord(alert_topic, key, value, alert_headers)
                 outputs.setdefault(int(partitions[trigger]), []).append(alert)
                 alerts += 1
         for rejection in rejections:
@@ -214,12 +212,13 @@ class Processor:
         store = self.pipeline.store
         snapshot = store.snapshot(step.changed_keys)
         partitions = store.partitions_of([key for key, _ in snapshot]).tolist()
+        headers = list(STATE_HEADERS)
         out = [
-            OutRecord(topic, key.encode(), value, partition=partition)
+            OutRecord(topic, key.encode(), value, headers, partition)
             for (key, value), partition in zip(snapshot, partitions, strict=True)
         ]
         out += [
-            OutRecord(topic, key.encode(), None, partition=partition)
+            OutRecord(topic, key.encode(), None, headers, partition)
             for key, partition in step.removed
             if partition >= 0
         ]
@@ -289,20 +288,20 @@ def build_processor(settings: Settings, path: Path | None = None) -> Processor:
 
 
 def encode_isolated(
-    forecasts: ForecastBatch,
+    forecasts: ForecastBatch, generated_at_s: float | None = None
 ) -> tuple[list[tuple[bytes, bytes] | None], list[Rejection]]:
     """``encode_forecasts``, one message per forecast row; if encoding the batch raises,
     rows are encoded one by one and each row that fails becomes ``None`` plus a rejection
     (``internal_error``) of the tick that triggered it."""
     try:
-        return list(encode_forecasts(forecasts)), []
+        return list(encode_forecasts(forecasts, generated_at_s)), []
     except Exception:  # noqa: BLE001 - isolate any bug; the rows below say which
         pass
     encoded: list[tuple[bytes, bytes] | None] = []
     failed: list[Rejection] = []
     for row in range(len(forecasts)):
         try:
-            encoded += encode_forecasts(forecasts.take(np.array([row])))
+            encoded += encode_forecasts(forecasts.take(np.array([row])), generated_at_s)
         except Exception as exc:  # noqa: BLE001
             text = " ".join(f"{type(exc).__name__}: {exc}".split())[:MAX_ERROR_TEXT]
             detail = f"encoding the forecast it triggered raised {text}"

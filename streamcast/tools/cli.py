@@ -1,4 +1,5 @@
-"""The ``streamcast`` command: ``serve``, ``api``, ``config``, ``replay``, ``tail``, ``history``.
+"""The ``streamcast`` command: ``serve``, ``api``, ``config``, ``replay``, ``tail``, ``history``,
+``schema``.
 
 Every user error is one line on stderr (``error: ...``) and exit status 2; no traceback.
 """
@@ -28,6 +29,7 @@ from streamcast.config import (
     unknown_variables,
     unparsable,
 )
+from streamcast.core.schemas import CURRENT, schema_text
 from streamcast.errors import SettingsError, StreamcastError, TransientError
 from streamcast.service.logs import configure_logging
 from streamcast.tools.history import ExportOptions, export_history
@@ -212,7 +214,39 @@ def build_parser() -> argparse.ArgumentParser:
     tail.add_argument("--json", action="store_true", help="print raw values, one per line")
     tail.add_argument("--idle-timeout", type=float, help="stop after S seconds without messages")
     _history_parser(sub, fmt)
+    _schema_parser(sub, fmt)
     return parser
+
+
+SCHEMA_EXAMPLES = """\
+examples:
+  streamcast schema forecast            # the version written now
+  streamcast schema forecast --version 1
+  streamcast schema dead_letter > dead_letter.json
+
+Every produced record names its schema in the header streamcast.schema (<kind>/<version>);
+docs/records.md explains the fields.
+"""
+
+
+def _schema_parser(sub: Any, fmt: type[argparse.HelpFormatter]) -> None:
+    schema = sub.add_parser(
+        "schema",
+        help="print the JSON Schema of a record kind (ticks, forecasts, alerts, ...)",
+        epilog=SCHEMA_EXAMPLES,
+        formatter_class=fmt,
+    )
+    schema.add_argument("kind", choices=sorted(CURRENT), help="the record kind")
+    schema.add_argument("--version", type=int, help="a schema version (default: the current)")
+
+
+def _schema(args: argparse.Namespace) -> int:
+    try:
+        text = schema_text(args.kind, args.version)
+    except KeyError as exc:
+        raise SettingsError([str(exc.args[0])]) from None
+    sys.stdout.write(text.decode())
+    return 0
 
 
 def _history_parser(sub: Any, fmt: type[argparse.HelpFormatter]) -> None:
@@ -259,6 +293,8 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
 def run(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` and run the command; returns the exit status."""
     args = build_parser().parse_args(argv)
+    if args.command == "schema":  # no settings: it prints a file shipped with streamcast
+        return _schema(args)
     if args.env_file is None:
         args.env_file = DEFAULT_ENV_FILE  # read when present, silently absent otherwise
     elif not args.env_file.is_file():

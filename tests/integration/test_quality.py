@@ -15,10 +15,10 @@ import signal
 from pathlib import Path
 
 import numpy as np
-import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer
 
+from streamcast.core.records import decode_forecast
 from tests.support.kafka import create_topics, unique_topic
 from tests.support.models import make_tiny_model, normal_reference
 from tests.support.service import (
@@ -133,18 +133,18 @@ async def test_a_shift_gives_one_alert_as_offline_and_coverage_is_nominal_online
     inside = dict.fromkeys(LEVELS, 0)
     total = 0
     for record in records:
-        doc = orjson.loads(record.value or b"")
-        if doc["key"] == SHIFTED:
+        fc = decode_forecast(record.value, record.key)
+        if fc.key == SHIFTED:
             continue
-        origin = _interval(start, doc["ts"])
-        for k, target in enumerate(range(origin + 1, origin + 1 + doc["horizon"])):
+        assert fc.levels == LEVELS and fc.lower is not None and fc.upper is not None
+        origin = (fc.origin_ts - start) // INTERVAL_S
+        for k, target in enumerate(range(origin + 1, origin + 1 + fc.horizon)):
             if target >= INTERVALS - 1:  # the last interval never closes
                 continue
-            actual = values[doc["key"]][target]
+            actual = values[fc.key][target]
             total += 1
-            for level in LEVELS:
-                lo, hi = doc["lower"][repr(level)][k], doc["upper"][repr(level)][k]
-                inside[level] += lo <= actual <= hi
+            for j, level in enumerate(LEVELS):
+                inside[level] += fc.lower[j, k] <= actual <= fc.upper[j, k]
     assert total > 5 * (INTERVALS - 70) * 4
     for level in LEVELS:
         assert abs(inside[level] / total - level) <= 0.02, (level, inside[level] / total)

@@ -99,8 +99,8 @@ async def test_ticks_become_forecasts_and_offsets_are_committed(
     doc = orjson.loads(records[0].value or b"")
     assert doc["model"] == "tiny"
     assert doc["horizon"] == 3
-    assert len(doc["targets"]) == 3
-    assert "lower" in doc  # the model is calibrated at 0.9
+    assert doc["schema"] == 2 and len(doc["values"]) == 3
+    assert doc["levels"] == [0.9] and len(doc["lower"]) == 1  # the model is calibrated at 0.9
 
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()

@@ -8,9 +8,10 @@ import json
 from datetime import UTC, datetime
 from types import ModuleType
 
+import numpy as np
 import orjson
 import pytest
-from hypothesis import given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from streamcast.core import codec, records
@@ -201,6 +202,80 @@ def test_never_raises_and_accounts_for_every_message(
     assert seen == list(range(len(messages)))
     assert all(isinstance(r.reason, RejectReason) for r in rejected)
     assert batch.values.shape == (len(batch), 2)
+
+
+_TIMES = st.one_of(
+    st.integers(min_value=-10, max_value=2**70),
+    st.floats(min_value=1e8, max_value=2e18),
+    st.sampled_from(["2024-01-01T00:00:00Z", "2024-01-01T01:00+01:00", "2024-01-01 00:00:00",
+                     "1704067200", "1704067200.5", "2024-01-01T00:00:00.999999z", "soon"]),
+)  # fmt: skip
+_NUMBERS = st.one_of(
+    st.integers(min_value=-(2**1100), max_value=2**1100),
+    st.floats(),
+    st.sampled_from([1e37, -1e38]),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.one_of(
+                st.none(), st.just(b""), st.sampled_from([b"k1", b"\xff", "ü".encode(), b"k" * 70])
+            ),
+            st.builds(
+                lambda d, raw: raw if raw is not None else json.dumps(d).encode(),
+                st.one_of(
+                    st.dictionaries(
+                        st.sampled_from(["key", "ts", "value", "temp", "x"]),
+                        st.one_of(
+                            st.none(),
+                            st.booleans(),
+                            _NUMBERS,
+                            _TIMES,
+                            st.text(max_size=70),
+                            st.lists(st.integers(), max_size=2),
+                        ),
+                    ),
+                    # mostly well-formed ticks, so the fast path takes many of them
+                    st.fixed_dictionaries(
+                        {"ts": _TIMES, "value": _NUMBERS, "temp": _NUMBERS},
+                        optional={"key": st.text(max_size=70), "x": st.text(max_size=3)},
+                    ),
+                ),
+                st.one_of(
+                    st.none(),
+                    st.sampled_from(
+                        [
+                            b'{"key": "a", "ts": 1704067200, "value": NaN, "temp": 1}',
+                            b'{"key": "a", "ts": 1704067200, "value": 1, "temp": 2, "x": "\xff"}',
+                            b'{"key": "\\ud800", "ts": 1704067200, "value": 1, "temp": 2}',
+                            b'{"key": "a", "ts": 1704067200, "value": 1, "temp": 2, "x": 1e999}',
+                        ]
+                    ),
+                ),
+            ),
+        ),
+        max_size=10,
+    )
+)
+def test_the_fast_path_decodes_exactly_as_the_reference_path(
+    messages: list[tuple[bytes | None, bytes | None]],
+) -> None:
+    """Whatever arrives: the same ticks, reasons and details as one check per field."""
+    d = TickDecoder(clock=lambda: NOW, extra_fields=("temp",), max_key_bytes=64)
+    batch, rejected = d.decode(messages)
+    min_ms, max_ms = d.min_ts_s * 1000, int((NOW + d.max_future_s) * 1000)
+    ref, ref_rejected = d._decode_reference(  # the reference path is the point
+        [(i, k, v) for i, (k, v) in enumerate(messages)], min_ms, max_ms
+    )
+    assert batch.keys == ref.keys
+    assert batch.ts_ms.tolist() == ref.ts_ms.tolist()
+    assert batch.index.tolist() == ref.index.tolist()
+    np.testing.assert_array_equal(batch.values, ref.values)
+    assert rejected == ref_rejected
+    event("accepted" if len(batch) else "none accepted")
 
 
 def test_dead_letter_keeps_original_bytes_and_puts_metadata_in_headers() -> None:

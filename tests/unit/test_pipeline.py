@@ -282,17 +282,21 @@ def test_forecast_json_schema(models: dict[str, Path]) -> None:
     doc = orjson.loads(value)
     assert key == b"known"
     assert set(doc) == {
-        "schema", "key", "ts", "model", "model_version", "interval_s", "interval", "horizon",
-        "targets", "values", "lower", "upper",
+        "schema", "id", "key", "ts", "origin_s", "model", "model_version", "interval_s",
+        "interval", "horizon", "levels", "values", "lower", "upper",
     }  # fmt: skip
-    assert doc["schema"] == 1
+    assert doc["schema"] == 2
     assert doc["ts"] == np.datetime_as_string(np.datetime64(T0 + 3 * HOUR, "s")) + "Z"
+    assert doc["origin_s"] == T0 + 3 * HOUR and doc["id"] == f"known@{T0 + 3 * HOUR}"
     assert doc["interval"] == "PT1H"
     assert doc["interval_s"] == HOUR
-    assert len(doc["targets"]) == doc["horizon"] == 5
-    assert doc["targets"][0] == np.datetime_as_string(np.datetime64(T0 + 4 * HOUR, "s")) + "Z"
-    assert doc["values"] == result.forecasts.values[0].tolist()  # exact float64
-    assert set(doc["lower"]) == {"0.5", "0.9"}
+    assert len(doc["values"]) == doc["horizon"] == 5
+    # float32-faithful: the shortest digits that read back as the model's float32 values
+    single = result.forecasts.values[0].astype(np.float32)
+    assert np.array_equal(np.array(doc["values"], dtype=np.float32), single)
+    assert doc["values"] == [float(np.format_float_positional(v, unique=True)) for v in single]
+    assert doc["levels"] == [0.5, 0.9]
+    assert len(doc["lower"]) == len(doc["upper"]) == 2 and len(doc["lower"][1]) == 5
     assert encode_forecasts(pipe.empty_forecasts()) == []
 
 

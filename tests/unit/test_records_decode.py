@@ -4,6 +4,8 @@ field and the reason."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import orjson
 import pytest
@@ -42,15 +44,50 @@ def test_decode_reads_exactly_what_encode_writes(levels: tuple[float, ...]) -> N
         assert fc.origin_ts == int(batch.origin_ts[i])
         assert fc.interval_s == 3600 and fc.horizon == 4
         assert fc.model == "m" and fc.model_version == "7"
-        np.testing.assert_array_equal(fc.values, batch.values[i])  # exact: float64 JSON
+        # float32-faithful: exactly the float32 values the model computes
+        np.testing.assert_array_equal(
+            fc.values.astype(np.float32), batch.values[i].astype(np.float32)
+        )
         assert fc.target_ts().tolist() == batch.target_ts()[i].tolist()
         assert fc.levels == levels
         if levels:
             assert batch.lower is not None and batch.upper is not None
-            np.testing.assert_array_equal(fc.lower, batch.lower[i])
-            np.testing.assert_array_equal(fc.upper, batch.upper[i])
+            assert fc.lower is not None and fc.upper is not None
+            np.testing.assert_array_equal(
+                fc.lower.astype(np.float32), batch.lower[i].astype(np.float32)
+            )
+            np.testing.assert_array_equal(
+                fc.upper.astype(np.float32), batch.upper[i].astype(np.float32)
+            )
         else:
             assert fc.lower is None and fc.upper is None
+
+
+def test_schema_1_records_still_read() -> None:
+    """Records written before schema 2 stay readable (a topic holds them after an upgrade)."""
+    v1 = {
+        "schema": 1, "key": "pump-1", "ts": "2026-01-01T00:00:00Z", "model": "m",
+        "model_version": "7", "interval_s": 3600, "interval": "PT1H", "horizon": 2,
+        "targets": ["2026-01-01T01:00:00Z", "2026-01-01T02:00:00Z"], "values": [1.5, 2.5],
+        "lower": {"0.95": [0.0, 0.5], "0.8": [1.0, 2.0]},
+        "upper": {"0.95": [3.0, 4.0], "0.8": [2.0, 3.0]},
+    }  # fmt: skip
+    fc = decode_forecast(orjson.dumps(v1), b"pump-1")
+    assert (fc.schema, fc.origin_ts, fc.levels) == (1, 1_767_225_600, (0.8, 0.95))
+    assert fc.lower is not None and fc.lower.tolist() == [[1.0, 2.0], [0.0, 0.5]]
+    with pytest.raises(RecordError, match="same level names"):
+        decode_forecast(orjson.dumps({**v1, "upper": {"0.8": [1, 2]}}))
+
+
+def test_the_record_is_compact_and_names_itself() -> None:
+    _, value = encode_forecasts(_batch(), generated_at_s=1_790_000_000.25)[0]
+    doc = orjson.loads(value)
+    assert doc["id"] == f"pump-1@{doc['origin_s']}" and doc["origin_s"] == 1_789_999_200
+    assert doc["generated_at"] == "2026-09-21T14:13:20.250Z"
+    assert doc["levels"] == [0.8, 0.95] and "targets" not in doc
+    assert len(value) < 560, "shortest float32 digits, no target strings"
+    odd = replace(_batch(), keys=['a"b\\c', "d\n", "ok"])
+    assert [decode_forecast(v, k).key for k, v in encode_forecasts(odd)] == odd.keys
 
 
 def _doc() -> dict[str, object]:
@@ -60,8 +97,9 @@ def _doc() -> dict[str, object]:
 @pytest.mark.parametrize(
     ("change", "says"),
     [
-        ({"schema": 2}, "newer than this reader understands"),
-        ({"schema": "1"}, "schema: expected the integer 1"),
+        ({"schema": 3}, "newer than this reader understands"),
+        ({"schema": 0}, "forecast schema 0 is not supported"),
+        ({"schema": "2"}, "schema: expected the integer 1 or 2"),
         ({"key": ""}, "key: expected a non-empty string"),
         ({"ts": "yesterday"}, "ts: 'yesterday' is not an ISO-8601 timestamp"),
         ({"ts": "2026-01-01T00:00:00"}, "has no time zone"),
@@ -69,7 +107,12 @@ def _doc() -> dict[str, object]:
         ({"values": [1.0, 2.0]}, "values: expected a list of 4 numbers, got 2"),
         ({"values": [1.0, True, 2.0, 3.0]}, "values: every entry must be a number"),
         ({"interval_s": 1.5}, "interval_s: expected a positive integer"),
-        ({"upper": {"0.8": [1, 2, 3, 4]}}, "same level names"),
+        ({"upper": [[1, 2, 3, 4]]}, "upper: expected one row per level \\(2\\), got 1"),
+        ({"lower": [[1, 2, 3, 4], [1, 2]]}, "lower\\[1\\]: expected a list of 4 numbers, got 2"),
+        ({"levels": [0.95, 0.8]}, "distinct ascending levels in \\(0, 1\\)"),
+        ({"levels": [0.8, 1.5]}, "distinct ascending levels"),
+        ({"levels": "0.8"}, "levels: expected a list of numbers"),
+        ({"origin_s": 5}, "origin_s: 5 is not ts"),
         ({"model": None}, "model: expected a non-empty string"),
     ],
 )
