@@ -13,6 +13,7 @@ records, exactly what the service's worker thread runs per batch.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import statistics
 import sys
@@ -30,6 +31,7 @@ from streamcast.config import Settings  # noqa: E402
 from streamcast.core.features import calendar_features, target_times  # noqa: E402
 from streamcast.core.model import OnnxStepModel  # noqa: E402
 from streamcast.kafka.wire import InRecord  # noqa: E402
+from streamcast.service.app import GC_THRESHOLDS  # noqa: E402
 from streamcast.service.processor import Processor, build_processor  # noqa: E402
 
 #: event time of the first interval: a fixed day well in the past (no tick is "future")
@@ -124,7 +126,9 @@ def key_names(n: int) -> list[str]:
 
 
 def pipeline_rate(path: Path, keys: int, batches: int) -> dict[str, float]:
-    """(e) :meth:`Processor.process` per micro-batch of ``keys`` ticks (one per key)."""
+    """(e) :meth:`Processor.process` per micro-batch of ``keys`` ticks (one per key), with
+    the collector tuned as ``serve`` tunes it."""
+    gc.set_threshold(*GC_THRESHOLDS)
     processor, t0 = warm_processor(path, keys)
     names = key_names(keys)
     interval_s = processor.pipeline.interval_s
@@ -151,8 +155,6 @@ def rss_per_key(path: Path, keys: int, chunk: int = 50_000) -> dict[str, float]:
     process's RSS is read after the model and the seed keys are loaded, so the model,
     ONNX Runtime and the interpreter are not counted; the store's arrays, the key index
     and allocator slack are."""
-    import gc  # noqa: PLC0415
-
     import psutil  # noqa: PLC0415 - dev dependency, only the benchmarks need it
 
     process = psutil.Process()
