@@ -162,7 +162,7 @@ def render(r: dict[str, Any], meta: dict[str, str]) -> list[tuple[str, str, str,
     ceiling, pipe = r["ceiling_10000_t1"], r["pipeline_ticks_per_s"]
 
     def ratio(v: float) -> tuple[str, str]:
-        return f"{v / ceiling:.2f}", f"{v / pipe:.4g}"
+        return f"{v / ceiling:.3g}", f"{v / pipe:.3g}"
 
     rows: list[tuple[str, str, str, str]] = []
 
@@ -256,11 +256,11 @@ def main() -> None:
     parser.add_argument("--bootstrap", help="use this broker (default: start one locally)")
     parser.add_argument("--work", type=Path, default=REPO / ".bench")
     parser.add_argument("--keys", type=int, default=1_000, help="keys of the flat-out runs")
-    parser.add_argument("--ticks", type=int, default=120_000, help="ticks of the flat-out runs")
+    parser.add_argument("--ticks", type=int, default=70_000, help="ticks of the flat-out runs")
     parser.add_argument("--rate", type=float, default=5_000, help="offered ticks/s (paced)")
     parser.add_argument("--paced-keys", type=int, default=500)
-    parser.add_argument("--paced-ticks", type=int, default=50_000)
-    parser.add_argument("--peer-ticks", type=int, default=3_000)
+    parser.add_argument("--paced-ticks", type=int, default=35_000)
+    parser.add_argument("--peer-ticks", type=int, default=2_000)
     parser.add_argument("--batch", type=int, default=5_000, help="service batch_max_records")
     parser.add_argument("--wait-ms", type=int, default=20, help="service batch_max_wait_ms")
     parser.add_argument("--broker-only", action="store_true",
