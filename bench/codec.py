@@ -29,6 +29,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from streamcast.core import codec, records  # noqa: E402
+from streamcast.core.forecast_rows import encode_forecast_rows  # noqa: E402
 
 #: main when this work started: the codecs "before"
 BEFORE = "aa3fc76"
@@ -133,6 +134,12 @@ def main() -> None:
             f"{label:<36} {n:>8} {before / n * 1e6:>14.2f} {after / n * 1e6:>8.2f} "
             f"{n / before:>13,.0f} {n / after:>11,.0f} {before / after:>8.1f}x"
         )
+    seconds = best(lambda: encode_forecast_rows(batch), args.repeat)
+    per_row = seconds / (args.forecasts * args.horizon) * 1e6
+    print(
+        f"encode forecast rows (layout rows, new): {seconds / args.forecasts * 1e6:.2f} µs per "
+        f"forecast, {per_row:.2f} µs per row, {args.forecasts / seconds:,.0f} forecasts/s"
+    )
     old_bytes = sum(len(v) for _, v in old_out) / len(old_out)
     new_bytes = sum(len(v) for _, v in new_out) / len(new_out)
     print(f"forecast record bytes: before {old_bytes:,.0f}, after {new_bytes:,.0f}")

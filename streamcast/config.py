@@ -282,6 +282,10 @@ class Settings(ClientSettings):
 
     drift: DriftDetection = DriftDetection()
     """drift detection"""
+    forecast_layout: Literal["record", "rows"] = "record"
+    """record: one record per forecast (schema forecast/2, the horizon in arrays); rows: one
+    flat record per forecast step (schema forecast_row/1: key, origin, target, step,
+    value, lower_<level>, upper_<level>) for sinks and time-series databases"""
 
     # -- micro-batching and the producer
     batch_max_records: int = Field(default=5_000, gt=0)

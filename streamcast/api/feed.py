@@ -3,10 +3,12 @@
 :class:`ViewFeed` reads both topics through a :class:`Follower` (the Kafka edge's
 :class:`~streamcast.kafka.follow.TopicFollower`; tests may pass another), decodes every
 record with the core's one reader of each format (:func:`~streamcast.core.records.decode_forecast`,
-:func:`~streamcast.core.alerts.decode_alert`), applies it to the view or the alert log,
-and, once caught up, publishes it to the event streams of its key. A record that does
-not decode is skipped and counted (``streamcast_api_records_total{result="rejected"}``),
-never fatal: the API must not stop because one producer wrote garbage.
+:func:`~streamcast.core.alerts.decode_alert`; forecasts in the row layout are put back
+together by :class:`~streamcast.core.forecast_rows.ForecastAssembler`), applies it to the
+view or the alert log, and, once caught up, publishes it to the event streams of its
+key. A record that does not decode is skipped and counted
+(``streamcast_api_records_total{result="rejected"}``), never fatal: the API must not stop
+because one producer wrote garbage.
 
 Readiness (``/readyz``) is the first catch-up: every topic exists and was read up to the
 end offsets it had when reading began. Transient broker failures are retried with
@@ -32,7 +34,8 @@ from streamcast.api.events import EventHub, sse_frame
 from streamcast.api.metrics import ApiMetrics
 from streamcast.api.view import ForecastView
 from streamcast.core.alerts import decode_alert
-from streamcast.core.records import decode_forecast
+from streamcast.core.forecast_rows import ForecastAssembler, decode_forecast_row
+from streamcast.core.records import Forecast, decode_forecast
 from streamcast.errors import RecordError, TransientError
 from streamcast.kafka.wire import Consumed
 
@@ -107,6 +110,15 @@ class ViewFeed:
         self.ready = False
         self._reason = "starting: not connected to Kafka yet"
         self._warned: dict[str, tuple[float, int]] = {}
+        self._rows = ForecastAssembler(view.max_keys)
+
+    def _forecast(self, record: Consumed) -> Forecast | None:
+        """The record's forecast; in the row layout (its schema header says
+        ``forecast_row``) the whole forecast once its last row arrived, else None."""
+        for name, value in record.headers or ():
+            if name == "streamcast.schema" and value.startswith(b"forecast_row/"):
+                return self._rows.add(decode_forecast_row(record.value, record.key))
+        return decode_forecast(record.value, record.key)
 
     def readiness(self) -> tuple[bool, str]:
         """``(ready, reason)`` for ``/readyz``."""
@@ -196,7 +208,10 @@ class ViewFeed:
                     # a tombstone (compacted forecasts topic): the key is gone
                     view.remove(record.key.decode("utf-8", "replace"))
                 elif topic == self.forecasts_topic:
-                    fc = decode_forecast(record.value, record.key)
+                    fc = self._forecast(record)
+                    if fc is None:  # a row of a forecast whose other rows are to come
+                        applied[topic] = applied.get(topic, 0) + 1
+                        continue
                     view.put(
                         fc,
                         published_ms=record.timestamp,

@@ -35,6 +35,7 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
+from streamcast.core.jsontext import json_object
 from streamcast.core.records import iso_seconds, iso_utc
 from streamcast.errors import RecordError
 
@@ -196,14 +197,7 @@ def decode_alert(value: bytes | None, kafka_key: bytes | None = None) -> Alert:
     >>> a.kind, a.ts_s, a.statistic, a.summary
     ('input_drift', 1767225600, 5.0, {'window': 48})
     """
-    if not value:
-        raise RecordError("empty record: an alert is a JSON object")
-    try:
-        doc = orjson.loads(value)
-    except orjson.JSONDecodeError as err:
-        raise RecordError(f"not JSON: {err}") from None
-    if not isinstance(doc, dict):
-        raise RecordError(f"an alert is a JSON object, got a JSON {type(doc).__name__}")
+    doc = json_object(value, "an alert")
     schema = doc.get("schema")
     if type(schema) is not int or schema != ALERT_SCHEMA:
         newer = type(schema) is int and schema > ALERT_SCHEMA

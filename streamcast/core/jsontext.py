@@ -103,6 +103,27 @@ def iso_seconds(value: object, name: str) -> int:
     return math.floor((moment - _EPOCH).total_seconds())
 
 
+def json_object(value: bytes | None, what: str) -> dict[str, object]:
+    """The record's JSON object, or a :class:`RecordError` saying what it is instead."""
+    if not value:
+        raise RecordError(f"empty record: {what} is a JSON object")
+    try:
+        doc = orjson.loads(value)
+    except orjson.JSONDecodeError as err:
+        raise RecordError(f"not JSON: {err}") from None
+    if not isinstance(doc, dict):
+        raise RecordError(f"{what} is a JSON object, got a JSON {type(doc).__name__}")
+    return doc
+
+
+def series_key(doc: Mapping[str, object], kafka_key: bytes | None) -> str:
+    """The record's ``key``, which must be the Kafka message key when one is given."""
+    key = text_field(doc, "key")
+    if kafka_key is not None and kafka_key != key.encode("utf-8"):
+        raise RecordError(f"key: {key!r} differs from the Kafka message key {kafka_key!r}")
+    return key
+
+
 def check_schema(doc: Mapping[str, object], known: Sequence[int], what: str) -> int:
     """The record's ``schema``, one of ``known``; a clear :class:`RecordError` otherwise."""
     schema = doc.get("schema")
@@ -153,7 +174,10 @@ def numbers_field(value: object, length: int, name: str) -> list[float]:
 
 def finite_rows(rows: list[list[float]], what: str) -> npt.NDArray[np.float64]:
     """The rows as one float64 array (one conversion, one finiteness check)."""
-    array = np.array(rows, dtype=np.float64)
+    try:
+        array = np.array(rows, dtype=np.float64)
+    except OverflowError:  # an integer beyond float64
+        raise RecordError(f"{what}: every entry must be finite") from None
     if not np.isfinite(array).all():
         raise RecordError(f"{what}: every entry must be finite")
     return array

@@ -2,8 +2,9 @@
 
 :class:`TickBatch` is what the decoder produces and the pipeline consumes;
 :class:`ForecastBatch` is what the pipeline produces and :func:`encode_forecasts` turns
-into Kafka message values. Batches are structures of arrays (one row per tick or per
-forecast), never lists of per-tick objects.
+into Kafka message values (:func:`decode_forecast`, in
+:mod:`streamcast.core.forecast_reader`, reads them back). Batches are structures of
+arrays (one row per tick or per forecast), never lists of per-tick objects.
 
 Forecast JSON, ``"schema": 2`` (one Kafka message per forecast, Kafka key = series key)::
 
@@ -40,32 +41,36 @@ taught to it, and to nothing else.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 import numpy.typing as npt
 import orjson
 
+from streamcast.core.forecast_reader import (
+    FORECAST_SCHEMA,
+    READABLE_SCHEMAS,
+    Forecast,
+    decode_forecast,
+)
 from streamcast.core.jsontext import (
-    check_schema,
-    finite_rows,
     float32_json,
     iso_ms,
     iso_pieces,
     iso_seconds,
     json_keys,
-    numbers_field,
-    text_field,
-    whole_field,
 )
-from streamcast.errors import RecordError, RejectReason
+from streamcast.errors import RejectReason
 
-__all__ = ["iso_seconds"]  # re-exported: the alerts' reader uses it
+# re-exported: the forecast format's reader lives in forecast_reader, and every reader
+# of the format imports it from here, next to its writer
+__all__ = [
+    "FORECAST_SCHEMA", "READABLE_SCHEMAS", "Counters", "Forecast", "ForecastBatch",
+    "Rejection", "TickBatch", "decode_forecast", "encode_forecasts", "iso_duration",
+    "iso_seconds", "iso_utc",
+]  # fmt: skip
 
-FORECAST_SCHEMA = 2
-#: the forecast schemas :func:`decode_forecast` reads (1: before the compact record)
-READABLE_SCHEMAS = (1, 2)
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -353,135 +358,3 @@ def _constant_fields(
     if generated_at_s is not None:
         doc["generated_at"] = iso_ms(generated_at_s)
     return orjson.dumps(doc)[1:-1]
-
-
-@dataclass(frozen=True, slots=True)
-class Forecast:
-    """One forecast record, decoded (:func:`decode_forecast`): what a reader of the forecasts
-    topic needs, in arrays. ``lower``/``upper`` are ``[L, H]`` for ``levels`` (ascending)."""
-
-    key: str
-    #: start (epoch seconds) of the closed interval the forecast was made at
-    origin_ts: int
-    interval_s: int
-    #: ``[H]`` forecasts of the intervals ``origin + k * interval_s``, ``k = 1..H``
-    values: FloatArray
-    model: str
-    model_version: str
-    levels: tuple[float, ...] = ()
-    lower: FloatArray | None = None
-    upper: FloatArray | None = None
-    schema: int = FORECAST_SCHEMA
-
-    @property
-    def horizon(self) -> int:
-        """Number of forecast steps."""
-        return len(self.values)
-
-    def target_ts(self) -> IntArray:
-        """``[H]`` start times (epoch seconds) of the target intervals."""
-        steps = np.arange(1, self.horizon + 1, dtype=np.int64) * self.interval_s
-        return np.asarray(self.origin_ts + steps, dtype=np.int64)
-
-
-def decode_forecast(value: bytes | None, kafka_key: bytes | None = None) -> Forecast:
-    """Parse one forecast record, schema 2 or 1 (module docstring), into a :class:`Forecast`.
-
-    ``kafka_key``, when given, must be the record's series key. Raises
-    :class:`~streamcast.errors.RecordError` naming the field and the problem; a record of
-    a newer ``schema`` than this reader knows is refused with that said, never misread.
-
-    >>> batch = ForecastBatch(["k"], np.array([3600]), np.array([[1.5, 2.0]]), "m", "1",
-    ...                       3600, 2, np.array([0]))
-    >>> key, value = encode_forecasts(batch)[0]
-    >>> fc = decode_forecast(value, key)
-    >>> fc.key, fc.origin_ts, fc.values.tolist(), fc.target_ts().tolist()
-    ('k', 3600, [1.5, 2.0], [7200, 10800])
-    """
-    doc = _object(value, "a forecast")
-    schema = check_schema(doc, READABLE_SCHEMAS, "forecast")
-    key = text_field(doc, "key")
-    if kafka_key is not None and kafka_key != key.encode("utf-8"):
-        raise RecordError(f"key: {key!r} differs from the Kafka message key {kafka_key!r}")
-    horizon = whole_field(doc, "horizon")
-    rows = [numbers_field(doc.get("values"), horizon, "values")]
-    if schema == 1:
-        names, lower, upper = _bounds_v1(doc, horizon)
-        levels = tuple(float(name) for name in names)
-    else:
-        levels, lower, upper = _bounds_v2(doc, horizon)
-    array = finite_rows(rows + lower + upper, "values, lower, upper")
-    n = len(levels)
-    origin = iso_seconds(doc.get("ts"), "ts")
-    if schema == 2 and whole_field(doc, "origin_s", minimum=0) != origin:
-        raise RecordError(f"origin_s: {doc.get('origin_s')} is not ts {doc.get('ts')!r}")
-    return Forecast(
-        key=key,
-        origin_ts=origin,
-        interval_s=whole_field(doc, "interval_s"),
-        values=array[0],
-        model=text_field(doc, "model"),
-        model_version=text_field(doc, "model_version", empty=True),
-        levels=levels,
-        lower=array[1 : 1 + n] if n else None,
-        upper=array[1 + n :] if n else None,
-        schema=schema,
-    )
-
-
-def _object(value: bytes | None, what: str) -> dict[str, object]:
-    """The record's JSON object, or a :class:`RecordError` saying what it is instead."""
-    if not value:
-        raise RecordError(f"empty record: {what} is a JSON object")
-    try:
-        doc = orjson.loads(value)
-    except orjson.JSONDecodeError as err:
-        raise RecordError(f"not JSON: {err}") from None
-    if not isinstance(doc, dict):
-        raise RecordError(f"{what} is a JSON object, got a JSON {type(doc).__name__}")
-    return doc
-
-
-def _levels(value: object) -> tuple[float, ...]:
-    """Coverage levels: ascending numbers in (0, 1)."""
-    if not isinstance(value, list) or not all(type(v) in (int, float) for v in value):
-        raise RecordError(f"levels: expected a list of numbers, got {repr(value)[:40]}")
-    levels = tuple(float(v) for v in value)
-    if not all(0.0 < v < 1.0 for v in levels) or list(levels) != sorted(set(levels)):
-        raise RecordError(f"levels: expected distinct ascending levels in (0, 1), got {value}")
-    return levels
-
-
-def _bounds_v2(
-    doc: Mapping[str, object], horizon: int
-) -> tuple[tuple[float, ...], list[list[float]], list[list[float]]]:
-    """Schema 2: ``levels`` and one ``lower``/``upper`` row per level."""
-    levels = _levels(doc.get("levels", []))
-    out: list[list[list[float]]] = []
-    for name in ("lower", "upper"):
-        rows = doc.get(name, [])
-        if not isinstance(rows, list) or len(rows) != len(levels):
-            got = len(rows) if isinstance(rows, list) else repr(rows)[:40]
-            raise RecordError(f"{name}: expected one row per level ({len(levels)}), got {got}")
-        out.append([numbers_field(row, horizon, f"{name}[{i}]") for i, row in enumerate(rows)])
-    return levels, out[0], out[1]
-
-
-def _bounds_v1(
-    doc: Mapping[str, object], horizon: int
-) -> tuple[list[str], list[list[float]], list[list[float]]]:
-    """Schema 1: level names in ascending order and the lower and upper rows of each."""
-    if "lower" not in doc and "upper" not in doc:
-        return [], [], []
-    lower, upper = doc.get("lower"), doc.get("upper")
-    if not isinstance(lower, dict) or not isinstance(upper, dict) or set(lower) != set(upper):
-        raise RecordError("lower, upper: expected two objects with the same level names")
-    try:
-        names = sorted(lower, key=float)
-    except ValueError:
-        raise RecordError(f"lower: level names must be numbers, got {sorted(lower)}") from None
-    if not all(0.0 < float(n) < 1.0 for n in names):
-        raise RecordError(f"lower: levels must lie in (0, 1), got {names}")
-    lo = [numbers_field(lower[n], horizon, f"lower[{n}]") for n in names]
-    hi = [numbers_field(upper[n], horizon, f"upper[{n}]") for n in names]
-    return names, lo, hi

@@ -27,12 +27,14 @@ import numpy as np
 import orjson
 
 from streamcast.core.alerts import ALERT_SCHEMA
+from streamcast.core.forecast_rows import FORECAST_ROW_SCHEMA
 from streamcast.core.records import FORECAST_SCHEMA
 
 #: the version streamcast writes (and reads) of each record kind
 CURRENT: Final[dict[str, int]] = {
     "tick": 1,
     "forecast": FORECAST_SCHEMA,
+    "forecast_row": FORECAST_ROW_SCHEMA,
     "alert": ALERT_SCHEMA,
     "dead_letter": 1,
     "changelog": 1,
@@ -58,6 +60,7 @@ def headers(kind: str, content_type: bytes = JSON) -> tuple[tuple[str, bytes], .
 
 
 FORECAST_HEADERS: Final = headers("forecast")
+FORECAST_ROW_HEADERS: Final = headers("forecast_row")
 ALERT_HEADERS: Final = headers("alert")
 DEAD_LETTER_HEADERS: Final = headers("dead_letter", OCTETS)
 STATE_HEADERS: Final = headers("changelog", STATE)

@@ -21,7 +21,7 @@ import time
 from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -30,12 +30,18 @@ from streamcast.config import Settings
 from streamcast.core.alerts import encode_alerts
 from streamcast.core.codec import TickDecoder, dead_letter_record
 from streamcast.core.drift import DriftSettings
+from streamcast.core.forecast_rows import encode_forecast_rows
 from streamcast.core.isolation import MAX_ERROR_TEXT
 from streamcast.core.model import OnnxStepModel, StepModel
 from streamcast.core.pipeline import Pipeline, StepResult
 from streamcast.core.quality import QualityTotals
 from streamcast.core.records import ForecastBatch, Rejection, encode_forecasts
-from streamcast.core.schemas import ALERT_HEADERS, FORECAST_HEADERS, STATE_HEADERS
+from streamcast.core.schemas import (
+    ALERT_HEADERS,
+    FORECAST_HEADERS,
+    FORECAST_ROW_HEADERS,
+    STATE_HEADERS,
+)
 from streamcast.errors import ConfigurationError, RejectReason
 from streamcast.kafka.changelog import marker
 from streamcast.kafka.wire import Consumed, Offsets, OutRecord
@@ -115,12 +121,14 @@ class Processor:
         *,
         name: str,
         version: str,
+        layout: Literal["record", "rows"] = "record",
     ) -> None:
         self.decoder = decoder
         self.pipeline = pipeline
         self.topics = topics
         self.model_name = name
         self.model_version = version
+        self.layout = layout
 
     def process(self, records: Sequence[Consumed], now_s: float) -> BatchResult:
         """Decode and step one micro-batch, then encode every output it produced.
@@ -131,21 +139,24 @@ class Processor:
         started = time.perf_counter()
         step, partitions = self.step(records, now_s)
         seconds = time.perf_counter() - started
-        encoded, failed = encode_isolated(step.forecasts, now_s)
+        rows = self.layout == "rows"
+        encoded, failed = encode_isolated(step.forecasts, now_s, rows=rows)
         rejections = sorted([*step.rejections, *failed], key=lambda r: r.index)
         outputs: dict[int, list[OutRecord]] = {}
-        triggers = np.asarray(step.forecasts.trigger_index, dtype=np.int64).tolist()
+        per = step.forecasts.horizon if rows else 1  # messages per forecast
+        triggers = np.repeat(np.asarray(step.forecasts.trigger_index, dtype=np.int64), per)
         delivered: list[int] = []
         topic = self.topics.forecasts
         # one headers list shared by the batch's forecasts (nobody mutates it)
-        headers = list(FORECAST_HEADERS)
-        for message, trigger in zip(encoded, triggers, strict=True):
+        headers = list(FORECAST_ROW_HEADERS if rows else FORECAST_HEADERS)
+        for n, (message, trigger) in enumerate(zip(encoded, triggers.tolist(), strict=True)):
             if message is not None:
                 key, value = message
                 outputs.setdefault(int(partitions[trigger]), []).append(
                     OutRecord(topic, key, value, headers)
                 )
-                delivered.append(trigger)
+                if n % per == 0:
+                    delivered.append(trigger)
         alerts = 0
         if step.alerts is not None and self.topics.alerts is not None:
             alert_topic = self.topics.alerts
@@ -291,30 +302,35 @@ def build_processor(settings: Settings, path: Path | None = None) -> Processor:
     topics = settings.topics
     changelog = topics.state_changelog if settings.durable_state else None
     output = OutputTopics(topics.forecasts, topics.dead_letter, changelog, topics.alerts)
-    return Processor(decoder, pipeline, output, name=meta.name, version=meta.version)
+    return Processor(
+        decoder, pipeline, output, name=meta.name, version=meta.version,
+        layout=settings.forecast_layout,
+    )  # fmt: skip
 
 
 def encode_isolated(
-    forecasts: ForecastBatch, generated_at_s: float | None = None
+    forecasts: ForecastBatch, generated_at_s: float | None = None, *, rows: bool = False
 ) -> tuple[list[tuple[bytes, bytes] | None], list[Rejection]]:
-    """``encode_forecasts``, one message per forecast row; if encoding the batch raises,
-    rows are encoded one by one and each row that fails becomes ``None`` plus a rejection
-    (``internal_error``) of the tick that triggered it."""
+    """The forecasts' messages (``encode_forecasts``, or ``encode_forecast_rows`` with
+    ``rows``: ``horizon`` messages per forecast); if encoding the batch raises, forecasts
+    are encoded one by one and the messages of each that fails become ``None`` plus a
+    rejection (``internal_error``) of the tick that triggered it."""
+    encode = encode_forecast_rows if rows else encode_forecasts
     try:
-        return list(encode_forecasts(forecasts, generated_at_s)), []
+        return list(encode(forecasts, generated_at_s)), []
     except Exception:  # noqa: BLE001 - isolate any bug; the rows below say which
         pass
     encoded: list[tuple[bytes, bytes] | None] = []
     failed: list[Rejection] = []
     for row in range(len(forecasts)):
         try:
-            encoded += encode_forecasts(forecasts.take(np.array([row])), generated_at_s)
+            encoded += encode(forecasts.take(np.array([row])), generated_at_s)
         except Exception as exc:  # noqa: BLE001
             text = " ".join(f"{type(exc).__name__}: {exc}".split())[:MAX_ERROR_TEXT]
             detail = f"encoding the forecast it triggered raised {text}"
             trigger = int(forecasts.trigger_index[row])
             failed.append(Rejection(trigger, RejectReason.INTERNAL_ERROR, detail))
-            encoded.append(None)
+            encoded += [None] * (forecasts.horizon if rows else 1)
     return encoded, failed
 
 

@@ -17,7 +17,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from streamcast.config import ApiSettings, load_settings, unknown_variables
+from streamcast.core.forecast_rows import encode_forecast_rows
 from streamcast.core.records import ForecastBatch, encode_forecasts
+from streamcast.core.schemas import FORECAST_ROW_HEADERS
 from streamcast.errors import SettingsError
 from tests.support.api import AUDIENCE, ListFollower, api_in_process, api_settings, token
 from tests.support.models import make_tiny_model
@@ -247,6 +249,23 @@ async def test_cors_is_off_by_default_and_on_for_the_configured_origins() -> Non
             "/v1/alerts", headers={**preflight, "Origin": "https://evil.example"}
         )
         assert "access-control-allow-origin" not in other.headers
+
+
+async def test_forecasts_in_the_row_layout_are_served_whole() -> None:
+    follower = ListFollower()
+    batch = ForecastBatch(
+        ["pump-1", "pump-2"], np.full(2, 1_790_000_000 // 3600 * 3600),
+        np.arange(6, dtype=np.float64).reshape(2, 3), "m", "1", 3600, 3, np.zeros(2, np.int64),
+        levels=(0.8,), lower=np.zeros((2, 1, 3)), upper=np.full((2, 1, 3), 9.0),
+    )  # fmt: skip
+    rows = encode_forecast_rows(batch)
+    # pump-2's last row is missing: it is not served until it arrives
+    follower.feed("forecasts", rows[:-1], headers=FORECAST_ROW_HEADERS)
+    async with api_in_process(api_settings(api_auth="off"), follower) as api:
+        got = (await api.client.get("/v1/forecasts/pump-1")).json()
+        assert got["values"] == [0.0, 1.0, 2.0] and got["targets"][0] == "2026-09-21T15:00:00Z"
+        assert got["intervals"] == [{"level": 0.8, "lower": [0.0] * 3, "upper": [9.0] * 3}]
+        assert (await api.client.get("/v1/forecasts/pump-2")).status_code == 404
 
 
 async def test_latest_forecast_etag_listing_and_cursor() -> None:

@@ -1,7 +1,8 @@
 """The output contract against the real broker: the ticks ``streamcast replay`` sends and
-every record the service produces from them — forecasts, alerts, dead letters, changelog
-states and markers — follow the JSON Schema their ``streamcast.schema`` header names (the
-tick schema for ticks), with the matching ``content-type``.
+every record the service produces from them — forecasts (in both layouts: one record per
+forecast, and one per target), alerts, dead letters, changelog states and markers —
+follow the JSON Schema their ``streamcast.schema`` header names (the tick schema for
+ticks), with the matching ``content-type``.
 
 The data is the quality loop's (tests/integration/test_quality.py): a model that
 forecasts each key's location with calibrated bands, six keys, one of them shifted by 3
@@ -20,6 +21,8 @@ import orjson
 import pytest
 from aiokafka.structs import ConsumerRecord
 
+from streamcast.core.forecast_rows import ForecastAssembler, decode_forecast_row
+from streamcast.core.records import Forecast, decode_forecast
 from streamcast.core.schemas import describe_state_record, load_schema
 from streamcast.kafka.changelog import MARKER_KEY
 from tests.support.kafka import create_topics, unique_topic
@@ -43,6 +46,8 @@ INTERVALS = 400
 INTERVAL_S = 60
 SHIFTED = "meter-2"
 SHIFT = (250, 298)
+HORIZON = 4
+LEVELS = (0.8, 0.95)
 BAD: list[Message] = [
     (b"meter-0", b"not json"),
     (None, b'{"ts": 1, "value": 2}'),
@@ -72,6 +77,23 @@ def _write_data(path: Path, start: int) -> Path:
         lines += [f"{key},{stamps[t]}Z,{float(v[t])!r}" for key, v in values.items()]
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def _forecasts(records: list[ConsumerRecord[bytes, bytes]]) -> dict[tuple[str, str], Forecast]:
+    """The forecasts on the topic by ``(key, origin ISO)``, in either layout."""
+    assembler = ForecastAssembler()
+    out: dict[tuple[str, str], Forecast] = {}
+    for record in records:
+        if _headers(record)["streamcast.schema"].startswith("forecast_row/"):
+            fc = assembler.add(decode_forecast_row(record.value, record.key))
+        else:
+            fc = decode_forecast(record.value, record.key)
+        if fc is not None:
+            origin = str(np.datetime64(fc.origin_ts, "s")) + "Z"
+            assert (fc.key, origin) not in out, "no duplicates"
+            out[(fc.key, origin)] = fc
+    assert len(assembler) == 0, "every forecast's rows arrived"
+    return out
 
 
 def _validator(kind: str, version: int) -> jsonschema.Draft202012Validator:
@@ -111,13 +133,18 @@ def _check(
     return by_schema
 
 
-async def test_every_produced_record_follows_its_schema(bootstrap: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("layout", ["record", "rows"])
+async def test_every_produced_record_follows_its_schema(
+    bootstrap: str, tmp_path: Path, layout: str
+) -> None:
+    """Both forecast layouts; the forecasts read back (rows put together again) equal the
+    in-process pipeline's."""
     model = make_tiny_model(
-        tmp_path / "mean.onnx", window=8, horizon=4, interval_s=INTERVAL_S, known=_truth(),
-        mean_forecast=True, drift=normal_reference(4), levels=(0.8, 0.95),
+        tmp_path / "mean.onnx", window=8, horizon=HORIZON, interval_s=INTERVAL_S,
+        known=_truth(), mean_forecast=True, drift=normal_reference(HORIZON), levels=LEVELS,
     )  # fmt: skip
     prefix = unique_topic("contract")
-    env = service_env(bootstrap, model, prefix, batch_max_records=300)
+    env = service_env(bootstrap, model, prefix, batch_max_records=300, forecast_layout=layout)
     ticks = env["STREAMCAST_TOPICS__TICKS"]
     await create_topics(bootstrap, [ticks], partitions=2)
     data = _write_data(tmp_path / "data.csv", recent_hour())
@@ -138,13 +165,14 @@ async def test_every_produced_record_follows_its_schema(bootstrap: str, tmp_path
     parts = [[(r.key, r.value) for r in sent if r.partition == part] for part in (0, 1)]
     forecasts, alerts = expected_outputs(model, parts)
     assert alerts
+    per = HORIZON if layout == "rows" else 1  # records per forecast
 
     service = ServiceProcess(env, tmp_path / "service.log")
     try:
         service.start()
         topics = {
             "FORECASTS": await consume(
-                bootstrap, env["STREAMCAST_TOPICS__FORECASTS"], until=len(forecasts)
+                bootstrap, env["STREAMCAST_TOPICS__FORECASTS"], until=len(forecasts) * per
             )
         }
         for name in ("ALERTS", "DEAD_LETTER", "STATE_CHANGELOG"):
@@ -152,8 +180,14 @@ async def test_every_produced_record_follows_its_schema(bootstrap: str, tmp_path
     finally:
         service.kill()
 
-    assert set(_check(topics["FORECASTS"], "application/json")) == {"forecast/2"}
-    assert len(topics["FORECASTS"]) == len(forecasts)
+    kind = "forecast_row/1" if layout == "rows" else "forecast/2"
+    assert set(_check(topics["FORECASTS"], "application/json")) == {kind}
+    assert len(topics["FORECASTS"]) == len(forecasts) * per
+    got = _forecasts(topics["FORECASTS"])
+    assert set(got) == set(forecasts)
+    for fkey, values in forecasts.items():
+        np.testing.assert_allclose(got[fkey].values, values, rtol=1e-6)
+        assert got[fkey].levels == LEVELS and got[fkey].lower is not None
     assert set(_check(topics["ALERTS"], "application/json")) == {"alert/1"}
     dead = _check(topics["DEAD_LETTER"], "application/octet-stream")
     assert len(dead["dead_letter/1"]) == len(BAD)

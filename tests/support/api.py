@@ -125,11 +125,19 @@ class ListFollower:
         out, self.records = self.records, []
         return out
 
-    def feed(self, topic: str, pairs: Sequence[tuple[bytes, bytes | None]], start: int = 0) -> None:
-        """Queue ``(key, value)`` records of ``topic`` (partition 0, offsets from ``start``)."""
+    def feed(
+        self,
+        topic: str,
+        pairs: Sequence[tuple[bytes, bytes | None]],
+        start: int = 0,
+        headers: Sequence[tuple[str, bytes]] = (),
+    ) -> None:
+        """Queue ``(key, value)`` records of ``topic`` (partition 0, offsets from ``start``),
+        each with ``headers``."""
         now = int(time.time() * 1000)
         self.records += [
-            InRecord(topic, 0, start + i, now, key, value) for i, (key, value) in enumerate(pairs)
+            InRecord(topic, 0, start + i, now, key, value, headers)
+            for i, (key, value) in enumerate(pairs)
         ]
 
     async def __aenter__(self) -> Self:

@@ -4,12 +4,16 @@ field and the reason."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import numpy as np
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from streamcast.core import forecast_reader
 from streamcast.core.alerts import AlertBatch, decode_alert, encode_alerts
 from streamcast.core.records import ForecastBatch, decode_forecast, encode_forecasts
 from streamcast.errors import RecordError
@@ -172,3 +176,57 @@ def test_alerts_read_what_the_detectors_write_and_refuse_bad_records() -> None:
     assert decode_alert(orjson.dumps({**doc, "kind": "novel_drift"})).kind == "novel_drift"
     with pytest.raises(RecordError, match="differs from the Kafka message key"):
         decode_alert(value, b"pump-2")
+
+
+_ANY = st.one_of(
+    st.none(), st.booleans(), st.integers(min_value=-(2**70), max_value=2**70), st.floats(),
+    st.text(max_size=8), st.lists(st.floats(allow_nan=False), max_size=5),
+    st.lists(st.lists(st.integers(-3, 3), max_size=5), max_size=3),
+)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.dictionaries(
+        st.sampled_from(
+            [
+                "schema",
+                "key",
+                "ts",
+                "origin_s",
+                "interval_s",
+                "horizon",
+                "model",
+                "model_version",
+                "values",
+                "levels",
+                "lower",
+                "upper",
+            ]
+        ),
+        _ANY,
+        max_size=3,
+    ),
+    st.sets(st.sampled_from(["levels", "lower", "upper", "origin_s", "ts"]), max_size=2),
+    st.sampled_from([None, b"pump-1", b"pump-2"]),
+)
+def test_the_typed_path_reads_exactly_as_the_checking_path(
+    change: dict[str, object], drop: set[str], kafka_key: bytes | None
+) -> None:
+    doc = {k: v for k, v in {**_doc(), **change}.items() if k not in drop}
+    value = json.dumps(doc).encode()
+    try:
+        want = forecast_reader._decode_checked(value, kafka_key)  # the checking path is the point
+    except RecordError as err:
+        with pytest.raises(RecordError) as got:
+            decode_forecast(value, kafka_key)
+        assert str(got.value) == str(err)
+        return
+    fc = decode_forecast(value, kafka_key)
+    assert (fc.key, fc.origin_ts, fc.interval_s, fc.levels, fc.model, fc.model_version) == (
+        want.key, want.origin_ts, want.interval_s, want.levels, want.model, want.model_version,
+    )  # fmt: skip
+    np.testing.assert_array_equal(fc.values, want.values)
+    assert (fc.lower is None) == (want.lower is None)
+    if fc.lower is not None and want.lower is not None:
+        np.testing.assert_array_equal(fc.lower, want.lower)
