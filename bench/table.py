@@ -179,6 +179,9 @@ def render(r: dict[str, Any], meta: dict[str, str]) -> list[tuple[str, str, str,
                 r[f"ceiling_{keys}_t{t}"])  # fmt: skip
     add(f"(e) streamcast pipeline, {r['pipeline_keys']:,} keys, tick bytes -> forecast bytes",
         pipe, f" ({r['pipeline_ms_per_batch']:,.0f} ms per batch)")  # fmt: skip
+    if "pipeline_cpu_ticks_per_s" in r:
+        add("(e) the same in CPU time: ticks/s per core, whatever the load",
+            r["pipeline_cpu_ticks_per_s"])  # fmt: skip
     for mode, name in (("at_least_once", "at-least-once"), ("exactly_once", "exactly-once")):
         f = r[f"flat_{mode}"]
         add(f"(f) end to end via Kafka, {name}, flat out ({f['keys']:,} keys)",
