@@ -56,66 +56,63 @@ async def bench(args: argparse.Namespace, bootstrap: str, workdir: Path) -> dict
     )
     await create_topics(bootstrap, [ticks_topic], partitions=args.partitions)
     services = _start_services(env, workdir, getattr(args, "instances", 1))
-    service = services[0]
+    try:
+        service = services[0]
 
-    intervals = args.ticks // args.keys
-    # event time ends a day before now whatever the interval: no tick is "in the future"
-    start = (int(time.time()) // 86_400 - 1) * 86_400 - intervals * interval_s
-    keys = [f"k{i:05d}" for i in range(args.keys)]
-    rng = np.random.default_rng(0)
-    values = 100 + rng.normal(size=(intervals, args.keys)).cumsum(axis=0)
-    # (key, origin) of the forecast each tick triggers -> wall time the tick was sent
-    sent_at: dict[tuple[str, int], float] = {}
-    arrived: dict[tuple[str, int], float] = {}
-    published: dict[tuple[str, int], float] = {}
-    expected = (intervals - window) * args.keys
+        intervals = args.ticks // args.keys
+        # event time ends a day before now whatever the interval: no tick is "in the future"
+        start = (int(time.time()) // 86_400 - 1) * 86_400 - intervals * interval_s
+        keys = [f"k{i:05d}" for i in range(args.keys)]
+        rng = np.random.default_rng(0)
+        values = 100 + rng.normal(size=(intervals, args.keys)).cumsum(axis=0)
+        # (key, origin) of the forecast each tick triggers -> wall time the tick was sent
+        sent_at: dict[tuple[str, int], float] = {}
+        arrived: dict[tuple[str, int], float] = {}
+        published: dict[tuple[str, int], float] = {}
+        expected = (intervals - window) * args.keys
 
-    consumer = AIOKafkaConsumer(
-        forecasts_topic, bootstrap_servers=bootstrap, group_id=None,
-        auto_offset_reset="earliest", isolation_level="read_committed",
-    )  # fmt: skip
-    await consumer.start()
+        consumer = AIOKafkaConsumer(
+            forecasts_topic, bootstrap_servers=bootstrap, group_id=None,
+            auto_offset_reset="earliest", isolation_level="read_committed",
+        )  # fmt: skip
+        await consumer.start()
 
-    async def collect() -> None:
-        deadline = time.monotonic() + args.timeout
-        while len(arrived) < expected and time.monotonic() < deadline:
-            batches = await consumer.getmany(timeout_ms=200)
-            now = time.time()
-            for part in batches.values():
-                for message in part:
-                    doc = orjson.loads(message.value or b"")
-                    origin = int(np.datetime64(doc["ts"].rstrip("Z"), "s").astype(np.int64))
-                    arrived.setdefault((doc["key"], origin), now)
-                    published.setdefault((doc["key"], origin), message.timestamp / 1000)
+        async def collect() -> None:
+            deadline = time.monotonic() + args.timeout
+            while len(arrived) < expected and time.monotonic() < deadline:
+                batches = await consumer.getmany(timeout_ms=200)
+                now = time.time()
+                for part in batches.values():
+                    for message in part:
+                        doc = orjson.loads(message.value or b"")
+                        origin = int(np.datetime64(doc["ts"].rstrip("Z"), "s").astype(np.int64))
+                        arrived.setdefault((doc["key"], origin), now)
+                        published.setdefault((doc["key"], origin), message.timestamp / 1000)
 
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5,
-                                max_batch_size=256 * 1024, enable_idempotence=True)  # fmt: skip
-    await producer.start()
-    collector = asyncio.create_task(collect())
-    began = time.time()
-    pause = args.keys / args.rate if args.rate else 0.0
-    for t in range(intervals):
-        sent = await _send_interval(
-            producer, ticks_topic, keys, start + t * interval_s + 1, values[t]
-        )
-        for key in keys:
-            sent_at[(key, start + (t - 1) * interval_s)] = sent
-        if pause:
-            await asyncio.sleep(max(0.0, began + (t + 1) * pause - time.time()))
-    await producer.flush()
-    produced = time.time()
-    await collector
-    finished = max(arrived.values()) if arrived else time.time()
-    await producer.stop()
-    await consumer.stop()
-    inference = service.metric("streamcast_inference_seconds_sum")
-    batches = service.metric("streamcast_inference_seconds_count")
-    rss = _rss_mib(service)
-    for one in services:
-        one.stop()
-    first = min(arrived.values()) if arrived else began
-
-    n_ticks = intervals * args.keys
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5,
+                                    max_batch_size=256 * 1024, enable_idempotence=True)  # fmt: skip
+        await producer.start()
+        collector = asyncio.create_task(collect())
+        began = time.time()
+        pause = args.keys / args.rate if args.rate else 0.0
+        for t in range(intervals):
+            sent = await _send_interval(
+                producer, ticks_topic, keys, start + t * interval_s + 1, values[t]
+            )
+            for key in keys:
+                sent_at[(key, start + (t - 1) * interval_s)] = sent
+            if pause:
+                await asyncio.sleep(max(0.0, began + (t + 1) * pause - time.time()))
+        await producer.flush()
+        produced = time.time()
+        await collector
+        finished = max(arrived.values()) if arrived else time.time()
+        await producer.stop()
+        await consumer.stop()
+        figures = _service_figures(service)
+    finally:
+        _stop_all(services)
+    n_ticks, first = intervals * args.keys, min(arrived.values(), default=began)
     return {
         "ticks": n_ticks,
         "keys": args.keys,
@@ -127,9 +124,7 @@ async def bench(args: argparse.Namespace, bootstrap: str, workdir: Path) -> dict
         # first and the last one consumed is the steady-state rate of forecasting ticks
         "forecast_ticks_per_s": (len(arrived) - 1) / max(finished - first, 1e-9),
         **_latencies(sent_at, arrived, published),
-        "service_batches": batches,
-        "pipeline_ms_per_batch": 1000 * inference / batches if batches else float("nan"),
-        "service_rss_mib": rss,
+        **figures,
     }
 
 
@@ -164,9 +159,31 @@ def _start_services(env: dict[str, str], workdir: Path, instances: int) -> list[
         )
         for i in range(instances)
     ]
-    for one in services:
-        one.start()
+    try:
+        for one in services:
+            one.start()
+    except BaseException:
+        _stop_all(services)
+        raise
     return services
+
+
+def _service_figures(service: ServiceProcess) -> dict[str, float]:
+    """The first service's batches, pipeline time per batch and RSS."""
+    inference = service.metric("streamcast_inference_seconds_sum")
+    batches = service.metric("streamcast_inference_seconds_count")
+    return {
+        "service_batches": batches,
+        "pipeline_ms_per_batch": 1000 * inference / batches if batches else float("nan"),
+        "service_rss_mib": _rss_mib(service),
+    }
+
+
+def _stop_all(services: list[ServiceProcess]) -> None:
+    """Stop every service that was launched (also when the run failed)."""
+    for one in services:
+        if one.process is not None:
+            one.stop()
 
 
 def _latencies(
