@@ -32,6 +32,9 @@ from common import (
 )
 
 from streamcast.core.model import OnnxStepModel
+from tests.support.kafka import kafka_local
+
+free_port = kafka_local.free_port
 
 INTERVAL_S = 60  # of the generated default model; a given model brings its own
 
@@ -52,65 +55,64 @@ async def bench(args: argparse.Namespace, bootstrap: str, workdir: Path) -> dict
         env["STREAMCAST_TOPICS__FORECASTS"],
     )
     await create_topics(bootstrap, [ticks_topic], partitions=args.partitions)
-    service = ServiceProcess(env, workdir / "service.log")
-    service.start()
+    services = _start_services(env, workdir, getattr(args, "instances", 1))
+    try:
+        service = services[0]
 
-    intervals = args.ticks // args.keys
-    # event time ends a day before now whatever the interval: no tick is "in the future"
-    start = (int(time.time()) // 86_400 - 1) * 86_400 - intervals * interval_s
-    keys = [f"k{i:05d}" for i in range(args.keys)]
-    rng = np.random.default_rng(0)
-    values = 100 + rng.normal(size=(intervals, args.keys)).cumsum(axis=0)
-    # (key, origin) of the forecast each tick triggers -> wall time the tick was sent
-    sent_at: dict[tuple[str, int], float] = {}
-    arrived: dict[tuple[str, int], float] = {}
-    published: dict[tuple[str, int], float] = {}
-    expected = (intervals - window) * args.keys
+        intervals = args.ticks // args.keys
+        # event time ends a day before now whatever the interval: no tick is "in the future"
+        start = (int(time.time()) // 86_400 - 1) * 86_400 - intervals * interval_s
+        keys = [f"k{i:05d}" for i in range(args.keys)]
+        rng = np.random.default_rng(0)
+        values = 100 + rng.normal(size=(intervals, args.keys)).cumsum(axis=0)
+        # (key, origin) of the forecast each tick triggers -> wall time the tick was sent
+        sent_at: dict[tuple[str, int], float] = {}
+        arrived: dict[tuple[str, int], float] = {}
+        published: dict[tuple[str, int], float] = {}
+        expected = (intervals - window) * args.keys
 
-    consumer = AIOKafkaConsumer(
-        forecasts_topic, bootstrap_servers=bootstrap, group_id=None,
-        auto_offset_reset="earliest", isolation_level="read_committed",
-    )  # fmt: skip
-    await consumer.start()
+        consumer = AIOKafkaConsumer(
+            forecasts_topic, bootstrap_servers=bootstrap, group_id=None,
+            auto_offset_reset="earliest", isolation_level="read_committed",
+        )  # fmt: skip
+        await consumer.start()
 
-    async def collect() -> None:
-        deadline = time.monotonic() + args.timeout
-        while len(arrived) < expected and time.monotonic() < deadline:
-            batches = await consumer.getmany(timeout_ms=200)
-            now = time.time()
-            for part in batches.values():
-                for message in part:
-                    doc = orjson.loads(message.value or b"")
-                    origin = int(np.datetime64(doc["ts"].rstrip("Z"), "s").astype(np.int64))
-                    arrived.setdefault((doc["key"], origin), now)
-                    published.setdefault((doc["key"], origin), message.timestamp / 1000)
+        async def collect() -> None:
+            deadline = time.monotonic() + args.timeout
+            while len(arrived) < expected and time.monotonic() < deadline:
+                batches = await consumer.getmany(timeout_ms=200)
+                now = time.time()
+                for part in batches.values():
+                    for message in part:
+                        doc = orjson.loads(message.value or b"")
+                        origin = int(np.datetime64(doc["ts"].rstrip("Z"), "s").astype(np.int64))
+                        arrived.setdefault((doc["key"], origin), now)
+                        published.setdefault((doc["key"], origin), message.timestamp / 1000)
 
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5,
-                                max_batch_size=256 * 1024, enable_idempotence=True)  # fmt: skip
-    await producer.start()
-    collector = asyncio.create_task(collect())
-    began = time.time()
-    pause = args.keys / args.rate if args.rate else 0.0
-    for t in range(intervals):
-        sent = await _send_interval(
-            producer, ticks_topic, keys, start + t * interval_s + 1, values[t]
-        )
-        for key in keys:
-            sent_at[(key, start + (t - 1) * interval_s)] = sent
-        if pause:
-            await asyncio.sleep(max(0.0, began + (t + 1) * pause - time.time()))
-    await producer.flush()
-    produced = time.time()
-    await collector
-    finished = max(arrived.values()) if arrived else time.time()
-    await producer.stop()
-    await consumer.stop()
-    inference = service.metric("streamcast_inference_seconds_sum")
-    batches = service.metric("streamcast_inference_seconds_count")
-    rss = _rss_mib(service)
-    service.stop()
-
-    n_ticks = intervals * args.keys
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5,
+                                    max_batch_size=256 * 1024, enable_idempotence=True)  # fmt: skip
+        await producer.start()
+        collector = asyncio.create_task(collect())
+        began = time.time()
+        pause = args.keys / args.rate if args.rate else 0.0
+        for t in range(intervals):
+            sent = await _send_interval(
+                producer, ticks_topic, keys, start + t * interval_s + 1, values[t]
+            )
+            for key in keys:
+                sent_at[(key, start + (t - 1) * interval_s)] = sent
+            if pause:
+                await asyncio.sleep(max(0.0, began + (t + 1) * pause - time.time()))
+        await producer.flush()
+        produced = time.time()
+        await collector
+        finished = max(arrived.values()) if arrived else time.time()
+        await producer.stop()
+        await consumer.stop()
+        figures = _service_figures(service)
+    finally:
+        _stop_all(services)
+    n_ticks, first = intervals * args.keys, min(arrived.values(), default=began)
     return {
         "ticks": n_ticks,
         "keys": args.keys,
@@ -118,10 +120,11 @@ async def bench(args: argparse.Namespace, bootstrap: str, workdir: Path) -> dict
         "forecasts_expected": expected,
         "produce_ticks_per_s": n_ticks / (produced - began),
         "e2e_ticks_per_s": n_ticks / (finished - began),
+        # after warm-up every tick yields one forecast: forecasts per second between the
+        # first and the last one consumed is the steady-state rate of forecasting ticks
+        "forecast_ticks_per_s": (len(arrived) - 1) / max(finished - first, 1e-9),
         **_latencies(sent_at, arrived, published),
-        "service_batches": batches,
-        "pipeline_ms_per_batch": 1000 * inference / batches if batches else float("nan"),
-        "service_rss_mib": rss,
+        **figures,
     }
 
 
@@ -143,6 +146,44 @@ async def _send_interval(
     for p, builder in builders.items():
         await producer.send_batch(builder, topic, partition=p)
     return sent
+
+
+def _start_services(env: dict[str, str], workdir: Path, instances: int) -> list[ServiceProcess]:
+    """``instances`` services in one consumer group (each its own HTTP port), started one
+    after the other: an instance is ready only once it owns partitions, so when the last
+    one is ready the group has rebalanced."""
+    services = [
+        ServiceProcess(
+            {**env, "STREAMCAST_HTTP_PORT": str(free_port())} if i else env,
+            workdir / f"service-{i}.log",
+        )
+        for i in range(instances)
+    ]
+    try:
+        for one in services:
+            one.start()
+    except BaseException:
+        _stop_all(services)
+        raise
+    return services
+
+
+def _service_figures(service: ServiceProcess) -> dict[str, float]:
+    """The first service's batches, pipeline time per batch and RSS."""
+    inference = service.metric("streamcast_inference_seconds_sum")
+    batches = service.metric("streamcast_inference_seconds_count")
+    return {
+        "service_batches": batches,
+        "pipeline_ms_per_batch": 1000 * inference / batches if batches else float("nan"),
+        "service_rss_mib": _rss_mib(service),
+    }
+
+
+def _stop_all(services: list[ServiceProcess]) -> None:
+    """Stop every service that was launched (also when the run failed)."""
+    for one in services:
+        if one.process is not None:
+            one.stop()
 
 
 def _latencies(
@@ -186,6 +227,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=5_000, help="service batch_max_records")
     parser.add_argument("--wait-ms", type=int, default=20, help="service batch_max_wait_ms")
     parser.add_argument("--timeout", type=float, default=300)
+    parser.add_argument("--instances", type=int, default=1, help="services in one group")
     parser.add_argument(
         "--guarantee", choices=["at_least_once", "exactly_once"], default="at_least_once"
     )

@@ -79,6 +79,8 @@ class GroupSink:
         self._committed: dict[int, int | None] = {}
         self._owned: set[int] = set()
         self._lock = asyncio.Lock()
+        #: rebalance callbacks waiting for the batch hold (a run of batches yields to them)
+        self._waiting = 0
         self._generation = 0
         self._fetched_generation = -1
         self._dirty = False
@@ -186,6 +188,17 @@ class GroupSink:
                 await self._seek_committed()
             yield current
 
+    def continues(self) -> bool:
+        """Within :meth:`batch`: may the records of the next :meth:`fetch` be processed
+        under the same hold? Not when a rebalance waits for it, a delivery or assignment
+        failed, or the fetch is stale."""
+        return (
+            self._waiting == 0
+            and not self._dirty
+            and self._fatal is None
+            and self._fetched_generation == self._generation
+        )
+
     @property
     def needs_rewind(self) -> bool:
         """True after a failed batch or assignment, until a rewind succeeded.
@@ -260,14 +273,28 @@ class GroupSink:
             else:
                 consumer.seek(tp, offset)
 
+    @contextlib.asynccontextmanager
+    async def _rebalance_hold(self) -> AsyncIterator[None]:
+        """The batch hold, for a rebalance callback: counted while it waits, so a run of
+        batches under the hold ends (:meth:`continues`) and lets it in."""
+        self._waiting += 1
+        try:
+            await self._lock.acquire()
+        finally:
+            self._waiting -= 1
+        try:
+            yield
+        finally:
+            self._lock.release()
+
     async def _on_revoked(self) -> None:
-        async with self._lock:  # the in-flight batch delivers (or fails) first
+        async with self._rebalance_hold():  # the in-flight batch delivers (or fails) first
             self._generation += 1
 
     async def _on_assigned(self, assigned: set[int]) -> None:
         if self._closed:
             return  # a rebalance that completes while the sink closes: nothing to take
-        async with self._lock:
+        async with self._rebalance_hold():
             try:
                 with map_kafka_errors("assignment"):
                     await self._take(assigned)

@@ -80,6 +80,13 @@ class Sink(Protocol):
         fetch is stale (a rebalance or rewind came in between): drop its records."""
         ...
 
+    def continues(self) -> bool:
+        """Within :meth:`batch`, after a delivery has started: True when records fetched
+        now may be processed under the same hold (no rebalance waits for it, nothing
+        failed, the last fetch is current), so fetching and processing the next batch
+        can overlap the delivery of this one."""
+        ...
+
     async def recover(self) -> None:
         """Make the sink consistent before the next fetch (a no-op when nothing failed).
 

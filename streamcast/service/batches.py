@@ -1,8 +1,11 @@
-"""The body of the service's main loop: what happens to one fetched micro-batch.
+"""The body of the service's main loop: what happens to fetched micro-batches.
 
 Under the sink's batch hold: process in a worker thread (decode, pipeline, encode) ->
 deliver the outputs and offsets through the :class:`~streamcast.kafka.sink.Sink` ->
-account for what was delivered. The handler does not know which guarantee the sink
+account for what was delivered. While a batch is delivered (produce, acknowledgements,
+commit: the event loop's work and the broker's), the next one is fetched and processed
+in the worker thread, so both cores work; deliveries stay strictly in order
+(:meth:`BatchHandler.handle`). The handler does not know which guarantee the sink
 keeps; it reacts to what delivery says:
 
 - success: the batch's outputs are durable and its offsets committed; count them;
@@ -17,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import numpy as np
 
@@ -48,30 +51,64 @@ class BatchHandler:
         self.positions: dict[int, int] = {}
 
     async def handle(
-        self, sink: Sink, processor: BatchProcessor, records: Sequence[Consumed]
+        self,
+        sink: Sink,
+        processor: BatchProcessor,
+        records: Sequence[Consumed],
+        more: Callable[[], Awaitable[Sequence[Consumed]]] | None = None,
     ) -> None:
-        """One micro-batch: process, deliver, account (see the module docstring)."""
+        """A run of micro-batches under one hold of the sink (see the module docstring).
+
+        ``records`` are processed and their delivery starts; while it is under way,
+        ``more()`` fetches the next batch (when the sink :meth:`~Sink.continues`) and the
+        worker thread processes it, so the event loop's produce, acknowledgements and
+        commit overlap the next batch's computing. Deliveries stay in order, each only
+        after the previous one succeeded: offsets are committed only after their
+        outputs are acknowledged, exactly as without the overlap. If a delivery fails,
+        the batch processed behind it is dropped unsent: exactly-once rewinds the state
+        before the next fetch, and at-least-once reads its records again on restart.
+        The run ends when ``more`` is None or returns nothing.
+        """
         async with sink.batch() as current:
             if not current:
                 return  # a rebalance or rewind came between: these are read again
-            self.metrics.batch_size.observe(len(records))
-            result = await asyncio.to_thread(processor.process, records, self._clock())
-            self.metrics.inference_seconds.observe(result.seconds)
-            try:
-                await self._retry.call(
-                    "deliver", lambda: sink.deliver(result.outputs, result.offsets)
-                )
-            except BatchRolledBackError as exc:
-                self.metrics.broker_errors.labels(op="transaction").inc()
-                log.warning("batch rolled back", extra={"error": str(exc)})
-                return
-            except TransientError as exc:
-                log.warning(
-                    "stopping before the batch was delivered; it is read again on restart",
-                    extra={"error": str(exc)},
-                )
-                return
-            self._account(len(records), result)
+            result: BatchResult | None = await self._process(processor, records)
+            n_records = len(records)
+            while result is not None:
+                following: tuple[int, BatchResult] | None = None
+                async with asyncio.TaskGroup() as tasks:
+                    delivery = tasks.create_task(self._deliver(sink, result))
+                    if more is not None and sink.continues():
+                        nxt = await more()
+                        if nxt and sink.continues():
+                            following = (len(nxt), await self._process(processor, nxt))
+                if not delivery.result():
+                    return
+                self._account(n_records, result)
+                n_records, result = following if following is not None else (0, None)
+
+    async def _process(self, processor: BatchProcessor, records: Sequence[Consumed]) -> BatchResult:
+        """Process one micro-batch in the worker thread."""
+        self.metrics.batch_size.observe(len(records))
+        result = await asyncio.to_thread(processor.process, records, self._clock())
+        self.metrics.inference_seconds.observe(result.seconds)
+        return result
+
+    async def _deliver(self, sink: Sink, result: BatchResult) -> bool:
+        """Deliver one batch, retrying transient failures; False when it was not."""
+        try:
+            await self._retry.call("deliver", lambda: sink.deliver(result.outputs, result.offsets))
+        except BatchRolledBackError as exc:
+            self.metrics.broker_errors.labels(op="transaction").inc()
+            log.warning("batch rolled back", extra={"error": str(exc)})
+            return False
+        except TransientError as exc:
+            log.warning(
+                "stopping before the batch was delivered; it is read again on restart",
+                extra={"error": str(exc)},
+            )
+            return False
+        return True
 
     def _account(self, n_records: int, result: BatchResult) -> None:
         """Metrics and totals of a batch whose outputs were delivered."""

@@ -222,12 +222,19 @@ class Processor:
             return []
         markers = [marker(topic, p, o) for (_, p), o in sorted((offsets or {}).items())]
         store = self.pipeline.store
-        snapshot = store.snapshot(step.changed_keys)
-        partitions = store.partitions_of([key for key, _ in snapshot]).tolist()
+        # one lookup for the records and their partitions (each pass over 10,000 keys in
+        # Python costs as much as encoding their records)
+        keys, rows = step.changed_keys, store.lookup(step.changed_keys)
+        held = rows >= 0
+        if not held.all():
+            keys = [k for k, h in zip(keys, held.tolist(), strict=True) if h]
+            rows = rows[held]
+        values = store.encode_rows(rows)
+        partitions = store.partition[rows].tolist()
         headers = list(STATE_HEADERS)
         out = [
             OutRecord(topic, key.encode(), value, headers, partition)
-            for (key, value), partition in zip(snapshot, partitions, strict=True)
+            for key, value, partition in zip(keys, values, partitions, strict=True)
         ]
         out += [
             OutRecord(topic, key.encode(), None, headers, partition)

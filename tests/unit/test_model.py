@@ -43,6 +43,21 @@ def test_load_reads_meta_and_steps_like_the_reference(tiny: Path) -> None:
         assert got[2].shape == (batch, 4)
 
 
+def test_a_batch_bigger_than_one_run_is_cut_into_runs_with_the_same_result(tiny: Path) -> None:
+    model = OnnxStepModel.load(tiny)
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((10, 2)).astype(np.float32)
+    h = rng.standard_normal((10, 6)).astype(np.float32)
+    c = rng.standard_normal((10, 6)).astype(np.float32)
+    cal = rng.standard_normal((10, 4, 4)).astype(np.float32)
+    whole = model.step(x, h, c, cal)
+    model.run_keys = 3  # runs of 3, 3, 3 and 1 keys
+    runs = model.step(x, h, c, cal)
+    for w, r in zip(whole, runs, strict=True):
+        assert r.shape == w.shape
+        np.testing.assert_array_equal(r, w)
+
+
 def test_session_options_are_tuned() -> None:
     options = session_options(2)
     assert options.intra_op_num_threads == 2

@@ -15,7 +15,7 @@ import pytest
 from streamcast.config import Settings, load_settings
 from streamcast.core.model import StepModel
 from streamcast.core.records import Rejection
-from streamcast.errors import RejectReason, TransientError
+from streamcast.errors import BatchRolledBackError, RejectReason, TransientError
 from streamcast.kafka.wire import Consumed, InRecord, Offsets, Outputs, OutRecord
 from streamcast.service.app import Service
 from streamcast.service.processor import BatchResult, OutputTopics, dead_letter, next_offsets
@@ -49,6 +49,9 @@ class FakeSink:
     @contextlib.asynccontextmanager
     async def batch(self) -> AsyncIterator[bool]:
         yield True
+
+    def continues(self) -> bool:
+        return True
 
     async def recover(self) -> None:
         self.journal.append(("recover", None))
@@ -379,3 +382,70 @@ async def test_not_ready_names_the_silent_broker_even_when_the_loop_stalled_firs
     ready, why = service.readiness()
     assert not ready
     assert why == "broker has not answered for 4s; main loop stalled for 4s"
+
+
+class SlowDeliverySink(FakeSink):
+    """Deliveries that take a while (acknowledgements in flight), journalled."""
+
+    def __init__(self, records: list[InRecord], fail_first: bool = False) -> None:
+        super().__init__(records)
+        self.fail_first = fail_first
+
+    async def deliver(self, outputs: Outputs, offsets: Offsets) -> None:
+        self.journal.append(("deliver-start", dict(offsets)))
+        await asyncio.sleep(0.05)
+        if self.fail_first:
+            self.fail_first = False
+            self.journal.append(("rolled-back", dict(offsets)))
+            raise BatchRolledBackError("transaction failed; rewinding")
+        await super().deliver(outputs, offsets)
+
+
+class JournalledProcessor(EchoProcessor):
+    def __init__(self, journal: list[tuple[str, object]]) -> None:
+        self.journal = journal
+
+    def process(self, records: Sequence[Consumed], now_s: float) -> BatchResult:
+        self.journal.append(("process", next_offsets(records)))
+        return super().process(records, now_s)
+
+
+async def test_the_next_batch_is_processed_while_the_last_is_delivered_in_order() -> None:
+    broker = SlowDeliverySink(_records(12))
+    service = Service(
+        _settings(),
+        sink_factory=lambda p: broker,
+        topic_check=_no_topics,
+        processor=JournalledProcessor(broker.journal),
+    )
+    await _run_until(service, lambda: service.batches == 3)
+    kinds = [kind for kind, _ in broker.journal if kind != "recover"]
+    # batch 2 is processed before batch 1's delivery has committed (it is under way)
+    assert kinds.index("process", 1) < kinds.index("commit")
+    # each delivery starts only after the previous one committed, in fetch order
+    deliveries = [kind for kind in kinds if kind != "process"]
+    assert deliveries == ["deliver-start", "publish", "commit"] * 3
+    commits = [offsets for kind, offsets in broker.journal if kind == "commit"]
+    assert commits == [
+        {("ticks", 0): 2, ("ticks", 1): 2},
+        {("ticks", 0): 4, ("ticks", 1): 4},
+        {("ticks", 0): 6, ("ticks", 1): 6},
+    ]
+
+
+async def test_a_batch_processed_behind_a_rolled_back_delivery_is_never_sent() -> None:
+    broker = SlowDeliverySink(_records(8), fail_first=True)
+    service = Service(
+        _settings(),
+        sink_factory=lambda p: broker,
+        topic_check=_no_topics,
+        processor=JournalledProcessor(broker.journal),
+    )
+    await _run_until(service, lambda: ("rolled-back", {("ticks", 0): 2, ("ticks", 1): 2})
+                     in broker.journal and not broker.pending)  # fmt: skip
+    kinds = [kind for kind, _ in broker.journal if kind != "recover"]
+    # the second batch was processed while the first was being delivered
+    assert kinds.count("process") == 2
+    assert kinds.index("process", 1) < kinds.index("rolled-back")
+    assert not broker.published  # the second batch's outputs were dropped with the first's
+    assert not broker.committed
