@@ -12,7 +12,9 @@ Forecast JSON, ``"schema": 1`` (one Kafka message per forecast, Kafka key = seri
       "key": "sensor-7",
       "ts": "2024-05-01T10:00:00Z",          # origin: start of the last closed interval
       "model": "pedestrians", "model_version": "3",
-      "interval_s": 3600, "interval": "PT1H",
+      "interval_s": 3600, "interval": "PT1H",   # months: "P1M", interval_s nominal
+      "grid": "months",                        # only for calendar grids (months,
+                                               # trading_days): targets as written
       "horizon": 3,
       "targets": ["2024-05-01T11:00:00Z", "2024-05-01T12:00:00Z", "2024-05-01T13:00:00Z"],
       "values": [412.5, 398.25, 377.0],      # original units, exact float64 (not rounded)
@@ -37,6 +39,7 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
+from streamcast.core.grid import Grid
 from streamcast.errors import RecordError, RejectReason
 
 FORECAST_SCHEMA = 1
@@ -206,6 +209,9 @@ class ForecastBatch:
     extra: dict[str, str] = field(default_factory=dict)
     #: [M] the unit of each forecast (its scale: bands are quantiles in this unit)
     unit: FloatArray | None = None
+    #: the model's interval grid (None: fixed ``interval_s``); calendar grids (months,
+    #: trading days) say so in the record, which then names its grid
+    grid: Grid | None = None
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -245,6 +251,8 @@ class ForecastBatch:
 
     def target_ts(self) -> IntArray:
         """``[M, H]`` start times (epoch seconds) of the forecast target intervals."""
+        if self.grid is not None and not self.grid.is_fixed:
+            return self.grid.targets(self.origin_ts, self.horizon)
         steps = np.arange(1, self.horizon + 1, dtype=np.int64) * self.interval_s
         return np.asarray(self.origin_ts[:, None] + steps, dtype=np.int64)
 
@@ -276,7 +284,8 @@ def encode_forecasts(batch: ForecastBatch) -> list[tuple[bytes, bytes]]:
     origins = iso_utc(batch.origin_ts).tolist()
     targets = iso_utc(batch.target_ts()).tolist()
     values = batch.values.tolist()
-    interval = iso_duration(batch.interval_s)
+    calendar = batch.grid is not None and not batch.grid.is_fixed
+    interval = batch.grid.iso() if batch.grid is not None else iso_duration(batch.interval_s)
     level_names = [repr(float(level)) for level in batch.levels]
     lower = batch.lower.tolist() if batch.lower is not None else None
     upper = batch.upper.tolist() if batch.upper is not None else None
@@ -294,6 +303,9 @@ def encode_forecasts(batch: ForecastBatch) -> list[tuple[bytes, bytes]]:
             "targets": targets[i],
             "values": values[i],
         }
+        if calendar:
+            # targets are not origin + k * interval_s: readers take them as written
+            doc["grid"] = batch.grid.kind if batch.grid is not None else "fixed"
         if lower is not None and upper is not None:
             doc["lower"] = dict(zip(level_names, lower[i], strict=True))
             doc["upper"] = dict(zip(level_names, upper[i], strict=True))
@@ -318,6 +330,9 @@ class Forecast:
     lower: FloatArray | None = None
     upper: FloatArray | None = None
     schema: int = FORECAST_SCHEMA
+    #: ``[H]`` the targets as written, for a calendar grid (months, trading days); None:
+    #: ``origin + k * interval_s``
+    targets: IntArray | None = None
 
     @property
     def horizon(self) -> int:
@@ -326,6 +341,8 @@ class Forecast:
 
     def target_ts(self) -> IntArray:
         """``[H]`` start times (epoch seconds) of the target intervals."""
+        if self.targets is not None:
+            return self.targets
         steps = np.arange(1, self.horizon + 1, dtype=np.int64) * self.interval_s
         return np.asarray(self.origin_ts + steps, dtype=np.int64)
 
@@ -379,7 +396,16 @@ def decode_forecast(value: bytes | None, kafka_key: bytes | None = None) -> Fore
         lower=array[1 : 1 + n] if n else None,
         upper=array[1 + n :] if n else None,
         schema=FORECAST_SCHEMA,
+        targets=_targets(doc, horizon) if "grid" in doc else None,
     )
+
+
+def _targets(doc: Mapping[str, object], horizon: int) -> IntArray:
+    """The record's own targets (a calendar grid's are not ``origin + k * interval_s``)."""
+    value = doc.get("targets")
+    if not isinstance(value, list) or len(value) != horizon:
+        raise RecordError(f"targets: expected a list of {horizon} timestamps")
+    return np.array([iso_seconds(t, "targets") for t in value], dtype=np.int64)
 
 
 def _check_schema(doc: Mapping[str, object], known: int, what: str) -> None:

@@ -31,7 +31,7 @@ def test_load_reads_meta_and_steps_like_the_reference(tiny: Path) -> None:
     ref = TinyReference(tiny)
     rng = np.random.default_rng(3)
     for batch in (1, 7):
-        x = rng.standard_normal((batch, 2)).astype(np.float32)
+        x = rng.standard_normal((batch, 4)).astype(np.float32)
         h = rng.standard_normal((batch, 6)).astype(np.float32)
         c = rng.standard_normal((batch, 6)).astype(np.float32)
         cal = rng.standard_normal((batch, 4, 4)).astype(np.float32)
@@ -72,8 +72,23 @@ def test_model_without_metadata_is_refused(tiny: Path, tmp_path: Path) -> None:
 
 
 def test_other_schema_version_is_refused(tiny: Path, tmp_path: Path) -> None:
-    with pytest.raises(ModelError, match="schema 2 is not supported"):
-        OnnxStepModel.load(rewrite_meta(tiny, tmp_path / "v2.onnx", schema_version=2))
+    with pytest.raises(ModelError, match="schema 3 is not supported"):
+        OnnxStepModel.load(rewrite_meta(tiny, tmp_path / "v3.onnx", schema_version=3))
+
+
+def test_a_schema_1_artifact_is_refused_with_one_line(tiny: Path, tmp_path: Path) -> None:
+    """An artifact of streamcast 0.1 (fixed training loc/scale per key, x of 1 + E) carries
+    fields schema 2 does not know: the refusal names the schema, not each field."""
+    old = rewrite_meta(
+        tiny, tmp_path / "v1.onnx", schema_version=1,
+        scaling={"scheme": "standard", "unseen_keys": "warmup_window", "known": {"a": [1, 2]}},
+    )  # fmt: skip
+    with pytest.raises(ModelError) as info:
+        OnnxStepModel.load(old)
+    message = str(info.value)
+    assert "\n" not in message
+    assert "schema 1 is not supported (this streamcast reads schema 2" in message
+    assert "known" not in message and "train the model again" in message
 
 
 @pytest.mark.parametrize(
