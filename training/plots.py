@@ -13,6 +13,8 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from streamcast.core.grid import Grid
+
 FloatArray = npt.NDArray[np.float64]
 
 
@@ -40,7 +42,7 @@ def forecast_vs_actual(
     history: FloatArray,
     origins: list[tuple[int, FloatArray, dict[str, FloatArray]]],
     *,
-    interval_s: int,
+    grid: Grid,
     path: Path,
 ) -> Path:
     """Actual values and H-step forecasts of each model from a few origins of one key.
@@ -52,11 +54,13 @@ def forecast_vs_actual(
     colours = {
         "lstm": "tab:red",
         "seasonal_naive": "tab:blue",
-        "arima": "tab:green",
+        "auto_arima": "tab:green",
+        "auto_ets": "tab:purple",
+        "auto_theta": "tab:orange",
         "naive": "tab:grey",
     }
     for i, (origin, _actual, forecasts) in enumerate(origins):
-        steps = origin + interval_s * np.arange(1, len(_actual) + 1)
+        steps = grid.targets(origin, len(_actual))
         for name, values in forecasts.items():
             ax.plot(
                 pd.to_datetime(steps, unit="s"),

@@ -93,7 +93,7 @@ class Grid:
         ts = np.asarray(ts_s, dtype=np.int64)
         if self.kind == "fixed":
             return np.asarray(np.floor_divide(ts, self.seconds), dtype=np.int64)
-        days = np.floor_divide(_to_local(ts, self.timezone), DAY_S)
+        days = np.floor_divide(local_seconds(ts, self.timezone), DAY_S)
         if self.kind == "months":
             month = days.astype("datetime64[D]").astype("datetime64[M]").astype(np.int64)
             return np.asarray(np.floor_divide(month, self.months), dtype=np.int64)
@@ -180,7 +180,7 @@ def as_grid(interval: int | Grid) -> Grid:
     return interval if isinstance(interval, Grid) else Grid.fixed(int(interval))
 
 
-def _to_local(ts: IntArray, timezone: str) -> IntArray:
+def local_seconds(ts: IntArray, timezone: str) -> IntArray:
     """Epoch seconds shifted to wall-clock seconds in ``timezone`` (DST aware)."""
     if timezone in ("UTC", "Etc/UTC"):
         return ts
