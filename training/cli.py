@@ -155,6 +155,20 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
         help="fail (exit 2) when the LSTM loses to the best baseline on validation",
     )
     g.add_argument(
+        "--no-refit",
+        dest="refit",
+        action="store_false",
+        default=None,
+        help="no fine-tune on training + validation rows after early stopping",
+    )
+    g.add_argument(
+        "--no-shrinkage",
+        dest="shrinkage",
+        action="store_false",
+        default=None,
+        help="no validation-chosen shrinkage toward naive (nor its significance guard)",
+    )
+    g.add_argument(
         "--final-refit",
         action="store_true",
         default=None,
@@ -280,6 +294,8 @@ _FLAG_FIELDS = {
     "trading_days": "trading_days",
     "require_beat_baseline": "require_beat_baseline",
     "final_refit": "final_refit",
+    "refit": "refit",
+    "shrinkage": "shrinkage",
 }
 
 

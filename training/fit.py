@@ -36,6 +36,7 @@ import tensorflow as tf
 from streamcast.core.features import FeatureSpec, LevelScale
 from training.chunks import ROLE_TRAIN, ROLE_VAL, Batch, Chunk, TrainingData
 from training.config import TrainConfig
+from training.errors import ConfigError
 from training.evaluate import RowInputs
 from training.model import StepModel
 from training.series import SeriesSet
@@ -222,15 +223,8 @@ def fit_beta(
 
 def build_model(config: TrainConfig, scheme: LevelScale, spec: FeatureSpec) -> StepModel:
     """A fresh model for ``config`` (initialised from its seed)."""
-    return StepModel(
-        scheme=scheme,
-        n_extras=len(spec.extra_names),
-        n_calendar=spec.n_calendar,
-        horizon=config.horizon,
-        units=config.units,
-        layers=config.layers,
-        dropout=config.dropout,
-        seed=config.seed,
+    return StepModel.from_config_values(
+        config.updated(calendar=spec.calendar), 1 + len(spec.extra_names), scheme
     )
 
 
@@ -252,6 +246,13 @@ def train(
     model = build_model(config, scheme, spec)
     trainer = Trainer(model, config)
     rng = np.random.default_rng(config.seed)
+    if not data.chunks(ROLE_TRAIN, 0):
+        raise ConfigError(
+            f"no training origin: a forecast needs --window {config.window_} rows before it "
+            f"and a target among a key's training rows, and no key has more than "
+            f"{config.window_} training rows before its validation and test ones "
+            f"(horizon {config.horizon}); use a shorter --window or --horizon, or more data"
+        )
     val = data.chunks(ROLE_VAL, 0)
     result = FitResult(model=model, history={"loss": [], "val_loss": [], "lr": []})
     result.n_val_origins = sum(len(c.pos) for c in val)

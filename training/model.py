@@ -34,6 +34,7 @@ import keras
 import tensorflow as tf
 
 from streamcast.core.features import LevelScale
+from training.config import TrainConfig
 
 
 class StepModel(keras.Model):  # type: ignore[misc]
@@ -97,6 +98,25 @@ class StepModel(keras.Model):  # type: ignore[misc]
         self.head_bias = self.add_weight(shape=(1,), initializer="zeros", name="head_bias")
         self.skip = self.add_weight(shape=(self.cell_width, 1), initializer="zeros", name="skip")
         self.built = True  # every weight exists now; lets Keras save/load them
+
+    @classmethod
+    def from_config_values(
+        cls, config: TrainConfig, n_inputs: int, scheme: LevelScale | None = None
+    ) -> StepModel:
+        """A fresh model for ``config`` with ``n_inputs - 1`` extras (and ``scheme``, by
+        default the config's lags and alpha with a unit ``kappa`` of 1)."""
+        if scheme is None:
+            scheme = LevelScale(alpha=config.alpha or 0.1, lags=tuple(config.lags or ()))
+        return cls(
+            scheme=scheme,
+            n_extras=n_inputs - 1,
+            n_calendar=config.n_calendar,
+            horizon=config.horizon,
+            units=config.units,
+            layers=config.layers,
+            dropout=config.dropout,
+            seed=config.seed,
+        )
 
     @property
     def state_size(self) -> int:

@@ -155,6 +155,9 @@ def fit_pipeline(
     out_dir.mkdir(parents=True, exist_ok=True)
     result = train_model(history, scaled, config, verbose=verbose)
     timings["train"] = result.seconds + result.refit_seconds
+    checkpoint = out_dir / "checkpoints" / "best.weights.h5"
+    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    result.model.save_weights(checkpoint)
     meta = model_metadata(name, history, scaled, config, result)
     start = time.monotonic()
     model_path = out_dir / "model.onnx"
