@@ -2,22 +2,25 @@
 
 Replays a dataset's whole history (prepared exactly as training prepared it) through the
 service's own pipeline (``streamcast.core.pipeline.Pipeline`` with the exported model:
-residuals, CUSUM, KS and alerts as online), one batch per interval, and counts the
-alerts whose interval lies in the test period:
+residuals, the error-drift EWMA chart, input drift and alerts as online), one batch per
+interval, and counts the alerts whose interval lies in the test period:
 
 - **false alarms**: ``error_drift`` and ``input_drift`` alerts on the unshifted stream,
   per 10,000 test key-intervals (the target is <= 1);
 - **detection**: for every key and each of ``--shifts`` start times spread over its test
-  period, a replay with a level shift of ``--sigma`` times the key's one-step residual
-  standard deviation (``residual_std[0] x scale``, the model's own error scale) added to
-  ``--length`` intervals: the delay (intervals from the shift's first interval to the
-  alert), whether exactly one ``error_drift`` alert came, and whether ``recovered``
-  followed after the shift ended.
+  period, a replay with a level shift of ``--sigma`` times the key's own one-step
+  residual standard deviation (its error baseline at the start of the test period, in
+  the key's units) added to ``--length`` intervals of its values: the delay (intervals
+  from the shift's first interval to the alert), whether exactly one ``error_drift``
+  alert came, and whether ``recovered`` followed after the shift ended. Each shifted
+  replay starts from the state at the test period's start (restored, as after a
+  restart), so it costs only the test period.
 
-``--threshold`` lists CUSUM thresholds h to compare (each is one more set of replays).
+``--threshold`` lists error-drift thresholds to compare (each is one more set of
+replays).
 
     .venv/bin/python bench/drift.py --model models/pedestrian/model.onnx \\
-        --data dataset:pedestrian --threshold 8 10 12 16
+        --data dataset:pedestrian --threshold 1.5 1.75 2.0
 """
 
 from __future__ import annotations
@@ -98,8 +101,8 @@ class Stream:
     test_key_intervals: int
     test_start: dict[str, int]
     test_len: dict[str, int]
-    #: a key's one-step residual standard deviation in its own units
-    resid_sd: dict[str, float]
+    #: the model's pooled one-step residual standard deviation, in units of scale
+    resid_ref: float
 
 
 def load_stream(model_path: Path, data: str) -> Stream:
@@ -125,7 +128,7 @@ def load_stream(model_path: Path, data: str) -> Stream:
         test_key_intervals=int(np.count_nonzero(test & series.observed)),
         test_start=starts,
         test_len=lens,
-        resid_sd={k: sd * meta.scaling.known.get(k, (0.0, 1.0))[1] for k in series.keys},
+        resid_ref=sd,
     )
 
 
@@ -136,6 +139,15 @@ def shift_trials(
     iv = stream.model.meta.interval_s
     keys = np.asarray(stream.keys, dtype=object)
     before = set(base.alerts)
+    assert base.snapshot is not None
+    at_start = Pipeline(stream.model, drift=settings)
+    at_start.restore(base.snapshot[1], 0.0, 0)
+    st = at_start.store
+    # the key's own one-step residual sd: its error baseline, in the key's units
+    # the key's unit where the test period starts (its level/scale follows the series)
+    unit = stream.model.meta.level_scale().unit(st.value_scale)
+    sigma = {k: float(np.sqrt(st.base_v[st.rows[k]])) * stream.resid_ref * unit[st.rows[k]]
+             for k in stream.test_start}  # fmt: skip
     delays: list[int] = []
     exactly_one = recovered = trials = 0
     for key, start_ts in stream.test_start.items():
@@ -145,7 +157,7 @@ def shift_trials(
             end = start + args.length * iv
             shifted = stream.values.copy()
             mine = (keys == key) & (stream.ts >= start) & (stream.ts < end)
-            shifted[mine, 0] += args.sigma * stream.resid_sd[key]
+            shifted[mine, 0] += args.sigma * sigma[key]
             run = replay(stream.model, stream, shifted, settings, start=base.snapshot)
             new = [(t, kind) for k, t, kind in run.alerts
                    if k == key and t >= start and (k, t, kind) not in before]  # fmt: skip
@@ -171,8 +183,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", type=Path, required=True)
     parser.add_argument("--data", required=True, help="dataset:NAME (as trained)")
-    default = DriftSettings().false_alarm_intervals
-    parser.add_argument("--false-alarm-intervals", type=float, nargs="+", default=[default])
+    default = DriftSettings().threshold
+    parser.add_argument("--threshold", type=float, nargs="+", default=[default])
     parser.add_argument("--sigma", type=float, default=3.0)
     parser.add_argument("--length", type=int, default=48, help="intervals the shift lasts")
     parser.add_argument("--shifts", type=int, default=4, help="shift start times per key")
@@ -185,15 +197,15 @@ def main() -> None:
           f"{stream.test_key_intervals:,} test key-intervals, window {meta.window}, "
           f"horizon {meta.horizon}, state {meta.state_size}")  # fmt: skip
     results = []
-    for target in args.false_alarm_intervals:
-        settings = DriftSettings(false_alarm_intervals=target)
+    for threshold in args.threshold:
+        settings = DriftSettings(threshold=threshold)
         # each shifted replay starts from the state at the test period's start
         origin = min(stream.test_start.values())
         base = replay(stream.model, stream, stream.values, settings, snapshot_at=origin)
         in_test = [kind for k, t, kind in base.alerts if t >= stream.test_start[k]]
         false_err, false_in = in_test.count(ERROR_DRIFT), in_test.count(INPUT_DRIFT)
         row = {
-            "false_alarm_intervals": target,
+            "threshold": threshold,
             "test_key_intervals": stream.test_key_intervals,
             "false_error_drift": false_err,
             "false_input_drift": false_in,

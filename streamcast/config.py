@@ -85,24 +85,26 @@ class FieldSettings(BaseModel):
 
 
 class DriftDetection(BaseModel):
-    """The drift detectors: a two-sided CUSUM on standardised one-step residuals (error
-    drift) and a periodic KS test of each key's window (input drift)."""
+    """The drift detectors: an EWMA chart of each key's clipped one-step residual
+    deviations (error drift) and a periodic KS test of its inputs (input drift)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 
-    shift: float = Field(default=3.0, gt=0)
-    """error drift: the level shift, in a key's residual standard deviations, caught
-    fastest (smaller shifts take longer, larger ones are caught sooner)"""
-    false_alarm_intervals: float = Field(default=100_000.0, gt=1)
-    """error drift: nominal intervals between two false alarms of one key (higher: fewer
-    false alarms, slower alerts)"""
+    span: int = Field(default=24, ge=1)
+    """error drift: residuals the error level averages over (higher: steadier, slower)"""
+    threshold: float = Field(default=1.75, gt=0)
+    """error drift: the level, in the key's residual standard deviations, at which it
+    alerts (higher: fewer false alarms, slower alerts)"""
+    clip: float = Field(default=2.5, gt=0)
+    """error drift: residual deviations are clipped to this many standard deviations
+    before averaging, so a burst of extreme errors alone does not alert"""
     min_residuals: int = Field(default=48, ge=2)
     """error drift: residuals a key must have (its baseline) before it can alert"""
     baseline_intervals: int = Field(default=500, ge=2)
-    """error drift: residuals a key's baseline (mean, spread, autocorrelation) averages over"""
+    """error drift: residuals a key's baseline (mean and spread) averages over"""
     quiet: int = Field(default=48, ge=1)
-    """error drift: intervals of normal residuals in a row after which an alarmed key
-    recovers"""
+    """error drift: intervals in a row with the error level below half the threshold
+    after which an alarmed key recovers"""
     input_every: int = Field(default=24, ge=0)
     """closed intervals between two input-drift tests of a key (0: no input drift)"""
 

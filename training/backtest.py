@@ -7,8 +7,9 @@ streaming backtest, MASE over all scored entries); ``last-window``, one origin p
 the end of its fit part (the M3/Monash standard, MASE and sMAPE per series, averaged over
 series). :func:`validation_ranking` does the same on the validation origins for the
 guard of ``fit`` (an LSTM that loses to the best baseline); :func:`calibrate` turns
-validation-period residuals into the prediction-interval calibration and drift reference
-stored in the model's metadata.
+validation-period residuals into the prediction-interval calibration and error-drift
+reference stored in the model's metadata; :func:`coverage` measures the calibrated bands on
+the test period, as the service publishes them.
 """
 
 from __future__ import annotations
@@ -187,7 +188,8 @@ def calibrate(
     fc: StreamForecasts, series: SeriesSet, parts: Split, config: TrainConfig
 ) -> tuple[CalibrationMeta, DriftMeta]:
     """Per-step quantiles of scaled residuals ``(actual - forecast) / scale`` on validation
-    origins, and their mean/std/|p95| as the drift detectors' reference."""
+    origins, and their mean/std/|p95| as the error-drift detector's reference (the input-drift
+    reference is :func:`training.input_drift.input_reference`)."""
     val = np.flatnonzero(parts.role[fc.row] == Role.VAL)
     actual, mask = actuals(series, fc.row[val], config.horizon)
     resid = (actual - fc.forecast[val]) / fc.scale[val][:, None]
@@ -212,8 +214,44 @@ def calibrate(
     )
 
 
-def forecast_figures(series: SeriesSet, bt: Backtest, out_dir: Path, season: int) -> list[str]:
-    """Forecast-vs-actual PNGs for the 3 keys with most test origins; returns file names."""
+Bands = dict[float, tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]]
+
+
+def interval_bands(bt: Backtest, calibration: CalibrationMeta) -> Bands:
+    """``{level: (lower, upper)}``, each ``[F, H]`` in original units on the test origins:
+    the bands the service publishes (:mod:`streamcast.core.pipeline`), ``forecast +
+    quantile * scale`` with the key's scale."""
+    spread = bt.fc.scale[bt.test][:, None]
+    lstm = bt.forecasts["lstm"]
+    return {
+        level: (lstm + np.asarray(lo)[None, :] * spread, lstm + np.asarray(hi)[None, :] * spread)
+        for level, lo, hi in zip(
+            calibration.levels, calibration.lower, calibration.upper, strict=True
+        )
+    }
+
+
+def coverage(bt: Backtest, calibration: CalibrationMeta) -> dict[str, dict[str, Any]]:
+    """Share of observed test targets inside each level's band (bounds included, as the
+    service counts them), overall and per horizon step: ``report.json``'s ``coverage``."""
+    scored = bt.mask.sum(axis=0)
+    out: dict[str, dict[str, Any]] = {}
+    for level, (lower, upper) in interval_bands(bt, calibration).items():
+        inside = (bt.actual >= lower) & (bt.actual <= upper) & bt.mask
+        out[f"{level:g}"] = {
+            "overall": float(inside.sum() / max(int(scored.sum()), 1)),
+            "per_step": (inside.sum(axis=0) / np.maximum(scored, 1)).tolist(),
+            "targets": int(scored.sum()),
+        }
+    return out
+
+
+def forecast_figures(
+    series: SeriesSet, bt: Backtest, out_dir: Path, season: int, calibration: CalibrationMeta
+) -> list[str]:
+    """Forecast-vs-actual PNGs for the 3 keys with most test origins, the LSTM's interval
+    bands shaded; returns the file names."""
+    bands = interval_bands(bt, calibration)
     names: list[str] = []
     keys = series.key_index()[bt.fc.row[bt.test]]
     for k in np.argsort(-np.bincount(keys, minlength=len(series.keys)))[:3]:
@@ -227,6 +265,7 @@ def forecast_figures(series: SeriesSet, bt: Backtest, out_dir: Path, season: int
                 int(series.ts[bt.fc.row[bt.test[i]]]),
                 bt.actual[i],
                 {m: f[i] for m, f in bt.forecasts.items()},
+                {level: (lower[i], upper[i]) for level, (lower, upper) in bands.items()},
             )
             for i in picks
         ]

@@ -27,10 +27,13 @@ FIT_EXAMPLES = """examples:
       --calendar time_of_day,day_of_week --timezone Australia/Melbourne --out models/sensors
   streamcast-train fit --data dataset:vic_elec --features Temperature --out models/vic
   streamcast-train fit --data dataset:taylor --config best.json --out models/taylor
-  streamcast-train fit --data dataset:m3_monthly --interval 1M --horizon 18 --season 12 \
+  streamcast-train fit --data dataset:m3_monthly --interval 1M --horizon 18 --season 12 \\
       --protocol last-window --out models/m3
-  streamcast-train fit --data prices.csv --key-col symbol --time-col date --value-col close \
+  streamcast-train fit --data prices.csv --key-col symbol --time-col date --value-col close \\
       --trading-days --horizon 5 --require-beat-baseline --final-refit --out models/prices
+  streamcast history export --since 2026-11-01T00:00:00Z --out history.parquet
+  streamcast-train fit --data history.parquet --key-col key --time-col ts --value-col value \\
+      --duplicates first --out models/retrained --publish-to /models
 """
 EVALUATE_EXAMPLES = """examples:
   streamcast-train evaluate --model models/pedestrian/model.onnx --data dataset:pedestrian
@@ -75,6 +78,15 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _instant(text: str) -> int:
+    from training.timetext import parse_instant  # noqa: PLC0415 - keeps --help fast
+
+    try:
+        return parse_instant(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _names(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
@@ -94,6 +106,17 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
         type=_names,
         default=(),
         help="comma-separated extra numeric columns observed with the value",
+    )
+    g.add_argument(
+        "--since", type=_instant, help="ISO-8601 time: use rows whose timestamp is at or after it"
+    )
+    g.add_argument("--until", type=_instant, help="ISO-8601 time: use rows before it")
+    g.add_argument(
+        "--duplicates",
+        choices=("error", "first", "aggregate"),
+        default="error",
+        help="rows of one key at the same time: an error (default), keep the first (what "
+        "the service does: an exported ticks topic may hold retried messages), or aggregate",
     )
 
 
@@ -146,7 +169,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--baselines",
         type=_names,
-        help=f"baselines scored beside the LSTM, comma-separated from {','.join(BASELINES)}",
+        help=f"baselines scored beside the LSTM, comma-separated from {','.join(BASELINES)} "
+        "(default all) or 'none'",
     )
     g.add_argument(
         "--require-beat-baseline",
@@ -211,6 +235,26 @@ def build_parser() -> argparse.ArgumentParser:
         default="forecasts.parquet",
         help="forecasts file name in --out (.csv or .parquet)",
     )
+    fit.add_argument(
+        "--publish-to",
+        type=Path,
+        metavar="DIR",
+        help="also publish the model into this models directory as <version>.onnx, "
+        "atomically (what a service watching the directory swaps to)",
+    )
+    fit.add_argument(
+        "--publish-if-better-than",
+        type=_names,
+        default=(),
+        metavar="MODELS",
+        help="publish only if the LSTM's test MASE beats these baselines, e.g. seasonal_naive",
+    )
+    fit.add_argument(
+        "--publish-keep",
+        type=_positive_int,
+        metavar="N",
+        help="after publishing, remove all but the newest N models in --publish-to",
+    )
     fit.add_argument("--quiet", action="store_true", help="no progress output")
 
     ev = sub.add_parser(
@@ -271,6 +315,9 @@ def _data_source(args: argparse.Namespace) -> Any:
         time_col=args.time_col,
         value_col=args.value_col,
         feature_cols=tuple(args.features),
+        since_ms=args.since,
+        until_ms=args.until,
+        duplicates=args.duplicates,
     )
 
 
@@ -320,6 +367,8 @@ def config_from_args(args: argparse.Namespace, source: Any) -> TrainConfig:
         values["baselines"] = args.baselines
     if args.calendar is not None:
         values["calendar"] = () if args.calendar == ("none",) else args.calendar
+    if args.baselines is not None:
+        values["baselines"] = () if args.baselines == ("none",) else args.baselines
     return TrainConfig.from_dict(values)
 
 
@@ -328,6 +377,13 @@ def _fit(args: argparse.Namespace) -> None:
 
     source = _data_source(args)
     config = config_from_args(args, source)
+    if args.publish_to is not None:
+        from training.publish import check_baselines, check_models_dir  # noqa: PLC0415
+
+        check_models_dir(args.publish_to)
+        check_baselines(args.publish_if_better_than, config.baselines)
+    elif args.publish_if_better_than or args.publish_keep is not None:
+        raise ConfigError("--publish-if-better-than and --publish-keep need --publish-to")
     name = args.name or args.out.resolve().name
     report = fit_pipeline(
         source, config, args.out, name, verbose=not args.quiet, forecasts_file=args.forecasts
@@ -336,6 +392,19 @@ def _fit(args: argparse.Namespace) -> None:
         f"wrote {args.out / 'model.onnx'}, report.json, report.md, {args.forecasts} "
         f"(parity {report['parity']['max_abs_diff']:.1e}, {report['timings']['total']:.0f}s)"
     )
+    if args.publish_to is not None:
+        _publish(args, report)
+
+
+def _publish(args: argparse.Namespace, report: dict[str, Any]) -> None:
+    from training.publish import prune_published, publish_model, quality_gate  # noqa: PLC0415
+
+    quality_gate(report["metrics"], args.publish_if_better_than)
+    published = publish_model(args.out / "model.onnx", args.publish_to, report["model"]["version"])
+    print(f"published {published}")
+    if args.publish_keep is not None:
+        for old in prune_published(args.publish_to, args.publish_keep):
+            print(f"removed {old}")
 
 
 def _evaluate(args: argparse.Namespace) -> None:

@@ -13,6 +13,16 @@ Parity: ONNX Runtime (a session opened as the service opens it,
 :func:`streamcast.core.model.open_session`) and TensorFlow run the same random and real
 inputs; if any scaled output differs by more than :data:`PARITY_TOLERANCE`, the export
 fails with ExportError.
+
+Self-test: :func:`self_test_sample` runs a few real step inputs (scaled validation rows
+with the LSTM state the model reaches there, and their calendar rows) through the
+*written* file and keeps inputs and outputs as the model's
+:class:`~streamcast.core.artifact.SelfTestMeta`; the service reruns them before it swaps to
+a new artifact (:func:`streamcast.core.model.self_test_failures`). :data:`SELF_TEST_ATOL`
+is 1e-4: the same graph on another CPU or ONNX Runtime build differs in the last bits
+(summation order, FMA; TensorFlow and ONNX Runtime differ by ~1e-6 here, see
+:data:`PARITY_TOLERANCE`), a hundredfold margin over that, while damaged weights or another
+graph move the outputs by far more (weights x 1.05: ~1e-2).
 """
 
 from __future__ import annotations
@@ -27,7 +37,7 @@ import onnxruntime as ort
 import tensorflow as tf
 import tf2onnx
 
-from streamcast.core.artifact import METADATA_KEY, GraphNames, ModelMeta
+from streamcast.core.artifact import METADATA_KEY, GraphNames, ModelMeta, SelfTestMeta
 from streamcast.core.features import FeatureSpec, Float32Array, calendar_features
 from streamcast.core.model import open_session
 from training.errors import ExportError
@@ -36,6 +46,11 @@ from training.series import SeriesSet
 
 OPSET = 17
 PARITY_TOLERANCE = 1e-5
+#: rows of the self-test sample: the sample travels in the model's metadata, so a few
+#: rows (4 x (4 S + 1 + E + H + H C) numbers: ~17 KB of JSON at S = 64, H = 24, C = 4)
+SELF_TEST_ROWS = 4
+#: allowed |difference| of a rerun of the sample (module docstring)
+SELF_TEST_ATOL = 1e-4
 
 
 @dataclass(frozen=True)
@@ -238,3 +253,44 @@ def rewrite_metadata(path: Path, meta: ModelMeta) -> None:
     tmp = path.with_suffix(".onnx.tmp")
     onnx.save(proto, str(tmp))
     tmp.replace(path)
+
+
+def self_test_sample(
+    path: Path,
+    inputs: StepInputs,
+    names: GraphNames,
+    *,
+    rows: int = SELF_TEST_ROWS,
+    atol: float = SELF_TEST_ATOL,
+) -> SelfTestMeta:
+    """Run ``rows`` of ``inputs`` (spread over them) through the exported file at ``path``
+    with ONNX Runtime, as the service opens it; the inputs and outputs as a sample.
+
+    Numbers are stored as the shortest decimals that read back to the same float32, so
+    the sample is small and a rerun sees exactly the inputs the exporter ran.
+    """
+    pick = np.unique(np.linspace(0, len(inputs.x) - 1, min(rows, len(inputs.x))).astype(int))
+    sample = StepInputs(
+        x=inputs.x[pick].astype(np.float32),
+        h=inputs.h[pick].astype(np.float32),
+        c=inputs.c[pick].astype(np.float32),
+        calendar=None if inputs.calendar is None else inputs.calendar[pick].astype(np.float32),
+    )
+    h_out, c_out, forecast = open_session(path).run(
+        [names.h_out, names.c_out, names.forecast], sample.feeds(names)
+    )
+    return SelfTestMeta(
+        x=_matrix(sample.x),
+        h=_matrix(sample.h),
+        c=_matrix(sample.c),
+        calendar=() if sample.calendar is None else tuple(_matrix(m) for m in sample.calendar),
+        h_out=_matrix(h_out),
+        c_out=_matrix(c_out),
+        forecast=_matrix(forecast),
+        atol=atol,
+    )
+
+
+def _matrix(values: npt.NDArray[np.float32]) -> tuple[tuple[float, ...], ...]:
+    # str() of a float32 is its shortest round-tripping decimal (numpy >= 1.14)
+    return tuple(tuple(float(str(v)) for v in row) for row in values.astype(np.float32))

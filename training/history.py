@@ -4,7 +4,8 @@ The first steps of ``fit``, ``evaluate`` and ``tune`` (:mod:`training.workflow`,
 :mod:`training.tune`):
 
 1. :class:`DataSource` says where the history is (a file with named columns, or a
-   built-in ``dataset:NAME``) and :func:`dataset_defaults` what settings suit a dataset;
+   built-in ``dataset:NAME``), which time range of it to use and what to do with
+   duplicate timestamps, and :func:`dataset_defaults` what settings suit a dataset;
 2. :func:`load_and_prepare` reads it, regularises it onto the model's interval grid
    (inferred unless given), splits it chronologically by the protocol (``rolling``:
    fractions; ``last-window``: the last ``horizon`` rows of each key), chooses the unset
@@ -27,46 +28,89 @@ import pandas as pd
 from streamcast.core.features import ExtraScaling, FeatureSpec, LevelScale
 from training import defaults
 from training.config import TrainConfig
-from training.data import fingerprint, load_table
+from training.data import TS, fingerprint, load_table
 from training.datasets import dataset_info, load_dataset
-from training.errors import ConfigError
+from training.errors import ConfigError, DataError
 from training.evaluate import RowInputs, actuals, emitting_rows, row_inputs
 from training.prep import Split, fit_scaling, lay_validation, split, split_last_window
-from training.regular import PrepReport, regularise
+from training.regular import Duplicates, PrepReport, regularise
 from training.series import SeriesSet
-from training.timetext import format_interval, parse_grid
+from training.timetext import format_interval, iso_ms, parse_grid
 
 DATASET_PREFIX = "dataset:"
 
 
 @dataclass(frozen=True)
 class DataSource:
-    """Where the history comes from: a file with named columns, or ``dataset:NAME``."""
+    """Where the history comes from: a file with named columns, or ``dataset:NAME``.
+
+    ``since_ms``/``until_ms`` (epoch milliseconds, UTC) keep the rows whose event time is
+    in ``[since, until)``, before anything else looks at the data; ``duplicates`` is what
+    to do with rows of one key at the same time (:func:`training.regular.regularise`:
+    ``first`` is what the service does, an exported ticks topic may hold a producer's
+    retries).
+    """
 
     spec: str
     key_col: str | None = None
     time_col: str | None = None
     value_col: str | None = None
     feature_cols: tuple[str, ...] = ()
+    since_ms: int | None = None
+    until_ms: int | None = None
+    duplicates: Duplicates = "error"
 
     @property
     def dataset(self) -> str | None:
         """The built-in dataset's name, or None for a file."""
         return self.spec[len(DATASET_PREFIX) :] if self.spec.startswith(DATASET_PREFIX) else None
 
+    @property
+    def description(self) -> str:
+        """The source as the report and the model's metadata name it (with its range)."""
+        bounds = [
+            f"{word} {iso_ms(ms)}"
+            for word, ms in (("since", self.since_ms), ("until", self.until_ms))
+            if ms is not None
+        ]
+        return " ".join([self.spec, *bounds])
+
     def load(self) -> pd.DataFrame:
         """The canonical long frame (raises DataError/ConfigError with a clear message)."""
         if self.dataset is not None:
-            return load_dataset(self.dataset)
-        if self.time_col is None or self.value_col is None:
+            frame = load_dataset(self.dataset)
+        elif self.time_col is None or self.value_col is None:
             raise ConfigError("--time-col and --value-col are required when --data is a file")
-        return load_table(
-            self.spec,
-            key_col=self.key_col,
-            time_col=self.time_col,
-            value_col=self.value_col,
-            feature_cols=self.feature_cols,
-        )
+        else:
+            frame = load_table(
+                self.spec,
+                key_col=self.key_col,
+                time_col=self.time_col,
+                value_col=self.value_col,
+                feature_cols=self.feature_cols,
+            )
+        return self._in_range(frame)
+
+    def _in_range(self, frame: pd.DataFrame) -> pd.DataFrame:
+        if self.since_ms is None and self.until_ms is None:
+            return frame
+        since, until = self.since_ms, self.until_ms
+        if since is not None and until is not None and since >= until:
+            raise ConfigError(f"--since {iso_ms(since)} is not before --until {iso_ms(until)}")
+        ts = frame[TS].to_numpy()
+        keep = np.ones(len(frame), dtype=bool)
+        if since is not None:
+            keep &= ts >= since
+        if until is not None:
+            keep &= ts < until
+        if not keep.any():
+            raise DataError(
+                f"{self.spec}: no rows in {self.description.removeprefix(self.spec).strip()}; "
+                f"the data runs from {iso_ms(ts.min())} to {iso_ms(ts.max())}"
+            )
+        kept = frame[keep].reset_index(drop=True)
+        kept.attrs.update(frame.attrs)
+        return kept
 
 
 def dataset_defaults(source: DataSource) -> dict[str, Any]:
@@ -119,14 +163,16 @@ class ScaledHistory:
     spec: FeatureSpec
 
 
-def _regularise(frame: pd.DataFrame, config: TrainConfig, min_length: int) -> tuple[SeriesSet, PrepReport]:
+def _regularise(
+    frame: pd.DataFrame, config: TrainConfig, min_length: int, duplicates: Duplicates
+) -> tuple[SeriesSet, PrepReport]:
     return regularise(
         frame,
         interval=config.interval,
         max_gap=config.max_gap,
         min_length=min_length,
         aggregation=config.aggregation,
-        duplicates="error",
+        duplicates=duplicates,
         timezone=config.timezone,
         trading_days=config.trading_days,
         holidays=config.holidays,
@@ -140,11 +186,11 @@ def _split(series: SeriesSet, config: TrainConfig) -> Split:
 
 
 def prepare(
-    frame: pd.DataFrame, config: TrainConfig
+    frame: pd.DataFrame, config: TrainConfig, duplicates: Duplicates = "error"
 ) -> tuple[SeriesSet, PrepReport, Split, TrainConfig, list[str]]:
     """Regularise, split, choose the unset settings, lay validation; checks that the data
     allow the window and horizon. Returns the config with every choice made and why."""
-    series, prep = _regularise(frame, config, 2)
+    series, prep = _regularise(frame, config, 2, duplicates)
     parts = _split(series, config)
     chosen, why = defaults.choose(config, series, parts)
     window = chosen.window_
@@ -156,7 +202,7 @@ def prepare(
     lengths = np.diff(np.append(np.flatnonzero(series.reset), series.n_rows))
     if (lengths < window + 1).any():
         # segments the window never fills forecast nothing: drop and report them
-        series, prep = _regularise(frame, chosen, window + 1)
+        series, prep = _regularise(frame, chosen, window + 1, duplicates)
         parts = _split(series, chosen)
     parts = lay_validation(
         series, parts, horizon=chosen.horizon, window=window, val_frac=chosen.val_frac
@@ -177,8 +223,8 @@ def prepare(
 def load_and_prepare(source: DataSource, config: TrainConfig) -> PreparedHistory:
     """Read the source, then :func:`prepare` it for ``config``."""
     frame = source.load()
-    series, prep, parts, chosen, why = prepare(frame, config)
-    return PreparedHistory(source.spec, frame, series, prep, parts, chosen, tuple(why))
+    series, prep, parts, chosen, why = prepare(frame, config, source.duplicates)
+    return PreparedHistory(source.description, frame, series, prep, parts, chosen, tuple(why))
 
 
 def scale_history(history: PreparedHistory) -> ScaledHistory:

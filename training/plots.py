@@ -1,4 +1,5 @@
-"""PNG figures for the report: the loss curve and forecast-vs-actual for a few keys."""
+"""PNG figures for the report: the loss curve and forecast-vs-actual (with the LSTM's
+prediction intervals) for a few keys."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ import pandas as pd
 from streamcast.core.grid import Grid
 
 FloatArray = npt.NDArray[np.float64]
+#: one forecast origin: its time, the actuals, each model's forecast, the LSTM's bands
+Origin = tuple[int, FloatArray, dict[str, FloatArray], dict[float, tuple[FloatArray, FloatArray]]]
 
 
 def loss_curve(history: dict[str, list[float]], best_epoch: int, path: Path) -> Path:
@@ -40,14 +43,16 @@ def forecast_vs_actual(
     key: str,
     history_ts: npt.NDArray[np.int64],
     history: FloatArray,
-    origins: list[tuple[int, FloatArray, dict[str, FloatArray]]],
+    origins: list[Origin],
     *,
     grid: Grid,
     path: Path,
 ) -> Path:
-    """Actual values and H-step forecasts of each model from a few origins of one key.
+    """Actual values and H-step forecasts of each model from a few origins of one key,
+    with the LSTM's prediction intervals as shaded bands (wider levels lighter).
 
-    ``origins`` holds ``(origin_ts, actual [H], {model: forecast [H]})``.
+    ``origins`` holds ``(origin_ts, actual [H], {model: forecast [H]}, {level: (lower [H],
+    upper [H])})``.
     """
     fig, ax = plt.subplots(figsize=(11, 4))
     ax.plot(pd.to_datetime(history_ts, unit="s"), history, color="black", lw=1, label="actual")
@@ -59,8 +64,19 @@ def forecast_vs_actual(
         "auto_theta": "tab:orange",
         "naive": "tab:grey",
     }
-    for i, (origin, _actual, forecasts) in enumerate(origins):
+    for i, (origin, _actual, forecasts, bands) in enumerate(origins):
         steps = grid.targets(origin, len(_actual))
+        for level in sorted(bands, reverse=True):
+            lower, upper = bands[level]
+            ax.fill_between(
+                pd.to_datetime(steps, unit="s"),
+                lower,
+                upper,
+                color="tab:red",
+                alpha=0.12 if level >= 0.9 else 0.25,
+                lw=0,
+                label=f"LSTM {level:.0%} interval" if i == 0 else None,
+            )
         for name, values in forecasts.items():
             ax.plot(
                 pd.to_datetime(steps, unit="s"),

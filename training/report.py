@@ -123,6 +123,7 @@ def markdown(report: dict[str, Any]) -> str:
         "|---|---:|",
         *[f"| {k} | {v:.1f} |" for k, v in report.get("timings", {}).items()],
     ]
+    lines += quality_lines(report)
     training = report.get("training")
     if training:
         lines += [
@@ -137,6 +138,42 @@ def markdown(report: dict[str, Any]) -> str:
     if figures:
         lines += ["", "## Figures", ""] + [f"![{f}]({f})" for f in figures]
     return "\n".join(lines) + "\n"
+
+
+def quality_lines(report: dict[str, Any]) -> list[str]:
+    """The report's interval coverage and input-drift sections, as Markdown lines."""
+    lines: list[str] = []
+    cover = report.get("coverage")
+    if cover:
+        lines += [
+            "",
+            "## Prediction intervals on the test period",
+            "",
+            "Share of observed targets inside the calibrated band the service publishes "
+            "(forecast + validation quantile x the key's scale).",
+            "",
+            "| level | coverage | step 1 | last step |",
+            "|---:|---:|---:|---:|",
+            *[
+                f"| {float(level):.0%} | {c['overall']:.1%} | {c['per_step'][0]:.1%} "
+                f"| {c['per_step'][-1]:.1%} |"
+                for level, c in cover.items()
+            ],
+        ]
+    drift = report.get("drift")
+    if drift and drift.get("input_alarms") is not None:
+        rate = drift.get("input_false_alarm_rate")
+        lines += [
+            "",
+            "## Input drift on the test period",
+            "",
+            f"KS threshold {drift['input_threshold']:.3f} (validation tests above it: "
+            f"{'n/a' if rate is None else f'{rate:.2%}'}); the test period's "
+            f"{drift['tests']:,} tests (one per key every {drift['test_every']} forecast "
+            f"intervals) raise {drift['input_alarms']} alarm(s): "
+            f"{drift['input_alarms_per_10k']:.2f} per 10,000 key-intervals.",
+        ]
+    return lines
 
 
 def write_report(out_dir: Path, report: dict[str, Any]) -> tuple[Path, Path]:

@@ -20,6 +20,19 @@ def iso(ts_s: int | np.integer) -> str:
     return f"{np.datetime64(int(ts_s), 's')}Z"
 
 
+def parse_instant(text: str) -> int:
+    """Epoch milliseconds of an ISO-8601 time (``2026-11-01T00:00:00Z``, ``2026-11-01``,
+    ``2026-11-01T10:00+10:00``); a time without a zone is UTC, as in the data files."""
+    try:
+        when = pd.Timestamp(text)
+    except ValueError:
+        when = None
+    if when is None or pd.isna(when):
+        raise ConfigError(f"cannot read time {text!r}; use ISO-8601, e.g. 2026-11-01T00:00:00Z")
+    when = when.tz_localize("UTC") if when.tzinfo is None else when.tz_convert("UTC")
+    return int(when.value // 1_000_000)  # .value: epoch nanoseconds, whatever the unit
+
+
 def iso_ms(ts_ms: int | np.integer) -> str:
     """Epoch milliseconds as ISO-8601 UTC, with milliseconds only when there are any."""
     ms = int(ts_ms)

@@ -8,17 +8,22 @@
 2. the statistical baselines start in a separate process (:class:`BaselineJob`: they need
    the data, not the model), while :func:`train_model` trains;
 3. :func:`model_metadata`: the artifact's self-description;
-4. :func:`export_model`: ONNX export, with the parity check on random and real inputs;
+4. :func:`export_model`: ONNX export, with the parity check on random and real inputs,
+   and the self-test sample run through the written file;
 5. :func:`training.backtest.backtest`: replay the whole history through the *exported*
    model with ONNX Runtime and score it and the baselines on the same test origins;
    :func:`guard`: the same on the validation origins, a loud warning (with
    ``require_beat_baseline``: an error) when the LSTM loses to the best baseline there;
-6. :func:`stamp_calibration`: calibrate the prediction intervals and the drift reference
-   on the validation period and write them, with the headline metrics, into the model;
+6. :func:`stamp_calibration`: calibrate the prediction intervals and the error-drift
+   reference on the validation period, measure the input-drift reference
+   (:mod:`training.input_drift`), and write them, the self-test sample and the headline
+   metrics into the model, which must then pass its own self-test;
 7. ``final_refit``: fine-tune on every row and export that model (its metrics above are
-   the last honest ones; the forecasts file is the refit model's);
-8. :func:`write_outputs`: the forecasts file and the figures; the report
-   (:func:`training.report.backtest_report` plus fit's own sections), written by
+   the last honest ones; the forecasts file is the refit model's; its self-test sample is
+   its own);
+8. :func:`write_outputs`: the forecasts file and the figures (bands shaded); the report
+   (:func:`training.report.backtest_report`, :func:`quality_sections`: interval coverage
+   and input-drift alarms on the test period, plus fit's own sections), written by
    :func:`publish_report`.
 
 :func:`evaluate_pipeline` does 1 (without scaling: the model carries its scaling), 5, 7
@@ -49,21 +54,25 @@ from streamcast.core.artifact import (
     GridMeta,
     ModelMeta,
     ScalingMeta,
+    SelfTestMeta,
     TrainingMeta,
 )
+from streamcast.core.model import OnnxStepModel, self_test_failures
+from streamcast.errors import ModelError
 from training import baselines as baseline_models
 from training import plots
 from training.backtest import (
     Backtest,
     backtest,
     calibrate,
+    coverage,
     forecast_figures,
     test_origins,
-    validation_ranking,
     validation_origins,
+    validation_ranking,
 )
 from training.config import TrainConfig
-from training.errors import DataError, TrainingError
+from training.errors import DataError, ExportError, TrainingError
 from training.evaluate import load_session, position_since_reset, write_forecasts
 from training.history import (
     DataSource,
@@ -72,6 +81,7 @@ from training.history import (
     load_and_prepare,
     scale_history,
 )
+from training.input_drift import InputReference, input_alarms, input_reference
 from training.metrics import METRIC_NAMES
 from training.report import backtest_report, comparison_table, write_report
 from training.series import SeriesSet
@@ -163,7 +173,9 @@ def fit_pipeline(
     model_path = out_dir / "model.onnx"
     if verbose:
         print(f"training done ({result.stopped}); exporting ONNX with the parity check")
-    parity = export_model(result.model, meta, model_path, history=history, scaled=scaled)
+    parity, self_test = export_model(
+        result.model, meta, model_path, history=history, scaled=scaled, config=config
+    )
     timings["export"] = time.monotonic() - start
     sess, meta = load_session(model_path)
     start = time.monotonic()
@@ -176,7 +188,10 @@ def fit_pipeline(
     timings.update(bt.timings)
     ranking = validation_ranking(bt.fc, series, parts, config, stats.forecasts)
     verdict = guard(ranking, config, verbose=verbose)
-    meta = stamp_calibration(model_path, meta, bt, history, config, parity=parity)
+    inputs = input_reference(series, parts, meta)
+    meta = stamp_calibration(
+        model_path, meta, bt, history, config, parity=parity, inputs=inputs, self_test=self_test
+    )
     final = None
     if config.final_refit:
         final = final_refit(result, meta, model_path, history, scaled, config, verbose=verbose)
@@ -187,7 +202,7 @@ def fit_pipeline(
     start = time.monotonic()
     figures = [plots.loss_curve(result.history, result.best_epoch, out_dir / "loss.png").name]
     figures += write_outputs(
-        out_dir, forecasts_file, series, bt, horizon=meta.horizon, season=config.season_
+        out_dir, forecasts_file, series, bt, meta=meta, season=config.season_
     )
     timings["write_outputs"] = time.monotonic() - start
     timings["total"] = time.monotonic() - started
@@ -195,9 +210,13 @@ def fit_pipeline(
     report["defaults"] = list(history.reasons)
     report["baselines"] = {"seconds": stats.seconds, "skipped": stats.skipped}
     report["validation"] = {"metrics": ranking, **verdict}
+    report.update(quality_sections(history, bt, meta))
+    report["drift"]["calibration_tests"] = inputs.calibration_tests
+    report["drift"]["validation_tests"] = inputs.validation_tests
     report["parity"] = parity
     report["training"] = result.report_section()
     report["calibration"] = meta.calibration.model_dump()
+    report["self_test"] = {"rows": len(meta.self_test.x), "atol": meta.self_test.atol}
     report["model"] = {"version": meta.version, "state_size": meta.state_size}
     if final is not None:
         report["final_refit"] = final
@@ -258,15 +277,21 @@ def final_refit(
     verbose: bool,
 ) -> dict[str, Any]:
     """Fine-tune on every row (test included) and export that model over ``path`` with the
-    metadata the measured model had (its calibration and metrics are the honest ones)."""
+    metadata the measured model had (its calibration and metrics are the honest ones) and
+    a self-test sample of its own, which it must pass as the service checks it."""
+    from training.export import rewrite_metadata  # noqa: PLC0415 - TensorFlow, for fit only
     from training.fit import refit_all  # noqa: PLC0415 - TensorFlow, for fit only
 
     before = result.refit_epochs
     start = time.monotonic()
     if verbose:
-        print("final refit on every row (test included); the metrics above are the last honest ones")
+        print("final refit on every row (test included); the metrics above are the honest ones")
     refit_all(result, history.series, scaled.inputs, scaled.spec, config, verbose=verbose)
-    export_model(result.model, meta, path, history=history, scaled=scaled)
+    _, self_test = export_model(
+        result.model, meta, path, history=history, scaled=scaled, config=config
+    )
+    rewrite_metadata(path, meta.model_copy(update={"self_test": self_test}))
+    _check_self_test(path)
     return {
         "epochs": result.refit_epochs - before,
         "seconds": time.monotonic() - start,
@@ -302,10 +327,11 @@ def evaluate_pipeline(
     bt = backtest(sess, meta, series, parts, config, stats.forecasts)
     out_dir.mkdir(parents=True, exist_ok=True)
     figures = write_outputs(
-        out_dir, forecasts_file, series, bt, horizon=meta.horizon, season=config.season_
+        out_dir, forecasts_file, series, bt, meta=meta, season=config.season_
     )
     report = backtest_report(meta.name, history, config, bt)
     report["baselines"] = {"seconds": stats.seconds, "skipped": stats.skipped}
+    report.update(quality_sections(history, bt, meta))
     report["parity"] = {
         "max_abs_diff": meta.training.metrics.get("parity", {}).get("max_abs_diff"),
         "tolerance": EXPORT_PARITY_TOLERANCE,
@@ -398,11 +424,20 @@ def export_model(
     *,
     history: PreparedHistory,
     scaled: ScaledHistory,
-) -> dict[str, float]:
+    config: TrainConfig,
+) -> tuple[dict[str, float], SelfTestMeta]:
     """Export to ``path`` with the parity check, on random inputs and on up to
     :data:`PARITY_ROWS` real validation rows with the states the model reaches there;
-    returns the report's ``parity`` section."""
-    from training.export import PARITY_TOLERANCE, export_step, real_inputs  # noqa: PLC0415
+    returns the report's ``parity`` section and the self-test sample: a few of those real
+    rows (random ones if there are none) run through the written file."""
+    from training.export import (  # noqa: PLC0415 - TensorFlow, for fit only
+        PARITY_TOLERANCE,
+        SELF_TEST_ROWS,
+        export_step,
+        random_inputs,
+        real_inputs,
+        self_test_sample,
+    )
 
     series, window = history.series, meta.window
     warm = np.flatnonzero(history.parts.val & (position_since_reset(series) >= window))
@@ -414,7 +449,9 @@ def export_model(
             spec=scaled.spec, window=window, horizon=meta.horizon,
         )  # fmt: skip
     diff = export_step(model, meta, path, real)
-    return {"max_abs_diff": diff, "tolerance": PARITY_TOLERANCE}
+    sample = real or random_inputs(model, config.horizon, SELF_TEST_ROWS, seed=config.seed)
+    parity = {"max_abs_diff": diff, "tolerance": PARITY_TOLERANCE}
+    return parity, self_test_sample(path, sample, meta.graph)
 
 
 def stamp_calibration(
@@ -425,24 +462,61 @@ def stamp_calibration(
     config: TrainConfig,
     *,
     parity: dict[str, float],
+    inputs: InputReference,
+    self_test: SelfTestMeta,
 ) -> ModelMeta:
-    """Calibrate the prediction intervals and the drift reference on the validation
-    origins, and write them with the headline metrics into the model's metadata (what
-    only the exported model itself can measure); returns the metadata written."""
+    """Calibrate the prediction intervals and the error-drift reference on the validation
+    origins and write them, the input-drift reference, the self-test sample and the
+    headline metrics into the model's metadata (what only the exported model itself can
+    measure); returns the metadata written.
+
+    The written file is then loaded as the service loads it and must pass its own
+    self-test (ExportError otherwise): the artifact that leaves ``fit`` is one a
+    hot-swapping service accepts.
+    """
     from training.export import rewrite_metadata  # noqa: PLC0415 - TensorFlow, for fit only
 
     calibration, drift = calibrate(bt.fc, history.series, history.parts, config)
+    drift = drift.model_copy(
+        update={
+            "input_probs": inputs.probs,
+            "input_quantiles": inputs.quantiles,
+            "input_threshold": inputs.threshold,
+            "input_false_alarm_rate": inputs.false_alarm_rate,
+        }
+    )
     headline = {m: {k: float(v[k]) for k in METRIC_NAMES} for m, v in bt.metrics.items()}
     metrics = {**headline, "parity": {"max_abs_diff": parity["max_abs_diff"]}}
     stamped = meta.model_copy(
         update={
             "calibration": calibration,
             "drift": drift,
+            "self_test": self_test,
             "training": meta.training.model_copy(update={"metrics": metrics}),
         }
     )
     rewrite_metadata(path, stamped)
+    _check_self_test(path)
     return stamped
+
+
+def _check_self_test(path: Path) -> None:
+    """Load ``path`` as the service does; ExportError unless it passes its self-test."""
+    try:
+        failure = self_test_failures(OnnxStepModel.load(path))
+    except ModelError as exc:
+        failure = str(exc)
+    if failure is not None:
+        raise ExportError(f"{path}: the exported model fails its own check: {failure}")
+
+
+def quality_sections(history: PreparedHistory, bt: Backtest, meta: ModelMeta) -> dict[str, Any]:
+    """The report's ``coverage`` (the model's calibrated bands on the test period) and
+    ``drift`` (its input-drift test run over the test period) sections."""
+    return {
+        "coverage": coverage(bt, meta.calibration),
+        "drift": input_alarms(history.series, history.parts, meta),
+    }
 
 
 def write_outputs(
@@ -451,13 +525,14 @@ def write_outputs(
     series: SeriesSet,
     bt: Backtest,
     *,
-    horizon: int,
+    meta: ModelMeta,
     season: int,
 ) -> list[str]:
     """Write every forecast of the replay (the offline reference of the service's output)
-    and the forecast figures into ``out_dir``; returns the figures' file names."""
-    write_forecasts(out_dir / forecasts_file, series, bt.fc, horizon)
-    return forecast_figures(series, bt, out_dir, season)
+    and the forecast figures (with the model's interval bands) into ``out_dir``; returns
+    the figures' file names."""
+    write_forecasts(out_dir / forecasts_file, series, bt.fc, meta.horizon)
+    return forecast_figures(series, bt, out_dir, season, meta.calibration)
 
 
 def open_model(path: Path) -> tuple[ort.InferenceSession, ModelMeta]:

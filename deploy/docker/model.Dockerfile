@@ -1,6 +1,7 @@
 # A model as its own small, immutable, versioned image: /models/model.onnx and nothing
-# else of note. Kubernetes copies it into the pod with an initContainer
-# (deploy/kubernetes/deployment.yaml), so code and model are released independently.
+# else of note, so code and model are released independently. On Kubernetes an
+# initContainer seeds the models claim with it when the claim holds no model yet
+# (deploy/kubernetes/deployment.yaml); from then on the retrain CronJob publishes there.
 #
 #   docker build -f deploy/docker/model.Dockerfile -t my.registry/streamcast-model:pedestrian-v1 \
 #       models/pedestrian          # the build context is the directory holding model.onnx

@@ -146,7 +146,7 @@ class AlertOut(BaseModel):
     key: str
     ts: str
     kind: str = Field(examples=["error_drift", "input_drift", "recovered"])
-    detector: str = Field(examples=["cusum", "ks"])
+    detector: str = Field(examples=["ewma", "ks"])
     statistic: float
     threshold: float
     direction: str

@@ -7,7 +7,7 @@ One Kafka message per alert, Kafka key = series key, ``"schema": 1``::
       "key": "pump-17",
       "ts": "2026-11-30T14:00:00Z",         # the interval whose actual raised it
       "kind": "error_drift",                # error_drift | input_drift | recovered
-      "detector": "cusum",                  # cusum (errors) | ks (inputs)
+      "detector": "ewma",                  # ewma (errors) | ks (inputs)
       "statistic": 13.2, "threshold": 12.0,
       "direction": "up",                    # up: actuals above the forecasts; down
       "severity": "critical",               # info (recovered) | warning | critical

@@ -5,6 +5,10 @@ The graph signature is the one documented in :mod:`streamcast.core.artifact`:
 all float32 with a dynamic batch dimension. One :class:`OnnxStepModel` call steps a whole
 micro-batch of keys.
 
+:func:`self_test_failures` reruns the sample the exporter embedded in the artifact and says
+whether the loaded graph still computes what the exporter saw (the check before a
+hot-swap).
+
 ``step`` is synchronous and CPU bound (milliseconds for a thousand keys); the service may
 call it from a worker thread so the event loop stays responsive. ONNX Runtime sessions are
 safe to ``run`` from one thread at a time per call, which is how the pipeline uses it.
@@ -231,7 +235,9 @@ def self_test_failures(model: StepModel) -> str | None:
             calendar,
         )
     except Exception as err:  # noqa: BLE001 - ORT raises many unrelated types
-        return f"its self-test sample does not run: {err}"
+        # ORT's messages span lines (the node, the shapes): the refusal is one log line
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        return f"its self-test sample does not run: {first}"
     worst, where = 0.0, ""
     for name, got, want in zip(
         ("h_out", "c_out", "forecast"),

@@ -31,8 +31,9 @@ import numpy.typing as npt
 NONE = np.iinfo(np.int64).min
 INITIAL_CAPACITY = 1024
 #: first bytes of an encoded state record (format 4: the level/scale that follows the
-#: series replaces the fixed loc/scale; 3: quality and drift columns; 2: jump and
-#: applied-offset columns; 1 was streamcast 0.1's)
+#: series replaces the fixed loc/scale, and the EWMA error-drift chart's columns the
+#: CUSUM's; 3: quality and drift columns; 2: jump and applied-offset columns; 1 was
+#: streamcast 0.1's)
 RECORD_MAGIC = b"SCS4"
 #: partition of a key whose input partition is not known (tests, tools)
 NO_PARTITION = -1
@@ -102,21 +103,14 @@ COLUMNS: tuple[Column, ...] = (
     Column("probe_unit", (), np.float32, 1.0, True, "quality", "the probe's unit"),
     Column("resid", ("Z",), np.float32, np.nan, True, "quality",
            "the last standardised one-step residuals, oldest first (alert summaries)"),
-    Column("cusum_hi", (), np.float32, 0.0, True, "drift",
-           "error-drift CUSUM of residuals above the forecasts"),
-    Column("cusum_lo", (), np.float32, 0.0, True, "drift",
-           "error-drift CUSUM of residuals below the forecasts"),
     Column("alarm", (), np.int8, 0, True, "drift", "0 normal, 1 alarm up, -1 alarm down"),
     Column("level", (), np.float32, 0.0, True, "drift",
-           "in alarm: recent residual level against the baseline (recovery)"),
+           "error drift: EWMA of the key's clipped residual deviations from its baseline"),
     Column("quiet_n", (), np.int32, 0, True, "drift",
            "in alarm: intervals in a row with the level back near the baseline"),
     Column("n_resid", (), np.int32, 0, True, "drift", "residuals seen since the key started"),
-    Column("z_prev", (), np.float32, np.nan, True, "drift", "the key's previous residual"),
     Column("base_m", (), np.float32, 0.0, True, "drift", "baseline: mean of the residuals"),
     Column("base_v", (), np.float32, 1.0, True, "drift", "baseline: their variance"),
-    Column("base_c", (), np.float32, 0.0, True, "drift",
-           "baseline: their lag-1 covariance (autocorrelation = base_c / base_v)"),
     Column("in_cdf", ("Q",), np.float32, np.nan, True, "drift",
            "input drift: weighted ECDF of the key's scaled values at the reference quantiles"),
     Column("in_n", (), np.int32, 0, True, "drift",
@@ -221,16 +215,12 @@ class StateStore:
     probe_origin: IntArray
     probe_unit: npt.NDArray[np.float32]
     resid: npt.NDArray[np.float32]
-    cusum_hi: npt.NDArray[np.float32]
-    cusum_lo: npt.NDArray[np.float32]
     alarm: npt.NDArray[np.int8]
     quiet_n: npt.NDArray[np.int32]
     level: npt.NDArray[np.float32]
     n_resid: npt.NDArray[np.int32]
-    z_prev: npt.NDArray[np.float32]
     base_m: npt.NDArray[np.float32]
     base_v: npt.NDArray[np.float32]
-    base_c: npt.NDArray[np.float32]
     in_cdf: npt.NDArray[np.float32]
     in_n: npt.NDArray[np.int32]
     in_alarm: npt.NDArray[np.int8]

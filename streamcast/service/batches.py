@@ -96,7 +96,7 @@ class BatchHandler:
             )
         if "active_keys" in counters:
             m.active_keys.set(counters["active_keys"])
-        for detector in ("cusum", "ks"):
+        for detector in ("ewma", "ks"):
             if f"alarm_{detector}" in counters:
                 m.keys_in_alarm.labels(detector=detector).set(counters[f"alarm_{detector}"])
         for kind, detector in result.alerts:

@@ -31,7 +31,7 @@ streamcast_restored_keys_total              counter   keys restored from the cha
 streamcast_internal_errors_total            counter   keys/forecasts isolated because processing
                                                       raised (dead-lettered internal_error)
 streamcast_alerts_total{kind,detector}      counter   drift alerts published: error_drift,
-                                                      input_drift, recovered; cusum, ks
+                                                      input_drift, recovered; ewma, ks
 streamcast_keys_in_alarm{detector}          gauge     keys whose drift alarm is raised
 streamcast_forecast_scored_total{step}      counter   forecast steps scored against actuals
                                                       (one whole forecast per key per horizon)
@@ -157,7 +157,7 @@ class Metrics:
         self.alerts = Counter(
             "streamcast_alerts",
             "Drift alerts published, by kind (error_drift, input_drift, recovered) and "
-            "detector (cusum, ks)",
+            "detector (ewma, ks)",
             ["kind", "detector"],
             registry=r,
         )
@@ -216,7 +216,7 @@ class Metrics:
         for result in ("swapped", "refused"):
             self.model_swaps.labels(result=result)
         for kind, detector in (
-            ("error_drift", "cusum"), ("input_drift", "ks"), ("recovered", "cusum"),
+            ("error_drift", "ewma"), ("input_drift", "ks"), ("recovered", "ewma"),
             ("recovered", "ks"),
         ):  # fmt: skip
             self.alerts.labels(kind=kind, detector=detector)

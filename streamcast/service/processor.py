@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence, Set
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -186,7 +186,7 @@ class Processor:
                 "resets": c.resets,
                 "internal_errors": c.internal_errors + len(failed),
                 "active_keys": self.pipeline.active_keys,
-                "alarm_cusum": alarms[0],
+                "alarm_ewma": alarms[0],
                 "alarm_ks": alarms[1],
             },
         )
@@ -201,9 +201,7 @@ class Processor:
         placed = batch.placed(partitions[batch.index], offsets[batch.index])
         result = self.pipeline.process(placed, now_s)
         rejected = sorted([*rejections, *result.rejections], key=lambda r: r.index)
-        return StepResult(
-            result.forecasts, rejected, result.counters, result.changed_keys, result.removed
-        ), partitions
+        return replace(result, rejections=rejected), partitions
 
     def state_records(self, step: StepResult, offsets: Offsets | None = None) -> list[OutRecord]:
         """Changelog records, each sent to its key's input partition: the compact state of

@@ -29,7 +29,7 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
         horizon=HORIZON,
         extras=("temp",),
         calendar=("time_of_day", "day_of_week"),
-        known={"pump-known": (40.0, 8.0)},
+        lags=(3,),
         max_gap=MAX_GAP,
         aggregation="mean",
         levels=LEVELS,

@@ -72,7 +72,7 @@ def alert_records(
     batch = AlertBatch(
         keys=[a[0] for a in alerts], ts=np.array([a[1] for a in alerts], dtype=np.int64),
         kind=[a[2] for a in alerts],
-        detector=["ks" if a[2] == "input_drift" else "cusum" for a in alerts],
+        detector=["ks" if a[2] == "input_drift" else "ewma" for a in alerts],
         statistic=np.array([a[3] for a in alerts]), threshold=np.full(n, 3.0),
         direction=["up"] * n, severity=[a[4] for a in alerts], model=model, model_version="1",
         trigger_index=np.arange(n), recent=np.tile(np.array([0.5, 1.5, 2.5], np.float32), (n, 1)),

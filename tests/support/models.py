@@ -63,6 +63,18 @@ def rewrite_meta(src: Path, dst: Path, **changes: object) -> Path:
     return dst
 
 
+def scale_weights(src: Path, dst: Path, factor: float) -> Path:
+    """Copy the artifact ``src`` to ``dst`` with every float weight multiplied by
+    ``factor`` (same graph, same metadata: another model that claims to be the same)."""
+    model = onnx.load(str(src))
+    for init in model.graph.initializer:
+        if init.data_type == TensorProto.FLOAT:
+            scaled = numpy_helper.to_array(init) * np.float32(factor)
+            init.CopyFrom(numpy_helper.from_array(scaled.astype(np.float32), init.name))
+    onnx.save(model, str(dst))
+    return dst
+
+
 def make_tiny_model(
     path: Path,
     *,

@@ -258,12 +258,14 @@ class ServiceProcess:
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             return 0, b""
 
-    def metric(self, name: str) -> float:
-        """Sum of a metric's samples from ``/metrics`` (0 when absent)."""
+    def metric(self, name: str, **labels: str) -> float:
+        """Sum of a metric's samples from ``/metrics`` with these label values (0 when
+        absent)."""
         _, body = self.probe("/metrics")
         total = 0.0
+        wanted = [f'{k}="{v}"' for k, v in labels.items()]
         for line in body.decode().splitlines():
-            if line.startswith((name + " ", name + "{")):
+            if line.startswith((name + " ", name + "{")) and all(w in line for w in wanted):
                 total += float(line.rsplit(" ", 1)[1])
         return total
 

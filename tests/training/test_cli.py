@@ -217,9 +217,29 @@ def test_fit_then_evaluate_from_the_command_line(
         "forecasts.csv",
         "--baselines",
         "naive,seasonal_naive,auto_theta",
+        "--until",
+        "2015-01-14T00:00:00Z",
+        "--publish-to",
+        str(tmp_path / "models"),
     ]
     assert main(argv) == 0
     report = json.loads((out / "report.json").read_text())
+    # --until: rows from that time on never reached preparation
+    assert report["data"]["source"] == f"{data} until 2015-01-14T00:00:00Z"
+    last = pd.read_csv(out / "forecasts.csv")["origin_ts"].max()
+    assert pd.Timestamp(last) < pd.Timestamp("2015-01-14T00:00:00Z")
+    # --publish-to: the same bytes under the version's name, nothing else left behind
+    published = tmp_path / "models" / f"{report['model']['version']}.onnx"
+    assert sorted((tmp_path / "models").iterdir()) == [published]
+    assert published.read_bytes() == (out / "model.onnx").read_bytes()
+    assert f"published {published}" in capsys.readouterr().out
+    for level in ("0.8", "0.95"):
+        assert 0.0 <= report["coverage"][level]["overall"] <= 1.0
+        assert len(report["coverage"][level]["per_step"]) == 4
+    # 13 days leave fewer training windows than an input-drift threshold needs
+    assert report["drift"]["calibration_tests"] < 20
+    assert report["drift"]["input_threshold"] is None
+    assert "## Prediction intervals on the test period" in (out / "report.md").read_text()
     for model in ("lstm", "naive", "seasonal_naive", "auto_theta"):
         assert set(report["metrics"][model]) >= {"mae", "rmse", "smape", "mape", "mase"}
         assert len(report["metrics"][model]["per_step"]["mase"]) == 4
@@ -244,6 +264,8 @@ def test_fit_then_evaluate_from_the_command_line(
                 "--out",
                 str(tmp_path / "ev"),
                 "--quiet",
+                "--until",
+                "2015-01-14",
             ]
         )
         == 0
@@ -252,6 +274,9 @@ def test_fit_then_evaluate_from_the_command_line(
     assert again["metrics"]["lstm"]["mase"] == pytest.approx(
         report["metrics"]["lstm"]["mase"], abs=1e-6
     )
+    fit_only = ("calibration_tests", "validation_tests")
+    assert again["coverage"] == report["coverage"]
+    assert again["drift"] == {k: v for k, v in report["drift"].items() if k not in fit_only}
     capsys.readouterr()
 
 
@@ -321,6 +346,63 @@ def test_evaluate_with_other_features_than_the_model(
         str(tmp_path / "ev"),
     ]
     assert "temp" in _user_error(capsys, argv)
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--since", "yesterday"], "cannot read time 'yesterday'"),
+        (["--since", "2026-02-01", "--until", "2026-01-01"], "is not before --until"),
+        (["--since", "2027-01-01"], "no rows in since 2027-01-01T00:00:00Z; the data runs from"),
+    ],
+)
+def test_bad_time_range(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, flags: list[str], message: str
+) -> None:
+    assert message in _user_error(capsys, _fit_args(_csv(tmp_path / "d.csv"), tmp_path, *flags))
+
+
+def test_duplicates_first_keeps_what_the_service_keeps(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A ticks topic may hold a producer's retry: --duplicates first reads it as the service
+    did (the default is still an error naming the rows)."""
+    from training.config import TrainConfig
+    from training.history import DataSource, load_and_prepare
+
+    path = _csv(tmp_path / "d.csv")
+    frame = pd.read_csv(path)
+    pd.concat([frame, frame.iloc[[5]].assign(count=-1.0)]).to_csv(path, index=False)
+    assert "duplicate" in _user_error(capsys, _fit_args(path, tmp_path / "m"))
+    source = DataSource(
+        spec=str(path), key_col="sensor", time_col="time", value_col="count", duplicates="first"
+    )
+    history = load_and_prepare(source, TrainConfig(window=24, horizon=4))
+    assert history.series.values[5, 0] == frame["count"].iloc[5]  # the first, not the retry
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--publish-to", "{blocker}"], "--publish-to {blocker}: not a directory"),
+        (["--publish-to", "{tmp}", "--publish-if-better-than", "prophet"], "not a scored"),
+        (
+            ["--publish-to", "{tmp}", "--publish-if-better-than", "arima", "--baselines", "naive"],
+            "arima is not a scored baseline; use naive",
+        ),
+        (["--baselines", "prophet"], "unknown baseline"),
+        (["--publish-keep", "3"], "need --publish-to"),
+    ],
+)
+def test_publish_settings_fail_before_training(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, flags: list[str], message: str
+) -> None:
+    blocker = tmp_path / "models"
+    blocker.write_text("not a directory")
+    names = {"blocker": blocker, "tmp": tmp_path / "ok"}
+    argv = _fit_args(_csv(tmp_path / "d.csv"), tmp_path / "m", *(f.format(**names) for f in flags))
+    assert message.format(**names) in _user_error(capsys, argv)
+    assert not (tmp_path / "m").exists()
 
 
 def test_out_is_a_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

@@ -129,3 +129,44 @@ def test_the_evaluate_report_states_the_export_tolerance() -> None:
     from training.workflow import EXPORT_PARITY_TOLERANCE
 
     assert EXPORT_PARITY_TOLERANCE == PARITY_TOLERANCE
+
+
+def test_trained_model_carries_a_self_test_it_passes(tiny_model: Path, tmp_path: Path) -> None:
+    """The sample: a few real validation rows with the non-zero LSTM state the model
+    reaches there and their calendar rows, with the exported graph's outputs; the model
+    passes it, and the same graph with weights x 1.05 does not."""
+    from streamcast.core.model import OnnxStepModel, self_test_failures
+    from tests.support.models import scale_weights
+    from training.export import SELF_TEST_ATOL, SELF_TEST_ROWS
+
+    model = OnnxStepModel.load(tiny_model)
+    meta, sample = model.meta, model.meta.self_test
+    assert len(sample.x) == SELF_TEST_ROWS and sample.atol == SELF_TEST_ATOL
+    assert np.asarray(sample.h).shape == (SELF_TEST_ROWS, meta.state_size)
+    assert np.abs(np.asarray(sample.h)).min(axis=1).max() > 0  # a state, not zeros
+    assert np.asarray(sample.calendar).shape == (SELF_TEST_ROWS, meta.horizon, 4)
+    assert np.asarray(sample.forecast).shape == (SELF_TEST_ROWS, meta.horizon)
+    assert self_test_failures(model) is None
+    # stored as the shortest decimals of float32s: on the exporter's machine a rerun sees
+    # the very inputs the exporter ran and gives back the very same bits
+    rerun = model.step(
+        *(np.asarray(v, dtype=np.float32) for v in (sample.x, sample.h, sample.c, sample.calendar))
+    )
+    for got, want in zip(rerun, (sample.h_out, sample.c_out, sample.forecast), strict=True):
+        np.testing.assert_array_equal(got, np.asarray(want, dtype=np.float32))
+    scaled = OnnxStepModel.load(scale_weights(tiny_model, tmp_path / "x105.onnx", 1.05))
+    failure = self_test_failures(scaled)
+    assert failure is not None and "does not reproduce its self-test sample" in failure
+
+
+def test_trained_model_carries_the_input_drift_reference(tiny_model: Path) -> None:
+    from training.input_drift import INPUT_PROBS
+
+    ref = ModelMeta.from_metadata_map(
+        open_session(tiny_model).get_modelmeta().custom_metadata_map
+    ).drift
+    assert ref.input_probs == INPUT_PROBS
+    assert len(ref.input_quantiles) == len(INPUT_PROBS)
+    assert list(ref.input_quantiles) == sorted(ref.input_quantiles)
+    assert ref.input_threshold is not None and 0 < ref.input_threshold < 1
+    assert ref.input_false_alarm_rate is not None and 0 <= ref.input_false_alarm_rate <= 1

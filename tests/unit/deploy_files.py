@@ -52,6 +52,8 @@ K8S_API = {
     "Deployment": "apps/v1",
     "PodDisruptionBudget": "policy/v1",
     "HorizontalPodAutoscaler": "autoscaling/v2",
+    "PersistentVolumeClaim": "v1",
+    "CronJob": "batch/v1",
 }
 
 
@@ -85,6 +87,13 @@ def deployment() -> dict[str, Any]:
     return spec
 
 
+def retrain_pod() -> dict[str, Any]:
+    """The retrain CronJob's pod spec."""
+    job = k8s()["CronJob/streamcast-retrain"]["spec"]["jobTemplate"]["spec"]
+    spec: dict[str, Any] = job["template"]["spec"]
+    return spec
+
+
 def configmap() -> dict[str, str]:
     """The non-secret settings of the Kubernetes deployment."""
     data: dict[str, str] = k8s()["ConfigMap/streamcast-config"]["data"]
@@ -109,9 +118,9 @@ def dockerfile(path: Path = REPO / "Dockerfile") -> list[tuple[str, str]]:
     return instructions
 
 
-def final_stage() -> list[tuple[str, str]]:
-    """The instructions of the Dockerfile's last stage (the image that ships)."""
-    instructions = dockerfile()
+def final_stage(path: Path = REPO / "Dockerfile") -> list[tuple[str, str]]:
+    """The instructions of a Dockerfile's last stage (the image that ships)."""
+    instructions = dockerfile(path)
     start = max(i for i, (word, _) in enumerate(instructions) if word == "FROM")
     return instructions[start:]
 
@@ -165,10 +174,10 @@ def registered_samples() -> frozenset[str]:
     )
 
 
-def dockerignore_included(path: str) -> bool:
+def dockerignore_included(path: str, ignore_file: Path = REPO / ".dockerignore") -> bool:
     """Docker's rule: the last pattern matching the path or a parent decides."""
     included = True
-    for raw in (REPO / ".dockerignore").read_text().splitlines():
+    for raw in ignore_file.read_text().splitlines():
         line = raw.strip()
         if not line or line.startswith("#"):
             continue

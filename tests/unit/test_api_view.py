@@ -97,7 +97,7 @@ def test_pages_walk_every_key_with_the_prefix_once_in_order(
 
 
 def _alert(key: str, ts: int) -> Alert:
-    return Alert(key, str(ts), ts, "error_drift", 1.0, 0.5, "up", "warning", "m", "1", "cusum")
+    return Alert(key, str(ts), ts, "error_drift", 1.0, 0.5, "up", "warning", "m", "1", "ewma")
 
 
 def test_alerts_are_bounded_per_key_and_overall() -> None:

@@ -18,6 +18,7 @@ import os
 import re
 import shlex
 import subprocess
+import tomllib
 from pathlib import Path, PurePosixPath
 
 import pytest
@@ -44,6 +45,7 @@ from tests.unit.deploy_files import (
     parse_promql,
     queries_in,
     registered_samples,
+    retrain_pod,
 )
 
 # -- every file parses ------------------------------------------------------------------
@@ -143,7 +145,9 @@ def test_dockerignore_keeps_heavy_and_private_paths_out() -> None:
                 ), source
 
 
-@pytest.mark.parametrize("name", ["Dockerfile", "deploy/docker/model.Dockerfile"])
+@pytest.mark.parametrize(
+    "name", ["Dockerfile", "deploy/docker/model.Dockerfile", "deploy/docker/train.Dockerfile"]
+)
 def test_hadolint_finds_nothing(name: str) -> None:
     result = subprocess.run(
         [str(BIN / "hadolint"), "--no-color", str(REPO / name)],
@@ -153,6 +157,42 @@ def test_hadolint_finds_nothing(name: str) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_training_image_installs_the_train_extra_and_runs_streamcast_train() -> None:
+    path = DEPLOY / "docker" / "train.Dockerfile"
+    assert "['optional-dependencies']['train']" in path.read_text()
+    stage = final_stage(path)
+    assert json.loads(dict(stage)["ENTRYPOINT"]) == ["streamcast-train"]
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["streamcast-train"] == "training.cli:main"
+    uid = [args for word, args in stage if word == "USER"][-1].split(":")[0]
+    assert int(uid) == retrain_pod()["securityContext"]["runAsUser"]
+    # the root file system is read-only in the CronJob: every cache lives under its /tmp
+    env = dict(
+        part.split("=", 1) for word, args in stage if word == "ENV" for part in shlex.split(args)
+    )
+    train = next(c for c in retrain_pod()["containers"] if c["name"] == "train")
+    tmp = next(m["mountPath"] for m in train["volumeMounts"] if m["name"] == "tmp")
+    for var in ("HOME", "KERAS_HOME", "MPLCONFIGDIR"):
+        assert env[var] == tmp or env[var].startswith(tmp + "/"), var
+    # its own ignore file (BuildKit: <Dockerfile>.dockerignore) lets training/ in
+    ignore = path.with_name(path.name + ".dockerignore")
+    for word, args in dockerfile(path):
+        if word == "COPY" and "--from=" not in args:
+            for source in shlex.split(args)[:-1]:
+                probe = source.rstrip("/") + "/x.py" if source.endswith("/") else source
+                assert dockerignore_included(probe, ignore), source
+    assert dockerignore_included("training/fit.py", ignore)
+    for kept_out in (
+        ".venv/bin/python",
+        "models/m/model.onnx",
+        ".git/HEAD",
+        ".env",
+        "training/__pycache__/fit.cpython-311.pyc",
+        "tests/unit/test_deploy.py",
+    ):
+        assert not dockerignore_included(kept_out, ignore), kept_out  # fmt: skip
 
 
 def test_streamcast_console_script_runs_outside_a_container() -> None:

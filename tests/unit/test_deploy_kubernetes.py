@@ -5,13 +5,17 @@ schemas cannot know: probes on the metrics port, non-root read-only pods that dr
 before SIGKILL, the model volume, secrets kept out of the ConfigMap, selectors that
 match, a rollout and a disruption budget that suit a consumer group, and an autoscaler
 capped at the ticks topic's partition count. The ConfigMap must parse as ``Settings``.
+The retrain CronJob: its export and fit command lines parse with the real CLIs, read and
+write the same files and volumes, and publish into the models claim.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shlex
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import kubernetes_validate
 import pytest
@@ -26,6 +30,7 @@ from tests.unit.deploy_files import (
     deployment,
     k8s,
     load_yaml,
+    retrain_pod,
 )
 
 
@@ -100,15 +105,27 @@ def test_pods_are_non_root_read_only_and_drain_before_sigkill() -> None:
     assert pod["terminationGracePeriodSeconds"] > drain
 
 
-def test_model_reaches_the_container_from_a_volume() -> None:
+def test_models_reach_the_container_from_the_models_claim() -> None:
+    """The service serves the models directory the retrain job publishes into; an empty
+    one is seeded once from the model image, under a name every version sorts after."""
     pod = deployment()
-    model_dir = str(PurePosixPath(configmap()["STREAMCAST_MODEL_PATH"]).parent)
+    model_dir = configmap()["STREAMCAST_MODEL_PATH"]
     mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["mountPath"] == model_dir)
     assert mount["readOnly"] is True
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    retrain = next(v for v in retrain_pod()["volumes"] if v["name"] == "models")
+    assert volume["persistentVolumeClaim"] == retrain["persistentVolumeClaim"]
+    train = next(c for c in retrain_pod()["containers"] if c["name"] == "train")
+    assert str(PurePosixPath(train["args"][train["args"].index("--publish-to") + 1])) == next(
+        m["mountPath"] for m in train["volumeMounts"] if m["name"] == "models"
+    )
     init = next(c for c in pod["initContainers"] if c["name"] == "model")
     init_mount = next(m for m in init["volumeMounts"] if m["name"] == mount["name"])
-    assert init["command"][-1] == f"{init_mount['mountPath']}/model.onnx"
-    assert any(v["name"] == mount["name"] for v in pod["volumes"])
+    script = init["command"][-1]
+    seed = re.search(r"mv \S+ (\S+\.onnx)", script).group(1)  # type: ignore[union-attr]
+    assert seed.startswith(init_mount["mountPath"] + "/")
+    assert PurePosixPath(seed).name < "20000101T000000Z"  # older than any model version
+    assert f"ls {init_mount['mountPath']}/*.onnx" in script  # a seeded directory stays
 
 
 def test_secrets_stay_out_of_the_configmap_and_the_example_is_a_placeholder() -> None:
@@ -148,3 +165,127 @@ def test_kubernetes_settings_parse(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
     settings = load_settings(env_file=None)
     assert settings.security_protocol == configmap()["STREAMCAST_SECURITY_PROTOCOL"]
     assert settings.http_port == int(configmap()["STREAMCAST_HTTP_PORT"])
+
+
+# -- the retrain CronJob -----------------------------------------------------------------
+
+TRAIN_IMAGE = "registry.example.com/streamcast-train"
+
+
+def _containers(pod: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["name"]: c for c in pod["initContainers"] + pod["containers"]}
+
+
+def _mount(container: dict[str, Any], name: str) -> str:
+    return str(next(m["mountPath"] for m in container["volumeMounts"] if m["name"] == name))
+
+
+def _export_argv(container: dict[str, Any]) -> list[str]:
+    """The export command line, the shell's ``$(date ...)`` stood in by a time."""
+    assert container["command"] == ["/bin/sh", "-c"]
+    script = re.sub(r'"\$\(date [^)]*\)"', "2026-11-01T00:00:00Z", container["args"][0])
+    argv = shlex.split(script)
+    assert argv[:2] == ["exec", "streamcast"]
+    return argv[2:]
+
+
+def test_retrain_job_runs_one_at_a_time_and_never_retries_blindly() -> None:
+    cron = k8s()["CronJob/streamcast-retrain"]["spec"]
+    assert cron["concurrencyPolicy"] == "Forbid"
+    assert len(cron["schedule"].split()) == 5 and cron["timeZone"] == "Etc/UTC"
+    job = cron["jobTemplate"]["spec"]
+    assert job["backoffLimit"] == 0 and job["activeDeadlineSeconds"] > 0
+    pod = retrain_pod()
+    assert pod["restartPolicy"] == "Never"
+    # the retrain pods are no forecasters: the Service and the disruption budget skip them
+    labels = job["template"]["metadata"]["labels"]
+    assert labels["app.kubernetes.io/component"] == "retrain"
+    forecaster = k8s()["Deployment/streamcast"]["spec"]["selector"]["matchLabels"]
+    assert not forecaster.items() <= labels.items()
+
+
+def test_retrain_export_then_fit_read_the_same_file_with_the_export_columns() -> None:
+    from streamcast.tools.cli import build_parser as streamcast_parser
+    from streamcast.tools.history import KEY, TS, VALUE
+    from training.cli import build_parser as train_parser
+
+    pod = retrain_pod()
+    containers = _containers(pod)
+    export, train = containers["export"], containers["train"]
+    assert [c["name"] for c in pod["initContainers"]] == ["export"]
+    # the runtime image exports (no TensorFlow needed), the training image trains
+    assert export["image"] == deployment()["containers"][0]["image"]
+    assert train["image"].rsplit(":", 1)[0] == TRAIN_IMAGE
+    exported = streamcast_parser().parse_args(_export_argv(export))
+    assert (exported.command, exported.action) == ("history", "export")
+    fit = train_parser().parse_args(train["args"])
+    assert fit.command == "fit"
+    assert str(exported.out) == str(fit.data)
+    assert str(PurePosixPath(fit.data).parent) == _mount(export, "history")
+    assert _mount(train, "history") == _mount(export, "history")
+    assert (fit.key_col, fit.time_col, fit.value_col) == (KEY, TS, VALUE)
+    assert fit.duplicates == "first"
+    # published atomically into the models volume, gated and pruned
+    assert str(fit.publish_to) == _mount(train, "models")
+    assert fit.publish_if_better_than == ("seasonal_naive",) and fit.publish_keep >= 2
+    assert str(fit.out).startswith(_mount(train, "work") + "/")
+
+
+def test_retrain_volumes_are_declared_mounted_and_the_claim_exists() -> None:
+    pod = retrain_pod()
+    declared = {v["name"]: v for v in pod["volumes"]}
+    for container in _containers(pod).values():
+        for mount in container["volumeMounts"]:
+            assert mount["name"] in declared, (container["name"], mount["name"])
+    mounted = {m["name"] for c in _containers(pod).values() for m in c["volumeMounts"]}
+    assert mounted == set(declared)
+    claim = declared["models"]["persistentVolumeClaim"]["claimName"]
+    pvc = k8s()[f"PersistentVolumeClaim/{claim}"]["spec"]
+    assert pvc["accessModes"] == ["ReadWriteMany"]  # the services read what the job writes
+    config = declared["train-config"]["configMap"]["name"]
+    assert f"ConfigMap/{config}" in k8s()
+
+
+def test_retrain_config_is_a_train_config_of_the_served_shape(tmp_path: Path) -> None:
+    from training.cli import build_parser as train_parser
+    from training.config import TrainConfig
+
+    train = _containers(retrain_pod())["train"]
+    fit = train_parser().parse_args(train["args"])
+    mount = _mount(train, "train-config")
+    assert str(fit.config.parent) == mount
+    data = k8s()["ConfigMap/streamcast-train-config"]["data"]
+    path = tmp_path / fit.config.name
+    path.write_text(data[fit.config.name])
+    config = TrainConfig.load(path)
+    assert config.interval_s == 3600 and config.horizon == 24 and config.window == 48
+    assert set(fit.publish_if_better_than) <= set(config.baselines)
+    assert (
+        config.time_budget_s * 1.5
+        < k8s()["CronJob/streamcast-retrain"]["spec"]["jobTemplate"]["spec"][
+            "activeDeadlineSeconds"
+        ]
+    )
+
+
+def test_retrain_pods_are_non_root_read_only_with_resources() -> None:
+    pod = retrain_pod()
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == deployment()["securityContext"]["runAsUser"]
+    assert pod["automountServiceAccountToken"] is False
+    for container in _containers(pod).values():
+        context = container["securityContext"]
+        assert context["readOnlyRootFilesystem"] is True, container["name"]
+        assert context["allowPrivilegeEscalation"] is False, container["name"]
+        assert context["capabilities"]["drop"] == ["ALL"], container["name"]
+        resources = container["resources"]
+        assert {"cpu", "memory"} <= resources["requests"].keys() & resources["limits"].keys()
+    # the export reaches Kafka as the service does: its settings and its credentials
+    export = _containers(pod)["export"]
+    assert export["envFrom"] == [{"configMapRef": {"name": "streamcast-config"}}]
+    env = {e["name"]: e for e in export["env"]}
+    service_env = {e["name"]: e for e in deployment()["containers"][0]["env"]}
+    for var in ("STREAMCAST_SASL_USERNAME", "STREAMCAST_SASL_PASSWORD"):
+        assert env[var] == service_env[var]
+    tls = _mount(export, "kafka-tls")
+    assert configmap()["STREAMCAST_SSL_CAFILE"].startswith(tls + "/")

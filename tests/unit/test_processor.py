@@ -1,13 +1,20 @@
-"""The batch processor's own guard: a forecast that cannot be encoded is isolated, its
-triggering tick dead-lettered ``internal_error``, and the rest of the batch goes out."""
+"""The batch processor: a forecast that cannot be encoded is isolated (its triggering
+tick dead-lettered ``internal_error``, the rest of the batch goes out), and the alerts
+the pipeline raises become records of the alerts topic."""
 
 from __future__ import annotations
 
-import numpy as np
+from pathlib import Path
 
+import numpy as np
+import orjson
+
+from streamcast.config import Settings
 from streamcast.core.records import ForecastBatch
 from streamcast.errors import RejectReason
-from streamcast.service.processor import encode_isolated
+from streamcast.kafka.wire import InRecord
+from streamcast.service.processor import build_processor, encode_isolated
+from tests.support.models import make_tiny_model, normal_reference
 
 
 def _forecasts(keys: list[str]) -> ForecastBatch:
@@ -34,3 +41,33 @@ def test_a_forecast_that_cannot_be_encoded_is_isolated() -> None:
 def test_a_clean_batch_is_encoded_at_once() -> None:
     encoded, failed = encode_isolated(_forecasts(["a", "b"]))
     assert failed == [] and [e[0] for e in encoded if e] == [b"a", b"b"]
+
+
+def test_the_alerts_a_batch_raises_go_to_the_alerts_topic_of_their_partition(
+    tmp_path: Path,
+) -> None:
+    """A key shifted by 4 standard deviations raises an error-drift alert in the pipeline;
+    the processor must turn it into an alerts-topic record (a regression: its step once
+    dropped the pipeline's alerts and quality sums)."""
+    model = make_tiny_model(
+        tmp_path / "mean.onnx", window=8, horizon=3, interval_s=60, alpha=1e-12,
+        mean_forecast=True, drift=normal_reference(3),
+    )  # fmt: skip
+    processor = build_processor(Settings(_env_file=None, model_path=model))
+    rng = np.random.default_rng(0)
+    values = rng.standard_normal(200)
+    values[:8] = np.where(np.arange(8) % 2 == 0, -1.0, 1.0)  # level 0, unit 1 (alpha ~ 0)
+    values[120:] += 4.0
+    start = 1_700_000_040
+    records = [
+        InRecord(
+            "ticks", 3, t, start * 1000, b"a", orjson.dumps({"ts": start + 60 * t, "value": v})
+        )
+        for t, v in enumerate(values.tolist())
+    ]
+    results = [processor.process(records[i : i + 50], start + 1e5) for i in range(0, 200, 50)]
+    alerts = [r for result in results for r in result.outputs.get(3, []) if r.topic == "alerts"]
+    assert [orjson.loads(r.value or b"")["kind"] for r in alerts] == ["error_drift"]
+    assert dict(alerts[0].headers)["streamcast.schema"] == b"alert/1"
+    assert sum(len(result.alerts) for result in results) == 1
+    assert sum(int(r.quality.count.sum()) for r in results if r.quality is not None) > 0

@@ -156,19 +156,18 @@ def test_a_shift_down_that_ends_recovers_and_a_second_shift_alerts_again(base: P
 def test_unshifted_noise_keeps_false_alarms_below_one_per_10000_key_intervals(
     base: Path,
 ) -> None:
-    """400,000 key-intervals of independent and of autocorrelated (AR(1), rho 0.8)
-    standard normal residuals: false alarms stay near the nominal rate, 1 per
-    ``false_alarm_intervals`` = 100,000 key-intervals, and far below 1 per 10,000 (the
-    rates measured on real test periods are in docs/training.md)."""
+    """Independent and autocorrelated (AR(1), rho 0.8) standard normal residuals, 200
+    keys x 1,700 intervals: no false alarm for independent ones, fewer than 1 per 10,000
+    key-intervals for autocorrelated ones once the keys' baselines are learnt (the rates
+    measured on real test periods, and for rho 0.9, are in docs/training.md)."""
     rng = np.random.default_rng(3)
-    white = rng.standard_normal((1000, 400))
+    white = rng.standard_normal((1700, 200))
     ar = np.zeros_like(white)
     for t in range(1, len(ar)):
         ar[t] = 0.8 * ar[t - 1] + np.sqrt(1 - 0.8**2) * white[t]
-    for noise in (white, ar):
-        found = alerts_of(feed(pipeline(base), noise))
-        alarms = [a for a in found if a[2] == ERROR_DRIFT]
-        assert len(alarms) <= 40, len(alarms)
+    assert [a for a in alerts_of(feed(pipeline(base), white)) if a[2] == ERROR_DRIFT] == []
+    learnt = [a for a in alerts_of(feed(pipeline(base), ar)) if a[2] == ERROR_DRIFT and a[0] >= 200]
+    assert len(learnt) <= 1500 * 200 / 10_000, len(learnt)
 
 
 def test_detector_state_survives_restore_so_an_alert_is_neither_lost_nor_repeated(
@@ -200,7 +199,7 @@ def test_input_drift_alerts_once_per_episode_and_recovers(tmp_path: Path) -> Non
     values[200:320, 11] = rng.uniform(2.0, 4.0, 120)
     pipe = Pipeline(
         MeanModel(path, input_threshold=0.3),
-        drift=DriftSettings(input_every=4, false_alarm_intervals=1e30),
+        drift=DriftSettings(input_every=4, threshold=1e9),
     )
     found = alerts_of(feed(pipe, values))
     assert [(key, kind, d) for _, key, kind, d in found] == [
@@ -278,14 +277,14 @@ def test_alert_records_follow_the_documented_schema(base: Path) -> None:
     doc = orjson.loads(value)
     assert key == b"k0"
     assert doc["schema"] == ALERT_SCHEMA and doc["kind"] == ERROR_DRIFT
-    assert doc["detector"] == "cusum" and doc["direction"] == "up"
+    assert doc["detector"] == "ewma" and doc["direction"] == "up"
     assert doc["statistic"] >= doc["threshold"] > 1.0
     assert doc["severity"] == "critical"  # recent residuals average >= 3 sd
     assert doc["model"] == "tiny" and doc["model_version"] == "1"
     assert doc["ts"].endswith("Z")
     summary = doc["summary"]
     recent = summary["recent_residuals"]
-    assert len(recent) == 8 and min(recent[-2:]) > 2.0  # the shift, newest last
+    assert len(recent) == 8 and np.mean(recent[-3:]) > 2.0  # the shift, newest last
     assert summary["window"] == 8 and summary["window_mean"] > 1.0
 
 

@@ -99,7 +99,7 @@ def test_decode_checks_the_kafka_key_and_ignores_unknown_fields() -> None:
 def test_alerts_read_what_the_detectors_write_and_refuse_bad_records() -> None:
     batch = AlertBatch(
         keys=["pump-1", "pump-2"], ts=np.array([1_790_000_000 // 3600 * 3600] * 2),
-        kind=["error_drift", "recovered"], detector=["cusum", "cusum"],
+        kind=["error_drift", "recovered"], detector=["ewma", "ewma"],
         statistic=np.array([13.25, 2.0]), threshold=np.array([12.0, 12.0]),
         direction=["up", "up"], severity=["critical", "info"], model="m", model_version="7",
         trigger_index=np.arange(2), recent=np.array([[0.5, 2.5], [np.nan, 0.25]], np.float32),
@@ -108,7 +108,7 @@ def test_alerts_read_what_the_detectors_write_and_refuse_bad_records() -> None:
     (key, value), (key2, value2) = encode_alerts(batch)
     alert = decode_alert(value, key)
     assert (alert.key, alert.kind, alert.detector, alert.severity) == (
-        "pump-1", "error_drift", "cusum", "critical",
+        "pump-1", "error_drift", "ewma", "critical",
     )  # fmt: skip
     assert (alert.statistic, alert.threshold, alert.ts_s) == (13.25, 12.0, 1_789_999_200)
     assert alert.summary["recent_residuals"] == [0.5, 2.5] and alert.summary["window"] == 48
