@@ -50,7 +50,9 @@ def origin_rows(
     else:
         rows = np.flatnonzero(emit & (parts.role == role))
     _, mask = actuals(series, rows, horizon)
-    target_role = parts.role[np.minimum(rows[:, None] + np.arange(1, horizon + 1), series.n_rows - 1)]
+    target_role = parts.role[
+        np.minimum(rows[:, None] + np.arange(1, horizon + 1), series.n_rows - 1)
+    ]
     keep = (mask & (target_role == role)).any(axis=1)
     return np.asarray(rows[keep], dtype=np.int64)
 
@@ -69,7 +71,9 @@ def score(
     """Metrics of each model's forecasts at ``rows`` on the targets of ``role``; for
     last-window, MASE and sMAPE are per-series means averaged over series."""
     actual, mask = actuals(series, rows, horizon)
-    target_role = parts.role[np.minimum(rows[:, None] + np.arange(1, horizon + 1), series.n_rows - 1)]
+    target_role = parts.role[
+        np.minimum(rows[:, None] + np.arange(1, horizon + 1), series.n_rows - 1)
+    ]
     mask &= target_role == role
     actual = np.where(mask, actual, np.nan)
     # the in-sample scale: the training rows (rolling, as the streaming backtest always
@@ -110,6 +114,7 @@ def backtest(
     series: SeriesSet,
     parts: Split,
     config: TrainConfig,
+    *,
     statistical: dict[str, npt.NDArray[np.float64]] | None = None,
 ) -> Backtest:
     """Replay through the exported step, then score the LSTM and the baselines on the

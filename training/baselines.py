@@ -120,7 +120,9 @@ def statistical(
             for i, k in enumerate(keys.tolist()):
                 sl = series.key_slice(k)
                 mine = np.flatnonzero(key_of[rows] == k)
-                fc[mine] = _key_forecasts(name, season, y_all, sl.start, rows[mine], horizon)
+                fc[mine] = _key_forecasts(
+                    name, season, y_all, sl.start, rows[mine], horizon=horizon
+                )
                 now = time.monotonic()
                 if now - last_note > PROGRESS_S:
                     say(f"baselines: {group} {name} {i + 1:,}/{len(keys):,} keys ({now - t0:.0f}s)")
@@ -143,7 +145,7 @@ def statistical(
 
 
 def _key_forecasts(
-    name: str, season: int, y_all: FloatArray, start: int, origins: IntArray, horizon: int
+    name: str, season: int, y_all: FloatArray, start: int, origins: IntArray, *, horizon: int
 ) -> FloatArray:
     """One key's forecasts from each of its ``origins`` (ascending rows): fitted at the
     first, filtered forward to the others; naive where the model cannot fit."""

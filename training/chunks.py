@@ -169,13 +169,11 @@ class TrainingData:
             mask=w.astype(np.float32),
         )
 
-    def batches(
-        self, chunks: list[Chunk], rng: np.random.Generator | None
-    ) -> list[list[Chunk]]:
+    def batches(self, chunks: list[Chunk], rng: np.random.Generator | None) -> list[list[Chunk]]:
         """Chunks grouped by length into batches (shuffled when ``rng`` is given)."""
         order = sorted(range(len(chunks)), key=lambda i: chunks[i].length)
         size = self.config.batch_size
         groups = [[chunks[i] for i in order[j : j + size]] for j in range(0, len(order), size)]
         if rng is not None:
-            rng.shuffle(groups)  # type: ignore[arg-type]
+            rng.shuffle(groups)
         return groups

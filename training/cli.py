@@ -166,12 +166,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--time-budget", type=_positive_float, help="training wall-clock seconds")
     g.add_argument("--seed", type=int)
     _add_protocol(g)
-    g.add_argument(
-        "--baselines",
-        type=_names,
-        help=f"baselines scored beside the LSTM, comma-separated from {','.join(BASELINES)} "
-        "(default all) or 'none'",
-    )
+    _add_baselines(g)
     g.add_argument(
         "--require-beat-baseline",
         action="store_true",
@@ -198,6 +193,21 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
         default=None,
         help="after the backtest, fine-tune on every row (test included) and export that "
         "model; the reported metrics stay those of the model before it",
+    )
+
+
+def _add_baselines(g: Any) -> None:
+    g.add_argument(
+        "--baselines",
+        type=_names,
+        help=f"baselines scored beside the LSTM, comma-separated from {','.join(BASELINES)} "
+        "(default all) or 'none'",
+    )
+    g.add_argument(
+        "--baseline-budget",
+        type=_positive_float,
+        help="wall-clock seconds the statistical baselines may take in all (default 360; "
+        "one projected to exceed it is skipped, and the report says so)",
     )
 
 
@@ -267,6 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(ev)
     ev.add_argument("--out", type=Path, help="output directory (default: next to the model)")
     _add_protocol(ev)
+    _add_baselines(ev)
     ev.add_argument(
         "--forecasts",
         default="forecasts.parquet",
@@ -336,6 +347,7 @@ _FLAG_FIELDS = {
     "seq_len": "seq_len",
     "learning_rate": "learning_rate",
     "time_budget": "time_budget_s",
+    "baseline_budget": "baseline_budget_s",
     "seed": "seed",
     "protocol": "protocol",
     "trading_days": "trading_days",
@@ -363,8 +375,6 @@ def config_from_args(args: argparse.Namespace, source: Any) -> TrainConfig:
         values["interval"] = args.interval
     if getattr(args, "holidays", None) is not None:
         values["holidays"] = args.holidays
-    if getattr(args, "baselines", None) is not None:
-        values["baselines"] = args.baselines
     if args.calendar is not None:
         values["calendar"] = () if args.calendar == ("none",) else args.calendar
     if args.baselines is not None:
@@ -413,9 +423,14 @@ def _evaluate(args: argparse.Namespace) -> None:
     if not args.model.is_file():
         raise ConfigError(f"--model {args.model}: no such file")
     out = args.out or args.model.parent / "evaluate"
+    overrides: dict[str, Any] = {}
+    if args.baselines is not None:
+        overrides["baselines"] = () if args.baselines == ("none",) else args.baselines
+    if args.baseline_budget is not None:
+        overrides["baseline_budget_s"] = args.baseline_budget
     evaluate_pipeline(
         args.model, _data_source(args), out, verbose=not args.quiet,
-        forecasts_file=args.forecasts, protocol=args.protocol,
+        forecasts_file=args.forecasts, protocol=args.protocol, overrides=overrides,
     )  # fmt: skip
     print(f"wrote {out / 'report.json'}, report.md, {args.forecasts}")
 

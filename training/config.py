@@ -114,6 +114,9 @@ class TrainConfig(BaseModel):
     interval_levels: tuple[float, ...] = (0.8, 0.95)
     #: the baselines scored beside the LSTM
     baselines: tuple[Baseline, ...] = BASELINES
+    #: wall-clock seconds the statistical baselines may take in all (validation included);
+    #: a baseline projected to exceed it is skipped with the reason
+    baseline_budget_s: float = 360.0
 
     @model_validator(mode="wrap")
     @classmethod
@@ -151,6 +154,8 @@ class TrainConfig(BaseModel):
             problems.append("burn_in must be >= 0, origin_stride and batch_size positive")
         if self.learning_rate <= 0 or self.time_budget_s <= 0 or self.epochs <= 0:
             problems.append("learning_rate, time_budget_s and epochs must be positive")
+        if self.baseline_budget_s <= 0:
+            problems.append("baseline_budget_s must be positive")
         return problems
 
     @property

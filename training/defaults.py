@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from streamcast.core.features import SCALE_FLOOR, LevelScale
+from streamcast.core.features import SCALE_FLOOR, ExtraScaling, LevelScale
 from streamcast.core.grid import Grid
 from training.config import TrainConfig
 from training.prep import Role, Split
@@ -39,14 +39,10 @@ def season_of(grid: Grid) -> tuple[int, str]:
     return 1, "1 (no natural season for this interval)"
 
 
-def choose(
-    config: TrainConfig, series: SeriesSet, parts: Split
-) -> tuple[TrainConfig, list[str]]:
+def choose(config: TrainConfig, series: SeriesSet, parts: Split) -> tuple[TrainConfig, list[str]]:
     """``config`` with every unset choice made from the data, and the reasons."""
     why: list[str] = []
-    fit_rows = np.bincount(
-        series.key_index()[parts.role != Role.TEST], minlength=len(series.keys)
-    )
+    fit_rows = np.bincount(series.key_index()[parts.role != Role.TEST], minlength=len(series.keys))
     fit_rows = fit_rows[fit_rows > 0] if (fit_rows > 0).any() else np.array([0])
     median = int(np.median(fit_rows))
     h = config.horizon
@@ -65,7 +61,9 @@ def choose(
     if window is None:
         if m > 1 and median >= 2 * m + 2 * h + 1:
             window = 2 * m
-            why.append(f"window {window} = 2 x season: the median key has >= 2 seasons + 2 horizons")
+            why.append(
+                f"window {window} = 2 x season: the median key has >= 2 seasons + 2 horizons"
+            )
         elif m > 1:
             window = m
             why.append(f"window {window} = the season: keys too short for two seasons")
@@ -109,11 +107,9 @@ def fit_kappa(series: SeriesSet, train: np.ndarray, scheme: LevelScale, window: 
     rows = row_inputs(series, unit_one, window, _no_extras(series))
     dev = np.abs(series.values[:, 0] - rows.level) / np.maximum(rows.scale, SCALE_FLOOR)
     use = train & series.observed & np.isfinite(dev)
-    return float(max(np.mean(dev[use]), 1e-4)) if use.any() else 1.0
+    return max(float(np.mean(dev[use])), 1e-4) if use.any() else 1.0
 
 
-def _no_extras(series: SeriesSet):  # type: ignore[no-untyped-def]
-    from streamcast.core.features import ExtraScaling  # noqa: PLC0415
-
+def _no_extras(series: SeriesSet) -> ExtraScaling:
     n = series.values.shape[1] - 1
     return ExtraScaling(loc=(0.0,) * n, scale=(1.0,) * n)

@@ -126,7 +126,7 @@ def row_inputs(
         ring[live, :-1] = ring[live, 1:]
         ring[live, -1] = y[rows]
         out_level[rows], out_scale[rows], lags[rows] = level[live], scale[live], ring[live]
-    x, unit = step_inputs(series.values, out_level, out_scale, lags, scheme, extra)
+    x, unit = step_inputs(series.values, out_level, out_scale, lags, scheme=scheme, extra=extra)
     return RowInputs(x, out_level, unit, out_scale)
 
 

@@ -124,7 +124,7 @@ class Trainer:
     def _train(self, *args: tf.Tensor) -> tf.Tensor:
         variables = [v.value for v in self.model.trainable_variables]
         with tf.GradientTape() as tape:
-            z = self._rollouts(*args[:4], training=True)
+            z = self._rollouts(args[0], args[1], args[2], args[3], training=True)
             total = tf.reduce_sum(tf.abs(z - args[4]) * args[5])
             count = tf.reduce_sum(args[6])
             loss = total / tf.maximum(count, 1.0)
@@ -133,11 +133,11 @@ class Trainer:
         return tf.stack([total, count])
 
     def _eval(self, *args: tf.Tensor) -> tf.Tensor:
-        z = self._rollouts(*args[:4], training=False)
+        z = self._rollouts(args[0], args[1], args[2], args[3], training=False)
         return tf.stack([tf.reduce_sum(tf.abs(z - args[4]) * args[5]), tf.reduce_sum(args[6])])
 
     def _predict(self, *args: tf.Tensor) -> tf.Tensor:
-        return self._rollouts(*args, training=False)
+        return self._rollouts(args[0], args[1], args[2], args[3], training=False)
 
     @staticmethod
     def _feeds(batch: Batch) -> tuple[npt.NDArray[Any], ...]:
@@ -228,7 +228,7 @@ def build_model(config: TrainConfig, scheme: LevelScale, spec: FeatureSpec) -> S
     )
 
 
-def train(
+def train(  # noqa: PLR0915, PLR0917 - the regime's steps in order; the history's parts
     series: SeriesSet,
     inputs: RowInputs,
     roles: npt.NDArray[np.int8],

@@ -198,7 +198,12 @@ def prepare(
     spelled = f"{grid.months}M" if grid.kind == "months" else format_interval(grid.seconds)
     chosen = chosen.updated(interval=spelled, holidays=grid.holidays)
     if chosen.interval != config.interval:
-        why.insert(1, f"interval {grid.describe()} (inferred from the data)" if config.interval is None else f"interval {grid.describe()}")
+        why.insert(
+            1,
+            f"interval {grid.describe()} (inferred from the data)"
+            if config.interval is None
+            else f"interval {grid.describe()}",
+        )
     lengths = np.diff(np.append(np.flatnonzero(series.reset), series.n_rows))
     if (lengths < window + 1).any():
         # segments the window never fills forecast nothing: drop and report them

@@ -1,7 +1,8 @@
 """The global stateful LSTM: weights in a Keras 3 model, the step maths in plain TensorFlow.
 
 The step semantics are fixed by :mod:`streamcast.core.artifact` (schema 2): the step input
-``x = [u, extras, r, lags]`` is in the key's unit ``K`` (:func:`streamcast.core.features.step_inputs`);
+``x = [u, extras, r, lags]`` is in the key's unit ``K``
+(:func:`streamcast.core.features.step_inputs`);
 the cell at ``t`` consumes ``concat(u, clip(v_L) for each seasonal lag L, extras,
 calendar(t+1))``, where ``v_L`` is the value one lag before the target; a linear head on
 the top layer's ``h`` *plus a linear skip from the cell input* (so naive and seasonal naive
@@ -190,7 +191,7 @@ class StepModel(keras.Model):  # type: ignore[misc]
         )
         return out[:, 0]
 
-    def rollout(
+    def rollout(  # noqa: PLR0917 - the graph's tensors in the order the step takes them
         self,
         h: tf.Tensor,
         c: tf.Tensor,

@@ -135,7 +135,9 @@ def lay_validation(
     val = fit & (position >= (n_fit - n_val)[key]) & (position < n_fit[key])
     role = np.where(val, Role.VAL, parts.role).astype(np.int8)
     val_first = series.offsets[:-1] + n_fit - n_val
-    return Split(role=role, val_start=_first_ts(series, val_first, n_val), test_start=parts.test_start)
+    return Split(
+        role=role, val_start=_first_ts(series, val_first, n_val), test_start=parts.test_start
+    )
 
 
 def fit_scaling(series: SeriesSet, train_mask: BoolArray) -> ExtraScaling:

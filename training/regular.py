@@ -350,10 +350,7 @@ def _support(codes: Ints, ts_ms: Ints, grid: Grid, *, coarser: bool) -> float:
     same = np.diff(codes) == 0
     index = grid.index(ts_ms // 1000)
     diff = np.diff(index)[same]
-    if coarser:
-        diff = diff[diff != 0]
-    else:
-        diff = diff[np.diff(ts_ms)[same] > 0]
+    diff = diff[diff != 0] if coarser else diff[np.diff(ts_ms)[same] > 0]
     return float(np.mean(diff == 1)) if len(diff) else 1.0
 
 

@@ -76,8 +76,14 @@ def tune(
         if config.window is None:
             config = config.updated(window=history.config.window_)
         result = train(
-            history.series, scaled.inputs, history.parts.role, scaled.spec, scaled.scheme,
-            config.updated(refit=False, lags=tuple(g for g in scaled.scheme.lags if g <= config.window_)),
+            history.series,
+            scaled.inputs,
+            history.parts.role,
+            scaled.spec,
+            scaled.scheme,
+            config.updated(
+                refit=False, lags=tuple(g for g in scaled.scheme.lags if g <= config.window_)
+            ),
             verbose=False,
         )
         if verbose:

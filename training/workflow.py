@@ -95,8 +95,6 @@ PARITY_ROWS = 32
 #: the export's parity tolerance (``training.export.PARITY_TOLERANCE``, which would
 #: import TensorFlow), as the evaluate report repeats it
 EXPORT_PARITY_TOLERANCE = 1e-5
-#: wall-clock seconds the statistical baselines may take in all (validation included)
-BASELINE_BUDGET_S = 360.0
 
 
 class BaselineLosesError(TrainingError):
@@ -123,7 +121,7 @@ class BaselineJob:
         self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
         self._future = self._pool.submit(
             baseline_models.statistical, series, groups, config.horizon, config.season_,
-            names, budget_s=BASELINE_BUDGET_S, log=_say if verbose else None,
+            names, budget_s=config.baseline_budget_s, log=_say if verbose else None,
         )  # fmt: skip
 
     def result(self) -> baseline_models.Run:
@@ -137,7 +135,7 @@ class BaselineJob:
         return self._run
 
 
-def fit_pipeline(
+def fit_pipeline(  # noqa: PLR0915 - the steps of the module docstring, in order
     source: DataSource,
     config: TrainConfig,
     out_dir: Path,
@@ -184,7 +182,7 @@ def fit_pipeline(
     timings.update({f"baseline {k}": v for k, v in stats.seconds.items()})
     if verbose:
         print("streaming backtest of the exported model and the baselines")
-    bt = backtest(sess, meta, series, parts, config, stats.forecasts)
+    bt = backtest(sess, meta, series, parts, config, statistical=stats.forecasts)
     timings.update(bt.timings)
     ranking = validation_ranking(bt.fc, series, parts, config, stats.forecasts)
     verdict = guard(ranking, config, verbose=verbose)
@@ -194,16 +192,17 @@ def fit_pipeline(
     )
     final = None
     if config.final_refit:
-        final = final_refit(result, meta, model_path, history, scaled, config, verbose=verbose)
+        final = final_refit(
+            result, meta, model_path, history=history, scaled=scaled, config=config,
+            verbose=verbose,
+        )  # fmt: skip
         sess, meta = load_session(model_path)
-        bt_final = backtest(sess, meta, series, parts, config, stats.forecasts)
+        bt_final = backtest(sess, meta, series, parts, config, statistical=stats.forecasts)
         final["in_sample_test_mase"] = bt_final.metrics["lstm"]["mase"]
         bt.fc = bt_final.fc  # the forecasts file is the exported (refit) model's
     start = time.monotonic()
     figures = [plots.loss_curve(result.history, result.best_epoch, out_dir / "loss.png").name]
-    figures += write_outputs(
-        out_dir, forecasts_file, series, bt, meta=meta, season=config.season_
-    )
+    figures += write_outputs(out_dir, forecasts_file, series, bt, meta=meta, season=config.season_)
     timings["write_outputs"] = time.monotonic() - start
     timings["total"] = time.monotonic() - started
     report = backtest_report(name, history, config, bt)
@@ -242,9 +241,8 @@ def guard(
     best = min(others, key=lambda k: others[k])
     lstm = float(ranking["lstm"]["mase"])
     loses = lstm > others[best]
-    message = (
-        f"validation MASE: lstm {lstm:.4f}, best baseline {best} {others[best]:.4f}"
-        + (" -- the LSTM LOSES to it" if loses else "")
+    message = f"validation MASE: lstm {lstm:.4f}, best baseline {best} {others[best]:.4f}" + (
+        " -- the LSTM LOSES to it" if loses else ""
     )
     out: dict[str, Any] = {
         "best_baseline": best,
@@ -270,10 +268,10 @@ def final_refit(
     result: FitResult,
     meta: ModelMeta,
     path: Path,
+    *,
     history: PreparedHistory,
     scaled: ScaledHistory,
     config: TrainConfig,
-    *,
     verbose: bool,
 ) -> dict[str, Any]:
     """Fine-tune on every row (test included) and export that model over ``path`` with the
@@ -308,12 +306,14 @@ def evaluate_pipeline(
     verbose: bool = True,
     forecasts_file: str = "forecasts.parquet",
     protocol: str | None = None,
+    overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Re-run the backtest of an exported model with ONNX Runtime only (``protocol``:
-    another protocol than the one it was trained under)."""
+    another protocol than the one it was trained under; ``overrides``: other baselines or
+    baseline budget)."""
     started = time.monotonic()
     sess, meta = open_model(model_path)
-    config = config_from_model(meta)
+    config = config_from_model(meta).updated(**(overrides or {}))
     if protocol is not None:
         config = config.updated(protocol=protocol)
     history = load_and_prepare(source, config)
@@ -322,13 +322,11 @@ def evaluate_pipeline(
     names = tuple(n for n in baseline_models.STATISTICAL if n in config.baselines)
     stats = baseline_models.statistical(
         series, groups, config.horizon, config.season_, names,
-        budget_s=BASELINE_BUDGET_S, log=_say if verbose else None,
+        budget_s=config.baseline_budget_s, log=_say if verbose else None,
     )  # fmt: skip
-    bt = backtest(sess, meta, series, parts, config, stats.forecasts)
+    bt = backtest(sess, meta, series, parts, config, statistical=stats.forecasts)
     out_dir.mkdir(parents=True, exist_ok=True)
-    figures = write_outputs(
-        out_dir, forecasts_file, series, bt, meta=meta, season=config.season_
-    )
+    figures = write_outputs(out_dir, forecasts_file, series, bt, meta=meta, season=config.season_)
     report = backtest_report(meta.name, history, config, bt)
     report["baselines"] = {"seconds": stats.seconds, "skipped": stats.skipped}
     report.update(quality_sections(history, bt, meta))

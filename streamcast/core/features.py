@@ -188,6 +188,7 @@ def step_inputs(
     level: FloatArray,
     scale: FloatArray,
     lag_values: FloatArray,
+    *,
     scheme: LevelScale,
     extra: ExtraScaling,
 ) -> tuple[Float32Array, FloatArray]:

@@ -72,7 +72,9 @@ class Grid:
     def calendar_months(cls, months: int, timezone: str = "UTC") -> Grid:
         """Calendar months (``months=1``) or quarters (``3``) starting in ``timezone``."""
         if months <= 0 or 12 % months:
-            raise ValueError(f"months per interval must divide 12 (1, 2, 3, 4, 6, 12), got {months}")
+            raise ValueError(
+                f"months per interval must divide 12 (1, 2, 3, 4, 6, 12), got {months}"
+            )
         return cls("months", MONTH_S * months, months, timezone)
 
     @classmethod
@@ -129,7 +131,8 @@ class Grid:
         """The start of the interval ``steps`` after the one starting at ``start_s``."""
         if self.kind == "fixed":
             return np.asarray(
-                np.asarray(start_s, dtype=np.int64) + np.asarray(steps, dtype=np.int64) * self.seconds,
+                np.asarray(start_s, dtype=np.int64)
+                + np.asarray(steps, dtype=np.int64) * self.seconds,
                 dtype=np.int64,
             )
         return self.start(self.index(start_s) + np.asarray(steps, dtype=np.int64))

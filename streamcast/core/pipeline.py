@@ -391,7 +391,7 @@ class Pipeline:
             l_new, s_new = scheme.update(l_prev, s_prev, steps.x[sel, 0])
             st.value_level[r_rows], st.value_scale[r_rows] = l_new, s_new
             x_sel, unit[sel] = step_inputs(
-                steps.x[sel], l_new, s_new, steps.lags[sel], scheme, self.extra_scaling
+                steps.x[sel], l_new, s_new, steps.lags[sel], scheme=scheme, extra=self.extra_scaling
             )
             x[sel], level[sel] = x_sel, l_new
             h = np.where(keep, st.h[r_rows], np.float32(0.0))

@@ -66,7 +66,7 @@ def _offline(
     sess, meta = load_session(model)
     series, _ = regularise(
         table, interval=meta.interval_s, max_gap=meta.gap.max_gap, min_length=meta.window + 1,
-        aggregation=meta.aggregation, duplicates="error",
+        aggregation=meta.aggregation, duplicates="error", min_support=0,
     )  # fmt: skip
     fc = stream_forecasts(sess, meta, series)
     out = {}

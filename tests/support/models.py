@@ -283,7 +283,7 @@ class RefForecast:
     values: F64
 
 
-def reference_forecasts(
+def reference_forecasts(  # noqa: PLR0915 - one key's service lifecycle, written out
     ref: TinyReference,
     key: str,
     intervals: list[tuple[int, F64]],
@@ -314,7 +314,7 @@ def reference_forecasts(
         last = np.full(m, np.nan)
         tail = held[-m:]
         last[m - len(tail) :] = tail
-        x, unit = step_inputs(row[None, :], lv, sc, last[None, :], scheme, extra)
+        x, unit = step_inputs(row[None, :], lv, sc, last[None, :], scheme=scheme, extra=extra)
         cal = None
         if spec.n_calendar:
             cal = calendar_features(target_times(np.array([ts]), iv, meta.horizon), spec)

@@ -12,14 +12,14 @@ import pandas as pd
 import pytest
 
 from streamcast.core.artifact import FeatureMeta, GraphNames, ModelMeta, ScalingMeta
-from streamcast.core.features import LevelScale, calendar_features, target_times
+from streamcast.core.features import FeatureSpec, LevelScale, calendar_features, target_times
 from streamcast.core.model import OnnxStepModel
 from tests.support.tiny import TINY_COLUMNS
 from training.config import TrainConfig
 from training.evaluate import emitting_rows, load_session, row_inputs, stream_forecasts
 from training.export import StepInputs, export_step, random_inputs, reference_step
-from training.history import DataSource
 from training.fit import build_model
+from training.history import DataSource
 from training.model import StepModel
 from training.series import SeriesSet
 from training.workflow import evaluate_pipeline
@@ -52,9 +52,7 @@ def _series() -> SeriesSet:
     )
 
 
-def _spec():  # type: ignore[no-untyped-def]
-    from streamcast.core.features import FeatureSpec
-
+def _spec() -> FeatureSpec:
     return FeatureSpec(interval_s=HOUR, calendar=("time_of_day",))
 
 

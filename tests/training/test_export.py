@@ -105,7 +105,8 @@ def test_trained_model_metadata_contract(tiny_model: Path) -> None:
     assert meta.features.timezone == "Australia/Melbourne"
     assert meta.aggregation == "last" and meta.gap.max_gap == 3
     sc = meta.scaling
-    assert (sc.scheme, sc.lags, sc.alpha) == ("level_scale", (24,), pytest.approx(1 / 24))
+    assert sc.scheme == "level_scale" and sc.lags == (24,)
+    assert sc.alpha == pytest.approx(1 / 24)
     assert 0.0 < sc.kappa < 10.0
     assert meta.schema_version == 2 and meta.grid.kind == "fixed"
     cal = meta.calibration

@@ -101,8 +101,8 @@ def test_losing_to_a_baseline_warns_and_can_be_an_error(
     assert "WARNING: validation MASE: lstm" in err and "LOSES to it" in err
     assert _report(tmp_path / "warn")["validation"]["lstm_loses"]
     assert _fit(data, tmp_path / "strict", *args, "--require-beat-baseline") == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("error: validation MASE: lstm") and "seasonal_naive" in err[-1]
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[-1].startswith("error: validation MASE: lstm") and "seasonal_naive" in lines[-1]
     assert (tmp_path / "strict" / "report.json").is_file()  # written before failing
 
 
