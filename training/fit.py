@@ -221,6 +221,15 @@ def fit_beta(
     return beta, report
 
 
+def _one_thread() -> None:
+    """One intra-op thread (a fair share of a shared machine); a TensorFlow context that is
+    already initialised keeps its setting (TensorFlow cannot change it any more)."""
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(1)
+    except RuntimeError:
+        pass
+
+
 def build_model(config: TrainConfig, scheme: LevelScale, spec: FeatureSpec) -> StepModel:
     """A fresh model for ``config`` (initialised from its seed)."""
     return StepModel.from_config_values(
@@ -240,7 +249,7 @@ def train(  # noqa: PLR0915, PLR0917 - the regime's steps in order; the history'
 ) -> FitResult:
     """Early stopping, shrinkage and the refit (module docstring)."""
     keras.utils.set_random_seed(config.seed)
-    tf.config.threading.set_intra_op_parallelism_threads(1)
+    _one_thread()
     started = time.monotonic()
     data = TrainingData(series, inputs, roles, spec, config)
     model = build_model(config, scheme, spec)

@@ -71,7 +71,7 @@ def test_gafa_on_trading_days_has_no_weekends_and_no_gaps() -> None:
     assert series.observed.all()
     assert 30 <= len(series.grid.holidays) <= 50  # ~9 NYSE holidays a year, 2014-2018
     days = pd.to_datetime(series.ts, unit="s", utc=True)
-    assert (days.dayofweek < 5).all() and (days.hour == 0).all()
+    assert (days.day_of_week < 5).all() and (days.hour == 0).all()
     assert "2014-12-25" in series.grid.holidays and "2014-12-24" not in series.grid.holidays
     with pytest.raises(ConfigError, match=r"1d matches only 7.% of the steps.*--trading-days"):
         regularise(df, interval="1d", max_gap=3)

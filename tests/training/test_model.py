@@ -3,6 +3,9 @@ origins, learning, the refit, the shrinkage guard, the time budget, reproducibil
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import tensorflow as tf
 
@@ -205,3 +208,26 @@ def test_the_rollout_advances_level_and_scale_like_the_service() -> None:
         z = lam + sig * ((z - lam) / sig)
         out.append(z)
     np.testing.assert_allclose(forecast.numpy()[0], out, atol=1e-6)
+
+
+def test_training_runs_in_a_process_where_tensorflow_already_ran() -> None:
+    """``train`` asks for one intra-op thread, which TensorFlow cannot change once its
+    context is initialised: a process that built a model first (the export tests, a
+    notebook) must still train (it raised RuntimeError)."""
+    code = (
+        "import tensorflow as tf; tf.constant(1.0) + 1.0\n"
+        "from tests.training.test_model import CONFIG, SCHEME, SPEC, _daily, _roles\n"
+        "from streamcast.core.features import ExtraScaling\n"
+        "from training.evaluate import row_inputs\n"
+        "from training.fit import train\n"
+        "s = _daily()\n"
+        "inputs = row_inputs(s, SCHEME, CONFIG.window_, ExtraScaling())\n"
+        "r = train(s, inputs, _roles(s), SPEC, SCHEME, CONFIG.updated(epochs=1, refit=False),"
+        " verbose=False)\n"
+        "print('epochs', len(r.history['loss']))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "epochs 1"
