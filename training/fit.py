@@ -23,6 +23,7 @@ backtest measured the model: ``fit --final-refit``.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -224,10 +225,8 @@ def fit_beta(
 def _one_thread() -> None:
     """One intra-op thread (a fair share of a shared machine); a TensorFlow context that is
     already initialised keeps its setting (TensorFlow cannot change it any more)."""
-    try:
+    with contextlib.suppress(RuntimeError):
         tf.config.threading.set_intra_op_parallelism_threads(1)
-    except RuntimeError:
-        pass
 
 
 def build_model(config: TrainConfig, scheme: LevelScale, spec: FeatureSpec) -> StepModel:
