@@ -3,6 +3,7 @@ forecasts (one fit per key, forward to later origins), within a budget."""
 
 from __future__ import annotations
 
+import time
 import warnings
 from typing import Any
 
@@ -121,7 +122,7 @@ def test_the_budget_is_projected_from_the_steady_rate_not_the_first_fit(
         return real(*args, **kwargs)
 
     monkeypatch.setattr(baselines, "_key_forecasts", timed)
-    monkeypatch.setattr(baselines.time, "monotonic", lambda: clock["now"])
+    monkeypatch.setattr(time, "monotonic", lambda: clock["now"])
     s = _seasonal(60, keys=30)
     rows = s.offsets[1:] - 7
     run = statistical(s, {"test": rows}, 6, 12, ("auto_theta",), budget_s=200.0)
