@@ -11,11 +11,13 @@ help:  ## list the targets
 
 install: $(STAMP)  ## create .venv and install streamcast with the train and dev extras
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements-baselines.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "streamcast needs Python 3.11+, found " + sys.version.split()[0])'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e ".[train,dev]"
+	@# statsforecast and fugue declare pandas<3 (the service pins 3.1.1): see the file
+	$(BIN)/pip install --quiet --no-deps -r requirements-baselines.txt
 	@touch $(STAMP)
 
 # Plugins are loaded by name (pyproject addopts), not by entry-point autoload: autoload

@@ -103,8 +103,6 @@ class Stream:
     test_len: dict[str, int]
     #: the model's pooled one-step residual standard deviation, in units of scale
     resid_ref: float
-    #: each key's value scale (its unit)
-    scale: dict[str, float]
 
 
 def load_stream(model_path: Path, data: str) -> Stream:
@@ -131,7 +129,6 @@ def load_stream(model_path: Path, data: str) -> Stream:
         test_start=starts,
         test_len=lens,
         resid_ref=sd,
-        scale={k: meta.scaling.known.get(k, (0.0, 1.0))[1] for k in series.keys},
     )
 
 
@@ -147,7 +144,9 @@ def shift_trials(
     at_start.restore(base.snapshot[1], 0.0, 0)
     st = at_start.store
     # the key's own one-step residual sd: its error baseline, in the key's units
-    sigma = {k: float(np.sqrt(st.base_v[st.rows[k]])) * stream.resid_ref * stream.scale[k]
+    # the key's unit where the test period starts (its level/scale follows the series)
+    unit = stream.model.meta.level_scale().unit(st.value_scale)
+    sigma = {k: float(np.sqrt(st.base_v[st.rows[k]])) * stream.resid_ref * unit[st.rows[k]]
              for k in stream.test_start}  # fmt: skip
     delays: list[int] = []
     exactly_one = recovered = trials = 0

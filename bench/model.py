@@ -76,14 +76,27 @@ def _generate(out: Path) -> None:
     import tensorflow as tf  # noqa: PLC0415
     import tf2onnx  # noqa: PLC0415
 
-    from streamcast.core.artifact import FeatureMeta, GapMeta, GraphNames, ModelMeta  # noqa: PLC0415
+    from streamcast.core.artifact import (  # noqa: PLC0415
+        FeatureMeta,
+        GapMeta,
+        GraphNames,
+        ModelMeta,
+        ScalingMeta,
+    )
+    from streamcast.core.features import LevelScale  # noqa: PLC0415
     from tests.support.models import normal_bands, normal_reference  # noqa: PLC0415
     from training.export import export_step  # noqa: PLC0415
     from training.model import StepModel  # noqa: PLC0415
 
     units, window, horizon = int(SHAPE["units"]), int(SHAPE["window"]), int(SHAPE["horizon"])  # type: ignore[call-overload]
     n_cal = 2 * len(SHAPE["calendar"])  # type: ignore[arg-type]
-    step = StepModel(n_inputs=1, n_calendar=n_cal, units=units, layers=1, dropout=0.0, seed=0)
+    # the per-key level/scale a pedestrian fit chooses: alpha ~ 1 / season, anchors a day
+    # and two days back
+    scheme = LevelScale(alpha=1 / 24, lags=(24, 48), kappa=1.0)
+    step = StepModel(
+        scheme=scheme, n_extras=0, n_calendar=n_cal, horizon=horizon, units=units, layers=1,
+        dropout=0.0, seed=0,
+    )  # fmt: skip
     meta = ModelMeta(
         name="bench-pedestrian-shape",
         version="1",
@@ -96,6 +109,7 @@ def _generate(out: Path) -> None:
         interval_s=int(SHAPE["interval_s"]),  # type: ignore[call-overload]
         features=FeatureMeta(calendar=tuple(SHAPE["calendar"]), timezone=str(SHAPE["timezone"])),  # type: ignore[arg-type]
         gap=GapMeta(max_gap=3),
+        scaling=ScalingMeta(alpha=scheme.alpha, lags=scheme.lags, kappa=scheme.kappa),
         calibration=normal_bands(tuple(SHAPE["levels"]), horizon),  # type: ignore[arg-type]
         drift=normal_reference(horizon),
     )

@@ -1,10 +1,15 @@
 """The streaming backtest: replay through the exported step, score every model, calibrate.
 
 :func:`backtest` replays a prepared history through the exported model (ONNX Runtime only,
-:mod:`training.evaluate`) and scores the LSTM and the baselines on the *same* test-period
-origins; :func:`calibrate` turns validation-period residuals into the prediction-interval
-calibration and error-drift reference stored in the model's metadata; :func:`coverage`
-measures the calibrated bands on the test period, as the service publishes them.
+:mod:`training.evaluate`) and scores the LSTM and the baselines on the *same* origins of
+the protocol (:func:`origin_rows`): ``rolling``, every emitted test-period origin (the
+streaming backtest, MASE over all scored entries); ``last-window``, one origin per key at
+the end of its fit part (the M3/Monash standard, MASE and sMAPE per series, averaged over
+series). :func:`validation_ranking` does the same on the validation origins for the
+guard of ``fit`` (an LSTM that loses to the best baseline); :func:`calibrate` turns
+validation-period residuals into the prediction-interval calibration and error-drift
+reference stored in the model's metadata; :func:`coverage` measures the calibrated bands on
+the test period, as the service publishes them.
 """
 
 from __future__ import annotations
@@ -21,10 +26,73 @@ import onnxruntime as ort
 from streamcast.core.artifact import CalibrationMeta, DriftMeta, ModelMeta
 from training import baselines, plots
 from training.config import TrainConfig
-from training.evaluate import StreamForecasts, actuals, stream_forecasts
+from training.evaluate import StreamForecasts, actuals, emitting_rows, stream_forecasts
 from training.metrics import error_metrics, seasonal_scale
 from training.prep import Role, Split
 from training.series import SeriesSet
+
+IntArray = npt.NDArray[np.int64]
+
+
+def origin_rows(
+    series: SeriesSet, parts: Split, *, window: int, horizon: int, protocol: str, role: int
+) -> IntArray:
+    """The origins the protocol scores for ``role`` rows (test or validation): rolling,
+    every emitted origin of the role with an observed target; last-window, per key the
+    row just before its first ``role`` row (if the key forecasts there)."""
+    emit = emitting_rows(series, window)
+    if protocol == "last-window":
+        is_role = parts.role == role
+        first = np.flatnonzero(is_role & ~np.concatenate([[False], is_role[:-1]]))
+        first = first[first > 0]
+        rows = first - 1
+        rows = rows[(series.key_index()[rows] == series.key_index()[first]) & emit[rows]]
+    else:
+        rows = np.flatnonzero(emit & (parts.role == role))
+    _, mask = actuals(series, rows, horizon)
+    target_role = parts.role[
+        np.minimum(rows[:, None] + np.arange(1, horizon + 1), series.n_rows - 1)
+    ]
+    keep = (mask & (target_role == role)).any(axis=1)
+    return np.asarray(rows[keep], dtype=np.int64)
+
+
+def score(
+    forecasts: dict[str, npt.NDArray[np.float64]],
+    series: SeriesSet,
+    parts: Split,
+    rows: IntArray,
+    *,
+    horizon: int,
+    season: int,
+    protocol: str,
+    role: int,
+) -> tuple[dict[str, dict[str, Any]], npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
+    """Metrics of each model's forecasts at ``rows`` on the targets of ``role``; for
+    last-window, MASE and sMAPE are per-series means averaged over series."""
+    actual, mask = actuals(series, rows, horizon)
+    target_role = parts.role[
+        np.minimum(rows[:, None] + np.arange(1, horizon + 1), series.n_rows - 1)
+    ]
+    mask &= target_role == role
+    actual = np.where(mask, actual, np.nan)
+    # the in-sample scale: the training rows (rolling, as the streaming backtest always
+    # had), the whole fit part (last-window: the competitions' in-sample period)
+    in_sample = parts.role != Role.TEST if protocol == "last-window" else parts.train
+    scale = seasonal_scale(series, in_sample, season)[series.key_index()[rows]]
+    metrics = {}
+    for name, f in forecasts.items():
+        m = error_metrics(f, actual, mask, scale)
+        if protocol == "last-window":
+            n = np.maximum(mask.sum(axis=1), 1)
+            err = np.abs(np.where(mask, f - actual, 0.0))
+            denom = np.abs(f) + np.abs(np.nan_to_num(actual))
+            with np.errstate(invalid="ignore", divide="ignore"):
+                sm = np.where(mask & (denom > 0), 200.0 * err / np.where(denom > 0, denom, 1), 0.0)
+            m["mase"] = float(np.mean(err.sum(axis=1) / n / scale))
+            m["smape"] = float(np.mean(sm.sum(axis=1) / n))
+        metrics[name] = m
+    return metrics, actual, mask
 
 
 @dataclass
@@ -46,34 +114,79 @@ def backtest(
     series: SeriesSet,
     parts: Split,
     config: TrainConfig,
+    *,
+    statistical: dict[str, npt.NDArray[np.float64]] | None = None,
 ) -> Backtest:
-    """Replay through the exported step, then score the LSTM and ``config.baselines`` on
-    the test origins."""
+    """Replay through the exported step, then score the LSTM and the baselines on the
+    protocol's test origins (``statistical``: the ``"test:<name>"`` forecasts of
+    :func:`training.baselines.statistical` at exactly these origins)."""
     timings: dict[str, float] = {}
     start = time.monotonic()
     fc = stream_forecasts(sess, meta, series)
     timings["stream_replay"] = time.monotonic() - start
-    test = np.flatnonzero(parts.role[fc.row] == Role.TEST)
-    rows = fc.row[test]
-    actual, mask = actuals(series, rows, meta.horizon)
-    keep = mask.any(axis=1)
-    test, rows, actual, mask = test[keep], rows[keep], actual[keep], mask[keep]
+    rows = test_origins(series, parts, config)
+    test = np.searchsorted(fc.row, rows)  # every origin is an emitting row
     forecasts = {"lstm": fc.forecast[test]}
     if "naive" in config.baselines:
         forecasts["naive"] = baselines.naive(series, rows, meta.horizon)
     if "seasonal_naive" in config.baselines:
         forecasts["seasonal_naive"] = baselines.seasonal_naive(
-            series, rows, meta.horizon, config.season
+            series, rows, meta.horizon, config.season_
         )
-    if "arima" in config.baselines:
-        start = time.monotonic()
-        forecasts["arima"] = baselines.arima(
-            series, parts.train, rows, meta.horizon, season=config.season
-        )
-        timings["arima"] = time.monotonic() - start
-    scale = seasonal_scale(series, parts.train, config.season)[series.key_index()[rows]]
-    metrics = {name: error_metrics(f, actual, mask, scale) for name, f in forecasts.items()}
+    for key, values in (statistical or {}).items():
+        group, name = key.split(":", 1)
+        if group == "test":
+            forecasts[name] = values
+    metrics, actual, mask = score(
+        forecasts, series, parts, rows, horizon=meta.horizon, season=config.season_,
+        protocol=config.protocol, role=Role.TEST,
+    )  # fmt: skip
     return Backtest(fc, test, actual, mask, forecasts, metrics, timings)
+
+
+def test_origins(series: SeriesSet, parts: Split, config: TrainConfig) -> IntArray:
+    """The protocol's test origins (:func:`origin_rows` for the test rows)."""
+    return origin_rows(
+        series, parts, window=config.window_, horizon=config.horizon,
+        protocol=config.protocol, role=Role.TEST,
+    )  # fmt: skip
+
+
+def validation_origins(series: SeriesSet, parts: Split, config: TrainConfig) -> IntArray:
+    """The protocol's validation origins (the guard's)."""
+    return origin_rows(
+        series, parts, window=config.window_, horizon=config.horizon,
+        protocol=config.protocol, role=Role.VAL,
+    )  # fmt: skip
+
+
+def validation_ranking(
+    fc: StreamForecasts,
+    series: SeriesSet,
+    parts: Split,
+    config: TrainConfig,
+    statistical: dict[str, npt.NDArray[np.float64]] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Validation metrics of the exported LSTM and every baseline on the validation
+    origins (the guard: does the LSTM beat the best baseline where it was selected?)."""
+    rows = validation_origins(series, parts, config)
+    if len(rows) == 0:
+        return {}
+    index = np.searchsorted(fc.row, rows)
+    forecasts = {
+        "lstm": fc.forecast[index],
+        "naive": baselines.naive(series, rows, config.horizon),
+        "seasonal_naive": baselines.seasonal_naive(series, rows, config.horizon, config.season_),
+    }
+    for key, values in (statistical or {}).items():
+        group, name = key.split(":", 1)
+        if group == "val":
+            forecasts[name] = values
+    metrics, _, _ = score(
+        forecasts, series, parts, rows, horizon=config.horizon, season=config.season_,
+        protocol=config.protocol, role=Role.VAL,
+    )  # fmt: skip
+    return metrics
 
 
 def calibrate(
@@ -161,8 +274,8 @@ def forecast_figures(
             )
             for i in picks
         ]
-        first = origins[0][0] - 2 * season * series.interval_s
-        last = origins[-1][0] + (bt.actual.shape[1] + 1) * series.interval_s
+        first = int(series.grid.shift(origins[0][0], -2 * max(season, 4)))
+        last = int(series.grid.shift(origins[-1][0], bt.actual.shape[1] + 1))
         sl = series.key_slice(int(k))
         sel = (series.ts[sl] >= first) & (series.ts[sl] <= last)
         safe = "".join(ch if ch.isalnum() else "_" for ch in series.keys[k])
@@ -172,7 +285,7 @@ def forecast_figures(
             series.ts[sl][sel],
             series.values[sl, 0][sel],
             origins,
-            interval_s=series.interval_s,
+            grid=series.grid,
             path=out_dir / name,
         )
         names.append(name)

@@ -1,12 +1,26 @@
 """Training sequences cut from a prepared history, as arrays (numpy only, no TensorFlow).
 
-A *chunk* is ``burn_in + seq_len`` consecutive rows of one key without a reset inside,
-followed by the ``horizon`` rows its last origins forecast. The LSTM consumes the first
-``burn_in + seq_len`` rows from zero state, as the service would; from every
-``origin_stride``-th position after the burn-in the horizon is rolled out and scored
-against the observed targets. :func:`build_chunks` cuts them all at once (vectorised)
-for the origins of one role (training or validation); :class:`ChunkCutter` holds what
-does not change between epochs, so each epoch only picks a new offset.
+The LSTM runs from zero state over each sequence, as the service runs a key from its
+reset; from every ``origin_stride``-th position the in-graph H-step rollout is scored:
+
+* a segment (reset to reset, rows usable for the role) of at most ``whole_max`` rows is
+  *one sequence from its first row*: the state starts exactly where the service's does,
+  and its origins start at position ``window - 1`` (the service's first forecast). Short
+  series are never refused: a key with a handful of targets still contributes, its
+  missing targets masked;
+* longer segments are cut into ``burn_in + seq_len`` steps (the burn-in defaults to the
+  window) at start offsets re-drawn every epoch, origins after the burn-in.
+
+Sequences of a batch are right-padded (padded origins weigh 0) and batched by length.
+Targets are masked outside the role, where not observed, and across a reset.
+
+Training origins are those at training rows with training targets. *Validation* origins
+are every origin whose first target is a validation row (laid at the validation start of
+each key, never on a grid from the series start), scored on validation targets only; the
+sequence may warm up on training rows, as the service's state would have.
+
+The loss weight of a target is ``K_t / q_key`` on ``|z - z_true|``: the absolute error in
+original units divided by the key's in-sample seasonal-naive MAE -- the MASE itself.
 """
 
 from __future__ import annotations
@@ -18,137 +32,148 @@ import numpy.typing as npt
 
 from streamcast.core.features import FeatureSpec, calendar_features
 from training.config import TrainConfig
-from training.errors import ConfigError
+from training.evaluate import RowInputs, actuals
+from training.metrics import seasonal_scale
 from training.prep import Role
 from training.series import SeriesSet
 
 #: the roles of :class:`training.prep.Role` as the plain ints the role arrays hold
 ROLE_TRAIN, ROLE_VAL, ROLE_TEST = int(Role.TRAIN), int(Role.VAL), int(Role.TEST)
 
-
-@dataclass(frozen=True)
-class Chunks:
-    """Training sequences and their rollout targets, all as arrays.
-
-    ``inputs`` ``[B, P, F]`` are the cell inputs (x then next calendar) of the consumed
-    positions; origins sit at ``burn_in + origin_stride * o``. ``targets``/``weights``
-    ``[B, O, H]``, ``calendar`` ``[B, O, H, C]`` (target rows), ``extras`` ``[B, O, E]``.
-    """
-
-    inputs: npt.NDArray[np.float32]
-    calendar: npt.NDArray[np.float32]
-    extras: npt.NDArray[np.float32]
-    targets: npt.NDArray[np.float32]
-    weights: npt.NDArray[np.float32]
-
-    def __len__(self) -> int:
-        return len(self.inputs)
-
-    def take(self, idx: npt.NDArray[np.int64]) -> Chunks:
-        """The chunks at ``idx``."""
-        return Chunks(
-            self.inputs[idx],
-            self.calendar[idx],
-            self.extras[idx],
-            self.targets[idx],
-            self.weights[idx],
-        )
-
-
-def next_calendar(series: SeriesSet, spec: FeatureSpec) -> npt.NDArray[np.float32]:
-    """``[N, C]`` calendar features of the interval after each row (the cell's target)."""
-    return calendar_features(series.ts + series.interval_s, spec)
-
-
-def contiguous_segments(
-    series: SeriesSet, mask: npt.NDArray[np.bool_]
-) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-    """``(starts, ends)`` of maximal runs of ``mask`` rows with no reset inside."""
-    edge = series.reset | np.concatenate([[True], mask[1:] != mask[:-1]])
-    starts = np.flatnonzero(edge)
-    ends = np.append(starts[1:], series.n_rows)
-    keep = mask[starts]
-    return starts[keep].astype(np.int64), ends[keep].astype(np.int64)
-
-
-def build_chunks(
-    series: SeriesSet,
-    scaled: npt.NDArray[np.float32],
-    next_cal: npt.NDArray[np.float32],
-    roles: npt.NDArray[np.int8],
-    config: TrainConfig,
-    *,
-    target_role: int,
-    offset: int,
-) -> Chunks:
-    """Cut chunks (vectorised) whose origins lie in ``target_role`` rows.
-
-    Chunks are taken from runs of rows with role <= ``target_role`` so a validation chunk
-    may warm its state up on training rows, as the service's state would have.
-    """
-    h = config.horizon
-    consumed = config.warmup_steps + config.seq_len
-    length = consumed + h
-    starts_seg, ends_seg = contiguous_segments(series, roles <= target_role)
-    starts_list = []
-    for s, e in zip(starts_seg, ends_seg, strict=True):
-        first = s + (offset % config.seq_len if e - s > length + config.seq_len else 0)
-        starts_list.append(np.arange(first, e - length + 1, config.seq_len))
-    starts = np.concatenate(starts_list) if starts_list else np.zeros(0, dtype=np.int64)
-    positions = starts[:, None] + np.arange(length)[None, :]
-    origins = config.warmup_steps + np.arange(0, config.seq_len, config.origin_stride)
-    origin_rows = positions[:, origins]  # [B, O]
-    target_rows = origin_rows[:, :, None] + np.arange(1, h + 1)[None, None, :]
-    cal_rows = origin_rows[:, :, None] + np.arange(h)[None, None, :]
-    inputs = np.concatenate(
-        [scaled[positions[:, :consumed]], next_cal[positions[:, :consumed]]], -1
-    )
-    weights = (
-        series.observed[target_rows]
-        & (roles[target_rows] == target_role)
-        & (roles[origin_rows] == target_role)[:, :, None]
-    )
-    useful = weights.any(axis=(1, 2))
-    chunks = Chunks(
-        inputs=inputs.astype(np.float32),
-        calendar=next_cal[cal_rows].astype(np.float32),
-        extras=scaled[origin_rows][:, :, 1:].astype(np.float32),
-        targets=scaled[target_rows][..., 0].astype(np.float32),
-        weights=weights.astype(np.float32),
-    )
-    return chunks.take(np.flatnonzero(useful))
+F32 = npt.NDArray[np.float32]
+I64 = npt.NDArray[np.int64]
 
 
 @dataclass(frozen=True)
-class ChunkCutter:
-    """Cuts training or validation chunks of one prepared history (see :func:`build_chunks`)."""
+class Chunk:
+    """One sequence: its first row, its length, and its scored origins."""
 
-    series: SeriesSet
-    scaled: npt.NDArray[np.float32]
-    next_cal: npt.NDArray[np.float32]
-    roles: npt.NDArray[np.int8]
-    config: TrainConfig
+    first: int
+    length: int
+    #: positions (in the sequence) of its origins, their rows, their target weights [O, H]
+    pos: I64
+    rows: I64
+    weight: npt.NDArray[np.bool_]
 
-    def cut(self, target_role: int, offset: int) -> Chunks:
-        """Chunks whose origins lie in ``target_role`` rows, starting ``offset`` rows in."""
-        return build_chunks(
-            self.series,
-            self.scaled,
-            self.next_cal,
-            self.roles,
-            self.config,
-            target_role=target_role,
-            offset=offset,
+
+@dataclass(frozen=True)
+class Batch:
+    """Padded arrays of a few chunks, what one train step reads."""
+
+    seq_x: F32  #: [B, T, width] step inputs of the consumed rows
+    seq_cal: F32  #: [B, T, C] calendar of the interval after each row
+    pos: npt.NDArray[np.int32]  #: [B, O] origin positions
+    cal: F32  #: [B, O, H, C] calendar rows of the targets
+    target: F32  #: [B, O, H] targets in the origin's units
+    weight: F32  #: [B, O, H] loss weights K / q (0: not scored)
+    mask: F32  #: [B, O, H] 1 where scored
+
+    @property
+    def n_scored(self) -> int:
+        return int(self.mask.sum())
+
+
+class TrainingData:
+    """Everything the chunks are cut from, computed once per history."""
+
+    def __init__(
+        self,
+        series: SeriesSet,
+        inputs: RowInputs,
+        roles: npt.NDArray[np.int8],
+        spec: FeatureSpec,
+        config: TrainConfig,
+    ) -> None:
+        self.series, self.inputs, self.config = series, inputs, config
+        h = config.horizon
+        self.cal_next = calendar_features(series.grid.shift(series.ts, 1), spec)
+        self.cal_h = (
+            calendar_features(series.grid.targets(series.ts, h), spec)
+            if spec.n_calendar
+            else np.zeros((series.n_rows, h, 0), dtype=np.float32)
+        )
+        rows = np.arange(series.n_rows)
+        actual, self.valid = actuals(series, rows, h)
+        self.target = np.where(
+            self.valid, (actual - inputs.level[:, None]) / inputs.unit[:, None], 0.0
+        ).astype(np.float32)
+        q = seasonal_scale(series, roles == ROLE_TRAIN, config.season_)
+        self.q = q[series.key_index()]
+        self.set_roles(roles)
+
+    def set_roles(self, roles: npt.NDArray[np.int8]) -> None:
+        """Use ``roles`` (e.g. validation rows turned training rows for the refit)."""
+        self.roles = roles
+        n, h = self.series.n_rows, self.config.horizon
+        idx = np.minimum(np.arange(n)[:, None] + np.arange(1, h + 1)[None, :], max(n - 1, 0))
+        self.target_role = roles[idx]
+
+    def chunks(self, target_role: int, offset: int) -> list[Chunk]:
+        """The sequences whose origins score ``target_role`` targets (module docstring)."""
+        cfg, series = self.config, self.series
+        window = cfg.window_
+        burn = cfg.warmup_steps
+        stride = cfg.origin_stride or 1
+        usable = self.roles <= target_role
+        edge = series.reset | np.concatenate([[True], usable[1:] != usable[:-1]])
+        starts = np.flatnonzero(edge)
+        ends = np.append(starts[1:], series.n_rows)
+        out: list[Chunk] = []
+        for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
+            if not usable[s]:
+                continue
+            n = e - s
+            if n <= cfg.whole_max:
+                pieces = [(s, n, window - 1 if series.reset[s] else burn)]
+            else:
+                first = s + offset % cfg.seq_len
+                pieces = [
+                    (c0, min(burn + cfg.seq_len, e - c0), burn)
+                    for c0 in range(first, e - burn - 1, cfg.seq_len)
+                ]
+            for c0, length, p0 in pieces:
+                pos = np.arange(p0 + (offset % stride), length, stride)
+                rows = c0 + pos
+                if target_role == ROLE_TRAIN:
+                    ok = self.roles[rows] == ROLE_TRAIN
+                else:
+                    ok = self.target_role[rows, 0] == target_role
+                w = self.valid[rows] & (self.target_role[rows] == target_role)
+                keep = ok & w.any(axis=1)
+                if keep.any():
+                    pos, rows = pos[keep], rows[keep]
+                    out.append(Chunk(c0, int(pos[-1]) + 1, pos, rows, w[keep]))
+        return out
+
+    def batch(self, chunks: list[Chunk]) -> Batch:
+        """The chunks padded into one batch."""
+        t = max(c.length for c in chunks)
+        o = max(len(c.pos) for c in chunks)
+        b, h, n = len(chunks), self.config.horizon, self.series.n_rows
+        seq_rows = np.stack([np.minimum(c.first + np.arange(t), n - 1) for c in chunks])
+        pos = np.zeros((b, o), dtype=np.int32)
+        orow = np.zeros((b, o), dtype=np.int64)
+        w = np.zeros((b, o, h), dtype=bool)
+        for i, c in enumerate(chunks):
+            m = len(c.pos)
+            pos[i, :m], orow[i, :m], w[i, :m] = c.pos, c.rows, c.weight
+        inputs = self.inputs
+        weight = np.where(w, (inputs.unit[orow] / self.q[orow])[..., None], 0.0)
+        return Batch(
+            seq_x=inputs.x[seq_rows],
+            seq_cal=self.cal_next[seq_rows],
+            pos=pos,
+            cal=self.cal_h[orow].astype(np.float32),
+            target=self.target[orow],
+            weight=weight.astype(np.float32),
+            mask=w.astype(np.float32),
         )
 
-    def check_trainable(self) -> None:
-        """Raise ConfigError when no training chunk fits in any key's training period."""
-        if len(self.cut(ROLE_TRAIN, 0)) == 0:
-            config = self.config
-            length = config.warmup_steps + config.seq_len + config.horizon
-            raise ConfigError(
-                f"no training sequence of {length} intervals (burn_in {config.warmup_steps} + "
-                f"seq_len {config.seq_len} + horizon {config.horizon}) fits in any key's "
-                "training period without a long gap; use more data or smaller "
-                "--seq-len/--window/--horizon"
-            )
+    def batches(self, chunks: list[Chunk], rng: np.random.Generator | None) -> list[list[Chunk]]:
+        """Chunks grouped by length into batches (shuffled when ``rng`` is given)."""
+        order = sorted(range(len(chunks)), key=lambda i: chunks[i].length)
+        size = self.config.batch_size
+        groups = [[chunks[i] for i in order[j : j + size]] for j in range(0, len(order), size)]
+        if rng is not None:
+            rng.shuffle(groups)
+        return groups

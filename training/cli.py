@@ -15,7 +15,7 @@ from typing import Any
 
 from streamcast.core.features import CALENDAR_NAMES
 from streamcast.core.intervals import AGGREGATIONS
-from training.config import TrainConfig
+from training.config import BASELINES, PROTOCOLS, TrainConfig
 from training.errors import ConfigError, TrainingError
 
 EXIT_USAGE = 2
@@ -27,9 +27,13 @@ FIT_EXAMPLES = """examples:
       --calendar time_of_day,day_of_week --timezone Australia/Melbourne --out models/sensors
   streamcast-train fit --data dataset:vic_elec --features Temperature --out models/vic
   streamcast-train fit --data dataset:taylor --config best.json --out models/taylor
+  streamcast-train fit --data dataset:m3_monthly --interval 1M --horizon 18 --season 12 \\
+      --protocol last-window --out models/m3
+  streamcast-train fit --data prices.csv --key-col symbol --time-col date --value-col close \\
+      --trading-days --horizon 5 --require-beat-baseline --final-refit --out models/prices
   streamcast history export --since 2026-11-01T00:00:00Z --out history.parquet
-  streamcast-train fit --data history.parquet --key-col key --time-col ts --value-col value \
-      --interval 1h --duplicates first --out models/retrained --publish-to /models
+  streamcast-train fit --data history.parquet --key-col key --time-col ts --value-col value \\
+      --duplicates first --out models/retrained --publish-to /models
 """
 EVALUATE_EXAMPLES = """examples:
   streamcast-train evaluate --model models/pedestrian/model.onnx --data dataset:pedestrian
@@ -121,7 +125,23 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
         "model and training (defaults: built-in dataset presets, then TrainConfig)"
     )
     g.add_argument("--config", type=Path, help="JSON/TOML TrainConfig (e.g. from 'tune')")
-    g.add_argument("--interval", help="interval of the grid, e.g. 1h, 30min, 1d")
+    g.add_argument(
+        "--interval",
+        help="interval of the grid: 5min (or 5m), 1h, 1d; calendar months 1M (1mo, 1month) "
+        "and quarters 1Q (3M). Default: inferred from the data",
+    )
+    g.add_argument(
+        "--trading-days",
+        action="store_true",
+        default=None,
+        help="daily intervals on trading days only (weekends and holidays are not gaps)",
+    )
+    g.add_argument(
+        "--holidays",
+        type=_names,
+        help="with --trading-days: comma-separated ISO dates that are not trading days "
+        "(default: the weekdays on which no key has a value)",
+    )
     g.add_argument("--window", type=_positive_int, help="warm-up length in intervals")
     g.add_argument("--horizon", type=_positive_int, help="forecast steps")
     g.add_argument(
@@ -145,11 +165,59 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--learning-rate", type=_positive_float)
     g.add_argument("--time-budget", type=_positive_float, help="training wall-clock seconds")
     g.add_argument("--seed", type=int)
+    _add_protocol(g)
+    _add_baselines(g)
+    g.add_argument(
+        "--require-beat-baseline",
+        action="store_true",
+        default=None,
+        help="fail (exit 2) when the LSTM loses to the best baseline on validation",
+    )
+    g.add_argument(
+        "--no-refit",
+        dest="refit",
+        action="store_false",
+        default=None,
+        help="no fine-tune on training + validation rows after early stopping",
+    )
+    g.add_argument(
+        "--no-shrinkage",
+        dest="shrinkage",
+        action="store_false",
+        default=None,
+        help="no validation-chosen shrinkage toward naive (nor its significance guard)",
+    )
+    g.add_argument(
+        "--final-refit",
+        action="store_true",
+        default=None,
+        help="after the backtest, fine-tune on every row (test included) and export that "
+        "model; the reported metrics stay those of the model before it",
+    )
+
+
+def _add_baselines(g: Any) -> None:
     g.add_argument(
         "--baselines",
         type=_names,
-        help="baselines scored beside the LSTM, comma-separated from naive,seasonal_naive,"
-        "arima (default all; ARIMA fits one model per key) or 'none'",
+        help=f"baselines scored beside the LSTM, comma-separated from {','.join(BASELINES)} "
+        "(default all) or 'none'",
+    )
+    g.add_argument(
+        "--baseline-budget",
+        type=_positive_float,
+        help="wall-clock seconds the statistical baselines may take in all (default 360; "
+        "one projected to exceed it is skipped, and the report says so)",
+    )
+
+
+def _add_protocol(g: Any) -> None:
+    g.add_argument(
+        "--protocol",
+        choices=PROTOCOLS,
+        help="rolling: the streaming backtest over the test period (default); last-window: "
+        "one forecast from the end of each key's fit part, the last horizon rows as test "
+        "(the M3/Monash standard)",
     )
 
 
@@ -208,6 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--model", type=Path, required=True, help="model.onnx from fit")
     _add_data_args(ev)
     ev.add_argument("--out", type=Path, help="output directory (default: next to the model)")
+    _add_protocol(ev)
+    _add_baselines(ev)
     ev.add_argument(
         "--forecasts",
         default="forecasts.parquet",
@@ -277,14 +347,21 @@ _FLAG_FIELDS = {
     "seq_len": "seq_len",
     "learning_rate": "learning_rate",
     "time_budget": "time_budget_s",
+    "baseline_budget": "baseline_budget_s",
     "seed": "seed",
+    "protocol": "protocol",
+    "trading_days": "trading_days",
+    "require_beat_baseline": "require_beat_baseline",
+    "final_refit": "final_refit",
+    "refit": "refit",
+    "shrinkage": "shrinkage",
 }
 
 
 def config_from_args(args: argparse.Namespace, source: Any) -> TrainConfig:
     """Defaults < dataset presets < --config file < explicit flags."""
     from training.history import dataset_defaults  # noqa: PLC0415
-    from training.timetext import parse_interval  # noqa: PLC0415
+    from training.timetext import parse_grid  # noqa: PLC0415
 
     values: dict[str, Any] = dict(dataset_defaults(source))
     if args.config is not None:
@@ -294,7 +371,10 @@ def config_from_args(args: argparse.Namespace, source: Any) -> TrainConfig:
         if value is not None:
             values[field_name] = value
     if args.interval is not None:
-        values["interval_s"] = parse_interval(args.interval)
+        parse_grid(args.interval)  # a spelling it cannot read is a one-line error now
+        values["interval"] = args.interval
+    if getattr(args, "holidays", None) is not None:
+        values["holidays"] = args.holidays
     if args.calendar is not None:
         values["calendar"] = () if args.calendar == ("none",) else args.calendar
     if args.baselines is not None:
@@ -343,9 +423,15 @@ def _evaluate(args: argparse.Namespace) -> None:
     if not args.model.is_file():
         raise ConfigError(f"--model {args.model}: no such file")
     out = args.out or args.model.parent / "evaluate"
+    overrides: dict[str, Any] = {}
+    if args.baselines is not None:
+        overrides["baselines"] = () if args.baselines == ("none",) else args.baselines
+    if args.baseline_budget is not None:
+        overrides["baseline_budget_s"] = args.baseline_budget
     evaluate_pipeline(
-        args.model, _data_source(args), out, verbose=not args.quiet, forecasts_file=args.forecasts
-    )
+        args.model, _data_source(args), out, verbose=not args.quiet,
+        forecasts_file=args.forecasts, protocol=args.protocol, overrides=overrides,
+    )  # fmt: skip
     print(f"wrote {out / 'report.json'}, report.md, {args.forecasts}")
 
 
@@ -382,7 +468,7 @@ def _datasets(args: argparse.Namespace) -> None:
     if args.action == "list":
         for info in DATASETS.values():
             print(
-                f"{info.name:<11} {info.interval:<6} season {info.season:<3} "
+                f"{info.name:<15} {info.interval:<6} season {info.season:<3} "
                 f"{info.timezone:<20} {info.description}"
             )
         return

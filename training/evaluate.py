@@ -4,8 +4,9 @@ This replays a :class:`~training.series.SeriesSet` through the exported step exa
 service runs it (the key lifecycle in :mod:`streamcast.core.artifact`):
 
 - each key's state is zero at its first row and after every reset (a long gap);
-- a key seen in training is scaled with its training statistics, a key the model never
-  saw with the statistics of the first ``window`` intervals after each reset;
+- each key's level and scale are set from the first ``window`` intervals after each reset
+  and updated at every row (:func:`row_inputs`, the service's
+  :class:`~streamcast.core.features.LevelScale` recurrence run over all keys at once);
 - every row is stepped in time order, one ONNX Runtime call per time index over all keys
   that have a row at that index (never one call per key);
 - a forecast is emitted for an *observed* row whose position since the reset is at least
@@ -29,12 +30,13 @@ import pandas as pd
 
 from streamcast.core.artifact import ModelMeta
 from streamcast.core.features import (
+    ExtraScaling,
+    Float32Array,
     FloatArray,
     IntArray,
+    LevelScale,
     calendar_features,
-    fit_location_scale,
-    scale_inputs,
-    target_times,
+    step_inputs,
     unscale_forecast,
 )
 from streamcast.core.model import open_session
@@ -52,9 +54,10 @@ class StreamForecasts:
     row: IntArray
     key: IntArray
     origin_ts: IntArray
-    #: ``[F, H]`` original units and the scaled values the graph produced
+    #: ``[F, H]`` original units and the values in units the graph produced
     forecast: FloatArray
     scaled: npt.NDArray[np.float32]
+    #: the origin's level ``l`` and unit ``K``: ``forecast = loc + scale * scaled``
     loc: FloatArray
     scale: FloatArray
     #: ONNX Runtime calls made (one per time index)
@@ -80,26 +83,51 @@ def position_since_reset(series: SeriesSet) -> IntArray:
     return np.asarray(np.arange(series.n_rows) - starts[seg], dtype=np.int64)
 
 
-def row_scaling(series: SeriesSet, meta: ModelMeta) -> tuple[FloatArray, FloatArray]:
-    """``(loc, scale)`` per row: training stats for known keys, warm-up window otherwise."""
-    loc_k, scale_k, found = meta.value_scaling().lookup(list(series.keys))
-    key_of = series.key_index()
-    loc = loc_k[key_of].copy()
-    scale = scale_k[key_of].copy()
-    unseen = ~found[key_of]
-    if unseen.any():
-        starts = np.flatnonzero(series.reset)
-        seg = segment_ids(series)
-        ends = np.append(starts[1:], series.n_rows)
-        idx = starts[:, None] + np.arange(meta.window)[None, :]
-        inside = idx < ends[:, None]
-        window_values = np.where(
-            inside, series.values[np.minimum(idx, series.n_rows - 1), 0], np.nan
-        )
-        seg_loc, seg_scale = fit_location_scale(window_values, axis=-1)
-        loc[unseen] = seg_loc[seg[unseen]]
-        scale[unseen] = seg_scale[seg[unseen]]
-    return loc, scale
+@dataclass(frozen=True)
+class RowInputs:
+    """Per row of a :class:`SeriesSet`: the step input the service feeds the graph there,
+    and the key's level and unit after the row."""
+
+    x: Float32Array
+    level: FloatArray
+    unit: FloatArray
+    #: the key's scale ``s`` after the row (``unit = kappa * max(s, floor)``)
+    scale: FloatArray
+
+
+def row_inputs(
+    series: SeriesSet, scheme: LevelScale, window: int, extra: ExtraScaling
+) -> RowInputs:
+    """Replay every key's level and scale over its rows, as the service does (one vector
+    operation per position since the reset, all segments at once), and build each row's
+    step input with :func:`~streamcast.core.features.step_inputs`.
+
+    A segment (reset to reset) sets them from its first ``window`` rows
+    (:meth:`LevelScale.init`), as the service does when its window fills, and updates them
+    at every row from the first on.
+    """
+    n = series.n_rows
+    y = series.values[:, 0]
+    starts = np.flatnonzero(series.reset)
+    lengths = np.diff(np.append(starts, n))
+    take = np.arange(window)
+    inside = take[None, :] < lengths[:, None]
+    first = np.where(inside, y[np.minimum(starts[:, None] + take[None, :], max(n - 1, 0))], np.nan)
+    level, scale = scheme.init(first)
+    m = scheme.max_lag
+    out_level = np.empty(n)
+    out_scale = np.empty(n)
+    lags = np.empty((n, m))
+    ring = np.full((len(starts), m), np.nan)
+    for pos in range(int(lengths.max(initial=0))):
+        live = np.flatnonzero(lengths > pos)
+        rows = starts[live] + pos
+        level[live], scale[live] = scheme.update(level[live], scale[live], y[rows])
+        ring[live, :-1] = ring[live, 1:]
+        ring[live, -1] = y[rows]
+        out_level[rows], out_scale[rows], lags[rows] = level[live], scale[live], ring[live]
+    x, unit = step_inputs(series.values, out_level, out_scale, lags, scheme=scheme, extra=extra)
+    return RowInputs(x, out_level, unit, out_scale)
 
 
 def emitting_rows(series: SeriesSet, window: int) -> BoolArray:
@@ -112,10 +140,11 @@ def emitting_rows(series: SeriesSet, window: int) -> BoolArray:
 
 
 def check_compatible(series: SeriesSet, meta: ModelMeta) -> None:
-    """ConfigError unless ``series`` has the model's interval and extra features."""
-    if series.interval_s != meta.interval_s:
+    """ConfigError unless ``series`` has the model's interval grid and extra features."""
+    if series.grid != meta.time_grid():
         raise ConfigError(
-            f"data interval {series.interval_s}s differs from the model's {meta.interval_s}s"
+            f"data interval {series.grid.describe()} differs from the model's "
+            f"{meta.time_grid().describe()}"
         )
     if tuple(series.extra_names) != tuple(meta.features.extra_names):
         raise ConfigError(
@@ -131,8 +160,8 @@ def stream_forecasts(
     check_compatible(series, meta)
     spec = meta.feature_spec()
     names = meta.graph
-    loc, scale = row_scaling(series, meta)
-    x_all = scale_inputs(series.values, loc, scale, meta.extra_scaling())
+    inputs = row_inputs(series, meta.level_scale(), meta.window, meta.extra_scaling())
+    x_all, loc, scale = inputs.x, inputs.level, inputs.unit
     key_of = series.key_index()
     emit = emitting_rows(series, meta.window)
     n_keys = len(series.keys)
@@ -142,7 +171,7 @@ def stream_forecasts(
     calendar = None
     if names.calendar is not None and spec.n_calendar:
         # one vectorised pass (time-zone conversion included) instead of one per call
-        calendar = calendar_features(target_times(series.ts, meta.interval_s, meta.horizon), spec)
+        calendar = calendar_features(meta.time_grid().targets(series.ts, meta.horizon), spec)
     order = np.lexsort((key_of, series.ts))
     ts_sorted = series.ts[order]
     bounds = np.flatnonzero(np.diff(ts_sorted)) + 1
@@ -184,7 +213,7 @@ def actuals(series: SeriesSet, rows: IntArray, horizon: int) -> tuple[FloatArray
     inside = idx < series.n_rows
     safe = np.minimum(idx, series.n_rows - 1)
     key_of = series.key_index()
-    want_ts = target_times(series.ts[rows], series.interval_s, horizon)
+    want_ts = series.grid.targets(series.ts[rows], horizon)
     valid = (
         inside
         & (key_of[safe] == key_of[rows][:, None])
@@ -199,7 +228,7 @@ def forecasts_frame(series: SeriesSet, fc: StreamForecasts, horizon: int) -> pd.
     """The long per-interval forecasts table (one row per origin and step)."""
     steps = np.tile(np.arange(1, horizon + 1), len(fc.row))
     origin = np.repeat(fc.origin_ts, horizon)
-    target = origin + steps * series.interval_s
+    target = series.grid.targets(fc.origin_ts, horizon).ravel()
 
     def iso(seconds: IntArray) -> pd.Series:
         return pd.Series(pd.to_datetime(seconds, unit="s", utc=True)).dt.strftime(

@@ -1,6 +1,7 @@
 """Export the trained step to ONNX, stamp it with its metadata, and prove parity.
 
-The graph is a ``tf.function`` with an explicit input signature (``x``, ``h``, ``c`` and,
+The graph is a ``tf.function`` with an explicit input signature (``x = [u, extras, r,
+lags]`` in the key's unit, ``h``, ``c`` and,
 when the model uses calendar features, ``calendar``) converted with
 ``tf2onnx.convert.from_function`` (Keras 3's ``from_keras`` path is unreliable). The
 H-step rollout is a Python loop inside the function, so it becomes plain graph nodes and
@@ -37,7 +38,7 @@ import tensorflow as tf
 import tf2onnx
 
 from streamcast.core.artifact import METADATA_KEY, GraphNames, ModelMeta, SelfTestMeta
-from streamcast.core.features import FeatureSpec, Float32Array, calendar_features, target_times
+from streamcast.core.features import FeatureSpec, Float32Array, calendar_features
 from streamcast.core.model import open_session
 from training.errors import ExportError
 from training.model import StepModel
@@ -54,7 +55,7 @@ SELF_TEST_ATOL = 1e-4
 
 @dataclass(frozen=True)
 class StepInputs:
-    """One batch of step inputs (scaled): ``calendar`` is None when the model has none."""
+    """One batch of step inputs (in units): ``calendar`` is None when the model has none."""
 
     x: Float32Array
     h: Float32Array
@@ -70,14 +71,17 @@ class StepInputs:
 
 
 def random_inputs(model: StepModel, horizon: int, batch: int, seed: int) -> StepInputs:
-    """Random scaled inputs of the step's shapes, states in the LSTM's range (-1, 1)."""
+    """Random inputs of the step's shapes (``r`` within ``1 / kappa``, as a level is),
+    states in the LSTM's range (-1, 1)."""
     rng = np.random.default_rng(seed)
     s = model.state_size
     calendar = None
     if model.n_calendar:
         calendar = rng.uniform(-1, 1, (batch, horizon, model.n_calendar)).astype(np.float32)
+    x = rng.normal(size=(batch, model.step_width))
+    x[:, 1 + model.n_extras] = rng.uniform(0, 1, batch) / model.scheme.kappa
     return StepInputs(
-        x=rng.normal(size=(batch, model.n_inputs)).astype(np.float32),
+        x=x.astype(np.float32),
         h=rng.uniform(-1, 1, (batch, s)).astype(np.float32),
         c=rng.normal(size=(batch, s)).astype(np.float32),
         calendar=calendar,
@@ -87,37 +91,34 @@ def random_inputs(model: StepModel, horizon: int, batch: int, seed: int) -> Step
 def real_inputs(
     model: StepModel,
     series: SeriesSet,
-    scaled: Float32Array,
+    x: Float32Array,
     rows: npt.NDArray[np.int64],
     *,
     spec: FeatureSpec,
     window: int,
     horizon: int,
 ) -> StepInputs:
-    """Step inputs of real ``rows`` with the state the model reaches over the ``window``
-    rows before each (every row needs ``window`` rows of its segment before it)."""
+    """Step inputs ``x`` of real ``rows`` with the state the model reaches over the
+    ``window`` rows before each (every row needs ``window`` rows of its segment before it)."""
     history = rows[:, None] - np.arange(window, 0, -1)[None, :]
-    cells = np.concatenate(
-        [scaled[history], calendar_features(series.ts[history] + series.interval_s, spec)],
-        axis=-1,
-    ).astype(np.float32)
-    h_all, c_all = model.sequence_states(tf.constant(cells))
+    cal_next = calendar_features(series.grid.shift(series.ts[history], 1), spec)
+    cells = model.cell_input(
+        tf.constant(x[history]), tf.constant(cal_next) if spec.n_calendar else None
+    )
+    h_all, c_all = model.sequence_states(cells)
     calendar = None
     if spec.n_calendar:
-        calendar = calendar_features(
-            target_times(series.ts[rows], series.interval_s, horizon), spec
-        )
-    return StepInputs(x=scaled[rows], h=h_all[-1].numpy(), c=c_all[-1].numpy(), calendar=calendar)
+        calendar = calendar_features(series.grid.targets(series.ts[rows], horizon), spec)
+    return StepInputs(x=x[rows], h=h_all[-1].numpy(), c=c_all[-1].numpy(), calendar=calendar)
 
 
 def reference_step(
     model: StepModel, inputs: StepInputs, horizon: int
 ) -> tuple[Float32Array, Float32Array, Float32Array]:
     """The step computed by TensorFlow (the parity reference)."""
+    del horizon  # the model's own
     cal = None if inputs.calendar is None else tf.constant(inputs.calendar)
-    h, c, f = model.step(
-        tf.constant(inputs.x), tf.constant(inputs.h), tf.constant(inputs.c), cal, horizon
-    )
+    h, c, f = model.step(tf.constant(inputs.x), tf.constant(inputs.h), tf.constant(inputs.c), cal)
     return h.numpy(), c.numpy(), f.numpy()
 
 
@@ -126,7 +127,7 @@ def _step_function(
 ) -> tuple[tf.types.experimental.GenericFunction, list[tf.TensorSpec]]:
     s = model.state_size
     signature = [
-        tf.TensorSpec([None, model.n_inputs], tf.float32, name="x"),
+        tf.TensorSpec([None, model.step_width], tf.float32, name="x"),
         tf.TensorSpec([None, s], tf.float32, name="h"),
         tf.TensorSpec([None, s], tf.float32, name="c"),
     ]
@@ -139,13 +140,13 @@ def _step_function(
         def step_with_calendar(
             x: tf.Tensor, h: tf.Tensor, c: tf.Tensor, calendar: tf.Tensor
         ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-            return model.step(x, h, c, calendar, horizon)
+            return model.step(x, h, c, calendar)
 
         return step_with_calendar, signature
 
     @tf.function(input_signature=signature)  # type: ignore[untyped-decorator]
     def step(x: tf.Tensor, h: tf.Tensor, c: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-        return model.step(x, h, c, None, horizon)
+        return model.step(x, h, c, None)
 
     return step, signature
 

@@ -6,11 +6,15 @@ The first steps of ``fit``, ``evaluate`` and ``tune`` (:mod:`training.workflow`,
 1. :class:`DataSource` says where the history is (a file with named columns, or a
    built-in ``dataset:NAME``), which time range of it to use and what to do with
    duplicate timestamps, and :func:`dataset_defaults` what settings suit a dataset;
-2. :func:`load_and_prepare` reads it, regularises it onto the model's interval grid and
-   splits it chronologically (a :class:`PreparedHistory`), checking that the window and
-   horizon leave something to score;
-3. :func:`scale_history` fits the scaling on the training rows and scales every row the
-   way the service will (a :class:`ScaledHistory`, with the model's :class:`FeatureSpec`).
+2. :func:`load_and_prepare` reads it, regularises it onto the model's interval grid
+   (inferred unless given), splits it chronologically by the protocol (``rolling``:
+   fractions; ``last-window``: the last ``horizon`` rows of each key), chooses the unset
+   settings from the data (:mod:`training.defaults`, with reasons) and lays the
+   validation rows (a :class:`PreparedHistory`), checking that the window and horizon
+   leave something to score;
+3. :func:`scale_history` fits the global unit ``kappa`` and the extras' scaling on the
+   training rows and builds every row's step input the way the service will (a
+   :class:`ScaledHistory`, with the model's :class:`FeatureSpec`).
 """
 
 from __future__ import annotations
@@ -21,16 +25,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from streamcast.core.features import ExtraScaling, FeatureSpec, Float32Array, ValueScaling
+from streamcast.core.features import ExtraScaling, FeatureSpec, LevelScale
+from training import defaults
 from training.config import TrainConfig
 from training.data import TS, fingerprint, load_table
 from training.datasets import dataset_info, load_dataset
 from training.errors import ConfigError, DataError
-from training.evaluate import actuals, emitting_rows
-from training.prep import Split, fit_scaling, scale_series, split
+from training.evaluate import RowInputs, actuals, emitting_rows, row_inputs
+from training.prep import Split, fit_scaling, lay_validation, split, split_last_window
 from training.regular import Duplicates, PrepReport, regularise
 from training.series import SeriesSet
-from training.timetext import iso_ms, parse_interval
+from training.timetext import format_interval, iso_ms, parse_grid
 
 DATASET_PREFIX = "dataset:"
 
@@ -113,14 +118,17 @@ def dataset_defaults(source: DataSource) -> dict[str, Any]:
     if source.dataset is None:
         return {}
     info = dataset_info(source.dataset)
-    interval_s = parse_interval(info.interval)
-    calendar = ["time_of_day", "day_of_week"] if interval_s < 86_400 else ["day_of_week"]
+    grid = parse_grid(info.interval, trading_days=info.trading_days)
+    calendar: tuple[str, ...] = ()
+    if grid.is_fixed:
+        calendar = ("time_of_day", "day_of_week") if grid.seconds < 86_400 else ("day_of_week",)
     return {
-        "interval_s": interval_s,
+        "interval": info.interval,
+        "trading_days": info.trading_days,
         "timezone": info.timezone,
         "season": info.season,
         "max_gap": info.max_gap,
-        "calendar": tuple(calendar),
+        "calendar": calendar,
     }
 
 
@@ -134,6 +142,9 @@ class PreparedHistory:
     series: SeriesSet
     prep: PrepReport
     parts: Split
+    #: the config with every choice made from the data, and why (:mod:`training.defaults`)
+    config: TrainConfig
+    reasons: tuple[str, ...] = ()
 
     @property
     def fingerprint(self) -> str:
@@ -143,59 +154,96 @@ class PreparedHistory:
 
 @dataclass(frozen=True)
 class ScaledHistory:
-    """The scaling fitted on the training rows, every row scaled with it, and the features
-    the model reads."""
+    """The scaling fitted on the training rows and every row's step input."""
 
-    value_scaling: ValueScaling
+    scheme: LevelScale
     extra_scaling: ExtraScaling
-    #: ``[N, 1 + E]`` every row scaled as the service will scale it
-    scaled: Float32Array
+    #: every row's step input, level and unit, as the service builds them
+    inputs: RowInputs
     spec: FeatureSpec
+
+
+def _regularise(
+    frame: pd.DataFrame, config: TrainConfig, min_length: int, duplicates: Duplicates
+) -> tuple[SeriesSet, PrepReport]:
+    return regularise(
+        frame,
+        interval=config.interval,
+        max_gap=config.max_gap,
+        min_length=min_length,
+        aggregation=config.aggregation,
+        duplicates=duplicates,
+        timezone=config.timezone,
+        trading_days=config.trading_days,
+        holidays=config.holidays,
+    )
+
+
+def _split(series: SeriesSet, config: TrainConfig) -> Split:
+    if config.protocol == "last-window":
+        return split_last_window(series, config.horizon)
+    return split(series, config.val_frac, config.test_frac)
 
 
 def prepare(
     frame: pd.DataFrame, config: TrainConfig, duplicates: Duplicates = "error"
-) -> tuple[SeriesSet, PrepReport, Split]:
-    """Regularise and split; checks that the data allow the window and horizon."""
-    series, prep = regularise(
-        frame,
-        interval=config.interval_s,
-        max_gap=config.max_gap,
-        min_length=config.window + 1,
-        aggregation=config.aggregation,
-        duplicates=duplicates,
+) -> tuple[SeriesSet, PrepReport, Split, TrainConfig, list[str]]:
+    """Regularise, split, choose the unset settings, lay validation; checks that the data
+    allow the window and horizon. Returns the config with every choice made and why."""
+    series, prep = _regularise(frame, config, 2, duplicates)
+    parts = _split(series, config)
+    chosen, why = defaults.choose(config, series, parts)
+    window = chosen.window_
+    grid = series.grid
+    spelled = f"{grid.months}M" if grid.kind == "months" else format_interval(grid.seconds)
+    chosen = chosen.updated(interval=spelled, holidays=grid.holidays)
+    if chosen.interval != config.interval:
+        why.insert(
+            1,
+            f"interval {grid.describe()} (inferred from the data)"
+            if config.interval is None
+            else f"interval {grid.describe()}",
+        )
+    lengths = np.diff(np.append(np.flatnonzero(series.reset), series.n_rows))
+    if (lengths < window + 1).any():
+        # segments the window never fills forecast nothing: drop and report them
+        series, prep = _regularise(frame, chosen, window + 1, duplicates)
+        parts = _split(series, chosen)
+    parts = lay_validation(
+        series, parts, horizon=chosen.horizon, window=window, val_frac=chosen.val_frac
     )
-    parts = split(series, config.val_frac, config.test_frac)
-    emit = emitting_rows(series, config.window) & parts.test
-    _, valid = actuals(series, np.flatnonzero(emit), config.horizon)
+    emit = emitting_rows(series, window) & parts.test
+    _, valid = actuals(series, np.flatnonzero(emit), chosen.horizon)
     if not valid.any():
         longest = int(np.diff(series.offsets).max())
         raise ConfigError(
-            f"impossible window/horizon for this data: window {config.window} + horizon "
-            f"{config.horizon} leaves no forecast origin with a target in the test period "
-            f"(longest series has {longest} intervals, test fraction {config.test_frac}); "
+            f"impossible window/horizon for this data: window {window} + horizon "
+            f"{chosen.horizon} leaves no forecast origin with a target in the test period "
+            f"(longest series has {longest} intervals, protocol {chosen.protocol}); "
             "use a smaller --window/--horizon or more data"
         )
-    return series, prep, parts
+    return series, prep, parts, chosen, why
 
 
 def load_and_prepare(source: DataSource, config: TrainConfig) -> PreparedHistory:
     """Read the source, then :func:`prepare` it for ``config``."""
     frame = source.load()
-    series, prep, parts = prepare(frame, config, source.duplicates)
-    return PreparedHistory(source.description, frame, series, prep, parts)
+    series, prep, parts, chosen, why = prepare(frame, config, source.duplicates)
+    return PreparedHistory(source.description, frame, series, prep, parts, chosen, tuple(why))
 
 
-def scale_history(history: PreparedHistory, config: TrainConfig) -> ScaledHistory:
-    """Fit the scaling on the observed training rows and scale every row with it."""
-    series = history.series
-    value_scaling, extra_scaling = fit_scaling(series, history.parts.train)
-    scaled, _, _ = scale_series(series, value_scaling, extra_scaling, window=config.window)
+def scale_history(history: PreparedHistory) -> ScaledHistory:
+    """Fit ``kappa`` and the extras' scaling on the training rows; every row's input."""
+    series, config = history.series, history.config
+    extra = fit_scaling(series, history.parts.train)
+    base = LevelScale(alpha=float(config.alpha or 0.1), lags=tuple(config.lags or ()))
+    kappa = defaults.fit_kappa(series, history.parts.train, base, config.window_)
+    scheme = LevelScale(alpha=base.alpha, lags=base.lags, kappa=kappa, clip=base.clip)
     spec = FeatureSpec(
-        interval_s=config.interval_s,
+        interval_s=series.interval_s,
         value_name=series.value_name,
         extra_names=series.extra_names,
         calendar=config.calendar,
         timezone=config.timezone,
     )
-    return ScaledHistory(value_scaling, extra_scaling, scaled, spec)
+    return ScaledHistory(scheme, extra, row_inputs(series, scheme, config.window_, extra), spec)

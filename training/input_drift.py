@@ -8,8 +8,9 @@ Kolmogorov-Smirnov distance ``D`` from the reference every ``input_every`` such 
 ``input_drift`` alert; the key re-arms at the first test with ``D`` below half of it.
 
 Here, on a prepared history, with the values the service feeds the detector (the model's
-inputs, :func:`streamcast.core.features.scale_inputs` with the service's scaling of each
-row, at the intervals that get a forecast: observed, warm, closed —
+input ``u``: :func:`streamcast.core.features.step_inputs` with each key's level and scale
+followed as the service follows them, :func:`training.evaluate.row_inputs`; at the
+intervals that get a forecast: observed, warm, closed —
 :func:`training.evaluate.emitting_rows`) and the detector's own recurrence
 (:func:`streamcast.core.drift.input_distances`):
 
@@ -38,8 +39,8 @@ import numpy as np
 
 from streamcast.core.artifact import ModelMeta
 from streamcast.core.drift import DriftSettings, ecdf_weight, input_distances
-from streamcast.core.features import FloatArray, IntArray, scale_inputs
-from training.evaluate import BoolArray, emitting_rows, row_scaling
+from streamcast.core.features import FloatArray, IntArray
+from training.evaluate import BoolArray, emitting_rows, row_inputs
 from training.prep import Role, Split
 from training.series import SeriesSet
 
@@ -82,11 +83,11 @@ class InputReference:
 
 
 def stepped_values(series: SeriesSet, meta: ModelMeta) -> tuple[FloatArray, BoolArray]:
-    """``[N]`` every row's value as the model's input (float32, as float64, as the service
-    feeds the detector), and ``[N]`` whether the service feeds it: the row gets a forecast."""
-    loc, scale = row_scaling(series, meta)
-    x = scale_inputs(series.values[:, :1], loc, scale, meta.extra_scaling())
-    return np.asarray(x[:, 0], dtype=np.float64), emitting_rows(series, meta.window)
+    """``[N]`` every row's value as the model's input ``u`` (the value relative to the
+    key's level in its unit, float32, as float64, as the service feeds the detector), and
+    ``[N]`` whether the service feeds it: the row gets a forecast."""
+    inputs = row_inputs(series, meta.level_scale(), meta.window, meta.extra_scaling())
+    return np.asarray(inputs.x[:, 0], dtype=np.float64), emitting_rows(series, meta.window)
 
 
 def input_tests(

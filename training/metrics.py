@@ -53,12 +53,8 @@ def _lagged_mae(series: SeriesSet, train_mask: BoolArray, lag: int) -> FloatArra
         return np.full(n_keys, np.nan)
     key = series.key_index()
     use = train_mask & series.observed
-    ok = (
-        use[lag:]
-        & use[:-lag]
-        & (key[lag:] == key[:-lag])
-        & (series.ts[lag:] - series.ts[:-lag] == lag * series.interval_s)
-    )
+    steps = series.steps()
+    ok = use[lag:] & use[:-lag] & (key[lag:] == key[:-lag]) & (steps[lag:] - steps[:-lag] == lag)
     diff = np.abs(series.values[lag:, 0] - series.values[:-lag, 0])
     sums = np.bincount(key[lag:][ok], weights=diff[ok], minlength=n_keys)
     counts = np.bincount(key[lag:][ok], minlength=n_keys)

@@ -14,6 +14,8 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from streamcast.core.grid import Grid
+
 FloatArray = npt.NDArray[np.float64]
 #: one forecast origin: its time, the actuals, each model's forecast, the LSTM's bands
 Origin = tuple[int, FloatArray, dict[str, FloatArray], dict[float, tuple[FloatArray, FloatArray]]]
@@ -43,7 +45,7 @@ def forecast_vs_actual(
     history: FloatArray,
     origins: list[Origin],
     *,
-    interval_s: int,
+    grid: Grid,
     path: Path,
 ) -> Path:
     """Actual values and H-step forecasts of each model from a few origins of one key,
@@ -57,11 +59,13 @@ def forecast_vs_actual(
     colours = {
         "lstm": "tab:red",
         "seasonal_naive": "tab:blue",
-        "arima": "tab:green",
+        "auto_arima": "tab:green",
+        "auto_ets": "tab:purple",
+        "auto_theta": "tab:orange",
         "naive": "tab:grey",
     }
     for i, (origin, _actual, forecasts, bands) in enumerate(origins):
-        steps = origin + interval_s * np.arange(1, len(_actual) + 1)
+        steps = grid.targets(origin, len(_actual))
         for level in sorted(bands, reverse=True):
             lower, upper = bands[level]
             ax.fill_between(

@@ -2,12 +2,12 @@
 
 * :func:`split` cuts every key chronologically into train / validation / test rows; rows
   are never shuffled across time.
-* :func:`fit_scaling` fits the per-key value scaling and the global extra scaling on the
-  *observed training rows only* — validation and test rows cannot influence it.
-* :func:`scale_series` scales every row the way the service will (``artifact.py``'s key
-  lifecycle): keys seen in training use their training statistics; other keys use the
-  statistics of the first ``window`` rows after each reset (the warm-up window, imputed
-  rows included, as the service buffers them).
+* :func:`split_last_window` holds out the last ``horizon`` rows of every key (the standard
+  one-origin protocol); :func:`lay_validation` then lays each key's validation rows at the
+  end of its fit part (the last ``max(H, val_frac * n)`` rows), so validation is never
+  empty while a key has ``window + H + 1`` rows.
+* :func:`fit_scaling` fits the global extra scaling on the *observed training rows only*
+  (values follow their key's own level and scale, :mod:`streamcast.core.features`).
 * :func:`sliding_windows` and :func:`contiguous_chunks` build windows and training
   sequences without Python loops over time.
 """
@@ -22,13 +22,7 @@ import numpy as np
 import numpy.typing as npt
 from numpy.lib.stride_tricks import sliding_window_view
 
-from streamcast.core.features import (
-    ExtraScaling,
-    FloatArray,
-    ValueScaling,
-    fit_location_scale,
-    scale_inputs,
-)
+from streamcast.core.features import ExtraScaling, fit_location_scale
 from training.errors import ConfigError
 from training.series import SeriesSet
 
@@ -106,81 +100,58 @@ def _first_ts(series: SeriesSet, first_row: IndexArray, count: IndexArray) -> In
     return np.where(count > 0, series.ts[clipped], -1).astype(np.int64)
 
 
-def fit_scaling(series: SeriesSet, train_mask: BoolArray) -> tuple[ValueScaling, ExtraScaling]:
-    """Per-key value location/scale and global extra location/scale from training rows.
+def split_last_window(series: SeriesSet, horizon: int) -> Split:
+    """The standard one-origin protocol: the last ``horizon`` rows of every key are test,
+    the rest training (see :func:`lay_validation` for the validation rows)."""
+    lengths = np.diff(series.offsets)
+    n_test = np.minimum(horizon, np.maximum(lengths - 1, 0)).astype(np.int64)
+    key = series.key_index()
+    position = np.arange(series.n_rows) - series.offsets[:-1][key]
+    role = np.where(position >= (lengths - n_test)[key], Role.TEST, Role.TRAIN)
+    test_first = series.offsets[:-1] + lengths - n_test
+    return Split(
+        role=role.astype(np.int8),
+        val_start=np.full(len(series.keys), -1, dtype=np.int64),
+        test_start=_first_ts(series, test_first, n_test),
+    )
 
-    Only rows that are in ``train_mask`` *and* observed count (imputed rows are the
-    interpolation's, not the data's). A key without such rows is left out of
-    ``ValueScaling.known``, so it is scaled from its warm-up window like an unseen key.
-    """
+
+def lay_validation(
+    series: SeriesSet, parts: Split, *, horizon: int, window: int, val_frac: float
+) -> Split:
+    """Validation rows at the end of each key's fit part, when the data has none: the last
+    ``max(horizon, floor(val_frac * n_fit))`` fit rows of a key that keeps at least
+    ``window + 1`` rows before them (others train on all their rows). A split that has
+    validation rows already (the rolling protocol's) is returned as it is."""
+    if parts.val.any():
+        return parts
+    fit = parts.role != Role.TEST
+    key = series.key_index()
+    n_fit = np.bincount(key[fit], minlength=len(series.keys))
+    n_val = np.maximum(horizon, np.floor(val_frac * n_fit).astype(np.int64))
+    ok = n_fit - n_val >= window + 1
+    n_val = np.where(ok, n_val, 0)
+    position = np.arange(series.n_rows) - series.offsets[:-1][key]
+    val = fit & (position >= (n_fit - n_val)[key]) & (position < n_fit[key])
+    role = np.where(val, Role.VAL, parts.role).astype(np.int8)
+    val_first = series.offsets[:-1] + n_fit - n_val
+    return Split(
+        role=role, val_start=_first_ts(series, val_first, n_val), test_start=parts.test_start
+    )
+
+
+def fit_scaling(series: SeriesSet, train_mask: BoolArray) -> ExtraScaling:
+    """The global location/scale of the extra features, from observed training rows (only
+    rows in ``train_mask`` *and* observed count: imputed rows are the interpolation's)."""
     if train_mask.shape != (series.n_rows,):
         raise ValueError(f"train_mask has shape {train_mask.shape}, expected ({series.n_rows},)")
     use = train_mask & series.observed
-    key = series.key_index()
-    counts = np.bincount(key[use], minlength=len(series.keys))
-    # pad each trained key's values into one [K', max_count] NaN-filled block so the
-    # shared NaN-aware fit_location_scale does the statistics
-    present = np.flatnonzero(counts > 0)
-    row_of_key = np.cumsum(counts > 0) - 1
-    slot = np.arange(int(use.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
-    block = np.full((len(present), max(int(counts.max(initial=0)), 1)), np.nan)
-    block[row_of_key[key[use]], slot] = series.values[use, 0]
-    loc, scale = fit_location_scale(block, axis=1)
-    known = {series.keys[k]: (float(loc[i]), float(scale[i])) for i, k in enumerate(present)}
-    if series.values.shape[1] > 1:
-        extra_loc, extra_scale = fit_location_scale(series.values[use, 1:], axis=0)
-        extras = ExtraScaling(
-            loc=tuple(float(v) for v in extra_loc), scale=tuple(float(v) for v in extra_scale)
-        )
-    else:
-        extras = ExtraScaling()
-    return ValueScaling(known=known), extras
-
-
-def warmup_scaling(series: SeriesSet, window: int) -> tuple[FloatArray, FloatArray]:
-    """``[N]`` location/scale each row gets if its key is unseen: the statistics of the
-    first ``window`` rows of the row's segment (fewer if the segment is shorter).
-    """
-    if window < 1:
-        raise ConfigError(f"window must be at least 1, not {window}")
-    starts = np.flatnonzero(series.reset)
-    lengths = np.diff(np.append(starts, series.n_rows))
-    take = np.arange(window)
-    rows = starts[:, None] + take[None, :]
-    inside = take[None, :] < lengths[:, None]
-    block = np.where(inside, series.values[np.minimum(rows, series.n_rows - 1), 0], np.nan)
-    seg_loc, seg_scale = fit_location_scale(block, axis=1)
-    segment = np.cumsum(series.reset) - 1
-    return seg_loc[segment], seg_scale[segment]
-
-
-def scale_series(
-    series: SeriesSet,
-    value_scaling: ValueScaling,
-    extra_scaling: ExtraScaling,
-    *,
-    window: int,
-) -> tuple[npt.NDArray[np.float32], FloatArray, FloatArray]:
-    """Scale every row as the service does: ``(scaled [N, 1+E] float32, loc [N], scale [N])``.
-
-    Known keys use their training statistics everywhere (also after a reset); other keys
-    use :func:`warmup_scaling` per segment.
-    """
-    n_extra = series.values.shape[1] - 1
-    if n_extra and (len(extra_scaling.loc) != n_extra or len(extra_scaling.scale) != n_extra):
-        raise ConfigError(
-            f"extra scaling has {len(extra_scaling.loc)} features but the series has {n_extra} "
-            f"({', '.join(series.extra_names)}); fit the scaling on the same features"
-        )
-    key_loc, key_scale, found = value_scaling.lookup(list(series.keys))
-    key = series.key_index()
-    loc, scale = key_loc[key], key_scale[key]
-    unseen = ~found[key]
-    if unseen.any():
-        warm_loc, warm_scale = warmup_scaling(series, window)
-        loc = np.where(unseen, warm_loc, loc)
-        scale = np.where(unseen, warm_scale, scale)
-    return scale_inputs(series.values, loc, scale, extra_scaling), loc, scale
+    if series.values.shape[1] == 1:
+        return ExtraScaling()
+    extra_loc, extra_scale = fit_location_scale(series.values[use, 1:], axis=0)
+    return ExtraScaling(
+        loc=tuple(float(v) for v in extra_loc), scale=tuple(float(v) for v in extra_scale)
+    )
 
 
 def sliding_windows(array: npt.NDArray[_G], length: int, step: int = 1) -> npt.NDArray[_G]:

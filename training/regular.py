@@ -8,11 +8,16 @@ returns into a :class:`~training.series.SeriesSet` and a :class:`PrepReport`:
    they are aggregated like any other rows of one interval; with ``duplicates="first"``
    the first in file order is kept (what the service does: it dead-letters a tick whose
    timestamp equals the last accepted one);
-3. the interval is the one given, or the most common positive step between consecutive
-   timestamps of a key (ties: the smaller), reported as inferred with the share of steps
-   that equal it (a low share means the data is irregular: give the interval);
+3. the interval grid (:mod:`streamcast.core.grid`) is inferred by default: the most
+   common positive step between consecutive timestamps of a key (ties: the smaller), read
+   as calendar months or quarters when it is 28-31 or 89-92 days; trading days when asked
+   (``trading_days``: weekdays that are not holidays; without a list, the weekdays on which
+   no key has a row). It is reported with the share of steps that match it. A *given*
+   interval that matches fewer than :data:`MIN_SUPPORT` of the steps is an error naming
+   the inferred one (an interval at least twice the data's step aggregates, and is
+   measured on the intervals it makes);
 4. each row is labelled with the start of its interval
-   (:func:`streamcast.core.features.interval_start`); several rows in one interval are combined
+   (:meth:`streamcast.core.grid.Grid.floor`); several rows in one interval are combined
    with ``aggregation`` (last/mean/sum/min/max, the service's setting), extras alike, by the
    service's own :class:`streamcast.core.intervals.Aggregator`;
 5. a gap of up to ``max_gap`` missing intervals is bridged by linear interpolation
@@ -35,17 +40,20 @@ import numpy.typing as npt
 import pandas as pd
 
 from streamcast.core.artifact import Aggregation
-from streamcast.core.features import interpolate_gaps, interval_start
+from streamcast.core.features import interpolate_gaps
+from streamcast.core.grid import DAY_S, WEEKDAYS, Grid, local_seconds
 from streamcast.core.intervals import AGGREGATIONS, Aggregator
 from training.errors import ConfigError, DataError
 from training.series import SeriesSet
-from training.timetext import format_interval, iso, iso_ms, parse_interval
+from training.timetext import iso, iso_ms, parse_grid
 
 Duplicates = Literal["error", "aggregate", "first"]
 Ints = npt.NDArray[np.int64]
 Floats = npt.NDArray[np.float64]
 Bools = npt.NDArray[np.bool_]
 _KEY, _TS, _VALUE = "key", "ts_ms", "value"
+#: the share of steps a given interval must match
+MIN_SUPPORT = 0.9
 
 
 @dataclass(frozen=True)
@@ -77,6 +85,8 @@ class PrepReport:
     duplicate_rows: int = 0
     merged_rows: int = 0
     interval_s: int = 0
+    #: the grid as people write it (``1h``, ``1M``, ``1d trading days (9 holidays)``)
+    interval: str = ""
     interval_inferred: bool = False
     #: share of consecutive steps (within keys) equal to the interval
     interval_support: float = 1.0
@@ -92,9 +102,7 @@ class PrepReport:
 
     def to_dict(self) -> dict[str, object]:
         """Plain JSON-ready dictionary (timestamps are ISO-8601 strings)."""
-        out = asdict(self)
-        out["interval"] = format_interval(self.interval_s)
-        return out
+        return asdict(self)
 
     def summary(self, max_details: int = 10) -> str:
         """A human-readable table of what was done, with the first few long gaps."""
@@ -106,8 +114,7 @@ class PrepReport:
             (f"rows merged into an interval ({self.aggregation})", f"{self.merged_rows:,}"),
             (
                 "interval",
-                f"{format_interval(self.interval_s)} ({how}; "
-                f"{self.interval_support:.0%} of steps match it)",
+                f"{self.interval} ({how}; {self.interval_support:.0%} of steps match it)",
             ),
             (
                 f"short gaps bridged (<= {self.max_gap} missing, linear)",
@@ -145,6 +152,10 @@ def regularise(
     min_length: int = 2,
     aggregation: Aggregation = "last",
     duplicates: Duplicates = "error",
+    timezone: str = "UTC",
+    trading_days: bool = False,
+    holidays: tuple[str, ...] = (),
+    min_support: float = MIN_SUPPORT,
 ) -> tuple[SeriesSet, PrepReport]:
     """Put a canonical long frame on a regular grid (steps in the module docstring).
 
@@ -159,14 +170,17 @@ def regularise(
     codes, ts_ms, values = _clean_rows(
         codes, ts_ms, values, duplicates, key_names=key_names, source=source, report=report
     )
-    interval_s = _grid_interval(codes, ts_ms, interval, source, report)
+    time_grid = _grid(
+        codes, ts_ms, interval, source, report, timezone=timezone,
+        trading_days=trading_days, holidays=holidays, min_support=min_support,
+    )  # fmt: skip
 
     # the service labels a tick with the interval of its whole second, so do we
-    starts = interval_start(ts_ms // 1000, interval_s)
+    starts = time_grid.floor(ts_ms // 1000)
     g_code, g_ts, g_values = _aggregate(codes, starts, values, Aggregator(aggregation))
     report.merged_rows = len(ts_ms) - len(g_ts)
 
-    grid = _bridge(g_code, g_ts, g_values, interval_s, max_gap, key_names=key_names, report=report)
+    grid = _bridge(g_code, g_ts, g_values, time_grid, max_gap, key_names=key_names, report=report)
     kept = _drop_short(grid, min_length, key_names, report)
     if kept is None:
         raise DataError(
@@ -182,9 +196,10 @@ def regularise(
         values=rows.values,
         observed=rows.observed,
         reset=rows.reset,
-        interval_s=interval_s,
+        interval_s=time_grid.seconds,
         value_name=str(df.attrs.get("value_name", _VALUE)),
         extra_names=extra_names,
+        calendar_grid=None if time_grid.is_fixed else time_grid,
     )
     return series, report
 
@@ -252,24 +267,64 @@ def _clean_rows(
     return codes, ts_ms, values
 
 
-def _grid_interval(
-    codes: Ints, ts_ms: Ints, interval: str | int | None, source: str, report: PrepReport
-) -> int:
-    """The grid's interval in seconds: the one given, or inferred (step 3 of the module
-    docstring); records it and its support in ``report``."""
-    if interval is None:
-        interval_s = _infer_interval(codes, ts_ms, source)
-        report.interval_inferred = True
-    else:
-        interval_s = parse_interval(interval)
-    report.interval_s = interval_s
-    report.interval_support = _support(codes, ts_ms, interval_s)
-    return interval_s
-
-
-def _infer_interval(codes: Ints, ts_ms: Ints, source: str) -> int:
+def _grid(
+    codes: Ints,
+    ts_ms: Ints,
+    interval: str | int | Grid | None,
+    source: str,
+    report: PrepReport,
+    *,
+    timezone: str,
+    trading_days: bool,
+    holidays: tuple[str, ...],
+    min_support: float,
+) -> Grid:
+    """The grid: the one given (checked against the data) or inferred (step 3 of the
+    module docstring); records it and its support in ``report``."""
     steps = np.diff(ts_ms)[np.diff(codes) == 0]
     steps = steps[steps > 0]
+    inferred: Grid | None = None
+    try:
+        inferred = _infer_grid(steps, source, timezone)
+    except ConfigError:
+        if interval is None and not trading_days:
+            raise
+    if trading_days:
+        days = holidays or _closed_weekdays(ts_ms, timezone)
+        given: Grid = Grid.trading_days(timezone, days)
+        if interval is not None and not isinstance(interval, Grid):
+            given = parse_grid(interval, timezone=timezone, trading_days=True, holidays=days)
+    elif interval is None:
+        assert inferred is not None
+        given = inferred
+        report.interval_inferred = True
+    elif isinstance(interval, Grid):
+        given = interval
+    else:
+        given = parse_grid(interval, timezone=timezone)
+    report.interval_s = given.seconds
+    report.interval = given.describe()
+    coarser = inferred is None or given.seconds >= 2 * inferred.seconds
+    report.interval_support = _support(codes, ts_ms, given, coarser=coarser)
+    if interval is not None and report.interval_support < min_support:
+        own = "" if inferred is None else f"; the data's own interval is {inferred.describe()}"
+        hint = (
+            f"use --interval {inferred.describe()} (or omit --interval to infer it)"
+            if inferred is not None and inferred != given
+            else "the data is irregular: clean it or give the interval it was sampled at"
+        )
+        if given.is_fixed and given.seconds == DAY_S:
+            hint += "; prices with closed weekends and holidays: --trading-days"
+        raise ConfigError(
+            f"{source}: --interval {given.describe()} matches only "
+            f"{report.interval_support:.0%} of the steps between a key's timestamps (at "
+            f"least {min_support:.0%} must be one interval apart){own}: {hint}"
+        )
+    return given
+
+
+def _infer_grid(steps: Ints, source: str, timezone: str) -> Grid:
+    """The most common step as a grid (calendar months and quarters by their lengths)."""
     if len(steps) == 0:
         raise ConfigError(
             f"{source}: cannot infer the interval (no key has two distinct timestamps); "
@@ -277,18 +332,39 @@ def _infer_interval(codes: Ints, ts_ms: Ints, source: str) -> int:
         )
     candidates, counts = np.unique(steps, return_counts=True)
     step_ms = int(candidates[np.argmax(counts)])  # argmax takes the first: the smaller step
+    days = step_ms / 1000 / DAY_S
+    for low, high, months in ((28, 31, 1), (89, 92, 3), (365, 366, 12)):
+        if low <= days <= high:
+            return Grid.calendar_months(months, timezone)
     if step_ms % 1000:
         raise ConfigError(
             f"{source}: the most common step between timestamps is {step_ms} ms, not whole "
             "seconds; give the interval, e.g. 1min"
         )
-    return step_ms // 1000
+    return Grid.fixed(step_ms // 1000)
 
 
-def _support(codes: Ints, ts_ms: Ints, interval_s: int) -> float:
-    steps = np.diff(ts_ms)[np.diff(codes) == 0]
-    steps = steps[steps > 0]
-    return float(np.mean(steps == interval_s * 1000)) if len(steps) else 1.0
+def _support(codes: Ints, ts_ms: Ints, grid: Grid, *, coarser: bool) -> float:
+    """Share of consecutive timestamps of a key exactly one interval apart (for a grid that
+    aggregates the data, ``coarser``: of consecutive distinct intervals)."""
+    same = np.diff(codes) == 0
+    index = grid.index(ts_ms // 1000)
+    diff = np.diff(index)[same]
+    diff = diff[diff != 0] if coarser else diff[np.diff(ts_ms)[same] > 0]
+    return float(np.mean(diff == 1)) if len(diff) else 1.0
+
+
+def _closed_weekdays(ts_ms: Ints, timezone: str) -> tuple[str, ...]:
+    """Weekdays within the data's span on which no key has a row: the holidays of a
+    trading-day calendar that was given none."""
+    days = np.unique(np.floor_divide(local_seconds(ts_ms // 1000, timezone), DAY_S))
+    if len(days) == 0:
+        return ()
+    span = np.arange(days[0], days[-1] + 1).astype("datetime64[D]")
+    weekdays = span[np.is_busday(span, weekmask=WEEKDAYS)]
+    present = days.astype("datetime64[D]")
+    closed = weekdays[~np.isin(weekdays, present)]
+    return tuple(str(d) for d in closed)
 
 
 def _aggregate(
@@ -328,7 +404,7 @@ def _bridge(
     codes: Ints,
     ts: Ints,
     values: Floats,
-    interval_s: int,
+    grid: Grid,
     max_gap: int,
     *,
     key_names: list[str],
@@ -339,7 +415,7 @@ def _bridge(
     same_key = np.zeros(n, dtype=bool)
     same_key[1:] = np.diff(codes) == 0
     missing = np.zeros(n, dtype=np.int64)
-    missing[1:] = np.diff(ts) // interval_s - 1
+    missing[1:] = np.diff(grid.index(ts)) - 1
     missing[~same_key] = 0
     short = (missing >= 1) & (missing <= max_gap)
     long = missing > max_gap
@@ -366,7 +442,7 @@ def _bridge(
     filled = np.flatnonzero(~observed)  # the imputed rows: gap by gap, in time order
     closing = np.repeat(gaps, missing[gaps])
     out_code[filled] = codes[closing]
-    out_ts[filled] = ts[closing] - (position[closing] - filled) * interval_s
+    out_ts[filled] = grid.shift(ts[closing], -(position[closing] - filled))
     out_values[filled] = interpolate_gaps(values[gaps - 1], values[gaps], missing[gaps])
     return _Grid(out_code, out_ts, out_values, observed, reset)
 

@@ -14,14 +14,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from training.metrics import METRIC_NAMES
-from training.timetext import format_interval
 
 if TYPE_CHECKING:  # at run time these would make the report depend on the whole pipeline
     from training.backtest import Backtest
     from training.config import TrainConfig
     from training.history import PreparedHistory
 
-MODELS = ("lstm", "naive", "seasonal_naive", "arima")
+MODELS = ("lstm", "naive", "seasonal_naive", "auto_ets", "auto_theta", "auto_arima")
 
 
 def backtest_report(
@@ -30,7 +29,7 @@ def backtest_report(
     """The report sections ``fit`` and ``evaluate`` share: what was run on which data, and
     how every model scored."""
     cfg = config.to_dict()
-    cfg["interval"] = format_interval(config.interval_s)
+    cfg["interval"] = history.series.grid.describe()
     parts = history.parts
     return {
         "name": name,

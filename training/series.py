@@ -2,9 +2,10 @@
 
 ``training/data.py`` builds a :class:`SeriesSet` from a CSV/Parquet file; everything after
 (preparation, fitting, evaluation, baselines) consumes it. Rows are sorted by key then
-time; each key's rows are contiguous, on a regular grid of ``interval_s`` (interval start
-times, epoch seconds UTC), except across a *reset*: a gap longer than the bridging limit,
-after which the key starts warm-up again (exactly what the service does).
+time; each key's rows are contiguous, on a regular grid (interval start times, epoch
+seconds UTC: fixed ``interval_s`` intervals, or the calendar months or trading days of
+``grid``, :mod:`streamcast.core.grid`), except across a *reset*: a gap longer than the
+bridging limit, after which the key starts warm-up again (exactly what the service does).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+
+from streamcast.core.grid import Grid
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,8 @@ class SeriesSet:
     interval_s: int
     value_name: str = "value"
     extra_names: tuple[str, ...] = ()
+    #: a calendar grid (months, trading days); None: fixed ``interval_s`` intervals
+    calendar_grid: Grid | None = None
 
     def __post_init__(self) -> None:
         n = len(self.ts)
@@ -47,6 +52,16 @@ class SeriesSet:
     @property
     def n_rows(self) -> int:
         return len(self.ts)
+
+    @property
+    def grid(self) -> Grid:
+        """The interval grid the rows lie on."""
+        return self.calendar_grid or Grid.fixed(self.interval_s)
+
+    def steps(self) -> npt.NDArray[np.int64]:
+        """``[N]`` the grid's interval number of every row (consecutive rows of a segment
+        differ by one)."""
+        return self.grid.index(self.ts)
 
     def key_slice(self, i: int) -> slice:
         """Rows of key ``i``."""
@@ -74,7 +89,7 @@ class SeriesSet:
         first = np.zeros(len(ts), dtype=bool)
         first[offsets[:-1][counts > 0]] = True
         jump = np.ones(len(ts), dtype=bool)
-        jump[1:] = (np.diff(ts) != self.interval_s) | (np.diff(new_key) != 0)
+        jump[1:] = (np.diff(self.grid.index(ts)) != 1) | (np.diff(new_key) != 0)
         reset |= first | jump
         return SeriesSet(
             keys=tuple(self.keys[k] for k in kept_keys),
@@ -86,4 +101,5 @@ class SeriesSet:
             interval_s=self.interval_s,
             value_name=self.value_name,
             extra_names=self.extra_names,
+            calendar_grid=self.calendar_grid,
         )

@@ -60,8 +60,9 @@ def tune(
     """Search around ``base``; returns the best config and its validation loss."""
     started = time.monotonic()
     # prepared for the longest window searched, so every trial sees the same rows
-    history = load_and_prepare(source, base.updated(window=max((*WINDOWS, base.window))))
-    scaled = scale_history(history, base)
+    history = load_and_prepare(source, base.updated(window=max((*WINDOWS, base.window_))))
+    base = history.config.updated(window=base.window)
+    scaled = scale_history(history)
     state = {"done": 0, "loss": math.inf}
     best_config = [base]
 
@@ -72,8 +73,18 @@ def tune(
         left = max(trials - int(state["done"]), 1)
         config = base.updated(**changes, time_budget_s=max(remaining / left, 5.0))
         state["done"] += 1
+        if config.window is None:
+            config = config.updated(window=history.config.window_)
         result = train(
-            history.series, scaled.scaled, history.parts.role, scaled.spec, config, verbose=False
+            history.series,
+            scaled.inputs,
+            history.parts.role,
+            scaled.spec,
+            scaled.scheme,
+            config.updated(
+                refit=False, lags=tuple(g for g in scaled.scheme.lags if g <= config.window_)
+            ),
+            verbose=False,
         )
         if verbose:
             print(f"trial {state['done']}: {changes} -> val_loss {result.best_val_loss:.4f}")

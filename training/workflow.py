@@ -2,22 +2,29 @@
 
 :func:`fit_pipeline` runs these steps, each a function here or in the module named:
 
-1. load, regularise and split (:func:`training.history.load_and_prepare`), then fit the
-   scaling on the training rows (:func:`training.history.scale_history`);
-2. :func:`train_model`: train, checkpointing the best weights in ``out_dir``;
+1. load, regularise, split by the protocol and choose the unset settings from the data
+   (:func:`training.history.load_and_prepare`, the reasons printed), then fit the unit
+   and build every row's input (:func:`training.history.scale_history`);
+2. the statistical baselines start in a separate process (:class:`BaselineJob`: they need
+   the data, not the model), while :func:`train_model` trains;
 3. :func:`model_metadata`: the artifact's self-description;
 4. :func:`export_model`: ONNX export, with the parity check on random and real inputs,
    and the self-test sample run through the written file;
 5. :func:`training.backtest.backtest`: replay the whole history through the *exported*
    model with ONNX Runtime and score it and the baselines on the same test origins;
+   :func:`guard`: the same on the validation origins, a loud warning (with
+   ``require_beat_baseline``: an error) when the LSTM loses to the best baseline there;
 6. :func:`stamp_calibration`: calibrate the prediction intervals and the error-drift
    reference on the validation period, measure the input-drift reference
    (:mod:`training.input_drift`), and write them, the self-test sample and the headline
    metrics into the model, which must then pass its own self-test;
-7. :func:`write_outputs`: the forecasts file and the figures (bands shaded);
-8. the report (:func:`training.report.backtest_report`, :func:`quality_sections`: interval
-   coverage and input-drift alarms on the test period, plus fit's own sections), written
-   by :func:`publish_report`.
+7. ``final_refit``: fine-tune on every row and export that model (its metrics above are
+   the last honest ones; the forecasts file is the refit model's; its self-test sample is
+   its own);
+8. :func:`write_outputs`: the forecasts file and the figures (bands shaded); the report
+   (:func:`training.report.backtest_report`, :func:`quality_sections`: interval coverage
+   and input-drift alarms on the test period, plus fit's own sections), written by
+   :func:`publish_report`.
 
 :func:`evaluate_pipeline` does 1 (without scaling: the model carries its scaling), 5, 7
 and 8 for an existing ``model.onnx`` (:func:`open_model`, :func:`config_from_model`) with
@@ -29,7 +36,10 @@ loads it.
 
 from __future__ import annotations
 
+import multiprocessing
+import sys
 import time
+from concurrent.futures import Future, ProcessPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,6 +51,7 @@ from streamcast.core.artifact import (
     FeatureMeta,
     GapMeta,
     GraphNames,
+    GridMeta,
     ModelMeta,
     ScalingMeta,
     SelfTestMeta,
@@ -48,10 +59,20 @@ from streamcast.core.artifact import (
 )
 from streamcast.core.model import OnnxStepModel, self_test_failures
 from streamcast.errors import ModelError
+from training import baselines as baseline_models
 from training import plots
-from training.backtest import Backtest, backtest, calibrate, coverage, forecast_figures
+from training.backtest import (
+    Backtest,
+    backtest,
+    calibrate,
+    coverage,
+    forecast_figures,
+    test_origins,
+    validation_origins,
+    validation_ranking,
+)
 from training.config import TrainConfig
-from training.errors import DataError, ExportError
+from training.errors import DataError, ExportError, TrainingError
 from training.evaluate import load_session, position_since_reset, write_forecasts
 from training.history import (
     DataSource,
@@ -76,7 +97,45 @@ PARITY_ROWS = 32
 EXPORT_PARITY_TOLERANCE = 1e-5
 
 
-def fit_pipeline(
+class BaselineLosesError(TrainingError):
+    """``--require-beat-baseline``: the LSTM lost to a baseline on validation."""
+
+
+def _say(message: str) -> None:
+    print(message, flush=True)
+
+
+class BaselineJob:
+    """The statistical baselines at the test and validation origins, computed in a
+    separate process (statsforecast on arrays, one thread) while the LSTM trains."""
+
+    def __init__(
+        self, series: SeriesSet, groups: dict[str, Any], config: TrainConfig, *, verbose: bool
+    ) -> None:
+        names = tuple(n for n in baseline_models.STATISTICAL if n in config.baselines)
+        self._pool: ProcessPoolExecutor | None = None
+        self._future: Future[baseline_models.Run] | None = None
+        self._run = baseline_models.Run()
+        if not names:
+            return
+        self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+        self._future = self._pool.submit(
+            baseline_models.statistical, series, groups, config.horizon, config.season_,
+            names, budget_s=config.baseline_budget_s, log=_say if verbose else None,
+        )  # fmt: skip
+
+    def result(self) -> baseline_models.Run:
+        """Wait for the baselines (once)."""
+        if self._future is not None:
+            self._run = self._future.result()
+            self._future = None
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+        return self._run
+
+
+def fit_pipeline(  # noqa: PLR0915 - the steps of the module docstring, in order
     source: DataSource,
     config: TrainConfig,
     out_dir: Path,
@@ -88,14 +147,26 @@ def fit_pipeline(
     """Train, export, backtest and write every output into ``out_dir``; returns the report."""
     started = time.monotonic()
     history = load_and_prepare(source, config)
+    config = history.config
     if verbose:
         print(history.prep.summary())
-    scaled = scale_history(history, config)
+        for line in history.reasons:
+            print(f"default: {line}")
+    scaled = scale_history(history)
+    series, parts = history.series, history.parts
+    groups = {
+        "test": test_origins(series, parts, config),
+        "val": validation_origins(series, parts, config),
+    }
+    job = BaselineJob(series, groups, config, verbose=verbose)
     timings = {"load_prepare": time.monotonic() - started}
     out_dir.mkdir(parents=True, exist_ok=True)
-    result = train_model(history, scaled, config, out_dir, verbose=verbose)
-    timings["train"] = result.seconds
-    meta = model_metadata(name, history, scaled, config, state_size=result.model.state_size)
+    result = train_model(history, scaled, config, verbose=verbose)
+    timings["train"] = result.seconds + result.refit_seconds
+    checkpoint = out_dir / "checkpoints" / "best.weights.h5"
+    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    result.model.save_weights(checkpoint)
+    meta = model_metadata(name, history, scaled, config, result)
     start = time.monotonic()
     model_path = out_dir / "model.onnx"
     if verbose:
@@ -105,22 +176,39 @@ def fit_pipeline(
     )
     timings["export"] = time.monotonic() - start
     sess, meta = load_session(model_path)
+    start = time.monotonic()
+    stats = job.result()
+    timings["baselines_wait"] = time.monotonic() - start
+    timings.update({f"baseline {k}": v for k, v in stats.seconds.items()})
     if verbose:
         print("streaming backtest of the exported model and the baselines")
-    bt = backtest(sess, meta, history.series, history.parts, config)
+    bt = backtest(sess, meta, series, parts, config, statistical=stats.forecasts)
     timings.update(bt.timings)
-    inputs = input_reference(history.series, history.parts, meta)
+    ranking = validation_ranking(bt.fc, series, parts, config, stats.forecasts)
+    verdict = guard(ranking, config, verbose=verbose)
+    inputs = input_reference(series, parts, meta)
     meta = stamp_calibration(
         model_path, meta, bt, history, config, parity=parity, inputs=inputs, self_test=self_test
     )
+    final = None
+    if config.final_refit:
+        final = final_refit(
+            result, meta, model_path, history=history, scaled=scaled, config=config,
+            verbose=verbose,
+        )  # fmt: skip
+        sess, meta = load_session(model_path)
+        bt_final = backtest(sess, meta, series, parts, config, statistical=stats.forecasts)
+        final["in_sample_test_mase"] = bt_final.metrics["lstm"]["mase"]
+        bt.fc = bt_final.fc  # the forecasts file is the exported (refit) model's
     start = time.monotonic()
     figures = [plots.loss_curve(result.history, result.best_epoch, out_dir / "loss.png").name]
-    figures += write_outputs(
-        out_dir, forecasts_file, history.series, bt, meta=meta, season=config.season
-    )
+    figures += write_outputs(out_dir, forecasts_file, series, bt, meta=meta, season=config.season_)
     timings["write_outputs"] = time.monotonic() - start
     timings["total"] = time.monotonic() - started
     report = backtest_report(name, history, config, bt)
+    report["defaults"] = list(history.reasons)
+    report["baselines"] = {"seconds": stats.seconds, "skipped": stats.skipped}
+    report["validation"] = {"metrics": ranking, **verdict}
     report.update(quality_sections(history, bt, meta))
     report["drift"]["calibration_tests"] = inputs.calibration_tests
     report["drift"]["validation_tests"] = inputs.validation_tests
@@ -129,9 +217,85 @@ def fit_pipeline(
     report["calibration"] = meta.calibration.model_dump()
     report["self_test"] = {"rows": len(meta.self_test.x), "atol": meta.self_test.atol}
     report["model"] = {"version": meta.version, "state_size": meta.state_size}
+    if final is not None:
+        report["final_refit"] = final
     report["timings"] = timings
     report["files"] = {"model": "model.onnx", "forecasts": forecasts_file, "figures": figures}
-    return publish_report(out_dir, report, bt, verbose=verbose)
+    out = publish_report(out_dir, report, bt, verbose=verbose)
+    if verdict.get("error"):
+        raise BaselineLosesError(str(verdict["message"]))
+    return out
+
+
+def guard(
+    ranking: dict[str, dict[str, Any]], config: TrainConfig, *, verbose: bool
+) -> dict[str, Any]:
+    """Compare the LSTM with the best baseline on validation: a loud warning when it loses,
+    an error with ``require_beat_baseline`` (raised after the outputs are written, so the
+    report shows why)."""
+    if "lstm" not in ranking:
+        return {"best_baseline": None, "lstm_loses": False, "message": "no validation origins"}
+    others = {k: v["mase"] for k, v in ranking.items() if k != "lstm" and np.isfinite(v["mase"])}
+    if not others:
+        return {"best_baseline": None, "lstm_loses": False, "message": "no baseline scored"}
+    best = min(others, key=lambda k: others[k])
+    lstm = float(ranking["lstm"]["mase"])
+    loses = lstm > others[best]
+    message = f"validation MASE: lstm {lstm:.4f}, best baseline {best} {others[best]:.4f}" + (
+        " -- the LSTM LOSES to it" if loses else ""
+    )
+    out: dict[str, Any] = {
+        "best_baseline": best,
+        "best_baseline_mase": others[best],
+        "lstm_mase": lstm,
+        "lstm_loses": bool(loses),
+        "message": message,
+        "error": bool(loses and config.require_beat_baseline),
+    }
+    if loses:
+        print(
+            f"WARNING: {message}: do not deploy it as is (fewer epochs or more data, another "
+            f"window/season, or serve the baseline); --require-beat-baseline makes this an error",
+            file=sys.stderr,
+            flush=True,
+        )
+    elif verbose:
+        print(message, flush=True)
+    return out
+
+
+def final_refit(
+    result: FitResult,
+    meta: ModelMeta,
+    path: Path,
+    *,
+    history: PreparedHistory,
+    scaled: ScaledHistory,
+    config: TrainConfig,
+    verbose: bool,
+) -> dict[str, Any]:
+    """Fine-tune on every row (test included) and export that model over ``path`` with the
+    metadata the measured model had (its calibration and metrics are the honest ones) and
+    a self-test sample of its own, which it must pass as the service checks it."""
+    from training.export import rewrite_metadata  # noqa: PLC0415 - TensorFlow, for fit only
+    from training.fit import refit_all  # noqa: PLC0415 - TensorFlow, for fit only
+
+    before = result.refit_epochs
+    start = time.monotonic()
+    if verbose:
+        print("final refit on every row (test included); the metrics above are the honest ones")
+    refit_all(result, history.series, scaled.inputs, scaled.spec, config, verbose=verbose)
+    _, self_test = export_model(
+        result.model, meta, path, history=history, scaled=scaled, config=config
+    )
+    rewrite_metadata(path, meta.model_copy(update={"self_test": self_test}))
+    _check_self_test(path)
+    return {
+        "epochs": result.refit_epochs - before,
+        "seconds": time.monotonic() - start,
+        "note": "model.onnx was fine-tuned on every row after the backtest; the metrics are "
+        "the model's before it (the test period is in-sample for the exported model)",
+    }
 
 
 def evaluate_pipeline(
@@ -141,18 +305,30 @@ def evaluate_pipeline(
     *,
     verbose: bool = True,
     forecasts_file: str = "forecasts.parquet",
+    protocol: str | None = None,
+    overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Re-run the streaming backtest of an exported model with ONNX Runtime only."""
+    """Re-run the backtest of an exported model with ONNX Runtime only (``protocol``:
+    another protocol than the one it was trained under; ``overrides``: other baselines or
+    baseline budget)."""
     started = time.monotonic()
     sess, meta = open_model(model_path)
-    config = config_from_model(meta)
+    config = config_from_model(meta).updated(**(overrides or {}))
+    if protocol is not None:
+        config = config.updated(protocol=protocol)
     history = load_and_prepare(source, config)
-    bt = backtest(sess, meta, history.series, history.parts, config)
+    series, parts = history.series, history.parts
+    groups = {"test": test_origins(series, parts, config)}
+    names = tuple(n for n in baseline_models.STATISTICAL if n in config.baselines)
+    stats = baseline_models.statistical(
+        series, groups, config.horizon, config.season_, names,
+        budget_s=config.baseline_budget_s, log=_say if verbose else None,
+    )  # fmt: skip
+    bt = backtest(sess, meta, series, parts, config, statistical=stats.forecasts)
     out_dir.mkdir(parents=True, exist_ok=True)
-    figures = write_outputs(
-        out_dir, forecasts_file, history.series, bt, meta=meta, season=config.season
-    )
+    figures = write_outputs(out_dir, forecasts_file, series, bt, meta=meta, season=config.season_)
     report = backtest_report(meta.name, history, config, bt)
+    report["baselines"] = {"seconds": stats.seconds, "skipped": stats.skipped}
     report.update(quality_sections(history, bt, meta))
     report["parity"] = {
         "max_abs_diff": meta.training.metrics.get("parity", {}).get("max_abs_diff"),
@@ -170,24 +346,19 @@ def evaluate_pipeline(
 
 
 def train_model(
-    history: PreparedHistory,
-    scaled: ScaledHistory,
-    config: TrainConfig,
-    out_dir: Path,
-    *,
-    verbose: bool,
+    history: PreparedHistory, scaled: ScaledHistory, config: TrainConfig, *, verbose: bool
 ) -> FitResult:
-    """Train on the training rows, early-stopping on the validation rows; the best weights
-    are checkpointed in ``out_dir/checkpoints``."""
+    """Train on the training rows, early-stopping on the validation rows, then fine-tune
+    on both (:mod:`training.fit`)."""
     from training.fit import train  # noqa: PLC0415 - TensorFlow, for fit only
 
     return train(
         history.series,
-        scaled.scaled,
+        scaled.inputs,
         history.parts.role,
         scaled.spec,
+        scaled.scheme,
         config,
-        checkpoint_dir=out_dir / "checkpoints",
         verbose=verbose,
     )
 
@@ -197,25 +368,26 @@ def model_metadata(
     history: PreparedHistory,
     scaled: ScaledHistory,
     config: TrainConfig,
-    *,
-    state_size: int,
+    result: FitResult,
 ) -> ModelMeta:
     """The artifact's self-description before the backtest (calibration, drift reference
     and metrics are stamped in by :func:`stamp_calibration`)."""
     series, spec, now = history.series, scaled.spec, datetime.now(UTC)
     data_fingerprint = history.fingerprint
+    grid, scheme = series.grid, scaled.scheme
     return ModelMeta(
         name=name,
         version=now.strftime("%Y%m%dT%H%M%SZ") + "-" + data_fingerprint[7:15],
         created_at=now.strftime("%Y-%m-%dT%H:%M:%SZ"),
         graph=GraphNames() if spec.n_calendar else GraphNames(calendar=None),
-        state_size=state_size,
+        state_size=result.model.state_size,
         layers=config.layers,
         units=config.units,
-        window=config.window,
+        window=config.window_,
         horizon=config.horizon,
-        interval_s=config.interval_s,
+        interval_s=grid.seconds,
         aggregation=config.aggregation,
+        grid=GridMeta(kind=grid.kind, months=grid.months, holidays=grid.holidays),
         features=FeatureMeta(
             value_name=series.value_name,
             extra_names=series.extra_names,
@@ -223,7 +395,10 @@ def model_metadata(
             timezone=config.timezone,
         ),
         scaling=ScalingMeta(
-            known=scaled.value_scaling.known,
+            alpha=scheme.alpha,
+            lags=scheme.lags,
+            kappa=scheme.kappa,
+            clip=scheme.clip,
             extra_loc=scaled.extra_scaling.loc,
             extra_scale=scaled.extra_scaling.scale,
         ),
@@ -234,6 +409,7 @@ def model_metadata(
             n_keys=len(series.keys),
             n_rows=series.n_rows,
             seed=config.seed,
+            shrinkage=result.beta,
             config=config.to_dict(),
         ),
     )
@@ -261,20 +437,15 @@ def export_model(
         self_test_sample,
     )
 
-    series = history.series
-    warm = np.flatnonzero(history.parts.val & (position_since_reset(series) >= config.window))
+    series, window = history.series, meta.window
+    warm = np.flatnonzero(history.parts.val & (position_since_reset(series) >= window))
     real = None
     if len(warm):
         picks = np.linspace(0, len(warm) - 1, min(PARITY_ROWS, len(warm))).astype(int)
         real = real_inputs(
-            model,
-            series,
-            scaled.scaled,
-            warm[picks],
-            spec=scaled.spec,
-            window=config.window,
-            horizon=config.horizon,
-        )
+            model, series, scaled.inputs.x, warm[picks],
+            spec=scaled.spec, window=window, horizon=meta.horizon,
+        )  # fmt: skip
     diff = export_step(model, meta, path, real)
     sample = real or random_inputs(model, config.horizon, SELF_TEST_ROWS, seed=config.seed)
     parity = {"max_abs_diff": diff, "tolerance": PARITY_TOLERANCE}
@@ -323,13 +494,18 @@ def stamp_calibration(
         }
     )
     rewrite_metadata(path, stamped)
+    _check_self_test(path)
+    return stamped
+
+
+def _check_self_test(path: Path) -> None:
+    """Load ``path`` as the service does; ExportError unless it passes its self-test."""
     try:
         failure = self_test_failures(OnnxStepModel.load(path))
     except ModelError as exc:
         failure = str(exc)
     if failure is not None:
         raise ExportError(f"{path}: the exported model fails its own check: {failure}")
-    return stamped
 
 
 def quality_sections(history: PreparedHistory, bt: Backtest, meta: ModelMeta) -> dict[str, Any]:
@@ -370,16 +546,23 @@ def open_model(path: Path) -> tuple[ort.InferenceSession, ModelMeta]:
 def config_from_model(meta: ModelMeta) -> TrainConfig:
     """The config an exported model was trained with, its own description winning over the
     recorded training config (and filling in for models whose metadata carries none)."""
+    grid = meta.time_grid()
+    interval = f"{grid.months}M" if grid.kind == "months" else f"{meta.interval_s}s"
+    recorded = dict(meta.training.config)
     return TrainConfig.from_dict(
         {
-            **dict(meta.training.config),
-            "interval_s": meta.interval_s,
+            **recorded,
+            "interval": "1d" if grid.kind == "trading_days" else interval,
+            "trading_days": grid.kind == "trading_days",
+            "holidays": grid.holidays,
             "window": meta.window,
             "horizon": meta.horizon,
             "max_gap": meta.gap.max_gap,
             "aggregation": meta.aggregation,
             "calendar": meta.features.calendar,
             "timezone": meta.features.timezone,
+            "lags": meta.scaling.lags,
+            "alpha": meta.scaling.alpha,
         }
     )
 

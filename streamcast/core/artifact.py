@@ -5,45 +5,56 @@ An exported model is one ONNX file whose ``metadata_props`` carry, under the key
 Training writes it (``training/export.py``); the service reads it (``streamcast/model.py``)
 through ONNX Runtime's ``custom_metadata_map`` and needs nothing else.
 
-Graph signature (``schema_version`` 1), all float32, batch dimension dynamic:
+Graph signature (``schema_version`` 2), all float32, batch dimension dynamic:
 
-========== =============== ==========================================================
-input      shape           meaning
-========== =============== ==========================================================
-x          [B, 1 + E]      scaled value and extras observed at the closed interval t
-h, c       [B, S]          LSTM state before the step, layers concatenated (S = L*U)
-calendar   [B, H, C]       calendar rows of target intervals t+1..t+H (only if C > 0)
-========== =============== ==========================================================
+========== ================= ========================================================
+input      shape             meaning
+========== ================= ========================================================
+x          [B, 2 + E + M]    the step input of the closed interval t in the key's unit
+                             ``K``: ``[u, extras..., r, lags...]``
+                             (:func:`streamcast.core.features.step_inputs`)
+h, c       [B, S]            LSTM state before the step, layers concatenated (S = L*U)
+calendar   [B, H, C]         calendar rows of target intervals t+1..t+H (only if C > 0)
+========== ================= ========================================================
 
-========== =============== ==========================================================
-output     shape           meaning
-========== =============== ==========================================================
-h_out      [B, S]          state after consuming x (the H-step rollout does not touch it)
+========== ================= ========================================================
+output     shape             meaning
+========== ================= ========================================================
+h_out      [B, S]            state after consuming x (the H-step rollout does not touch it)
 c_out      [B, S]
-forecast   [B, H]          scaled forecasts of t+1..t+H (recursive rollout in-graph)
-========== =============== ==========================================================
+forecast   [B, H]            forecasts of t+1..t+H in the origin's units:
+                             ``y = l_t + K_t * forecast`` (recursive rollout in-graph)
+========== ================= ========================================================
+
+Schema 1 (a fixed training-period location/scale per key, ``x = [B, 1 + E]``) is refused
+with one line: its inputs mean something else.
 
 Lifecycle of a key, identical online and offline: state starts at zero; the first
-``window`` intervals are buffered (warm-up); when the window is full, a key the model
-never saw gets its value scaling from that window, the buffered intervals are stepped in
-order, and the step at the window's last interval yields the key's first forecast. From
-then on each closed interval is one step and one forecast. Gaps of up to ``gap.max_gap``
-missing intervals are filled by linear interpolation and stepped (no forecast is emitted
-for imputed intervals); a longer gap resets the key to warm-up (known keys keep their
-training scale).
+``window`` intervals are buffered (warm-up); when the window is full, the key's level and
+scale are set from that window (:meth:`~streamcast.core.features.LevelScale.init`), the
+buffered intervals are stepped in order (each updating level and scale first), and the
+step at the window's last interval yields the key's first forecast. From then on each
+closed interval is one update and one step and one forecast. Gaps of up to
+``gap.max_gap`` missing intervals are filled by linear interpolation and stepped (no
+forecast is emitted for imputed intervals); a longer gap resets the key to warm-up.
+Intervals are those of the model's :class:`GridMeta` (fixed, calendar months, trading
+days).
 """
 
 from __future__ import annotations
 
+import json
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from streamcast.core.features import CalendarName, ExtraScaling, FeatureSpec, ValueScaling
+from streamcast.core.features import CalendarName, ExtraScaling, FeatureSpec, LevelScale
+from streamcast.core.grid import Grid, GridKind
 from streamcast.core.validation import problems
 
 METADATA_KEY = "streamcast"
-SCHEMA_VERSION = 1
+#: 2: level/scale scaling that follows the series, ``x = [u, extras, r, lags]``, grids
+SCHEMA_VERSION = 2
 
 Aggregation = Literal["last", "mean", "sum", "min", "max"]
 
@@ -76,13 +87,28 @@ class FeatureMeta(_Frozen):
 
 
 class ScalingMeta(_Frozen):
-    """Value scaling per key (training stats, or the warm-up window) and global extras."""
+    """The per-key level/scale (:class:`~streamcast.core.features.LevelScale`) and the
+    global scaling of the extras."""
 
-    scheme: Literal["standard"] = "standard"
-    unseen_keys: Literal["warmup_window"] = "warmup_window"
-    known: dict[str, tuple[float, float]] = Field(default_factory=dict)
+    scheme: Literal["level_scale"] = "level_scale"
+    #: EWMA weight of a new value in the key's level and scale
+    alpha: float = Field(default=0.1, gt=0.0, le=1.0)
+    #: seasonal anchors the cell sees (intervals back); empty: none
+    lags: tuple[int, ...] = ()
+    #: the global unit: K = kappa * max(scale, 1e-8)
+    kappa: float = Field(default=1.0, gt=0.0)
+    clip: float = Field(default=20.0, gt=0.0)
     extra_loc: tuple[float, ...] = ()
     extra_scale: tuple[float, ...] = ()
+
+
+class GridMeta(_Frozen):
+    """The interval grid (:class:`streamcast.core.grid.Grid`): fixed ``interval_s``,
+    calendar months, or trading days, in the zone of ``features.timezone``."""
+
+    kind: GridKind = "fixed"
+    months: int = Field(default=0, ge=0)
+    holidays: tuple[str, ...] = ()
 
 
 class GapMeta(_Frozen):
@@ -106,13 +132,13 @@ class DriftMeta(_Frozen):
 
     Error drift standardises one-step residuals with ``residual_mean[0]`` and
     ``residual_std[0]``; input drift compares a key's recent window of *scaled* values
-    (``(value - loc) / scale`` with the key's value scaling, as the model sees them)
+    (``u = (value - l) / K``, the step input ``x[:, 0]``, as the model sees them)
     with the training distribution, given by its quantiles ``input_quantiles`` at
     probabilities ``input_probs`` (:mod:`streamcast.core.drift`).
     """
 
     reference: str = ""
-    #: per horizon step: mean, std and |p95| of scaled residuals (actual - forecast) / scale
+    #: per horizon step: mean, std and |p95| of scaled residuals (actual - forecast) / K
     residual_mean: tuple[float, ...] = ()
     residual_std: tuple[float, ...] = ()
     abs_residual_p95: tuple[float, ...] = ()
@@ -131,7 +157,7 @@ class SelfTestMeta(_Frozen):
     """A sample the exporter ran through the exported graph, with its outputs: a loaded
     model that does not reproduce them (corrupt weights, another graph) is refused."""
 
-    #: [B, 1 + E], [B, S], [B, S], [B, H, C] (empty without calendar features)
+    #: [B, 2 + E + M], [B, S], [B, S], [B, H, C] (empty without calendar features)
     x: tuple[tuple[float, ...], ...] = ()
     h: tuple[tuple[float, ...], ...] = ()
     c: tuple[tuple[float, ...], ...] = ()
@@ -152,6 +178,9 @@ class TrainingMeta(_Frozen):
     n_keys: int = 0
     n_rows: int = 0
     seed: int = 0
+    #: the shrinkage of the LSTM's forecast toward naive, baked into the graph (1: none;
+    #: 0: the model forecasts naive, its validation gain was not significant)
+    shrinkage: float = 1.0
     metrics: dict[str, dict[str, float]] = Field(default_factory=dict)
     config: dict[str, object] = Field(default_factory=dict)
 
@@ -171,6 +200,7 @@ class ModelMeta(_Frozen):
     horizon: int = Field(gt=0)
     interval_s: int = Field(gt=0)
     aggregation: Aggregation = "last"
+    grid: GridMeta = GridMeta()
     features: FeatureMeta = FeatureMeta()
     scaling: ScalingMeta = ScalingMeta()
     gap: GapMeta = GapMeta()
@@ -178,6 +208,14 @@ class ModelMeta(_Frozen):
     drift: DriftMeta = DriftMeta()
     self_test: SelfTestMeta = SelfTestMeta()
     training: TrainingMeta = TrainingMeta()
+
+    @model_validator(mode="after")
+    def _window_holds_lags(self) -> ModelMeta:
+        if self.window < self.level_scale().max_lag:
+            raise ValueError(
+                f"window {self.window} is shorter than the longest lag {max(self.scaling.lags)}"
+            )
+        return self
 
     def feature_spec(self) -> FeatureSpec:
         """The shared feature description used by both halves."""
@@ -189,9 +227,24 @@ class ModelMeta(_Frozen):
             timezone=self.features.timezone,
         )
 
-    def value_scaling(self) -> ValueScaling:
-        """Per-key value scaling for the keys seen in training."""
-        return ValueScaling(known=dict(self.scaling.known))
+    def level_scale(self) -> LevelScale:
+        """The per-key level/scale scheme of the inputs and forecasts."""
+        sc = self.scaling
+        return LevelScale(alpha=sc.alpha, lags=sc.lags, kappa=sc.kappa, clip=sc.clip)
+
+    def time_grid(self) -> Grid:
+        """The interval grid the model steps on."""
+        grid = self.grid
+        if grid.kind == "months":
+            return Grid.calendar_months(grid.months, self.features.timezone)
+        if grid.kind == "trading_days":
+            return Grid.trading_days(self.features.timezone, grid.holidays)
+        return Grid.fixed(self.interval_s)
+
+    @property
+    def step_width(self) -> int:
+        """Width of the graph's ``x`` input."""
+        return self.level_scale().step_width(len(self.features.extra_names))
 
     def extra_scaling(self) -> ExtraScaling:
         """Global scaling of the extra features."""
@@ -212,14 +265,19 @@ class ModelMeta(_Frozen):
             raise ValueError(
                 f"model has no '{METADATA_KEY}' metadata: not exported by streamcast-train"
             )
+        # the schema first: an old artifact's fields would otherwise read as many errors
         try:
-            meta = cls.model_validate_json(raw)
+            version = json.loads(raw).get("schema_version")
+        except (ValueError, AttributeError):
+            version = None
+        if isinstance(version, int) and version != SCHEMA_VERSION:
+            raise ValueError(
+                f"model metadata schema {version} is not supported (this streamcast reads "
+                f"schema {SCHEMA_VERSION}: level/scale inputs that follow the series); "
+                "train the model again with this streamcast-train"
+            )
+        try:
+            return cls.model_validate_json(raw)
         except ValidationError as exc:
             # pydantic's own text spans lines and links to its docs: one line per field
             raise ValueError("; ".join(problems(exc))) from None
-        if meta.schema_version != SCHEMA_VERSION:
-            raise ValueError(
-                f"model metadata schema {meta.schema_version} is not supported "
-                f"(this streamcast reads schema {SCHEMA_VERSION})"
-            )
-        return meta

@@ -32,8 +32,8 @@ average at least 3 standard deviations from the baseline, else ``warning``. Ever
 key's detector knows is in its state (``base_m``, ``base_v``, ``level``, ``alarm``,
 ``quiet_n``, ``n_resid``), so a restart neither loses nor repeats an alert.
 
-**Input drift** compares the distribution of a key's recent scaled values (``(value -
-loc) / scale``, exactly as the model saw them) with the training distribution, which the
+**Input drift** compares the distribution of a key's recent scaled values (``u = (value
+- level) / unit``, exactly as the model saw them) with the training distribution, which the
 model carries as quantiles ``q_j`` at probabilities ``p_j``
 (:class:`~streamcast.core.artifact.DriftMeta`). Each key keeps an exponentially weighted
 ECDF at those quantiles, ``F_j <- F_j + a (1[x <= q_j] - F_j)`` with ``a = 2 / (window +

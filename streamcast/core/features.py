@@ -14,21 +14,32 @@ at ``t+1``; the recursive rollout feeds each prediction back with the extras hel
 their last observed value (the documented rollout policy for exogenous features) and
 the next calendar row.
 
-Scaling: a key's value uses its own location/scale. Keys seen in training use the
-statistics of their *training* period (stored in the model's metadata); keys the model
-never saw use the statistics of their own warm-up window, so the scheme works for any key
-and never looks at data after the point where it is applied. Extra features use one
-global location/scale fitted on the training period of all keys.
+Scaling follows the series (:class:`LevelScale`, schema 2): every key carries an
+exponentially weighted level ``l`` and scale ``s`` of its values, set from its warm-up
+window and updated in O(1) at every closed interval (imputed ones included), so a series
+that trends or shifts level stays in the range the LSTM was trained on. The step input at
+``t`` is, in the unit ``K = kappa * max(s, SCALE_FLOOR)``::
+
+    x = [u, extras..., r, lags...]      u    = clip((y_t - l_t) / K_t, +-clip)
+                                        r    = l_t / K_t
+                                        lags = (y_{t-M+1} .. y_t - l_t) / K_t   (M = max lag)
+
+and the graph's forecast is in the origin's units: ``y_{t+k} = l_t + K_t * forecast[k]``.
+Known and unseen keys are treated alike (no training statistics per key). Extra features
+use one global location/scale fitted on the training period of all keys.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import warnings
+from dataclasses import dataclass
 from typing import Literal, get_args
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
+
+from streamcast.core.grid import Grid, as_grid
 
 FloatArray = npt.NDArray[np.float64]
 Float32Array = npt.NDArray[np.float32]
@@ -66,16 +77,15 @@ class FeatureSpec:
         return 2 * len(self.calendar)
 
 
-def interval_start(ts_s: IntArray | int, interval_s: int) -> IntArray:
-    """The start (epoch seconds) of the interval each timestamp falls in (epoch aligned)."""
-    ts = np.asarray(ts_s, dtype=np.int64)
-    return np.asarray(ts - np.mod(ts, interval_s), dtype=np.int64)
+def interval_start(ts_s: IntArray | int, interval: int | Grid) -> IntArray:
+    """The start (epoch seconds) of the interval each timestamp falls in (:mod:`grid
+    <streamcast.core.grid>`; an int is a fixed, epoch-aligned interval in seconds)."""
+    return as_grid(interval).floor(ts_s)
 
 
-def target_times(origin_s: IntArray, interval_s: int, horizon: int) -> IntArray:
+def target_times(origin_s: IntArray, interval: int | Grid, horizon: int) -> IntArray:
     """``[..., H]`` start times of the intervals ``t+1 .. t+H`` after each origin."""
-    steps = np.arange(1, horizon + 1, dtype=np.int64) * interval_s
-    return np.asarray(np.asarray(origin_s, dtype=np.int64)[..., None] + steps, dtype=np.int64)
+    return as_grid(interval).targets(origin_s, horizon)
 
 
 def calendar_features(ts_s: IntArray, spec: FeatureSpec) -> Float32Array:
@@ -153,24 +163,92 @@ class ExtraScaling:
     scale: tuple[float, ...] = ()
 
 
+#: the smallest scale a key's unit is made of (a constant series: all-zero inputs)
+SCALE_FLOOR = 1e-8
+
+
 @dataclass(frozen=True)
-class ValueScaling:
-    """Per-key value scaling: training statistics for known keys, warm-up window otherwise."""
+class LevelScale:
+    """The per-key scaling that follows the series (module docstring).
 
-    known: dict[str, tuple[float, float]] = field(default_factory=dict)
-    scheme: Literal["standard"] = "standard"
+    ``alpha`` is the EWMA weight of a new value (about ``1 / season``), ``lags`` the
+    seasonal anchors (in intervals) the cell sees beside ``u``, ``kappa`` the global unit
+    (mean ``|y - l| / s`` over the training rows, so inputs are O(1)), ``clip`` the bound
+    of the cell's value inputs.
 
-    def lookup(self, keys: list[str]) -> tuple[FloatArray, FloatArray, npt.NDArray[np.bool_]]:
-        """``(loc, scale, found)`` for each key; ``found`` is False for keys never trained on."""
-        loc = np.zeros(len(keys))
-        scale = np.ones(len(keys))
-        found = np.zeros(len(keys), dtype=bool)
-        for i, key in enumerate(keys):
-            stats = self.known.get(key)
-            if stats is not None:
-                loc[i], scale[i] = stats
-                found[i] = True
-        return loc, scale, found
+    >>> ls = LevelScale(alpha=0.5, lags=(2,), kappa=1.0)
+    >>> level, scale = ls.init(np.array([[2.0, 4.0]]))
+    >>> level.tolist(), scale.tolist()
+    ([3.0], [3.0])
+    >>> [v.tolist() for v in ls.update(level, scale, np.array([5.0]))]
+    [[4.0], [4.0]]
+    """
+
+    alpha: float = 0.1
+    lags: tuple[int, ...] = ()
+    kappa: float = 1.0
+    clip: float = 20.0
+
+    @property
+    def max_lag(self) -> int:
+        """``M``: the ring-buffer values each step reads (1 without lags: the naive anchor)."""
+        return max(self.lags, default=1)
+
+    def step_width(self, n_extras: int) -> int:
+        """Width of the step input ``x``: ``u``, the extras, ``r``, the ``M`` lags."""
+        return 2 + n_extras + self.max_lag
+
+    def init(self, window: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """``(l, s)`` *before* the first row of warm-up windows ``[..., W]`` (NaN-aware:
+        rows a segment does not have are NaN)."""
+        with warnings.catch_warnings():
+            # an all-NaN window (a segment shorter than the window) is never stepped
+            warnings.simplefilter("ignore", RuntimeWarning)
+            level = np.nanmean(window, axis=-1)
+            scale = np.nanmean(np.abs(window), axis=-1)
+        return np.asarray(level, dtype=np.float64), np.asarray(scale, dtype=np.float64)
+
+    def update(
+        self, level: FloatArray, scale: FloatArray, y: FloatArray
+    ) -> tuple[FloatArray, FloatArray]:
+        """One closed interval ``y``: the O(1) update of ``(l, s)`` (elementwise)."""
+        a = self.alpha
+        return level + a * (y - level), scale + a * (np.abs(y) - scale)
+
+    def unit(self, scale: FloatArray) -> FloatArray:
+        """``K``: the unit of a key's inputs and forecasts."""
+        return np.asarray(self.kappa * np.maximum(scale, SCALE_FLOOR), dtype=np.float64)
+
+
+def step_inputs(
+    values: FloatArray,
+    level: FloatArray,
+    scale: FloatArray,
+    lag_values: FloatArray,
+    *,
+    scheme: LevelScale,
+    extra: ExtraScaling,
+) -> tuple[Float32Array, FloatArray]:
+    """The step input ``x [n, 2 + E + M]`` and the unit ``K [n]`` of ``n`` steps.
+
+    ``values [n, 1 + E]`` are the raw rows just closed, ``level``/``scale`` the key's state
+    *after* consuming them, ``lag_values [n, M]`` the last ``M`` values of the key oldest
+    first (the last one is ``values[:, 0]``; NaN for rows before the key's reset, which
+    enter as the level). One function for the service and the offline evaluator: the same
+    float64 operations in the same order, so both feed the graph the same bits.
+    """
+    k = scheme.unit(scale)
+    n_extra = values.shape[-1] - 1
+    out = np.empty((*values.shape[:-1], scheme.step_width(n_extra)), dtype=np.float64)
+    out[..., 0] = np.clip((values[..., 0] - level) / k, -scheme.clip, scheme.clip)
+    if n_extra:
+        out[..., 1 : 1 + n_extra] = (values[..., 1:] - np.asarray(extra.loc)) / np.asarray(
+            extra.scale
+        )
+    out[..., 1 + n_extra] = level / k
+    lags = (lag_values - level[..., None]) / k[..., None]
+    out[..., 2 + n_extra :] = np.where(np.isnan(lags), 0.0, lags)
+    return out.astype(np.float32), k
 
 
 def fit_location_scale(values: FloatArray, axis: int = -1) -> tuple[FloatArray, FloatArray]:
@@ -188,22 +266,9 @@ def fit_location_scale(values: FloatArray, axis: int = -1) -> tuple[FloatArray, 
     return np.asarray(loc, dtype=np.float64), np.asarray(scale, dtype=np.float64)
 
 
-def scale_inputs(
-    values: FloatArray, loc: FloatArray, scale: FloatArray, extra: ExtraScaling
-) -> Float32Array:
-    """Scale ``[..., 1 + E]`` raw inputs: column 0 with per-row ``loc/scale``, extras globally.
-
-    ``loc`` and ``scale`` broadcast against ``values[..., 0]``.
-    """
-    out = np.empty(values.shape, dtype=np.float64)
-    out[..., 0] = (values[..., 0] - loc) / scale
-    if values.shape[-1] > 1:
-        out[..., 1:] = (values[..., 1:] - np.asarray(extra.loc)) / np.asarray(extra.scale)
-    return out.astype(np.float32)
-
-
 def unscale_forecast(forecast: Float32Array, loc: FloatArray, scale: FloatArray) -> FloatArray:
-    """``[B, H]`` scaled forecasts back to original units with per-row ``loc/scale``."""
+    """``[B, H]`` forecasts in units back to original units: ``loc + scale * forecast`` per
+    row (with :class:`LevelScale`: the origin's level ``l`` and unit ``K``)."""
     return np.asarray(forecast.astype(np.float64) * scale[:, None] + loc[:, None], dtype=np.float64)
 
 

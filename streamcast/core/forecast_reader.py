@@ -51,6 +51,9 @@ class Forecast:
     lower: FloatArray | None = None
     upper: FloatArray | None = None
     schema: int = FORECAST_SCHEMA
+    #: ``[H]`` the targets as written, for a calendar grid (months, trading days); None:
+    #: ``origin + k * interval_s``
+    targets: IntArray | None = None
 
     @property
     def horizon(self) -> int:
@@ -59,6 +62,8 @@ class Forecast:
 
     def target_ts(self) -> IntArray:
         """``[H]`` start times (epoch seconds) of the target intervals."""
+        if self.targets is not None:
+            return self.targets
         steps = np.arange(1, self.horizon + 1, dtype=np.int64) * self.interval_s
         return np.asarray(self.origin_ts + steps, dtype=np.int64)
 
@@ -78,6 +83,9 @@ class _RecordV2(msgspec.Struct):
     levels: list[float]
     lower: list[list[float]]
     upper: list[list[float]]
+    #: a calendar grid's records name it and carry their targets (the checking path
+    #: reads those)
+    grid: str | None = None
 
 
 _DECODE_V2 = msgspec.json.Decoder(_RecordV2)
@@ -93,7 +101,7 @@ def _decode_plain_v2(value: bytes | None, kafka_key: bytes | None) -> Forecast |
     h, levels = doc.horizon, doc.levels
     n = len(levels)
     plain = (
-        doc.schema == FORECAST_SCHEMA and doc.key and doc.model and h >= 1
+        doc.grid is None and doc.schema == FORECAST_SCHEMA and doc.key and doc.model and h >= 1
         and doc.interval_s >= 1 and doc.origin_s >= 0 and len(doc.values) == h
         and len(doc.lower) == n and len(doc.upper) == n
         and all(len(row) == h for row in doc.lower) and all(len(row) == h for row in doc.upper)
@@ -173,7 +181,16 @@ def _decode_checked(value: bytes | None, kafka_key: bytes | None) -> Forecast:
         lower=array[1 : 1 + n] if n else None,
         upper=array[1 + n :] if n else None,
         schema=schema,
+        targets=_targets(doc, horizon) if schema == 2 and "grid" in doc else None,
     )
+
+
+def _targets(doc: Mapping[str, object], horizon: int) -> IntArray:
+    """The record's own targets (a calendar grid's are not ``origin + k * interval_s``)."""
+    value = doc.get("targets")
+    if not isinstance(value, list) or len(value) != horizon:
+        raise RecordError(f"targets: expected a list of {horizon} timestamps")
+    return np.array([iso_seconds(t, "targets") for t in value], dtype=np.int64)
 
 
 def _levels(value: object) -> tuple[float, ...]:

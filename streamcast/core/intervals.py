@@ -8,7 +8,8 @@ regularisation and the offline evaluator):
   timestamp, ``late`` if it falls in an interval before the open one (that interval is
   closed already), else ``out_of_order`` (earlier, but inside the open interval).
 * The open interval is the one holding the last accepted tick, with
-  ``start = streamcast.core.features.interval_start(ts_s, interval_s)``. A tick in a later
+  ``start = grid.floor(ts_s)`` on the model's grid (:mod:`streamcast.core.grid`: fixed
+  intervals, calendar months or trading days). A tick in a later
   interval *closes* the open interval (its value = the aggregate of its ticks) and opens
   the new one. An interval therefore closes only when the key's next tick arrives.
 * Aggregation is ``last``, ``mean``, ``sum``, ``min`` or ``max`` over the interval's
@@ -27,7 +28,7 @@ import numpy as np
 import numpy.typing as npt
 
 from streamcast.core.artifact import Aggregation
-from streamcast.core.features import interval_start
+from streamcast.core.grid import Grid, as_grid
 from streamcast.core.state import NONE, StateStore
 from streamcast.errors import RejectReason
 
@@ -68,7 +69,7 @@ def admit(
     rows: IntArray,
     ts_ms: IntArray,
     last_ts_ms: IntArray,
-    interval_s: int,
+    interval_s: int | Grid,
     *,
     jump: JumpRule | None = None,
     store: StateStore | None = None,
@@ -80,7 +81,8 @@ def admit(
     ``jump_ts``/``jump_n`` columns keep each key's unconfirmed jump), ticks too far ahead
     are held to it; the keys that have such ticks are decided tick by tick.
     """
-    codes, prev = _admit_in_order(rows, ts_ms, last_ts_ms, interval_s)
+    grid = as_grid(interval_s)
+    codes, prev = _admit_in_order(rows, ts_ms, last_ts_ms, grid)
     if jump is None or jump.max_jump_ms is None or store is None or len(rows) == 0:
         return codes
     jumps = (codes == ACCEPTED) & (prev != NONE) & (ts_ms - prev > jump.max_jump_ms)
@@ -91,16 +93,15 @@ def admit(
     for row in suspects.tolist():
         mine = np.flatnonzero(rows == row)
         last = int(last_ts_ms[row])
-        codes[mine] = _admit_key(ts_ms[mine], last, interval_s, jump=jump, store=store, row=row)
+        codes[mine] = _admit_key(ts_ms[mine], last, grid, jump=jump, store=store, row=row)
     return codes
 
 
 def _admit_key(
-    ts_ms: IntArray, last: int, interval_s: int, *, jump: JumpRule, store: StateStore, row: int
+    ts_ms: IntArray, last: int, grid: Grid, *, jump: JumpRule, store: StateStore, row: int
 ) -> IntArray:
     """The admission rules applied tick by tick to one key, the jump rule included."""
     assert jump.max_jump_ms is not None
-    interval_ms = interval_s * 1000
     jump_ts, jump_n = int(store.jump_ts[row]), int(store.jump_n[row])
     codes = np.zeros(len(ts_ms), dtype=np.int64)
     for i, t in enumerate(ts_ms.tolist()):
@@ -117,7 +118,8 @@ def _admit_key(
             codes[i] = DUPLICATE
             continue
         else:
-            codes[i] = LATE if t // interval_ms < last // interval_ms else OUT_OF_ORDER
+            earlier = int(grid.index(t // 1000)) < int(grid.index(last // 1000))
+            codes[i] = LATE if earlier else OUT_OF_ORDER
             continue
         last = t
     store.jump_ts[row], store.jump_n[row] = jump_ts, jump_n
@@ -125,7 +127,7 @@ def _admit_key(
 
 
 def _admit_in_order(
-    rows: IntArray, ts_ms: IntArray, last_ts_ms: IntArray, interval_s: int
+    rows: IntArray, ts_ms: IntArray, last_ts_ms: IntArray, grid: Grid
 ) -> tuple[IntArray, IntArray]:
     """The admission rules without the jump rule, vectorised (module docstring): the codes,
     and for each tick its key's previous accepted timestamp (``NONE`` if none)."""
@@ -148,15 +150,14 @@ def _admit_in_order(
     prev = floor.copy()
     prev[~first] = np.maximum(floor[~first], running[:-1][~first[1:]])
     prev_ts = uniq[prev - segment * m]
-    interval_ms = interval_s * 1000
+    earlier = t < prev_ts
+    late = np.zeros(n, dtype=bool)
+    if earlier.any():  # only these need their interval (calendar grids cost more than a //)
+        late[earlier] = grid.index(t[earlier] // 1000) < grid.index(prev_ts[earlier] // 1000)
     sorted_codes = np.where(
         t > prev_ts,
         ACCEPTED,
-        np.where(
-            t == prev_ts,
-            DUPLICATE,
-            np.where(t // interval_ms < prev_ts // interval_ms, LATE, OUT_OF_ORDER),
-        ),
+        np.where(t == prev_ts, DUPLICATE, np.where(late, LATE, OUT_OF_ORDER)),
     )
     codes[order] = sorted_codes
     previous = np.empty(n, dtype=np.int64)
@@ -232,7 +233,7 @@ def aggregate(
     ts_ms: IntArray,
     values: FloatArray,
     accepted: BoolArray,
-    interval_s: int,
+    interval_s: int | Grid,
     aggregator: Aggregator,
 ) -> ClosedIntervals:
     """Fold accepted ticks into the open intervals; return the intervals they close.
@@ -246,7 +247,7 @@ def aggregate(
         return ClosedIntervals(empty, empty, np.zeros((0, f)), empty)
     order = pos[np.lexsort((ts_ms[pos], rows[pos]))]
     r, t, v = rows[order], ts_ms[order], values[order]
-    s = interval_start(t // 1000, interval_s)
+    s = as_grid(interval_s).floor(t // 1000)
     new_group = np.ones(len(order), dtype=bool)
     new_group[1:] = (r[1:] != r[:-1]) | (s[1:] != s[:-1])
     starts = np.flatnonzero(new_group)

@@ -3,20 +3,23 @@
 Rules (identical to the offline evaluator, see :mod:`streamcast.core.artifact`):
 
 * Each closed interval is appended to the key's window. If the previous closed interval
-  lies ``g`` intervals back and ``1 <= g - 1 <= max_gap``, the ``g - 1`` missing rows are
-  linear interpolations (:func:`~streamcast.core.features.interpolate_gap`) appended first.
-  A longer gap (or no previous interval) *resets* the key: empty window, zero state,
-  warm-up again; keys known from training keep their training scale, others forget it.
+  lies ``g`` intervals back on the model's grid (:mod:`streamcast.core.grid`) and
+  ``1 <= g - 1 <= max_gap``, the ``g - 1`` missing rows are linear interpolations
+  (:func:`~streamcast.core.features.interpolate_gap`) appended first. A longer gap (or no
+  previous interval) *resets* the key: empty window, zero state, warm-up again.
 * **Warm-up forecasts are withheld.** Nothing is stepped until the window holds
-  ``window`` rows. Then keys the model never saw take loc/scale from the window
-  (:func:`~streamcast.core.features.fit_location_scale`), the whole window is queued in order
-  from zero state, and its last row, if real, emits the key's first forecast.
+  ``window`` rows. Then the key's level and scale are set from the window
+  (:meth:`~streamcast.core.features.LevelScale.init`, carried by the first step as
+  ``init_level``/``init_scale``), the whole window is queued in order from zero state,
+  and its last row, if real, emits the key's first forecast.
 * Afterwards every appended row is one step; real rows emit a forecast, imputed ones not.
 
-The planner writes the window, gap and scale columns of the store and returns the
-pending steps as arrays; ``h``/``c`` are advanced later by the pipeline's rounds.
-Steady keys (warm, each interval the next one) take a fully vectorised path; the rest
-(gaps, resets, warm-up) cost a constant of Python work per closed interval.
+Each step carries its raw row and the key's last ``M`` values up to it (``lags``, NaN
+before the reset), read from the window as it stood at that step; the pipeline's rounds
+update level and scale, build the inputs and advance ``h``/``c``. The planner writes the
+window and gap columns of the store and returns the pending steps as arrays. Steady keys
+(warm, each interval the next one) take a fully vectorised path; the rest (gaps, resets,
+warm-up) cost a constant of Python work per closed interval.
 """
 
 from __future__ import annotations
@@ -26,9 +29,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from streamcast.core.features import fit_location_scale, interpolate_gap
+from streamcast.core.features import LevelScale, interpolate_gap
+from streamcast.core.grid import Grid, as_grid
 from streamcast.core.intervals import ClosedIntervals
-from streamcast.core.state import NONE, SCALE_NONE, SCALE_WINDOW, StateStore
+from streamcast.core.state import NONE, StateStore
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
@@ -39,18 +43,21 @@ BoolArray = npt.NDArray[np.bool_]
 class Steps:
     """Pending steps, one entry per step; ``rank`` orders a row's steps (0, 1, ...).
 
-    ``x`` holds raw (unscaled) inputs; ``zero`` means "start from zero state";
-    ``trigger`` is the batch position of the tick that closed the interval.
+    ``x`` holds the raw rows, ``lags [n, M]`` the key's last ``M`` raw values up to each
+    step (NaN before its reset); ``zero`` means "start from zero state, with level and
+    scale ``init_level``/``init_scale``" (NaN elsewhere); ``trigger`` is the batch position
+    of the tick that closed the interval.
     """
 
     row: IntArray
     rank: IntArray
     x: FloatArray
+    lags: FloatArray
     ts: IntArray
     emit: BoolArray
     zero: BoolArray
-    loc: FloatArray
-    scale: FloatArray
+    init_level: FloatArray
+    init_scale: FloatArray
     trigger: IntArray
 
     def __len__(self) -> int:
@@ -62,7 +69,9 @@ class Steps:
         return Steps(*(np.concatenate([getattr(p, name) for p in parts]) for name in _STEP_FIELDS))
 
 
-_STEP_FIELDS = ("row", "rank", "x", "ts", "emit", "zero", "loc", "scale", "trigger")
+_STEP_FIELDS = (
+    "row", "rank", "x", "lags", "ts", "emit", "zero", "init_level", "init_scale", "trigger",
+)  # fmt: skip
 
 
 @dataclass
@@ -70,24 +79,26 @@ class _StepLists:
     row: list[int] = field(default_factory=list)
     rank: list[int] = field(default_factory=list)
     x: list[FloatArray] = field(default_factory=list)
+    lags: list[FloatArray] = field(default_factory=list)
     ts: list[int] = field(default_factory=list)
     emit: list[bool] = field(default_factory=list)
     zero: list[bool] = field(default_factory=list)
-    loc: list[float] = field(default_factory=list)
-    scale: list[float] = field(default_factory=list)
+    init_level: list[float] = field(default_factory=list)
+    init_scale: list[float] = field(default_factory=list)
     trigger: list[int] = field(default_factory=list)
 
-    def to_steps(self, n_inputs: int) -> Steps:
+    def to_steps(self, n_inputs: int, n_lags: int) -> Steps:
         n = len(self.row)
         return Steps(
             row=np.asarray(self.row, dtype=np.int64),
             rank=np.asarray(self.rank, dtype=np.int64),
             x=np.asarray(self.x, dtype=np.float64).reshape(n, n_inputs),
+            lags=np.asarray(self.lags, dtype=np.float64).reshape(n, n_lags),
             ts=np.asarray(self.ts, dtype=np.int64),
             emit=np.asarray(self.emit, dtype=bool),
             zero=np.asarray(self.zero, dtype=bool),
-            loc=np.asarray(self.loc, dtype=np.float64),
-            scale=np.asarray(self.scale, dtype=np.float64),
+            init_level=np.asarray(self.init_level, dtype=np.float64),
+            init_scale=np.asarray(self.init_scale, dtype=np.float64),
             trigger=np.asarray(self.trigger, dtype=np.int64),
         )
 
@@ -104,11 +115,22 @@ class Planned:
 class LifecyclePlanner:
     """Turns closed intervals into pending steps, updating the store's lifecycle columns."""
 
-    def __init__(self, store: StateStore, *, window: int, interval_s: int, max_gap: int) -> None:
+    def __init__(
+        self,
+        store: StateStore,
+        *,
+        window: int,
+        interval_s: int | Grid,
+        max_gap: int,
+        scheme: LevelScale | None = None,
+    ) -> None:
         self.store = store
         self.window = window
-        self.interval_s = interval_s
+        self.grid = as_grid(interval_s)
         self.max_gap = max_gap
+        self.scheme = scheme or LevelScale()
+        if self.scheme.max_lag > window:
+            raise ValueError(f"lag {self.scheme.max_lag} is longer than the window {window}")
 
     def plan(self, closed: ClosedIntervals) -> Planned:
         """Steps for ``closed`` (sorted by row, then start); see the module docstring."""
@@ -121,35 +143,39 @@ class LifecyclePlanner:
     def replay_windows(self, rows: IntArray) -> Steps:
         """Steps that rebuild the state of warm ``rows`` from their windows (no forecasts).
 
-        Used after a model swap: each row's last ``window`` intervals are stepped in order
-        from zero state, so the new model starts from history instead of warming up again.
+        Used after a model swap or a restore under another model: each row's last
+        ``window`` intervals are stepped in order from zero state, the level and scale
+        set from the window as at warm-up, so the new model starts from history instead of
+        warming up again.
         """
         st, w = self.store, self.window
         rows = rows[st.warm[rows]]
         n = len(rows)
-        ago = np.arange(w - 1, -1, -1, dtype=np.int64) * self.interval_s
+        chrono = self._chronological(rows)
+        level, scale = self.scheme.init(chrono[:, :, 0])
         rank = np.tile(np.arange(w, dtype=np.int64), n)
+        first = rank == 0
+        back = np.arange(w - 1, -1, -1, dtype=np.int64)
         return Steps(
             row=np.repeat(rows, w),
             rank=rank,
-            x=self._chronological(rows).reshape(n * w, st.n_inputs),
-            ts=(st.closed_start[rows, None] - ago[None, :]).ravel(),
+            x=chrono.reshape(n * w, st.n_inputs),
+            lags=self._window_lags(chrono[:, :, 0]).reshape(n * w, self.scheme.max_lag),
+            ts=self.grid.shift(st.closed_start[rows, None], -back[None, :]).ravel(),
             emit=np.zeros(n * w, dtype=bool),
-            zero=rank == 0,
-            loc=np.repeat(st.loc[rows], w),
-            scale=np.repeat(st.scale[rows], w),
+            zero=first,
+            init_level=np.where(first, np.repeat(level, w), np.nan),
+            init_scale=np.where(first, np.repeat(scale, w), np.nan),
             trigger=np.zeros(n * w, dtype=np.int64),
         )
 
-    def rescale_from_windows(self, rows: IntArray) -> None:
-        """``rows`` lose their training scale: warm ones take their current window's."""
-        st = self.store
-        st.scale_src[rows] = SCALE_NONE
-        warm = rows[st.warm[rows]]
-        if len(warm):
-            loc, scale = fit_location_scale(self._chronological(warm)[:, :, 0], axis=-1)
-            st.loc[warm], st.scale[warm] = loc, scale
-            st.scale_src[warm] = SCALE_WINDOW
+    def _window_lags(self, values: FloatArray) -> FloatArray:
+        """``[n, W, M]``: for each row of chronological windows ``values [n, W]`` stepped
+        from the window's start, the last ``M`` values up to it (NaN before the start)."""
+        m, w = self.scheme.max_lag, values.shape[1]
+        back = np.arange(w)[:, None] - (m - 1 - np.arange(m))[None, :]  # [W, M]
+        padded = np.where(back[None] >= 0, values[:, np.maximum(back, 0)], np.nan)
+        return np.asarray(padded, dtype=np.float64)
 
     def _chronological(self, rows: IntArray) -> FloatArray:
         """``[n, window, F]`` the rows' window contents, oldest first."""
@@ -168,15 +194,19 @@ class LifecyclePlanner:
         prev = np.empty(n, dtype=np.int64)
         prev[first] = st.closed_start[row[first]]
         prev[~first] = closed.start[:-1][~first[1:]]
-        ok = st.warm[row] & (prev != NONE) & (closed.start - prev == self.interval_s)
+        known = prev != NONE
+        step = self.grid.index(closed.start) - self.grid.index(np.where(known, prev, 0))
+        ok = st.warm[row] & known & (step == 1)
         starts = np.flatnonzero(first)
         count = np.diff(np.append(starts, n))
         row_ok = np.logical_and.reduceat(ok, starts)
         return np.asarray(np.repeat(row_ok, count), dtype=bool)
 
     def _plan_steady(self, closed: ClosedIntervals, mask: BoolArray) -> Steps:
-        st, w = self.store, self.window
+        st, w, m = self.store, self.window, self.scheme.max_lag
         sel = np.flatnonzero(mask)
+        if len(sel) == 0:
+            return _StepLists().to_steps(st.n_inputs, m)
         row = closed.row[sel]
         value = closed.value[sel]
         first = np.ones(len(sel), dtype=bool)
@@ -184,50 +214,64 @@ class LifecyclePlanner:
         starts = np.flatnonzero(first)
         count = np.diff(np.append(starts, len(sel)))
         rank = np.arange(len(sel)) - np.repeat(starts, count)
-        last = np.append(starts[1:], len(sel)) - 1 if len(sel) else starts
+        last = np.append(starts[1:], len(sel)) - 1
+        rows = row[starts]
+        # each step's last M values: this batch's rows up to it, then the window before it
+        old = self._chronological(rows)[:, :, 0]
+        back = rank[:, None] - (m - 1 - np.arange(m))[None, :]  # [n, M], < 0: before batch
+        new = np.repeat(starts, count)[:, None] + np.maximum(back, 0)
+        owner = np.repeat(np.arange(len(starts)), count)[:, None]
+        lags = np.where(back >= 0, value[new, 0], old[owner, w + np.minimum(back, -1)])
         # only a row's last `window` intervals stay in the ring: writing just those keeps
         # the positions distinct (numpy leaves repeated-index assignment order undefined)
         kept = rank >= np.repeat(count, count) - w
         st.window[row[kept], (st.wpos[row[kept]] + rank[kept]) % w] = value[kept]
-        rows = row[starts]
         st.wpos[rows] = (st.wpos[rows] + count) % w
         st.closed_start[rows] = closed.start[sel][last]
         st.closed_value[rows] = value[last]
         st.steps[rows] += count
+        nan = np.full(len(sel), np.nan)
         return Steps(
             row=row,
             rank=rank,
             x=value,
+            lags=np.asarray(lags, dtype=np.float64),
             ts=closed.start[sel],
             emit=np.ones(len(sel), dtype=bool),
             zero=np.zeros(len(sel), dtype=bool),
-            loc=st.loc[row],
-            scale=st.scale[row],
+            init_level=nan,
+            init_scale=nan,
             trigger=closed.trigger[sel],
         )
 
     def _plan_loop(self, closed: ClosedIntervals, mask: BoolArray) -> Planned:
         """Gaps, resets and warm-up: constant Python work per closed interval."""
-        st, w, interval = self.store, self.window, self.interval_s
+        st, w, grid = self.store, self.window, self.grid
         out = _StepLists()
-        planned = Planned(steps=out.to_steps(st.n_inputs))
+        planned = Planned(steps=out.to_steps(st.n_inputs, self.scheme.max_lag))
         sel = np.flatnonzero(mask)
+        if len(sel) == 0:
+            return planned
         row_of = closed.row[sel]
+        index_of = grid.index(closed.start[sel]).tolist()
         bounds = np.flatnonzero(np.diff(row_of, prepend=-1, append=-1))
         for b in range(len(bounds) - 1):
             lo, hi = int(bounds[b]), int(bounds[b + 1])
             row = int(row_of[lo])
             rank = 0
-            for i in sel[lo:hi].tolist():
+            prev = int(st.closed_start[row])
+            prev_index = int(grid.index(prev)) if prev != NONE else 0
+            for j, i in enumerate(sel[lo:hi].tolist()):
                 start = int(closed.start[i])
+                index = int(index_of[lo + j])
                 value = closed.value[i]
                 trigger = int(closed.trigger[i])
-                prev = int(st.closed_start[row])
-                missing = (start - prev) // interval - 1 if prev != NONE else -1
+                missing = index - prev_index - 1 if prev != NONE else -1
                 rows: list[tuple[int, FloatArray, bool]] = []
                 if 1 <= missing <= self.max_gap:
                     fill = interpolate_gap(st.closed_value[row], value, missing)
-                    rows += [(prev + (k + 1) * interval, fill[k], False) for k in range(missing)]
+                    filled = grid.shift(prev, np.arange(1, missing + 1)).tolist()
+                    rows += [(int(filled[k]), fill[k], False) for k in range(missing)]
                     planned.imputed += missing
                 elif missing != 0:
                     planned.resets += prev != NONE
@@ -235,18 +279,27 @@ class LifecyclePlanner:
                 rows.append((start, value, True))
                 st.closed_start[row] = start
                 st.closed_value[row] = value
+                prev, prev_index = start, index
                 for ts, x, real in rows:
                     pos = int(st.wpos[row])
                     st.window[row, pos] = x
                     st.wpos[row] = (pos + 1) % w
                     st.wlen[row] = min(int(st.wlen[row]) + 1, w)
                     if st.warm[row]:
-                        self._add(out, row, rank, x, ts=ts, emit=real, zero=False, trigger=trigger)
+                        self._add(out, row, rank, x, self._last_values(row), ts=ts, emit=real,
+                                  trigger=trigger)  # fmt: skip
                         rank += 1
                     elif st.wlen[row] == w:
                         rank = self._warm_up(out, row, rank, ts=ts, real=real, trigger=trigger)
-        planned.steps = out.to_steps(st.n_inputs)
+        planned.steps = out.to_steps(st.n_inputs, self.scheme.max_lag)
         return planned
+
+    def _last_values(self, row: int) -> FloatArray:
+        """The row's last ``M`` values, oldest first (NaN beyond what it holds)."""
+        st, w, m = self.store, self.window, self.scheme.max_lag
+        chrono = self._chronological(np.array([row]))[0, :, 0]
+        held = np.arange(w) >= w - int(st.wlen[row])
+        return np.asarray(np.where(held, chrono, np.nan)[w - m :], dtype=np.float64)
 
     def _reset(self, row: int) -> None:
         st = self.store
@@ -254,39 +307,37 @@ class LifecyclePlanner:
         st.wpos[row] = 0
         st.warm[row] = False
         st.steps[row] = 0
-        if st.scale_src[row] == SCALE_WINDOW:
-            st.scale_src[row] = SCALE_NONE
 
     def _warm_up(
         self, out: _StepLists, row: int, rank: int, *, ts: int, real: bool, trigger: int
     ) -> int:
-        """The window just filled: fix the scale, queue the whole window from zero state."""
-        st, w = self.store, self.window
-        chronological = self._chronological(np.array([row]))[0]
-        if st.scale_src[row] == SCALE_NONE:
-            loc, scale = fit_location_scale(chronological[:, 0])
-            st.loc[row], st.scale[row] = float(loc), float(scale)
-            st.scale_src[row] = SCALE_WINDOW
-        st.warm[row] = True
+        """The window just filled: set level and scale, queue the window from zero state."""
+        w = self.window
+        chrono = self._chronological(np.array([row]))
+        level, scale = self.scheme.init(chrono[:, :, 0])
+        lags = self._window_lags(chrono[:, :, 0])[0]
+        times = self.grid.shift(ts, -np.arange(w - 1, -1, -1)).tolist()
+        self.store.warm[row] = True
         for k in range(w):
             self._add(
-                out, row, rank + k, chronological[k], ts=ts - (w - 1 - k) * self.interval_s,
-                emit=real and k == w - 1, zero=k == 0, trigger=trigger,
+                out, row, rank + k, chrono[0, k], lags[k], ts=int(times[k]),
+                emit=real and k == w - 1, trigger=trigger,
+                init=(float(level[0]), float(scale[0])) if k == 0 else None,
             )  # fmt: skip
         return rank + w
 
     def _add(
-        self, out: _StepLists, row: int, rank: int, x: FloatArray, *, ts: int, emit: bool,
-        zero: bool, trigger: int,
+        self, out: _StepLists, row: int, rank: int, x: FloatArray, lags: FloatArray, *,
+        ts: int, emit: bool, trigger: int, init: tuple[float, float] | None = None,
     ) -> None:  # fmt: skip
-        st = self.store
         out.row.append(row)
         out.rank.append(rank)
         out.x.append(x)
+        out.lags.append(lags)
         out.ts.append(ts)
         out.emit.append(emit)
-        out.zero.append(zero)
-        out.loc.append(float(st.loc[row]))
-        out.scale.append(float(st.scale[row]))
+        out.zero.append(init is not None)
+        out.init_level.append(np.nan if init is None else init[0])
+        out.init_scale.append(np.nan if init is None else init[1])
         out.trigger.append(trigger)
-        st.steps[row] += 1
+        self.store.steps[row] += 1

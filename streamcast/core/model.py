@@ -1,7 +1,7 @@
 """The stateful step model: the Protocol the pipeline needs and its ONNX Runtime form.
 
 The graph signature is the one documented in :mod:`streamcast.core.artifact`:
-``(x [B, 1+E], h [B, S], c [B, S], calendar [B, H, C]) -> (h_out, c_out, forecast [B, H])``,
+``(x [B, 2+E+M], h [B, S], c [B, S], calendar [B, H, C]) -> (h_out, c_out, forecast [B, H])``,
 all float32 with a dynamic batch dimension. One :class:`OnnxStepModel` call steps a whole
 micro-batch of keys.
 
@@ -260,7 +260,7 @@ class OnnxStepModel:
         rng = np.random.default_rng(0)
         x, h, c = (
             rng.standard_normal((16, n)).astype(np.float32)
-            for n in (spec.n_inputs, meta.state_size, meta.state_size)
+            for n in (meta.step_width, meta.state_size, meta.state_size)
         )
         calendar = None
         if spec.n_calendar:
@@ -294,7 +294,7 @@ def validate_signature(session: ort.InferenceSession, meta: ModelMeta, file: Pat
     spec = meta.feature_spec()
     names = meta.graph
     want_in: dict[str, tuple[int, ...]] = {
-        names.x: (spec.n_inputs,),
+        names.x: (meta.step_width,),
         names.h: (meta.state_size,),
         names.c: (meta.state_size,),
     }

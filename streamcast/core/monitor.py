@@ -57,7 +57,7 @@ class ForecastMonitor:
         self.settings = settings
         self.quality = QualityTracker(
             store,
-            interval_s=meta.interval_s,
+            interval_s=meta.time_grid(),
             levels=meta.calibration.levels,
             q_lower=q_lower,
             q_upper=q_upper,

@@ -8,18 +8,20 @@ Key lifecycle (identical to the offline evaluator, see :mod:`streamcast.core.art
 
 1. Ticks are admitted and aggregated into intervals (:mod:`streamcast.core.intervals`).
 2. Each closed interval is appended to the key's window. When the previous closed
-   interval lies ``g`` intervals back and ``1 <= g - 1 <= max_gap``, the ``g - 1`` missing
-   rows are linear interpolations (:func:`~streamcast.core.features.interpolate_gap`) appended
-   before it; a longer gap (or no previous interval) *resets* the key: zero state, empty
-   window, warm-up again (keys known from training keep their training scale; others
-   re-derive theirs).
+   interval lies ``g`` intervals back on the model's grid and ``1 <= g - 1 <= max_gap``,
+   the ``g - 1`` missing rows are linear interpolations
+   (:func:`~streamcast.core.features.interpolate_gap`) appended before it; a longer gap (or
+   no previous interval) *resets* the key: zero state, empty window, warm-up again.
 3. **Warm-up forecasts are withheld.** While the window holds fewer than ``window`` rows
-   nothing is stepped. When it fills, keys the model never saw take loc/scale from the
-   window (:func:`~streamcast.core.features.fit_location_scale`), the whole window is stepped
-   in order from zero state, and the step at the window's last row emits the key's first
+   nothing is stepped. When it fills, the key's level and scale are set from the window
+   (:meth:`~streamcast.core.features.LevelScale.init`), the whole window is stepped in
+   order from zero state, and the step at the window's last row emits the key's first
    forecast.
-4. Afterwards each appended row is one step (O(1) per tick); real intervals emit a
-   forecast, interpolated ones do not.
+4. Afterwards each appended row is one step (O(1) per tick): the key's level and scale
+   take the value (:meth:`~streamcast.core.features.LevelScale.update`), the step input
+   ``x = [u, extras, r, lags]`` is built in the key's unit ``K``
+   (:func:`~streamcast.core.features.step_inputs`) and the model steps; real intervals
+   emit a forecast ``l + K * forecast``, interpolated ones do not.
 
 Steps are executed in *rounds*: round ``r`` runs, in one model call, the ``r``-th pending
 step of every key that has one, so a batch costs ``max pending steps of any key`` model
@@ -37,7 +39,7 @@ import numpy.typing as npt
 from streamcast.core.alerts import AlertBatch
 from streamcast.core.artifact import Aggregation
 from streamcast.core.drift import DriftSettings, InputSteps
-from streamcast.core.features import calendar_features, scale_inputs, target_times, unscale_forecast
+from streamcast.core.features import calendar_features, step_inputs, unscale_forecast
 from streamcast.core.intervals import REASONS, Aggregator, JumpRule, admit, aggregate
 from streamcast.core.isolation import Attempt, isolated, merge
 from streamcast.core.lifecycle import LifecyclePlanner, Steps
@@ -45,7 +47,7 @@ from streamcast.core.model import StateAdvancer, StepModel
 from streamcast.core.monitor import ForecastMonitor
 from streamcast.core.quality import QualityTotals
 from streamcast.core.records import Counters, ForecastBatch, Rejection, TickBatch
-from streamcast.core.state import SCALE_TRAINING, StateStore
+from streamcast.core.state import StateStore
 from streamcast.errors import ConfigurationError
 
 IntArray = npt.NDArray[np.int64]
@@ -125,12 +127,12 @@ class Pipeline:
             horizon=meta.horizon,
             quantiles=len(meta.drift.input_probs),
             key_ttl_s=key_ttl_s,
-            scaling=meta.value_scaling(),
             initial_capacity=initial_capacity,
         )
         self.planner = LifecyclePlanner(
-            self.store, window=meta.window, interval_s=meta.interval_s, max_gap=self.max_gap
-        )
+            self.store, window=meta.window, interval_s=self.grid, max_gap=self.max_gap,
+            scheme=self.scheme,
+        )  # fmt: skip
         self.totals = Counters()
         self.drift_settings = drift or DriftSettings()
         self.monitor = ForecastMonitor(
@@ -155,6 +157,8 @@ class Pipeline:
         self.window = meta.window
         self.horizon = meta.horizon
         self.interval_s = meta.interval_s
+        self.grid = meta.time_grid()
+        self.scheme = meta.level_scale()
         self.extra_scaling = meta.extra_scaling()
         self.levels = calibration.levels
         self._q_lower, self._q_upper = q_lower, q_upper
@@ -194,12 +198,12 @@ class Pipeline:
     def swap_model(self, model: StepModel) -> int:
         """Serve ``model`` from now on, keeping every key's history; returns keys rebuilt.
 
-        The new model must share interval, window and inputs (otherwise the held windows
-        mean nothing to it: restart with empty state). Keys it knows take its training
-        scale, others keep their window scale (or take one from their current window);
-        each warm key's state is rebuilt by stepping its window from zero state (``window``
-        batched model calls), so forecasts continue without a new warm-up. Forecasts after
-        a swap differ from the offline evaluator's for the old model, by design.
+        The new model must share interval grid, window and inputs (otherwise the held
+        windows mean nothing to it: restart with empty state). Each warm key's state --
+        level, scale, ``h`` and ``c`` -- is rebuilt by stepping its window from zero state
+        (``window`` batched model calls), so forecasts continue without a new warm-up.
+        Forecasts after a swap differ from the offline evaluator's for the old model, by
+        design.
         """
         problem = self.swap_problem(model)
         if problem is not None:
@@ -207,7 +211,9 @@ class Pipeline:
         new = model.meta
         self._use_model(model)
         st = self.store
-        st.scaling = new.value_scaling()
+        self.planner = LifecyclePlanner(
+            st, window=new.window, interval_s=self.grid, max_gap=self.max_gap, scheme=self.scheme
+        )
         st.resize_state(new.state_size)
         st.resize_horizon(new.horizon, len(new.drift.input_probs))
         self.monitor = ForecastMonitor(st, new, self._q_lower, self._q_upper, self.drift_settings)
@@ -220,6 +226,7 @@ class Pipeline:
             f"{what} {a} -> {b}"
             for what, a, b in (
                 ("interval_s", old.interval_s, new.interval_s),
+                ("grid", old.time_grid().describe(), new.time_grid().describe()),
                 ("window", old.window, new.window),
                 ("value", old.features.value_name, new.features.value_name),
                 ("extras", list(old.features.extra_names), list(new.features.extra_names)),
@@ -251,16 +258,11 @@ class Pipeline:
 
     def _rebuild(self, rows: IntArray) -> int:
         """Rebuild the state of ``rows`` with the current model from their windows (zero
-        state, ``window`` batched calls); their value scaling follows the model's training
-        scale where it knows the key. Returns how many warm keys were rebuilt."""
+        state, level and scale from the window, ``window`` batched calls). Returns how
+        many warm keys were rebuilt."""
         st = self.store
         if len(rows) == 0:
             return 0
-        loc, scale, found = st.scaling.lookup([str(st.row_key[r]) for r in rows.tolist()])
-        # keys the old model knew and the new one does not: window scaling from now on
-        self.planner.rescale_from_windows(rows[~found & (st.scale_src[rows] == SCALE_TRAINING)])
-        st.loc[rows[found]], st.scale[rows[found]] = loc[found], scale[found]
-        st.scale_src[rows[found]] = SCALE_TRAINING
         # not yet stepped (warming up) keys keep zero state and adopt the model as they warm
         st.h[rows], st.c[rows], st.model_id[rows] = 0.0, 0.0, 0
         steps = self.planner.replay_windows(rows)
@@ -328,7 +330,7 @@ class Pipeline:
             rows,
             batch.ts_ms,
             self.store.last_ts_ms,
-            self.interval_s,
+            self.grid,
             jump=self.jump,
             store=self.store,
         )
@@ -343,7 +345,7 @@ class Pipeline:
         changed = {str(self.store.row_key[r]) for r in np.unique(rows[accepted]).tolist()}
         closed = aggregate(
             self.store, rows=rows, ts_ms=batch.ts_ms, values=batch.values, accepted=accepted,
-            interval_s=self.interval_s, aggregator=self.aggregator,
+            interval_s=self.grid, aggregator=self.aggregator,
         )  # fmt: skip
         counters.closed_intervals += len(closed)
         planned = self.planner.plan(closed)
@@ -358,33 +360,50 @@ class Pipeline:
         self, steps: Steps, index: IntArray, counters: Counters, *, state_only: bool = False
     ) -> tuple[ForecastBatch, IntArray, InputSteps]:
         """Execute the planned steps in rounds: the emitted forecasts, their rows, and the
-        real intervals stepped (for input drift). ``state_only``: the steps emit nothing
-        and only their state counts (a rebuild), so a model that can skips the rollout."""
-        st = self.store
+        real intervals stepped (for input drift).
+
+        Round ``r`` takes the ``r``-th pending step of every key that has one: its level
+        and scale take the step's value (from the step's initial ones after a zero state),
+        its input is built in its unit, and one model call advances all of them.
+        ``state_only``: the steps emit nothing and only their state counts (a rebuild), so
+        a model that can skips the rollout.
+        """
+        st, scheme = self.store, self.scheme
         advance = self.model.advance if isinstance(self.model, StateAdvancer) else None
         n = len(steps)
         rows, rank, zero, ts = steps.row, steps.rank, steps.zero, steps.ts
-        x = scale_inputs(steps.x, steps.loc, steps.scale, self.extra_scaling)
         calendar = None
         if self.spec.n_calendar:
             # keys mostly share their origins: compute each distinct origin's rows once
             origins, which = np.unique(ts, return_inverse=True)
-            targets = target_times(origins, self.interval_s, self.horizon)
+            targets = self.grid.targets(origins, self.horizon)
             calendar = calendar_features(targets, self.spec)[which.ravel()]
         forecast = np.zeros((n, self.horizon), dtype=np.float32)
+        x = np.zeros((n, self.meta.step_width), dtype=np.float32)
+        level = np.zeros(n)
+        unit = np.ones(n)
         order = np.argsort(rank, kind="stable")
         bounds = np.searchsorted(rank[order], np.arange(int(rank.max(initial=-1)) + 2))
         for r in range(len(bounds) - 1):
             sel = order[bounds[r] : bounds[r + 1]]
             r_rows = rows[sel]
-            keep = ~zero[sel, None]
+            fresh = zero[sel]
+            keep = ~fresh[:, None]
+            l_prev = np.where(fresh, steps.init_level[sel], st.value_level[r_rows])
+            s_prev = np.where(fresh, steps.init_scale[sel], st.value_scale[r_rows])
+            l_new, s_new = scheme.update(l_prev, s_prev, steps.x[sel, 0])
+            st.value_level[r_rows], st.value_scale[r_rows] = l_new, s_new
+            x_sel, unit[sel] = step_inputs(
+                steps.x[sel], l_new, s_new, steps.lags[sel], scheme=scheme, extra=self.extra_scaling
+            )
+            x[sel], level[sel] = x_sel, l_new
             h = np.where(keep, st.h[r_rows], np.float32(0.0))
             c = np.where(keep, st.c[r_rows], np.float32(0.0))
             cal = calendar[sel] if calendar is not None else None
             if state_only and advance is not None:
-                h_out, c_out = advance(x[sel], h, c, cal)
+                h_out, c_out = advance(x_sel, h, c, cal)
             else:
-                h_out, c_out, forecast[sel] = self.model.step(x[sel], h, c, cal)
+                h_out, c_out, forecast[sel] = self.model.step(x_sel, h, c, cal)
             st.h[r_rows] = h_out
             st.c[r_rows] = c_out
             st.model_id[r_rows] = self.model.identity
@@ -399,7 +418,7 @@ class Pipeline:
         out = out[np.lexsort((ts[out], trigger[out]))]
         counters.forecasts += len(out)
         forecasts = self._forecast_batch(
-            rows[out], ts[out], forecast[out], loc=steps.loc[out], scale=steps.scale[out],
+            rows[out], ts[out], forecast[out], loc=level[out], scale=unit[out],
             trigger=index[trigger[out]],
         )  # fmt: skip
         real = np.flatnonzero(steps.emit)
@@ -426,6 +445,7 @@ class Pipeline:
             model=self.meta.name,
             model_version=self.meta.version,
             interval_s=self.interval_s,
+            grid=self.grid,
             horizon=self.horizon,
             trigger_index=trigger,
             levels=self.levels,

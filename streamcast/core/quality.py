@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from streamcast.core.grid import Grid, as_grid
 from streamcast.core.intervals import ClosedIntervals
 from streamcast.core.records import ForecastBatch
 from streamcast.core.state import NONE, StateStore
@@ -90,7 +91,7 @@ class QualityTracker:
         self,
         store: StateStore,
         *,
-        interval_s: int,
+        interval_s: int | Grid,
         levels: tuple[float, ...],
         q_lower: FloatArray,
         q_upper: FloatArray,
@@ -98,7 +99,7 @@ class QualityTracker:
         residual_std: float,
     ) -> None:
         self.store = store
-        self.interval_s = interval_s
+        self.grid = as_grid(interval_s)
         self.levels = levels
         #: [L, H] band quantiles in units
         self.q_lower, self.q_upper = q_lower, q_upper
@@ -148,7 +149,9 @@ class QualityTracker:
         st = self.store
         origin = st.probe_origin[row]
         live = origin != NONE
-        step = np.where(live, (start - origin) // self.interval_s, 0)
+        step = np.zeros(len(row), dtype=np.int64)
+        if live.any():
+            step[live] = self.grid.index(start[live]) - self.grid.index(origin[live])
         scored = live & (step >= 1) & (step <= st.horizon)
         if scored.any():
             rows, k = row[scored], step[scored] - 1
@@ -186,7 +189,7 @@ class QualityTracker:
         rows, i = row[have], order[pos[have]]
         assert fc.unit is not None
         st.p1_value[rows] = fc.values[i, 0]
-        st.p1_target[rows] = start[have] + self.interval_s
+        st.p1_target[rows] = self.grid.shift(start[have], 1)
         st.p1_unit[rows] = fc.unit[i]
         free = st.probe_origin[rows] == NONE
         st.probe[rows[free]] = fc.values[i[free]].astype(np.float32)

@@ -24,6 +24,11 @@ Forecast JSON, ``"schema": 2`` (one Kafka message per forecast, Kafka key = seri
       "upper": [[...], [...]]
     }
 
+A model on a calendar grid (months, quarters, trading days: targets that are not ``origin_s
++ k * interval_s``) adds ``"grid": "months"`` (or ``"trading_days"``) and ``"targets"``, one
+ISO string per step; ``interval`` is then ``P1M``, ``P3M`` or ``P1D`` and ``interval_s``
+nominal.
+
 Schema 1 (before): no ``id``, ``origin_s``, ``levels``, ``generated_at``; ``targets`` (one
 ISO string per step); ``lower``/``upper`` objects keyed by the level's text (``"0.9"``),
 present only when calibrated; values as float64 with up to 17 digits. The values the
@@ -61,6 +66,7 @@ from streamcast.core.jsontext import (
     iso_seconds,
     json_keys,
 )
+from streamcast.core.grid import Grid
 from streamcast.errors import RejectReason
 
 # re-exported: the forecast format's reader lives in forecast_reader, and every reader
@@ -236,6 +242,10 @@ class ForecastBatch:
     extra: dict[str, str] = field(default_factory=dict)
     #: [M] the unit of each forecast (its scale: bands are quantiles in this unit)
     unit: FloatArray | None = None
+    #: the model's interval grid (None: fixed ``interval_s``); a calendar grid's targets
+    #: (months, trading days) are not ``origin + k * interval_s``, so its records name
+    #: the grid and carry their targets
+    grid: Grid | None = None
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -275,6 +285,8 @@ class ForecastBatch:
 
     def target_ts(self) -> IntArray:
         """``[M, H]`` start times (epoch seconds) of the forecast target intervals."""
+        if self.grid is not None and not self.grid.is_fixed:
+            return self.grid.targets(self.origin_ts, self.horizon)
         steps = np.arange(1, self.horizon + 1, dtype=np.int64) * self.interval_s
         return np.asarray(self.origin_ts[:, None] + steps, dtype=np.int64)
 
@@ -320,9 +332,10 @@ def encode_forecasts(
     iso, seconds, inverse = iso_pieces(batch.origin_ts)
     # per distinct origin: what follows the id's key, and what follows the key
     after_id = [b'@%b","key":"' % sec for sec in seconds]
+    grid = _grid_fields(batch)
     after_key = [
-        b'","ts":"%b","origin_s":%b,%b,"values":[' % (text, sec, const)
-        for text, sec in zip(iso, seconds, strict=True)
+        b'","ts":"%b","origin_s":%b,%b%b,"values":[' % (text, sec, const, targets)
+        for text, sec, targets in zip(iso, seconds, grid, strict=True)
     ]
     head = b'{"schema":%d,"id":"' % FORECAST_SCHEMA
     ids = [after_id[i] for i in inverse]
@@ -343,13 +356,25 @@ def encode_forecasts(
     ]
 
 
+def _grid_fields(batch: ForecastBatch) -> list[bytes]:
+    """Per distinct origin (in :func:`~streamcast.core.jsontext.iso_pieces` order): for a
+    calendar grid, its ``"grid"`` and ``"targets"`` members (targets as written: months
+    and trading days are not ``origin + k * interval_s``); nothing for a fixed interval."""
+    origins = np.unique(batch.origin_ts)
+    if batch.grid is None or batch.grid.is_fixed:
+        return [b""] * len(origins)
+    targets = iso_utc(batch.grid.targets(origins, batch.horizon)).tolist()
+    kind = orjson.dumps(batch.grid.kind)
+    return [b',"grid":%b,"targets":%b' % (kind, orjson.dumps(row)) for row in targets]
+
+
 def _constant_fields(
     batch: ForecastBatch, levels: tuple[float, ...], generated_at_s: float | None
 ) -> bytes:
     """The fields every record of the batch shares, as JSON members (no braces)."""
     doc: dict[str, object] = {
         "interval_s": batch.interval_s,
-        "interval": iso_duration(batch.interval_s),
+        "interval": batch.grid.iso() if batch.grid is not None else iso_duration(batch.interval_s),
         "horizon": batch.horizon,
         "model": batch.model,
         "model_version": batch.model_version,

@@ -27,15 +27,14 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from streamcast.core.features import ValueScaling
-
 #: "no value yet" for int64 time columns
 NONE = np.iinfo(np.int64).min
-SCALE_NONE, SCALE_TRAINING, SCALE_WINDOW = 0, 1, 2
 INITIAL_CAPACITY = 1024
-#: first bytes of an encoded state record (format version 2: jump and applied-offset
-#: columns; version 1 was streamcast 0.1's)
-RECORD_MAGIC = b"SCS3"
+#: first bytes of an encoded state record (format 4: the level/scale that follows the
+#: series replaces the fixed loc/scale, and the EWMA error-drift chart's columns the
+#: CUSUM's; 3: quality and drift columns; 2: jump and applied-offset columns; 1 was
+#: streamcast 0.1's)
+RECORD_MAGIC = b"SCS4"
 #: partition of a key whose input partition is not known (tests, tools)
 NO_PARTITION = -1
 #: standardised one-step residuals each key keeps for alert summaries
@@ -71,10 +70,10 @@ COLUMNS: tuple[Column, ...] = (
     Column("steps", (), np.int64, 0, True, "lifecycle", "steps since the last reset"),
     Column("h", ("S",), np.float32, 0.0, True, "pipeline", "LSTM state; zero while warming up"),
     Column("c", ("S",), np.float32, 0.0, True, "pipeline", "LSTM cell state"),
-    Column("loc", (), np.float64, 0.0, True, "lifecycle", "value location in use"),
-    Column("scale", (), np.float64, 1.0, True, "lifecycle", "value scale in use"),
-    Column("scale_src", (), np.int8, SCALE_NONE, True, "lifecycle",
-           "0 none yet, 1 training statistics, 2 warm-up window"),
+    Column("value_level", (), np.float64, 0.0, True, "pipeline",
+           "EWMA level l of the key's values (set at warm-up, updated every step)"),
+    Column("value_scale", (), np.float64, 1.0, True, "pipeline",
+           "EWMA scale s of the key's |values|: the unit is K = kappa * s"),
     Column("open_start", (), np.int64, NONE, True, "intervals",
            "start (epoch s) of the open interval, or NONE"),
     Column("acc", ("F",), np.float64, 0.0, True, "intervals",
@@ -148,7 +147,6 @@ class StateStore:
         horizon: int = 1,
         quantiles: int = 0,
         key_ttl_s: float | None = None,
-        scaling: ValueScaling | None = None,
         initial_capacity: int = INITIAL_CAPACITY,
     ) -> None:
         if max_keys < 1:
@@ -160,7 +158,6 @@ class StateStore:
         self.state_size = state_size
         self.max_keys = max_keys
         self.key_ttl_s = key_ttl_s
-        self.scaling = scaling or ValueScaling()
         self.rows: dict[str, int] = {}
         self.row_key: list[str | None] = []
         self._free: list[int] = []
@@ -200,9 +197,8 @@ class StateStore:
     steps: IntArray
     h: npt.NDArray[np.float32]
     c: npt.NDArray[np.float32]
-    loc: npt.NDArray[np.float64]
-    scale: npt.NDArray[np.float64]
-    scale_src: npt.NDArray[np.int8]
+    value_level: npt.NDArray[np.float64]
+    value_scale: npt.NDArray[np.float64]
     open_start: IntArray
     acc: npt.NDArray[np.float64]
     acc_n: IntArray
@@ -298,10 +294,6 @@ class StateStore:
             rows[new_pos] = fresh
             self.active[fresh] = True
             self.last_seen[fresh] = now_s
-            loc, scale, found = self.scaling.lookup([keys[p] for p in new_pos.tolist()])
-            self.loc[fresh] = loc
-            self.scale[fresh] = scale
-            self.scale_src[fresh] = np.where(found, SCALE_TRAINING, SCALE_NONE)
         return rows, rows[new_pos]
 
     def _evict_lru(self, n: int, protect: IntArray) -> None:

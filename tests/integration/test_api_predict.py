@@ -29,7 +29,7 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
         horizon=HORIZON,
         extras=("temp",),
         calendar=("time_of_day", "day_of_week"),
-        known={"pump-known": (40.0, 8.0)},
+        lags=(3,),
         max_gap=MAX_GAP,
         aggregation="mean",
         levels=LEVELS,
@@ -66,7 +66,7 @@ def _offline(
     sess, meta = load_session(model)
     series, _ = regularise(
         table, interval=meta.interval_s, max_gap=meta.gap.max_gap, min_length=meta.window + 1,
-        aggregation=meta.aggregation, duplicates="error",
+        aggregation=meta.aggregation, duplicates="error", min_support=0,
     )  # fmt: skip
     fc = stream_forecasts(sess, meta, series)
     out = {}

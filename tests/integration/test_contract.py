@@ -141,7 +141,7 @@ async def test_every_produced_record_follows_its_schema(
     in-process pipeline's."""
     model = make_tiny_model(
         tmp_path / "mean.onnx", window=8, horizon=HORIZON, interval_s=INTERVAL_S,
-        known=_truth(), mean_forecast=True, drift=normal_reference(HORIZON), levels=LEVELS,
+        mean_forecast=True, drift=normal_reference(HORIZON), levels=LEVELS,
     )  # fmt: skip
     prefix = unique_topic("contract")
     env = service_env(bootstrap, model, prefix, batch_max_records=300, forecast_layout=layout)

@@ -112,7 +112,7 @@ def _pedestrian_test_period(out: Path) -> Path:
     raw = pd.read_csv(full)
     epoch = pd.Timestamp(0, tz="UTC")
     ts = (pd.to_datetime(raw[cols["time_col"]], utc=True) - epoch) // pd.Timedelta(seconds=1)
-    begin = dict(zip(series.keys, test_start - TINY_CONFIG.window * 3600, strict=True))
+    begin = dict(zip(series.keys, test_start - TINY_CONFIG.window_ * 3600, strict=True))
     keep = ts.to_numpy() >= raw[cols["key_col"]].map(begin).to_numpy()
     raw[keep].to_csv(out, index=False)
     return out

@@ -2,9 +2,12 @@
 them offline, exactly once through a kill -9 in exactly-once mode, and online interval
 coverage computed from the forecasts topic.
 
-The model forecasts each key's location (``mean_forecast``) and every key is known at its
-true mean and standard deviation, so a key's standardised residuals are exactly its
-standardised values: the tests decide the residuals by the values they send. A level
+The model forecasts each key's level (``mean_forecast``) with a level/scale that does not
+move (``alpha`` 1e-12); every key's warm-up window alternates its true mean -/+ its standard
+deviation, so its level is its mean and its scale its mean, and with each key's mean 20
+standard deviations (``kappa`` 0.05) its unit is its standard deviation: a key's
+standardised residuals are exactly its standardised values, and the tests decide the
+residuals by the values they send. A level
 shift of 3 standard deviations is injected into one key for 48 intervals.
 """
 
@@ -45,14 +48,17 @@ SHIFT = (300, 348)
 LEVELS = (0.8, 0.95)
 
 
+WINDOW = 8
+
+
 def _truth() -> dict[str, tuple[float, float]]:
-    return {f"meter-{k}": (100.0 + 50 * k, 5.0 + k) for k in range(KEYS)}
+    return {f"meter-{k}": (20 * (5.0 + k), 5.0 + k) for k in range(KEYS)}
 
 
 def _model(tmp_path: Path) -> Path:
     return make_tiny_model(
-        tmp_path / "mean.onnx", window=8, horizon=4, interval_s=INTERVAL_S, known=_truth(),
-        mean_forecast=True, drift=normal_reference(4), levels=LEVELS,
+        tmp_path / "mean.onnx", window=WINDOW, horizon=4, interval_s=INTERVAL_S, alpha=1e-12,
+        kappa=0.05, mean_forecast=True, drift=normal_reference(4), levels=LEVELS,
     )  # fmt: skip
 
 
@@ -61,6 +67,7 @@ def _values(seed: int = 0) -> dict[str, np.ndarray]:
     out = {}
     for key, (loc, scale) in _truth().items():
         v = loc + scale * rng.standard_normal(INTERVALS)
+        v[:WINDOW] = loc + scale * np.where(np.arange(WINDOW) % 2 == 0, -1.0, 1.0)
         if key == SHIFTED:
             v[SHIFT[0] : SHIFT[1]] += 3 * scale
         out[key] = v

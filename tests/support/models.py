@@ -40,9 +40,8 @@ from streamcast.core.artifact import (
 from streamcast.core.features import (
     CalendarName,
     calendar_features,
-    fit_location_scale,
     interpolate_gap,
-    scale_inputs,
+    step_inputs,
     target_times,
 )
 from streamcast.core.model import fingerprint
@@ -84,7 +83,9 @@ def make_tiny_model(
     interval_s: int = 3600,
     extras: tuple[str, ...] = (),
     calendar: tuple[CalendarName, ...] = (),
-    known: dict[str, tuple[float, float]] | None = None,
+    lags: tuple[int, ...] = (),
+    alpha: float = 0.25,
+    kappa: float = 1.0,
     state_size: int = 5,
     max_gap: int = 3,
     aggregation: Aggregation = "last",
@@ -102,12 +103,13 @@ def make_tiny_model(
     inputs with their outputs become its self-test sample.
 
     ``mean_forecast``: the forecast weights are zero, so every forecast is the key's
-    location (the scaled forecast is 0): a model whose residuals are the scaled values
+    level (the forecast in units is 0): a model whose residuals are the scaled values
     themselves, for tests that control residuals through the values they send. Give it
     ``drift`` (e.g. :func:`normal_reference`) and normal ``levels`` bands come with it.
+    ``x`` is the schema-2 step input ``[u, extras, r, lags]`` of width ``2 + E + M``.
     """
     rng = np.random.default_rng(seed)
-    f, s, cw = 1 + len(extras), state_size, 2 * len(calendar)
+    f, s, cw = 2 + len(extras) + max(lags, default=1), state_size, 2 * len(calendar)
 
     def weight(*shape: int) -> F32:
         return (rng.standard_normal(shape) * 0.5).astype(np.float32)
@@ -186,7 +188,9 @@ def make_tiny_model(
         aggregation=aggregation,
         features=FeatureMeta(extra_names=extras, calendar=calendar),
         scaling=ScalingMeta(
-            known=dict(known or {}),
+            alpha=alpha,
+            lags=lags,
+            kappa=kappa,
             extra_loc=extra_loc if extra_loc is not None else tuple(1.0 for _ in extras),
             extra_scale=extra_scale if extra_scale is not None else tuple(2.0 for _ in extras),
         ),
@@ -236,7 +240,7 @@ def normal_reference(horizon: int, input_threshold: float | None = None) -> Drif
 def tiny_self_test(ref: TinyReference, rows: int, rng: np.random.Generator) -> SelfTestMeta:
     """A self-test sample of ``rows`` random inputs and the tiny model's outputs."""
     meta = ref.meta
-    f, s = meta.feature_spec().n_inputs, meta.state_size
+    f, s = meta.step_width, meta.state_size
     x, h, c = (rng.standard_normal((rows, n)).astype(np.float32) for n in (f, s, s))
     n_cal = meta.feature_spec().n_calendar
     cal = rng.uniform(-1, 1, (rows, meta.horizon, n_cal)).astype(np.float32) if n_cal else None
@@ -279,36 +283,43 @@ class RefForecast:
     values: F64
 
 
-def reference_forecasts(
+def reference_forecasts(  # noqa: PLR0915 - one key's service lifecycle, written out
     ref: TinyReference,
     key: str,
     intervals: list[tuple[int, F64]],
     *,
     max_gap: int | None = None,
 ) -> list[RefForecast]:
-    """The documented lifecycle for one key's closed intervals, in plain scalar code."""
+    """The documented lifecycle for one key's closed intervals, in plain scalar code
+    (``key`` names the key; every key is treated alike)."""
+    del key
     meta = ref.meta
     spec = meta.feature_spec()
+    scheme = meta.level_scale()
     gap_limit = meta.gap.max_gap if max_gap is None else max_gap
-    known = meta.scaling.known.get(key)
-    s, w, iv = meta.state_size, meta.window, meta.interval_s
+    s, w, iv, m = meta.state_size, meta.window, meta.interval_s, scheme.max_lag
     extra = meta.extra_scaling()
     out: list[RefForecast] = []
     h = np.zeros((1, s), np.float32)
     c = np.zeros((1, s), np.float32)
     window: list[tuple[int, F64, bool]] = []
     warm = False
-    loc, scale = known if known is not None else (0.0, 1.0)
+    level, scale = 0.0, 1.0
     prev: tuple[int, F64] | None = None
 
-    def step(ts: int, row: F64) -> F32:
-        nonlocal h, c
-        x = scale_inputs(row[None, :], np.array([loc]), np.array([scale]), extra)
+    def step(ts: int, row: F64, held: list[float]) -> tuple[F32, float, float]:
+        nonlocal h, c, level, scale
+        lv, sc = scheme.update(np.array([level]), np.array([scale]), np.array([row[0]]))
+        level, scale = float(lv[0]), float(sc[0])
+        last = np.full(m, np.nan)
+        tail = held[-m:]
+        last[m - len(tail) :] = tail
+        x, unit = step_inputs(row[None, :], lv, sc, last[None, :], scheme=scheme, extra=extra)
         cal = None
         if spec.n_calendar:
             cal = calendar_features(target_times(np.array([ts]), iv, meta.horizon), spec)
         h, c, fc = ref.step(x, h, c, cal)
-        return np.asarray(fc[0], dtype=np.float32)
+        return np.asarray(fc[0], dtype=np.float32), level, float(unit[0])
 
     for start, value in intervals:
         rows: list[tuple[int, F64, bool]] = []
@@ -320,28 +331,25 @@ def reference_forecasts(
             window, warm = [], False
             h = np.zeros((1, s), np.float32)
             c = np.zeros((1, s), np.float32)
-            if known is None:
-                loc, scale = 0.0, 1.0
         rows.append((start, value, True))
         prev = (start, value)
         for ts, row, real in rows:
             window = [*window, (ts, row, real)][-w:]
+            values = [float(r[1][0]) for r in window]
             if warm:
-                fc = step(ts, row)
+                fc, lv, unit = step(ts, row, values)
                 if real:
-                    out.append(RefForecast(ts, _unscale(fc, loc, scale)))
+                    out.append(RefForecast(ts, _unscale(fc, lv, unit)))
             elif len(window) == w:
-                if known is None:
-                    values = np.array([r[1][0] for r in window])
-                    lo, sc = fit_location_scale(values)
-                    loc, scale = float(lo), float(sc)
+                lv0, sc0 = scheme.init(np.array([values]))
+                level, scale = float(lv0[0]), float(sc0[0])
                 warm = True
                 h = np.zeros((1, s), np.float32)
                 c = np.zeros((1, s), np.float32)
                 for k, (wts, wrow, _) in enumerate(window):
-                    fc = step(wts, wrow)
+                    fc, lv, unit = step(wts, wrow, values[: k + 1])
                     if k == w - 1 and real:
-                        out.append(RefForecast(wts, _unscale(fc, loc, scale)))
+                        out.append(RefForecast(wts, _unscale(fc, lv, unit)))
     return out
 
 
@@ -351,7 +359,9 @@ def _unscale(fc: F32, loc: float, scale: float) -> F64:
 
 class MeanModel:
     """A :class:`~streamcast.core.model.StepModel` double that always forecasts a key's
-    location (scaled forecast 0): its scaled residuals are the scaled values themselves,
+    level (forecast 0 in units), a level and unit that stay as the warm-up window set
+    them (``alpha`` 1e-12, ``kappa`` 1): its scaled residuals are the scaled values
+    themselves,
     so a test controls the residuals exactly by the values it sends.
 
     The metadata is the tiny artifact's with a drift reference of standard normal
@@ -366,6 +376,8 @@ class MeanModel:
             update={
                 "state_size": 1,
                 "units": 1,
+                # a level/scale that stays where the warm-up window put it
+                "scaling": base.scaling.model_copy(update={"alpha": 1e-12, "kappa": 1.0}),
                 "calibration": normal_bands((0.8, 0.95), h),
                 "drift": normal_reference(h, input_threshold),
             }
@@ -377,5 +389,5 @@ class MeanModel:
         return self._meta
 
     def step(self, x: F32, h: F32, c: F32, calendar: F32 | None) -> tuple[F32, F32, F32]:
-        """Forecast 0 (the key's location) for every step; the state is untouched."""
+        """Forecast 0 (the key's level) for every step; the state is untouched."""
         return h, c, np.zeros((len(x), self._meta.horizon), dtype=np.float32)

@@ -27,7 +27,7 @@ TINY_CONFIG = TrainConfig(
     horizon=6,
     calendar=("time_of_day", "day_of_week"),
     timezone="Australia/Melbourne",
-    interval_s=3600,
+    interval="1h",
     season=24,
     seq_len=48,
     origin_stride=4,
@@ -36,6 +36,7 @@ TINY_CONFIG = TrainConfig(
     time_budget_s=60.0,
     val_frac=0.2,
     test_frac=0.2,
+    baselines=("naive", "seasonal_naive"),
 )
 TINY_COLUMNS: dict[str, Any] = {"key_col": "Sensor", "time_col": "Date_Time", "value_col": "Count"}
 

@@ -1,19 +1,17 @@
-"""Baselines: naive, seasonal naive, and ARIMA matching statsmodels' own forecasts."""
+"""Baselines: naive, seasonal naive, and statsforecast's models exactly as statsforecast
+forecasts (one fit per key, forward to later origins), within a budget."""
 
 from __future__ import annotations
 
+import time
 import warnings
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
+import pytest
 
-from training.baselines import (
-    arima,
-    arima_regressors,
-    fourier,
-    lookup_rows,
-    naive,
-    seasonal_naive,
-)
+from training.baselines import lookup_rows, naive, seasonal_naive, statistical
 from training.series import SeriesSet
 
 
@@ -58,37 +56,75 @@ def test_seasonal_naive_falls_back_to_naive_across_a_gap() -> None:
     assert got.tolist() == [[111.0, 110.0, 111.0]]
 
 
-def test_fourier_terms() -> None:
-    ts = np.array([0, 6, 12]) * 3600
-    f = fourier(ts, 24 * 3600, 1)
-    np.testing.assert_allclose(f, [[1, 0, 1], [1, 1, 0], [1, 0, -1]], atol=1e-12)
-
-
-def test_arima_equals_statsmodels_forecast_after_apply() -> None:
-    from statsmodels.tsa.statespace.sarimax import SARIMAX
-
-    rng = np.random.default_rng(0)
-    n, season, horizon = 240, 24, 5
+def _seasonal(n: int = 120, keys: int = 2) -> SeriesSet:
+    rng = np.random.default_rng(4)
     t = np.arange(n)
-    y = 10 + 3 * np.sin(2 * np.pi * t / season) + rng.normal(size=n)
-    s = SeriesSet(
-        keys=("a",),
-        offsets=np.array([0, n]),
-        ts=t * 3600,
-        values=y[:, None],
-        observed=np.ones(n, bool),
-        reset=t == 0,
+    values = np.concatenate(
+        [10 * (k + 1) + 3 * np.sin(2 * np.pi * t / 12) + rng.normal(0, 0.3, n) for k in range(keys)]
+    )
+    reset = np.zeros(n * keys, bool)
+    reset[np.arange(keys) * n] = True
+    return SeriesSet(
+        keys=tuple(f"k{k}" for k in range(keys)),
+        offsets=np.arange(keys + 1) * n,
+        ts=np.tile(t * 3600, keys),
+        values=values[:, None],
+        observed=np.ones(n * keys, bool),
+        reset=reset,
         interval_s=3600,
     )
-    train = t < 160
-    rows = np.array([170, 200])
-    got = arima(s, train, rows, horizon, season=season)
-    exog = arima_regressors(np.arange(n + horizon + 1) * 3600, 3600, season)
-    assert exog.shape[1] == 1 + 2 * 4 + 2 * 3  # constant, daily and weekly Fourier pairs
+
+
+def test_statistical_baselines_are_statsforecasts_own_forecasts() -> None:
+    from statsforecast.models import AutoETS, AutoTheta
+
+    s = _seasonal()
+    rows = np.array([99, 104, 219])  # key 0: two origins, key 1: one
+    run = statistical(s, {"test": rows}, 6, 12, ("auto_ets", "auto_theta"))
+    assert set(run.forecasts) == {"test:auto_ets", "test:auto_theta"} and not run.skipped
+    y = s.values[:, 0]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        fitted = SARIMAX(y[:160], exog=exog[:160], order=(2, 0, 1)).fit(disp=False, maxiter=50)
-        for row, forecast in zip(rows, got, strict=True):
-            applied = fitted.apply(y[: row + 1], exog=exog[: row + 1])
-            expected = applied.forecast(horizon, exog=exog[row + 1 : row + 1 + horizon])
-            np.testing.assert_allclose(forecast, expected, rtol=1e-9, atol=1e-9)
+        ets = AutoETS(season_length=12).fit(y=y[:100])
+        theta = AutoTheta(season_length=12).fit(y=y[120:220])
+        expected = [
+            ets.predict(h=6)["mean"],
+            ets.forward(y=y[:105], h=6)["mean"],  # fitted once, filtered to the later origin
+            theta.predict(h=6)["mean"],
+        ]
+    np.testing.assert_allclose(run.forecasts["test:auto_ets"][:2], np.stack(expected[:2]))
+    np.testing.assert_allclose(run.forecasts["test:auto_theta"][2], expected[2])
+
+
+def test_statistical_baselines_respect_their_budget() -> None:
+    s = _seasonal(60, keys=30)
+    rows = s.offsets[1:] - 7
+    run = statistical(s, {"test": rows}, 6, 12, ("auto_theta",), budget_s=0.0)
+    assert "test:auto_theta" in run.skipped and "budget" in run.skipped["test:auto_theta"]
+    assert not run.forecasts
+
+
+def test_the_budget_is_projected_from_the_steady_rate_not_the_first_fit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The first fit of a model pays its warm-up (statsforecast's first AutoETS call took
+    25 s on a loaded machine, the others ~0.1 s): a projection that counted it skipped
+    AutoETS on M3 as '12,628 s' under a 3,000 s budget. A fake clock: the first key's fit
+    takes 100 s, every other 1 s; 30 keys fit in 129 s, inside a 200 s budget."""
+    from training import baselines
+
+    clock = {"now": 0.0, "calls": 0}
+    real = baselines._key_forecasts
+
+    def timed(*args: Any, **kwargs: Any) -> npt.NDArray[np.float64]:
+        clock["calls"] += 1
+        clock["now"] += 100.0 if clock["calls"] == 1 else 1.0
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(baselines, "_key_forecasts", timed)
+    monkeypatch.setattr(time, "monotonic", lambda: clock["now"])
+    s = _seasonal(60, keys=30)
+    rows = s.offsets[1:] - 7
+    run = statistical(s, {"test": rows}, 6, 12, ("auto_theta",), budget_s=200.0)
+    assert run.skipped == {} and run.forecasts["test:auto_theta"].shape == (30, 6)
+    assert run.seconds["test:auto_theta"] == 129.0

@@ -108,13 +108,15 @@ def test_impossible_horizon(capsys: pytest.CaptureFixture[str], tmp_path: Path) 
     assert "horizon" in msg
 
 
-def test_too_short_for_training(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    data = _csv(tmp_path / "d.csv", rows=400)
-    msg = _user_error(
-        capsys,
-        _fit_args(data, tmp_path / "out", "--window", "24", "--horizon", "6", "--seq-len", "400"),
-    )
-    assert "training" in msg
+def test_an_interval_the_data_does_not_have_names_the_one_it_has(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    data = _csv(tmp_path / "d.csv", rows=200)  # hourly
+    argv = _fit_args(data, tmp_path / "out")
+    argv[argv.index("--interval") + 1] = "5min"
+    msg = _user_error(capsys, argv)
+    assert "--interval 5min matches only 0% of the steps" in msg
+    assert "the data's own interval is 1h: use --interval 1h (or omit --interval" in msg
 
 
 @pytest.mark.parametrize(
@@ -213,6 +215,8 @@ def test_fit_then_evaluate_from_the_command_line(
         "--quiet",
         "--forecasts",
         "forecasts.csv",
+        "--baselines",
+        "naive,seasonal_naive,auto_theta",
         "--until",
         "2015-01-14T00:00:00Z",
         "--publish-to",
@@ -236,7 +240,7 @@ def test_fit_then_evaluate_from_the_command_line(
     assert report["drift"]["calibration_tests"] < 20
     assert report["drift"]["input_threshold"] is None
     assert "## Prediction intervals on the test period" in (out / "report.md").read_text()
-    for model in ("lstm", "naive", "seasonal_naive", "arima"):
+    for model in ("lstm", "naive", "seasonal_naive", "auto_theta"):
         assert set(report["metrics"][model]) >= {"mae", "rmse", "smape", "mape", "mase"}
         assert len(report["metrics"][model]["per_step"]["mase"]) == 4
     assert report["parity"]["max_abs_diff"] <= 1e-5

@@ -23,8 +23,12 @@ def _error(**settings: Any) -> str:
 
 def test_defaults_and_derived_values() -> None:
     config = TrainConfig()
-    assert (config.units, config.window, config.horizon, config.aggregation) == (64, 48, 24, "last")
-    assert config.warmup_steps == config.window == 48
+    assert (config.units, config.window, config.horizon, config.aggregation) == (
+        64, None, 24, "last",
+    )  # fmt: skip
+    # unset choices are made from the data (training.defaults); the interval is inferred
+    assert (config.interval, config.season, config.lags, config.origin_stride) == (None,) * 4
+    assert config.updated(window=48).warmup_steps == 48
     assert config.updated(burn_in=5).warmup_steps == 5
     assert config.n_calendar == 0
     assert config.updated(calendar=("time_of_day", "day_of_week")).n_calendar == 4

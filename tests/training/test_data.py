@@ -237,9 +237,12 @@ def test_sub_second_ticks_are_not_duplicates() -> None:
 
 def test_irregular_data_reports_low_interval_support() -> None:
     ts = [T0, T0 + HOUR, T0 + 2 * HOUR, T0 + 2 * HOUR + 600, T0 + 3 * HOUR]
-    _, report = regularise(frame(["a"] * 5, ts, [1, 2, 3, 4, 5]), interval="1h")
-    assert report.interval_support == pytest.approx(0.5)
-    assert "50% of steps match it" in report.summary()
+    df = frame(["a"] * 5, ts, [1, 2, 3, 4, 5])
+    _, report = regularise(df, interval="1h", min_support=0.0)
+    assert report.interval_support == pytest.approx(0.75)  # 2h -> 2h10 stays in one hour
+    assert "75% of steps match it" in report.summary()
+    with pytest.raises(ConfigError, match="--interval 1h matches only 75% of the steps"):
+        regularise(df, interval="1h")
 
 
 def test_duplicates_aggregate_mode_uses_the_aggregation() -> None:
@@ -338,7 +341,7 @@ def test_regularise_invariants(steps: list[list[int]], max_gap: int, seed: int) 
     values = rng.normal(size=len(ts)).tolist()
     order = rng.permutation(len(ts))  # input order must not matter
     df = frame([keys[i] for i in order], [ts[i] for i in order], [values[i] for i in order])
-    series, report = regularise(df, interval="1h", max_gap=max_gap, min_length=1)
+    series, report = regularise(df, interval="1h", max_gap=max_gap, min_length=1, min_support=0)
 
     # every input row comes back observed, unchanged, at its own time
     obs = series.observed
@@ -403,7 +406,10 @@ def test_aggregation_matches_a_pandas_reference(
     values = [float(i) for i in range(len(ts_ms))]
     raw = pd.DataFrame({"k": keys, "t": ts_ms, "v": values})
     df = normalise_frame(raw, key_col="k", time_col="t", value_col="v")
-    series, _ = regularise(df, interval="30min", max_gap=100, min_length=1, aggregation=how)  # type: ignore[arg-type]
+    series, _ = regularise(
+        df, interval="30min", max_gap=100, min_length=1, aggregation=how,  # type: ignore[arg-type]
+        min_support=0,
+    )  # fmt: skip
 
     ordered = raw.sort_values(["k", "t"], kind="stable")
     start = (ordered["t"] // 1000) // 1800 * 1800

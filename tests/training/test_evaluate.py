@@ -12,12 +12,13 @@ import pandas as pd
 import pytest
 
 from streamcast.core.artifact import FeatureMeta, GraphNames, ModelMeta, ScalingMeta
-from streamcast.core.features import calendar_features, fit_location_scale, target_times
+from streamcast.core.features import FeatureSpec, LevelScale, calendar_features, target_times
 from streamcast.core.model import OnnxStepModel
 from tests.support.tiny import TINY_COLUMNS
 from training.config import TrainConfig
-from training.evaluate import emitting_rows, load_session, stream_forecasts
+from training.evaluate import emitting_rows, load_session, row_inputs, stream_forecasts
 from training.export import StepInputs, export_step, random_inputs, reference_step
+from training.fit import build_model
 from training.history import DataSource
 from training.model import StepModel
 from training.series import SeriesSet
@@ -51,10 +52,15 @@ def _series() -> SeriesSet:
     )
 
 
+def _spec() -> FeatureSpec:
+    return FeatureSpec(interval_s=HOUR, calendar=("time_of_day",))
+
+
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[StepModel, Path]:
     config = TrainConfig(units=6, horizon=HORIZON, window=WINDOW, calendar=("time_of_day",), seed=5)
-    model = StepModel.from_config_values(config, n_inputs=1)
+    scheme = LevelScale(alpha=0.3, lags=(2, 3), kappa=0.7)
+    model = build_model(config, scheme, _spec())
     meta = ModelMeta(
         name="lifecycle",
         version="0",
@@ -66,7 +72,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[StepModel, Path]
         horizon=HORIZON,
         interval_s=HOUR,
         features=FeatureMeta(calendar=("time_of_day",)),
-        scaling=ScalingMeta(known={"a": (40.0, 5.0), "b": (60.0, 20.0)}),
+        scaling=ScalingMeta(alpha=0.3, lags=(2, 3), kappa=0.7),
     )
     path = tmp_path_factory.mktemp("lifecycle") / "m.onnx"
     export_step(model, meta, path)
@@ -86,7 +92,8 @@ def test_emitting_rows_follow_the_lifecycle() -> None:
 
 def test_replay_equals_sequential_tensorflow_per_key(exported: tuple[StepModel, Path]) -> None:
     """Batched ORT replay == stepping each key alone in TensorFlow from zero at resets,
-    with training scale for known keys and warm-up-window scale for the unseen key."""
+    each key's level and scale set from its warm-up window and updated at every row (the
+    imputed one included), lags from its own rows since the reset."""
     model, path = exported
     sess, meta = load_session(path)
     s = _series()
@@ -96,23 +103,32 @@ def test_replay_equals_sequential_tensorflow_per_key(exported: tuple[StepModel, 
     expected_rows = np.flatnonzero(emitting_rows(s, WINDOW)).tolist()
     assert sorted(got) == expected_rows
     spec = meta.feature_spec()
-    window_loc, window_scale = fit_location_scale(s.values[17 : 17 + WINDOW, 0])
-    scales = {"a": (40.0, 5.0), "b": (60.0, 20.0), "c": (float(window_loc), float(window_scale))}
-    for k, key in enumerate(s.keys):
-        loc, scale = scales[key]
+    scheme = meta.level_scale()
+    for k in range(len(s.keys)):
         h = np.zeros((1, model.state_size), np.float32)
         c = np.zeros_like(h)
         for r in range(s.offsets[k], s.offsets[k + 1]):
             if s.reset[r]:
                 h, c = np.zeros_like(h), np.zeros_like(c)
-            x = np.array([[(s.values[r, 0] - loc) / scale]], np.float32)
+                start = r
+                end = min(r + WINDOW, s.offsets[k + 1])
+                level, scale = scheme.init(s.values[None, start:end, 0])
+            level, scale = scheme.update(level, scale, s.values[r : r + 1, 0])
+            unit = scheme.kappa * scale
+            ring = np.full(3, np.nan)
+            tail = s.values[max(start, r - 2) : r + 1, 0]
+            ring[3 - len(tail) :] = tail
+            lags = np.where(np.isnan(ring), 0.0, (ring - level) / unit)
+            u = np.clip((s.values[r, 0] - level) / unit, -20, 20)
+            x = np.concatenate([u, level / unit, lags])[None, :].astype(np.float32)
             cal = calendar_features(target_times(s.ts[r : r + 1], HOUR, HORIZON), spec)
             h, c, forecast = reference_step(model, StepInputs(x, h, c, cal), HORIZON)
             if r in got:
                 np.testing.assert_allclose(got[r], forecast[0], atol=1e-5)
+    inputs = row_inputs(s, scheme, WINDOW, meta.extra_scaling())
     row = fc.row.tolist().index(19)
     np.testing.assert_allclose(
-        fc.forecast[row], fc.scaled[row] * scales["c"][1] + scales["c"][0], rtol=1e-6
+        fc.forecast[row], fc.scaled[row] * inputs.unit[19] + inputs.level[19], rtol=1e-12
     )
 
 

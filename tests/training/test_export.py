@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from streamcast.core.artifact import GraphNames, ModelMeta
+from streamcast.core.artifact import FeatureMeta, GraphNames, ModelMeta, ScalingMeta
 from streamcast.core.model import open_session
 from training.config import TrainConfig
 from training.errors import ExportError
@@ -16,7 +16,10 @@ from training.model import StepModel
 
 
 def _meta(model: StepModel, horizon: int) -> ModelMeta:
+    extras = tuple(f"e{i}" for i in range(model.n_extras))
     return ModelMeta(
+        features=FeatureMeta(extra_names=extras),
+        scaling=ScalingMeta(extra_loc=(0.0,) * len(extras), extra_scale=(1.0,) * len(extras)),
         name="unit",
         version="0",
         created_at="2026-11-24T00:00:00Z",
@@ -45,7 +48,7 @@ def test_export_parity_and_signature(
     inputs = {i.name: i.shape for i in sess.get_inputs()}
     outputs = {o.name: o.shape for o in sess.get_outputs()}
     s = model.state_size
-    assert inputs["x"][1:] == [n_inputs]
+    assert inputs["x"][1:] == [model.step_width] == [2 + (n_inputs - 1) + 1]
     assert inputs["h"][1:] == [s] and inputs["c"][1:] == [s]
     assert ("calendar" in inputs) == bool(calendar)
     assert outputs["h_out"][1:] == [s] and outputs["forecast"][1:] == [6]
@@ -93,7 +96,7 @@ def test_trained_model_metadata_contract(tiny_model: Path) -> None:
     assert set(inputs) == {g.x, g.h, g.c, g.calendar}
     assert set(outputs) == {g.h_out, g.c_out, g.forecast}
     assert meta.state_size == meta.layers * meta.units
-    assert inputs[g.x][1] == 1 + len(meta.features.extra_names)
+    assert inputs[g.x][1] == meta.step_width == 2 + len(meta.features.extra_names) + 24
     assert inputs[g.h][1] == inputs[g.c][1] == outputs[g.h_out][1] == meta.state_size
     assert inputs[g.calendar][1:] == [meta.horizon, 2 * len(meta.features.calendar)]
     assert outputs[g.forecast][1] == meta.horizon
@@ -101,8 +104,11 @@ def test_trained_model_metadata_contract(tiny_model: Path) -> None:
     assert meta.features.calendar == ("time_of_day", "day_of_week")
     assert meta.features.timezone == "Australia/Melbourne"
     assert meta.aggregation == "last" and meta.gap.max_gap == 3
-    assert len(meta.scaling.known) == 3
-    assert all(scale > 0 for _, scale in meta.scaling.known.values())
+    sc = meta.scaling
+    assert sc.scheme == "level_scale" and sc.lags == (24,)
+    assert sc.alpha == pytest.approx(1 / 24)
+    assert 0.0 < sc.kappa < 10.0
+    assert meta.schema_version == 2 and meta.grid.kind == "fixed"
     cal = meta.calibration
     assert cal.levels == (0.8, 0.95)
     for lower, upper in zip(cal.lower, cal.upper, strict=True):
@@ -113,7 +119,8 @@ def test_trained_model_metadata_contract(tiny_model: Path) -> None:
     assert len(meta.drift.residual_std) == meta.horizon
     t = meta.training
     assert t.data_fingerprint.startswith("sha256:") and t.n_keys == 3 and t.n_rows > 0
-    assert set(t.metrics) >= {"lstm", "naive", "seasonal_naive", "arima", "parity"}
+    assert set(t.metrics) >= {"lstm", "naive", "seasonal_naive", "parity"}
+    assert 0.0 <= t.shrinkage <= 1.0
     assert t.metrics["parity"]["max_abs_diff"] <= 1e-5
     assert TrainConfig.from_dict(dict(t.config)).window == meta.window
     assert meta.version and meta.created_at and meta.name == "tiny"

@@ -7,16 +7,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamcast.core.features import ExtraScaling, ValueScaling, fit_location_scale
+from streamcast.core.features import ExtraScaling
 from training.errors import ConfigError
 from training.prep import (
     Role,
     contiguous_chunks,
     fit_scaling,
-    scale_series,
+    lay_validation,
     sliding_windows,
     split,
-    warmup_scaling,
+    split_last_window,
 )
 from training.series import SeriesSet
 
@@ -96,86 +96,53 @@ def test_split_rejects_fractions_that_leave_no_training() -> None:
         split(make_series([10]), val_frac=0.5, test_frac=0.5)
 
 
-def test_scaling_never_sees_validation_or_test_rows() -> None:
+def test_extra_scaling_never_sees_validation_or_test_rows() -> None:
     series = make_series([200, 150], extras=2)
     parts = split(series)
-    value_scaling, extra_scaling = fit_scaling(series, parts.train)
-
+    extra_scaling = fit_scaling(series, parts.train)
     wild = series.values.copy()
     rng = np.random.default_rng(1)
     held_out = ~parts.train
     wild[held_out] = rng.normal(size=(held_out.sum(), 3)) * 1e6 + 1e7
-    tampered = with_values(series, wild)
-    assert split(tampered).role.tolist() == parts.role.tolist()
-    again_value, again_extra = fit_scaling(tampered, parts.train)
-    assert again_value == value_scaling
-    assert again_extra == extra_scaling
-
-    # and the statistics are exactly those of the observed training rows
+    assert fit_scaling(with_values(series, wild), parts.train) == extra_scaling
     use = parts.train & series.observed
-    for k, key in enumerate(series.keys):
-        mine = use & (series.key_index() == k)
-        assert value_scaling.known[key] == pytest.approx(
-            (series.values[mine, 0].mean(), series.values[mine, 0].std())
-        )
     assert extra_scaling.loc == pytest.approx(tuple(series.values[use, 1:].mean(axis=0)))
+    assert fit_scaling(make_series([50]), np.ones(50, dtype=bool)) == ExtraScaling()
 
 
-def test_keys_without_training_rows_are_left_to_warm_up() -> None:
-    series = make_series([50, 50])
-    train = np.zeros(series.n_rows, dtype=bool)
-    train[series.key_slice(0)] = True
-    value_scaling, _ = fit_scaling(series, train)
-    assert set(value_scaling.known) == {"k0"}
+def test_last_window_holds_out_the_last_horizon_rows_of_every_key() -> None:
+    series = make_series([60, 25, 18])
+    parts = split_last_window(series, horizon=18)
+    for k in range(3):
+        role = parts.role[series.key_slice(k)]
+        assert (role[-18:] == Role.TEST).all() or k == 2
+        assert (role[:-18] == Role.TRAIN).all()
+    # a key no longer than the horizon keeps one row to forecast from
+    assert (parts.role[series.key_slice(2)] == Role.TEST).sum() == 17
 
 
-def test_unseen_keys_scale_from_their_warm_up_window() -> None:
-    window = 12
-    series = make_series([60, 40], resets={0: [30], 1: [25]}, extras=1)
-    known = ValueScaling(known={"k0": (50.0, 5.0)})
-    extras = ExtraScaling(loc=(7.0,), scale=(3.0,))
-    scaled, loc, scale = scale_series(series, known, extras, window=window)
-
-    k0, k1 = series.key_slice(0), series.key_slice(1)
-    assert series.reset[k0].sum() == 2  # known keys keep the training scale after a reset
-    assert (loc[k0] == 50.0).all()
-    assert (scale[k0] == 5.0).all()
-    # k1 has two segments: rows 0..24 and 25..39 of the key, each with its own window
-    k1_values = series.values[k1, 0]
-    for first, last in ((0, 25), (25, 40)):
-        head = k1_values[first : first + window]
-        assert loc[k1][first:last] == pytest.approx(np.full(last - first, head.mean()))
-        assert scale[k1][first:last] == pytest.approx(np.full(last - first, head.std()))
-    expected = np.column_stack(
-        [(series.values[:, 0] - loc) / scale, (series.values[:, 1] - 7.0) / 3.0]
-    ).astype(np.float32)
-    np.testing.assert_allclose(scaled, expected, rtol=1e-6)
-    assert scaled.dtype == np.float32
-
-
-def test_warm_up_scaling_never_looks_past_the_window() -> None:
-    window = 10
-    series = make_series([30])
-    loc, scale = warmup_scaling(series, window)
-    later = series.values.copy()
-    later[window:, 0] *= 1000.0
-    loc2, scale2 = warmup_scaling(with_values(series, later), window)
-    np.testing.assert_array_equal(loc, loc2)
-    np.testing.assert_array_equal(scale, scale2)
-
-
-def test_short_segment_warm_up_uses_what_it_has() -> None:
-    series = make_series([5])
-    loc, scale = warmup_scaling(series, window=48)
-    ref_loc, ref_scale = fit_location_scale(series.values[:, 0])
-    assert loc == pytest.approx(np.full(5, ref_loc))
-    assert scale == pytest.approx(np.full(5, ref_scale))
-
-
-def test_extra_scaling_must_match_the_features() -> None:
-    series = make_series([20], extras=2)
-    with pytest.raises(ConfigError, match="extra scaling has 0 features but the series has 2"):
-        scale_series(series, ValueScaling(), ExtraScaling(), window=5)
+def test_validation_is_laid_at_the_end_of_each_keys_fit_part() -> None:
+    """The issue's empty validation: on short series validation is never empty, laid at
+    the end of each key's fit part, max(horizon, 15 %) rows, and only where the key keeps
+    window + 1 rows before it."""
+    series = make_series([66, 120, 30])
+    test = split_last_window(series, horizon=18)
+    parts = lay_validation(series, test, horizon=18, window=24, val_frac=0.15)
+    val = parts.role == Role.VAL
+    key = series.key_index()
+    assert np.bincount(key[val], minlength=3).tolist() == [18, 18, 0]  # 102 * 0.15 < 18
+    for k in (0, 1):
+        role = parts.role[series.key_slice(k)]
+        assert (np.diff(role) >= 0).all()
+        assert role[-19] == Role.VAL and role[-18] == Role.TEST
+    longer = make_series([400])
+    laid = lay_validation(
+        longer, split_last_window(longer, 24), horizon=24, window=24, val_frac=0.15
+    )
+    assert int((laid.role == Role.VAL).sum()) == int(np.floor(0.15 * 376))
+    # a split that comes with its validation part (the rolling protocol's) keeps it
+    rolling = split(longer)
+    assert lay_validation(longer, rolling, horizon=24, window=24, val_frac=0.3) is rolling
 
 
 @settings(max_examples=60, deadline=None)

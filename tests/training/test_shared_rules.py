@@ -55,7 +55,7 @@ def test_bridged_rows_are_the_services_gap_interpolation(
             values.append(value)
             extra.append(other)
     series, report = regularise(
-        _frame(names, ts, values, extra), interval=HOUR, max_gap=5, min_length=1
+        _frame(names, ts, values, extra), interval=HOUR, max_gap=5, min_length=1, min_support=0
     )
     observed = np.flatnonzero(series.observed)
     checked = 0
@@ -86,8 +86,9 @@ def test_intervals_are_what_the_service_closes(ticks: list[tuple[int, int, float
     frame = _frame(keys, ts_s, rows[:, 0].tolist(), rows[:, 1].tolist())
     for kind in AGGREGATIONS:
         series, _ = regularise(
-            frame, interval=HOUR, max_gap=0, min_length=1, aggregation=kind, duplicates="first"
-        )
+            frame, interval=HOUR, max_gap=0, min_length=1, aggregation=kind,
+            duplicates="first", min_support=0,
+        )  # fmt: skip
         # the service keeps each key's latest interval open; it has closed all the others
         last_of_key = np.zeros(series.n_rows, dtype=bool)
         last_of_key[series.offsets[1:] - 1] = True

@@ -464,7 +464,7 @@ def test_retrain_config_is_a_train_config_of_the_served_shape(tmp_path: Path) ->
     path = tmp_path / fit.config.name
     path.write_text(data[fit.config.name])
     config = TrainConfig.load(path)
-    assert config.interval_s == 3600 and config.horizon == 24 and config.window == 48
+    assert config.interval == "1h" and config.horizon == 24 and config.window == 48
     assert set(fit.publish_if_better_than) <= set(config.baselines)
     assert (
         config.time_budget_s * 1.5

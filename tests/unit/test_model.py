@@ -31,7 +31,7 @@ def test_load_reads_meta_and_steps_like_the_reference(tiny: Path) -> None:
     ref = TinyReference(tiny)
     rng = np.random.default_rng(3)
     for batch in (1, 7):
-        x = rng.standard_normal((batch, 2)).astype(np.float32)
+        x = rng.standard_normal((batch, 4)).astype(np.float32)
         h = rng.standard_normal((batch, 6)).astype(np.float32)
         c = rng.standard_normal((batch, 6)).astype(np.float32)
         cal = rng.standard_normal((batch, 4, 4)).astype(np.float32)
@@ -46,7 +46,7 @@ def test_load_reads_meta_and_steps_like_the_reference(tiny: Path) -> None:
 def test_a_batch_bigger_than_one_run_is_cut_into_runs_with_the_same_result(tiny: Path) -> None:
     model = OnnxStepModel.load(tiny)
     rng = np.random.default_rng(4)
-    x = rng.standard_normal((10, 2)).astype(np.float32)
+    x = rng.standard_normal((10, model.meta.step_width)).astype(np.float32)
     h = rng.standard_normal((10, 6)).astype(np.float32)
     c = rng.standard_normal((10, 6)).astype(np.float32)
     cal = rng.standard_normal((10, 4, 4)).astype(np.float32)
@@ -87,8 +87,23 @@ def test_model_without_metadata_is_refused(tiny: Path, tmp_path: Path) -> None:
 
 
 def test_other_schema_version_is_refused(tiny: Path, tmp_path: Path) -> None:
-    with pytest.raises(ModelError, match="schema 2 is not supported"):
-        OnnxStepModel.load(rewrite_meta(tiny, tmp_path / "v2.onnx", schema_version=2))
+    with pytest.raises(ModelError, match="schema 3 is not supported"):
+        OnnxStepModel.load(rewrite_meta(tiny, tmp_path / "v3.onnx", schema_version=3))
+
+
+def test_a_schema_1_artifact_is_refused_with_one_line(tiny: Path, tmp_path: Path) -> None:
+    """An artifact of streamcast 0.1 (fixed training loc/scale per key, x of 1 + E) carries
+    fields schema 2 does not know: the refusal names the schema, not each field."""
+    old = rewrite_meta(
+        tiny, tmp_path / "v1.onnx", schema_version=1,
+        scaling={"scheme": "standard", "unseen_keys": "warmup_window", "known": {"a": [1, 2]}},
+    )  # fmt: skip
+    with pytest.raises(ModelError) as info:
+        OnnxStepModel.load(old)
+    message = str(info.value)
+    assert "\n" not in message
+    assert "schema 1 is not supported (this streamcast reads schema 2" in message
+    assert "known" not in message and "train the model again" in message
 
 
 @pytest.mark.parametrize(
@@ -140,7 +155,7 @@ def test_advance_is_the_steps_state_from_a_graph_without_the_rollout(tiny: Path)
     pruned = {o.name for o in model._state_session.get_outputs()}
     assert pruned == {"h_out", "c_out"} and "forecast" in {o.name for o in full.output}
     rng = np.random.default_rng(4)
-    x = rng.standard_normal((9, 2)).astype(np.float32)
+    x = rng.standard_normal((9, model.meta.step_width)).astype(np.float32)
     h, c = (rng.standard_normal((9, 6)).astype(np.float32) for _ in range(2))
     cal = rng.standard_normal((9, 4, 4)).astype(np.float32)
     h_out, c_out, _ = model.step(x, h, c, cal)

@@ -56,7 +56,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "plain": make_tiny_model(base / "plain.onnx", window=3, max_gap=2),
         "rich": make_tiny_model(
             base / "rich.onnx", window=4, horizon=5, extras=("temp",),
-            calendar=("time_of_day", "day_of_week"), known={"known": (50.0, 20.0)},
+            calendar=("time_of_day", "day_of_week"), lags=(2, 4), alpha=0.5,
             max_gap=2, aggregation="mean", levels=(0.5, 0.9),
         ),
         "w2": make_tiny_model(base / "w2.onnx", window=2, max_gap=3),
@@ -117,24 +117,32 @@ def test_gaps_are_bridged_up_to_max_gap_and_reset_beyond(models: dict[str, Path]
     )
 
 
-def test_scaling_unseen_from_window_known_from_training(models: dict[str, Path]) -> None:
+def test_level_and_scale_start_from_the_window_and_follow_every_step(
+    models: dict[str, Path],
+) -> None:
+    """Every key (trained on or not) sets its level and scale from its warm-up window and
+    updates them with each interval, imputed ones included; a reset starts over."""
     pipe = Pipeline(OnnxStepModel.load(models["rich"]), max_gap=1)
     extras = [[v, 1.0] for v in (10.0, 20.0, 30.0, 40.0, 0.0)]
-    for key in ("known", "new"):
-        run(pipe, ticks(key, [0, 1, 2, 3, 4], extras))
-    st = pipe.store
-    known, new = st.rows["known"], st.rows["new"]
-    assert (st.loc[known], st.scale[known]) == (50.0, 20.0)
-    assert st.loc[new] == pytest.approx(25.0)
-    assert st.scale[new] == pytest.approx(np.std([10.0, 20.0, 30.0, 40.0]))
-    # a long gap: the unseen key re-derives its scale from the new window, known keeps its
+    run(pipe, ticks("a", [0, 1, 2, 3, 4], extras))
+    st, a = pipe.store, pipe.store.rows["a"]
+    level, scale = 25.0, 25.0  # mean and mean |.| of the window, then the 4 window rows
+    for v in (10.0, 20.0, 30.0, 40.0):
+        level, scale = level + 0.5 * (v - level), scale + 0.5 * (abs(v) - scale)
+    assert (st.value_level[a], st.value_scale[a]) == pytest.approx((level, scale))
+    # a gap of one interval (hour 5 missing): the imputed row moves them too
+    run(pipe, ticks("a", [6, 7], [[60.0, 1.0], [0.0, 1.0]]))  # closes 4 (0.0), 5 (30.0), 6
+    for v in (0.0, 30.0, 60.0):
+        level, scale = level + 0.5 * (v - level), scale + 0.5 * (abs(v) - scale)
+    assert (st.value_level[a], st.value_scale[a]) == pytest.approx((level, scale))
+    # a long gap resets: the new window sets them afresh
     later = [[v, 1.0] for v in (100.0, 300.0, 100.0, 300.0, 0.0)]
-    for key in ("known", "new"):
-        result = run(pipe, ticks(key, [10, 11, 12, 13, 14], later))
-        assert result.counters.resets == 1
-    assert (st.loc[known], st.scale[known]) == (50.0, 20.0)
-    assert st.loc[new] == pytest.approx(200.0)
-    assert st.scale[new] == pytest.approx(100.0)
+    result = run(pipe, ticks("a", [20, 21, 22, 23, 24], later))
+    assert result.counters.resets == 1
+    level, scale = 200.0, 200.0
+    for v in (100.0, 300.0, 100.0, 300.0):
+        level, scale = level + 0.5 * (v - level), scale + 0.5 * (abs(v) - scale)
+    assert (st.value_level[a], st.value_scale[a]) == pytest.approx((level, scale))
 
 
 def test_rounds_cost_max_pending_steps_not_one_call_per_key(models: dict[str, Path]) -> None:
@@ -270,7 +278,10 @@ def test_calibrated_intervals_wrap_the_forecast(models: dict[str, Path]) -> None
     assert fc.lower.shape == (1, 2, 5)
     cal = pipe.meta.calibration
     lower_q = np.asarray(cal.lower)
-    np.testing.assert_allclose(fc.lower[0], fc.values[0] + lower_q * 20.0)
+    assert fc.unit is not None
+    # the unit K = kappa * s of the key's level/scale after the origin
+    assert fc.unit[0] == pytest.approx(pipe.store.value_scale[pipe.store.rows["known"]])
+    np.testing.assert_allclose(fc.lower[0], fc.values[0] + lower_q * fc.unit[0])
     assert np.all(fc.lower < fc.values[:, None, :])
     assert np.all(fc.upper > fc.values[:, None, :])
 
@@ -362,9 +373,11 @@ def test_equals_the_offline_evaluator(models: dict[str, Path]) -> None:
             "temp": [t[2][1] for t in stream],
         }
     )
+    # the stream's gaps and resets are deliberate: no 90 % support check of the interval
     series, _ = regularise(
-        frame, interval=HOUR, max_gap=meta.gap.max_gap, min_length=1, aggregation="mean"
-    )
+        frame, interval=HOUR, max_gap=meta.gap.max_gap, min_length=1, aggregation="mean",
+        min_support=0,
+    )  # fmt: skip
     offline = stream_forecasts(ort.InferenceSession(str(models["rich"])), meta, series)
     expected = {
         (series.keys[int(k)], int(t)): v
@@ -486,14 +499,16 @@ def test_long_steady_batches_match_the_reference(models: dict[str, Path]) -> Non
         mine = np.asarray(result.forecasts.keys) == key
         assert result.forecasts.origin_ts[mine].tolist() == [e.origin for e in expected]
         np.testing.assert_allclose(
-            result.forecasts.values[mine], np.stack([e.values for e in expected]), rtol=1e-5
+            result.forecasts.values[mine],
+            np.stack([e.values for e in expected]),
+            rtol=1e-5,
+            atol=1e-6,
         )
 
 
 def test_model_swap_rebuilds_state_from_the_windows(tmp_path: Path) -> None:
-    known = {"k": (5.0, 2.0)}
-    old = make_tiny_model(tmp_path / "old.onnx", window=3, known=known, seed=1)
-    new = make_tiny_model(tmp_path / "new.onnx", window=3, known=known, seed=2, state_size=7)
+    old = make_tiny_model(tmp_path / "old.onnx", window=3, seed=1)
+    new = make_tiny_model(tmp_path / "new.onnx", window=3, seed=2, state_size=7, alpha=0.5)
     values = [float((3 * i) % 7) for i in range(12)]
     pipe = Pipeline(OnnxStepModel.load(old))
     run(pipe, ticks("k", range(7), values[:7]))  # closes hours 0..5
@@ -513,18 +528,20 @@ def test_model_swap_rebuilds_state_from_the_windows(tmp_path: Path) -> None:
         pipe.swap_model(OnnxStepModel.load(other))
 
 
-def test_model_swap_moves_keys_between_training_and_window_scale(tmp_path: Path) -> None:
-    old = make_tiny_model(tmp_path / "old.onnx", window=3, known={"k": (5.0, 2.0)})
-    new = make_tiny_model(tmp_path / "new.onnx", window=3, known={"u": (1.0, 4.0)}, seed=3)
+def test_model_swap_sets_level_and_scale_from_the_window_with_the_new_scheme(
+    tmp_path: Path,
+) -> None:
+    old = make_tiny_model(tmp_path / "old.onnx", window=3, alpha=0.25)
+    new = make_tiny_model(tmp_path / "new.onnx", window=3, alpha=0.5, seed=3)
     pipe = Pipeline(OnnxStepModel.load(old))
-    for key in ("k", "u"):
-        run(pipe, ticks(key, range(6), [1.0, 2.0, 3.0, 10.0, 20.0, 60.0]))  # closes 0..4
+    run(pipe, ticks("k", range(6), [1.0, 2.0, 3.0, 10.0, 20.0, 60.0]))  # closes 0..4
     pipe.swap_model(OnnxStepModel.load(new))
-    st = pipe.store
-    k, u = st.rows["k"], st.rows["u"]
-    assert st.loc[k] == pytest.approx(np.mean([3.0, 10.0, 20.0]))  # current window, hours 2..4
-    assert st.scale[k] == pytest.approx(np.std([3.0, 10.0, 20.0]))
-    assert (st.loc[u], st.scale[u]) == (1.0, 4.0)
+    st, k = pipe.store, pipe.store.rows["k"]
+    window = [3.0, 10.0, 20.0]  # the current window, hours 2..4
+    level = scale = float(np.mean(window))
+    for v in window:
+        level, scale = level + 0.5 * (v - level), scale + 0.5 * (abs(v) - scale)
+    assert (st.value_level[k], st.value_scale[k]) == pytest.approx((level, scale))
 
 
 def test_a_key_that_makes_the_pipeline_raise_is_isolated_and_the_rest_goes_on(
@@ -581,7 +598,7 @@ def test_a_key_that_makes_the_pipeline_raise_is_isolated_and_the_rest_goes_on(
 def test_a_rebuild_steps_the_state_alone(tmp_path: Path) -> None:
     """A swap rebuilds every warm key with ``window`` state-only calls (no rollout); the
     forecasts that follow equal those after a rebuild by full steps."""
-    path = make_tiny_model(tmp_path / "m.onnx", window=3, known={"k": (5.0, 2.0)})
+    path = make_tiny_model(tmp_path / "m.onnx", window=3)
     values = [float((3 * i) % 7) for i in range(10)]
 
     class StepOnly:

@@ -50,12 +50,13 @@ def test_the_alerts_a_batch_raises_go_to_the_alerts_topic_of_their_partition(
     the processor must turn it into an alerts-topic record (a regression: its step once
     dropped the pipeline's alerts and quality sums)."""
     model = make_tiny_model(
-        tmp_path / "mean.onnx", window=8, horizon=3, interval_s=60, known={"a": (0.0, 1.0)},
+        tmp_path / "mean.onnx", window=8, horizon=3, interval_s=60, alpha=1e-12,
         mean_forecast=True, drift=normal_reference(3),
     )  # fmt: skip
     processor = build_processor(Settings(_env_file=None, model_path=model))
     rng = np.random.default_rng(0)
     values = rng.standard_normal(200)
+    values[:8] = np.where(np.arange(8) % 2 == 0, -1.0, 1.0)  # level 0, unit 1 (alpha ~ 0)
     values[120:] += 4.0
     start = 1_700_000_040
     records = [

@@ -1,9 +1,11 @@
 """The forecast-quality loop in the pipeline: realised errors, online coverage, error and
 input drift with hysteresis, detector state through snapshot and restore, model identity.
 
-Most tests use :class:`~tests.support.models.MeanModel`, whose scaled forecast is always
-0: with every key known at ``(loc 0, scale 1)`` a key's standardised residuals are exactly
-the values the test sends, so shifts and noise are under the test's control.
+Most tests use :class:`~tests.support.models.MeanModel`, whose forecast is always the
+key's level, with a level/scale that does not move (``alpha`` 1e-12): :func:`feed` makes
+every key's warm-up window alternate -1, +1, so its level is 0 and its unit 1, and its
+standardised residuals are exactly the values the test sends afterwards: shifts and noise
+are under the test's control.
 """
 
 from __future__ import annotations
@@ -43,10 +45,7 @@ def keys_of(n: int) -> list[str]:
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    known = dict.fromkeys(keys_of(400), (0.0, 1.0))
-    return make_tiny_model(
-        tmp_path_factory.mktemp("m") / "base.onnx", window=8, horizon=6, known=known
-    )
+    return make_tiny_model(tmp_path_factory.mktemp("m") / "base.onnx", window=8, horizon=6)
 
 
 def pipeline(base: Path, *, input_threshold: float | None = None, **drift: Any) -> Pipeline:
@@ -55,7 +54,12 @@ def pipeline(base: Path, *, input_threshold: float | None = None, **drift: Any) 
 
 
 def feed(pipe: Pipeline, values: F64, start: int = 0) -> list[StepResult]:
-    """One batch per interval: ``values[t, k]`` is key k's tick at hour ``start + t``."""
+    """One batch per interval: ``values[t, k]`` is key k's tick at hour ``start + t``; from
+    the start, the first window of every key is -1, +1, ... (level 0, unit 1)."""
+    if start == 0:
+        values = values.copy()
+        w = pipe.meta.window
+        values[:w] = np.where(np.arange(w) % 2 == 0, -1.0, 1.0)[:, None]
     n_t, n_k = values.shape
     names = keys_of(n_k)
     out = []
@@ -78,18 +82,24 @@ def alerts_of(results: list[StepResult]) -> list[tuple[int, str, str, str]]:
 def test_residuals_are_the_standardised_one_step_errors_of_the_forecasts_made(
     tmp_path: Path,
 ) -> None:
-    path = make_tiny_model(tmp_path / "m.onnx", window=3, horizon=4, known={"a": (5.0, 2.0)})
+    path = make_tiny_model(tmp_path / "m.onnx", window=3, horizon=4)
     pipe = Pipeline(OnnxStepModel.load(path))
     values = [5.0, 7.0, 3.0, 6.0, 9.0, 4.0, 8.0]
     ts = [int((T0 + h * HOUR) * 1000) for h in range(len(values))]
-    made: dict[int, float] = {}
+    made: dict[int, tuple[float, float]] = {}
     for t, v in zip(ts, values, strict=True):
         step = pipe.process(TickBatch.from_rows(["a"], [t], np.array([[v]])), 0.0)
-        for origin, fc in zip(step.forecasts.origin_ts, step.forecasts.values, strict=True):
-            made[int(origin) + HOUR] = float(fc[0])
+        fcs = step.forecasts
+        assert fcs.unit is not None
+        for origin, fc, unit in zip(fcs.origin_ts, fcs.values, fcs.unit, strict=True):
+            made[int(origin) + HOUR] = (float(fc[0]), float(unit))
     resid = pipe.store.resid[pipe.store.rows["a"]]
-    # intervals close one tick late; the model carries no drift reference: mean 0, std 1
-    expected = [(values[h] - made[T0 + h * HOUR]) / 2.0 for h in range(3, len(values) - 1)]
+    # intervals close one tick late; the model carries no drift reference: mean 0, std 1;
+    # each residual is in the unit K of the forecast's origin
+    expected = [
+        (values[h] - made[T0 + h * HOUR][0]) / made[T0 + h * HOUR][1]
+        for h in range(3, len(values) - 1)
+    ]
     np.testing.assert_allclose(resid[~np.isnan(resid)], expected, rtol=1e-6)
     assert TinyReference(path).identity == pipe.store.model_id[pipe.store.rows["a"]]
 
@@ -183,8 +193,7 @@ def test_input_drift_alerts_once_per_episode_and_recovers(tmp_path: Path) -> Non
     """A key whose values leave the training distribution (another shape, not a level)
     for 120 intervals; the others stay. Threshold 0.3: the weighted ECDF (an effective
     window of 48) of standard normal values exceeds it about once in 10^4 tests."""
-    known = dict.fromkeys(keys_of(30), (0.0, 1.0))
-    path = make_tiny_model(tmp_path / "w48.onnx", window=48, horizon=6, known=known)
+    path = make_tiny_model(tmp_path / "w48.onnx", window=48, horizon=6)
     rng = np.random.default_rng(5)
     values = rng.standard_normal((700, 30))
     values[200:320, 11] = rng.uniform(2.0, 4.0, 120)
@@ -205,10 +214,10 @@ def test_input_drift_alerts_once_per_episode_and_recovers(tmp_path: Path) -> Non
 
 
 def test_input_drift_does_not_depend_on_how_the_stream_is_batched(tmp_path: Path) -> None:
-    known = dict.fromkeys(keys_of(6), (0.0, 1.0))
-    path = make_tiny_model(tmp_path / "w16.onnx", window=16, horizon=3, known=known)
+    path = make_tiny_model(tmp_path / "w16.onnx", window=16, horizon=3)
     rng = np.random.default_rng(8)
     values = rng.standard_normal((300, 6))
+    values[:16] = np.where(np.arange(16) % 2 == 0, -1.0, 1.0)[:, None]  # level 0, unit 1
     values[100:200, 2] = rng.uniform(1.5, 3.5, 100)
     settings = DriftSettings(input_every=5)
 
@@ -283,9 +292,8 @@ def test_a_restore_under_another_model_rebuilds_state_from_windows(tmp_path: Pat
     """The weights x 1.05 case: a restart with a model of the same layout must not adopt
     the other model's LSTM state; each key is rebuilt from its window, exactly as an
     in-process swap would."""
-    known = {"a": (5.0, 2.0), "b": (1.0, 3.0)}
-    old = make_tiny_model(tmp_path / "old.onnx", window=3, known=known, seed=1)
-    new = make_tiny_model(tmp_path / "new.onnx", window=3, known=known, seed=1, version="2")
+    old = make_tiny_model(tmp_path / "old.onnx", window=3, seed=1)
+    new = make_tiny_model(tmp_path / "new.onnx", window=3, seed=1, version="2")
     scaled = TinyReference(new)
     scaled.w = {k: v * np.float32(1.05) for k, v in scaled.w.items()}  # weights x 1.05
     values = np.sin(np.arange(30.0))[:, None] * np.array([[2.0, 5.0]]) + 3.0

@@ -5,24 +5,22 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from streamcast.core.features import ValueScaling
-from streamcast.core.state import NONE, SCALE_NONE, SCALE_TRAINING, StateStore
+from streamcast.core.state import NONE, StateStore
 
 
 def make(max_keys: int = 4, ttl: float | None = None, initial: int = 2) -> StateStore:
     return StateStore(
         window=3, n_inputs=2, state_size=4, max_keys=max_keys, key_ttl_s=ttl,
-        scaling=ValueScaling(known={"known": (10.0, 2.0)}), initial_capacity=initial,
+        initial_capacity=initial,
     )  # fmt: skip
 
 
-def test_new_keys_get_fresh_rows_and_training_scale() -> None:
+def test_new_keys_get_fresh_rows_and_no_level_yet() -> None:
     st = make()
     rows, new = st.rows_for(["known", "fresh"], now_s=1.0)
     assert sorted(new.tolist()) == sorted(rows.tolist())
-    assert st.scale_src[rows].tolist() == [SCALE_TRAINING, SCALE_NONE]
-    assert st.loc[rows[0]] == 10.0
-    assert st.scale[rows[0]] == 2.0
+    assert st.value_level[rows].tolist() == [0.0, 0.0]
+    assert st.value_scale[rows].tolist() == [1.0, 1.0]
     again, new_again = st.rows_for(["fresh", "known"], now_s=2.0)
     assert again.tolist() == rows[::-1].tolist()
     assert len(new_again) == 0
