@@ -59,6 +59,7 @@ from streamcast.core.forecast_reader import (
     Forecast,
     decode_forecast,
 )
+from streamcast.core.grid import Grid
 from streamcast.core.jsontext import (
     float32_json,
     iso_ms,
@@ -66,7 +67,6 @@ from streamcast.core.jsontext import (
     iso_seconds,
     json_keys,
 )
-from streamcast.core.grid import Grid
 from streamcast.errors import RejectReason
 
 # re-exported: the forecast format's reader lives in forecast_reader, and every reader
