@@ -179,7 +179,7 @@ def test_piped_tail_prints_one_plain_line_per_forecast(running: Running, tmp_pat
     assert "\x1b[" not in result.stdout, "no colour codes in a pipe"
     line = next(line for line in lines if line.startswith("sensor-a "))
     assert re.fullmatch(
-        r"sensor-a origin=\S+Z (\d\d:\d\d=[\d.]+\[[\d.]+,[\d.]+\] ){3}… "
-        rf"\d\d:\d\d=[\d.]+\[[\d.]+,[\d.]+\] \(\+{HORIZON}\) model=tiny@1 band=95%",
+        r"sensor-a origin=\S+Z (\d\d:\d\d=-?[\d.]+\[-?[\d.]+,-?[\d.]+\] ){3}… "
+        rf"\d\d:\d\d=-?[\d.]+\[-?[\d.]+,-?[\d.]+\] \(\+{HORIZON}\) model=tiny@1 band=95%",
         line,
     ), line
