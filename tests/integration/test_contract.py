@@ -141,7 +141,9 @@ async def test_every_produced_record_follows_its_schema(
     in-process pipeline's."""
     model = make_tiny_model(
         tmp_path / "mean.onnx", window=8, horizon=HORIZON, interval_s=INTERVAL_S,
-        mean_forecast=True, drift=normal_reference(HORIZON), levels=LEVELS,
+        # a level that stays where the warm-up set it, so the shift raises an alert
+        alpha=1e-12, kappa=0.05, mean_forecast=True, drift=normal_reference(HORIZON),
+        levels=LEVELS,
     )  # fmt: skip
     prefix = unique_topic("contract")
     env = service_env(bootstrap, model, prefix, batch_max_records=300, forecast_layout=layout)
