@@ -4,10 +4,13 @@ with the records the code writes (the broker-side check is tests/integration/tes
 from __future__ import annotations
 
 import jsonschema
+import numpy as np
 import orjson
 import pytest
 
 from streamcast.core.codec import dead_letter_record
+from streamcast.core.grid import Grid
+from streamcast.core.records import ForecastBatch, decode_forecast, encode_forecasts
 from streamcast.core.schemas import CURRENT, load_schema, schema_text, versions
 from streamcast.errors import RejectReason
 from streamcast.tools.cli import run
@@ -49,10 +52,6 @@ def test_schema_command_prints_the_file(capsys: pytest.CaptureFixture[str]) -> N
 def test_a_calendar_grid_forecast_carries_its_targets_and_follows_the_schema() -> None:
     """Months are not ``origin + k * interval_s``: the record names the grid and writes
     its targets, the reader takes them as written, and the record is schema-valid."""
-    import numpy as np
-
-    from streamcast.core.grid import Grid
-    from streamcast.core.records import ForecastBatch, decode_forecast, encode_forecasts
 
     grid = Grid.calendar_months(1)
     jan, feb = 1_704_067_200, 1_706_745_600  # 2024-01-01, 2024-02-01 UTC
