@@ -66,6 +66,7 @@ from training.backtest import (
     backtest,
     calibrate,
     coverage,
+    forecast_bands,
     forecast_figures,
     test_origins,
     validation_origins,
@@ -512,7 +513,7 @@ def quality_sections(history: PreparedHistory, bt: Backtest, meta: ModelMeta) ->
     """The report's ``coverage`` (the model's calibrated bands on the test period) and
     ``drift`` (its input-drift test run over the test period) sections."""
     return {
-        "coverage": coverage(bt, meta.calibration),
+        "coverage": coverage(bt, meta.calibration, history.series),
         "drift": input_alarms(history.series, history.parts, meta),
     }
 
@@ -529,7 +530,13 @@ def write_outputs(
     """Write every forecast of the replay (the offline reference of the service's output)
     and the forecast figures (with the model's interval bands) into ``out_dir``; returns
     the figures' file names."""
-    write_forecasts(out_dir / forecasts_file, series, bt.fc, meta.horizon)
+    both = forecast_bands(series, bt.fc, meta.calibration)
+    bands = {}
+    if both is not None:
+        bands = {
+            level: (both[0][:, i], both[1][:, i]) for i, level in enumerate(meta.calibration.levels)
+        }
+    write_forecasts(out_dir / forecasts_file, series, bt.fc, meta.horizon, bands)
     return forecast_figures(series, bt, out_dir, season, meta.calibration)
 
 

@@ -38,6 +38,7 @@ import numpy.typing as npt
 
 from streamcast.core.alerts import AlertBatch
 from streamcast.core.artifact import Aggregation
+from streamcast.core.bands import DEFAULT_RATE, Bands
 from streamcast.core.drift import DriftSettings, InputSteps
 from streamcast.core.features import calendar_features, step_inputs, unscale_forecast
 from streamcast.core.intervals import REASONS, Aggregator, JumpRule, admit, aggregate
@@ -95,9 +96,13 @@ class Pipeline:
         max_jump_intervals: int | None = None,
         jump_confirmations: int = 3,
         drift: DriftSettings | None = None,
+        band_rate: float = DEFAULT_RATE,
         initial_capacity: int = 1024,
     ) -> None:
         meta = model.meta
+        if not 0.0 <= band_rate <= 1.0:
+            raise ConfigurationError(f"band_rate must be in [0, 1], got {band_rate}")
+        self.band_rate = band_rate
         try:
             self.aggregator = Aggregator(aggregation or meta.aggregation)
         except ValueError as err:
@@ -126,6 +131,7 @@ class Pipeline:
             max_keys=max_keys,
             horizon=meta.horizon,
             quantiles=len(meta.drift.input_probs),
+            levels=len(self.levels),
             key_ttl_s=key_ttl_s,
             initial_capacity=initial_capacity,
         )
@@ -135,9 +141,7 @@ class Pipeline:
         )  # fmt: skip
         self.totals = Counters()
         self.drift_settings = drift or DriftSettings()
-        self.monitor = ForecastMonitor(
-            self.store, meta, self._q_lower, self._q_upper, self.drift_settings
-        )
+        self.monitor = ForecastMonitor(self.store, meta, self.bands, self.drift_settings)
 
     def _use_model(self, model: StepModel) -> None:
         """Take everything that depends on the model from its metadata."""
@@ -161,7 +165,7 @@ class Pipeline:
         self.scheme = meta.level_scale()
         self.extra_scaling = meta.extra_scaling()
         self.levels = calibration.levels
-        self._q_lower, self._q_upper = q_lower, q_upper
+        self.bands = Bands(self.levels, q_lower, q_upper, self.band_rate)
 
     # -- public verbs --------------------------------------------------------------------
 
@@ -215,8 +219,8 @@ class Pipeline:
             st, window=new.window, interval_s=self.grid, max_gap=self.max_gap, scheme=self.scheme
         )
         st.resize_state(new.state_size)
-        st.resize_horizon(new.horizon, len(new.drift.input_probs))
-        self.monitor = ForecastMonitor(st, new, self._q_lower, self._q_upper, self.drift_settings)
+        st.resize_horizon(new.horizon, len(new.drift.input_probs), len(self.levels))
+        self.monitor = ForecastMonitor(st, new, self.bands, self.drift_settings)
         return self._rebuild(np.flatnonzero(st.active))
 
     def swap_problem(self, model: StepModel) -> str | None:
@@ -434,9 +438,9 @@ class Pipeline:
         values = unscale_forecast(scaled, loc, scale)
         lower = upper = None
         if self.levels:
-            spread = scale[:, None, None]
-            lower = values[:, None, :] + self._q_lower[None] * spread
-            upper = values[:, None, :] + self._q_upper[None] * spread
+            # the keys' offsets before this batch; the monitor sets each forecast's to
+            # those after its origin's actual was scored (ForecastMonitor.observe)
+            lower, upper = self.bands.bounds(values, scale, self.store.band_adj[rows])
         row_key = self.store.row_key
         return ForecastBatch(
             keys=[str(row_key[r]) for r in rows.tolist()],

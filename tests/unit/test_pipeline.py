@@ -255,6 +255,18 @@ def test_batch_boundaries_do_not_change_forecasts(models: dict[str, Path]) -> No
     }
     for k, t, v in zip(whole.keys, whole.origin_ts.tolist(), whole.values, strict=True):
         np.testing.assert_allclose(v, by_key[(k, t)], rtol=1e-6)
+    # the adaptive bands too: a forecast's band takes the offsets after its origin was
+    # scored, however the intervals were batched
+    bands = {
+        (k, int(t)): (lo, hi)
+        for p in parts
+        for k, t, lo, hi in zip(p.keys, p.origin_ts, p.lower, p.upper, strict=True)  # type: ignore[arg-type]
+    }
+    assert whole.lower is not None and whole.upper is not None
+    for i, (k, t) in enumerate(zip(whole.keys, whole.origin_ts.tolist(), strict=True)):
+        np.testing.assert_allclose(whole.lower[i], bands[(k, t)][0], rtol=1e-6)
+        np.testing.assert_allclose(whole.upper[i], bands[(k, t)][1], rtol=1e-6)
+    assert np.any(single.store.band_adj != 0), "the probes moved the offsets"
 
 
 def test_rejections_carry_input_index_and_leave_state_alone(models: dict[str, Path]) -> None:
