@@ -37,8 +37,12 @@ FIT_EXAMPLES = """examples:
 """
 EVALUATE_EXAMPLES = """examples:
   streamcast-train evaluate --model models/pedestrian/model.onnx --data dataset:pedestrian
+  streamcast-train evaluate --model models/sensors/model.onnx --data sensors-december.csv
   streamcast-train evaluate --model m.onnx --data new.csv --key-col sensor --time-col ts \\
       --value-col count --out reports/new --forecasts forecasts.csv
+
+The column flags default to the columns the model was trained on (recorded in its
+metadata); flags given win. A model exported before streamcast recorded them needs them.
 """
 TUNE_EXAMPLES = """examples:
   streamcast-train tune --data dataset:pedestrian --trials 6 --time-budget 600 --out best.json

@@ -313,6 +313,7 @@ def evaluate_pipeline(
     baseline budget)."""
     started = time.monotonic()
     sess, meta = open_model(model_path)
+    source = source.with_model_columns(meta.training.columns)
     config = config_from_model(meta).updated(**(overrides or {}))
     if protocol is not None:
         config = config.updated(protocol=protocol)
@@ -406,6 +407,7 @@ def model_metadata(
         training=TrainingMeta(
             data_fingerprint=data_fingerprint,
             data_source=history.source,
+            columns=history.columns,
             n_keys=len(series.keys),
             n_rows=series.n_rows,
             seed=config.seed,

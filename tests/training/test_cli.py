@@ -9,6 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from streamcast.core.artifact import SourceColumns
+from streamcast.core.model import OnnxStepModel
+from tests.support.models import rewrite_meta
 from tests.support.tiny import tiny_data
 from training.cli import main
 
@@ -252,6 +255,8 @@ def test_fit_then_evaluate_from_the_command_line(
     assert len(table_rows) == 1
     assert (out / "loss.png").stat().st_size > 0
     assert (out / "checkpoints" / "best.weights.h5").is_file()
+    columns = OnnxStepModel.load(out / "model.onnx").meta.training.columns
+    assert columns == SourceColumns(key="Sensor", time="Date_Time", value="Count")
     assert (
         main(
             [
@@ -260,7 +265,6 @@ def test_fit_then_evaluate_from_the_command_line(
                 str(out / "model.onnx"),
                 "--data",
                 str(data),
-                *common,
                 "--out",
                 str(tmp_path / "ev"),
                 "--quiet",
@@ -270,6 +274,7 @@ def test_fit_then_evaluate_from_the_command_line(
         )
         == 0
     )
+    # evaluate was given no column flags: it read the ones the model recorded at fit
     again = json.loads((tmp_path / "ev" / "report.json").read_text())
     assert again["metrics"]["lstm"]["mase"] == pytest.approx(
         report["metrics"]["lstm"]["mase"], abs=1e-6
@@ -346,6 +351,33 @@ def test_evaluate_with_other_features_than_the_model(
         str(tmp_path / "ev"),
     ]
     assert "temp" in _user_error(capsys, argv)
+
+
+def test_evaluate_column_flags_win_over_the_recorded_ones(
+    capsys: pytest.CaptureFixture[str], tiny_model: Path, tmp_path: Path
+) -> None:
+    argv = ["evaluate", "--model", str(tiny_model), "--data", str(tiny_model.parent / "data.csv")]
+    error = _user_error(capsys, [*argv, "--value-col", "Counts", "--out", str(tmp_path / "ev")])
+    assert "Counts" in error
+
+
+def test_evaluate_a_model_without_recorded_columns(
+    capsys: pytest.CaptureFixture[str], tiny_model: Path, tmp_path: Path
+) -> None:
+    meta = json.loads(OnnxStepModel.load(tiny_model).meta.to_json())
+    del meta["training"]["columns"]  # as exported before the columns were recorded
+    old = rewrite_meta(tiny_model, tmp_path / "old.onnx", training=meta["training"])
+    argv = ["evaluate", "--model", str(old), "--data", str(tiny_model.parent / "data.csv")]
+    error = _user_error(capsys, [*argv, "--out", str(tmp_path / "ev")])
+    assert "--time-col and --value-col are required" in error
+    assert "predates recorded training columns" in error
+    common = ["--key-col", "Sensor", "--time-col", "Date_Time", "--value-col", "Count"]
+    assert main([*argv, *common, "--out", str(tmp_path / "ev"), "--quiet"]) == 0
+    report = json.loads((tmp_path / "ev" / "report.json").read_text())
+    fit = json.loads((tiny_model.parent / "report.json").read_text())
+    lstm = fit["metrics"]["lstm"]["mase"]
+    assert report["metrics"]["lstm"]["mase"] == pytest.approx(lstm, abs=1e-6)
+    capsys.readouterr()
 
 
 @pytest.mark.parametrize(
