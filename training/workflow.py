@@ -21,7 +21,8 @@
 7. ``final_refit``: fine-tune on every row and export that model (its metrics above are
    the last honest ones; the forecasts file is the refit model's; its self-test sample is
    its own);
-8. :func:`write_outputs`: the forecasts file and the figures (bands shaded); the report
+8. :func:`write_outputs`: the forecasts file and the figures (:mod:`training.figures`:
+   bands shaded, the model's zone on the axis, which keys and why); the report
    (:func:`training.report.backtest_report`, :func:`quality_sections`: interval coverage
    and input-drift alarms on the test period, plus fit's own sections), written by
    :func:`publish_report`.
@@ -66,7 +67,6 @@ from training.backtest import (
     backtest,
     calibrate,
     coverage,
-    forecast_figures,
     test_origins,
     validation_origins,
     validation_ranking,
@@ -74,6 +74,7 @@ from training.backtest import (
 from training.config import TrainConfig
 from training.errors import DataError, ExportError, TrainingError
 from training.evaluate import load_session, position_since_reset, write_forecasts
+from training.figures import Figures, forecast_figures
 from training.history import (
     DataSource,
     PreparedHistory,
@@ -201,8 +202,8 @@ def fit_pipeline(  # noqa: PLR0915 - the steps of the module docstring, in order
         final["in_sample_test_mase"] = bt_final.metrics["lstm"]["mase"]
         bt.fc = bt_final.fc  # the forecasts file is the exported (refit) model's
     start = time.monotonic()
-    figures = [plots.loss_curve(result.history, result.best_epoch, out_dir / "loss.png").name]
-    figures += write_outputs(out_dir, forecasts_file, series, bt, meta=meta, season=config.season_)
+    loss = plots.loss_curve(result.history, result.best_epoch, out_dir / "loss.png").name
+    figures = write_outputs(out_dir, forecasts_file, series, bt, meta=meta, season=config.season_)
     timings["write_outputs"] = time.monotonic() - start
     timings["total"] = time.monotonic() - started
     report = backtest_report(name, history, config, bt)
@@ -220,7 +221,11 @@ def fit_pipeline(  # noqa: PLR0915 - the steps of the module docstring, in order
     if final is not None:
         report["final_refit"] = final
     report["timings"] = timings
-    report["files"] = {"model": "model.onnx", "forecasts": forecasts_file, "figures": figures}
+    report["files"] = {
+        "model": "model.onnx",
+        "forecasts": forecasts_file,
+        **figure_files(figures, loss),
+    }
     out = publish_report(out_dir, report, bt, verbose=verbose)
     if verdict.get("error"):
         raise BaselineLosesError(str(verdict["message"]))
@@ -342,7 +347,7 @@ def evaluate_pipeline(
         "trained_on": meta.training.data_fingerprint,
     }
     report["timings"] = {**bt.timings, "total": time.monotonic() - started}
-    report["files"] = {"forecasts": forecasts_file, "figures": figures}
+    report["files"] = {"forecasts": forecasts_file, **figure_files(figures)}
     return publish_report(out_dir, report, bt, verbose=verbose)
 
 
@@ -527,12 +532,24 @@ def write_outputs(
     *,
     meta: ModelMeta,
     season: int,
-) -> list[str]:
+) -> Figures:
     """Write every forecast of the replay (the offline reference of the service's output)
-    and the forecast figures (with the model's interval bands) into ``out_dir``; returns
-    the figures' file names."""
+    and the forecast figures (with the model's interval bands, in the model's zone) into
+    ``out_dir``; returns the figures written."""
     write_forecasts(out_dir / forecasts_file, series, bt.fc, meta.horizon)
-    return forecast_figures(series, bt, out_dir, season, meta.calibration)
+    return forecast_figures(
+        series, bt, out_dir, season, meta.calibration, timezone=meta.features.timezone
+    )
+
+
+def figure_files(figures: Figures, *extra: str) -> dict[str, Any]:
+    """The report's ``files`` entries of the figures: ``figures`` (``extra`` first, then
+    one per key plotted), ``figure_keys`` and ``figures_note`` (which keys and why)."""
+    return {
+        "figures": [*extra, *figures.files],
+        "figure_keys": figures.keys,
+        "figures_note": f"forecast figures: {figures.note}",
+    }
 
 
 def open_model(path: Path) -> tuple[ort.InferenceSession, ModelMeta]:

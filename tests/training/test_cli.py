@@ -254,6 +254,19 @@ def test_fit_then_evaluate_from_the_command_line(
     ]
     assert len(table_rows) == 1
     assert (out / "loss.png").stat().st_size > 0
+    # a figure per key (preparation drops the sensor whose long gap leaves it too short in
+    # these 13 days), and the report says which and why
+    files = report["files"]
+    assert len(files["figure_keys"]) == 2 and files["figures"][0] == "loss.png"
+    assert files["figures"][1:] == [
+        "forecast_" + "".join(c if c.isalnum() else "_" for c in k) + ".png"
+        for k in files["figure_keys"]
+    ]
+    assert all((out / name).stat().st_size > 0 for name in files["figures"])
+    assert report["data"]["n_keys"] == 2
+    note = "every key with a test origin (2)"
+    assert files["figures_note"] == f"forecast figures: {note}"
+    assert f"Forecast figures: {note}." in (out / "report.md").read_text()
     assert (out / "checkpoints" / "best.weights.h5").is_file()
     columns = OnnxStepModel.load(out / "model.onnx").meta.training.columns
     assert columns == SourceColumns(key="Sensor", time="Date_Time", value="Count")
