@@ -14,6 +14,7 @@ from streamcast.core.model import OnnxStepModel
 from tests.support.models import rewrite_meta
 from tests.support.tiny import tiny_data
 from training.cli import main
+from training.history import DataSource
 
 
 def _csv(path: Path, rows: int = 200, keys: tuple[str, ...] = ("a", "b")) -> Path:
@@ -364,6 +365,15 @@ def test_evaluate_with_other_features_than_the_model(
         str(tmp_path / "ev"),
     ]
     assert "temp" in _user_error(capsys, argv)
+
+
+def test_a_source_takes_the_columns_it_does_not_name_from_the_model() -> None:
+    # a built-in dataset records the columns of its exported CSV (what the demo replays)
+    recorded = DataSource(spec="dataset:pedestrian").columns
+    assert recorded == SourceColumns(key="Sensor", time="Date_Time", value="Count")
+    filled = DataSource(spec="new.csv", value_col="Total").with_model_columns(recorded)
+    assert (filled.key_col, filled.time_col, filled.value_col) == ("Sensor", "Date_Time", "Total")
+    assert filled.columns == SourceColumns(key="Sensor", time="Date_Time", value="Total")
 
 
 def test_evaluate_column_flags_win_over_the_recorded_ones(
