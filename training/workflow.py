@@ -153,6 +153,7 @@ def fit_pipeline(  # noqa: PLR0915 - the steps of the module docstring, in order
         print(history.prep.summary())
         for line in history.reasons:
             print(f"default: {line}")
+    check_non_negative(history.series, config, verbose=verbose)
     scaled = scale_history(history)
     series, parts = history.series, history.parts
     groups = {
@@ -230,6 +231,24 @@ def fit_pipeline(  # noqa: PLR0915 - the steps of the module docstring, in order
     if verdict.get("error"):
         raise BaselineLosesError(str(verdict["message"]))
     return out
+
+
+def check_non_negative(series: SeriesSet, config: TrainConfig, *, verbose: bool) -> None:
+    """``non_negative`` needs data that never goes below 0 (DataError otherwise); without
+    it, data that never does gets a hint that the model could floor at 0."""
+    values = series.values[:, 0]
+    below = int(np.count_nonzero(values < 0))
+    if config.non_negative and below:
+        raise DataError(
+            f"--non-negative: {below} of {len(values)} values are below 0 (min "
+            f"{float(values.min()):g}); drop the flag or the rows"
+        )
+    if verbose and not config.non_negative and len(values) and below == 0:
+        print(
+            "hint: every value is >= 0; --non-negative floors the model's forecasts and "
+            "bands at 0 (counts, volumes)",
+            flush=True,
+        )
 
 
 def guard(
@@ -393,6 +412,7 @@ def model_metadata(
         horizon=config.horizon,
         interval_s=grid.seconds,
         aggregation=config.aggregation,
+        non_negative=config.non_negative,
         grid=GridMeta(kind=grid.kind, months=grid.months, holidays=grid.holidays),
         features=FeatureMeta(
             value_name=series.value_name,
@@ -538,8 +558,9 @@ def write_outputs(
     ``out_dir``; returns the figures written."""
     write_forecasts(out_dir / forecasts_file, series, bt.fc, meta.horizon)
     return forecast_figures(
-        series, bt, out_dir, season, meta.calibration, timezone=meta.features.timezone
-    )
+        series, bt, out_dir, season, meta.calibration,
+        timezone=meta.features.timezone, non_negative=meta.non_negative,
+    )  # fmt: skip
 
 
 def figure_files(figures: Figures, *extra: str) -> dict[str, Any]:
@@ -578,6 +599,7 @@ def config_from_model(meta: ModelMeta) -> TrainConfig:
             "horizon": meta.horizon,
             "max_gap": meta.gap.max_gap,
             "aggregation": meta.aggregation,
+            "non_negative": meta.non_negative,
             "calendar": meta.features.calendar,
             "timezone": meta.features.timezone,
             "lags": meta.scaling.lags,

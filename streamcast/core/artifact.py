@@ -212,6 +212,9 @@ class ModelMeta(_Frozen):
     horizon: int = Field(gt=0)
     interval_s: int = Field(gt=0)
     aggregation: Aggregation = "last"
+    #: forecasts and bands floored at 0 (counts, volumes: ``fit --non-negative``),
+    #: online as offline (:func:`streamcast.core.features.floor_non_negative`)
+    non_negative: bool = False
     grid: GridMeta = GridMeta()
     features: FeatureMeta = FeatureMeta()
     scaling: ScalingMeta = ScalingMeta()

@@ -39,7 +39,12 @@ import numpy.typing as npt
 from streamcast.core.alerts import AlertBatch
 from streamcast.core.artifact import Aggregation
 from streamcast.core.drift import DriftSettings, InputSteps
-from streamcast.core.features import calendar_features, step_inputs, unscale_forecast
+from streamcast.core.features import (
+    calendar_features,
+    floor_non_negative,
+    step_inputs,
+    unscale_forecast,
+)
 from streamcast.core.intervals import REASONS, Aggregator, JumpRule, admit, aggregate
 from streamcast.core.isolation import Attempt, isolated, merge
 from streamcast.core.lifecycle import LifecyclePlanner, Steps
@@ -432,11 +437,16 @@ class Pipeline:
         loc: FloatArray, scale: FloatArray, trigger: IntArray,
     ) -> ForecastBatch:  # fmt: skip
         values = unscale_forecast(scaled, loc, scale)
+        # a non-negative model's floor: its forecasts, then the bands around them
+        values = floor_non_negative(values, self.meta.non_negative)
         lower = upper = None
         if self.levels:
             spread = scale[:, None, None]
             lower = values[:, None, :] + self._q_lower[None] * spread
             upper = values[:, None, :] + self._q_upper[None] * spread
+        if lower is not None and upper is not None:
+            lower = floor_non_negative(lower, self.meta.non_negative)
+            upper = floor_non_negative(upper, self.meta.non_negative)
         row_key = self.store.row_key
         return ForecastBatch(
             keys=[str(row_key[r]) for r in rows.tolist()],

@@ -79,6 +79,18 @@ def test_missing_column(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> N
     assert "temperature" in _user_error(capsys, argv)
 
 
+def test_non_negative_data_only(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    data = _csv(tmp_path / "d.csv")
+    frame = pd.read_csv(data)
+    frame.loc[5, "count"] = -2.0
+    frame.to_csv(data, index=False)
+    msg = _user_error(capsys, _fit_args(data, tmp_path / "out", "--non-negative"))
+    assert msg == (
+        "error: --non-negative: 1 of 400 values are below 0 (min -2); drop the flag or the rows"
+    )
+    assert not (tmp_path / "out" / "model.onnx").exists()
+
+
 def test_non_numeric_value(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     data = _csv(tmp_path / "d.csv")
     frame = pd.read_csv(data)
@@ -225,6 +237,7 @@ def test_fit_then_evaluate_from_the_command_line(
         "2015-01-14T00:00:00Z",
         "--publish-to",
         str(tmp_path / "models"),
+        "--non-negative",
     ]
     assert main(argv) == 0
     report = json.loads((out / "report.json").read_text())
@@ -269,8 +282,11 @@ def test_fit_then_evaluate_from_the_command_line(
     assert files["figures_note"] == f"forecast figures: {note}"
     assert f"Forecast figures: {note}." in (out / "report.md").read_text()
     assert (out / "checkpoints" / "best.weights.h5").is_file()
-    columns = OnnxStepModel.load(out / "model.onnx").meta.training.columns
-    assert columns == SourceColumns(key="Sensor", time="Date_Time", value="Count")
+    meta = OnnxStepModel.load(out / "model.onnx").meta
+    assert meta.training.columns == SourceColumns(key="Sensor", time="Date_Time", value="Count")
+    # --non-negative: recorded, and the offline forecasts (the service's reference) floored
+    assert meta.non_negative and report["config"]["non_negative"] is True
+    assert pd.read_csv(out / "forecasts.csv")["forecast"].min() >= 0.0
     assert (
         main(
             [

@@ -21,7 +21,12 @@ from streamcast.core.pipeline import Pipeline, StepResult
 from streamcast.core.records import ForecastBatch, TickBatch, encode_forecasts
 from streamcast.core.state import NONE
 from streamcast.errors import ConfigurationError, RejectReason
-from tests.support.models import TinyReference, make_tiny_model, reference_forecasts
+from tests.support.models import (
+    TinyReference,
+    make_tiny_model,
+    reference_forecasts,
+    rewrite_meta,
+)
 
 HOUR = 3600
 T0 = 1_700_000_000 // HOUR * HOUR
@@ -398,6 +403,80 @@ def test_equals_the_offline_evaluator(models: dict[str, Path]) -> None:
     assert sorted(got) == sorted(expected)
     for where, values in expected.items():
         np.testing.assert_allclose(got[where], values, rtol=1e-5, atol=1e-5)
+
+
+def test_a_non_negative_model_floors_forecasts_and_bands_as_the_offline_evaluator(
+    models: dict[str, Path], tmp_path: Path
+) -> None:
+    """``non_negative``: no forecast or band below 0, online as training's replay."""
+    import onnxruntime as ort
+    import pandas as pd
+
+    from training.evaluate import stream_forecasts
+    from training.regular import regularise
+
+    # the "rich" model with weights (seed 2) that forecast below many of these values
+    plain_model = make_tiny_model(
+        tmp_path / "plain.onnx", window=4, horizon=5, extras=("temp",),
+        calendar=("time_of_day", "day_of_week"), lags=(2, 4), alpha=0.5,
+        max_gap=2, aggregation="mean", levels=(0.5, 0.9), seed=2,
+    )  # fmt: skip
+    floored = rewrite_meta(plain_model, tmp_path / "floored.onnx", non_negative=True)
+    rng = np.random.default_rng(5)
+    stream, _ = _random_stream(rng, ["a", "b", "c"], n_hours=50)
+    # counts near zero, in time order
+    stream = [(k, t, [abs(v[0] - 40.0) / 10.0, v[1]]) for k, t, v in stream]
+    stream.sort(key=lambda t: t[1])
+    batches = [stream[pos : pos + 25] for pos in range(0, len(stream), 25)]
+
+    def online(path: Path) -> ForecastBatch:
+        pipe = Pipeline(OnnxStepModel.load(path))
+        parts = [
+            pipe.process(
+                TickBatch.from_rows([t[0] for t in b], [t[1] for t in b], [t[2] for t in b]), 0.0
+            ).forecasts
+            for b in batches
+        ]
+        return ForecastBatch.concat(parts)
+
+    plain, got = online(plain_model), online(floored)
+    assert got.lower is not None and got.upper is not None and got.unit is not None
+    assert plain.lower is not None
+    assert (plain.values < 0).any() and (plain.lower < 0).any()  # there is something to floor
+    assert got.values.min() >= 0.0 and got.lower.min() >= 0.0 and got.upper.min() >= 0.0
+    np.testing.assert_array_equal(got.values, np.maximum(plain.values, 0.0))
+    cal = OnnxStepModel.load(floored).meta.calibration
+    spread = got.unit[:, None, None]
+    around = got.values[:, None, :]
+    np.testing.assert_array_equal(got.lower, np.maximum(around + np.asarray(cal.lower) * spread, 0))
+    np.testing.assert_array_equal(got.upper, np.maximum(around + np.asarray(cal.upper) * spread, 0))
+    # offline: training's replay of the same ticks floors the same forecasts
+    meta = OnnxStepModel.load(floored).meta
+    frame = pd.DataFrame(
+        {
+            "key": [t[0] for t in stream],
+            "ts_ms": np.array([t[1] for t in stream], dtype=np.int64),
+            "value": [t[2][0] for t in stream],
+            "temp": [t[2][1] for t in stream],
+        }
+    )
+    series, _ = regularise(
+        frame, interval=HOUR, max_gap=meta.gap.max_gap, min_length=1, aggregation="mean",
+        min_support=0,
+    )  # fmt: skip
+    offline = stream_forecasts(ort.InferenceSession(str(floored)), meta, series)
+    assert offline.forecast.min() >= 0.0
+    origins = zip(offline.key.tolist(), offline.origin_ts.tolist(), strict=True)
+    where = {(series.keys[k], t): i for i, (k, t) in enumerate(origins)}
+    index = np.array([where[(k, int(t))] for k, t in zip(got.keys, got.origin_ts, strict=True)])
+    assert len(index) == len(offline.forecast) > 30
+    np.testing.assert_allclose(got.values, offline.forecast[index], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got.unit, offline.scale[index], rtol=1e-5)
+    # and training's bands (interval_bands: forecast + quantile x unit, floored by figures)
+    spread, around = offline.scale[index][:, None, None], offline.forecast[index][:, None, :]
+    for online_band, q in ((got.lower, cal.lower), (got.upper, cal.upper)):
+        band = np.maximum(around + np.asarray(q)[None] * spread, 0.0)
+        np.testing.assert_allclose(online_band, band, rtol=1e-5, atol=1e-5)
 
 
 @settings(max_examples=60, deadline=None)
