@@ -91,7 +91,8 @@ def encode_ticks(frame: pd.DataFrame, options: ReplayOptions, settings: ClientSe
         shown: list[object] = raw_time.tolist()
     else:
         parsed = pd.to_datetime(raw_time, utc=True, format="mixed")
-        event_s = parsed.astype("int64").to_numpy() / 1e9
+        # in seconds whatever the resolution pandas parsed at (pandas 3: microseconds)
+        event_s = ((parsed - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(seconds=1)).to_numpy()
         shown = list(parsed.dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ").str.replace(".000000Z", "Z"))
     order = np.argsort(event_s, kind="stable")
     if options.limit is not None:
