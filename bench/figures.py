@@ -1,5 +1,5 @@
 """What the report's forecast figures cost: one ``forecast_<key>.png`` as ``fit`` and
-``evaluate`` write it (:func:`training.plots.forecast_vs_actual`: the pedestrian shape,
+``evaluate`` write it (:func:`training.plots.forecast_figure`: the pedestrian shape,
 hourly, season 24, horizon 24, three back-to-back origins, three models, 80 % and 95 %
 bands, the axis in Australia/Melbourne), timed over ``--figures`` figures; prints the
 seconds per figure and for the pedestrian's 4 keys and the cap
@@ -53,10 +53,10 @@ def main() -> None:
         took = []
         for i in range(args.figures):
             began = time.perf_counter()
-            plots.forecast_vs_actual(
-                f"key{i}", ts, history, origins, grid=grid, timezone="Australia/Melbourne",
-                path=Path(tmp) / f"forecast_{i}.png",
-            )  # fmt: skip
+            figure = plots.forecast_figure(
+                f"key{i}", ts, history, origins, grid=grid, timezone="Australia/Melbourne"
+            )
+            plots.save(figure, Path(tmp) / f"forecast_{i}.png")
             took.append(time.perf_counter() - began)
     per = float(np.median(took[1:] if len(took) > 1 else took))
     load = os.getloadavg()[0]

@@ -1,7 +1,7 @@
 """Which forecast figures the report gets, and the data each one shows.
 
 :func:`forecast_figures` writes one forecast-vs-actual PNG (:func:`training.plots.
-forecast_vs_actual`) per key that has test origins, the keys with most test origins
+forecast_figure`) per key that has test origins, the keys with most test origins
 first, up to :data:`FIGURE_CAP` keys: every key of a data set of a few dozen series, and
 a readable, bounded set (a figure costs ~0.3 s: ``bench/figures.py``) for one of thousands. The
 time axis is in the model's zone (``features.timezone``), so a series' daily peak sits at
@@ -107,14 +107,14 @@ def forecast_figures(
         name = f"forecast_{safe}.png"
         if name in files:  # keys that differ only in characters a file name cannot hold
             name = f"forecast_{safe}_{k}.png"
-        plots.forecast_vs_actual(
+        figure = plots.forecast_figure(
             series.keys[k],
             series.ts[sl][sel],
             series.values[sl, 0][sel],
             origins,
             grid=series.grid,
             timezone=timezone,
-            path=out_dir / name,
         )
+        plots.save(figure, out_dir / name)
         files.append(name)
     return Figures(files, [series.keys[k] for k in chosen], note)

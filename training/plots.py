@@ -44,23 +44,11 @@ def loss_curve(history: dict[str, list[float]], best_epoch: int, path: Path) -> 
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save(fig, path)
 
 
-def forecast_vs_actual(
-    key: str,
-    history_ts: npt.NDArray[np.int64],
-    history: FloatArray,
-    origins: list[Origin],
-    *,
-    grid: Grid,
-    path: Path,
-    timezone: str = "UTC",
-) -> Path:
-    """Write :func:`forecast_figure` to ``path``."""
-    fig = forecast_figure(key, history_ts, history, origins, grid=grid, timezone=timezone)
+def save(fig: Figure, path: Path) -> Path:
+    """Write ``fig`` to ``path`` as PNG and release it."""
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path

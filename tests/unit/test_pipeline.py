@@ -357,19 +357,18 @@ def test_invalid_settings_are_refused(models: dict[str, Path]) -> None:
         run(Pipeline(model), TickBatch.from_rows(["a"], [0], [[1.0, 2.0]]))
 
 
-def test_equals_the_offline_evaluator(models: dict[str, Path]) -> None:
-    """Invariant 1 without a broker: same ticks, training's regularise + stream_forecasts."""
+def _offline(
+    stream: list[tuple[str, int, list[float]]], model: Path
+) -> dict[tuple[str, int], tuple[npt.NDArray[np.float64], float]]:
+    """Training's replay of ``stream`` (value and one extra, mean-aggregated hourly):
+    ``(key, origin_ts)`` -> its forecast and unit (``training.evaluate.stream_forecasts``)."""
     import onnxruntime as ort
     import pandas as pd
 
     from training.evaluate import stream_forecasts
     from training.regular import regularise
 
-    rng = np.random.default_rng(11)
-    keys = ["known", "k1", "k2"]
-    stream, _ = _random_stream(rng, keys, n_hours=50)
-    stream.sort(key=lambda t: t[1])
-    meta = TinyReference(models["rich"]).meta
+    meta = OnnxStepModel.load(model).meta
     frame = pd.DataFrame(
         {
             "key": [t[0] for t in stream],
@@ -383,11 +382,21 @@ def test_equals_the_offline_evaluator(models: dict[str, Path]) -> None:
         frame, interval=HOUR, max_gap=meta.gap.max_gap, min_length=1, aggregation="mean",
         min_support=0,
     )  # fmt: skip
-    offline = stream_forecasts(ort.InferenceSession(str(models["rich"])), meta, series)
-    expected = {
-        (series.keys[int(k)], int(t)): v
-        for k, t, v in zip(offline.key, offline.origin_ts, offline.forecast, strict=True)
+    offline = stream_forecasts(ort.InferenceSession(str(model)), meta, series)
+    rows = zip(offline.key.tolist(), offline.origin_ts.tolist(), strict=True)
+    return {
+        (series.keys[k], t): (offline.forecast[i], float(offline.scale[i]))
+        for i, (k, t) in enumerate(rows)
     }
+
+
+def test_equals_the_offline_evaluator(models: dict[str, Path]) -> None:
+    """Invariant 1 without a broker: same ticks, training's regularise + stream_forecasts."""
+    rng = np.random.default_rng(11)
+    keys = ["known", "k1", "k2"]
+    stream, _ = _random_stream(rng, keys, n_hours=50)
+    stream.sort(key=lambda t: t[1])
+    expected = {where: values for where, (values, _) in _offline(stream, models["rich"]).items()}
     pipe = Pipeline(OnnxStepModel.load(models["rich"]))
     got: dict[tuple[str, int], np.ndarray] = {}
     for pos in range(0, len(stream), 25):
@@ -409,12 +418,6 @@ def test_a_non_negative_model_floors_forecasts_and_bands_as_the_offline_evaluato
     models: dict[str, Path], tmp_path: Path
 ) -> None:
     """``non_negative``: no forecast or band below 0, online as training's replay."""
-    import onnxruntime as ort
-    import pandas as pd
-
-    from training.evaluate import stream_forecasts
-    from training.regular import regularise
-
     # the "rich" model with weights (seed 2) that forecast below many of these values
     plain_model = make_tiny_model(
         tmp_path / "plain.onnx", window=4, horizon=5, extras=("temp",),
@@ -450,32 +453,18 @@ def test_a_non_negative_model_floors_forecasts_and_bands_as_the_offline_evaluato
     around = got.values[:, None, :]
     np.testing.assert_array_equal(got.lower, np.maximum(around + np.asarray(cal.lower) * spread, 0))
     np.testing.assert_array_equal(got.upper, np.maximum(around + np.asarray(cal.upper) * spread, 0))
-    # offline: training's replay of the same ticks floors the same forecasts
-    meta = OnnxStepModel.load(floored).meta
-    frame = pd.DataFrame(
-        {
-            "key": [t[0] for t in stream],
-            "ts_ms": np.array([t[1] for t in stream], dtype=np.int64),
-            "value": [t[2][0] for t in stream],
-            "temp": [t[2][1] for t in stream],
-        }
-    )
-    series, _ = regularise(
-        frame, interval=HOUR, max_gap=meta.gap.max_gap, min_length=1, aggregation="mean",
-        min_support=0,
-    )  # fmt: skip
-    offline = stream_forecasts(ort.InferenceSession(str(floored)), meta, series)
-    assert offline.forecast.min() >= 0.0
-    origins = zip(offline.key.tolist(), offline.origin_ts.tolist(), strict=True)
-    where = {(series.keys[k], t): i for i, (k, t) in enumerate(origins)}
-    index = np.array([where[(k, int(t))] for k, t in zip(got.keys, got.origin_ts, strict=True)])
-    assert len(index) == len(offline.forecast) > 30
-    np.testing.assert_allclose(got.values, offline.forecast[index], rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(got.unit, offline.scale[index], rtol=1e-5)
-    # and training's bands (interval_bands: forecast + quantile x unit, floored by figures)
-    spread, around = offline.scale[index][:, None, None], offline.forecast[index][:, None, :]
+    # offline: training's replay of the same ticks floors the same forecasts, and its
+    # bands (interval_bands: forecast + quantile x unit, floored by the figures) are these
+    offline = _offline(stream, floored)
+    assert sorted(offline) == sorted(zip(got.keys, got.origin_ts.tolist(), strict=True))
+    assert len(offline) > 30
+    same = [offline[(k, t)] for k, t in zip(got.keys, got.origin_ts.tolist(), strict=True)]
+    values, unit = np.array([v for v, _ in same]), np.array([u for _, u in same])
+    assert values.min() >= 0.0
+    np.testing.assert_allclose(got.values, values, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got.unit, unit, rtol=1e-5)
     for online_band, q in ((got.lower, cal.lower), (got.upper, cal.upper)):
-        band = np.maximum(around + np.asarray(q)[None] * spread, 0.0)
+        band = np.maximum(values[:, None, :] + np.asarray(q)[None] * unit[:, None, None], 0.0)
         np.testing.assert_allclose(online_band, band, rtol=1e-5, atol=1e-5)
 
 
