@@ -3,7 +3,7 @@
 :func:`forecast_figures` writes one forecast-vs-actual PNG (:func:`training.plots.
 forecast_figure`) per key that has test origins, the keys with most test origins
 first, up to :data:`FIGURE_CAP` keys: every key of a data set of a few dozen series, and
-a readable, bounded set (a figure costs ~0.3 s: ``bench/figures.py``) for one of thousands. The
+a readable, bounded set (a figure costs ~0.2-0.3 s: ``bench/figures.py``) for one of thousands. The
 time axis is in the model's zone (``features.timezone``), so a series' daily peak sits at
 its local hour. What was plotted and why is the :class:`Figures` note, which the report
 repeats (``report.json`` ``files.figures_note``, ``report.md`` *Figures*).
