@@ -44,7 +44,7 @@ def step_inputs(
     """Random scaled step inputs for ``n`` keys (states in the LSTM's range)."""
     meta, rng = model.meta, np.random.default_rng(seed)
     spec = meta.feature_spec()
-    x = rng.normal(size=(n, spec.n_inputs)).astype(np.float32)
+    x = rng.normal(size=(n, meta.step_width)).astype(np.float32)
     h = rng.uniform(-1, 1, (n, meta.state_size)).astype(np.float32)
     c = rng.normal(size=(n, meta.state_size)).astype(np.float32)
     cal = None

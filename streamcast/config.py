@@ -285,6 +285,9 @@ class Settings(ClientSettings):
 
     drift: DriftDetection = DriftDetection()
     """drift detection"""
+    band_rate: float = Field(default=0.02, ge=0, le=1)
+    """how fast each key's interval bands adapt to the misses of its own actuals (adaptive
+    quantile tracking, streamcast/core/bands.py); 0 publishes the model's static bands"""
     forecast_layout: Literal["record", "rows"] = "record"
     """record: one record per forecast (schema forecast/2, the horizon in arrays); rows: one
     flat record per forecast step (schema forecast_row/1: key, origin, target, step,

@@ -23,6 +23,8 @@ import numpy.typing as npt
 import onnxruntime as ort
 
 from streamcast.core.artifact import CalibrationMeta, DriftMeta, ModelMeta
+from streamcast.core.bands import DEFAULT_RATE
+from streamcast.core.bands import Bands as BandCalibration
 from training import baselines
 from training.config import TrainConfig
 from training.evaluate import StreamForecasts, actuals, emitting_rows, stream_forecasts
@@ -221,30 +223,101 @@ def calibrate(
 Bands = dict[float, tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]]
 
 
-def interval_bands(bt: Backtest, calibration: CalibrationMeta) -> Bands:
-    """``{level: (lower, upper)}``, each ``[F, H]`` in original units on the test origins:
-    the bands the service publishes (:mod:`streamcast.core.pipeline`), ``forecast +
-    quantile * scale`` with the key's scale."""
-    spread = bt.fc.scale[bt.test][:, None]
-    lstm = bt.forecasts["lstm"]
-    return {
-        level: (lstm + np.asarray(lo)[None, :] * spread, lstm + np.asarray(hi)[None, :] * spread)
-        for level, lo, hi in zip(
-            calibration.levels, calibration.lower, calibration.upper, strict=True
-        )
-    }
+def band_offsets(
+    series: SeriesSet, fc: StreamForecasts, bands: BandCalibration
+) -> npt.NDArray[np.float32]:
+    """``[F, L, 2]`` the band offsets the service applies to each forecast of the replay:
+    :mod:`streamcast.core.bands`' recurrence driven, as in
+    :class:`streamcast.core.quality.QualityTracker`, by each key's probe -- one forecast
+    scored at every observed interval of its horizon, the next forecast taking over when
+    its horizon has passed -- and applied to a forecast after its origin's actual was
+    scored. One vector step per row position, across all keys."""
+    n_keys, n_levels = len(series.keys), len(bands.levels)
+    out = np.zeros((len(fc.row), n_levels, 2), dtype=np.float32)
+    if n_levels == 0 or len(fc.row) == 0:
+        return out
+    horizon = fc.forecast.shape[1]
+    at_row = np.full(series.n_rows, -1, dtype=np.int64)
+    at_row[fc.row] = np.arange(len(fc.row))
+    step_of = series.steps()
+    # as the service holds them: the probe's values and unit in float32
+    held, held_unit = fc.forecast.astype(np.float32), fc.scale.astype(np.float32)
+    offsets = np.zeros((n_keys, n_levels, 2), dtype=np.float32)
+    probe = np.full(n_keys, -1, dtype=np.int64)
+    first, length = series.offsets[:-1], np.diff(series.offsets)
+    for j in range(int(length.max(initial=0))):
+        keys = np.flatnonzero(length > j)
+        rows = first[keys] + j
+        real = series.observed[rows]
+        keys, rows = keys[real], rows[real]
+        p = probe[keys]
+        live = p >= 0
+        step = np.zeros(len(keys), dtype=np.int64)
+        step[live] = step_of[rows[live]] - step_of[fc.row[p[live]]]
+        scored = live & (step >= 1) & (step <= horizon)
+        if scored.any():
+            k, pk = step[scored] - 1, p[scored]
+            value = held[pk, k].astype(np.float64)
+            err = (series.values[rows[scored], 0] - value) / held_unit[pk].astype(np.float64)
+            offsets[keys[scored]] = bands.update(offsets[keys[scored]], err, k)
+        probe[keys[live & (step >= horizon)]] = -1
+        made = at_row[rows]
+        has = made >= 0
+        out[made[has]] = offsets[keys[has]]
+        free = has & (probe[keys] < 0)
+        probe[keys[free]] = made[free]
+    return out
 
 
-def coverage(bt: Backtest, calibration: CalibrationMeta) -> dict[str, dict[str, Any]]:
+def forecast_bands(
+    series: SeriesSet, fc: StreamForecasts, calibration: CalibrationMeta, rate: float = DEFAULT_RATE
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]] | None:
+    """``(lower, upper)``, each ``[F, L, H]`` in original units, for every forecast of the
+    replay: the bands the service publishes (:mod:`streamcast.core.pipeline`), ``forecast +
+    (quantile -/+ offset * width) * scale`` with the key's scale and its adaptive offsets
+    (:func:`band_offsets`; ``rate`` 0: the static calibrated bands); None without levels."""
+    if not calibration.levels:
+        return None
+    bands = BandCalibration(
+        calibration.levels,
+        np.asarray(calibration.lower, dtype=np.float64),
+        np.asarray(calibration.upper, dtype=np.float64),
+        rate,
+    )
+    return bands.bounds(fc.forecast, fc.scale, band_offsets(series, fc, bands))
+
+
+def interval_bands(
+    bt: Backtest, calibration: CalibrationMeta, series: SeriesSet, rate: float = DEFAULT_RATE
+) -> Bands:
+    """``{level: (lower, upper)}``, each ``[F, H]`` in original units on the test origins
+    (:func:`forecast_bands`)."""
+    both = forecast_bands(series, bt.fc, calibration, rate)
+    if both is None:
+        return {}
+    lower, upper = both[0][bt.test], both[1][bt.test]
+    return {level: (lower[:, i], upper[:, i]) for i, level in enumerate(calibration.levels)}
+
+
+def coverage(
+    bt: Backtest, calibration: CalibrationMeta, series: SeriesSet, rate: float = DEFAULT_RATE
+) -> dict[str, dict[str, Any]]:
     """Share of observed test targets inside each level's band (bounds included, as the
-    service counts them), overall and per horizon step: ``report.json``'s ``coverage``."""
+    service counts them), overall and per horizon step, for the adaptive bands the
+    service publishes (``rate``) and the static calibrated ones: ``report.json``'s
+    ``coverage``."""
     scored = bt.mask.sum(axis=0)
     out: dict[str, dict[str, Any]] = {}
-    for level, (lower, upper) in interval_bands(bt, calibration).items():
+    static = interval_bands(bt, calibration, series, 0.0)
+    for level, (lower, upper) in interval_bands(bt, calibration, series, rate).items():
         inside = (bt.actual >= lower) & (bt.actual <= upper) & bt.mask
+        s_lower, s_upper = static[level]
+        fixed = (bt.actual >= s_lower) & (bt.actual <= s_upper) & bt.mask
         out[f"{level:g}"] = {
             "overall": float(inside.sum() / max(int(scored.sum()), 1)),
             "per_step": (inside.sum(axis=0) / np.maximum(scored, 1)).tolist(),
             "targets": int(scored.sum()),
+            "band_rate": rate,
+            "static_overall": float(fixed.sum() / max(int(scored.sum()), 1)),
         }
     return out

@@ -228,8 +228,14 @@ def actuals(series: SeriesSet, rows: IntArray, horizon: int) -> tuple[FloatArray
     return np.asarray(values, dtype=np.float64), np.asarray(valid, dtype=bool)
 
 
-def forecasts_frame(series: SeriesSet, fc: StreamForecasts, horizon: int) -> pd.DataFrame:
-    """The long per-interval forecasts table (one row per origin and step)."""
+def forecasts_frame(
+    series: SeriesSet,
+    fc: StreamForecasts,
+    horizon: int,
+    bands: dict[float, tuple[FloatArray, FloatArray]] | None = None,
+) -> pd.DataFrame:
+    """The long per-interval forecasts table (one row per origin and step), with the
+    ``lower_<level>``/``upper_<level>`` columns of ``bands`` (``[F, H]`` each per level)."""
     steps = np.tile(np.arange(1, horizon + 1), len(fc.row))
     origin = np.repeat(fc.origin_ts, horizon)
     target = series.grid.targets(fc.origin_ts, horizon).ravel()
@@ -246,13 +252,25 @@ def forecasts_frame(series: SeriesSet, fc: StreamForecasts, horizon: int) -> pd.
             "step": steps,
             "target_ts": iso(target),
             "forecast": fc.forecast.ravel(),
+            **{
+                f"{side}_{level:g}": band.ravel()
+                for level, pair in (bands or {}).items()
+                for side, band in zip(("lower", "upper"), pair, strict=True)
+            },
         }
     )
 
 
-def write_forecasts(path: Path, series: SeriesSet, fc: StreamForecasts, horizon: int) -> None:
-    """Write the forecasts table as Parquet (``.parquet``) or CSV (anything else)."""
-    frame = forecasts_frame(series, fc, horizon)
+def write_forecasts(
+    path: Path,
+    series: SeriesSet,
+    fc: StreamForecasts,
+    horizon: int,
+    bands: dict[float, tuple[FloatArray, FloatArray]] | None = None,
+) -> None:
+    """Write the forecasts table (:func:`forecasts_frame`) as Parquet (``.parquet``) or
+    CSV (anything else)."""
+    frame = forecasts_frame(series, fc, horizon, bands)
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix == ".parquet":
         frame.to_parquet(path, index=False)

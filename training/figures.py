@@ -18,10 +18,8 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from streamcast.core.artifact import CalibrationMeta
-from streamcast.core.features import floor_non_negative
 from training import plots
-from training.backtest import Backtest, interval_bands
+from training.backtest import Backtest, Bands
 from training.series import SeriesSet
 
 #: at most this many keys get a figure (those with most test origins)
@@ -67,19 +65,15 @@ def forecast_figures(
     bt: Backtest,
     out_dir: Path,
     season: int,
-    calibration: CalibrationMeta,
+    bands: Bands,
     *,
     timezone: str = "UTC",
-    non_negative: bool = False,
     cap: int = FIGURE_CAP,
 ) -> Figures:
     """Forecast-vs-actual PNGs of the keys :func:`figure_keys` picks, the LSTM's interval
-    bands shaded (floored at 0 for a ``non_negative`` model, as served), the time axis in
-    ``timezone`` (the model's zone)."""
-    bands = {
-        level: (floor_non_negative(lower, non_negative), floor_non_negative(upper, non_negative))
-        for level, (lower, upper) in interval_bands(bt, calibration).items()
-    }  # the bands the service publishes
+    ``bands`` on the test origins shaded (``{level: (lower, upper)}``, ``[F, H]`` each:
+    those the service publishes, :func:`training.backtest.interval_bands`), the time axis
+    in ``timezone`` (the model's zone)."""
     keys = series.key_index()[bt.fc.row[bt.test]]
     horizon = bt.actual.shape[1]
     origins_per_key = np.bincount(keys, minlength=len(series.keys))

@@ -58,6 +58,7 @@ from streamcast.core.artifact import (
     SelfTestMeta,
     TrainingMeta,
 )
+from streamcast.core.features import floor_non_negative
 from streamcast.core.model import OnnxStepModel, self_test_failures
 from streamcast.errors import ModelError
 from training import baselines as baseline_models
@@ -67,6 +68,7 @@ from training.backtest import (
     backtest,
     calibrate,
     coverage,
+    forecast_bands,
     test_origins,
     validation_origins,
     validation_ranking,
@@ -539,7 +541,7 @@ def quality_sections(history: PreparedHistory, bt: Backtest, meta: ModelMeta) ->
     """The report's ``coverage`` (the model's calibrated bands on the test period) and
     ``drift`` (its input-drift test run over the test period) sections."""
     return {
-        "coverage": coverage(bt, meta.calibration),
+        "coverage": coverage(bt, meta.calibration, history.series),
         "drift": input_alarms(history.series, history.parts, meta),
     }
 
@@ -555,12 +557,18 @@ def write_outputs(
 ) -> Figures:
     """Write every forecast of the replay (the offline reference of the service's output)
     and the forecast figures (with the model's interval bands, in the model's zone) into
-    ``out_dir``; returns the figures written."""
-    write_forecasts(out_dir / forecasts_file, series, bt.fc, meta.horizon)
-    return forecast_figures(
-        series, bt, out_dir, season, meta.calibration,
-        timezone=meta.features.timezone, non_negative=meta.non_negative,
-    )  # fmt: skip
+    ``out_dir``; returns the figures written. A non-negative model's bands are floored at
+    0 here, as the service floors what it publishes."""
+    both = forecast_bands(series, bt.fc, meta.calibration)
+    bands = {}
+    if both is not None:
+        lower, upper = (floor_non_negative(b, meta.non_negative) for b in both)
+        bands = {
+            level: (lower[:, i], upper[:, i]) for i, level in enumerate(meta.calibration.levels)
+        }
+    write_forecasts(out_dir / forecasts_file, series, bt.fc, meta.horizon, bands)
+    on_test = {level: (lo[bt.test], hi[bt.test]) for level, (lo, hi) in bands.items()}
+    return forecast_figures(series, bt, out_dir, season, on_test, timezone=meta.features.timezone)
 
 
 def figure_files(figures: Figures, *extra: str) -> dict[str, Any]:

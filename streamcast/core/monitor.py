@@ -14,6 +14,7 @@ import numpy.typing as npt
 
 from streamcast.core.alerts import AlertBatch
 from streamcast.core.artifact import ModelMeta
+from streamcast.core.bands import Bands
 from streamcast.core.drift import (
     Alarms,
     DriftSettings,
@@ -47,8 +48,7 @@ class ForecastMonitor:
         self,
         store: StateStore,
         meta: ModelMeta,
-        q_lower: FloatArray,
-        q_upper: FloatArray,
+        bands: Bands,
         settings: DriftSettings,
     ) -> None:
         mean, std = residual_reference(meta)
@@ -58,9 +58,7 @@ class ForecastMonitor:
         self.quality = QualityTracker(
             store,
             interval_s=meta.time_grid(),
-            levels=meta.calibration.levels,
-            q_lower=q_lower,
-            q_upper=q_upper,
+            bands=bands,
             residual_mean=mean,
             residual_std=std,
         )

@@ -38,6 +38,7 @@ import numpy.typing as npt
 
 from streamcast.core.alerts import AlertBatch
 from streamcast.core.artifact import Aggregation
+from streamcast.core.bands import DEFAULT_RATE, Bands
 from streamcast.core.drift import DriftSettings, InputSteps
 from streamcast.core.features import (
     calendar_features,
@@ -100,9 +101,13 @@ class Pipeline:
         max_jump_intervals: int | None = None,
         jump_confirmations: int = 3,
         drift: DriftSettings | None = None,
+        band_rate: float = DEFAULT_RATE,
         initial_capacity: int = 1024,
     ) -> None:
         meta = model.meta
+        if not 0.0 <= band_rate <= 1.0:
+            raise ConfigurationError(f"band_rate must be in [0, 1], got {band_rate}")
+        self.band_rate = band_rate
         try:
             self.aggregator = Aggregator(aggregation or meta.aggregation)
         except ValueError as err:
@@ -131,6 +136,7 @@ class Pipeline:
             max_keys=max_keys,
             horizon=meta.horizon,
             quantiles=len(meta.drift.input_probs),
+            levels=len(self.levels),
             key_ttl_s=key_ttl_s,
             initial_capacity=initial_capacity,
         )
@@ -140,9 +146,7 @@ class Pipeline:
         )  # fmt: skip
         self.totals = Counters()
         self.drift_settings = drift or DriftSettings()
-        self.monitor = ForecastMonitor(
-            self.store, meta, self._q_lower, self._q_upper, self.drift_settings
-        )
+        self.monitor = ForecastMonitor(self.store, meta, self.bands, self.drift_settings)
 
     def _use_model(self, model: StepModel) -> None:
         """Take everything that depends on the model from its metadata."""
@@ -166,7 +170,7 @@ class Pipeline:
         self.scheme = meta.level_scale()
         self.extra_scaling = meta.extra_scaling()
         self.levels = calibration.levels
-        self._q_lower, self._q_upper = q_lower, q_upper
+        self.bands = Bands(self.levels, q_lower, q_upper, self.band_rate)
 
     # -- public verbs --------------------------------------------------------------------
 
@@ -220,8 +224,8 @@ class Pipeline:
             st, window=new.window, interval_s=self.grid, max_gap=self.max_gap, scheme=self.scheme
         )
         st.resize_state(new.state_size)
-        st.resize_horizon(new.horizon, len(new.drift.input_probs))
-        self.monitor = ForecastMonitor(st, new, self._q_lower, self._q_upper, self.drift_settings)
+        st.resize_horizon(new.horizon, len(new.drift.input_probs), len(self.levels))
+        self.monitor = ForecastMonitor(st, new, self.bands, self.drift_settings)
         return self._rebuild(np.flatnonzero(st.active))
 
     def swap_problem(self, model: StepModel) -> str | None:
@@ -358,8 +362,16 @@ class Pipeline:
         counters.resets += planned.resets
         forecasts, rows_of, inputs = self._run(planned.steps, batch.index, counters)
         alerts = self.monitor.observe(closed, batch.index, forecasts, rows_of, inputs)
+        self._floor_bands(forecasts)
         counters.alerts += len(alerts)
         return Attempt(forecasts, rejections, counters, changed, alerts)
+
+    def _floor_bands(self, forecasts: ForecastBatch) -> None:
+        """A non-negative model's bands floored at 0, in place, as published (the monitor
+        sets each forecast's band from its key's offsets)."""
+        if self.meta.non_negative and forecasts.lower is not None and forecasts.upper is not None:
+            forecasts.lower[...] = floor_non_negative(forecasts.lower, True)
+            forecasts.upper[...] = floor_non_negative(forecasts.upper, True)
 
     def _run(
         self, steps: Steps, index: IntArray, counters: Counters, *, state_only: bool = False
@@ -437,16 +449,14 @@ class Pipeline:
         loc: FloatArray, scale: FloatArray, trigger: IntArray,
     ) -> ForecastBatch:  # fmt: skip
         values = unscale_forecast(scaled, loc, scale)
-        # a non-negative model's floor: its forecasts, then the bands around them
+        # a non-negative model's floor: its forecasts here, the bands around them once
+        # the monitor has set them (_floor_bands)
         values = floor_non_negative(values, self.meta.non_negative)
         lower = upper = None
         if self.levels:
-            spread = scale[:, None, None]
-            lower = values[:, None, :] + self._q_lower[None] * spread
-            upper = values[:, None, :] + self._q_upper[None] * spread
-        if lower is not None and upper is not None:
-            lower = floor_non_negative(lower, self.meta.non_negative)
-            upper = floor_non_negative(upper, self.meta.non_negative)
+            # the keys' offsets before this batch; the monitor sets each forecast's to
+            # those after its origin's actual was scored (ForecastMonitor.observe)
+            lower, upper = self.bands.bounds(values, scale, self.store.band_adj[rows])
         row_key = self.store.row_key
         return ForecastBatch(
             keys=[str(row_key[r]) for r in rows.tolist()],

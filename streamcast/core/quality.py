@@ -16,7 +16,10 @@ targeted it, for all keys of a batch at once:
   targets an interval would cost ``H^2``.
 
 The sums per step accumulate in :class:`QualityTotals` (the service exports them as
-metrics); the last few residuals of each key stay in its state for alert summaries.
+metrics; coverage counts against the key's band as it stands when the actual arrives);
+each scored probe step also adapts the key's interval band (:mod:`streamcast.core.bands`),
+and a forecast's band is set from the offsets after its origin's actual was scored. The
+last few residuals of each key stay in its state for alert summaries.
 Work per batch is a constant number of vector operations per *round* (a key's r-th closed
 interval of the batch), and one round in steady traffic.
 """
@@ -28,6 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from streamcast.core.bands import Bands
 from streamcast.core.grid import Grid, as_grid
 from streamcast.core.intervals import ClosedIntervals
 from streamcast.core.records import ForecastBatch
@@ -92,20 +96,18 @@ class QualityTracker:
         store: StateStore,
         *,
         interval_s: int | Grid,
-        levels: tuple[float, ...],
-        q_lower: FloatArray,
-        q_upper: FloatArray,
+        bands: Bands,
         residual_mean: float,
         residual_std: float,
     ) -> None:
         self.store = store
         self.grid = as_grid(interval_s)
-        self.levels = levels
-        #: [L, H] band quantiles in units
-        self.q_lower, self.q_upper = q_lower, q_upper
+        self.levels = bands.levels
+        #: the calibrated band quantiles in units and each key's adaptation of them
+        self.bands = bands
         self.mean = residual_mean
         self.std = residual_std if residual_std > 0 else 1.0
-        self.totals = QualityTotals(store.horizon, levels)
+        self.totals = QualityTotals(store.horizon, bands.levels)
 
     def observe(
         self, closed: ClosedIntervals, forecasts: ForecastBatch, forecast_rows: IntArray
@@ -162,9 +164,15 @@ class QualityTracker:
             np.add.at(t.count, k, 1)
             np.add.at(t.abs_error, k, np.abs(err))
             np.add.at(t.sq_error, k, err**2)
-            for i in range(len(self.levels)):
-                inside = (err >= self.q_lower[i, k]) & (err <= self.q_upper[i, k])
-                np.add.at(t.covered[i], k, inside.astype(np.int64))
+            if self.levels:
+                # the key's band at this step as it stands, then its adaptation to the miss
+                offsets = st.band_adj[rows]
+                lower, upper = self.bands.limits(offsets)
+                pick = np.arange(len(rows))
+                for i in range(len(self.levels)):
+                    lo, hi = lower[pick, i, k], upper[pick, i, k]
+                    np.add.at(t.covered[i], k, ((err >= lo) & (err <= hi)).astype(np.int64))
+                st.band_adj[rows] = self.bands.update(offsets, err, k)
         # a probe whose horizon has passed (or that a reset left behind) makes room
         done = live & (step >= st.horizon)
         st.probe_origin[row[done]] = NONE
@@ -188,6 +196,12 @@ class QualityTracker:
             return
         rows, i = row[have], order[pos[have]]
         assert fc.unit is not None
+        if fc.lower is not None and fc.upper is not None:
+            # the band of a forecast made at an interval uses the offsets after that
+            # interval's actual was scored, however the intervals were batched
+            fc.lower[i], fc.upper[i] = self.bands.bounds(
+                fc.values[i], fc.unit[i], st.band_adj[rows]
+            )
         st.p1_value[rows] = fc.values[i, 0]
         st.p1_target[rows] = self.grid.shift(start[have], 1)
         st.p1_unit[rows] = fc.unit[i]

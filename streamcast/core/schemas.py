@@ -46,7 +46,8 @@ OCTETS = b"application/octet-stream"
 STATE = b"application/vnd.streamcast.state"
 #: where the schema files live (package data)
 _DIR = resources.files("streamcast") / "schemas"
-#: the length of a state record's header (magic + five little-endian uint32)
+#: the length of a format-4 state record's header (magic + five little-endian uint32;
+#: format 5 adds a sixth, the interval levels)
 STATE_HEADER_BYTES = 24
 
 
@@ -102,18 +103,20 @@ def load_schema(kind: str, version: int | None = None) -> dict[str, Any]:
 
 
 def describe_state_record(value: bytes) -> dict[str, object]:
-    """The header of a binary state record as the changelog schema's ``state`` object.
+    """The header of a binary state record as the changelog schema's ``state`` object
+    (format 5 adds the interval ``levels`` to format 4's dimensions).
 
-    >>> head = b"SCS3" + np.array([48, 1, 128, 24, 32], dtype="<u4").tobytes()
-    >>> describe_state_record(head + bytes(100))["state_size"]
-    128
+    >>> head = b"SCS5" + np.array([48, 1, 128, 24, 32, 2], dtype="<u4").tobytes()
+    >>> describe_state_record(head + bytes(100))["levels"]
+    2
     """
-    if len(value) < STATE_HEADER_BYTES:
-        raise ValueError(f"a state record has a {STATE_HEADER_BYTES}-byte header; got {len(value)}")
-    dims = np.frombuffer(value[4:STATE_HEADER_BYTES], dtype="<u4").tolist()
-    names = ("window", "inputs", "state_size", "horizon", "quantiles")
+    size = 28 if value[:4] == b"SCS5" else STATE_HEADER_BYTES
+    if len(value) < size:
+        raise ValueError(f"a state record has a {size}-byte header; got {len(value)}")
+    dims = np.frombuffer(value[4:size], dtype="<u4").tolist()
+    names = ("window", "inputs", "state_size", "horizon", "quantiles", "levels")
     return {
         "format": value[:4].decode("ascii", "replace"),
-        **dict(zip(names, dims, strict=True)),
+        **dict(zip(names, dims, strict=False)),
         "bytes": len(value),
     }

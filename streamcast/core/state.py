@@ -30,11 +30,15 @@ import numpy.typing as npt
 #: "no value yet" for int64 time columns
 NONE = np.iinfo(np.int64).min
 INITIAL_CAPACITY = 1024
-#: first bytes of an encoded state record (format 4: the level/scale that follows the
-#: series replaces the fixed loc/scale, and the EWMA error-drift chart's columns the
-#: CUSUM's; 3: quality and drift columns; 2: jump and applied-offset columns; 1 was
-#: streamcast 0.1's)
-RECORD_MAGIC = b"SCS4"
+#: first bytes of an encoded state record (format 5: the adaptive band offsets and the
+#: number of interval levels in the header; 4: the level/scale that follows the series
+#: replaces the fixed loc/scale, and the EWMA error-drift chart's columns the CUSUM's;
+#: 3: quality and drift columns; 2: jump and applied-offset columns; 1 was streamcast
+#: 0.1's)
+RECORD_MAGIC = b"SCS5"
+#: the previous format, still read (an upgrade restores its state): the columns it lacks
+#: start at their initial value
+PREVIOUS_MAGIC, PREVIOUS_LACKS = b"SCS4", frozenset({"band_adj"})
 #: partition of a key whose input partition is not known (tests, tools)
 NO_PARTITION = -1
 #: standardised one-step residuals each key keeps for alert summaries
@@ -103,6 +107,8 @@ COLUMNS: tuple[Column, ...] = (
     Column("probe_unit", (), np.float32, 1.0, True, "quality", "the probe's unit"),
     Column("resid", ("Z",), np.float32, np.nan, True, "quality",
            "the last standardised one-step residuals, oldest first (alert summaries)"),
+    Column("band_adj", ("L", "E"), np.float32, 0.0, True, "quality",
+           "per interval level, the lower and upper band offsets in band widths (bands)"),
     Column("alarm", (), np.int8, 0, True, "drift", "0 normal, 1 alarm up, -1 alarm down"),
     Column("level", (), np.float32, 0.0, True, "drift",
            "error drift: EWMA of the key's clipped residual deviations from its baseline"),
@@ -146,6 +152,7 @@ class StateStore:
         max_keys: int,
         horizon: int = 1,
         quantiles: int = 0,
+        levels: int = 0,
         key_ttl_s: float | None = None,
         initial_capacity: int = INITIAL_CAPACITY,
     ) -> None:
@@ -153,6 +160,7 @@ class StateStore:
             raise ValueError(f"max_keys must be >= 1, got {max_keys}")
         self.horizon = horizon
         self.quantiles = quantiles
+        self.levels = levels
         self.window_size = window
         self.n_inputs = n_inputs
         self.state_size = state_size
@@ -178,6 +186,8 @@ class StateStore:
             "H": self.horizon,
             "Z": RESIDUALS_KEPT,
             "Q": self.quantiles,
+            "L": self.levels,
+            "E": 2,
         }
         return tuple(sizes[d] for d in column.dims)
 
@@ -215,6 +225,7 @@ class StateStore:
     probe_origin: IntArray
     probe_unit: npt.NDArray[np.float32]
     resid: npt.NDArray[np.float32]
+    band_adj: npt.NDArray[np.float32]
     alarm: npt.NDArray[np.int8]
     quiet_n: npt.NDArray[np.int32]
     level: npt.NDArray[np.float32]
@@ -337,13 +348,16 @@ class StateStore:
         self.h = np.zeros((self.capacity, state_size), dtype=np.float32)
         self.c = np.zeros((self.capacity, state_size), dtype=np.float32)
 
-    def resize_horizon(self, horizon: int, quantiles: int) -> None:
-        """Give every row an empty probe of a new horizon and a fresh input ECDF for a new
-        reference (after a model swap)."""
+    def resize_horizon(self, horizon: int, quantiles: int, levels: int) -> None:
+        """Give every row an empty probe of a new horizon, a fresh input ECDF for a new
+        reference and zero band offsets for the new model's calibration (after a model
+        swap)."""
         if horizon != self.horizon:
             self.horizon = horizon
             self.probe = np.zeros((self.capacity, horizon), dtype=np.float32)
             self.probe_origin[:] = NONE
+        self.levels = levels
+        self.band_adj = np.zeros((self.capacity, levels, 2), dtype=np.float32)
         self.quantiles = quantiles
         self.in_cdf = np.full((self.capacity, quantiles), np.nan, dtype=np.float32)
         self.in_n[:] = 0
@@ -416,10 +430,9 @@ class StateStore:
         """
         if not records:
             return np.zeros(0, dtype=np.int64)
-        own = self._record_header()
         layouts: dict[bytes, list[tuple[str, bytes]]] = {}
         for key, record in records:
-            layouts.setdefault(record[: len(own)], []).append((key, record))
+            layouts.setdefault(record[: _header_size(record)], []).append((key, record))
         rows = np.concatenate(
             [self._import_layout(header, group, now_s) for header, group in layouts.items()]
         )
@@ -436,24 +449,27 @@ class StateStore:
             return self.import_rows(keys, self.decode_records(encoded), now_s)
         rows = other.import_rows(keys, other.decode_records(encoded), now_s)
         other.resize_state(self.state_size)
-        other.resize_horizon(self.horizon, self.quantiles)
+        other.resize_horizon(self.horizon, self.quantiles, self.levels)
         arrays = {c.name: getattr(other, c.name)[rows] for c in DURABLE}
         return self.import_rows(keys, arrays, now_s)
 
     def _swapped_from(self, header: bytes, n: int) -> StateStore | None:
         """A store of ``header``'s layout for ``n`` keys when it differs from this one only
         where a hot-swap may differ (state size, horizon, drift quantiles); else None."""
-        own = self._record_header()
-        if header == own or len(header) != len(own) or header[:4] != RECORD_MAGIC:
+        magic = header[:4]
+        if magic not in (RECORD_MAGIC, PREVIOUS_MAGIC) or len(header) != _header_size(header):
             return None
-        window, n_inputs, state_size, horizon, quantiles = (
-            int(d) for d in np.frombuffer(header[4:], dtype="<u4")
-        )
-        if (window, n_inputs) != (self.window_size, self.n_inputs):
+        dims = [int(d) for d in np.frombuffer(header[4:], dtype="<u4")]
+        window, n_inputs, state_size, horizon, quantiles = dims[:5]
+        levels = dims[5] if magic == RECORD_MAGIC else self.levels
+        if header == self._record_header(magic) or (window, n_inputs) != (
+            self.window_size,
+            self.n_inputs,
+        ):
             return None
         return StateStore(
             window=window, n_inputs=n_inputs, state_size=state_size, max_keys=n,
-            horizon=horizon, quantiles=quantiles, initial_capacity=n,
+            horizon=horizon, quantiles=quantiles, levels=levels, initial_capacity=n,
         )  # fmt: skip
 
     def export_rows(self, rows: IntArray) -> dict[str, npt.NDArray[np.generic]]:
@@ -478,20 +494,19 @@ class StateStore:
             getattr(self, column.name)[rows] = arrays[column.name]
         return rows
 
-    def _record_header(self) -> bytes:
-        dims = np.array(
-            [self.window_size, self.n_inputs, self.state_size, self.horizon, self.quantiles],
-            dtype="<u4",
-        )
-        return RECORD_MAGIC + dims.tobytes()
+    def _record_header(self, magic: bytes = RECORD_MAGIC) -> bytes:
+        dims = [self.window_size, self.n_inputs, self.state_size, self.horizon, self.quantiles]
+        if magic == RECORD_MAGIC:
+            dims.append(self.levels)
+        return magic + np.array(dims, dtype="<u4").tobytes()
 
     def encode_rows(self, rows: IntArray) -> list[bytes]:
         """One compact binary record per row (for a compacted changelog, keyed by key).
 
-        Layout: a 24-byte header (``RECORD_MAGIC``, window, inputs, state size, horizon and
-        input-drift quantiles as little-endian uint32) then every durable column of
-        :data:`COLUMNS`, raw little-endian bytes in table order. About ``8*W*F + 8*S + 4*H
-        + 4*Q + 150`` bytes.
+        Layout: a 28-byte header (``RECORD_MAGIC``, window, inputs, state size, horizon,
+        input-drift quantiles and interval levels as little-endian uint32) then every
+        durable column of :data:`COLUMNS`, raw little-endian bytes in table order. About
+        ``8*W*F + 8*S + 4*H + 4*Q + 8*L + 150`` bytes.
         """
         n = len(rows)
         if n == 0:
@@ -507,43 +522,59 @@ class StateStore:
         return [row.tobytes() for row in blob]
 
     def decode_records(self, records: Sequence[bytes]) -> dict[str, npt.NDArray[np.generic]]:
-        """Arrays for :meth:`import_rows` from records written by :meth:`encode_rows`.
+        """Arrays for :meth:`import_rows` from records written by :meth:`encode_rows` (of
+        this format or the previous one, :data:`PREVIOUS_MAGIC`: the columns it lacks get
+        their initial value).
 
         Raises ``ValueError`` for a record of another layout (window, inputs or state size
         differ: the state belongs to an incompatible model) or a truncated one.
         """
-        tails = [self._tail(c) for c in DURABLE]
+        magic = PREVIOUS_MAGIC if records and records[0][:4] == PREVIOUS_MAGIC else RECORD_MAGIC
+        lacks = PREVIOUS_LACKS if magic == PREVIOUS_MAGIC else frozenset()
+        columns = [c for c in DURABLE if c.name not in lacks]
+        tails = [self._tail(c) for c in columns]
         sizes = [
             int(np.prod(tail, dtype=np.int64)) * np.dtype(c.dtype).itemsize
-            for c, tail in zip(DURABLE, tails, strict=True)
+            for c, tail in zip(columns, tails, strict=True)
         ]
-        header = self._record_header()
+        header = self._record_header(magic)
         length = len(header) + sum(sizes)
         for i, record in enumerate(records):
-            if record[:3] == RECORD_MAGIC[:3] and record[:4] != RECORD_MAGIC:
+            if record[:3] == RECORD_MAGIC[:3] and record[:4] != magic:
                 raise ValueError(
                     f"state record {i} is format {record[3:4].decode(errors='replace')}, "
-                    f"written by another streamcast version (this one writes "
-                    f"{RECORD_MAGIC[3:4].decode()})"
+                    f"written by another streamcast version (this one reads "
+                    f"{RECORD_MAGIC[3:4].decode()} and {PREVIOUS_MAGIC[3:4].decode()})"
                 )
             if record[: len(header)] != header or len(record) != length:
                 raise ValueError(
                     f"state record {i} does not match this model's layout (window "
                     f"{self.window_size}, inputs {self.n_inputs}, state {self.state_size}, "
-                    f"horizon {self.horizon}, drift quantiles {self.quantiles})"
+                    f"horizon {self.horizon}, drift quantiles {self.quantiles}, interval "
+                    f"levels {self.levels})"
                 )
         out: dict[str, npt.NDArray[np.generic]] = {}
         offset = len(header)
         blob = np.frombuffer(b"".join(records), dtype=np.uint8).reshape(len(records), length)
-        for column, tail, size in zip(DURABLE, tails, sizes, strict=True):
+        for column, tail, size in zip(columns, tails, sizes, strict=True):
             raw = np.ascontiguousarray(blob[:, offset : offset + size])
             dtype = np.dtype(column.dtype)
             out[column.name] = (
                 raw.view(dtype.newbyteorder("<")).astype(dtype).reshape(len(records), *tail)
             )
             offset += size
+        for column in DURABLE:
+            if column.name in lacks:
+                out[column.name] = np.full(
+                    (len(records), *self._tail(column)), column.fill, dtype=column.dtype
+                )
         return out
 
     def nbytes(self) -> int:
         """Bytes held by the column arrays (excluding the key dict)."""
         return int(sum(getattr(self, name).nbytes for name in COLUMN_NAMES))
+
+
+def _header_size(record: bytes) -> int:
+    """Bytes of the header a record starts with: 4 + 4 per dimension of its format."""
+    return 24 if record[:4] == PREVIOUS_MAGIC else 28

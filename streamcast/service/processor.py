@@ -300,6 +300,7 @@ def build_processor(settings: Settings, path: Path | None = None) -> Processor:
         max_jump_intervals=settings.max_jump_intervals,
         jump_confirmations=settings.jump_confirmations,
         drift=DriftSettings(**settings.drift.model_dump()),
+        band_rate=settings.band_rate,
     )
     topics = settings.topics
     changelog = topics.state_changelog if settings.durable_state else None

@@ -23,6 +23,7 @@ import orjson
 import pandas as pd
 import pytest
 
+from streamcast.core.forecast_reader import decode_forecast
 from tests.support.kafka import REPO, create_topics, load_script, unique_topic
 from tests.support.service import ServiceProcess, consume, service_env
 from tests.support.tiny import TINY_COLUMNS, TINY_CONFIG
@@ -38,9 +39,16 @@ _offline = load_script(REPO / "scripts" / "compare_forecasts.py").load_offline
 
 
 async def _replay_through_service(
-    bootstrap: str, model: Path, data: Path, workdir: Path, expected: int
+    bootstrap: str,
+    model: Path,
+    data: Path,
+    workdir: Path,
+    expected: int,
+    *,
+    bands: dict[tuple[str, int], tuple[tuple[float, ...], np.ndarray, np.ndarray]] | None = None,
 ) -> dict[tuple[str, str], list[np.ndarray]]:
-    """Serve ``model``, replay ``data`` through Kafka, return ``(key, origin) -> [values]``."""
+    """Serve ``model``, replay ``data`` through Kafka, return ``(key, origin) -> [values]``
+    (and fill ``bands``: ``(key, origin epoch s) -> (levels, lower, upper)``)."""
     env = service_env(bootstrap, model, unique_topic("onoff"))
     ticks_topic = env["STREAMCAST_TOPICS__TICKS"]
     await create_topics(bootstrap, [ticks_topic], partitions=2)
@@ -72,6 +80,12 @@ async def _replay_through_service(
     for record in records:
         doc = orjson.loads(record.value or b"")
         online.setdefault((doc["key"], doc["ts"]), []).append(np.asarray(doc["values"]))
+    if bands is not None:
+        for record in records:
+            fc = decode_forecast(record.value, record.key)
+            assert fc.lower is not None and fc.upper is not None
+            origin = fc.origin_ts
+            bands[(fc.key, origin)] = (fc.levels, fc.lower, fc.upper)
     return online
 
 
@@ -137,6 +151,57 @@ async def test_pedestrian_test_period_replay_equals_evaluate(
     offline = _offline(tmp_path / "offline" / "forecasts.csv")
     assert len({key for key, _ in offline}) == 4, "all four sensors, one unseen in training"
     assert len(offline) > 8000
-    online = await _replay_through_service(bootstrap, tiny_model, data, tmp_path, len(offline))
+    bands: dict[tuple[str, int], tuple[tuple[float, ...], np.ndarray, np.ndarray]] = {}
+    online = await _replay_through_service(
+        bootstrap, tiny_model, data, tmp_path, len(offline), bands=bands
+    )
     worst = _assert_equal(online, offline)
     print(f"test period: {len(offline)} forecasts online = offline, worst rel diff {worst:.2e}")
+    inside = _check_bands(bands, tmp_path / "offline" / "forecasts.csv", data)
+    print("online coverage from the forecasts topic: " + ", ".join(
+        f"{level:g}: {share:.1%}" for level, share in inside.items()
+    ))  # fmt: skip
+
+
+def _check_bands(
+    online: dict[tuple[str, int], tuple[tuple[float, ...], np.ndarray, np.ndarray]],
+    offline_file: Path,
+    data: Path,
+) -> dict[float, float]:
+    """The bands published online equal the evaluator's (its forecasts file carries the
+    adaptive bands, as the report's coverage counts them), and their coverage of the
+    replayed actuals, computed from the forecasts topic, is within 5 points of nominal.
+    Returns the coverage per level."""
+    frame = pd.read_csv(offline_file)
+    epoch = pd.Timestamp(0, tz="UTC")
+    second = pd.Timedelta(seconds=1)
+    frame["origin"] = (pd.to_datetime(frame["origin_ts"], utc=True) - epoch) // second
+    frame["target"] = (pd.to_datetime(frame["target_ts"], utc=True) - epoch) // second
+    cols = TINY_COLUMNS
+    raw = pd.read_csv(data)
+    raw["hour"] = (pd.to_datetime(raw[cols["time_col"]], utc=True) - epoch) // second // 3600
+    actual = raw.groupby([cols["key_col"], "hour"])[cols["value_col"]].mean().to_dict()
+    levels = next(iter(online.values()))[0]
+    inside = dict.fromkeys(levels, 0)
+    total = 0
+    for (key, origin), rows in frame.groupby(["key", "origin"]):
+        got_levels, lower, upper = online[(str(key), int(str(origin)))]
+        assert got_levels == levels
+        for i, level in enumerate(levels):
+            for side, band in (("lower", lower[i]), ("upper", upper[i])):
+                np.testing.assert_allclose(
+                    band, rows[f"{side}_{level:g}"].to_numpy(), rtol=1e-5, atol=1e-6,
+                    err_msg=f"{side} {level} {key} {origin}",
+                )  # fmt: skip
+        for k, target in enumerate(rows["target"].tolist()):
+            value = actual.get((key, target // 3600))
+            if value is None:
+                continue
+            total += 1
+            for i, level in enumerate(levels):
+                inside[level] += bool(lower[i, k] <= value <= upper[i, k])
+    assert total > 50_000
+    share = {level: inside[level] / total for level in levels}
+    for level in levels:
+        assert abs(share[level] - level) <= 0.05, (share, total)
+    return share

@@ -286,7 +286,9 @@ def test_fit_then_evaluate_from_the_command_line(
     assert meta.training.columns == SourceColumns(key="Sensor", time="Date_Time", value="Count")
     # --non-negative: recorded, and the offline forecasts (the service's reference) floored
     assert meta.non_negative and report["config"]["non_negative"] is True
-    assert pd.read_csv(out / "forecasts.csv")["forecast"].min() >= 0.0
+    written = pd.read_csv(out / "forecasts.csv")
+    bounds = written[["lower_0.8", "upper_0.8", "lower_0.95", "upper_0.95"]].to_numpy()
+    assert written["forecast"].min() >= 0.0 and bounds.min() >= 0.0
     assert (
         main(
             [

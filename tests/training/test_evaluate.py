@@ -184,7 +184,13 @@ def test_evaluate_reproduces_fit(tiny_model: Path, tmp_path: Path) -> None:
     )
     fit_fc = pd.read_csv(tiny_model.parent / "forecasts.csv")
     eval_fc = pd.read_csv(out / "forecasts.csv")
-    assert list(fit_fc.columns) == ["key", "origin_ts", "step", "target_ts", "forecast"]
+    assert list(fit_fc.columns) == [
+        "key", "origin_ts", "step", "target_ts", "forecast",
+        "lower_0.8", "upper_0.8", "lower_0.95", "upper_0.95",
+    ]  # fmt: skip
+    assert (fit_fc["lower_0.95"] <= fit_fc["lower_0.8"]).all()
+    assert (fit_fc["lower_0.8"] <= fit_fc["upper_0.8"]).all()
+    assert (fit_fc["upper_0.8"] <= fit_fc["upper_0.95"]).all()
     pd.testing.assert_frame_equal(fit_fc, eval_fc)
     assert set(fit_fc["step"]) == set(range(1, 7))
     # every key's final interval is open: no forecast originates there

@@ -14,7 +14,7 @@ from streamcast.core.artifact import CalibrationMeta
 from streamcast.core.grid import Grid
 from tests.support.tiny import TINY_COLUMNS
 from training import plots
-from training.backtest import Backtest, backtest
+from training.backtest import Backtest, Bands, backtest, interval_bands
 from training.evaluate import load_session
 from training.figures import figure_keys, forecast_figures
 from training.history import DataSource, load_and_prepare
@@ -36,9 +36,14 @@ def replayed(tiny_model: Path) -> Replayed:
     return history.series, bt, config.season_, meta.calibration
 
 
+def _bands(replayed: Replayed) -> Bands:
+    series, bt, _, calibration = replayed
+    return interval_bands(bt, calibration, series)
+
+
 def test_every_key_gets_a_figure(replayed: Replayed, tmp_path: Path) -> None:
-    series, bt, season, calibration = replayed
-    figures = forecast_figures(series, bt, tmp_path, season, calibration, timezone=ZONE)
+    series, bt, season, _ = replayed
+    figures = forecast_figures(series, bt, tmp_path, season, _bands(replayed), timezone=ZONE)
     assert sorted(figures.keys) == sorted(series.keys)
     assert figures.note == "every key with a test origin (3)"
     for name in figures.files:
@@ -47,8 +52,8 @@ def test_every_key_gets_a_figure(replayed: Replayed, tmp_path: Path) -> None:
 
 
 def test_the_cap_keeps_the_keys_with_most_test_origins(replayed: Replayed, tmp_path: Path) -> None:
-    series, bt, season, calibration = replayed
-    figures = forecast_figures(series, bt, tmp_path, season, calibration, cap=2)
+    series, bt, season, _ = replayed
+    figures = forecast_figures(series, bt, tmp_path, season, _bands(replayed), cap=2)
     counts = np.bincount(series.key_index()[bt.fc.row[bt.test]], minlength=len(series.keys))
     fewest = series.keys[int(np.argmin(counts))]
     assert len(figures.files) == 2 and fewest not in figures.keys

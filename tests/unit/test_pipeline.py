@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -29,6 +30,18 @@ from tests.support.models import (
 )
 
 HOUR = 3600
+OriginKey = tuple[str, int]
+
+
+class Offline(NamedTuple):
+    """One forecast of training's replay: values ``[H]``, unit, bands ``[L, H]``."""
+
+    values: npt.NDArray[np.float64]
+    unit: float
+    lower: npt.NDArray[np.float64]
+    upper: npt.NDArray[np.float64]
+
+
 T0 = 1_700_000_000 // HOUR * HOUR
 
 
@@ -260,6 +273,18 @@ def test_batch_boundaries_do_not_change_forecasts(models: dict[str, Path]) -> No
     }
     for k, t, v in zip(whole.keys, whole.origin_ts.tolist(), whole.values, strict=True):
         np.testing.assert_allclose(v, by_key[(k, t)], rtol=1e-6)
+    # the adaptive bands too: a forecast's band takes the offsets after its origin was
+    # scored, however the intervals were batched
+    bands = {
+        (k, int(t)): (lo, hi)
+        for p in parts
+        for k, t, lo, hi in zip(p.keys, p.origin_ts, p.lower, p.upper, strict=True)  # type: ignore[arg-type]
+    }
+    assert whole.lower is not None and whole.upper is not None
+    for i, (k, t) in enumerate(zip(whole.keys, whole.origin_ts.tolist(), strict=True)):
+        np.testing.assert_allclose(whole.lower[i], bands[(k, t)][0], rtol=1e-6)
+        np.testing.assert_allclose(whole.upper[i], bands[(k, t)][1], rtol=1e-6)
+    assert np.any(single.store.band_adj != 0), "the probes moved the offsets"
 
 
 def test_rejections_carry_input_index_and_leave_state_alone(models: dict[str, Path]) -> None:
@@ -357,14 +382,16 @@ def test_invalid_settings_are_refused(models: dict[str, Path]) -> None:
         run(Pipeline(model), TickBatch.from_rows(["a"], [0], [[1.0, 2.0]]))
 
 
-def _offline(
-    stream: list[tuple[str, int, list[float]]], model: Path
-) -> dict[tuple[str, int], tuple[npt.NDArray[np.float64], float]]:
+def _offline(stream: list[tuple[str, int, list[float]]], model: Path) -> dict[OriginKey, Offline]:
     """Training's replay of ``stream`` (value and one extra, mean-aggregated hourly):
-    ``(key, origin_ts)`` -> its forecast and unit (``training.evaluate.stream_forecasts``)."""
+    ``(key, origin_ts)`` -> its forecast ``[H]``, unit and bands ``[L, H]`` as the forecasts
+    file holds them (``training.evaluate.stream_forecasts``,
+    ``training.backtest.forecast_bands``, floored for a non-negative model)."""
     import onnxruntime as ort
     import pandas as pd
 
+    from streamcast.core.features import floor_non_negative
+    from training.backtest import forecast_bands
     from training.evaluate import stream_forecasts
     from training.regular import regularise
 
@@ -383,9 +410,14 @@ def _offline(
         min_support=0,
     )  # fmt: skip
     offline = stream_forecasts(ort.InferenceSession(str(model)), meta, series)
+    bands = forecast_bands(series, offline, meta.calibration)
+    assert bands is not None
+    lower, upper = (floor_non_negative(b, meta.non_negative) for b in bands)
     rows = zip(offline.key.tolist(), offline.origin_ts.tolist(), strict=True)
     return {
-        (series.keys[k], t): (offline.forecast[i], float(offline.scale[i]))
+        (series.keys[k], t): Offline(
+            offline.forecast[i], float(offline.scale[i]), lower[i], upper[i]
+        )
         for i, (k, t) in enumerate(rows)
     }
 
@@ -396,7 +428,7 @@ def test_equals_the_offline_evaluator(models: dict[str, Path]) -> None:
     keys = ["known", "k1", "k2"]
     stream, _ = _random_stream(rng, keys, n_hours=50)
     stream.sort(key=lambda t: t[1])
-    expected = {where: values for where, (values, _) in _offline(stream, models["rich"]).items()}
+    expected = {where: fc.values for where, fc in _offline(stream, models["rich"]).items()}
     pipe = Pipeline(OnnxStepModel.load(models["rich"]))
     got: dict[tuple[str, int], np.ndarray] = {}
     for pos in range(0, len(stream), 25):
@@ -447,25 +479,20 @@ def test_a_non_negative_model_floors_forecasts_and_bands_as_the_offline_evaluato
     assert plain.lower is not None
     assert (plain.values < 0).any() and (plain.lower < 0).any()  # there is something to floor
     assert got.values.min() >= 0.0 and got.lower.min() >= 0.0 and got.upper.min() >= 0.0
+    assert (got.lower == 0.0).any()
     np.testing.assert_array_equal(got.values, np.maximum(plain.values, 0.0))
-    cal = OnnxStepModel.load(floored).meta.calibration
-    spread = got.unit[:, None, None]
-    around = got.values[:, None, :]
-    np.testing.assert_array_equal(got.lower, np.maximum(around + np.asarray(cal.lower) * spread, 0))
-    np.testing.assert_array_equal(got.upper, np.maximum(around + np.asarray(cal.upper) * spread, 0))
-    # offline: training's replay of the same ticks floors the same forecasts, and its
-    # bands (interval_bands: forecast + quantile x unit, floored by the figures) are these
+    # offline: training's replay of the same ticks floors the same forecasts, and the
+    # adaptive bands of its forecasts file are these, floored
     offline = _offline(stream, floored)
     assert sorted(offline) == sorted(zip(got.keys, got.origin_ts.tolist(), strict=True))
     assert len(offline) > 30
     same = [offline[(k, t)] for k, t in zip(got.keys, got.origin_ts.tolist(), strict=True)]
-    values, unit = np.array([v for v, _ in same]), np.array([u for _, u in same])
+    values = np.array([fc.values for fc in same])
     assert values.min() >= 0.0
     np.testing.assert_allclose(got.values, values, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(got.unit, unit, rtol=1e-5)
-    for online_band, q in ((got.lower, cal.lower), (got.upper, cal.upper)):
-        band = np.maximum(values[:, None, :] + np.asarray(q)[None] * unit[:, None, None], 0.0)
-        np.testing.assert_allclose(online_band, band, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got.unit, [fc.unit for fc in same], rtol=1e-5)
+    np.testing.assert_allclose(got.lower, [fc.lower for fc in same], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got.upper, [fc.upper for fc in same], rtol=1e-5, atol=1e-5)
 
 
 @settings(max_examples=60, deadline=None)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from streamcast.core.state import NONE, StateStore
+from streamcast.core.state import DURABLE, NONE, PREVIOUS_MAGIC, RECORD_MAGIC, StateStore
 
 
 def make(max_keys: int = 4, ttl: float | None = None, initial: int = 2) -> StateStore:
@@ -148,3 +148,62 @@ def test_records_of_a_swapped_out_layout_restore_as_the_swap_converts_rows() -> 
     assert (restored.partition[got] == 2).all()
     with pytest.raises(ValueError, match="does not match this model's layout"):
         store(6, 3, 5, window=4).restore(old.snapshot(["a"]), 1.0)
+
+
+def _levelled(levels: int = 2) -> StateStore:
+    return StateStore(
+        window=3, n_inputs=2, state_size=4, max_keys=8, horizon=2, quantiles=3, levels=levels
+    )
+
+
+def _previous_format(st: StateStore, record: bytes) -> bytes:
+    """The format-4 record of the same state: no levels in the header, no band offsets."""
+    sizes = {
+        c.name: int(np.prod(st._tail(c), dtype=np.int64)) * np.dtype(c.dtype).itemsize
+        for c in DURABLE
+    }
+    names = [c.name for c in DURABLE]
+    start = 28 + sum(sizes[n] for n in names[: names.index("band_adj")])
+    body = record[28:start] + record[start + sizes["band_adj"] :]
+    return PREVIOUS_MAGIC + record[4:24] + body
+
+
+def test_band_offsets_survive_a_snapshot_and_a_previous_format_restores_without_them() -> None:
+    st = _levelled()
+    rows, _ = st.rows_for(["a", "b"], 0.0)
+    rng = np.random.default_rng(4)
+    st.band_adj[rows] = rng.standard_normal((2, 2, 2)).astype(np.float32)
+    st.window[rows] = rng.standard_normal((2, 3, 2))
+    st.h[rows] = rng.standard_normal((2, 4)).astype(np.float32)
+    st.resid[rows] = rng.standard_normal((2, st.resid.shape[1])).astype(np.float32)
+    st.base_m[rows] = [0.5, -0.5]
+    records = st.snapshot(["a", "b"])
+    assert all(r.startswith(RECORD_MAGIC) for _, r in records)
+
+    again = _levelled()
+    again.restore(records, 1.0)
+    got = again.lookup(["a", "b"])
+    np.testing.assert_array_equal(again.band_adj[got], st.band_adj[rows])
+
+    # an upgrade: the previous format's records restore, the band offsets start at zero
+    old = [(k, _previous_format(st, r)) for k, r in records]
+    upgraded = _levelled()
+    upgraded.restore(old, 1.0)
+    got = upgraded.lookup(["a", "b"])
+    assert (upgraded.band_adj[got] == 0).all()
+    for name in ("window", "h", "resid", "base_m"):
+        np.testing.assert_array_equal(getattr(upgraded, name)[got], getattr(st, name)[rows])
+    with pytest.raises(ValueError, match="format 3"):
+        upgraded.decode_records([b"SCS3" + old[0][1][4:]])
+
+
+def test_records_of_other_interval_levels_restore_with_fresh_band_offsets() -> None:
+    st = _levelled(levels=3)
+    rows, _ = st.rows_for(["a"], 0.0)
+    st.band_adj[rows] = 0.75
+    st.window[rows] = 2.0
+    restored = _levelled(levels=2)
+    restored.restore(st.snapshot(["a"]), 1.0)
+    got = restored.lookup(["a"])
+    assert restored.band_adj.shape[1:] == (2, 2) and (restored.band_adj[got] == 0).all()
+    assert (restored.window[got] == 2.0).all()
