@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,7 +25,7 @@ import onnxruntime as ort
 from streamcast.core.artifact import CalibrationMeta, DriftMeta, ModelMeta
 from streamcast.core.bands import DEFAULT_RATE
 from streamcast.core.bands import Bands as BandCalibration
-from training import baselines, plots
+from training import baselines
 from training.config import TrainConfig
 from training.evaluate import StreamForecasts, actuals, emitting_rows, stream_forecasts
 from training.metrics import error_metrics, seasonal_scale
@@ -322,44 +321,3 @@ def coverage(
             "static_overall": float(fixed.sum() / max(int(scored.sum()), 1)),
         }
     return out
-
-
-def forecast_figures(
-    series: SeriesSet, bt: Backtest, out_dir: Path, season: int, calibration: CalibrationMeta
-) -> list[str]:
-    """Forecast-vs-actual PNGs for the 3 keys with most test origins, the LSTM's interval
-    bands shaded; returns the file names."""
-    bands = interval_bands(bt, calibration, series)
-    names: list[str] = []
-    keys = series.key_index()[bt.fc.row[bt.test]]
-    for k in np.argsort(-np.bincount(keys, minlength=len(series.keys)))[:3]:
-        mine = np.flatnonzero(keys == k)
-        if len(mine) == 0:
-            continue
-        # three back-to-back horizons from the middle of the test period: close enough to see
-        picks = mine[np.minimum(len(mine) // 2 + np.arange(3) * bt.actual.shape[1], len(mine) - 1)]
-        origins = [
-            (
-                int(series.ts[bt.fc.row[bt.test[i]]]),
-                bt.actual[i],
-                {m: f[i] for m, f in bt.forecasts.items()},
-                {level: (lower[i], upper[i]) for level, (lower, upper) in bands.items()},
-            )
-            for i in picks
-        ]
-        first = int(series.grid.shift(origins[0][0], -2 * max(season, 4)))
-        last = int(series.grid.shift(origins[-1][0], bt.actual.shape[1] + 1))
-        sl = series.key_slice(int(k))
-        sel = (series.ts[sl] >= first) & (series.ts[sl] <= last)
-        safe = "".join(ch if ch.isalnum() else "_" for ch in series.keys[k])
-        name = f"forecast_{safe}.png"
-        plots.forecast_vs_actual(
-            series.keys[k],
-            series.ts[sl][sel],
-            series.values[sl, 0][sel],
-            origins,
-            grid=series.grid,
-            path=out_dir / name,
-        )
-        names.append(name)
-    return names

@@ -21,7 +21,7 @@ from training.errors import ConfigError, TrainingError
 EXIT_USAGE = 2
 
 FIT_EXAMPLES = """examples:
-  streamcast-train fit --data dataset:pedestrian --out models/pedestrian
+  streamcast-train fit --data dataset:pedestrian --non-negative --out models/pedestrian
   streamcast-train fit --data sensors.csv --key-col sensor --time-col ts --value-col count \\
       --interval 1h --window 48 --horizon 24 --season 24 \\
       --calendar time_of_day,day_of_week --timezone Australia/Melbourne --out models/sensors
@@ -37,8 +37,12 @@ FIT_EXAMPLES = """examples:
 """
 EVALUATE_EXAMPLES = """examples:
   streamcast-train evaluate --model models/pedestrian/model.onnx --data dataset:pedestrian
+  streamcast-train evaluate --model models/sensors/model.onnx --data sensors-december.csv
   streamcast-train evaluate --model m.onnx --data new.csv --key-col sensor --time-col ts \\
       --value-col count --out reports/new --forecasts forecasts.csv
+
+The column flags default to the columns the model was trained on (recorded in its
+metadata); flags given win. A model exported before streamcast recorded them needs them.
 """
 TUNE_EXAMPLES = """examples:
   streamcast-train tune --data dataset:pedestrian --trials 6 --time-budget 600 --out best.json
@@ -156,6 +160,13 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--timezone", help="IANA zone for calendar features")
     g.add_argument("--max-gap", type=int, help="longest gap (intervals) bridged linearly")
     g.add_argument("--aggregation", choices=AGGREGATIONS)
+    g.add_argument(
+        "--non-negative",
+        action="store_true",
+        default=None,
+        help="the series cannot go below 0 (counts, volumes): the model floors its "
+        "forecasts and bands at 0, in the service as in the backtest",
+    )
     g.add_argument("--units", type=_positive_int)
     g.add_argument("--layers", type=_positive_int)
     g.add_argument("--dropout", type=float)
@@ -339,6 +350,7 @@ _FLAG_FIELDS = {
     "timezone": "timezone",
     "max_gap": "max_gap",
     "aggregation": "aggregation",
+    "non_negative": "non_negative",
     "units": "units",
     "layers": "layers",
     "dropout": "dropout",

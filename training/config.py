@@ -77,6 +77,8 @@ class TrainConfig(BaseModel):
     holidays: tuple[str, ...] = ()
     max_gap: int = 3
     aggregation: Aggregation = "last"
+    #: forecasts and bands floored at 0 (counts, volumes); every training value must be >= 0
+    non_negative: bool = False
     #: seasonal period in intervals (seasonal naive, MASE, lags); None: from the interval
     season: int | None = None
     val_frac: float = 0.15

@@ -36,6 +36,7 @@ from streamcast.core.features import (
     IntArray,
     LevelScale,
     calendar_features,
+    floor_non_negative,
     step_inputs,
     unscale_forecast,
 )
@@ -58,6 +59,7 @@ class StreamForecasts:
     forecast: FloatArray
     scaled: npt.NDArray[np.float32]
     #: the origin's level ``l`` and unit ``K``: ``forecast = loc + scale * scaled``
+    #: (floored at 0 for a non-negative model: :func:`floor_non_negative`)
     loc: FloatArray
     scale: FloatArray
     #: ONNX Runtime calls made (one per time index)
@@ -195,7 +197,9 @@ def stream_forecasts(
         row=rows_out,
         key=key_of[rows_out],
         origin_ts=series.ts[rows_out],
-        forecast=unscale_forecast(out_scaled, loc[rows_out], scale[rows_out]),
+        forecast=floor_non_negative(
+            unscale_forecast(out_scaled, loc[rows_out], scale[rows_out]), meta.non_negative
+        ),
         scaled=out_scaled,
         loc=loc[rows_out],
         scale=scale[rows_out],

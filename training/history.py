@@ -19,12 +19,13 @@ The first steps of ``fit``, ``evaluate`` and ``tune`` (:mod:`training.workflow`,
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from streamcast.core.artifact import SourceColumns
 from streamcast.core.features import ExtraScaling, FeatureSpec, LevelScale
 from training import defaults
 from training.config import TrainConfig
@@ -74,6 +75,45 @@ class DataSource:
             if ms is not None
         ]
         return " ".join([self.spec, *bounds])
+
+    @property
+    def columns(self) -> SourceColumns:
+        """The columns it reads (a built-in dataset: those of its exported CSV), as the
+        model records them for ``evaluate`` (:meth:`with_model_columns`)."""
+        if self.dataset is not None:
+            info = dataset_info(self.dataset)
+            return SourceColumns(
+                key=info.key_col, time=info.time_col, value=info.value_col,
+                features=info.feature_cols,
+            )  # fmt: skip
+        if self.time_col is None or self.value_col is None:
+            raise ConfigError("--time-col and --value-col are required when --data is a file")
+        return SourceColumns(
+            key=self.key_col, time=self.time_col, value=self.value_col,
+            features=self.feature_cols,
+        )  # fmt: skip
+
+    def with_model_columns(self, columns: SourceColumns | None) -> DataSource:
+        """This source with every column it does not name taken from the model's training
+        columns (``evaluate``: the flags given still win; a model exported before the
+        columns were recorded, ``None``, needs them given as before)."""
+        if self.dataset is not None:
+            return self
+        if columns is None:
+            if self.time_col is None or self.value_col is None:
+                raise ConfigError(
+                    "--time-col and --value-col are required when --data is a file (the "
+                    "model predates recorded training columns; give --key-col and --features "
+                    "too if it was trained with them)"
+                )
+            return self
+        return replace(
+            self,
+            key_col=self.key_col if self.key_col is not None else columns.key,
+            time_col=self.time_col if self.time_col is not None else columns.time,
+            value_col=self.value_col if self.value_col is not None else columns.value,
+            feature_cols=self.feature_cols or columns.features,
+        )
 
     def load(self) -> pd.DataFrame:
         """The canonical long frame (raises DataError/ConfigError with a clear message)."""
@@ -145,6 +185,8 @@ class PreparedHistory:
     #: the config with every choice made from the data, and why (:mod:`training.defaults`)
     config: TrainConfig
     reasons: tuple[str, ...] = ()
+    #: the columns it was read from (:attr:`DataSource.columns`)
+    columns: SourceColumns | None = None
 
     @property
     def fingerprint(self) -> str:
@@ -229,7 +271,9 @@ def load_and_prepare(source: DataSource, config: TrainConfig) -> PreparedHistory
     """Read the source, then :func:`prepare` it for ``config``."""
     frame = source.load()
     series, prep, parts, chosen, why = prepare(frame, config, source.duplicates)
-    return PreparedHistory(source.description, frame, series, prep, parts, chosen, tuple(why))
+    return PreparedHistory(
+        source.description, frame, series, prep, parts, chosen, tuple(why), source.columns
+    )
 
 
 def scale_history(history: PreparedHistory) -> ScaledHistory:

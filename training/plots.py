@@ -1,5 +1,5 @@
 """PNG figures for the report: the loss curve and forecast-vs-actual (with the LSTM's
-prediction intervals) for a few keys."""
+prediction intervals) of one key, in the model's zone."""
 
 from __future__ import annotations
 
@@ -13,10 +13,20 @@ import matplotlib.pyplot as plt
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
+from matplotlib.figure import Figure
 
 from streamcast.core.grid import Grid
 
 FloatArray = npt.NDArray[np.float64]
+#: a line colour per model
+COLOURS = {
+    "lstm": "tab:red",
+    "seasonal_naive": "tab:blue",
+    "auto_arima": "tab:green",
+    "auto_ets": "tab:purple",
+    "auto_theta": "tab:orange",
+    "naive": "tab:grey",
+}
 #: one forecast origin: its time, the actuals, each model's forecast, the LSTM's bands
 Origin = tuple[int, FloatArray, dict[str, FloatArray], dict[float, tuple[FloatArray, FloatArray]]]
 
@@ -34,42 +44,44 @@ def loss_curve(history: dict[str, list[float]], best_epoch: int, path: Path) -> 
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
+    return save(fig, path)
+
+
+def save(fig: Figure, path: Path) -> Path:
+    """Write ``fig`` to ``path`` as PNG and release it."""
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
 
 
-def forecast_vs_actual(
+def forecast_figure(
     key: str,
     history_ts: npt.NDArray[np.int64],
     history: FloatArray,
     origins: list[Origin],
     *,
     grid: Grid,
-    path: Path,
-) -> Path:
+    timezone: str = "UTC",
+) -> Figure:
     """Actual values and H-step forecasts of each model from a few origins of one key,
-    with the LSTM's prediction intervals as shaded bands (wider levels lighter).
+    with the LSTM's prediction intervals as shaded bands (wider levels lighter), the time
+    axis in ``timezone`` (wall-clock time there, DST included).
 
     ``origins`` holds ``(origin_ts, actual [H], {model: forecast [H]}, {level: (lower [H],
-    upper [H])})``.
+    upper [H])})``, times in epoch seconds.
     """
+
+    def local(ts: npt.NDArray[np.int64] | int) -> pd.DatetimeIndex:
+        return pd.to_datetime(np.atleast_1d(ts), unit="s", utc=True).tz_convert(timezone)
+
     fig, ax = plt.subplots(figsize=(11, 4))
-    ax.plot(pd.to_datetime(history_ts, unit="s"), history, color="black", lw=1, label="actual")
-    colours = {
-        "lstm": "tab:red",
-        "seasonal_naive": "tab:blue",
-        "auto_arima": "tab:green",
-        "auto_ets": "tab:purple",
-        "auto_theta": "tab:orange",
-        "naive": "tab:grey",
-    }
-    for i, (origin, _actual, forecasts, bands) in enumerate(origins):
-        steps = grid.targets(origin, len(_actual))
+    ax.plot(local(history_ts), history, color="black", lw=1, label="actual")
+    for i, (origin, actual, forecasts, bands) in enumerate(origins):
+        steps = local(grid.targets(origin, len(actual)))
         for level in sorted(bands, reverse=True):
             lower, upper = bands[level]
             ax.fill_between(
-                pd.to_datetime(steps, unit="s"),
+                steps,
                 lower,
                 upper,
                 color="tab:red",
@@ -79,24 +91,18 @@ def forecast_vs_actual(
             )
         for name, values in forecasts.items():
             ax.plot(
-                pd.to_datetime(steps, unit="s"),
+                steps,
                 values,
-                color=colours.get(name),
+                color=COLOURS.get(name),
                 lw=1.5 if name == "lstm" else 1,
                 alpha=0.9,
                 label=name if i == 0 else None,
             )
-        ax.axvline(
-            pd.to_datetime(origin, unit="s"),  # type: ignore[arg-type]
-            color="grey",
-            lw=0.5,
-            ls=":",
-        )
-    ax.set_title(f"{key}: forecasts from {len(origins)} test origins (UTC)")
+        ax.axvline(local(origin)[0], color="grey", lw=0.5, ls=":")  # type: ignore[arg-type]
+    ax.set_title(f"{key}: forecasts from {len(origins)} test origins")
+    ax.set_xlabel(f"time ({timezone})")
     ax.legend(loc="upper left", fontsize=8)
     ax.grid(alpha=0.3)
     fig.autofmt_xdate()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return fig

@@ -134,9 +134,13 @@ def markdown(report: dict[str, Any]) -> str:
             f"{training['best_epoch']} (validation horizon MAE, scaled "
             f"{training['best_val_loss']:.4f}) restored.",
         ]
-    figures = report.get("files", {}).get("figures", [])
+    files = report.get("files", {})
+    figures = files.get("figures", [])
     if figures:
-        lines += ["", "## Figures", ""] + [f"![{f}]({f})" for f in figures]
+        lines += ["", "## Figures", ""]
+        if files.get("figures_note"):
+            lines += [f"{files['figures_note'][0].upper()}{files['figures_note'][1:]}.", ""]
+        lines += [f"![{f}]({f})" for f in figures]
     return "\n".join(lines) + "\n"
 
 

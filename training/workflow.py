@@ -21,7 +21,8 @@
 7. ``final_refit``: fine-tune on every row and export that model (its metrics above are
    the last honest ones; the forecasts file is the refit model's; its self-test sample is
    its own);
-8. :func:`write_outputs`: the forecasts file and the figures (bands shaded); the report
+8. :func:`write_outputs`: the forecasts file and the figures (:mod:`training.figures`:
+   bands shaded, the model's zone on the axis, which keys and why); the report
    (:func:`training.report.backtest_report`, :func:`quality_sections`: interval coverage
    and input-drift alarms on the test period, plus fit's own sections), written by
    :func:`publish_report`.
@@ -57,6 +58,7 @@ from streamcast.core.artifact import (
     SelfTestMeta,
     TrainingMeta,
 )
+from streamcast.core.features import floor_non_negative
 from streamcast.core.model import OnnxStepModel, self_test_failures
 from streamcast.errors import ModelError
 from training import baselines as baseline_models
@@ -67,7 +69,6 @@ from training.backtest import (
     calibrate,
     coverage,
     forecast_bands,
-    forecast_figures,
     test_origins,
     validation_origins,
     validation_ranking,
@@ -75,6 +76,7 @@ from training.backtest import (
 from training.config import TrainConfig
 from training.errors import DataError, ExportError, TrainingError
 from training.evaluate import load_session, position_since_reset, write_forecasts
+from training.figures import Figures, forecast_figures
 from training.history import (
     DataSource,
     PreparedHistory,
@@ -153,6 +155,7 @@ def fit_pipeline(  # noqa: PLR0915 - the steps of the module docstring, in order
         print(history.prep.summary())
         for line in history.reasons:
             print(f"default: {line}")
+    check_non_negative(history.series, config, verbose=verbose)
     scaled = scale_history(history)
     series, parts = history.series, history.parts
     groups = {
@@ -202,8 +205,8 @@ def fit_pipeline(  # noqa: PLR0915 - the steps of the module docstring, in order
         final["in_sample_test_mase"] = bt_final.metrics["lstm"]["mase"]
         bt.fc = bt_final.fc  # the forecasts file is the exported (refit) model's
     start = time.monotonic()
-    figures = [plots.loss_curve(result.history, result.best_epoch, out_dir / "loss.png").name]
-    figures += write_outputs(out_dir, forecasts_file, series, bt, meta=meta, season=config.season_)
+    loss = plots.loss_curve(result.history, result.best_epoch, out_dir / "loss.png").name
+    figures = write_outputs(out_dir, forecasts_file, series, bt, meta=meta, season=config.season_)
     timings["write_outputs"] = time.monotonic() - start
     timings["total"] = time.monotonic() - started
     report = backtest_report(name, history, config, bt)
@@ -221,11 +224,33 @@ def fit_pipeline(  # noqa: PLR0915 - the steps of the module docstring, in order
     if final is not None:
         report["final_refit"] = final
     report["timings"] = timings
-    report["files"] = {"model": "model.onnx", "forecasts": forecasts_file, "figures": figures}
+    report["files"] = {
+        "model": "model.onnx",
+        "forecasts": forecasts_file,
+        **figure_files(figures, loss),
+    }
     out = publish_report(out_dir, report, bt, verbose=verbose)
     if verdict.get("error"):
         raise BaselineLosesError(str(verdict["message"]))
     return out
+
+
+def check_non_negative(series: SeriesSet, config: TrainConfig, *, verbose: bool) -> None:
+    """``non_negative`` needs data that never goes below 0 (DataError otherwise); without
+    it, data that never does gets a hint that the model could floor at 0."""
+    values = series.values[:, 0]
+    below = int(np.count_nonzero(values < 0))
+    if config.non_negative and below:
+        raise DataError(
+            f"--non-negative: {below} of {len(values)} values are below 0 (min "
+            f"{float(values.min()):g}); drop the flag or the rows"
+        )
+    if verbose and not config.non_negative and len(values) and below == 0:
+        print(
+            "hint: every value is >= 0; --non-negative floors the model's forecasts and "
+            "bands at 0 (counts, volumes)",
+            flush=True,
+        )
 
 
 def guard(
@@ -314,6 +339,7 @@ def evaluate_pipeline(
     baseline budget)."""
     started = time.monotonic()
     sess, meta = open_model(model_path)
+    source = source.with_model_columns(meta.training.columns)
     config = config_from_model(meta).updated(**(overrides or {}))
     if protocol is not None:
         config = config.updated(protocol=protocol)
@@ -342,7 +368,7 @@ def evaluate_pipeline(
         "trained_on": meta.training.data_fingerprint,
     }
     report["timings"] = {**bt.timings, "total": time.monotonic() - started}
-    report["files"] = {"forecasts": forecasts_file, "figures": figures}
+    report["files"] = {"forecasts": forecasts_file, **figure_files(figures)}
     return publish_report(out_dir, report, bt, verbose=verbose)
 
 
@@ -388,6 +414,7 @@ def model_metadata(
         horizon=config.horizon,
         interval_s=grid.seconds,
         aggregation=config.aggregation,
+        non_negative=config.non_negative,
         grid=GridMeta(kind=grid.kind, months=grid.months, holidays=grid.holidays),
         features=FeatureMeta(
             value_name=series.value_name,
@@ -407,6 +434,7 @@ def model_metadata(
         training=TrainingMeta(
             data_fingerprint=data_fingerprint,
             data_source=history.source,
+            columns=history.columns,
             n_keys=len(series.keys),
             n_rows=series.n_rows,
             seed=config.seed,
@@ -526,18 +554,31 @@ def write_outputs(
     *,
     meta: ModelMeta,
     season: int,
-) -> list[str]:
+) -> Figures:
     """Write every forecast of the replay (the offline reference of the service's output)
-    and the forecast figures (with the model's interval bands) into ``out_dir``; returns
-    the figures' file names."""
+    and the forecast figures (with the model's interval bands, in the model's zone) into
+    ``out_dir``; returns the figures written. A non-negative model's bands are floored at
+    0 here, as the service floors what it publishes."""
     both = forecast_bands(series, bt.fc, meta.calibration)
     bands = {}
     if both is not None:
+        lower, upper = (floor_non_negative(b, meta.non_negative) for b in both)
         bands = {
-            level: (both[0][:, i], both[1][:, i]) for i, level in enumerate(meta.calibration.levels)
+            level: (lower[:, i], upper[:, i]) for i, level in enumerate(meta.calibration.levels)
         }
     write_forecasts(out_dir / forecasts_file, series, bt.fc, meta.horizon, bands)
-    return forecast_figures(series, bt, out_dir, season, meta.calibration)
+    on_test = {level: (lo[bt.test], hi[bt.test]) for level, (lo, hi) in bands.items()}
+    return forecast_figures(series, bt, out_dir, season, on_test, timezone=meta.features.timezone)
+
+
+def figure_files(figures: Figures, *extra: str) -> dict[str, Any]:
+    """The report's ``files`` entries of the figures: ``figures`` (``extra`` first, then
+    one per key plotted), ``figure_keys`` and ``figures_note`` (which keys and why)."""
+    return {
+        "figures": [*extra, *figures.files],
+        "figure_keys": figures.keys,
+        "figures_note": f"forecast figures: {figures.note}",
+    }
 
 
 def open_model(path: Path) -> tuple[ort.InferenceSession, ModelMeta]:
@@ -566,6 +607,7 @@ def config_from_model(meta: ModelMeta) -> TrainConfig:
             "horizon": meta.horizon,
             "max_gap": meta.gap.max_gap,
             "aggregation": meta.aggregation,
+            "non_negative": meta.non_negative,
             "calendar": meta.features.calendar,
             "timezone": meta.features.timezone,
             "lags": meta.scaling.lags,

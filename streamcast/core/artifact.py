@@ -170,11 +170,23 @@ class SelfTestMeta(_Frozen):
     atol: float = 1e-4
 
 
+class SourceColumns(_Frozen):
+    """The columns of the file the model was trained on, which ``streamcast-train
+    evaluate`` reads by default (a built-in dataset: those of its exported CSV)."""
+
+    key: str | None = None
+    time: str
+    value: str
+    features: tuple[str, ...] = ()
+
+
 class TrainingMeta(_Frozen):
     """Where the model came from and how good it was."""
 
     data_fingerprint: str = ""
     data_source: str = ""
+    #: the training file's columns (None: a model exported before they were recorded)
+    columns: SourceColumns | None = None
     n_keys: int = 0
     n_rows: int = 0
     seed: int = 0
@@ -200,6 +212,9 @@ class ModelMeta(_Frozen):
     horizon: int = Field(gt=0)
     interval_s: int = Field(gt=0)
     aggregation: Aggregation = "last"
+    #: forecasts and bands floored at 0 (counts, volumes: ``fit --non-negative``),
+    #: online as offline (:func:`streamcast.core.features.floor_non_negative`)
+    non_negative: bool = False
     grid: GridMeta = GridMeta()
     features: FeatureMeta = FeatureMeta()
     scaling: ScalingMeta = ScalingMeta()

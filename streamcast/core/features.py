@@ -272,6 +272,17 @@ def unscale_forecast(forecast: Float32Array, loc: FloatArray, scale: FloatArray)
     return np.asarray(forecast.astype(np.float64) * scale[:, None] + loc[:, None], dtype=np.float64)
 
 
+def floor_non_negative(values: FloatArray, non_negative: bool) -> FloatArray:
+    """``values`` with everything below 0 raised to 0 if the model is ``non_negative``
+    (:attr:`~streamcast.core.artifact.ModelMeta.non_negative`), else ``values`` itself:
+    the service's forecasts and bands and training's backtest use this one rule.
+
+    >>> floor_non_negative(np.array([-1.5, 0.0, 2.0]), True).tolist()
+    [0.0, 0.0, 2.0]
+    """
+    return np.maximum(values, 0.0) if non_negative else values
+
+
 def interpolate_gap(before: FloatArray, after: FloatArray, missing: int) -> FloatArray:
     """The documented gap policy: ``missing`` rows linearly between two observed rows.
 

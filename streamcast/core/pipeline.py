@@ -40,7 +40,12 @@ from streamcast.core.alerts import AlertBatch
 from streamcast.core.artifact import Aggregation
 from streamcast.core.bands import DEFAULT_RATE, Bands
 from streamcast.core.drift import DriftSettings, InputSteps
-from streamcast.core.features import calendar_features, step_inputs, unscale_forecast
+from streamcast.core.features import (
+    calendar_features,
+    floor_non_negative,
+    step_inputs,
+    unscale_forecast,
+)
 from streamcast.core.intervals import REASONS, Aggregator, JumpRule, admit, aggregate
 from streamcast.core.isolation import Attempt, isolated, merge
 from streamcast.core.lifecycle import LifecyclePlanner, Steps
@@ -357,8 +362,16 @@ class Pipeline:
         counters.resets += planned.resets
         forecasts, rows_of, inputs = self._run(planned.steps, batch.index, counters)
         alerts = self.monitor.observe(closed, batch.index, forecasts, rows_of, inputs)
+        self._floor_bands(forecasts)
         counters.alerts += len(alerts)
         return Attempt(forecasts, rejections, counters, changed, alerts)
+
+    def _floor_bands(self, forecasts: ForecastBatch) -> None:
+        """A non-negative model's bands floored at 0, in place, as published (the monitor
+        sets each forecast's band from its key's offsets)."""
+        if self.meta.non_negative and forecasts.lower is not None and forecasts.upper is not None:
+            forecasts.lower[...] = floor_non_negative(forecasts.lower, True)
+            forecasts.upper[...] = floor_non_negative(forecasts.upper, True)
 
     def _run(
         self, steps: Steps, index: IntArray, counters: Counters, *, state_only: bool = False
@@ -436,6 +449,9 @@ class Pipeline:
         loc: FloatArray, scale: FloatArray, trigger: IntArray,
     ) -> ForecastBatch:  # fmt: skip
         values = unscale_forecast(scaled, loc, scale)
+        # a non-negative model's floor: its forecasts here, the bands around them once
+        # the monitor has set them (_floor_bands)
+        values = floor_non_negative(values, self.meta.non_negative)
         lower = upper = None
         if self.levels:
             # the keys' offsets before this batch; the monitor sets each forecast's to

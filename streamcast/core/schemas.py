@@ -2,8 +2,9 @@
 
 The schemas are files shipped with the package (``streamcast/schemas/<kind>.v<N>.json``,
 shown by ``streamcast schema <kind>``); docs/records.md explains each field. Every record
-streamcast produces carries two headers that say what it is, so a consumer reading
-several topics (or a sink choosing a converter) need not guess from the bytes:
+streamcast produces (``streamcast replay``'s ticks included) carries two headers that say
+what it is, so a consumer reading several topics (or a sink choosing a converter) need
+not guess from the bytes:
 
 * ``content-type``: ``application/json`` (forecasts, alerts, changelog markers),
   ``application/octet-stream`` (dead letters: the original bytes, whatever they were) or
@@ -60,6 +61,8 @@ def headers(kind: str, content_type: bytes = JSON) -> tuple[tuple[str, bytes], .
     return (("content-type", content_type), ("streamcast.schema", schema_header(kind).encode()))
 
 
+#: what ``streamcast replay`` sends (the service does not require them of producers)
+TICK_HEADERS: Final = headers("tick")
 FORECAST_HEADERS: Final = headers("forecast")
 FORECAST_ROW_HEADERS: Final = headers("forecast_row")
 ALERT_HEADERS: Final = headers("alert")

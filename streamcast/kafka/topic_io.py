@@ -121,11 +121,18 @@ class TopicWriter(_Client):
         self._settings = settings
         self._client = self._producer = make_producer(settings)
 
-    async def send(self, topic: str, keys: Sequence[bytes], values: Sequence[bytes]) -> None:
-        """Send ``(key, value)`` messages in order; return once every one is acknowledged."""
+    async def send(
+        self,
+        topic: str,
+        keys: Sequence[bytes],
+        values: Sequence[bytes],
+        headers: Sequence[tuple[str, bytes]] = (),
+    ) -> None:
+        """Send ``(key, value)`` messages in order, each with ``headers``; return once every
+        one is acknowledged."""
         with map_kafka_errors("produce"):
             futures = [
-                await self._producer.send(topic, value, key=key)
+                await self._producer.send(topic, value, key=key, headers=list(headers) or None)
                 for key, value in zip(keys, values, strict=True)
             ]
             await asyncio.gather(*futures)

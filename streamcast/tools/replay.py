@@ -2,7 +2,9 @@
 
 Rows are sent in event-time order (stable within equal timestamps), one JSON tick each in
 the service's input format — ``{"key": ..., "ts": ..., "value": ..., extras...}`` with the
-configured field names — and the series key as the Kafka message key. Timestamps keep
+configured field names — and the series key as the Kafka message key, with the headers
+of every record streamcast writes (``content-type: application/json``,
+``streamcast.schema: tick/1``: :data:`~streamcast.core.schemas.TICK_HEADERS`). Timestamps keep
 their original form: datetimes become ISO-8601 UTC strings, epoch numbers stay numbers.
 
 Pacing: ``speed`` replays event time ``speed`` times faster than real time; ``rate`` sends
@@ -23,6 +25,7 @@ import pandas as pd
 from rich.progress import Progress
 
 from streamcast.config import ClientSettings
+from streamcast.core.schemas import TICK_HEADERS
 from streamcast.errors import ConfigurationError
 from streamcast.kafka.topic_io import TopicWriter
 from streamcast.kafka.topics import require_topic
@@ -91,7 +94,8 @@ def encode_ticks(frame: pd.DataFrame, options: ReplayOptions, settings: ClientSe
         shown: list[object] = raw_time.tolist()
     else:
         parsed = pd.to_datetime(raw_time, utc=True, format="mixed")
-        event_s = parsed.astype("int64").to_numpy() / 1e9
+        # in seconds whatever the resolution pandas parsed at (pandas 3: microseconds)
+        event_s = ((parsed - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(seconds=1)).to_numpy()
         shown = list(parsed.dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ").str.replace(".000000Z", "Z"))
     order = np.argsort(event_s, kind="stable")
     if options.limit is not None:
@@ -149,7 +153,9 @@ async def replay(settings: ClientSettings, options: ReplayOptions) -> int:
                 if stop == sent:
                     await asyncio.sleep(max(0.0, began + due[sent] - time.monotonic()))
                     continue
-                await writer.send(options.topic, rows.keys[sent:stop], rows.values[sent:stop])
+                await writer.send(
+                    options.topic, rows.keys[sent:stop], rows.values[sent:stop], TICK_HEADERS
+                )
                 sent = stop
                 progress.update(task, completed=sent)
         await writer.flush()

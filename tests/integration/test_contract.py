@@ -159,11 +159,10 @@ async def test_every_produced_record_follows_its_schema(
     await produce(bootstrap, ticks, BAD)
     sent = await read_until_idle(bootstrap, ticks, 1.0)
     assert len(sent) == KEYS * INTERVALS + len(BAD)
-    tick_schema = _validator("tick", 1)
     replayed = [r for r in sent if (r.key, r.value) not in BAD]
     assert len(replayed) == KEYS * INTERVALS
-    for record in replayed:
-        tick_schema.validate(orjson.loads(record.value or b""))
+    # the replay's ticks name their schema in their headers like every record streamcast writes
+    assert set(_check(replayed, "application/json")) == {"tick/1"}
     parts = [[(r.key, r.value) for r in sent if r.partition == part] for part in (0, 1)]
     forecasts, alerts = expected_outputs(model, parts)
     assert alerts

@@ -1,5 +1,6 @@
 """The command-line tools against the real broker: ``replay`` keeps its pace message by
-message, and ``history export`` gives back exactly the rows that were replayed."""
+message (each tick with its headers), and ``history export`` gives back exactly the rows
+that were replayed."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from streamcast.core.schemas import TICK_HEADERS
 from tests.support.kafka import create_topics, unique_topic
 from tests.support.service import consume
 
@@ -61,6 +63,10 @@ async def test_replay_rate_is_kept_message_by_message(bootstrap: str, tmp_path: 
     measured = (len(stamps) - 1) / (stamps[-1] - stamps[0])
     assert len(records) == limit
     assert abs(measured - rate) / rate < 0.05, f"{measured:.1f} messages/s for --rate {rate}"
+    # every tick says what it is, as the records streamcast writes do
+    tick = {"content-type": b"application/json", "streamcast.schema": b"tick/1"}
+    assert all(dict(r.headers) == tick for r in records)
+    assert dict(TICK_HEADERS) == tick
     # paced one by one, not in bursts: the old replay sent up to 500 messages at once and
     # then paused (a scheduling hiccup on a loaded machine may still delay one message)
     gaps = np.diff(stamps)

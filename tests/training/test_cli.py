@@ -9,8 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from streamcast.core.artifact import SourceColumns
+from streamcast.core.model import OnnxStepModel
+from tests.support.models import rewrite_meta
 from tests.support.tiny import tiny_data
 from training.cli import main
+from training.history import DataSource
 
 
 def _csv(path: Path, rows: int = 200, keys: tuple[str, ...] = ("a", "b")) -> Path:
@@ -73,6 +77,18 @@ def test_missing_column(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> N
     argv = _fit_args(data, tmp_path / "out")
     argv[argv.index("count")] = "temperature"
     assert "temperature" in _user_error(capsys, argv)
+
+
+def test_non_negative_data_only(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    data = _csv(tmp_path / "d.csv")
+    frame = pd.read_csv(data)
+    frame.loc[5, "count"] = -2.0
+    frame.to_csv(data, index=False)
+    msg = _user_error(capsys, _fit_args(data, tmp_path / "out", "--non-negative"))
+    assert msg == (
+        "error: --non-negative: 1 of 400 values are below 0 (min -2); drop the flag or the rows"
+    )
+    assert not (tmp_path / "out" / "model.onnx").exists()
 
 
 def test_non_numeric_value(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -221,6 +237,7 @@ def test_fit_then_evaluate_from_the_command_line(
         "2015-01-14T00:00:00Z",
         "--publish-to",
         str(tmp_path / "models"),
+        "--non-negative",
     ]
     assert main(argv) == 0
     report = json.loads((out / "report.json").read_text())
@@ -251,7 +268,27 @@ def test_fit_then_evaluate_from_the_command_line(
     ]
     assert len(table_rows) == 1
     assert (out / "loss.png").stat().st_size > 0
+    # a figure per key (preparation drops the sensor whose long gap leaves it too short in
+    # these 13 days), and the report says which and why
+    files = report["files"]
+    assert len(files["figure_keys"]) == 2 and files["figures"][0] == "loss.png"
+    assert files["figures"][1:] == [
+        "forecast_" + "".join(c if c.isalnum() else "_" for c in k) + ".png"
+        for k in files["figure_keys"]
+    ]
+    assert all((out / name).stat().st_size > 0 for name in files["figures"])
+    assert report["data"]["n_keys"] == 2
+    note = "every key with a test origin (2)"
+    assert files["figures_note"] == f"forecast figures: {note}"
+    assert f"Forecast figures: {note}." in (out / "report.md").read_text()
     assert (out / "checkpoints" / "best.weights.h5").is_file()
+    meta = OnnxStepModel.load(out / "model.onnx").meta
+    assert meta.training.columns == SourceColumns(key="Sensor", time="Date_Time", value="Count")
+    # --non-negative: recorded, and the offline forecasts (the service's reference) floored
+    assert meta.non_negative and report["config"]["non_negative"] is True
+    written = pd.read_csv(out / "forecasts.csv")
+    bounds = written[["lower_0.8", "upper_0.8", "lower_0.95", "upper_0.95"]].to_numpy()
+    assert written["forecast"].min() >= 0.0 and bounds.min() >= 0.0
     assert (
         main(
             [
@@ -260,7 +297,6 @@ def test_fit_then_evaluate_from_the_command_line(
                 str(out / "model.onnx"),
                 "--data",
                 str(data),
-                *common,
                 "--out",
                 str(tmp_path / "ev"),
                 "--quiet",
@@ -270,6 +306,7 @@ def test_fit_then_evaluate_from_the_command_line(
         )
         == 0
     )
+    # evaluate was given no column flags: it read the ones the model recorded at fit
     again = json.loads((tmp_path / "ev" / "report.json").read_text())
     assert again["metrics"]["lstm"]["mase"] == pytest.approx(
         report["metrics"]["lstm"]["mase"], abs=1e-6
@@ -346,6 +383,42 @@ def test_evaluate_with_other_features_than_the_model(
         str(tmp_path / "ev"),
     ]
     assert "temp" in _user_error(capsys, argv)
+
+
+def test_a_source_takes_the_columns_it_does_not_name_from_the_model() -> None:
+    # a built-in dataset records the columns of its exported CSV (what the demo replays)
+    recorded = DataSource(spec="dataset:pedestrian").columns
+    assert recorded == SourceColumns(key="Sensor", time="Date_Time", value="Count")
+    filled = DataSource(spec="new.csv", value_col="Total").with_model_columns(recorded)
+    assert (filled.key_col, filled.time_col, filled.value_col) == ("Sensor", "Date_Time", "Total")
+    assert filled.columns == SourceColumns(key="Sensor", time="Date_Time", value="Total")
+
+
+def test_evaluate_column_flags_win_over_the_recorded_ones(
+    capsys: pytest.CaptureFixture[str], tiny_model: Path, tmp_path: Path
+) -> None:
+    argv = ["evaluate", "--model", str(tiny_model), "--data", str(tiny_model.parent / "data.csv")]
+    error = _user_error(capsys, [*argv, "--value-col", "Counts", "--out", str(tmp_path / "ev")])
+    assert "Counts" in error
+
+
+def test_evaluate_a_model_without_recorded_columns(
+    capsys: pytest.CaptureFixture[str], tiny_model: Path, tmp_path: Path
+) -> None:
+    meta = json.loads(OnnxStepModel.load(tiny_model).meta.to_json())
+    del meta["training"]["columns"]  # as exported before the columns were recorded
+    old = rewrite_meta(tiny_model, tmp_path / "old.onnx", training=meta["training"])
+    argv = ["evaluate", "--model", str(old), "--data", str(tiny_model.parent / "data.csv")]
+    error = _user_error(capsys, [*argv, "--out", str(tmp_path / "ev")])
+    assert "--time-col and --value-col are required" in error
+    assert "predates recorded training columns" in error
+    common = ["--key-col", "Sensor", "--time-col", "Date_Time", "--value-col", "Count"]
+    assert main([*argv, *common, "--out", str(tmp_path / "ev"), "--quiet"]) == 0
+    report = json.loads((tmp_path / "ev" / "report.json").read_text())
+    fit = json.loads((tiny_model.parent / "report.json").read_text())
+    lstm = fit["metrics"]["lstm"]["mase"]
+    assert report["metrics"]["lstm"]["mase"] == pytest.approx(lstm, abs=1e-6)
+    capsys.readouterr()
 
 
 @pytest.mark.parametrize(

@@ -209,6 +209,17 @@ def test_replay_encodes_in_time_order_and_paces_by_rate_or_speed(tmp_path: Path)
     assert next_chunk(by_rate, 1, 0.05) == 6
     flat_out = due_times(many, ReplayOptions(tmp_path, "k", "t", "v", "x"))
     assert next_chunk(flat_out, 0, 0.0) == 500, "flat out: chunks of CHUNK"
+    # ISO-8601 times pace in seconds too (pandas 3 parses them at microseconds: read as
+    # nanoseconds they made --speed 3600 on hourly data send an hour per millisecond)
+    hourly = pd.date_range("2026-11-01", periods=4, freq="h", tz="UTC").strftime("%Y-%m-%dT%H:%MZ")
+    iso = encode_ticks(
+        pd.DataFrame({"k": "a", "t": hourly, "v": 1.0}),
+        ReplayOptions(tmp_path, "k", "t", "v", "x"),
+        settings,
+    )
+    assert [orjson.loads(v)["ts"] for v in iso.values][1] == "2026-11-01T01:00:00Z"
+    by_speed = due_times(iso, ReplayOptions(tmp_path, "k", "t", "v", "x", speed=3600.0))
+    assert by_speed.tolist() == [0.0, 1.0, 2.0, 3.0]
 
 
 def test_tail_lines_are_readable_for_forecasts_and_dead_letters() -> None:

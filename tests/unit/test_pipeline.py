@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -21,9 +22,26 @@ from streamcast.core.pipeline import Pipeline, StepResult
 from streamcast.core.records import ForecastBatch, TickBatch, encode_forecasts
 from streamcast.core.state import NONE
 from streamcast.errors import ConfigurationError, RejectReason
-from tests.support.models import TinyReference, make_tiny_model, reference_forecasts
+from tests.support.models import (
+    TinyReference,
+    make_tiny_model,
+    reference_forecasts,
+    rewrite_meta,
+)
 
 HOUR = 3600
+OriginKey = tuple[str, int]
+
+
+class Offline(NamedTuple):
+    """One forecast of training's replay: values ``[H]``, unit, bands ``[L, H]``."""
+
+    values: npt.NDArray[np.float64]
+    unit: float
+    lower: npt.NDArray[np.float64]
+    upper: npt.NDArray[np.float64]
+
+
 T0 = 1_700_000_000 // HOUR * HOUR
 
 
@@ -364,19 +382,20 @@ def test_invalid_settings_are_refused(models: dict[str, Path]) -> None:
         run(Pipeline(model), TickBatch.from_rows(["a"], [0], [[1.0, 2.0]]))
 
 
-def test_equals_the_offline_evaluator(models: dict[str, Path]) -> None:
-    """Invariant 1 without a broker: same ticks, training's regularise + stream_forecasts."""
+def _offline(stream: list[tuple[str, int, list[float]]], model: Path) -> dict[OriginKey, Offline]:
+    """Training's replay of ``stream`` (value and one extra, mean-aggregated hourly):
+    ``(key, origin_ts)`` -> its forecast ``[H]``, unit and bands ``[L, H]`` as the forecasts
+    file holds them (``training.evaluate.stream_forecasts``,
+    ``training.backtest.forecast_bands``, floored for a non-negative model)."""
     import onnxruntime as ort
     import pandas as pd
 
+    from streamcast.core.features import floor_non_negative
+    from training.backtest import forecast_bands
     from training.evaluate import stream_forecasts
     from training.regular import regularise
 
-    rng = np.random.default_rng(11)
-    keys = ["known", "k1", "k2"]
-    stream, _ = _random_stream(rng, keys, n_hours=50)
-    stream.sort(key=lambda t: t[1])
-    meta = TinyReference(models["rich"]).meta
+    meta = OnnxStepModel.load(model).meta
     frame = pd.DataFrame(
         {
             "key": [t[0] for t in stream],
@@ -390,11 +409,26 @@ def test_equals_the_offline_evaluator(models: dict[str, Path]) -> None:
         frame, interval=HOUR, max_gap=meta.gap.max_gap, min_length=1, aggregation="mean",
         min_support=0,
     )  # fmt: skip
-    offline = stream_forecasts(ort.InferenceSession(str(models["rich"])), meta, series)
-    expected = {
-        (series.keys[int(k)], int(t)): v
-        for k, t, v in zip(offline.key, offline.origin_ts, offline.forecast, strict=True)
+    offline = stream_forecasts(ort.InferenceSession(str(model)), meta, series)
+    bands = forecast_bands(series, offline, meta.calibration)
+    assert bands is not None
+    lower, upper = (floor_non_negative(b, meta.non_negative) for b in bands)
+    rows = zip(offline.key.tolist(), offline.origin_ts.tolist(), strict=True)
+    return {
+        (series.keys[k], t): Offline(
+            offline.forecast[i], float(offline.scale[i]), lower[i], upper[i]
+        )
+        for i, (k, t) in enumerate(rows)
     }
+
+
+def test_equals_the_offline_evaluator(models: dict[str, Path]) -> None:
+    """Invariant 1 without a broker: same ticks, training's regularise + stream_forecasts."""
+    rng = np.random.default_rng(11)
+    keys = ["known", "k1", "k2"]
+    stream, _ = _random_stream(rng, keys, n_hours=50)
+    stream.sort(key=lambda t: t[1])
+    expected = {where: fc.values for where, fc in _offline(stream, models["rich"]).items()}
     pipe = Pipeline(OnnxStepModel.load(models["rich"]))
     got: dict[tuple[str, int], np.ndarray] = {}
     for pos in range(0, len(stream), 25):
@@ -410,6 +444,55 @@ def test_equals_the_offline_evaluator(models: dict[str, Path]) -> None:
     assert sorted(got) == sorted(expected)
     for where, values in expected.items():
         np.testing.assert_allclose(got[where], values, rtol=1e-5, atol=1e-5)
+
+
+def test_a_non_negative_model_floors_forecasts_and_bands_as_the_offline_evaluator(
+    models: dict[str, Path], tmp_path: Path
+) -> None:
+    """``non_negative``: no forecast or band below 0, online as training's replay."""
+    # the "rich" model with weights (seed 2) that forecast below many of these values
+    plain_model = make_tiny_model(
+        tmp_path / "plain.onnx", window=4, horizon=5, extras=("temp",),
+        calendar=("time_of_day", "day_of_week"), lags=(2, 4), alpha=0.5,
+        max_gap=2, aggregation="mean", levels=(0.5, 0.9), seed=2,
+    )  # fmt: skip
+    floored = rewrite_meta(plain_model, tmp_path / "floored.onnx", non_negative=True)
+    rng = np.random.default_rng(5)
+    stream, _ = _random_stream(rng, ["a", "b", "c"], n_hours=50)
+    # counts near zero, in time order
+    stream = [(k, t, [abs(v[0] - 40.0) / 10.0, v[1]]) for k, t, v in stream]
+    stream.sort(key=lambda t: t[1])
+    batches = [stream[pos : pos + 25] for pos in range(0, len(stream), 25)]
+
+    def online(path: Path) -> ForecastBatch:
+        pipe = Pipeline(OnnxStepModel.load(path))
+        parts = [
+            pipe.process(
+                TickBatch.from_rows([t[0] for t in b], [t[1] for t in b], [t[2] for t in b]), 0.0
+            ).forecasts
+            for b in batches
+        ]
+        return ForecastBatch.concat(parts)
+
+    plain, got = online(plain_model), online(floored)
+    assert got.lower is not None and got.upper is not None and got.unit is not None
+    assert plain.lower is not None
+    assert (plain.values < 0).any() and (plain.lower < 0).any()  # there is something to floor
+    assert got.values.min() >= 0.0 and got.lower.min() >= 0.0 and got.upper.min() >= 0.0
+    assert (got.lower == 0.0).any()
+    np.testing.assert_array_equal(got.values, np.maximum(plain.values, 0.0))
+    # offline: training's replay of the same ticks floors the same forecasts, and the
+    # adaptive bands of its forecasts file are these, floored
+    offline = _offline(stream, floored)
+    assert sorted(offline) == sorted(zip(got.keys, got.origin_ts.tolist(), strict=True))
+    assert len(offline) > 30
+    same = [offline[(k, t)] for k, t in zip(got.keys, got.origin_ts.tolist(), strict=True)]
+    values = np.array([fc.values for fc in same])
+    assert values.min() >= 0.0
+    np.testing.assert_allclose(got.values, values, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got.unit, [fc.unit for fc in same], rtol=1e-5)
+    np.testing.assert_allclose(got.lower, [fc.lower for fc in same], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got.upper, [fc.upper for fc in same], rtol=1e-5, atol=1e-5)
 
 
 @settings(max_examples=60, deadline=None)
