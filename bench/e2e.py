@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import orjson
@@ -59,12 +61,7 @@ async def bench(args: argparse.Namespace, bootstrap: str, workdir: Path) -> dict
     try:
         service = services[0]
 
-        intervals = args.ticks // args.keys
-        # event time ends a day before now whatever the interval: no tick is "in the future"
-        start = (int(time.time()) // 86_400 - 1) * 86_400 - intervals * interval_s
-        keys = [f"k{i:05d}" for i in range(args.keys)]
-        rng = np.random.default_rng(0)
-        values = 100 + rng.normal(size=(intervals, args.keys)).cumsum(axis=0)
+        intervals, start, keys, values = _workload(args.ticks, args.keys, interval_s)
         # (key, origin) of the forecast each tick triggers -> wall time the tick was sent
         sent_at: dict[tuple[str, int], float] = {}
         arrived: dict[tuple[str, int], float] = {}
@@ -77,11 +74,16 @@ async def bench(args: argparse.Namespace, bootstrap: str, workdir: Path) -> dict
         )  # fmt: skip
         await consumer.start()
 
+        meters = _cpu_meters(services, bootstrap)
+        cpu_first: dict[str, float] = {}
+
         async def collect() -> None:
             deadline = time.monotonic() + args.timeout
             while len(arrived) < expected and time.monotonic() < deadline:
                 batches = await consumer.getmany(timeout_ms=200)
                 now = time.time()
+                if batches and not cpu_first:
+                    cpu_first.update(_cpu_seconds(meters))
                 for part in batches.values():
                     for message in part:
                         doc = orjson.loads(message.value or b"")
@@ -94,18 +96,11 @@ async def bench(args: argparse.Namespace, bootstrap: str, workdir: Path) -> dict
         await producer.start()
         collector = asyncio.create_task(collect())
         began = time.time()
-        pause = args.keys / args.rate if args.rate else 0.0
-        for t in range(intervals):
-            sent = await _send_interval(
-                producer, ticks_topic, keys, start + t * interval_s + 1, values[t]
-            )
-            for key in keys:
-                sent_at[(key, start + (t - 1) * interval_s)] = sent
-            if pause:
-                await asyncio.sleep(max(0.0, began + (t + 1) * pause - time.time()))
+        await _offer(producer, ticks_topic, keys, values, start, interval_s, args.rate, sent_at)
         await producer.flush()
         produced = time.time()
         await collector
+        cpu_last = _cpu_seconds(meters)
         finished = max(arrived.values()) if arrived else time.time()
         await producer.stop()
         await consumer.stop()
@@ -125,7 +120,89 @@ async def bench(args: argparse.Namespace, bootstrap: str, workdir: Path) -> dict
         "forecast_ticks_per_s": (len(arrived) - 1) / max(finished - first, 1e-9),
         **_latencies(sent_at, arrived, published),
         **figures,
+        **_cpu_figures(cpu_first, cpu_last, len(arrived)),
     }
+
+
+def _cpu_meters(services: list[ServiceProcess], bootstrap: str) -> dict[str, list[Any]]:
+    """The processes whose CPU time a run costs: the services, the broker (the process
+    listening on the bootstrap port) and this benchmark (producer and consumer)."""
+    import psutil  # noqa: PLC0415 - dev dependency, only the benchmarks need it
+
+    port = int(bootstrap.rsplit(":", 1)[1])
+    brokers = []  # kafka.Kafka processes whose properties file listens on the port
+    for proc in psutil.process_iter(["cmdline"]):
+        args = proc.info.get("cmdline") or []
+        if "kafka.Kafka" in args and args[-1].endswith(".properties"):
+            try:
+                if f":{port}" in Path(args[-1]).read_text():
+                    brokers.append(proc)
+            except OSError:
+                continue
+    return {
+        "service": [psutil.Process(s.process.pid) for s in services if s.process is not None],
+        "broker": brokers[:1],
+        "bench": [psutil.Process()],
+    }
+
+
+def _cpu_seconds(meters: dict[str, list[Any]]) -> dict[str, float]:
+    """User + system CPU seconds so far of each group of processes."""
+    out = {}
+    for name, processes in meters.items():
+        times = [p.cpu_times() for p in processes]
+        out[name] = float(sum(t.user + t.system for t in times))
+    return out
+
+
+def _cpu_figures(
+    first: dict[str, float], last: dict[str, float], forecasts: int
+) -> dict[str, float]:
+    """CPU milliseconds per forecasting tick of each process group between the first and
+    the last forecast consumed, and the forecasting rate those costs allow on this
+    machine's cores if the benchmark's own producer and consumer cost nothing: the
+    physical bound of end to end here (broker co-located)."""
+    if not first or forecasts < 2:
+        return {}
+    per = {name: 1e6 * (last[name] - first[name]) / forecasts for name in first}
+    served = per["service"] + per["broker"]
+    return {
+        **{f"cpu_us_per_tick_{name}": value for name, value in per.items()},
+        "cores_bound_ticks_per_s": (os.cpu_count() or 1) * 1e6 / served if served else 0.0,
+    }
+
+
+def _workload(ticks: int, n_keys: int, interval_s: int) -> tuple[int, int, list[str], np.ndarray]:
+    """``(intervals, first event time, keys, values [intervals, keys])`` of a run: random
+    walks, event time ending a day before now whatever the interval (no tick is "in the
+    future")."""
+    intervals = ticks // n_keys
+    start = (int(time.time()) // 86_400 - 1) * 86_400 - intervals * interval_s
+    keys = [f"k{i:05d}" for i in range(n_keys)]
+    values = 100 + np.random.default_rng(0).normal(size=(intervals, n_keys)).cumsum(axis=0)
+    return intervals, start, keys, values
+
+
+async def _offer(  # noqa: PLR0917 - the run's parameters, once
+    producer: AIOKafkaProducer,
+    topic: str,
+    keys: list[str],
+    values: np.ndarray,
+    start: int,
+    interval_s: int,
+    rate: float | None,
+    sent_at: dict[tuple[str, int], float],
+) -> None:
+    """Send one interval of ticks per key after the other (paced at ``rate`` ticks/s, or
+    flat out), recording when the tick behind each forecast was sent."""
+    began = time.time()
+    pause = len(keys) / rate if rate else 0.0
+    for t in range(len(values)):
+        sent = await _send_interval(producer, topic, keys, start + t * interval_s + 1, values[t])
+        for key in keys:
+            sent_at[(key, start + (t - 1) * interval_s)] = sent
+        if pause:
+            await asyncio.sleep(max(0.0, began + (t + 1) * pause - time.time()))
 
 
 async def _send_interval(

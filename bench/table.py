@@ -186,6 +186,15 @@ def render(r: dict[str, Any], meta: dict[str, str]) -> list[tuple[str, str, str,
         f = r[f"flat_{mode}"]
         add(f"(f) end to end via Kafka, {name}, flat out ({f['keys']:,} keys)",
             f["forecast_ticks_per_s"])  # fmt: skip
+    f = r["flat_at_least_once"]
+    if "cores_bound_ticks_per_s" in f:
+        rows.append((
+            "(f) CPU per forecasting tick, at-least-once flat out: service / broker / "
+            "bench producer+consumer",
+            f"{f['cpu_us_per_tick_service']:.0f} / {f['cpu_us_per_tick_broker']:.0f} / "
+            f"{f['cpu_us_per_tick_bench']:.0f} us", "", ""))  # fmt: skip
+        add("(f) the bound those costs put on end to end: all cores / (service + broker)",
+            f["cores_bound_ticks_per_s"])  # fmt: skip
     for mode, name in (("at_least_once", "at-least-once"), ("exactly_once", "exactly-once")):
         f = r[f"paced_{mode}"]
         rows.append((
