@@ -42,6 +42,7 @@ season, higher makes the bands jitter.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -79,33 +80,49 @@ class Bands:
         """``([n, L, H], [n, L, H])`` the bands' lower and upper quantiles, in units, for
         rows holding ``offsets`` ``[n, L, 2]``; nested (each level's band holds the lower
         levels', widened where its own offsets would leave it narrower)."""
-        a = offsets.astype(np.float64)
         w = self.width[None]
-        lower = self.q_lower[None] - a[:, :, :1] * w
-        upper = self.q_upper[None] + a[:, :, 1:] * w
-        order = np.argsort(np.asarray(self.levels), kind="stable")
-        lower[:, order] = np.minimum.accumulate(lower[:, order], axis=1)
-        upper[:, order] = np.maximum.accumulate(upper[:, order], axis=1)
-        return lower, upper
+        lower = np.multiply(offsets[:, :, 0, None], w, dtype=np.float64)
+        np.subtract(self.q_lower[None], lower, out=lower)
+        upper = np.multiply(offsets[:, :, 1, None], w, dtype=np.float64)
+        np.add(self.q_upper[None], upper, out=upper)
+        return self._nest(lower, upper)
+
+    def step_limits(self, offsets: Float32Array, step: IntArray) -> tuple[FloatArray, FloatArray]:
+        """``([n, L], [n, L])`` :meth:`limits` at one horizon step (0-based) per row."""
+        a = offsets.astype(np.float64)
+        w = self.width[:, step].T  # [n, L]
+        return self._nest(
+            self.q_lower[:, step].T - a[:, :, 0] * w, self.q_upper[:, step].T + a[:, :, 1] * w
+        )
 
     def bounds(
         self, values: FloatArray, unit: FloatArray, offsets: Float32Array
     ) -> tuple[FloatArray, FloatArray]:
         """``(lower, upper)`` ``[n, L, H]`` in original units around forecasts ``values``
         ``[n, H]`` made in ``unit`` ``[n]``."""
-        lo, hi = self.limits(offsets)
+        lower, upper = self.limits(offsets)
         spread = unit[:, None, None]
-        return values[:, None, :] + lo * spread, values[:, None, :] + hi * spread
+        for band in (lower, upper):
+            np.multiply(band, spread, out=band)
+            np.add(band, values[:, None, :], out=band)
+        return lower, upper
 
     def update(self, offsets: Float32Array, err: FloatArray, step: IntArray) -> Float32Array:
         """The offsets ``[n, L, 2]`` after scoring errors ``err`` ``[n]`` (in units) at
-        horizon steps ``step`` ``[n]`` (0-based): the module docstring's recurrence."""
+        horizon steps ``step`` ``[n]`` (0-based): the module docstring's recurrence,
+        misses counted against the bands as published."""
+        lower, upper = self.step_limits(offsets, step)
         a = offsets.astype(np.float64)
-        lower, upper = self.limits(offsets)  # misses of the bands as published
-        pick = np.arange(len(step))
-        lower, upper = lower[pick, :, step], upper[pick, :, step]  # [n, L]
         target = (1.0 - np.asarray(self.levels, dtype=np.float64))[None, :] / 2.0
         e = err[:, None]
         a[:, :, 0] += self.rate * ((e < lower) - target)
         a[:, :, 1] += self.rate * ((e > upper) - target)
         return np.clip(a, MIN_OFFSET, MAX_OFFSET).astype(np.float32)
+
+    def _nest(self, lower: FloatArray, upper: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """Widen each level's limits (axis 1) to hold the next lower level's, in place."""
+        order = np.argsort(np.asarray(self.levels), kind="stable").tolist()
+        for narrow, wide in itertools.pairwise(order):  # a few levels
+            np.minimum(lower[:, wide], lower[:, narrow], out=lower[:, wide])
+            np.maximum(upper[:, wide], upper[:, narrow], out=upper[:, wide])
+        return lower, upper

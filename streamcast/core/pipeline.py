@@ -362,16 +362,26 @@ class Pipeline:
         counters.resets += planned.resets
         forecasts, rows_of, inputs = self._run(planned.steps, batch.index, counters)
         alerts = self.monitor.observe(closed, batch.index, forecasts, rows_of, inputs)
-        self._floor_bands(forecasts)
+        self._finish_bands(forecasts, rows_of)
         counters.alerts += len(alerts)
         return Attempt(forecasts, rejections, counters, changed, alerts)
 
-    def _floor_bands(self, forecasts: ForecastBatch) -> None:
-        """A non-negative model's bands floored at 0, in place, as published (the monitor
-        sets each forecast's band from its key's offsets)."""
-        if self.meta.non_negative and forecasts.lower is not None and forecasts.upper is not None:
-            forecasts.lower[...] = floor_non_negative(forecasts.lower, True)
-            forecasts.upper[...] = floor_non_negative(forecasts.upper, True)
+    def _finish_bands(self, forecasts: ForecastBatch, rows: IntArray) -> None:
+        """Bands for the forecasts the monitor did not set (none in practice: every
+        forecast's origin is an interval the batch closed) from their keys' current
+        offsets; then a non-negative model's bands floored at 0, in place, as published."""
+        lower, upper = forecasts.lower, forecasts.upper
+        if lower is None or upper is None or len(rows) == 0:
+            return
+        unset = np.flatnonzero(np.isnan(lower[:, 0, 0]))
+        if len(unset):
+            assert forecasts.unit is not None
+            lower[unset], upper[unset] = self.bands.bounds(
+                forecasts.values[unset], forecasts.unit[unset], self.store.band_adj[rows[unset]]
+            )
+        if self.meta.non_negative:
+            lower[...] = floor_non_negative(lower, True)
+            upper[...] = floor_non_negative(upper, True)
 
     def _run(
         self, steps: Steps, index: IntArray, counters: Counters, *, state_only: bool = False
@@ -450,13 +460,14 @@ class Pipeline:
     ) -> ForecastBatch:  # fmt: skip
         values = unscale_forecast(scaled, loc, scale)
         # a non-negative model's floor: its forecasts here, the bands around them once
-        # the monitor has set them (_floor_bands)
+        # the monitor has set them (_finish_bands)
         values = floor_non_negative(values, self.meta.non_negative)
         lower = upper = None
         if self.levels:
-            # the keys' offsets before this batch; the monitor sets each forecast's to
-            # those after its origin's actual was scored (ForecastMonitor.observe)
-            lower, upper = self.bands.bounds(values, scale, self.store.band_adj[rows])
+            # set by the monitor from the key's offsets after the origin's actual was
+            # scored (ForecastMonitor.observe), or by _finish_bands
+            shape = (len(rows), len(self.levels), self.horizon)
+            lower, upper = np.full(shape, np.nan), np.full(shape, np.nan)
         row_key = self.store.row_key
         return ForecastBatch(
             keys=[str(row_key[r]) for r in rows.tolist()],

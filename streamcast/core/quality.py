@@ -167,11 +167,10 @@ class QualityTracker:
             if self.levels:
                 # the key's band at this step as it stands, then its adaptation to the miss
                 offsets = st.band_adj[rows]
-                lower, upper = self.bands.limits(offsets)
-                pick = np.arange(len(rows))
+                lower, upper = self.bands.step_limits(offsets, k)
                 for i in range(len(self.levels)):
-                    lo, hi = lower[pick, i, k], upper[pick, i, k]
-                    np.add.at(t.covered[i], k, ((err >= lo) & (err <= hi)).astype(np.int64))
+                    inside = (err >= lower[:, i]) & (err <= upper[:, i])
+                    np.add.at(t.covered[i], k, inside.astype(np.int64))
                 st.band_adj[rows] = self.bands.update(offsets, err, k)
         # a probe whose horizon has passed (or that a reset left behind) makes room
         done = live & (step >= st.horizon)
