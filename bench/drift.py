@@ -12,7 +12,9 @@ interval, and counts the alerts whose interval lies in the test period:
   residual standard deviation (its error baseline at the start of the test period, in
   the key's units) added to ``--length`` intervals of its values: the delay (intervals
   from the shift's first interval to the alert), whether exactly one ``error_drift``
-  alert came, and whether ``recovered`` followed after the shift ended. Each shifted
+  alert came, and whether ``recovered`` followed after the shift ended. A start whose
+  first 24 intervals hold no actual of the key (a sensor gap) is not a trial: it is
+  counted in ``shift_trials_no_data`` instead, as no detector can see it. Each shifted
   replay starts from the state at the test period's start (restored, as after a
   restart), so it costs only the test period.
 
@@ -149,7 +151,7 @@ def shift_trials(
     sigma = {k: float(np.sqrt(st.base_v[st.rows[k]])) * stream.resid_ref * unit[st.rows[k]]
              for k in stream.test_start}  # fmt: skip
     delays: list[int] = []
-    exactly_one = recovered = trials = 0
+    exactly_one = recovered = trials = no_data = 0
     for key, start_ts in stream.test_start.items():
         span = stream.test_len[key] - args.length - 2 * settings.quiet
         for j in range(args.shifts):
@@ -157,6 +159,10 @@ def shift_trials(
             end = start + args.length * iv
             shifted = stream.values.copy()
             mine = (keys == key) & (stream.ts >= start) & (stream.ts < end)
+            early = mine & (stream.ts < start + 24 * iv)
+            if not np.any(np.isfinite(stream.values[early, 0])):
+                no_data += 1  # the key has no actuals there: a shift nobody can see
+                continue
             shifted[mine, 0] += args.sigma * sigma[key]
             run = replay(stream.model, stream, shifted, settings, start=base.snapshot)
             new = [(t, kind) for k, t, kind in run.alerts
@@ -170,6 +176,7 @@ def shift_trials(
                 recovered += any(kind == RECOVERED and t >= end for t, kind in new)
     return {
         "shift_trials": trials,
+        "shift_trials_no_data": no_data,
         "detected": len(delays),
         "detected_within_24": sum(d <= 24 for d in delays),
         "exactly_one": exactly_one,
