@@ -1,0 +1,39 @@
+"""The benchmark's in-process rows still run against the current model format.
+
+`make bench` is not part of the suite (it takes minutes and its figures are not tests),
+so a change to the step's inputs once broke it unnoticed: ``bench/micro.py`` fed a
+1-wide ``x`` to a model whose step takes the level and the seasonal-lag anchors too.
+This runs rows (c), (d) and (e) on a tiny model with lags, calendar features and bands,
+for a fraction of a second each; the figures are not checked, only that each row runs
+and measures something.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.support.kafka import REPO, load_script
+from tests.support.models import make_tiny_model
+
+micro = load_script(REPO / "bench" / "micro.py", "bench_micro")
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_model(
+        tmp_path_factory.mktemp("bench") / "m.onnx", window=6, horizon=4,
+        calendar=("time_of_day", "day_of_week"), lags=(2, 4), levels=(0.8, 0.95),
+    )  # fmt: skip
+
+
+def test_the_ort_rows_run_on_the_models_step_width(model: Path) -> None:
+    assert micro.per_tick(model, 0.05) > 0
+    assert micro.ceiling(model, 32, 1, 2) > 0
+
+
+def test_the_pipeline_row_runs_bytes_to_bytes(model: Path) -> None:
+    rows = micro.pipeline_rate(model, 40, 2)
+    assert rows["pipeline_ticks_per_s"] > 0
+    assert rows["forecast_bytes"] > 100  # a whole forecast record per key, bands included
