@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 
 from tests.support.api import api_in_process, api_settings, token
-from tests.support.models import TinyReference, make_tiny_model
+from tests.support.models import make_tiny_model
+from training.backtest import forecast_bands
 from training.data import load_table
 from training.evaluate import load_session, stream_forecasts
 from training.regular import regularise
@@ -55,10 +56,11 @@ def _history(key: str, seed: int) -> pd.DataFrame:
 
 def _offline(
     model: Path, frame: pd.DataFrame, path: Path
-) -> dict[str, tuple[int, np.ndarray, np.ndarray]]:
+) -> dict[str, tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
     """The evaluator's steps (``streamcast-train evaluate``: load, regularise as
-    ``training.history.prepare`` does, stream through the ONNX model) -> each key's last
-    forecast: ``(origin, values, scale)``."""
+    ``training.history.prepare`` does, stream through the ONNX model, the adaptive bands
+    over the history) -> each key's last forecast: ``(origin, values, lower [L, H],
+    upper [L, H])``."""
     frame.to_csv(path, index=False)
     table = load_table(
         path, key_col="key", time_col="ts", value_col="value", feature_cols=("temp",)
@@ -69,18 +71,19 @@ def _offline(
         aggregation=meta.aggregation, duplicates="error", min_support=0,
     )  # fmt: skip
     fc = stream_forecasts(sess, meta, series)
+    bands = forecast_bands(series, fc, meta.calibration)
+    assert bands is not None
     out = {}
     for k, name in enumerate(series.keys):
         rows = np.flatnonzero(fc.key == k)
         last = rows[np.argmax(fc.origin_ts[rows])]
-        out[name] = (int(fc.origin_ts[last]), fc.forecast[last], fc.scale[last])
+        out[name] = (int(fc.origin_ts[last]), fc.forecast[last], bands[0][last], bands[1][last])
     return out
 
 
 async def test_predict_equals_the_offline_evaluator(model: Path, tmp_path: Path) -> None:
     frames = {"pump-known": _history("pump-known", 1), "pump-new": _history("pump-new", 2)}
     offline = _offline(model, pd.concat(frames.values()), tmp_path / "history.csv")
-    quantiles = TinyReference(model).meta.calibration
     settings = api_settings(model_path=model)
     auth = {"Authorization": f"Bearer {token(scopes='predict')}"}
     async with api_in_process(settings) as api:
@@ -94,7 +97,7 @@ async def test_predict_equals_the_offline_evaluator(model: Path, tmp_path: Path)
             response = await api.client.post("/v1/predict", json=body, headers=auth)
             assert response.status_code == 200, response.text
             doc = response.json()
-            origin, values, scale = offline[key]
+            origin, values, lower, upper = offline[key]
             assert doc["origin"] == pd.Timestamp(origin, unit="s", tz="UTC").strftime(
                 "%Y-%m-%dT%H:%M:%SZ"
             )
@@ -102,8 +105,7 @@ async def test_predict_equals_the_offline_evaluator(model: Path, tmp_path: Path)
             np.testing.assert_allclose(doc["values"], values, rtol=1e-5)
             assert [i["level"] for i in doc["intervals"]] == list(LEVELS)
             for i, interval in enumerate(doc["intervals"]):
-                lower = values + np.asarray(quantiles.lower[i]) * scale
-                upper = values + np.asarray(quantiles.upper[i]) * scale
-                np.testing.assert_allclose(interval["lower"], lower, rtol=1e-5)
-                np.testing.assert_allclose(interval["upper"], upper, rtol=1e-5)
+                # the key's bands adapted over the history it sent, as the service's
+                np.testing.assert_allclose(interval["lower"], lower[i], rtol=1e-5)
+                np.testing.assert_allclose(interval["upper"], upper[i], rtol=1e-5)
             assert doc["model"] == "tiny" and "age_s" not in doc
