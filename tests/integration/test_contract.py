@@ -13,6 +13,7 @@ messages produced after the replay feed the dead-letter topic.
 from __future__ import annotations
 
 import asyncio
+import functools
 from pathlib import Path
 
 import jsonschema
@@ -96,7 +97,10 @@ def _forecasts(records: list[ConsumerRecord[bytes, bytes]]) -> dict[tuple[str, s
     return out
 
 
+@functools.cache
 def _validator(kind: str, version: int) -> jsonschema.Draft202012Validator:
+    """One checked validator per schema: checking the schema once per record was most of
+    this test's time (tens of thousands of records)."""
     schema = load_schema(kind, version)
     jsonschema.Draft202012Validator.check_schema(schema)
     return jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
