@@ -31,6 +31,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from common import REPO, broker, create_topics, unique_topic
+from e2e import SETTLE_S
 from e2e import bench as e2e_bench
 from eos import restore_bench
 from model import describe
@@ -202,6 +203,14 @@ def render(r: dict[str, Any], meta: dict[str, str]) -> list[tuple[str, str, str,
             "latency p50 / p95 / p99",
             f"{f['latency_p50_ms']:.0f} / {f['latency_p95_ms']:.0f} / "
             f"{f['latency_p99_ms']:.0f} ms", "", ""))  # fmt: skip
+        if "steady_p99_ms" in f:
+            rows.append((
+                f"(f) {name}, the same past the warm-up transient (ticks sent "
+                f"{SETTLE_S:g} s after the first forecasting one): p50 / p95 / p99; "
+                "per batch: pipeline / delivery",
+                f"{f['steady_p50_ms']:.0f} / {f['steady_p95_ms']:.0f} / "
+                f"{f['steady_p99_ms']:.0f} ms; {f['pipeline_ms_per_batch']:.0f} / "
+                f"{f['delivery_ms_per_batch']:.0f} ms", "", ""))  # fmt: skip
     add("(g) Quix Streams 3 app: (h, c) in its state store, ORT per message", r["peer"])
     add("(g) streamcast, 2 processes in one consumer group, at-least-once, flat out",
         r["flat_two_processes"]["forecast_ticks_per_s"])  # fmt: skip
@@ -221,14 +230,16 @@ def targets(r: dict[str, Any]) -> list[tuple[str, bool, str]]:
     alo = r["flat_at_least_once"]["forecast_ticks_per_s"]
     eos = r["flat_exactly_once"]["forecast_ticks_per_s"]
     pipe, ceiling = r["pipeline_ticks_per_s"], r["ceiling_10000_t1"]
-    p99 = r["paced_at_least_once"]["latency_p99_ms"]
+    paced = r["paced_at_least_once"]
+    p99, steady = paced["latency_p99_ms"], paced.get("steady_p99_ms", float("nan"))
     rss = r["rss_1000000"]["rss_bytes_per_key"]
     return [
         ("(e) >= 60 % of (d) 1 thread, 10,000 keys", pipe >= 0.6 * ceiling,
          f"{pipe / ceiling:.0%}"),
         ("end to end at-least-once >= 15,000 ticks/s", alo >= 15_000, f"{alo:,.0f}"),
         ("exactly-once >= 0.9 x at-least-once", eos >= 0.9 * alo, f"{eos / alo:.2f}"),
-        ("p99 <= 50 ms at 5,000 ticks/s offered", p99 <= 50, f"{p99:.0f} ms"),
+        ("p99 <= 50 ms at 5,000 ticks/s offered", p99 <= 50,
+         f"{p99:.0f} ms ({steady:.0f} ms past the warm-up)"),
         ("(e) >= 2,000 x (a)", pipe >= 2000 * r["keras"], f"{pipe / r['keras']:,.0f} x"),
         ("(e) >= 15 x (c)", pipe >= 15 * r["ort_step"], f"{pipe / r['ort_step']:.1f} x"),
         ("end to end >= 30 x the peer (g)", alo >= 30 * r["peer"], f"{alo / r['peer']:.1f} x"),
@@ -271,7 +282,8 @@ def main() -> None:
     parser.add_argument("--ticks", type=int, default=70_000, help="ticks of the flat-out runs")
     parser.add_argument("--rate", type=float, default=5_000, help="offered ticks/s (paced)")
     parser.add_argument("--paced-keys", type=int, default=500)
-    parser.add_argument("--paced-ticks", type=int, default=35_000)
+    # 100,000 ticks of 500 keys: 152 forecasting intervals, the warm-up transient ~10 of them
+    parser.add_argument("--paced-ticks", type=int, default=100_000)
     parser.add_argument("--peer-ticks", type=int, default=2_000)
     parser.add_argument("--batch", type=int, default=5_000, help="service batch_max_records")
     parser.add_argument("--wait-ms", type=int, default=20, help="service batch_max_wait_ms")

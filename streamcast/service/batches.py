@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 
 import numpy as np
@@ -96,6 +97,7 @@ class BatchHandler:
 
     async def _deliver(self, sink: Sink, result: BatchResult) -> bool:
         """Deliver one batch, retrying transient failures; False when it was not."""
+        began = time.perf_counter()
         try:
             await self._retry.call("deliver", lambda: sink.deliver(result.outputs, result.offsets))
         except BatchRolledBackError as exc:
@@ -108,6 +110,7 @@ class BatchHandler:
                 extra={"error": str(exc)},
             )
             return False
+        self.metrics.delivery_seconds.observe(time.perf_counter() - began)
         return True
 
     def _account(self, n_records: int, result: BatchResult) -> None:

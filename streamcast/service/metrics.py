@@ -9,6 +9,9 @@ streamcast_dead_letters_total{reason}       counter   dead letters produced, by 
 streamcast_batch_size                       histogram records per micro-batch (poll)
 streamcast_inference_seconds                histogram time of ``Pipeline.process`` per
                                                       micro-batch (one ORT call per batch)
+streamcast_delivery_seconds                 histogram delivery per micro-batch: outputs
+                                                      produced and acknowledged, offsets
+                                                      committed (exactly-once: the transaction)
 streamcast_end_to_end_latency_seconds       histogram tick's Kafka timestamp to its
                                                       forecast produced and acknowledged
 streamcast_active_keys                      gauge     keys held in the state store
@@ -110,6 +113,13 @@ class Metrics:
         self.inference_seconds = Histogram(
             "streamcast_inference_seconds",
             "Pipeline time per micro-batch (decode excluded; one ONNX Runtime call per batch)",
+            buckets=_INFERENCE_BUCKETS,
+            registry=r,
+        )
+        self.delivery_seconds = Histogram(
+            "streamcast_delivery_seconds",
+            "Delivery time per micro-batch: outputs produced and acknowledged, offsets "
+            "committed (exactly-once: the whole transaction)",
             buckets=_INFERENCE_BUCKETS,
             registry=r,
         )

@@ -87,6 +87,11 @@ async def test_ticks_become_forecasts_and_offsets_are_committed(
         assert service.metric("streamcast_ticks_total") == len(messages)
         assert service.metric("streamcast_active_keys") == KEYS
         assert service.metric("streamcast_end_to_end_latency_seconds_count") == len(expected)
+        # every processed batch was delivered once, and its delivery timed
+        batches = service.metric("streamcast_inference_seconds_count")
+        assert batches >= 1
+        assert service.metric("streamcast_delivery_seconds_count") == batches
+        assert service.metric("streamcast_delivery_seconds_sum") > 0
         assert service.stop(signal.SIGTERM) == 0
     finally:
         service.kill()
