@@ -51,6 +51,8 @@ def float32_json(array: npt.NDArray[np.floating]) -> list[bytes]:
     [b'0.1,2.0', b'412.5,-1e+20']
     >>> float32_json(np.array([[[1.0], [2.0]], [[3.0], [4.5]]]))
     [b'1.0],[2.0', b'3.0],[4.5']
+    >>> float32_json(np.array([[1.5, 2.5]])), float32_json(np.array([[[1.5]]]))
+    ([b'1.5,2.5'], [b'1.5'])
     """
     single = np.ascontiguousarray(array, dtype=np.float32)
     if single.ndim < 2 or 0 in single.shape:
@@ -59,7 +61,11 @@ def float32_json(array: npt.NDArray[np.floating]) -> list[bytes]:
         raise ValueError("a forecast value is not finite in float32")
     depth = single.ndim
     text = orjson.dumps(single, option=_NUMPY)
-    return text[depth:-depth].split(b"]" * (depth - 1) + b",[" + b"[" * (depth - 2))
+    # split the whole text and trim the two ends (slicing it first copies all of it)
+    pieces = text.split(b"]" * (depth - 1) + b",[" + b"[" * (depth - 2))
+    pieces[0] = pieces[0][depth:]
+    pieces[-1] = pieces[-1][:-depth]  # the same piece as the first when there is one
+    return pieces
 
 
 def iso_pieces(ts_s: npt.NDArray[np.int64]) -> tuple[list[bytes], list[bytes], list[int]]:

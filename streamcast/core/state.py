@@ -518,8 +518,10 @@ class StateStore:
             values = getattr(self, column.name)[rows]
             little = np.ascontiguousarray(values, dtype=values.dtype.newbyteorder("<"))
             blocks.append(little.reshape(n, -1).view(np.uint8).reshape(n, -1))
-        blob = np.ascontiguousarray(np.concatenate(blocks, axis=1))
-        return [row.tobytes() for row in blob]
+        blob = np.concatenate(blocks, axis=1).tobytes()
+        size = len(blob) // n
+        # slicing one bytes object: a tobytes() per row view costs twice as much
+        return [blob[i : i + size] for i in range(0, len(blob), size)]
 
     def decode_records(self, records: Sequence[bytes]) -> dict[str, npt.NDArray[np.generic]]:
         """Arrays for :meth:`import_rows` from records written by :meth:`encode_rows` (of
