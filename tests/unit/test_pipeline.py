@@ -193,6 +193,57 @@ def test_rounds_cost_max_pending_steps_not_one_call_per_key(models: dict[str, Pa
     assert sorted(result.forecasts.keys) == ["gap", "new", "warm"]
 
 
+@dataclass
+class AdvancingModel(CountingModel):
+    """A :class:`CountingModel` that can also step the state alone (a StateAdvancer),
+    recording those calls' batch sizes apart."""
+
+    advanced: list[int] = field(default_factory=list)
+
+    def advance(
+        self, x: Float32Array, h: Float32Array, c: Float32Array, calendar: Float32Array | None
+    ) -> tuple[Float32Array, Float32Array]:
+        self.advanced.append(len(x))
+        h_out, c_out, _ = self.ref.step(x, h, c, calendar)
+        return h_out, c_out
+
+
+def test_steps_that_emit_nothing_run_the_state_only_graph(models: dict[str, Path]) -> None:
+    """Warm-up and imputed steps need only their state: with a model that can step the
+    state alone, only the forecasting steps pay for the rollout, and every forecast and
+    every key's state are what the full step gives."""
+    ref = TinyReference(models["w2"])  # window 2, max_gap 3
+    batches = [
+        TickBatch.from_rows(["warm"] * 3, _ms([0, 1, 2]), [1.0, 2.0, 3.0]),
+        # new: both window rows in one batch (one warm-up step, then its first forecast);
+        # gap: hours 3 and 4 imputed (no forecast) before hour 5's real one
+        TickBatch.from_rows(
+            ["new", "new", "new", "gap", "gap", "gap", "gap", "warm"],
+            _ms([0, 1, 2, 0, 1, 2, 6, 3]),
+            [1.0, 2.0, 3.0, 1.0, 2.0, 3.0, 7.0, 4.0],
+        ),
+    ]
+    full, split = CountingModel(ref), AdvancingModel(ref)
+    pipes = Pipeline(full), Pipeline(split)
+    for batch in batches:
+        want, got = (run(pipe, batch) for pipe in pipes)
+        assert got.forecasts.keys == want.forecasts.keys
+        # float32 matmuls over batches of other sizes: equal to the last bits only (BLAS
+        # and ONNX Runtime pick their kernels by batch size)
+        np.testing.assert_allclose(got.forecasts.values, want.forecasts.values, rtol=1e-6)
+        assert got.counters.steps == want.counters.steps
+        # the rollout ran for exactly the forecasts; every other step only advanced
+        assert sum(split.calls) == len(got.forecasts)
+        assert sum(split.advanced) == got.counters.steps - len(got.forecasts)
+        assert split.advanced, "warm-up steps ran the state-only graph"
+        split.calls.clear()
+        split.advanced.clear()
+    for name in ("h", "c", "value_level", "value_scale"):
+        np.testing.assert_allclose(
+            getattr(pipes[1].store, name), getattr(pipes[0].store, name), rtol=1e-6, atol=1e-7
+        )
+
+
 def _ms(hours: Sequence[float]) -> list[int]:
     return [int((T0 + h * HOUR) * 1000) for h in hours]
 
