@@ -408,8 +408,9 @@ class ApiSettings(ClientSettings):
 
     # -- predict
     model_path: Path | None = None
-    """the ONNX model POST /v1/predict runs (the one the service serves); unset:
-    /v1/predict answers 503"""
+    """the ONNX model POST /v1/predict runs (the one the service serves: a file, or a
+    models directory whose newest artifact that passes its self-test is used at start);
+    unset: /v1/predict answers 503"""
     intra_op_threads: int = Field(default=1, gt=0)
     """ONNX Runtime threads per model call"""
 
@@ -451,10 +452,16 @@ class ApiSettings(ClientSettings):
     def check_security(self) -> None:
         """The Kafka checks, and the key files the JWT settings name must exist."""
         super().check_security()
-        for name in ("api_jwt_public_key_file", "api_jwt_jwks_file", "model_path"):
+        for name in ("api_jwt_public_key_file", "api_jwt_jwks_file"):
             path = getattr(self, name)
             if path is not None and not Path(path).is_file():
                 raise SettingsError([f"{env_name((name,))} ({name}): file not found: {path}"])
+        model = self.model_path
+        if model is not None and not (model.is_file() or model.is_dir()):
+            raise SettingsError(
+                [f"{env_name(('model_path',))} (model_path): no such file or models directory: "
+                 f"{model}"]
+            )  # fmt: skip
 
 
 def env_name(loc: tuple[str | int, ...]) -> str:

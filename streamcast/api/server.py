@@ -34,6 +34,7 @@ from streamcast.api.metrics import ApiMetrics
 from streamcast.api.predict import Predictor
 from streamcast.api.view import ForecastView
 from streamcast.config import ApiSettings
+from streamcast.core.models_dir import choose_model
 from streamcast.kafka.follow import TopicFollower
 
 log = logging.getLogger(__name__)
@@ -77,11 +78,24 @@ def build_context(settings: ApiSettings, follower: FollowerFactory | None = None
     )
     predictor = None
     if settings.model_path is not None:
+        # the service's model path: one file, or a models directory whose newest good
+        # artifact serves (the one the service starts with)
+        chosen, refusals = choose_model(settings.model_path, settings.intra_op_threads)
+        for refusal in refusals:
+            log.error(
+                f"model {refusal.stamp.path} refused: {refusal.problem}; "
+                "POST /v1/predict serves an older one if it passes",
+                extra={"path": str(refusal.stamp.path)},
+            )
         predictor = Predictor.load(
-            settings.model_path,
+            chosen,
             intra_op_threads=settings.intra_op_threads,
             max_history=settings.api_max_history,
             workers=settings.api_predict_workers,
+        )
+        log.info(
+            "predicting with the model",
+            extra={"path": str(chosen), "model_version": predictor.model.meta.version},
         )
     return ApiContext(
         settings=settings,

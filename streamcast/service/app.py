@@ -37,6 +37,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 from streamcast.config import Settings
+from streamcast.core.models_dir import Stamp, resolve_model
 from streamcast.errors import ModelError, TransientError
 from streamcast.kafka.guarantee import make_sink
 from streamcast.kafka.sink import Sink
@@ -45,13 +46,7 @@ from streamcast.kafka.wire import Consumed
 from streamcast.service.batches import BatchHandler
 from streamcast.service.health import HealthServer
 from streamcast.service.metrics import Metrics
-from streamcast.service.models import (
-    ModelWatcher,
-    Stamp,
-    required_model_path,
-    resolve_model,
-    startup_model,
-)
+from streamcast.service.models import ModelWatcher, required_model_path, startup_model
 from streamcast.service.processor import BatchProcessor, build_processor
 from streamcast.service.waits import Retry, backoff_delays, bounded, first_leaf, unless_set
 from streamcast.service.watch import BrokerWatch

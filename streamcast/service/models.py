@@ -26,24 +26,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from streamcast.core.model import OnnxStepModel, self_test_failures
+from streamcast.core.models_dir import Stamp, choose_model, newest_in
 from streamcast.errors import ConfigurationError, ModelError
 
 log = logging.getLogger(__name__)
+
 
 #: ``check(model)``: why the running pipeline cannot take ``model``, or None
 SwapCheck = Callable[[OnnxStepModel], str | None]
 #: called once per refused artifact (a metric)
 RefusedHook = Callable[[], None]
-
-#: how a models directory names its artifacts
-SUFFIX = ".onnx"
 
 
 def required_model_path(path: Path | None) -> Path:
@@ -56,105 +53,22 @@ def required_model_path(path: Path | None) -> Path:
     return path
 
 
-def resolve_model(path: str | Path) -> Path:
-    """The artifact ``path`` names: itself, or the newest in a models directory.
-
-    Raises :class:`ConfigurationError` naming the setting when there is none.
-    """
-    where = Path(path)
-    if where.is_dir():
-        newest = newest_in(where)
-        if newest is None:
-            raise ConfigurationError(
-                f"STREAMCAST_MODEL_PATH (model_path): the models directory {where} holds no "
-                f"*{SUFFIX} artifact: put one there (streamcast-train fit --publish-to)"
-            )
-        return newest
-    if not where.is_file():
-        raise ConfigurationError(f"STREAMCAST_MODEL_PATH (model_path): file not found: {where}")
-    return where
-
-
-def newest_in(directory: Path) -> Path | None:
-    """The artifact of ``directory`` whose name sorts last (hidden and partial files are
-    not artifacts)."""
-    artifacts = artifacts_in(directory)
-    return artifacts[0] if artifacts else None
-
-
-def artifacts_in(directory: Path) -> list[Path]:
-    """The artifacts of ``directory``, newest (name sorting last) first."""
-    try:
-        names = [
-            entry.name
-            for entry in os.scandir(directory)
-            if entry.name.endswith(SUFFIX) and not entry.name.startswith(".") and entry.is_file()
-        ]
-    except OSError:
-        return []
-    return [directory / name for name in sorted(names, reverse=True)]
-
-
 def startup_model(
     path: str | Path, intra_op_threads: int, on_refused: RefusedHook
 ) -> tuple[Path, set[Stamp]]:
-    """The artifact to start with and the stamps of the newer ones refused (module doc).
-
-    ``path`` a file: itself (a broken one fails the start, as before). A directory: its
-    newest artifact that loads and passes its self-test; each newer one is refused with
-    one log line and ``on_refused``. Raises :class:`ModelError` when none does.
-    """
-    where = Path(path)
-    newest = resolve_model(where)
-    if not where.is_dir():
-        return newest, set()
-    refused: set[Stamp] = set()
-    for candidate in artifacts_in(where):
-        stamp = Stamp.of(candidate)
-        if stamp is None:
-            continue  # removed meanwhile
-        problem = _startup_problem(candidate, intra_op_threads)
-        if problem is None:
-            return candidate, refused
-        _refuse(candidate, problem, "an older one serves if it passes")
+    """The artifact to start with and the stamps of the newer ones refused
+    (:func:`~streamcast.core.models_dir.choose_model`), each refusal logged once and
+    counted by ``on_refused``; the watcher does not look at those again."""
+    chosen, refusals = choose_model(path, intra_op_threads)
+    for refusal in refusals:
+        _refuse(refusal.stamp.path, refusal.problem, "an older one serves if it passes")
         on_refused()
-        refused.add(stamp)
-    raise ModelError(
-        f"STREAMCAST_MODEL_PATH (model_path): no artifact in the models directory {where} "
-        "loads and passes its self-test (each refusal is logged above): publish a good one"
-    )
-
-
-def _startup_problem(path: Path, intra_op_threads: int) -> str | None:
-    try:
-        model = OnnxStepModel.load(path, intra_op_threads=intra_op_threads)
-    except ModelError as err:
-        return str(err)
-    return self_test_failures(model)
+    return chosen, {refusal.stamp for refusal in refusals}
 
 
 def _refuse(path: Path, problem: str, consequence: str) -> None:
     """The one log line of a refused artifact."""
     log.error(f"model {path} refused: {problem}; {consequence}", extra={"path": str(path)})
-
-
-@dataclass(frozen=True)
-class Stamp:
-    """What identifies one version of a file without reading it."""
-
-    path: Path
-    inode: int
-    size: int
-    mtime_ns: int
-
-    @classmethod
-    def of(cls, path: Path) -> Stamp | None:
-        """The file's stamp, or None when it is gone."""
-        try:
-            st = path.stat()
-        except OSError:
-            return None
-        return cls(path, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 class ModelWatcher:

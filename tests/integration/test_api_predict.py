@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from streamcast.errors import SettingsError
 from tests.support.api import api_in_process, api_settings, token
 from tests.support.models import make_tiny_model
 from training.backtest import forecast_bands
@@ -109,3 +110,36 @@ async def test_predict_equals_the_offline_evaluator(model: Path, tmp_path: Path)
                 np.testing.assert_allclose(interval["lower"], lower[i], rtol=1e-5)
                 np.testing.assert_allclose(interval["upper"], upper[i], rtol=1e-5)
             assert doc["model"] == "tiny" and "age_s" not in doc
+
+
+async def test_predict_serves_the_newest_good_artifact_of_a_models_directory(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``STREAMCAST_MODEL_PATH`` is shared with the service, which may name a models
+    directory: the API predicts with the artifact the service starts with (the newest
+    that loads and passes its self-test), and says which newer one it passed over."""
+    models = tmp_path / "models"
+    models.mkdir()
+    for version in ("20261201", "20261202"):
+        make_tiny_model(
+            models / f"{version}T000000Z.onnx", window=WINDOW, horizon=HORIZON,
+            max_gap=MAX_GAP, levels=LEVELS, seed=3, version=version,
+        )  # fmt: skip
+    broken = models / "20261203T000000Z.onnx"
+    broken.write_bytes((models / "20261202T000000Z.onnx").read_bytes()[:500])  # truncated
+    (models / ".20261204T000000Z.onnx.tmp").write_bytes(b"still being written")
+    settings = api_settings(model_path=models)
+    settings.check_security()  # a directory is a valid model path
+    frame = _history("pump", 4)
+    body = {"key": "pump", "timestamps": frame["ts"].tolist(), "values": frame["value"].tolist()}
+    auth = {"Authorization": f"Bearer {token(scopes='predict')}"}
+    with caplog.at_level("ERROR", logger="streamcast.api.server"):
+        async with api_in_process(settings) as api:
+            response = await api.client.post("/v1/predict", json=body, headers=auth)
+    assert response.status_code == 200, response.text
+    assert response.json()["model_version"] == "20261202"
+    refused = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert len(refused) == 1 and str(broken) in refused[0], refused
+    missing = api_settings(model_path=tmp_path / "nowhere")
+    with pytest.raises(SettingsError, match="no such file or models directory"):
+        missing.check_security()

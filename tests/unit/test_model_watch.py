@@ -12,9 +12,10 @@ import onnx
 import pytest
 
 from streamcast.core.model import OnnxStepModel, self_test_failures
+from streamcast.core.models_dir import newest_in, resolve_model
 from streamcast.core.pipeline import Pipeline
 from streamcast.errors import ConfigurationError, ModelError
-from streamcast.service.models import ModelWatcher, newest_in, resolve_model, startup_model
+from streamcast.service.models import ModelWatcher, startup_model
 from tests.support.models import make_tiny_model, scale_weights
 
 
