@@ -7,8 +7,9 @@ features, bands), generated once and cached in the work dir. Rows:
 twin, ``bench/model.py``); (c) ORT per tick with the stateful step, (d) the batched ORT
 ceiling at 1,024 and 10,000 keys with 1 and 2 threads, (e) streamcast's pipeline from
 encoded tick bytes to encoded forecast bytes at 10,000 keys (``bench/micro.py``); (f)
-end to end through the local broker, at-least-once and exactly-once, flat out and at
-5,000 ticks/s offered (``bench/e2e.py``); (g) the per-message peer, a Quix Streams app
+end to end through the local broker, at-least-once and exactly-once, flat out (200,000
+ticks; ``--repeats`` runs alternating the guarantees, the median kept) and at 5,000
+ticks/s offered (``bench/e2e.py``); (g) the per-message peer, a Quix Streams app
 (``bench/peer_app.py``, own venv) and streamcast as 2 processes in one consumer group;
 (h) RSS per active key at 100,000 and 1,000,000 keys; (i) restore keys/s
 (``bench/eos.py``). Every figure is ticks/s unless the row says otherwise.
@@ -146,8 +147,18 @@ async def broker_rows(args: argparse.Namespace, bootstrap: str, work: Path) -> d
             flush=True,
         )
 
-    for mode in ("at_least_once", "exactly_once"):
-        await e2e(f"flat_{mode}", run_args(guarantee=mode))
+    # the flat-out runs alternate the guarantees, `repeats` times: on a shared VM one run
+    # moves by 10-20 %, and the table keeps each guarantee's median run (all are listed)
+    flat: dict[str, list[dict[str, Any]]] = {"at_least_once": [], "exactly_once": []}
+    for i in range(args.repeats):
+        for mode, runs in flat.items():
+            await e2e(f"flat_{mode}_{i}", run_args(guarantee=mode))
+            runs.append(out.pop(f"flat_{mode}_{i}"))
+    for mode, runs in flat.items():
+        ranked = sorted(runs, key=lambda f: f["forecast_ticks_per_s"])
+        out[f"flat_{mode}"] = ranked[len(ranked) // 2]
+        out[f"flat_{mode}_runs"] = [f["forecast_ticks_per_s"] for f in runs]
+    for mode in flat:
         paced = run_args(guarantee=mode, rate=args.rate, keys=args.paced_keys,
                          ticks=args.paced_ticks)  # fmt: skip
         await e2e(f"paced_{mode}", paced)
@@ -184,8 +195,9 @@ def render(r: dict[str, Any], meta: dict[str, str]) -> list[tuple[str, str, str,
         add("(e) the same in CPU time: ticks/s per core, whatever the load",
             r["pipeline_cpu_ticks_per_s"])  # fmt: skip
     for mode, name in (("at_least_once", "at-least-once"), ("exactly_once", "exactly-once")):
-        f = r[f"flat_{mode}"]
-        add(f"(f) end to end via Kafka, {name}, flat out ({f['keys']:,} keys)",
+        f, runs = r[f"flat_{mode}"], r.get(f"flat_{mode}_runs", [])
+        each = f" (median of {' / '.join(f'{v:,.0f}' for v in runs)})" if len(runs) > 1 else ""
+        add(f"(f) end to end via Kafka, {name}, flat out ({f['keys']:,} keys){each}",
             f["forecast_ticks_per_s"])  # fmt: skip
     f = r["flat_at_least_once"]
     if "cores_bound_ticks_per_s" in f:
@@ -284,6 +296,8 @@ def main() -> None:
     # where the steady state runs at 21,544)
     parser.add_argument("--ticks", type=int, default=200_000, help="ticks of the flat-out runs")
     parser.add_argument("--rate", type=float, default=5_000, help="offered ticks/s (paced)")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="flat-out runs per guarantee (the median is kept)")  # fmt: skip
     parser.add_argument("--paced-keys", type=int, default=500)
     # 100,000 ticks of 500 keys: 152 forecasting intervals, the warm-up transient ~10 of them
     parser.add_argument("--paced-ticks", type=int, default=100_000)
