@@ -474,7 +474,8 @@ class StateStore:
 
     def export_rows(self, rows: IntArray) -> dict[str, npt.NDArray[np.generic]]:
         """A compact copy of the given rows: one array per column, first axis = row."""
-        return {name: np.array(getattr(self, name)[rows]) for name in COLUMN_NAMES}
+        index = np.asarray(rows, dtype=np.int64)  # indexing by an array copies already
+        return {name: getattr(self, name)[index] for name in COLUMN_NAMES}
 
     def write_rows(self, rows: IntArray, arrays: dict[str, npt.NDArray[np.generic]]) -> None:
         """Put back every column of ``rows`` as :meth:`export_rows` copied them."""
