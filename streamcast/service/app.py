@@ -86,8 +86,11 @@ class Service:
         topic_check: TopicCheck = ensure_topics,
         processor: BatchProcessor | None = None,
         clock: Callable[[], float] = time.time,
+        freeze_gc: bool = False,
     ) -> None:
         self.settings = settings
+        #: move everything alive once connected out of the collector's reach (serve)
+        self._freeze_gc = freeze_gc
         self.metrics = Metrics()
         self._sink_factory = sink_factory or self._default_sink
         self._topic_check = topic_check
@@ -202,6 +205,8 @@ class Service:
                 if sink is None:
                     return  # stopped before the broker came up
                 self._sink = sink
+                if self._freeze_gc:
+                    freeze_startup_objects()
                 try:
                     loop_task = tasks.create_task(self._main_loop(sink, processor))
                     tasks.create_task(self._drain_watchdog(loop_task))
@@ -397,10 +402,22 @@ def load_processor(settings: Settings, path: Path | None = None) -> BatchProcess
         raise ModelError(f"cannot load model {path}: {exc}") from exc
 
 
+def freeze_startup_objects() -> None:
+    """Collect once, then move every object alive into the collector's permanent
+    generation (:func:`gc.freeze`): the modules, the model and the clients of a started
+    service are ~100,000 tracked objects, and each full collection walked them all,
+    ~70 ms in which no batch moved, every ~10 s at 5,000 ticks/s: the p99 latency's
+    spikes. Frozen objects are still freed when their last reference goes (a swapped-out
+    model); only reference cycles among them would stay."""
+    gc.collect()
+    gc.freeze()
+    log.debug("collector: startup objects frozen", extra={"frozen": gc.get_freeze_count()})
+
+
 async def serve(settings: Settings) -> None:
     """Run a :class:`Service` with SIGTERM/SIGINT wired to its drain."""
     gc.set_threshold(*GC_THRESHOLDS)
-    service = Service(settings)
+    service = Service(settings, freeze_gc=True)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, service.handle_signal, sig)
