@@ -34,7 +34,7 @@ from streamcast.api.metrics import ApiMetrics
 from streamcast.api.predict import Predictor
 from streamcast.api.view import ForecastView
 from streamcast.config import ApiSettings
-from streamcast.core.models_dir import choose_model
+from streamcast.core.models_dir import Refusal, choose_model
 from streamcast.kafka.follow import TopicFollower
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,15 @@ class _PlainMessages(logging.Filter):
 
 
 logging.getLogger("uvicorn.error").addFilter(_PlainMessages())
+
+
+def _refused(refusal: Refusal) -> None:
+    """The one log line of a newer artifact the API passed over at start."""
+    log.error(
+        f"model {refusal.stamp.path} refused: {refusal.problem}; "
+        "POST /v1/predict serves an older one if it passes",
+        extra={"path": str(refusal.stamp.path)},
+    )
 
 
 def build_context(settings: ApiSettings, follower: FollowerFactory | None = None) -> ApiContext:
@@ -80,13 +89,7 @@ def build_context(settings: ApiSettings, follower: FollowerFactory | None = None
     if settings.model_path is not None:
         # the service's model path: one file, or a models directory whose newest good
         # artifact serves (the one the service starts with)
-        chosen, refusals = choose_model(settings.model_path, settings.intra_op_threads)
-        for refusal in refusals:
-            log.error(
-                f"model {refusal.stamp.path} refused: {refusal.problem}; "
-                "POST /v1/predict serves an older one if it passes",
-                extra={"path": str(refusal.stamp.path)},
-            )
+        chosen = choose_model(settings.model_path, settings.intra_op_threads, _refused)
         predictor = Predictor.load(
             chosen,
             intra_op_threads=settings.intra_op_threads,

@@ -13,6 +13,7 @@ their own words and metrics.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,27 +90,28 @@ def artifacts_in(directory: Path) -> list[Path]:
     return [directory / name for name in sorted(names, reverse=True)]
 
 
-def choose_model(path: str | Path, intra_op_threads: int) -> tuple[Path, list[Refusal]]:
-    """The artifact to start with, and the newer ones passed over (newest first).
+def choose_model(
+    path: str | Path, intra_op_threads: int, on_refused: Callable[[Refusal], None]
+) -> Path:
+    """The artifact to start with; ``on_refused`` hears of each newer one passed over, as
+    it is (newest first), before a :class:`ModelError` when none passes.
 
     ``path`` a file: itself (loading it is the caller's; a broken one fails the start).
     A directory: its newest artifact that loads and reproduces its self-test sample; a
     replica that starts while a broken file lies there serves what the others serve.
-    Raises :class:`ModelError` when none does.
     """
     where = Path(path)
     newest = resolve_model(where)
     if not where.is_dir():
-        return newest, []
-    refused: list[Refusal] = []
+        return newest
     for candidate in artifacts_in(where):
         stamp = Stamp.of(candidate)
         if stamp is None:
             continue  # removed meanwhile
         problem = startup_problem(candidate, intra_op_threads)
         if problem is None:
-            return candidate, refused
-        refused.append(Refusal(stamp, problem))
+            return candidate
+        on_refused(Refusal(stamp, problem))
     raise ModelError(
         f"STREAMCAST_MODEL_PATH (model_path): no artifact in the models directory {where} "
         "loads and passes its self-test (each refusal is logged above): publish a good one"

@@ -31,11 +31,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from streamcast.core.model import OnnxStepModel, self_test_failures
-from streamcast.core.models_dir import Stamp, choose_model, newest_in
+from streamcast.core.models_dir import Refusal, Stamp, choose_model, newest_in
 from streamcast.errors import ConfigurationError, ModelError
 
 log = logging.getLogger(__name__)
-
 
 #: ``check(model)``: why the running pipeline cannot take ``model``, or None
 SwapCheck = Callable[[OnnxStepModel], str | None]
@@ -59,11 +58,14 @@ def startup_model(
     """The artifact to start with and the stamps of the newer ones refused
     (:func:`~streamcast.core.models_dir.choose_model`), each refusal logged once and
     counted by ``on_refused``; the watcher does not look at those again."""
-    chosen, refusals = choose_model(path, intra_op_threads)
-    for refusal in refusals:
+    refused: set[Stamp] = set()
+
+    def refuse(refusal: Refusal) -> None:
         _refuse(refusal.stamp.path, refusal.problem, "an older one serves if it passes")
         on_refused()
-    return chosen, {refusal.stamp for refusal in refusals}
+        refused.add(refusal.stamp)
+
+    return choose_model(path, intra_op_threads, refuse), refused
 
 
 def _refuse(path: Path, problem: str, consequence: str) -> None:

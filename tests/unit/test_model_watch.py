@@ -169,5 +169,9 @@ async def test_a_start_skips_newer_artifacts_that_do_not_load_or_pass_their_self
     # a single file is served as it is; a directory with nothing good fails the start
     assert startup_model(other, 1, lambda: None) == (other, set())
     good.unlink()
+    caplog.clear()
     with pytest.raises(ModelError, match="no artifact in the models directory"):
-        startup_model(models, 1, lambda: None)
+        startup_model(models, 1, lambda: refusals.append(1))
+    # as the error says, each refusal was logged (and counted) before it
+    assert len([r for r in caplog.records if "refused" in r.getMessage()]) == 2
+    assert len(refusals) == 4
