@@ -28,7 +28,7 @@ from e2e import bench as e2e_bench
 
 from streamcast.config import Settings
 from streamcast.kafka.changelog import make_restore_consumer, read_changelog
-from streamcast.kafka.publish import PartitionPicker, publish_packed
+from streamcast.kafka.publish import publish_packed
 from streamcast.kafka.wire import OutRecord
 from streamcast.service.processor import build_processor
 
@@ -76,7 +76,7 @@ async def restore_bench(
             OutRecord(topic, k.encode(), v, partition=i % args.partitions)
             for i, (k, v) in enumerate(records)
         ]
-        await publish_packed(producer, out, PartitionPicker(len(out) + 1))
+        await publish_packed(producer, out)
     finally:
         await producer.stop()
     record_bytes = float(np.mean([len(v) for _, v in records]))

@@ -1,5 +1,5 @@
 """Memory per active key: the service's batch processor (decoder, state store, pipeline,
-output encoding) and its producer-side partition memo, in one process, holding N keys.
+output encoding) and the producer's keyed partitioning, in one process, holding N keys.
 
 Keys are fed past warm-up in batches of ``--batch`` keys (every key steps, so every
 per-key column is live), and RSS is sampled after each batch. The figure is the slope of
@@ -28,7 +28,7 @@ import psutil
 from common import REPO  # noqa: F401  (puts the repository on sys.path)
 
 from streamcast.config import Settings
-from streamcast.kafka.publish import PartitionPicker
+from streamcast.kafka.partitioner import key_partitions
 from streamcast.kafka.wire import InRecord
 from streamcast.service.processor import build_processor
 from tests.support.models import make_tiny_model
@@ -61,7 +61,6 @@ def measure(
             min_ts_s=0, max_future_s=10**10,
         )  # fmt: skip
         processor = build_processor(settings)
-        picker = PartitionPicker(keys)
         gc.collect()
         before = rss_mib()
         samples: list[tuple[int, float]] = []
@@ -78,9 +77,7 @@ def measure(
                 ]  # fmt: skip
                 result = processor.process(records, 0.0)
                 for part in result.outputs.values():
-                    for record in part:
-                        if record.partition is None:
-                            picker(record.topic, record.key, [0, 1, 2, 3])
+                    key_partitions([r.key or b"" for r in part if r.partition is None], 4)
             gc.collect()
             samples.append((processor.pipeline.active_keys, rss_mib()))
         after = rss_mib()

@@ -85,7 +85,7 @@ class AtLeastOnceSink(GroupSink):
     async def _publish(self, records: Sequence[OutRecord]) -> None:
         if records:
             with map_kafka_errors("produce"):
-                await publish_packed(self.producer, records, self._pick)
+                await publish_packed(self.producer, records)
 
     async def _commit(self, offsets: Offsets) -> None:
         owned = self.consumer.assignment()

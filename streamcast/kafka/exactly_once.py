@@ -130,7 +130,7 @@ class ExactlyOnceSink(GroupSink):
         try:
             with map_kafka_errors(f"transaction of partition {partition}"):
                 await producer.begin_transaction()
-                await publish_packed(producer, records, self._pick)
+                await publish_packed(producer, records)
                 if offset is not None:
                     tp = TopicPartition(self._topic, partition)
                     await producer.send_offsets_to_transaction(

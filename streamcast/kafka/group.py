@@ -37,7 +37,6 @@ from streamcast.errors import StreamcastError
 from streamcast.kafka.changelog import PartitionStates
 from streamcast.kafka.clients import make_consumer, start_client, stop_client
 from streamcast.kafka.errors import map_kafka_errors
-from streamcast.kafka.publish import PartitionPicker
 from streamcast.kafka.sink import PartitionedState, SinkObserver
 from streamcast.kafka.topics import check_outputs_exist
 from streamcast.kafka.wire import Consumed, Offsets
@@ -90,7 +89,6 @@ class GroupSink:
         self._positions: dict[tuple[str, int], int] = {}
         #: after a failed delivery: raises if an output topic or the changelog is gone
         self._check_outputs: Callable[[Settings], Awaitable[None]] = check_outputs_exist
-        self._pick = PartitionPicker(settings.max_keys)
         self._init_output()
 
     # -- lifecycle ---------------------------------------------------------------------

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import MessageSizeTooLargeError
-from aiokafka.partitioner import DefaultPartitioner
+
+from streamcast.kafka.partitioner import key_partitions
 
 if TYPE_CHECKING:
     from streamcast.kafka.wire import OutRecord
@@ -26,50 +28,19 @@ log = logging.getLogger(__name__)
 MAX_DEAD_LETTER_BYTES = 900 * 1024
 
 
-class PartitionPicker:
-    """The partition ``send`` would pick for a key, memoised (murmur2 in Python is slow);
-    the memo is bounded by ``max_keys`` like the state store, whatever keys arrive."""
-
-    def __init__(self, max_keys: int) -> None:
-        self._partitioner = DefaultPartitioner()
-        self._cache: dict[tuple[str, bytes], tuple[int, int]] = {}
-        self._max_keys = max_keys
-
-    def __call__(self, topic: str, key: bytes | None, parts: list[int]) -> int:
-        if key is None:
-            return int(self._partitioner(None, parts, parts))
-        cache = self._cache
-        cached = cache.get((topic, key))
-        if cached is not None and cached[1] == len(parts):
-            return cached[0]
-        if len(cache) >= self._max_keys:
-            cache.clear()
-        partition = int(self._partitioner(key, parts, parts))
-        cache[(topic, key)] = (partition, len(parts))
-        return partition
-
-
-async def publish_packed(
-    producer: AIOKafkaProducer, records: Sequence[OutRecord], pick: PartitionPicker
-) -> None:
+async def publish_packed(producer: AIOKafkaProducer, records: Sequence[OutRecord]) -> None:
     """Send ``records``, then await every delivery; raises if any delivery failed.
 
     Records are packed into one record batch per partition (the key picks the partition
-    exactly as ``send`` would, unless the record names one): the per-message path of the
-    Python client costs more than the whole pipeline. Works inside a transaction too
+    exactly as ``send`` would, unless the record names one; all keys of a topic are hashed
+    in one pass, :mod:`streamcast.kafka.partitioner`): the per-message path of the Python
+    client costs more than the whole pipeline. Works inside a transaction too
     (the producer adds each partition to it).
     """
-    partitions: dict[str, list[int]] = {}
     builders: dict[tuple[str, int], Any] = {}
     futures: list[asyncio.Future[Any]] = []
     singles: list[OutRecord] = []
-    for r in records:
-        if r.partition is not None:
-            partition = r.partition
-        else:
-            if r.topic not in partitions:
-                partitions[r.topic] = sorted(await producer.partitions_for(r.topic))
-            partition = pick(r.topic, r.key, partitions[r.topic])
+    for r, partition in zip(records, await _partitions(producer, records), strict=True):
         tp = (r.topic, partition)
         builder = builders.get(tp)
         if builder is None:
@@ -77,13 +48,13 @@ async def publish_packed(
         if builder.append(timestamp=None, key=r.key, value=r.value, headers=r.headers):
             continue
         # Full: ship it and start the next batch for this partition.
-        futures.append(await producer.send_batch(builder, r.topic, partition=partition))
+        futures.append(await _ship(producer, builder, r.topic, partition))
         builder = builders[tp] = producer.create_batch()
         if not builder.append(timestamp=None, key=r.key, value=r.value, headers=r.headers):
             singles.append(r)  # larger than a whole batch: let send() judge it
     for (topic, partition), builder in builders.items():
         if builder.record_count():
-            futures.append(await producer.send_batch(builder, topic, partition=partition))
+            futures.append(await _ship(producer, builder, topic, partition))
     # every delivery's outcome is retrieved (a fenced producer fails them all: asyncio
     # would log each unretrieved one as an error), then the first failure is raised
     results = await asyncio.gather(*futures, return_exceptions=True)
@@ -91,6 +62,37 @@ async def publish_packed(
     if failures:
         raise failures[0]
     await _publish_singly(producer, singles)
+
+
+async def _ship(
+    producer: AIOKafkaProducer, builder: Any, topic: str, partition: int
+) -> asyncio.Future[Any]:
+    """Hand a complete batch to the producer, closed: an open batch waits ``linger_ms``
+    in the accumulator for ``send`` to add to it (5 ms per delivery by default, twice
+    per micro-batch with the changelog), a closed one goes out at once."""
+    builder.close()
+    future: asyncio.Future[Any] = await producer.send_batch(builder, topic, partition=partition)
+    return future
+
+
+async def _partitions(producer: AIOKafkaProducer, records: Sequence[OutRecord]) -> list[int]:
+    """The partition of each record: the one it names, else its key's (all the keys of a
+    topic hashed at once), else (no key) a random one, as ``send`` picks."""
+    chosen = [r.partition for r in records]
+    by_topic: dict[str, list[int]] = {}
+    for i, r in enumerate(records):
+        if r.partition is None:
+            by_topic.setdefault(r.topic, []).append(i)
+    for topic, picks in by_topic.items():
+        parts = sorted(await producer.partitions_for(topic))
+        keyed = [i for i in picks if records[i].key is not None]
+        hashed = key_partitions([records[i].key or b"" for i in keyed], len(parts))
+        for i, index in zip(keyed, hashed.tolist(), strict=True):
+            chosen[i] = parts[index]
+        for i in picks:
+            if records[i].key is None:
+                chosen[i] = random.choice(parts)
+    return [p for p in chosen if p is not None]
 
 
 async def _publish_singly(producer: AIOKafkaProducer, records: Sequence[OutRecord]) -> None:

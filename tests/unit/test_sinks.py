@@ -15,7 +15,6 @@ from aiokafka.errors import CommitFailedError, KafkaTimeoutError, TopicAuthoriza
 from streamcast.config import Settings
 from streamcast.errors import AuthorizationError, TransientError
 from streamcast.kafka.at_least_once import AtLeastOnceSink
-from streamcast.kafka.publish import PartitionPicker
 from streamcast.kafka.wire import OutRecord
 from streamcast.service.metrics import Metrics
 
@@ -32,6 +31,9 @@ class FakeBuilder:
 
     def record_count(self) -> int:
         return len(self.records)
+
+    def close(self) -> None:
+        pass
 
 
 class FakeProducer:
@@ -80,7 +82,6 @@ def _sink(producer_failures: int = 0, commit_error: BaseException | None = None)
     sink = AtLeastOnceSink(Settings(_env_file=None), NoState(), Metrics())
     sink._producer = FakeProducer(journal, producer_failures)
     sink._consumer = FakeConsumer(journal, commit_error)
-    sink._pick = PartitionPicker(100)
 
     async def outputs_exist(settings: Settings) -> None:
         journal.append("checked topics")
