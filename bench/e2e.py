@@ -247,6 +247,7 @@ async def _send_interval(
         builders[p].append(timestamp=now_ms, key=key.encode(), value=body)
     sent = time.time()
     for p, builder in builders.items():
+        builder.close()  # complete: an open batch would wait linger_ms in the accumulator
         await producer.send_batch(builder, topic, partition=p)
     return sent
 
