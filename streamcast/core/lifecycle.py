@@ -148,8 +148,14 @@ class LifecyclePlanner:
         set from the window as at warm-up, so the new model starts from history instead of
         warming up again.
         """
+        rows = rows[self.store.warm[rows]]
+        return self._window_steps(rows, emit_last=False, trigger=np.zeros(len(rows), np.int64))
+
+    def _window_steps(self, rows: IntArray, *, emit_last: bool, trigger: IntArray) -> Steps:
+        """Each row's whole window as steps in order from zero state, the level and scale
+        set from the window (a warm-up, or a rebuild after a swap); the last step of each
+        emits when ``emit_last``. Each row's last closed interval ends its window."""
         st, w = self.store, self.window
-        rows = rows[st.warm[rows]]
         n = len(rows)
         chrono = self._chronological(rows)
         level, scale = self.scheme.init(chrono[:, :, 0])
@@ -162,11 +168,11 @@ class LifecyclePlanner:
             x=chrono.reshape(n * w, st.n_inputs),
             lags=self._window_lags(chrono[:, :, 0]).reshape(n * w, self.scheme.max_lag),
             ts=self.grid.shift(st.closed_start[rows, None], -back[None, :]).ravel(),
-            emit=np.zeros(n * w, dtype=bool),
+            emit=(rank == w - 1) & emit_last,
             zero=first,
             init_level=np.where(first, np.repeat(level, w), np.nan),
             init_scale=np.where(first, np.repeat(scale, w), np.nan),
-            trigger=np.zeros(n * w, dtype=np.int64),
+            trigger=np.repeat(trigger, w),
         )
 
     def _window_lags(self, values: FloatArray) -> FloatArray:
@@ -255,6 +261,10 @@ class LifecyclePlanner:
         row_of = closed.row[sel]
         index_of = grid.index(closed.start[sel]).tolist()
         bounds = np.flatnonzero(np.diff(row_of, prepend=-1, append=-1))
+        # (row, trigger) of warm-ups that are a row's only steps of the batch: queued in
+        # one vectorised pass after the loop (keys that start together finish warming up
+        # together: per key, the window's steps cost ~0.2 ms of Python)
+        warming: list[tuple[int, int]] = []
         for b in range(len(bounds) - 1):
             lo, hi = int(bounds[b]), int(bounds[b + 1])
             row = int(row_of[lo])
@@ -280,19 +290,35 @@ class LifecyclePlanner:
                 st.closed_start[row] = start
                 st.closed_value[row] = value
                 prev, prev_index = start, index
-                for ts, x, real in rows:
-                    pos = int(st.wpos[row])
-                    st.window[row, pos] = x
-                    st.wpos[row] = (pos + 1) % w
-                    st.wlen[row] = min(int(st.wlen[row]) + 1, w)
+                ends = lo + j == hi - 1
+                for k, (ts, x, real) in enumerate(rows):
+                    self._append(row, x)
                     if st.warm[row]:
                         self._add(out, row, rank, x, self._last_values(row), ts=ts, emit=real,
                                   trigger=trigger)  # fmt: skip
                         rank += 1
+                    elif st.wlen[row] == w and rank == 0 and ends and k == len(rows) - 1:
+                        st.warm[row] = True
+                        warming.append((row, trigger))
+                        rank += w
                     elif st.wlen[row] == w:
                         rank = self._warm_up(out, row, rank, ts=ts, real=real, trigger=trigger)
-        planned.steps = out.to_steps(st.n_inputs, self.scheme.max_lag)
+        steps = out.to_steps(st.n_inputs, self.scheme.max_lag)
+        if warming:
+            rows_w, triggers = np.array(warming, dtype=np.int64).T
+            st.steps[rows_w] += w
+            steps = Steps.concat([steps, self._window_steps(rows_w, emit_last=True,
+                                                            trigger=triggers)])  # fmt: skip
+        planned.steps = steps
         return planned
+
+    def _append(self, row: int, x: FloatArray) -> None:
+        """Write one interval's row into the key's window ring."""
+        st, w = self.store, self.window
+        pos = int(st.wpos[row])
+        st.window[row, pos] = x
+        st.wpos[row] = (pos + 1) % w
+        st.wlen[row] = min(int(st.wlen[row]) + 1, w)
 
     def _last_values(self, row: int) -> FloatArray:
         """The row's last ``M`` values, oldest first (NaN beyond what it holds)."""
