@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
+from numpy.lib.stride_tricks import sliding_window_view
 
 from streamcast.core.features import LevelScale, interpolate_gap
 from streamcast.core.grid import Grid, as_grid
@@ -178,10 +179,10 @@ class LifecyclePlanner:
     def _window_lags(self, values: FloatArray) -> FloatArray:
         """``[n, W, M]``: for each row of chronological windows ``values [n, W]`` stepped
         from the window's start, the last ``M`` values up to it (NaN before the start)."""
-        m, w = self.scheme.max_lag, values.shape[1]
-        back = np.arange(w)[:, None] - (m - 1 - np.arange(m))[None, :]  # [W, M]
-        padded = np.where(back[None] >= 0, values[:, np.maximum(back, 0)], np.nan)
-        return np.asarray(padded, dtype=np.float64)
+        m = self.scheme.max_lag
+        padded = np.concatenate([np.full((len(values), m - 1), np.nan), values], axis=1)
+        # a view: each step's M values are a sliding window over the NaN-padded values
+        return np.asarray(sliding_window_view(padded, m, axis=1), dtype=np.float64)
 
     def _chronological(self, rows: IntArray) -> FloatArray:
         """``[n, window, F]`` the rows' window contents, oldest first."""
