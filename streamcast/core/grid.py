@@ -29,6 +29,7 @@ Three kinds of grid:
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 from typing import Literal
 
@@ -141,6 +142,12 @@ class Grid:
         """``[..., H]`` starts of the intervals ``t+1 .. t+H`` after each origin."""
         origin = np.asarray(origin_s, dtype=np.int64)[..., None]
         return self.shift(origin, np.arange(1, horizon + 1, dtype=np.int64))
+
+    def fingerprint(self) -> int:
+        """A 32-bit identity of the grid (what state records carry: a key's intervals mean
+        nothing on another grid)."""
+        fields = (self.kind, self.seconds, self.months, self.timezone, self.holidays)
+        return zlib.crc32(repr(fields).encode())
 
     def describe(self) -> str:
         """How people write it: ``1h``, ``1M``, ``3M``, ``1d trading days``."""

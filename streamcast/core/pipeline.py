@@ -141,6 +141,7 @@ class Pipeline:
             levels=len(self.levels),
             key_ttl_s=key_ttl_s,
             initial_capacity=initial_capacity,
+            grid=self.grid,
         )
         self.planner = LifecyclePlanner(
             self.store, window=meta.window, interval_s=self.grid, max_gap=self.max_gap,

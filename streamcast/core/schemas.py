@@ -104,17 +104,18 @@ def load_schema(kind: str, version: int | None = None) -> dict[str, Any]:
 
 def describe_state_record(value: bytes) -> dict[str, object]:
     """The header of a binary state record as the changelog schema's ``state`` object
-    (format 5 adds the interval ``levels`` to format 4's dimensions).
+    (format 5 adds the interval ``levels`` to format 4's dimensions, format 6 the
+    interval ``grid``'s fingerprint).
 
-    >>> head = b"SCS5" + np.array([48, 1, 128, 24, 32, 2], dtype="<u4").tobytes()
-    >>> describe_state_record(head + bytes(100))["levels"]
-    2
+    >>> head = b"SCS6" + np.array([48, 1, 128, 24, 32, 2, 7], dtype="<u4").tobytes()
+    >>> describe_state_record(head + bytes(100))["grid"]
+    7
     """
-    size = 28 if value[:4] == b"SCS5" else STATE_HEADER_BYTES
+    size = {b"SCS6": 32, b"SCS5": 28}.get(value[:4], STATE_HEADER_BYTES)
     if len(value) < size:
         raise ValueError(f"a state record has a {size}-byte header; got {len(value)}")
     dims = np.frombuffer(value[4:size], dtype="<u4").tolist()
-    names = ("window", "inputs", "state_size", "horizon", "quantiles", "levels")
+    names = ("window", "inputs", "state_size", "horizon", "quantiles", "levels", "grid")
     return {
         "format": value[:4].decode("ascii", "replace"),
         **dict(zip(names, dims, strict=False)),

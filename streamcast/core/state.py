@@ -27,18 +27,22 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from streamcast.core.grid import Grid
+
 #: "no value yet" for int64 time columns
 NONE = np.iinfo(np.int64).min
 INITIAL_CAPACITY = 1024
-#: first bytes of an encoded state record (format 5: the adaptive band offsets and the
-#: number of interval levels in the header; 4: the level/scale that follows the series
-#: replaces the fixed loc/scale, and the EWMA error-drift chart's columns the CUSUM's;
-#: 3: quality and drift columns; 2: jump and applied-offset columns; 1 was streamcast
-#: 0.1's)
-RECORD_MAGIC = b"SCS5"
+#: first bytes of an encoded state record (format 6: the interval grid's fingerprint in
+#: the header; 5: the adaptive band offsets and the number of interval levels in the
+#: header; 4: the level/scale that follows the series replaces the fixed loc/scale, and
+#: the EWMA error-drift chart's columns the CUSUM's; 3: quality and drift columns; 2: jump
+#: and applied-offset columns; 1 was streamcast 0.1's)
+RECORD_MAGIC = b"SCS6"
 #: the previous format, still read (an upgrade restores its state): the columns it lacks
-#: start at their initial value
-PREVIOUS_MAGIC, PREVIOUS_LACKS = b"SCS4", frozenset({"band_adj"})
+#: start at their initial value; its header has no grid, so its grid is taken on trust
+PREVIOUS_MAGIC, PREVIOUS_LACKS = b"SCS5", frozenset[str]()
+#: header bytes per format: the magic, then one little-endian uint32 per dimension
+HEADER_BYTES = {RECORD_MAGIC: 32, PREVIOUS_MAGIC: 28}
 #: partition of a key whose input partition is not known (tests, tools)
 NO_PARTITION = -1
 #: standardised one-step residuals each key keeps for alert summaries
@@ -155,12 +159,15 @@ class StateStore:
         levels: int = 0,
         key_ttl_s: float | None = None,
         initial_capacity: int = INITIAL_CAPACITY,
+        grid: Grid | None = None,
     ) -> None:
         if max_keys < 1:
             raise ValueError(f"max_keys must be >= 1, got {max_keys}")
         self.horizon = horizon
         self.quantiles = quantiles
         self.levels = levels
+        #: the interval grid the keys' intervals lie on (records of another are refused)
+        self.grid = grid or Grid()
         self.window_size = window
         self.n_inputs = n_inputs
         self.state_size = state_size
@@ -457,19 +464,20 @@ class StateStore:
         """A store of ``header``'s layout for ``n`` keys when it differs from this one only
         where a hot-swap may differ (state size, horizon, drift quantiles); else None."""
         magic = header[:4]
-        if magic not in (RECORD_MAGIC, PREVIOUS_MAGIC) or len(header) != _header_size(header):
+        if magic not in HEADER_BYTES or len(header) != _header_size(header):
             return None
         dims = [int(d) for d in np.frombuffer(header[4:], dtype="<u4")]
-        window, n_inputs, state_size, horizon, quantiles = dims[:5]
-        levels = dims[5] if magic == RECORD_MAGIC else self.levels
-        if header == self._record_header(magic) or (window, n_inputs) != (
-            self.window_size,
-            self.n_inputs,
+        window, n_inputs, state_size, horizon, quantiles, levels = dims[:6]
+        if (
+            header == self._record_header(magic)
+            or (window, n_inputs) != (self.window_size, self.n_inputs)
+            or (magic == RECORD_MAGIC and dims[6] != self.grid.fingerprint())
         ):
             return None
         return StateStore(
             window=window, n_inputs=n_inputs, state_size=state_size, max_keys=n,
             horizon=horizon, quantiles=quantiles, levels=levels, initial_capacity=n,
+            grid=self.grid,
         )  # fmt: skip
 
     def export_rows(self, rows: IntArray) -> dict[str, npt.NDArray[np.generic]]:
@@ -497,15 +505,17 @@ class StateStore:
 
     def _record_header(self, magic: bytes = RECORD_MAGIC) -> bytes:
         dims = [self.window_size, self.n_inputs, self.state_size, self.horizon, self.quantiles]
+        dims.append(self.levels)
         if magic == RECORD_MAGIC:
-            dims.append(self.levels)
+            dims.append(self.grid.fingerprint())
         return magic + np.array(dims, dtype="<u4").tobytes()
 
     def encode_rows(self, rows: IntArray) -> list[bytes]:
         """One compact binary record per row (for a compacted changelog, keyed by key).
 
-        Layout: a 28-byte header (``RECORD_MAGIC``, window, inputs, state size, horizon,
-        input-drift quantiles and interval levels as little-endian uint32) then every
+        Layout: a 32-byte header (``RECORD_MAGIC``, window, inputs, state size, horizon,
+        input-drift quantiles, interval levels and the interval grid's fingerprint as
+        little-endian uint32) then every
         durable column of :data:`COLUMNS`, raw little-endian bytes in table order. About
         ``8*W*F + 8*S + 4*H + 4*Q + 8*L + 150`` bytes.
         """
@@ -530,7 +540,8 @@ class StateStore:
         their initial value).
 
         Raises ``ValueError`` for a record of another layout (window, inputs or state size
-        differ: the state belongs to an incompatible model) or a truncated one.
+        differ: the state belongs to an incompatible model), of keys on another interval
+        grid, or a truncated one.
         """
         magic = PREVIOUS_MAGIC if records and records[0][:4] == PREVIOUS_MAGIC else RECORD_MAGIC
         lacks = PREVIOUS_LACKS if magic == PREVIOUS_MAGIC else frozenset()
@@ -548,6 +559,11 @@ class StateStore:
                     f"state record {i} is format {record[3:4].decode(errors='replace')}, "
                     f"written by another streamcast version (this one reads "
                     f"{RECORD_MAGIC[3:4].decode()} and {PREVIOUS_MAGIC[3:4].decode()})"
+                )
+            if magic == RECORD_MAGIC and _other_grid(record, header):
+                raise ValueError(
+                    f"state record {i} belongs to keys on another interval grid than this "
+                    f"model's ({self.grid.describe()}): their intervals mean nothing to it"
                 )
             if record[: len(header)] != header or len(record) != length:
                 raise ValueError(
@@ -580,4 +596,11 @@ class StateStore:
 
 def _header_size(record: bytes) -> int:
     """Bytes of the header a record starts with: 4 + 4 per dimension of its format."""
-    return 24 if record[:4] == PREVIOUS_MAGIC else 28
+    return HEADER_BYTES.get(record[:4], HEADER_BYTES[RECORD_MAGIC])
+
+
+def _other_grid(record: bytes, header: bytes) -> bool:
+    """The record (of this format) names another grid than ``header`` (its last
+    dimension), whatever its other dimensions."""
+    size = len(header)
+    return len(record) >= size and record[size - 4 : size] != header[size - 4 :]

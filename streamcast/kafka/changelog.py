@@ -174,8 +174,9 @@ class PartitionStates:
             except ValueError as exc:
                 raise ModelError(
                     f"state changelog '{topic}' partition {p} holds state this model cannot "
-                    f"use ({exc}): a model with another window, inputs or state size needs "
-                    "a new changelog topic (STREAMCAST_TOPICS__STATE_CHANGELOG) and group"
+                    f"use ({exc}): a model with another window, inputs, state size or "
+                    "interval grid needs a new changelog topic "
+                    "(STREAMCAST_TOPICS__STATE_CHANGELOG) and group"
                 ) from exc
         self.held |= set(partitions)
         seconds = time.perf_counter() - began

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import orjson
+import pytest
 
 from streamcast.config import Settings
 from streamcast.kafka.changelog import MARKER_KEY
@@ -89,6 +90,24 @@ def test_state_records_restore_a_fresh_processor_that_continues_identically(
     got = after.step(second, 0.0)[0].forecasts
     assert got.keys == want.keys and len(got.keys) > 0
     np.testing.assert_array_equal(got.values, want.values)
+
+
+def test_a_model_of_another_interval_refuses_the_state_instead_of_adopting_it(
+    tmp_path: Path,
+) -> None:
+    """The same layout (window, inputs, state size) at quarter hours: the hourly keys'
+    windows would be read as quarter hours and forecast from silently. The restore
+    fails with the reason instead (the service maps it to a one-line ModelError)."""
+    hourly = build_processor(_settings(tmp_path))
+    step, _ = hourly.step(_records(_hours(KEYS, range(6))), 0.0)
+    pairs = [(r.key.decode(), r.value) for r in hourly.state_records(step)
+             if r.partition == 0 and r.key and r.value is not None]  # fmt: skip
+    quarter = make_tiny_model(tmp_path / "q.onnx", window=3, horizon=2, interval_s=900)
+    other = build_processor(_settings(tmp_path).model_copy(update={"model_path": quarter}))
+    with pytest.raises(ValueError, match=r"another interval grid than this model's \(15min\)"):
+        other.restore(0, pairs, 0.0)
+    assert other.pipeline.active_keys == 0
+    assert build_processor(_settings(tmp_path)).restore(0, pairs, 0.0) == len(pairs)
 
 
 def test_evicted_keys_become_tombstones_in_their_partition(tmp_path: Path) -> None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from streamcast.core.state import DURABLE, NONE, PREVIOUS_MAGIC, RECORD_MAGIC, StateStore
+from streamcast.core.grid import Grid
+from streamcast.core.state import NONE, PREVIOUS_MAGIC, RECORD_MAGIC, StateStore
 
 
 def make(max_keys: int = 4, ttl: float | None = None, initial: int = 2) -> StateStore:
@@ -156,19 +157,12 @@ def _levelled(levels: int = 2) -> StateStore:
     )
 
 
-def _previous_format(st: StateStore, record: bytes) -> bytes:
-    """The format-4 record of the same state: no levels in the header, no band offsets."""
-    sizes = {
-        c.name: int(np.prod(st._tail(c), dtype=np.int64)) * np.dtype(c.dtype).itemsize
-        for c in DURABLE
-    }
-    names = [c.name for c in DURABLE]
-    start = 28 + sum(sizes[n] for n in names[: names.index("band_adj")])
-    body = record[28:start] + record[start + sizes["band_adj"] :]
-    return PREVIOUS_MAGIC + record[4:24] + body
+def _previous_format(record: bytes) -> bytes:
+    """The format-5 record of the same state: the same columns, no grid in the header."""
+    return PREVIOUS_MAGIC + record[4:28] + record[32:]
 
 
-def test_band_offsets_survive_a_snapshot_and_a_previous_format_restores_without_them() -> None:
+def test_state_survives_a_snapshot_and_the_previous_format_restores() -> None:
     st = _levelled()
     rows, _ = st.rows_for(["a", "b"], 0.0)
     rng = np.random.default_rng(4)
@@ -185,16 +179,35 @@ def test_band_offsets_survive_a_snapshot_and_a_previous_format_restores_without_
     got = again.lookup(["a", "b"])
     np.testing.assert_array_equal(again.band_adj[got], st.band_adj[rows])
 
-    # an upgrade: the previous format's records restore, the band offsets start at zero
-    old = [(k, _previous_format(st, r)) for k, r in records]
+    # an upgrade: the previous format's records (no grid to check) restore whole
+    old = [(k, _previous_format(r)) for k, r in records]
     upgraded = _levelled()
     upgraded.restore(old, 1.0)
     got = upgraded.lookup(["a", "b"])
-    assert (upgraded.band_adj[got] == 0).all()
-    for name in ("window", "h", "resid", "base_m"):
+    for name in ("window", "h", "resid", "base_m", "band_adj"):
         np.testing.assert_array_equal(getattr(upgraded, name)[got], getattr(st, name)[rows])
-    with pytest.raises(ValueError, match="format 3"):
-        upgraded.decode_records([b"SCS3" + old[0][1][4:]])
+    with pytest.raises(ValueError, match="format 4"):
+        upgraded.decode_records([b"SCS4" + old[0][1][4:24] + old[0][1][28:]])
+
+
+@pytest.mark.parametrize(
+    "other",
+    [Grid(seconds=900), Grid.calendar_months(1), Grid(seconds=3600, timezone="Europe/Paris")],
+)
+def test_state_of_keys_on_another_interval_grid_is_refused(other: Grid) -> None:
+    """A restart with a model of another interval must not adopt the keys' windows (an
+    hourly window read as quarter hours): the restore fails with a clear reason, as the
+    swap refuses such a model, even where the swap's conversions would apply."""
+    hourly = StateStore(window=3, n_inputs=1, state_size=4, max_keys=4, grid=Grid(seconds=3600))
+    hourly.rows_for(["a"], 0.0)
+    records = hourly.snapshot(["a"])
+    for state_size in (4, 8):  # the same layout, and one a swap converts
+        store = StateStore(window=3, n_inputs=1, state_size=state_size, max_keys=4, grid=other)
+        with pytest.raises(ValueError, match=r"another interval grid than this model's \("):
+            store.restore(records, 1.0)
+        assert len(store) == 0
+    same = StateStore(window=3, n_inputs=1, state_size=4, max_keys=4, grid=Grid(seconds=3600))
+    assert same.restore(records, 1.0) == 1
 
 
 def test_records_of_other_interval_levels_restore_with_fresh_band_offsets() -> None:
