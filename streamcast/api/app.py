@@ -53,6 +53,7 @@ from streamcast.api.events import EventHub, TooManyStreamsError
 from streamcast.api.feed import ViewFeed
 from streamcast.api.limits import TokenBuckets
 from streamcast.api.metrics import ApiMetrics, BodyLimitMiddleware, MetricsMiddleware
+from streamcast.api.models import ModelFollower
 from streamcast.api.predict import PredictError, Predictor, PredictRequest
 from streamcast.api.view import ForecastView
 from streamcast.config import ApiSettings
@@ -72,6 +73,8 @@ class ApiContext:
     buckets: TokenBuckets
     metrics: ApiMetrics
     predictor: Predictor | None
+    #: keeps the predictor on the model path's newest good artifact (None: no model)
+    models: ModelFollower | None = None
 
 
 class ApiError(Exception):

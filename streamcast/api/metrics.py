@@ -15,6 +15,8 @@ streamcast_api_records_total{topic,result}  counter   records read: applied|reje
 streamcast_api_alerts                       gauge     alerts kept
 streamcast_api_event_streams                gauge     open event streams
 streamcast_api_rate_limited_total           counter   requests answered 429
+streamcast_api_model_swaps_total{result}    counter   new artifacts of the model path:
+                                                      swapped|refused (POST /v1/predict)
 =========================================== ========= =====================================
 """
 
@@ -69,6 +71,10 @@ class ApiMetrics:
         self.rate_limited = Counter(
             "streamcast_api_rate_limited", "Requests refused by a rate limit (429)", registry=r
         )
+        self.model_swaps = Counter(
+            "streamcast_api_model_swaps", "New artifacts of the model path, by result",
+            ["result"], registry=r,
+        )  # fmt: skip
 
     def exposition(self) -> bytes:
         """The Prometheus text format of every metric."""

@@ -24,6 +24,7 @@ from typing import Annotated, Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from streamcast.core.artifact import ModelMeta
 from streamcast.core.codec import MAX_MAGNITUDE, parse_timestamp_ms
 from streamcast.core.model import OnnxStepModel, StepModel
 from streamcast.core.pipeline import Pipeline
@@ -83,9 +84,18 @@ class Predictor:
 
     def __init__(self, model: StepModel, *, max_history: int = 10_000, workers: int = 1) -> None:
         self.model = model
-        self.meta = model.meta
         self.max_history = max_history
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="predict")
+
+    @property
+    def meta(self) -> ModelMeta:
+        """The serving model's metadata."""
+        return self.model.meta
+
+    def use(self, model: StepModel) -> None:
+        """Predict with ``model`` from now on (a request under way finishes with the model
+        it started with: each reads :attr:`model` once)."""
+        self.model = model
 
     @classmethod
     def load(
@@ -106,9 +116,10 @@ class Predictor:
 
     def predict(self, request: PredictRequest, now_s: float | None = None) -> Forecast:
         """The forecast at the last closed interval of ``request``'s history."""
-        batch = self.ticks(request)
+        model = self.model
+        batch = self.ticks(request, model.meta)
         pipeline = Pipeline(
-            self.model, max_keys=1, key_ttl_s=None, max_jump_intervals=None, initial_capacity=1
+            model, max_keys=1, key_ttl_s=None, max_jump_intervals=None, initial_capacity=1
         )
         result = pipeline.process(batch, time.time() if now_s is None else now_s)
         if result.rejections:  # pragma: no cover - ticks() admits only what the core accepts
@@ -117,18 +128,21 @@ class Predictor:
         fc = result.forecasts
         if len(fc) == 0:
             closed = result.counters.closed_intervals
+            meta = model.meta
             raise PredictError(
                 "timestamps",
                 f"no forecast: the history closes {closed} interval(s) of "
-                f"{self.meta.interval_s}s; the model needs {self.meta.window} consecutive "
-                f"closed intervals (gaps of at most {self.meta.gap.max_gap} bridged) before a "
+                f"{meta.interval_s}s; the model needs {meta.window} consecutive "
+                f"closed intervals (gaps of at most {meta.gap.max_gap} bridged) before a "
                 "forecast, and the interval of the last tick stays open: post a longer history",
             )
         ((_, value),) = encode_forecasts(fc.take(np.array([len(fc) - 1])))
         return decode_forecast(value)
 
-    def ticks(self, request: PredictRequest) -> TickBatch:
-        """The history as a tick batch; :class:`PredictError` for the first problem."""
+    def ticks(self, request: PredictRequest, meta: ModelMeta | None = None) -> TickBatch:
+        """The history as a tick batch for ``meta``'s model (the serving one by default);
+        :class:`PredictError` for the first problem."""
+        meta = meta or self.meta
         n = len(request.timestamps)
         if n > self.max_history:
             raise PredictError(
@@ -138,12 +152,12 @@ class Predictor:
             raise PredictError(
                 "values", f"has {len(request.values)} entries, timestamps has {n}: one each"
             )
-        names = self.meta.features.extra_names
+        names = meta.features.extra_names
         for name in request.extras:
             if name not in names:
                 raise PredictError(
                     f"extras.{name}",
-                    f"not a feature of model {self.meta.name} (it takes {list(names)})",
+                    f"not a feature of model {meta.name} (it takes {list(names)})",
                 )
         columns = [request.values]
         for name in names:

@@ -4,7 +4,8 @@
    view, alert log, event hub, feed and app, bind the port.
 2. **serving** — uvicorn answers requests while the feed (one task in the same
    ``TaskGroup``) restores the view from the beginning of the topics and then follows
-   them; ``/readyz`` turns 200 once it caught up.
+   them; ``/readyz`` turns 200 once it caught up. Beside them the model follower
+   (:mod:`streamcast.api.models`) swaps in each new good artifact of the model path.
 3. **shutdown** — a first SIGTERM/SIGINT stops the feed, ends every event stream and lets
    uvicorn finish the requests in flight (at most :data:`GRACEFUL_S`); a second exits at
    once. A permanent feed failure (authorization, settings) shuts the server down and is
@@ -31,10 +32,11 @@ from streamcast.api.events import EventHub
 from streamcast.api.feed import FollowerFactory, ViewFeed
 from streamcast.api.limits import TokenBuckets
 from streamcast.api.metrics import ApiMetrics
+from streamcast.api.models import ModelFollower
 from streamcast.api.predict import Predictor
 from streamcast.api.view import ForecastView
 from streamcast.config import ApiSettings
-from streamcast.core.models_dir import Refusal, choose_model
+from streamcast.core.models_dir import Refusal, Stamp, choose_model
 from streamcast.kafka.follow import TopicFollower
 
 log = logging.getLogger(__name__)
@@ -85,17 +87,28 @@ def build_context(settings: ApiSettings, follower: FollowerFactory | None = None
         hub=hub,
         metrics=metrics,
     )
-    predictor = None
+    predictor, models = None, None
     if settings.model_path is not None:
         # the service's model path: one file, or a models directory whose newest good
-        # artifact serves (the one the service starts with)
-        chosen = choose_model(settings.model_path, settings.intra_op_threads, _refused)
+        # artifact serves (the one the service starts with), followed as the service does
+        refused: set[Stamp] = set()
+
+        def refuse(refusal: Refusal) -> None:
+            _refused(refusal)
+            metrics.model_swaps.labels("refused").inc()
+            refused.add(refusal.stamp)
+
+        chosen = choose_model(settings.model_path, settings.intra_op_threads, refuse)
         predictor = Predictor.load(
             chosen,
             intra_op_threads=settings.intra_op_threads,
             max_history=settings.api_max_history,
             workers=settings.api_predict_workers,
         )
+        models = ModelFollower(
+            predictor, settings.model_path, chosen, poll_s=settings.model_poll_s,
+            intra_op_threads=settings.intra_op_threads, metrics=metrics, refused=refused,
+        )  # fmt: skip
         log.info(
             "predicting with the model",
             extra={"path": str(chosen), "model_version": predictor.model.meta.version},
@@ -112,6 +125,7 @@ def build_context(settings: ApiSettings, follower: FollowerFactory | None = None
         ),
         metrics=metrics,
         predictor=predictor,
+        models=models,
     )
 
 
@@ -177,6 +191,8 @@ async def serve_api(
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(feed(), name="view-feed")
             tasks.create_task(_announce(server, on_listening), name="announce")
+            if ctx.models is not None:
+                tasks.create_task(ctx.models.run(stopping), name="model-follower")
             await server.serve()
             stop()
     finally:

@@ -121,8 +121,28 @@ def choose_model(
 def startup_problem(path: Path, intra_op_threads: int) -> str | None:
     """Why the artifact at ``path`` cannot serve (it does not load, or does not reproduce
     its self-test sample), or None."""
+    return load_checked(path, intra_op_threads)[0]
+
+
+def load_checked(
+    path: Path,
+    intra_op_threads: int,
+    check: Callable[[OnnxStepModel], str | None] | None = None,
+) -> tuple[str | None, OnnxStepModel | None]:
+    """``(problem, model)``: the artifact at ``path`` loaded, its self-test rerun, then
+    ``check`` (what the caller's running state needs of it); ``problem`` is None when it
+    passed all three."""
     try:
         model = OnnxStepModel.load(path, intra_op_threads=intra_op_threads)
     except ModelError as err:
-        return str(err)
-    return self_test_failures(model)
+        return str(err), None
+    return self_test_failures(model) or (check(model) if check else None), model
+
+
+def current_stamp(path: Path) -> Stamp | None:
+    """The stamp of the artifact ``path`` names now (the newest of a models directory),
+    or None when there is none: what a watcher compares with the one that serves."""
+    if path.is_dir():
+        newest = newest_in(path)
+        return None if newest is None else Stamp.of(newest)
+    return Stamp.of(path)

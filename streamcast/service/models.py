@@ -30,9 +30,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from streamcast.core.model import OnnxStepModel, self_test_failures
-from streamcast.core.models_dir import Refusal, Stamp, choose_model, newest_in
-from streamcast.errors import ConfigurationError, ModelError
+from streamcast.core.model import OnnxStepModel
+from streamcast.core.models_dir import Refusal, Stamp, choose_model, current_stamp, load_checked
+from streamcast.errors import ConfigurationError
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ class ModelWatcher:
 
     async def poll(self) -> bool:
         """Look once; True when a new model is ready for :meth:`take`."""
-        stamp = self._candidate()
+        stamp = current_stamp(self.path)
         if stamp is None or stamp == self._seen or stamp in self._refused:
             return False
         # a file still being copied in place changes between two looks: wait for it
@@ -138,16 +138,5 @@ class ModelWatcher:
         )
         return True
 
-    def _candidate(self) -> Stamp | None:
-        if self.path.is_dir():
-            newest = newest_in(self.path)
-            return None if newest is None else Stamp.of(newest)
-        return Stamp.of(self.path)
-
     def _load(self, path: Path) -> tuple[str | None, OnnxStepModel | None]:
-        try:
-            model = OnnxStepModel.load(path, intra_op_threads=self.intra_op_threads)
-        except ModelError as err:
-            return str(err), None
-        problem = self_test_failures(model) or self._check(model)
-        return problem, model
+        return load_checked(path, self.intra_op_threads, self._check)

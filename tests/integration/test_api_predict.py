@@ -4,7 +4,9 @@ interval. Real HTTP (uvicorn on a free port, httpx); no broker needed."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -143,3 +145,57 @@ async def test_predict_serves_the_newest_good_artifact_of_a_models_directory(
     missing = api_settings(model_path=tmp_path / "nowhere")
     with pytest.raises(SettingsError, match="no such file or models directory"):
         missing.check_security()
+
+
+async def test_predict_follows_new_artifacts_without_a_restart(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A retrain publishes a new version into the models directory: the running API's
+    next predictions use it (as the running service swaps to it), and a truncated newer
+    file is refused with one line while the good one keeps serving."""
+    models = tmp_path / "models"
+    models.mkdir()
+
+    def publish(version: str, *, truncate: bool = False) -> Path:
+        staged = tmp_path / f"{version}.onnx"
+        make_tiny_model(staged, window=WINDOW, horizon=HORIZON, max_gap=MAX_GAP,
+                        levels=LEVELS, seed=int(version[-2:]), version=version)  # fmt: skip
+        if truncate:
+            staged.write_bytes(staged.read_bytes()[:500])
+        hidden = models / f".{version}T000000Z.onnx.tmp"
+        staged.replace(hidden)  # the retrain job's way: written hidden, renamed whole
+        return hidden.rename(models / f"{version}T000000Z.onnx")
+
+    publish("20261201")
+    settings = api_settings(model_path=models, model_poll_s=0.05)
+    frame = _history("pump", 4)
+    body = {"key": "pump", "timestamps": frame["ts"].tolist(), "values": frame["value"].tolist()}
+    auth = {"Authorization": f"Bearer {token(scopes='predict')}"}
+
+    async def served(api: Any) -> tuple[str, list[float]]:
+        response = await api.client.post("/v1/predict", json=body, headers=auth)
+        assert response.status_code == 200, response.text
+        return response.json()["model_version"], response.json()["values"]
+
+    async def until_served(api: Any, version: str) -> list[float]:
+        deadline = asyncio.get_running_loop().time() + 20
+        while (got := await served(api))[0] != version:
+            assert asyncio.get_running_loop().time() < deadline, f"still {got[0]}"
+            await asyncio.sleep(0.05)
+        return got[1]
+
+    with caplog.at_level("INFO", logger="streamcast.api.models"):
+        async with api_in_process(settings) as api:
+            first = await until_served(api, "20261201")
+            publish("20261202")
+            second = await until_served(api, "20261202")
+            assert not np.allclose(first, second), "another model's weights forecast otherwise"
+            broken = publish("20261203", truncate=True)
+            for _ in range(20):  # many polls: the refused file is not retried
+                await asyncio.sleep(0.05)
+                assert (await served(api))[0] == "20261202"
+            exposition = (await api.client.get("/metrics")).text
+    refused = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert len(refused) == 1 and str(broken) in refused[0], refused
+    assert 'streamcast_api_model_swaps_total{result="swapped"} 1.0' in exposition
+    assert 'streamcast_api_model_swaps_total{result="refused"} 1.0' in exposition

@@ -174,6 +174,7 @@ async def api_in_process(
     )
     stopping = asyncio.Event()
     feed = asyncio.create_task(ctx.feed.run(stopping))
+    models = asyncio.create_task(ctx.models.run(stopping) if ctx.models else asyncio.sleep(0))
     serving = asyncio.create_task(server.serve())
     while not server.started:
         if serving.done():
@@ -189,6 +190,7 @@ async def api_in_process(
         server.should_exit = True
         await asyncio.wait_for(serving, 10)
         await asyncio.wait_for(feed, 10)
+        await asyncio.wait_for(models, 10)
         if ctx.predictor is not None:
             ctx.predictor.close()
 
