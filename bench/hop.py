@@ -110,10 +110,14 @@ async def run(args: argparse.Namespace, bootstrap: str) -> dict[str, dict[str, f
     compression = Settings(_env_file=None).compression_type
     codec = None if compression == "none" else compression
     every_s = args.every_ms / 1000
-    return {
-        "ticks": await hop(bootstrap, ticks, args.bursts, every_s, None),
-        "forecasts": await hop(bootstrap, forecasts, args.bursts, every_s, codec),
-    }
+    gc.disable()  # as bench/e2e.py: the bench's own collector must not pause its consumer
+    try:
+        return {
+            "ticks": await hop(bootstrap, ticks, args.bursts, every_s, None),
+            "forecasts": await hop(bootstrap, forecasts, args.bursts, every_s, codec),
+        }
+    finally:
+        gc.enable()
 
 
 def main() -> None:
@@ -127,7 +131,6 @@ def main() -> None:
     parser.add_argument("--every-ms", type=float, default=100, help="time between bursts")
     parser.add_argument("--bursts", type=int, default=150)
     args = parser.parse_args()
-    gc.disable()  # as bench/e2e.py: the bench's own collector must not pause its consumer
     with broker(args.bootstrap) as bootstrap:
         figures = asyncio.run(run(args, bootstrap))
     print(f"== bench/hop: Kafka alone, {args.keys} records every {args.every_ms:.0f} ms")

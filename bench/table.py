@@ -9,7 +9,8 @@ ceiling at 1,024 and 10,000 keys with 1 and 2 threads, (e) streamcast's pipeline
 encoded tick bytes to encoded forecast bytes at 10,000 keys (``bench/micro.py``); (f)
 end to end through the local broker, at-least-once and exactly-once, flat out (200,000
 ticks; ``--repeats`` runs alternating the guarantees, the median kept) and at 5,000
-ticks/s offered (``bench/e2e.py``); (g) the per-message peer, a Quix Streams app
+ticks/s offered (``bench/e2e.py``), and Kafka's own hop for those bursts
+(``bench/hop.py``); (g) the per-message peer, a Quix Streams app
 (``bench/peer_app.py``, own venv) and streamcast as 2 processes in one consumer group;
 (h) RSS per active key at 100,000 and 1,000,000 keys; (i) restore keys/s
 (``bench/eos.py``). Every figure is ticks/s unless the row says otherwise.
@@ -35,6 +36,7 @@ from common import REPO, broker, create_topics, unique_topic
 from e2e import SETTLE_S
 from e2e import bench as e2e_bench
 from eos import restore_bench
+from hop import run as hop_run
 from model import describe
 
 PY = sys.executable
@@ -162,6 +164,9 @@ async def broker_rows(args: argparse.Namespace, bootstrap: str, work: Path) -> d
         paced = run_args(guarantee=mode, rate=args.rate, keys=args.paced_keys,
                          ticks=args.paced_ticks)  # fmt: skip
         await e2e(f"paced_{mode}", paced)
+    every_ms = 1000 * args.paced_keys / args.rate
+    hops = argparse.Namespace(model=args.model, keys=args.paced_keys, every_ms=every_ms, bursts=150)
+    out["hop"] = {"every_ms": every_ms, **(await hop_run(hops, bootstrap))}
     await e2e("flat_two_processes", run_args(instances=2))
     out["peer"] = await peer_row(bootstrap, args.model, work, args.peer_ticks, 200)
     print(f"peer: {out['peer']:,.0f} ticks/s", flush=True)
@@ -223,6 +228,14 @@ def render(r: dict[str, Any], meta: dict[str, str]) -> list[tuple[str, str, str,
                 f"{f['steady_p50_ms']:.0f} / {f['steady_p95_ms']:.0f} / "
                 f"{f['steady_p99_ms']:.0f} ms; {f['pipeline_ms_per_batch']:.0f} / "
                 f"{f['delivery_ms_per_batch']:.0f} ms", "", ""))  # fmt: skip
+    if "hop" in r:
+        t, fc = r["hop"]["ticks"], r["hop"]["forecasts"]
+        rows.append((
+            f"(f) Kafka alone, the floor under that latency: one hop of {t['records']:,.0f} "
+            f"records every {r['hop']['every_ms']:.0f} ms (bench/hop.py): ticks / forecasts, "
+            "p50 / p99",
+            f"{t['p50_ms']:.1f} / {t['p99_ms']:.1f}; {fc['p50_ms']:.1f} / {fc['p99_ms']:.1f} ms",
+            "", ""))  # fmt: skip
     add("(g) Quix Streams 3 app: (h, c) in its state store, ORT per message", r["peer"])
     add("(g) streamcast, 2 processes in one consumer group, at-least-once, flat out",
         r["flat_two_processes"]["forecast_ticks_per_s"])  # fmt: skip
