@@ -409,8 +409,8 @@ class ApiSettings(ClientSettings):
     # -- predict
     model_path: Path | None = None
     """the ONNX model POST /v1/predict runs (the one the service serves: a file, or a
-    models directory whose newest artifact that passes its self-test is used at start);
-    unset: /v1/predict answers 503"""
+    models directory whose newest artifact that passes its self-test is used, followed
+    every model_poll_s); unset: /v1/predict answers 503"""
     model_poll_s: float = Field(default=10.0, ge=0)
     """how often the model path is checked for a new artifact, which POST /v1/predict then
     runs without a restart (0: never)"""
