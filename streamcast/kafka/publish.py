@@ -78,7 +78,7 @@ async def _ship(
 async def _partitions(producer: AIOKafkaProducer, records: Sequence[OutRecord]) -> list[int]:
     """The partition of each record: the one it names, else its key's (all the keys of a
     topic hashed at once), else (no key) a random one, as ``send`` picks."""
-    chosen = [r.partition for r in records]
+    chosen = [-1 if r.partition is None else r.partition for r in records]
     by_topic: dict[str, list[int]] = {}
     for i, r in enumerate(records):
         if r.partition is None:
@@ -92,7 +92,7 @@ async def _partitions(producer: AIOKafkaProducer, records: Sequence[OutRecord]) 
         for i in picks:
             if records[i].key is None:
                 chosen[i] = random.choice(parts)
-    return [p for p in chosen if p is not None]
+    return chosen
 
 
 async def _publish_singly(producer: AIOKafkaProducer, records: Sequence[OutRecord]) -> None:
