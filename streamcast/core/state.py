@@ -523,16 +523,28 @@ class StateStore:
         if n == 0:
             return []
         header = np.frombuffer(self._record_header(), dtype=np.uint8)
-        # one [n, bytes] block per column, side by side: a record is one row of the blob
-        blocks = [header[None, :].repeat(n, axis=0)]
+        # each column's bytes written into place in one [n, bytes] block: a record is one
+        # row of it (concatenating the columns' blocks copied every byte once more)
+        size = len(header) + self._record_body_size()
+        block = np.empty((n, size), dtype=np.uint8)
+        block[:, : len(header)] = header
+        offset = len(header)
         for column in DURABLE:
             values = getattr(self, column.name)[rows]
             little = np.ascontiguousarray(values, dtype=values.dtype.newbyteorder("<"))
-            blocks.append(little.reshape(n, -1).view(np.uint8).reshape(n, -1))
-        blob = np.concatenate(blocks, axis=1).tobytes()
-        size = len(blob) // n
+            raw = little.reshape(n, -1).view(np.uint8).reshape(n, -1)
+            block[:, offset : offset + raw.shape[1]] = raw
+            offset += raw.shape[1]
+        blob = block.tobytes()
         # slicing one bytes object: a tobytes() per row view costs twice as much
         return [blob[i : i + size] for i in range(0, len(blob), size)]
+
+    def _record_body_size(self) -> int:
+        """Bytes of the durable columns in one record."""
+        return sum(
+            int(np.prod(self._tail(c), dtype=np.int64)) * np.dtype(c.dtype).itemsize
+            for c in DURABLE
+        )
 
     def decode_records(self, records: Sequence[bytes]) -> dict[str, npt.NDArray[np.generic]]:
         """Arrays for :meth:`import_rows` from records written by :meth:`encode_rows` (of
