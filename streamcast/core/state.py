@@ -515,8 +515,8 @@ class StateStore:
 
         Layout: a 32-byte header (``RECORD_MAGIC``, window, inputs, state size, horizon,
         input-drift quantiles, interval levels and the interval grid's fingerprint as
-        little-endian uint32) then every
-        durable column of :data:`COLUMNS`, raw little-endian bytes in table order. About
+        little-endian uint32) then every durable column of :data:`COLUMNS`, raw
+        little-endian bytes in table order. About
         ``8*W*F + 8*S + 4*H + 4*Q + 8*L + 150`` bytes.
         """
         n = len(rows)
@@ -525,7 +525,7 @@ class StateStore:
         header = np.frombuffer(self._record_header(), dtype=np.uint8)
         # each column's bytes written into place in one [n, bytes] block: a record is one
         # row of it (concatenating the columns' blocks copied every byte once more)
-        size = len(header) + self._record_body_size()
+        size = len(header) + sum(self._column_bytes(c) for c in DURABLE)
         block = np.empty((n, size), dtype=np.uint8)
         block[:, : len(header)] = header
         offset = len(header)
@@ -539,12 +539,9 @@ class StateStore:
         # slicing one bytes object: a tobytes() per row view costs twice as much
         return [blob[i : i + size] for i in range(0, len(blob), size)]
 
-    def _record_body_size(self) -> int:
-        """Bytes of the durable columns in one record."""
-        return sum(
-            int(np.prod(self._tail(c), dtype=np.int64)) * np.dtype(c.dtype).itemsize
-            for c in DURABLE
-        )
+    def _column_bytes(self, column: Column) -> int:
+        """Bytes of one row of ``column`` in a record."""
+        return int(np.prod(self._tail(column), dtype=np.int64)) * np.dtype(column.dtype).itemsize
 
     def decode_records(self, records: Sequence[bytes]) -> dict[str, npt.NDArray[np.generic]]:
         """Arrays for :meth:`import_rows` from records written by :meth:`encode_rows` (of
@@ -559,10 +556,7 @@ class StateStore:
         lacks = PREVIOUS_LACKS if magic == PREVIOUS_MAGIC else frozenset()
         columns = [c for c in DURABLE if c.name not in lacks]
         tails = [self._tail(c) for c in columns]
-        sizes = [
-            int(np.prod(tail, dtype=np.int64)) * np.dtype(c.dtype).itemsize
-            for c, tail in zip(columns, tails, strict=True)
-        ]
+        sizes = [self._column_bytes(c) for c in columns]
         header = self._record_header(magic)
         length = len(header) + sum(sizes)
         for i, record in enumerate(records):
