@@ -146,18 +146,22 @@ class Processor:
         outputs: dict[int, list[OutRecord]] = {}
         per = step.forecasts.horizon if rows else 1  # messages per forecast
         triggers = np.repeat(np.asarray(step.forecasts.trigger_index, dtype=np.int64), per)
-        delivered: list[int] = []
         topic = self.topics.forecasts
         # one headers list shared by the batch's forecasts (nobody mutates it)
         headers = list(FORECAST_ROW_HEADERS if rows else FORECAST_HEADERS)
-        for n, (message, trigger) in enumerate(zip(encoded, triggers.tolist(), strict=True)):
+        # per message only what must be: its record, appended to its partition's list
+        for message, part in zip(encoded, partitions[triggers].tolist(), strict=True):
             if message is not None:
-                key, value = message
-                outputs.setdefault(int(partitions[trigger]), []).append(
-                    OutRecord(topic, key, value, headers)
-                )
-                if n % per == 0:
-                    delivered.append(trigger)
+                record = OutRecord(topic, message[0], message[1], headers)
+                bucket = outputs.get(part)
+                if bucket is None:
+                    outputs[part] = [record]
+                else:
+                    bucket.append(record)
+        firsts = triggers[::per]
+        if failed:
+            firsts = firsts[np.array([m is not None for m in encoded[::per]], dtype=bool)]
+        delivered: list[int] = firsts.tolist()
         alerts = 0
         if step.alerts is not None and self.topics.alerts is not None:
             alert_topic = self.topics.alerts
@@ -170,7 +174,7 @@ class Processor:
         for rejection in rejections:
             src = records[rejection.index]
             outputs.setdefault(src.partition, []).append(dead_letter(self.topics, src, rejection))
-        offsets = next_offsets(records)
+        offsets = next_offsets(records, partitions)
         for record in self.state_records(step, offsets):
             assert record.partition is not None
             outputs.setdefault(record.partition, []).append(record)
@@ -276,7 +280,7 @@ def build_processor(settings: Settings, path: Path | None = None) -> Processor:
     decoder and pipeline around it."""
     path = path or settings.model_path
     assert path is not None  # checked by the caller with a clear message
-    model = OnnxStepModel.load(path, intra_op_threads=settings.intra_op_threads)
+    model = OnnxStepModel.load(path, threads=settings.intra_op_threads)
     meta = model.meta
     fields = settings.fields
     check_extras(fields.extras, meta.features.extra_names, f"{meta.name}@{meta.version}")
@@ -367,10 +371,25 @@ def dead_letter(topics: OutputTopics, src: Consumed, rejection: Rejection) -> Ou
     return OutRecord(topics.dead_letter, src.key, value, headers)
 
 
-def next_offsets(records: Sequence[Consumed]) -> dict[tuple[str, int], int]:
-    """``{(topic, partition): last offset + 1}``: what to commit after ``records``."""
-    offsets: dict[tuple[str, int], int] = {}
-    for r in records:
-        tp = (r.topic, r.partition)
-        offsets[tp] = max(offsets.get(tp, 0), r.offset + 1)
-    return offsets
+def next_offsets(
+    records: Sequence[Consumed], partitions: npt.NDArray[np.integer] | None = None
+) -> dict[tuple[str, int], int]:
+    """``{(topic, partition): last offset + 1}``: what to commit after ``records``
+    (``partitions``: theirs, when the caller has them as an array already)."""
+    if not records:
+        return {}
+    topic = records[0].topic
+    if any(r.topic != topic for r in records):
+        offsets: dict[tuple[str, int], int] = {}
+        for r in records:
+            tp = (r.topic, r.partition)
+            offsets[tp] = max(offsets.get(tp, 0), r.offset + 1)
+        return offsets
+    n = len(records)
+    if partitions is None:
+        partitions = np.fromiter((r.partition for r in records), dtype=np.int64, count=n)
+    at = np.fromiter((r.offset for r in records), dtype=np.int64, count=n)
+    owners, which = np.unique(partitions, return_inverse=True)
+    last = np.full(len(owners), -1, dtype=np.int64)
+    np.maximum.at(last, which.ravel(), at)
+    return {(topic, p): o + 1 for p, o in zip(owners.tolist(), last.tolist(), strict=True)}

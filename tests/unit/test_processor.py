@@ -13,7 +13,7 @@ from streamcast.config import Settings
 from streamcast.core.records import ForecastBatch
 from streamcast.errors import RejectReason
 from streamcast.kafka.wire import InRecord
-from streamcast.service.processor import build_processor, encode_isolated
+from streamcast.service.processor import build_processor, encode_isolated, next_offsets
 from tests.support.models import make_tiny_model, normal_reference
 
 
@@ -71,3 +71,18 @@ def test_the_alerts_a_batch_raises_go_to_the_alerts_topic_of_their_partition(
     assert dict(alerts[0].headers)["streamcast.schema"] == b"alert/1"
     assert sum(len(result.alerts) for result in results) == 1
     assert sum(int(r.quality.count.sum()) for r in results if r.quality is not None) > 0
+
+
+def test_next_offsets_are_each_partitions_last_offset_plus_one() -> None:
+    def rec(topic: str, partition: int, offset: int) -> InRecord:
+        return InRecord(topic, partition, offset, 0, b"k", b"{}")
+
+    # partitions interleaved, offsets not in order within the batch (a retried fetch)
+    records = [rec("ticks", 1, 7), rec("ticks", 0, 3), rec("ticks", 1, 9), rec("ticks", 0, 2)]
+    assert next_offsets(records) == {("ticks", 0): 4, ("ticks", 1): 10}
+    partitions = np.array([r.partition for r in records])
+    assert next_offsets(records, partitions) == {("ticks", 0): 4, ("ticks", 1): 10}
+    # records of two topics take the per-record path, with the same rule
+    mixed = [*records, rec("other", 0, 41)]
+    assert next_offsets(mixed) == {("ticks", 0): 4, ("ticks", 1): 10, ("other", 0): 42}
+    assert next_offsets([]) == {}
