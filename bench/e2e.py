@@ -67,6 +67,7 @@ async def _bench(args: argparse.Namespace, bootstrap: str, workdir: Path) -> dic
         batch_max_records=args.batch, batch_max_wait_ms=args.wait_ms, log_level="WARNING",
         processing_guarantee=args.guarantee, topics__state_changelog=f"{prefix}-state",
         **({"compression_type": args.compression} if args.compression else {}),
+        **({"intra_op_threads": args.threads} if getattr(args, "threads", None) else {}),
     )  # fmt: skip
     ticks_topic, forecasts_topic = (
         env["STREAMCAST_TOPICS__TICKS"],
@@ -387,6 +388,7 @@ def main() -> None:
     parser.add_argument("--wait-ms", type=int, default=20, help="service batch_max_wait_ms")
     parser.add_argument("--timeout", type=float, default=300)
     parser.add_argument("--instances", type=int, default=1, help="services in one group")
+    parser.add_argument("--threads", type=int, help="service intra_op_threads (default: its own)")
     parser.add_argument(
         "--guarantee", choices=["at_least_once", "exactly_once"], default="at_least_once"
     )

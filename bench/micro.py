@@ -2,10 +2,12 @@
 
 (c) ORT per tick with the stateful step (one key per call), (d) the batched ORT ceiling
 (the step alone on ready arrays) at 1,024 and 10,000 keys with 1 and 2 intra-op threads,
-(e) streamcast's pipeline at ``--keys`` keys per micro-batch from encoded tick bytes to
-encoded forecast bytes: :meth:`Processor.process` on consumed records (JSON ticks), which
-decodes, admits, aggregates, steps, scores, encodes the forecasts and the changelog
-records, exactly what the service's worker thread runs per batch.
+and 10,000 keys on 2 threads side by side (runs of 1,024, each single-threaded: how
+streamcast uses a second thread), (e) streamcast's pipeline at ``--keys`` keys per
+micro-batch from encoded tick bytes to encoded forecast bytes, with 1 and 2 threads:
+:meth:`Processor.process` on consumed records (JSON ticks), which decodes, admits,
+aggregates, steps, scores, encodes the forecasts and the changelog records, exactly what
+the service's worker thread runs per batch.
 
     .venv/bin/python bench/micro.py --model .bench/model/model.onnx
 """
@@ -29,7 +31,7 @@ import orjson  # noqa: E402
 
 from streamcast.config import Settings  # noqa: E402
 from streamcast.core.features import calendar_features, target_times  # noqa: E402
-from streamcast.core.model import OnnxStepModel  # noqa: E402
+from streamcast.core.model import OnnxStepModel, open_session  # noqa: E402
 from streamcast.kafka.wire import InRecord  # noqa: E402
 from streamcast.service.app import GC_THRESHOLDS  # noqa: E402
 from streamcast.service.processor import Processor, build_processor  # noqa: E402
@@ -66,11 +68,17 @@ def per_tick(path: Path, seconds: float) -> float:
     return calls / (time.perf_counter() - began)
 
 
-def ceiling(path: Path, keys: int, threads: int, repeats: int) -> float:
-    """(d) the step alone on ``keys`` ready rows in one ONNX Runtime run: ticks/s of the
-    fastest of ``repeats``."""
-    model = OnnxStepModel.load(path, intra_op_threads=threads)
-    model.run_keys = keys  # one run, however many keys
+def ceiling(
+    path: Path, keys: int, threads: int, repeats: int, *, side_by_side: bool = False
+) -> float:
+    """(d) the step alone on ``keys`` ready rows: ticks/s of the fastest of ``repeats``.
+    One ONNX Runtime run on ``threads`` intra-op threads (ORT's own split of every node),
+    or ``side_by_side``: the model's runs of up to 1,024 keys on ``threads`` threads, each
+    run single-threaded (how streamcast uses more than one thread)."""
+    model = OnnxStepModel.load(path, threads=threads if side_by_side else 1)
+    if not side_by_side:
+        model = OnnxStepModel(open_session(path, threads), model.meta, path)
+        model.run_keys = keys  # one run, however many keys
     x, h, c, cal = step_inputs(model, keys)
     model.step(x, h, c, cal)
     best = float("inf")
@@ -93,7 +101,9 @@ def tick_records(keys: list[str], interval: int, interval_s: int, offset: int) -
     ]  # fmt: skip
 
 
-def warm_processor(path: Path, keys: int, seed_keys: int = 200) -> tuple[Processor, int]:
+def warm_processor(
+    path: Path, keys: int, seed_keys: int = 200, threads: int = 1
+) -> tuple[Processor, int]:
     """A processor whose ``keys`` keys are past warm-up (stepping and forecasting); returns
     it with the next interval index.
 
@@ -102,7 +112,7 @@ def warm_processor(path: Path, keys: int, seed_keys: int = 200) -> tuple[Process
     restores a store (warming 10,000 keys tick by tick would take most of a minute).
     """
     settings = Settings(_env_file=None, bootstrap_servers="unused:9092", model_path=path,
-                        max_keys=keys)  # fmt: skip
+                        max_keys=keys, intra_op_threads=threads)  # fmt: skip
     processor = build_processor(settings)
     pipeline = processor.pipeline
     seeds = [f"seed{i:05d}" for i in range(min(seed_keys, keys))]
@@ -125,11 +135,11 @@ def key_names(n: int) -> list[str]:
     return [f"k{i:07d}" for i in range(n)]
 
 
-def pipeline_rate(path: Path, keys: int, batches: int) -> dict[str, float]:
+def pipeline_rate(path: Path, keys: int, batches: int, threads: int = 1) -> dict[str, float]:
     """(e) :meth:`Processor.process` per micro-batch of ``keys`` ticks (one per key), with
-    the collector tuned as ``serve`` tunes it."""
+    the collector tuned as ``serve`` tunes it and ``intra_op_threads = threads``."""
     gc.set_threshold(*GC_THRESHOLDS)
-    processor, t0 = warm_processor(path, keys)
+    processor, t0 = warm_processor(path, keys, threads=threads)
     names = key_names(keys)
     interval_s = processor.pipeline.interval_s
     times, cpu, sizes = [], [], []
@@ -205,8 +215,11 @@ def main() -> None:
         for keys in (1_024, 10_000):
             for threads in (1, 2):
                 rows[f"ceiling_{keys}_t{threads}"] = ceiling(args.model, keys, threads, 7)
+        rows["ceiling_10000_side_by_side_t2"] = ceiling(args.model, 10_000, 2, 7, side_by_side=True)
     if args.only not in ("ort", "none"):
         rows.update(pipeline_rate(args.model, args.keys, args.batches))
+        two = pipeline_rate(args.model, args.keys, args.batches, threads=2)
+        rows.update({f"{name}_t2": value for name, value in two.items()})
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
     for name, value in rows.items():

@@ -257,8 +257,10 @@ class Settings(ClientSettings):
     model_poll_s: float = Field(default=10.0, ge=0)
     """how often the model path is checked for a new artifact, swapped in without a
     restart (0: never)"""
-    intra_op_threads: int = Field(default=1, gt=0)
-    """ONNX Runtime threads per model call"""
+    intra_op_threads: int = Field(default=1, gt=0, le=64)
+    """threads per model call: a micro-batch's ONNX Runtime runs (up to 1,024 keys each,
+    each single-threaded) go side by side on that many; raise it with the CPU limit when
+    the broker runs elsewhere (on 2 cores shared with a broker, 1 moves more)"""
     aggregation: Aggregation | None = None
     """how ticks within an interval combine; unset: the model's own"""
     max_gap: int | None = Field(default=None, ge=0)
@@ -414,8 +416,8 @@ class ApiSettings(ClientSettings):
     model_poll_s: float = Field(default=10.0, ge=0)
     """how often the model path is checked for a new artifact, which POST /v1/predict then
     runs without a restart (0: never)"""
-    intra_op_threads: int = Field(default=1, gt=0)
-    """ONNX Runtime threads per model call"""
+    intra_op_threads: int = Field(default=1, gt=0, le=64)
+    """threads per model call (a request's runs side by side, as the service's)"""
 
     @property
     def bind_host(self) -> str:

@@ -17,15 +17,26 @@ units) would be paid ``window`` times per key. A second session over the graph p
 the state outputs runs instead, used only when it reproduces the full graph's state bit for
 bit on a probe batch.
 
-``step`` is synchronous and CPU bound (milliseconds for a thousand keys); the service may
-call it from a worker thread so the event loop stays responsive. ONNX Runtime sessions are
-safe to ``run`` from one thread at a time per call, which is how the pipeline uses it.
+``step`` is synchronous and CPU bound (milliseconds for a thousand keys); the service
+calls it from a worker thread so the event loop stays responsive.
+
+**Threads.** A model loaded with ``threads = N > 1`` runs a call's runs side by side on N
+threads (the calling one and a shared pool), each run single-threaded in ONNX Runtime
+(``Run`` on one session is thread-safe and releases the GIL). ONNX Runtime's own intra-op
+threads split every node instead, and this graph is ~1,500 small ones (the step and its
+unrolled rollout): with the hidden-64, window-48, horizon-24 model, 10,000 keys went from
+191 ms in runs of 1,024 on one thread to 113 ms on two threads side by side, where two
+intra-op threads made a run of 1,024 slower (``bench/micro.py`` row (d)). A key's outputs
+do not depend on which run it is in (``test_model``), so the split changes no bit.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+import itertools
+import threading
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -84,6 +95,28 @@ class StateAdvancer(Protocol):
 #: horizon-24 model (``bench/micro.py`` row (d)), one run of 10,000 keys moves about half
 #: the keys per second of ten runs of 1,024.
 RUN_KEYS = 1024
+#: a step is split across threads only into runs of at least this many keys, a state-only
+#: advance (~20 times cheaper per key) into runs of at least ``MIN_SPLIT_KEYS_STATE``:
+#: below that, waking a pool thread costs more than the run it takes over (measured with
+#: the hidden-64 model: 500 keys, step 9.2 -> 8.0 ms on two threads, advance 0.44 -> 0.54)
+MIN_SPLIT_KEYS = 128
+MIN_SPLIT_KEYS_STATE = 1024
+
+_pools: dict[int, ThreadPoolExecutor] = {}
+_pools_lock = threading.Lock()
+
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    """The process's pool of ``workers`` threads for side-by-side runs (shared by every
+    model loaded with the same thread count: a swap does not start new threads)."""
+    with _pools_lock:
+        pool = _pools.get(workers)
+        if pool is None:
+            pool = _pools[workers] = ThreadPoolExecutor(workers, thread_name_prefix="ort-run")
+        return pool
+
+
+Feeds = dict[str, Float32Array]
 
 
 def fingerprint(data: bytes) -> int:
@@ -139,9 +172,14 @@ class OnnxStepModel:
         *,
         state_session: ort.InferenceSession | None = None,
         run_keys: int = RUN_KEYS,
+        threads: int = 1,
     ) -> None:
+        if threads < 1:
+            raise ModelError(f"threads must be >= 1, got {threads}")
         self._session = session
         self.run_keys = run_keys
+        #: threads a call's runs go side by side on (module docstring)
+        self.threads = threads
         self._meta = meta
         self._identity = identity
         self.path = path
@@ -163,16 +201,17 @@ class OnnxStepModel:
         return self._identity
 
     @classmethod
-    def load(cls, path: str | Path, intra_op_threads: int = 1) -> OnnxStepModel:
-        """Open an exported artifact; raises :class:`ModelError` if missing or incompatible."""
+    def load(cls, path: str | Path, threads: int = 1) -> OnnxStepModel:
+        """Open an exported artifact whose calls run on ``threads`` threads (module
+        docstring); raises :class:`ModelError` if missing or incompatible."""
         file = Path(path)
         if not file.is_file():
             raise ModelError(f"model file {file} does not exist: check the model path setting")
-        if intra_op_threads < 1:
-            raise ModelError(f"intra_op_threads must be >= 1, got {intra_op_threads}")
+        if threads < 1:
+            raise ModelError(f"threads must be >= 1, got {threads}")
         try:
             data = file.read_bytes()
-            session = open_session(data, intra_op_threads)
+            session = open_session(data)
         except Exception as err:  # ORT raises many unrelated types
             raise ModelError(f"{file} is not a loadable ONNX model: {err}") from err
         props = dict(session.get_modelmeta().custom_metadata_map)
@@ -184,8 +223,8 @@ class OnnxStepModel:
                 "streamcast-train (or fix the exporter that wrote it)"
             ) from err
         validate_signature(session, meta, file)
-        state = state_only_session(data, meta, intra_op_threads)
-        return cls(session, meta, file, fingerprint(data), state_session=state)
+        state = state_only_session(data, meta)
+        return cls(session, meta, file, fingerprint(data), state_session=state, threads=threads)
 
     def step(
         self,
@@ -195,7 +234,8 @@ class OnnxStepModel:
         calendar: Float32Array | None,
     ) -> tuple[Float32Array, Float32Array, Float32Array]:
         """Run one batched step; see :class:`StepModel`. A batch of more than
-        :attr:`run_keys` keys is cut into runs of that many (:data:`RUN_KEYS`)."""
+        :attr:`run_keys` keys (:data:`RUN_KEYS`) is cut into equal runs of at most that
+        many, and into one per thread where each gets :data:`MIN_SPLIT_KEYS`."""
         names = self._meta.graph
         feeds = {
             names.x: np.ascontiguousarray(x, dtype=np.float32),
@@ -206,16 +246,41 @@ class OnnxStepModel:
             if calendar is None:
                 raise ValueError("this model needs calendar features")
             feeds[self._calendar_name] = np.ascontiguousarray(calendar, dtype=np.float32)
-        n, size = len(feeds[names.x]), self.run_keys
-        if n <= size:
-            h_out, c_out, forecast = self._session.run(self._outputs, feeds)
-            return h_out, c_out, forecast
-        runs = [
-            self._session.run(self._outputs, {k: v[i : i + size] for k, v in feeds.items()})
-            for i in range(0, n, size)
-        ]
-        h_out, c_out, forecast = (np.concatenate(parts) for parts in zip(*runs, strict=True))
+        h_out, c_out, forecast = self._run(self._session, self._outputs, feeds, MIN_SPLIT_KEYS)
         return h_out, c_out, forecast
+
+    def _run(
+        self, session: ort.InferenceSession, outputs: list[str], feeds: Feeds, min_split: int
+    ) -> list[Float32Array]:
+        """``session``'s ``outputs`` for ``feeds``, in runs side by side (:meth:`step`)."""
+        n = len(next(iter(feeds.values())))
+        runs = -(-n // self.run_keys)
+        if self.threads > 1:
+            runs = max(runs, min(self.threads, n // min_split))
+        if runs <= 1:
+            return list(session.run(outputs, feeds))
+        bounds = np.linspace(0, n, runs + 1).round().astype(int).tolist()
+        parts = [{k: v[lo:hi] for k, v in feeds.items()} for lo, hi in itertools.pairwise(bounds)]
+        results = self._side_by_side(session, outputs, parts)
+        return [np.concatenate(column) for column in zip(*results, strict=True)]
+
+    def _side_by_side(
+        self, session: ort.InferenceSession, outputs: list[str], parts: Sequence[Feeds]
+    ) -> list[list[Float32Array]]:
+        """Each part's outputs, in order: contiguous groups of parts, one per thread, the
+        first group on the calling thread."""
+        groups = [g.tolist() for g in np.array_split(np.arange(len(parts)), self.threads)]
+        groups = [g for g in groups if g]
+
+        def run(group: list[int]) -> list[list[Float32Array]]:
+            return [list(session.run(outputs, parts[i])) for i in group]
+
+        if len(groups) == 1:
+            return run(groups[0])
+        pool = _pool(self.threads - 1)
+        others: list[Future[list[list[Float32Array]]]] = [pool.submit(run, g) for g in groups[1:]]
+        mine = run(groups[0])
+        return mine + [r for future in others for r in future.result()]
 
     def advance(
         self,
@@ -248,9 +313,8 @@ class OnnxStepModel:
         if self._calendar_name is not None and calendar is not None:
             feeds[self._calendar_name] = np.ascontiguousarray(calendar, dtype=np.float32)
         wanted = {arg.name for arg in session.get_inputs()}
-        h_out, c_out = session.run(
-            [names.h_out, names.c_out], {k: v for k, v in feeds.items() if k in wanted}
-        )
+        outputs, kept = [names.h_out, names.c_out], {k: v for k, v in feeds.items() if k in wanted}
+        h_out, c_out = self._run(session, outputs, kept, MIN_SPLIT_KEYS_STATE)
         return h_out, c_out
 
     def _reproduces_state(self, session: ort.InferenceSession) -> bool:
@@ -274,9 +338,7 @@ class OnnxStepModel:
         return all(np.array_equal(a, b) for a, b in zip(pruned, full[:2], strict=True))
 
 
-def state_only_session(
-    data: bytes, meta: ModelMeta, intra_op_threads: int = 1
-) -> ort.InferenceSession | None:
+def state_only_session(data: bytes, meta: ModelMeta) -> ort.InferenceSession | None:
     """A session over the graph in ``data`` pruned to the state outputs (module
     docstring), or None when it cannot be cut out (the full graph serves then)."""
     names = meta.graph
@@ -284,7 +346,7 @@ def state_only_session(
         proto = onnx.load_model_from_string(data)
         inputs = [i.name for i in proto.graph.input]
         pruned = Extractor(proto).extract_model(inputs, [names.h_out, names.c_out])
-        return open_session(pruned.SerializeToString(), intra_op_threads)
+        return open_session(pruned.SerializeToString())
     except Exception:  # noqa: BLE001 - onnx and ORT raise many unrelated types
         return None
 

@@ -133,7 +133,7 @@ def load_checked(
     ``check`` (what the caller's running state needs of it); ``problem`` is None when it
     passed all three."""
     try:
-        model = OnnxStepModel.load(path, intra_op_threads=intra_op_threads)
+        model = OnnxStepModel.load(path, threads=intra_op_threads)
     except ModelError as err:
         return str(err), None
     return self_test_failures(model) or (check(model) if check else None), model

@@ -31,9 +31,11 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_the_ort_rows_run_on_the_models_step_width(model: Path) -> None:
     assert micro.per_tick(model, 0.05) > 0
     assert micro.ceiling(model, 32, 1, 2) > 0
+    assert micro.ceiling(model, 300, 2, 2, side_by_side=True) > 0
 
 
 def test_the_pipeline_row_runs_bytes_to_bytes(model: Path) -> None:
     rows = micro.pipeline_rate(model, 40, 2)
     assert rows["pipeline_ticks_per_s"] > 0
+    assert micro.pipeline_rate(model, 300, 2, threads=2)["pipeline_ticks_per_s"] > 0
     assert rows["forecast_bytes"] > 100  # a whole forecast record per key, bands included

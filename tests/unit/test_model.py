@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +57,55 @@ def test_a_batch_bigger_than_one_run_is_cut_into_runs_with_the_same_result(tiny:
     for w, r in zip(whole, runs, strict=True):
         assert r.shape == w.shape
         np.testing.assert_array_equal(r, w)
+
+
+def test_two_threads_run_a_batch_side_by_side_with_the_same_bits(tiny: Path) -> None:
+    one, two = OnnxStepModel.load(tiny), OnnxStepModel.load(tiny, threads=2)
+    assert two.threads == 2
+    rng = np.random.default_rng(5)
+    # 3 runs of 1,000 on one thread; on two: the same runs, the first on this thread
+    # and the others on the pool; 300 keys: one run on one thread, two runs of 150 on two
+    for n in (300, 3_000):
+        x = rng.standard_normal((n, one.meta.step_width)).astype(np.float32)
+        h = rng.standard_normal((n, 6)).astype(np.float32)
+        c = rng.standard_normal((n, 6)).astype(np.float32)
+        cal = rng.standard_normal((n, 4, 4)).astype(np.float32)
+        for a, b in zip(one.step(x, h, c, cal), two.step(x, h, c, cal), strict=True):
+            np.testing.assert_array_equal(a, b)
+        for a, b in zip(one.advance(x, h, c, cal), two.advance(x, h, c, cal), strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_a_failing_run_on_a_pool_thread_raises_in_the_caller(tiny: Path) -> None:
+    model = OnnxStepModel.load(tiny, threads=2)
+    session = model._session
+    x_name = model.meta.graph.x
+    ran_on: list[str] = []
+
+    class Failing:
+        """The real session, except the run whose first row is marked raises."""
+
+        def run(self, outputs: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+            ran_on.append(threading.current_thread().name)
+            if feeds[x_name][0, 0] == 99.0:
+                raise RuntimeError("run failed on purpose")
+            return list(session.run(outputs, feeds))
+
+    model._session = Failing()
+    x = np.zeros((300, model.meta.step_width), dtype=np.float32)
+    x[150, 0] = 99.0  # the first row of the second run of 150: the pool thread's
+    state, cal = np.zeros((300, 6), dtype=np.float32), np.zeros((300, 4, 4), dtype=np.float32)
+    with pytest.raises(RuntimeError, match="run failed on purpose"):
+        model.step(x, state, state, cal)
+    # one run on the calling thread, the other on the pool (in either order)
+    assert len(ran_on) == 2
+    assert threading.current_thread().name in ran_on
+    assert any(name.startswith("ort-run") for name in ran_on)
+
+
+def test_threads_below_one_are_refused(tiny: Path) -> None:
+    with pytest.raises(ModelError, match="threads must be >= 1, got 0"):
+        OnnxStepModel.load(tiny, threads=0)
 
 
 def test_session_options_are_tuned() -> None:
