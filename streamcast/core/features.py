@@ -263,8 +263,10 @@ def step_inputs(
             extra.scale
         )
     out[..., 1 + n_extra] = level / k
-    lags = (lag_values - level[..., None]) / k[..., None]
-    out[..., 2 + n_extra :] = np.where(np.isnan(lags), 0.0, lags)
+    lags = out[..., 2 + n_extra :]  # computed in place: the same operations, no temporaries
+    np.subtract(lag_values, level[..., None], out=lags)
+    lags /= k[..., None]
+    lags[np.isnan(lags)] = 0.0
     return out.astype(np.float32), k
 
 
