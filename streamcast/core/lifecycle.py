@@ -139,10 +139,11 @@ class LifecyclePlanner:
 
     def plan(self, closed: ClosedIntervals) -> Planned:
         """Steps for ``closed`` (sorted by row, then start); see the module docstring."""
-        steady = self._steady(closed)
+        steady, warming = self._fast_paths(closed)
         fast = self._plan_steady(closed, steady)
-        slow = self._plan_loop(closed, ~steady)
-        slow.steps = Steps.concat([fast, slow.steps])
+        filled = self._plan_warming(closed, warming)
+        slow = self._plan_loop(closed, ~(steady | warming))
+        slow.steps = Steps.concat([fast, filled, slow.steps])
         return slow
 
     def replay_windows(self, rows: IntArray) -> Steps:
@@ -194,11 +195,13 @@ class LifecyclePlanner:
         order = (st.wpos[rows, None] + np.arange(w)[None, :]) % w
         return np.asarray(st.window[rows[:, None], order], dtype=np.float64)
 
-    def _steady(self, closed: ClosedIntervals) -> BoolArray:
-        """Intervals of rows that are warm and only advance interval by interval."""
+    def _fast_paths(self, closed: ClosedIntervals) -> tuple[BoolArray, BoolArray]:
+        """``(steady, warming)``: the intervals of rows that are warm and only advance
+        interval by interval, and of rows warming up that close just the next interval
+        (or their first ever); both take vectorised paths."""
         n = len(closed)
         if n == 0:
-            return np.zeros(0, dtype=bool)
+            return np.zeros(0, dtype=bool), np.zeros(0, dtype=bool)
         st, row = self.store, closed.row
         first = np.ones(n, dtype=bool)
         first[1:] = row[1:] != row[:-1]
@@ -207,11 +210,36 @@ class LifecyclePlanner:
         prev[~first] = closed.start[:-1][~first[1:]]
         known = prev != NONE
         step = self.grid.index(closed.start) - self.grid.index(np.where(known, prev, 0))
-        ok = st.warm[row] & known & (step == 1)
+        warm = st.warm[row]
+        ok = warm & known & (step == 1)
         starts = np.flatnonzero(first)
         count = np.diff(np.append(starts, n))
         row_ok = np.logical_and.reduceat(ok, starts)
-        return np.asarray(np.repeat(row_ok, count), dtype=bool)
+        steady = np.asarray(np.repeat(row_ok, count), dtype=bool)
+        single = np.repeat(count == 1, count)
+        warming = single & ~warm & (~known | (step == 1))
+        return steady, warming
+
+    def _plan_warming(self, closed: ClosedIntervals, mask: BoolArray) -> Steps:
+        """Rows warming up, one interval each (the next, or a key's first): the row joins
+        the window; a window that fills queues its whole window from zero state (the
+        rules of :meth:`_plan_loop` for these intervals, vectorised)."""
+        st, w = self.store, self.window
+        sel = np.flatnonzero(mask)
+        rows = closed.row[sel]
+        new = rows[st.closed_start[rows] == NONE]  # a key's first interval: from empty
+        st.wlen[new], st.wpos[new], st.steps[new] = 0, 0, 0
+        pos = st.wpos[rows]
+        st.window[rows, pos] = closed.value[sel]
+        st.wpos[rows] = (pos + 1) % w
+        st.wlen[rows] = np.minimum(st.wlen[rows] + 1, w)
+        st.closed_start[rows] = closed.start[sel]
+        st.closed_value[rows] = closed.value[sel]
+        full = st.wlen[rows] == w
+        filled = rows[full]
+        st.warm[filled] = True
+        st.steps[filled] += w
+        return self._window_steps(filled, emit_last=True, trigger=closed.trigger[sel][full])
 
     def _plan_steady(self, closed: ClosedIntervals, mask: BoolArray) -> Steps:
         st, w, m = self.store, self.window, self.scheme.max_lag
