@@ -18,8 +18,9 @@ Each step carries its raw row and the key's last ``M`` values up to it (``lags``
 before the reset), read from the window as it stood at that step; the pipeline's rounds
 update level and scale, build the inputs and advance ``h``/``c``. The planner writes the
 window and gap columns of the store and returns the pending steps as arrays. Steady keys
-(warm, each interval the next one) take a fully vectorised path; the rest (gaps, resets,
-warm-up) cost a constant of Python work per closed interval.
+(warm, each interval the next one) and keys warming up that close the next interval (or
+their first) take vectorised paths; the rest (gaps, resets, several intervals of a
+warming key) cost a constant of Python work per closed interval.
 """
 
 from __future__ import annotations
