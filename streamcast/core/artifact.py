@@ -14,7 +14,9 @@ x          [B, 2 + E + M]    the step input of the closed interval t in the key'
                              ``K``: ``[u, extras..., r, lags...]``
                              (:func:`streamcast.core.features.step_inputs`)
 h, c       [B, S]            LSTM state before the step, layers concatenated (S = L*U)
-calendar   [B, H, C]         calendar rows of target intervals t+1..t+H (only if C > 0)
+calendar   [B, H, C]         calendar rows of target intervals t+1..t+H (only if C > 0);
+                             row t+1 also enters the step's own cell, so h_out and
+                             c_out read it (a state-only step needs it too)
 ========== ================= ========================================================
 
 ========== ================= ========================================================
