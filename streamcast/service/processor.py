@@ -138,7 +138,8 @@ class Processor:
         dead-lettered with reason ``internal_error`` and the rest of the batch goes out.
         """
         started = time.perf_counter()
-        step, partitions = self.step(records, now_s)
+        partitions, at = coordinates(records)
+        step = self._step(records, now_s, partitions, at)
         seconds = time.perf_counter() - started
         rows = self.layout == "rows"
         encoded, failed = encode_isolated(step.forecasts, now_s, rows=rows)
@@ -174,7 +175,7 @@ class Processor:
         for rejection in rejections:
             src = records[rejection.index]
             outputs.setdefault(src.partition, []).append(dead_letter(self.topics, src, rejection))
-        offsets = next_offsets(records, partitions)
+        offsets = next_offsets(records, partitions, at)
         for record in self.state_records(step, offsets):
             assert record.partition is not None
             outputs.setdefault(record.partition, []).append(record)
@@ -208,14 +209,17 @@ class Processor:
     def step(self, records: Sequence[Consumed], now_s: float) -> tuple[StepResult, IntArray]:
         """Decode and step (no encoding): the pipeline's result and every record's input
         partition (the reference runs of tests and benchmarks use this half alone)."""
+        partitions, offsets = coordinates(records)
+        return self._step(records, now_s, partitions, offsets), partitions
+
+    def _step(
+        self, records: Sequence[Consumed], now_s: float, partitions: IntArray, offsets: IntArray
+    ) -> StepResult:
         batch, rejections = self.decoder.decode([(r.key, r.value) for r in records])
-        n = len(records)
-        partitions = np.fromiter((r.partition for r in records), dtype=np.int64, count=n)
-        offsets = np.fromiter((r.offset for r in records), dtype=np.int64, count=n)
         placed = batch.placed(partitions[batch.index], offsets[batch.index])
         result = self.pipeline.process(placed, now_s)
         rejected = sorted([*rejections, *result.rejections], key=lambda r: r.index)
-        return replace(result, rejections=rejected), partitions
+        return replace(result, rejections=rejected)
 
     def state_records(self, step: StepResult, offsets: Offsets | None = None) -> list[OutRecord]:
         """Changelog records, each sent to its key's input partition: the compact state of
@@ -371,25 +375,34 @@ def dead_letter(topics: OutputTopics, src: Consumed, rejection: Rejection) -> Ou
     return OutRecord(topics.dead_letter, src.key, value, headers)
 
 
+def coordinates(records: Sequence[Consumed]) -> tuple[IntArray, IntArray]:
+    """``(partitions, offsets)`` of ``records`` as arrays."""
+    n = len(records)
+    partitions = np.fromiter((r.partition for r in records), dtype=np.int64, count=n)
+    offsets = np.fromiter((r.offset for r in records), dtype=np.int64, count=n)
+    return partitions, offsets
+
+
 def next_offsets(
-    records: Sequence[Consumed], partitions: npt.NDArray[np.integer] | None = None
+    records: Sequence[Consumed],
+    partitions: IntArray | None = None,
+    offsets: IntArray | None = None,
 ) -> dict[tuple[str, int], int]:
     """``{(topic, partition): last offset + 1}``: what to commit after ``records``
-    (``partitions``: theirs, when the caller has them as an array already)."""
+    (``partitions`` and ``offsets``: :func:`coordinates` of them, when the caller has
+    them already)."""
     if not records:
         return {}
     topic = records[0].topic
     if any(r.topic != topic for r in records):
-        offsets: dict[tuple[str, int], int] = {}
+        commit: dict[tuple[str, int], int] = {}
         for r in records:
             tp = (r.topic, r.partition)
-            offsets[tp] = max(offsets.get(tp, 0), r.offset + 1)
-        return offsets
-    n = len(records)
-    if partitions is None:
-        partitions = np.fromiter((r.partition for r in records), dtype=np.int64, count=n)
-    at = np.fromiter((r.offset for r in records), dtype=np.int64, count=n)
+            commit[tp] = max(commit.get(tp, 0), r.offset + 1)
+        return commit
+    if partitions is None or offsets is None:
+        partitions, offsets = coordinates(records)
     owners, which = np.unique(partitions, return_inverse=True)
     last = np.full(len(owners), -1, dtype=np.int64)
-    np.maximum.at(last, which.ravel(), at)
+    np.maximum.at(last, which.ravel(), offsets)
     return {(topic, p): o + 1 for p, o in zip(owners.tolist(), last.tolist(), strict=True)}
