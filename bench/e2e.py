@@ -129,7 +129,7 @@ async def _bench(args: argparse.Namespace, bootstrap: str, workdir: Path) -> dic
         # after warm-up every tick yields one forecast: forecasts per second between the
         # first and the last one consumed is the steady-state rate of forecasting ticks
         "forecast_ticks_per_s": (len(arrived) - 1) / max(finished - first, 1e-9),
-        **_latencies(sent_at, arrived, published),
+        **_latencies(sent_at, arrived, published, getattr(args, "trace", None)),
         **figures,
         **_cpu_figures(cpu_first, cpu_last, len(arrived)),
     }
@@ -335,10 +335,12 @@ def _latencies(
     sent_at: dict[tuple[str, int], float],
     arrived: dict[tuple[str, int], float],
     published: dict[tuple[str, int], float],
+    trace: Path | None = None,
 ) -> dict[str, float]:
     """Percentiles of tick sent -> forecast consumed, and -> forecast published; over the
     whole run and in the steady state (ticks sent ``SETTLE_S`` after the first forecasting
-    tick, past the warm-up transient)."""
+    tick, past the warm-up transient). ``trace``: a CSV of the same per burst of ticks
+    sent together, in the order sent (where in the run the slow forecasts are)."""
     pairs = [k for k in arrived if k in sent_at]
     sent = np.array([sent_at[k] for k in pairs])
     lat = np.array([arrived[k] - sent_at[k] for k in pairs]) * 1000
@@ -346,6 +348,8 @@ def _latencies(
     # excludes the benchmark's own consumer (which shares the CPU with the producer)
     lat_out = np.array([published[k] - sent_at[k] for k in pairs]) * 1000
     steady = sent >= (sent.min() if len(sent) else 0.0) + SETTLE_S
+    if trace is not None:
+        _write_trace(trace, sent, lat, lat_out)
 
     def pct(values: np.ndarray, q: int) -> float:
         return float(np.percentile(values, q)) if len(values) else float("nan")
@@ -363,6 +367,21 @@ def _latencies(
         "steady_to_published_p50_ms": pct(lat_out[steady], 50),
         "steady_to_published_p99_ms": pct(lat_out[steady], 99),
     }
+
+
+def _write_trace(path: Path, sent: np.ndarray, lat: np.ndarray, lat_out: np.ndarray) -> None:
+    """One CSV row per burst (the ticks handed to the producer at one instant): when it
+    was sent (s after the first forecasting burst), its forecasts, and the median and
+    worst latency to consumed and to published (ms)."""
+    bursts, first = np.unique(sent, return_inverse=True)
+    rows = ["sent_s,forecasts,p50_ms,max_ms,to_published_p50_ms,to_published_max_ms"]
+    for i, at in enumerate(bursts.tolist()):
+        mine = first == i
+        rows.append(
+            f"{at - bursts[0]:.3f},{int(mine.sum())},{np.median(lat[mine]):.1f},"
+            f"{lat[mine].max():.1f},{np.median(lat_out[mine]):.1f},{lat_out[mine].max():.1f}"
+        )
+    path.write_text("\n".join(rows) + "\n")
 
 
 def _rss_mib(service: ServiceProcess) -> float:
@@ -387,6 +406,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=5_000, help="service batch_max_records")
     parser.add_argument("--wait-ms", type=int, default=20, help="service batch_max_wait_ms")
     parser.add_argument("--timeout", type=float, default=300)
+    parser.add_argument(
+        "--trace", type=Path, help="write each burst's forecast latencies to this CSV"
+    )
     parser.add_argument("--instances", type=int, default=1, help="services in one group")
     parser.add_argument("--threads", type=int, help="service intra_op_threads (default: its own)")
     parser.add_argument(

@@ -10,6 +10,7 @@ and measures something.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -39,3 +40,24 @@ def test_the_pipeline_row_runs_bytes_to_bytes(model: Path) -> None:
     assert rows["pipeline_ticks_per_s"] > 0
     assert micro.pipeline_rate(model, 300, 2, threads=2)["pipeline_ticks_per_s"] > 0
     assert rows["forecast_bytes"] > 100  # a whole forecast record per key, bands included
+
+
+def test_the_latency_trace_has_one_row_per_burst_in_the_order_sent(tmp_path: Path) -> None:
+    # e2e.py imports its sibling ``common`` as the scripts do
+    sys.path.insert(0, str(REPO / "bench"))
+    try:
+        e2e = load_script(REPO / "bench" / "e2e.py", "bench_e2e")
+    finally:
+        sys.path.remove(str(REPO / "bench"))
+    sent_at = {("a", 0): 10.0, ("b", 0): 10.0, ("a", 60): 10.1, ("b", 60): 10.1}
+    arrived = {("a", 0): 10.05, ("b", 0): 10.07, ("a", 60): 10.3, ("b", 60): 10.2}
+    published = {key: at - 0.01 for key, at in arrived.items()}
+    trace = tmp_path / "trace.csv"
+    figures = e2e._latencies(sent_at, arrived, published, trace)
+    header, *rows = trace.read_text().splitlines()
+    assert header.startswith("sent_s,forecasts,p50_ms,max_ms")
+    assert [row.split(",")[:4] for row in rows] == [
+        ["0.000", "2", "60.0", "70.0"],
+        ["0.100", "2", "150.0", "200.0"],
+    ]
+    assert figures["latency_p50_ms"] == pytest.approx(85.0)  # of 50, 70, 100, 200
