@@ -35,6 +35,7 @@ import signal
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from streamcast.config import Settings
 from streamcast.core.models_dir import Stamp, resolve_model
@@ -43,12 +44,19 @@ from streamcast.kafka.guarantee import make_sink
 from streamcast.kafka.sink import Sink
 from streamcast.kafka.topics import ensure_topics
 from streamcast.kafka.wire import Consumed
-from streamcast.service.batches import BatchHandler
+from streamcast.service.batches import BatchHandler, More
 from streamcast.service.health import HealthServer
 from streamcast.service.metrics import Metrics
 from streamcast.service.models import ModelWatcher, required_model_path, startup_model
 from streamcast.service.processor import BatchProcessor, build_processor
-from streamcast.service.waits import Retry, backoff_delays, bounded, first_leaf, unless_set
+from streamcast.service.waits import (
+    Retry,
+    backoff_delays,
+    before,
+    bounded,
+    first_leaf,
+    unless_set,
+)
 from streamcast.service.watch import BrokerWatch
 
 log = logging.getLogger(__name__)
@@ -302,22 +310,27 @@ class Service:
             await self._swap_model(processor)
             self._last_tick = self._clock()
 
-    def _more(self, sink: Sink) -> Callable[[], Awaitable[Sequence[Consumed]]]:
+    def _more(self, sink: Sink) -> More:
         """What a run of batches fetches while the previous batch is delivered: the
-        records the consumer holds now (no wait), nothing once a stop was asked or the run
-        is :data:`RUN_MAX_S` old (the loop then recovers, swaps models, beats), and nothing
-        on a broker error (the loop's own fetch retries it with backoff)."""
+        records that come before that delivery is done (those the consumer holds now, or
+        the first to arrive while the acknowledgements are in flight: a burst that lands
+        mid-delivery is processed beside it, not after it), nothing once a stop was asked
+        or the run is :data:`RUN_MAX_S` old (the loop then recovers, swaps models, beats),
+        and nothing on a broker error (the loop's own fetch retries it with backoff)."""
         s = self.settings
         ends = time.monotonic() + RUN_MAX_S
 
-        async def more() -> Sequence[Consumed]:
-            if self.stopping or time.monotonic() > ends:
-                return ()
-            self._last_tick = self._clock()
-            try:
-                return await sink.fetch(s.batch_max_records, 0)
-            except TransientError:
-                return ()
+        async def more(delivered: asyncio.Future[Any]) -> Sequence[Consumed]:
+            while not (self.stopping or time.monotonic() > ends or delivered.done()):
+                self._last_tick = self._clock()
+                try:
+                    fetch = sink.fetch(s.batch_max_records, s.batch_max_wait_ms)
+                    records = await before(fetch, delivered)
+                except TransientError:
+                    return ()
+                if records:
+                    return records
+            return ()
 
         return more
 

@@ -22,6 +22,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -31,6 +32,10 @@ from streamcast.kafka.wire import Consumed
 from streamcast.service.metrics import Metrics, observe_many
 from streamcast.service.processor import BatchProcessor, BatchResult
 from streamcast.service.waits import Retry
+
+#: what a run of batches fetches next, given the delivery under way (records that came
+#: before it was done; nothing ends the run)
+More = Callable[[asyncio.Future[Any]], Awaitable[Sequence[Consumed]]]
 
 # These lines are the service's: log filters and dashboards key on the logger name.
 log = logging.getLogger("streamcast.service")
@@ -56,12 +61,12 @@ class BatchHandler:
         sink: Sink,
         processor: BatchProcessor,
         records: Sequence[Consumed],
-        more: Callable[[], Awaitable[Sequence[Consumed]]] | None = None,
+        more: More | None = None,
     ) -> None:
         """A run of micro-batches under one hold of the sink (see the module docstring).
 
         ``records`` are processed and their delivery starts; while it is under way,
-        ``more()`` fetches the next batch (when the sink :meth:`~Sink.continues`) and the
+        ``more(delivery)`` fetches the next batch (when the sink :meth:`~Sink.continues`) and the
         worker thread processes it, so the event loop's produce, acknowledgements and
         commit overlap the next batch's computing. Deliveries stay in order, each only
         after the previous one succeeded: offsets are committed only after their
@@ -80,7 +85,7 @@ class BatchHandler:
                 async with asyncio.TaskGroup() as tasks:
                     delivery = tasks.create_task(self._deliver(sink, result))
                     if more is not None and sink.continues():
-                        nxt = await more()
+                        nxt = await more(delivery)
                         if nxt and sink.continues():
                             following = (len(nxt), await self._process(processor, nxt))
                 if not delivery.result():

@@ -21,6 +21,7 @@ from streamcast.errors import BatchRolledBackError, RejectReason, TransientError
 from streamcast.kafka.wire import Consumed, InRecord, Offsets, Outputs, OutRecord
 from streamcast.service.app import Service, freeze_startup_objects
 from streamcast.service.processor import BatchResult, OutputTopics, dead_letter, next_offsets
+from streamcast.service.waits import before
 from streamcast.service.watch import BrokerWatch
 
 
@@ -451,6 +452,104 @@ async def test_a_batch_processed_behind_a_rolled_back_delivery_is_never_sent() -
     assert kinds.index("process", 1) < kinds.index("rolled-back")
     assert not broker.published  # the second batch's outputs were dropped with the first's
     assert not broker.committed
+
+
+class LateArrivalSink(SlowDeliverySink):
+    """Ticks that land while the first delivery's acknowledgements are in flight: a fetch
+    waits for them as a consumer's long poll does (woken by their arrival)."""
+
+    def __init__(self, now: list[InRecord], later: list[InRecord], delivery_s: float) -> None:
+        super().__init__(now)
+        self.later = later
+        self.delivery_s = delivery_s
+        self.arrived = asyncio.Event()
+
+    async def fetch(self, max_records: int, timeout_ms: int) -> list[InRecord]:
+        if not self.pending:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.arrived.wait(), timeout_ms / 1000)
+        self.journal.append(("fetch", len(self.pending[:max_records])))
+        batch, self.pending = self.pending[:max_records], self.pending[max_records:]
+        return batch
+
+    async def deliver(self, outputs: Outputs, offsets: Offsets) -> None:
+        self.journal.append(("deliver-start", dict(offsets)))
+        if self.later:
+            asyncio.get_running_loop().call_later(0.02, self._land)
+        await asyncio.sleep(self.delivery_s)
+        await FakeSink.deliver(self, outputs, offsets)
+
+    def _land(self) -> None:
+        self.pending += self.later
+        self.later = []
+        self.arrived.set()
+
+
+async def test_a_burst_that_lands_mid_delivery_is_processed_beside_it_not_after() -> None:
+    """The first burst's delivery takes 0.3 s (a slow acknowledgement); the second lands
+    20 ms into it, and the service waits for records up to 0.1 s per fetch: the second
+    is processed while the first is still being delivered, then delivered after it."""
+    records = _records(8)
+    broker = LateArrivalSink(records[:4], records[4:], delivery_s=0.3)
+    service = Service(
+        _settings(batch_max_wait_ms=100),
+        sink_factory=lambda p: broker,
+        topic_check=_no_topics,
+        processor=JournalledProcessor(broker.journal),
+    )
+    await _run_until(service, lambda: service.batches == 2)
+    kinds = [kind for kind, _ in broker.journal if kind not in ("recover", "fetch")]
+    assert kinds == ["process", "deliver-start", "process", "publish", "commit",
+                     "deliver-start", "publish", "commit"]  # fmt: skip
+    commits = [offsets for kind, offsets in broker.journal if kind == "commit"]
+    assert commits == [{("ticks", 0): 2, ("ticks", 1): 2}, {("ticks", 0): 4, ("ticks", 1): 4}]
+
+
+async def test_a_fetch_that_outlives_the_delivery_is_cancelled_and_loses_nothing() -> None:
+    """Nothing lands during the delivery: the run's fetch is cancelled when the delivery
+    is done, and the records that come later are fetched, processed and committed by the
+    loop as usual."""
+    records = _records(8)
+    broker = LateArrivalSink(records[:4], [], delivery_s=0.05)
+    service = Service(
+        _settings(batch_max_wait_ms=1000),
+        sink_factory=lambda p: broker,
+        topic_check=_no_topics,
+        processor=JournalledProcessor(broker.journal),
+    )
+
+    async def later() -> None:
+        await _poll(lambda: service.batches == 1)
+        broker.pending += records[4:]
+        broker.arrived.set()
+
+    async with asyncio.timeout(5), asyncio.TaskGroup() as tasks:
+        tasks.create_task(later())
+        await _run_until(service, lambda: service.batches == 2)
+    sent = sorted(r.value or b"" for r in broker.published)
+    assert sent == sorted(r.value or b"" for r in records)
+    assert broker.committed == {("ticks", 0): 4, ("ticks", 1): 4}
+
+
+async def test_before_returns_the_result_that_came_first_and_none_after() -> None:
+    gate = asyncio.Event()
+
+    async def value(wait: asyncio.Event, result: int) -> int:
+        await wait.wait()
+        return result
+
+    done = asyncio.get_running_loop().create_future()
+    done.set_result(None)
+    assert await before(value(asyncio.Event(), 1), done) is None  # cancelled, never ran on
+    pending = asyncio.ensure_future(value(gate, 0))
+    quick = asyncio.Event()
+    quick.set()
+    assert await before(value(quick, 2), pending) == 2
+    # both done in the same moment: the result is never dropped (records fetched must be
+    # processed, or they would be skipped)
+    gate.set()
+    assert await before(value(gate, 3), asyncio.ensure_future(value(gate, 0))) == 3
+    assert await pending == 0
 
 
 def test_a_started_service_moves_its_startup_objects_out_of_the_collectors_reach() -> None:
