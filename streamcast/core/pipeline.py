@@ -56,9 +56,6 @@ from streamcast.core.records import Counters, ForecastBatch, Rejection, TickBatc
 from streamcast.core.state import StateStore
 from streamcast.errors import ConfigurationError
 
-#: steps whose model inputs are built in one pass (rounds are grouped up to this many)
-INPUT_ROWS = 8192
-
 Float32Array = npt.NDArray[np.float32]
 
 IntArray = npt.NDArray[np.int64]
@@ -414,31 +411,24 @@ class Pipeline:
             origin_of = which.ravel()
         forecast = np.zeros((n, self.horizon), dtype=np.float32)
         # the scaled value of every step (for input drift); the rest of a step's input is
-        # built for a few rounds at a time (a warm-up's [n, step_width] would be megabytes)
+        # only needed in its round (a warm-up's [n, step_width] would be megabytes)
         x0 = np.zeros(n, dtype=np.float32)
+        level = np.zeros(n)
         unit = np.ones(n)
         order = np.argsort(rank, kind="stable")
         bounds = np.searchsorted(rank[order], np.arange(int(rank.max(initial=-1)) + 2))
-        rounds = len(bounds) - 1
-        level, scale = self._levels(steps, order, bounds)
-        built, x_built = 0, np.zeros((0, 0), dtype=np.float32)
-        for r in range(rounds):
-            lo, hi = int(bounds[r]), int(bounds[r + 1])
-            if hi > built:
-                # the inputs of the rounds ahead, up to INPUT_ROWS steps in one pass
-                # (elementwise: the same bits as round by round; a warm-up's 48 rounds
-                # of 500 keys were ~8 ms of per-call overhead)
-                end = max(r + 1, int(np.searchsorted(bounds, lo + INPUT_ROWS, "right")) - 1)
-                ahead = order[lo : bounds[end]]
-                x_built, unit[ahead] = step_inputs(
-                    steps.x[ahead], level[ahead], scale[ahead], steps.lags[ahead],
-                    scheme=scheme, extra=self.extra_scaling,
-                )  # fmt: skip
-                base, built = lo, int(bounds[end])
-            sel = order[lo:hi]
-            r_rows, fresh = rows[sel], zero[sel]
-            x_sel = x_built[lo - base : hi - base]
-            x0[sel] = x_sel[:, 0]
+        for r in range(len(bounds) - 1):
+            sel = order[bounds[r] : bounds[r + 1]]
+            r_rows = rows[sel]
+            fresh = zero[sel]
+            l_prev = np.where(fresh, steps.init_level[sel], st.value_level[r_rows])
+            s_prev = np.where(fresh, steps.init_scale[sel], st.value_scale[r_rows])
+            l_new, s_new = scheme.update(l_prev, s_prev, steps.x[sel, 0])
+            st.value_level[r_rows], st.value_scale[r_rows] = l_new, s_new
+            x_sel, unit[sel] = step_inputs(
+                steps.x[sel], l_new, s_new, steps.lags[sel], scheme=scheme, extra=self.extra_scaling
+            )
+            x0[sel], level[sel] = x_sel[:, 0], l_new
             h, c = st.h[r_rows], st.c[r_rows]  # copies (fancy indexing)
             if fresh.any():
                 h[fresh], c[fresh] = 0.0, 0.0
@@ -466,24 +456,6 @@ class Pipeline:
             rows[real], rank[real], x0[real].astype(np.float64), ts[real], trigger[real]
         )
         return forecasts, rows[out], inputs
-
-    def _levels(
-        self, steps: Steps, order: IntArray, bounds: IntArray
-    ) -> tuple[FloatArray, FloatArray]:
-        """Every step's level and scale after its value, round by round (each follows
-        from the key's previous round, or from the step's initial ones after a zero
-        state), left in the store as each key's latest: the one sequential part of the
-        rounds, a few elementwise operations each."""
-        st, rows, zero = self.store, steps.row, steps.zero
-        level, scale = np.zeros(len(steps)), np.zeros(len(steps))
-        for r in range(len(bounds) - 1):
-            sel = order[bounds[r] : bounds[r + 1]]
-            r_rows, fresh = rows[sel], zero[sel]
-            l_prev = np.where(fresh, steps.init_level[sel], st.value_level[r_rows])
-            s_prev = np.where(fresh, steps.init_scale[sel], st.value_scale[r_rows])
-            level[sel], scale[sel] = self.scheme.update(l_prev, s_prev, steps.x[sel, 0])
-            st.value_level[r_rows], st.value_scale[r_rows] = level[sel], scale[sel]
-        return level, scale
 
     def _round(  # noqa: PLR0917 - one round's arrays, once
         self,
