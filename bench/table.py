@@ -225,7 +225,7 @@ def render(r: dict[str, Any], meta: dict[str, str]) -> list[tuple[str, str, str,
         add("(f) the bound those costs put on end to end: all cores / (service + broker)",
             f["cores_bound_ticks_per_s"])  # fmt: skip
     for mode, name in (("at_least_once", "at-least-once"), ("exactly_once", "exactly-once"),
-                       ("at_least_once_t2", "at-least-once, intra_op_threads = 2,")):  # fmt: skip
+                       ("at_least_once_t2", "at-least-once, 2 model threads")):  # fmt: skip
         if f"paced_{mode}" not in r:
             continue
         f = r[f"paced_{mode}"]
