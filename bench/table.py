@@ -140,6 +140,8 @@ async def broker_rows(args: argparse.Namespace, bootstrap: str, work: Path) -> d
         return base
 
     out: dict[str, Any] = {}
+    traces = work / "results"  # each paced run's latency per burst (e2e.py --trace)
+    traces.mkdir(parents=True, exist_ok=True)
 
     async def e2e(name: str, run: argparse.Namespace) -> None:
         out[name] = f = await e2e_bench(run, bootstrap, work)
@@ -162,12 +164,14 @@ async def broker_rows(args: argparse.Namespace, bootstrap: str, work: Path) -> d
         out[f"flat_{mode}"] = ranked[len(ranked) // 2]
         out[f"flat_{mode}_runs"] = [f["forecast_ticks_per_s"] for f in runs]
     for mode in flat:
+        trace = traces / f"trace_paced_{mode}.csv"
         paced = run_args(guarantee=mode, rate=args.rate, keys=args.paced_keys,
-                         ticks=args.paced_ticks)  # fmt: skip
+                         ticks=args.paced_ticks, trace=trace)  # fmt: skip
         await e2e(f"paced_{mode}", paced)
     # the spare core, when the load leaves one: the model's runs side by side on 2 threads
     await e2e("paced_at_least_once_t2", run_args(rate=args.rate, keys=args.paced_keys,
-                                                 ticks=args.paced_ticks, threads=2))  # fmt: skip
+                                                 ticks=args.paced_ticks, threads=2,
+                                                 trace=traces / "trace_paced_t2.csv"))  # fmt: skip
     every_ms = 1000 * args.paced_keys / args.rate
     hops = argparse.Namespace(model=args.model, keys=args.paced_keys, every_ms=every_ms, bursts=150)
     out["hop"] = {"every_ms": every_ms, **(await hop_run(hops, bootstrap))}
