@@ -32,6 +32,7 @@ import orjson  # noqa: E402
 from streamcast.config import Settings  # noqa: E402
 from streamcast.core.features import calendar_features, target_times  # noqa: E402
 from streamcast.core.model import OnnxStepModel, open_session  # noqa: E402
+from streamcast.kafka.changelog import release_free_memory  # noqa: E402
 from streamcast.kafka.wire import InRecord  # noqa: E402
 from streamcast.service.app import GC_THRESHOLDS  # noqa: E402
 from streamcast.service.processor import Processor, build_processor  # noqa: E402
@@ -168,7 +169,7 @@ def rss_per_key(path: Path, keys: int, chunk: int = 50_000) -> dict[str, float]:
     it), then ``keys`` warm keys restored into it in chunks; the RSS growth per key. The
     process's RSS is read after the model and the seed keys are loaded, so the model,
     ONNX Runtime and the interpreter are not counted; the store's arrays, the key index
-    and allocator slack are."""
+    and allocator slack are (after the free pages are returned, as a restore ends)."""
     import psutil  # noqa: PLC0415 - dev dependency, only the benchmarks need it
 
     process = psutil.Process()
@@ -186,6 +187,7 @@ def rss_per_key(path: Path, keys: int, chunk: int = 50_000) -> dict[str, float]:
         fresh.restore(first // chunk % 2, part, time.time())
     del names, part
     gc.collect()
+    release_free_memory()  # as the service's restore ends (streamcast.kafka.changelog)
     after = process.memory_info().rss
     active = fresh.pipeline.active_keys
     return {

@@ -21,6 +21,9 @@ unless ``allow_state_rebuild`` is set, in which case the keys warm up again.
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
+import functools
 import logging
 import time
 from collections.abc import Callable, Mapping, Set
@@ -49,6 +52,30 @@ def marker(topic: str, partition: int, next_offset: int) -> OutRecord:
     """The marker record of ``partition``: its state belongs to committed offsets."""
     value = orjson.dumps({"partition": partition, "next_offset": next_offset})
     return OutRecord(topic, MARKER_KEY, value, list(MARKER_HEADERS), partition)
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim``, or None on a C library without it (musl, macOS)."""
+    name = ctypes.util.find_library("c")
+    try:
+        trim: Callable[[int], int] = ctypes.CDLL(name).malloc_trim
+    except (OSError, AttributeError, TypeError):
+        return None
+    return trim
+
+
+def release_free_memory() -> bool:
+    """Return the C heap's free pages to the operating system; False where the C library
+    cannot. A restore reads a partition's whole changelog and decodes it into arrays (at
+    1,000,000 keys hundreds of MB for a moment); once the store holds the state, those
+    pages are free but the allocator kept them: resident memory the service never used
+    again (1,000,000 keys restored: 1,714 -> 1,575 B per key, ``bench/micro.py``)."""
+    trim = _malloc_trim()
+    if trim is None:
+        return False
+    trim(0)
+    return True
 
 
 def make_restore_consumer(settings: Settings) -> AIOKafkaConsumer:
@@ -179,6 +206,8 @@ class PartitionStates:
                     "(STREAMCAST_TOPICS__STATE_CHANGELOG) and group"
                 ) from exc
         self.held |= set(partitions)
+        del read
+        release_free_memory()
         seconds = time.perf_counter() - began
         self._observer.restored(restored, seconds)
         log.info(

@@ -3,6 +3,8 @@ records and tombstones, dropping a revoked partition, outputs grouped per transa
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -179,3 +181,23 @@ def test_placement_is_a_store_column_bounded_by_max_keys(tmp_path: Path) -> None
     processor.step(_records([(p, f"k{i}", 0, 1.0) for i, p in enumerate([0, 1, 0, 1, 0])]), 0.0)
     assert len(placement(processor)) == 2, "evicted keys leave the placement with their row"
     assert processor.state_records(processor.step([], 0.0)[0]) == [], "no changelog configured"
+
+
+def test_the_pages_a_restore_freed_go_back_to_the_operating_system() -> None:
+    """A restore's transient (the changelog's records and their decoded arrays) is freed
+    with holes the allocator keeps: a process holding 1 in 50 of 150,000 such blocks kept
+    ~190 MB resident until the free pages were handed back (0 without)."""
+    script = """
+import psutil
+from streamcast.kafka.changelog import release_free_memory
+process = psutil.Process()
+blocks = [bytearray(1400) for _ in range(150_000)]  # malloc'd, not pymalloc'd
+kept = blocks[::50]  # holes: the heap's top cannot shrink on its own
+del blocks
+held = process.memory_info().rss
+assert release_free_memory()
+print(held - process.memory_info().rss)
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         check=True, timeout=60)  # fmt: skip
+    assert int(out.stdout) > 100 * 2**20
