@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import ctypes.util
 import functools
 import logging
 import time
 from collections.abc import Callable, Mapping, Set
 from dataclasses import dataclass, field
+from typing import cast
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -56,21 +56,24 @@ def marker(topic: str, partition: int, next_offset: int) -> OutRecord:
 
 @functools.cache
 def _malloc_trim() -> Callable[[int], int] | None:
-    """glibc's ``malloc_trim``, or None on a C library without it (musl, macOS)."""
-    name = ctypes.util.find_library("c")
+    """glibc's ``malloc_trim`` (looked up in the process's own symbols: no ``ldconfig``
+    subprocess), or None where the C library has none (musl, macOS, Windows)."""
     try:
-        trim: Callable[[int], int] = ctypes.CDLL(name).malloc_trim
+        trim = ctypes.CDLL(None).malloc_trim
     except (OSError, AttributeError, TypeError):
         return None
-    return trim
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    return cast("Callable[[int], int]", trim)
 
 
 def release_free_memory() -> bool:
     """Return the C heap's free pages to the operating system; False where the C library
-    cannot. A restore reads a partition's whole changelog and decodes it into arrays (at
-    1,000,000 keys hundreds of MB for a moment); once the store holds the state, those
-    pages are free but the allocator kept them: resident memory the service never used
-    again (1,000,000 keys restored: 1,714 -> 1,575 B per key, ``bench/micro.py``)."""
+    cannot (or another allocator, jemalloc or tcmalloc preloaded, makes it a no-op). A
+    restore reads a partition's whole changelog and decodes it into arrays (at 1,000,000
+    keys hundreds of MB for a moment); once the store holds the state those pages are
+    free, but the allocator kept them: resident memory the service never used again
+    (1,000,000 keys restored: 1,714 -> 1,575 B per key, ``bench/micro.py``; 2.2 ms)."""
     trim = _malloc_trim()
     if trim is None:
         return False
@@ -193,6 +196,26 @@ class PartitionStates:
         with map_kafka_errors("state restore"):
             read = await read_changelog(self._restorer, topic, sorted(partitions))
         self._check_not_lost(partitions, committed, read)
+        restored = await self._load(read)
+        self.held |= set(partitions)
+        del read  # the records read, now in the store: their pages go back to the system
+        await asyncio.to_thread(release_free_memory)
+        seconds = time.perf_counter() - began
+        self._observer.restored(restored, seconds)
+        log.info(
+            "state restored",
+            extra={
+                "partitions": sorted(partitions),
+                "keys": restored,
+                "seconds": round(seconds, 3),
+                "keys_per_s": round(restored / seconds) if seconds > 0 else None,
+            },
+        )
+        return restored
+
+    async def _load(self, read: Changelog) -> int:
+        """Restore what ``read`` holds into the state, partition by partition; the keys."""
+        topic = self._settings.topics.state_changelog
         now = self._clock()
         restored = 0
         for p, keys in read.records.items():
@@ -205,20 +228,6 @@ class PartitionStates:
                     "interval grid needs a new changelog topic "
                     "(STREAMCAST_TOPICS__STATE_CHANGELOG) and group"
                 ) from exc
-        self.held |= set(partitions)
-        del read
-        release_free_memory()
-        seconds = time.perf_counter() - began
-        self._observer.restored(restored, seconds)
-        log.info(
-            "state restored",
-            extra={
-                "partitions": sorted(partitions),
-                "keys": restored,
-                "seconds": round(seconds, 3),
-                "keys_per_s": round(restored / seconds) if seconds > 0 else None,
-            },
-        )
         return restored
 
     def _check_not_lost(

@@ -49,14 +49,7 @@ from streamcast.service.health import HealthServer
 from streamcast.service.metrics import Metrics
 from streamcast.service.models import ModelWatcher, required_model_path, startup_model
 from streamcast.service.processor import BatchProcessor, build_processor
-from streamcast.service.waits import (
-    Retry,
-    backoff_delays,
-    before,
-    bounded,
-    first_leaf,
-    unless_set,
-)
+from streamcast.service.waits import Retry, backoff_delays, bounded, first_leaf, unless_set
 from streamcast.service.watch import BrokerWatch
 
 log = logging.getLogger(__name__)
@@ -71,6 +64,9 @@ PROGRESS_LOG_S = 60.0
 GC_THRESHOLDS = (50_000, 20, 20)
 #: longest run of overlapped batches (one hold of the sink) before the loop goes round
 RUN_MAX_S = 1.0
+#: longest wait of one fetch while a delivery is under way (records end it at once; a
+#: delivery that ends meanwhile is noticed within this)
+RUN_POLL_MS = 5
 #: exit code of a second signal (128 + SIGINT, the shell convention)
 FORCED_EXIT = 130
 #: closing the Kafka clients gets what is left of the drain budget, within these bounds
@@ -316,19 +312,26 @@ class Service:
         the first to arrive while the acknowledgements are in flight: a burst that lands
         mid-delivery is processed beside it, not after it), nothing once a stop was asked
         or the run is :data:`RUN_MAX_S` old (the loop then recovers, swaps models, beats),
-        and nothing on a broker error (the loop's own fetch retries it with backoff)."""
+        and nothing on a broker error (the loop's own fetch retries it with backoff).
+
+        The wait is a series of short fetches (:data:`RUN_POLL_MS` each, returning at
+        once when records arrive), never a fetch cancelled when the delivery ends: a
+        cancelled ``getmany`` leaves aiokafka's fetch count raised for good (its
+        ``fetch_context`` has no ``finally``), which turns off the consumer's
+        ``max_poll_interval_ms`` check. With ``batch_max_wait_ms = 0`` it is one fetch
+        of what is held."""
         s = self.settings
         ends = time.monotonic() + RUN_MAX_S
+        poll_ms = min(s.batch_max_wait_ms, RUN_POLL_MS)
 
         async def more(delivered: asyncio.Future[Any]) -> Sequence[Consumed]:
-            while not (self.stopping or time.monotonic() > ends or delivered.done()):
+            while not (self.stopping or time.monotonic() > ends):
                 self._last_tick = self._clock()
                 try:
-                    fetch = sink.fetch(s.batch_max_records, s.batch_max_wait_ms)
-                    records = await before(fetch, delivered)
+                    records = await sink.fetch(s.batch_max_records, poll_ms)
                 except TransientError:
                     return ()
-                if records:
+                if records or delivered.done() or not poll_ms:
                     return records
             return ()
 

@@ -15,7 +15,7 @@ import contextlib
 import logging
 import random
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from streamcast.errors import TransientError
 
@@ -66,21 +66,6 @@ async def unless_set(
     if work.done() and not work.cancelled():
         work.exception()  # retrieved, so asyncio does not log it as never retrieved
     return False
-
-
-async def before(aw: Coroutine[object, object, T], until: asyncio.Future[Any]) -> T | None:
-    """``aw``'s result if it comes before ``until`` is done, else None (``aw`` is then
-    cancelled). A result that came in the same moment is returned, never dropped: for a
-    fetch, records the consumer handed over and nobody processed would be skipped. A
-    cancellation of this task itself cancels ``aw`` and propagates."""
-    work = asyncio.ensure_future(aw)
-    try:
-        await asyncio.wait({work, until}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        if not work.done():
-            work.cancel()
-    await asyncio.wait({work})  # its unwinding (or the result it already had)
-    return None if work.cancelled() else work.result()
 
 
 async def bounded(aw: Awaitable[None], seconds: float, what: str) -> None:

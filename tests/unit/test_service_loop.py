@@ -21,7 +21,6 @@ from streamcast.errors import BatchRolledBackError, RejectReason, TransientError
 from streamcast.kafka.wire import Consumed, InRecord, Offsets, Outputs, OutRecord
 from streamcast.service.app import Service, freeze_startup_objects
 from streamcast.service.processor import BatchResult, OutputTopics, dead_letter, next_offsets
-from streamcast.service.waits import before
 from streamcast.service.watch import BrokerWatch
 
 
@@ -465,11 +464,17 @@ class LateArrivalSink(SlowDeliverySink):
         self.arrived = asyncio.Event()
 
     async def fetch(self, max_records: int, timeout_ms: int) -> list[InRecord]:
-        if not self.pending:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.arrived.wait(), timeout_ms / 1000)
+        try:
+            if not self.pending:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.arrived.wait(), timeout_ms / 1000)
+        except asyncio.CancelledError:
+            self.journal.append(("fetch-cancelled", None))
+            raise
         self.journal.append(("fetch", len(self.pending[:max_records])))
         batch, self.pending = self.pending[:max_records], self.pending[max_records:]
+        if not self.pending:
+            self.arrived.clear()
         return batch
 
     async def deliver(self, outputs: Outputs, offsets: Offsets) -> None:
@@ -505,10 +510,11 @@ async def test_a_burst_that_lands_mid_delivery_is_processed_beside_it_not_after(
     assert commits == [{("ticks", 0): 2, ("ticks", 1): 2}, {("ticks", 0): 4, ("ticks", 1): 4}]
 
 
-async def test_a_fetch_that_outlives_the_delivery_is_cancelled_and_loses_nothing() -> None:
-    """Nothing lands during the delivery: the run's fetch is cancelled when the delivery
-    is done, and the records that come later are fetched, processed and committed by the
-    loop as usual."""
+async def test_the_wait_during_a_delivery_never_cancels_a_fetch() -> None:
+    """Nothing lands during the deliveries: the run's short fetches end on their own
+    when a delivery is done (a ``getmany`` cancelled mid-wait would leave aiokafka's
+    fetch count raised and its ``max_poll_interval_ms`` check off for good), and the
+    records that come later are fetched, processed and committed by the loop."""
     records = _records(8)
     broker = LateArrivalSink(records[:4], [], delivery_s=0.05)
     service = Service(
@@ -526,30 +532,28 @@ async def test_a_fetch_that_outlives_the_delivery_is_cancelled_and_loses_nothing
     async with asyncio.timeout(5), asyncio.TaskGroup() as tasks:
         tasks.create_task(later())
         await _run_until(service, lambda: service.batches == 2)
+    # (the stop may cancel the loop's own fetch, after the last commit)
+    last = broker.journal.index(("commit", {("ticks", 0): 4, ("ticks", 1): 4}))
+    assert ("fetch-cancelled", None) not in broker.journal[:last]
     sent = sorted(r.value or b"" for r in broker.published)
     assert sent == sorted(r.value or b"" for r in records)
     assert broker.committed == {("ticks", 0): 4, ("ticks", 1): 4}
 
 
-async def test_before_returns_the_result_that_came_first_and_none_after() -> None:
-    gate = asyncio.Event()
-
-    async def value(wait: asyncio.Event, result: int) -> int:
-        await wait.wait()
-        return result
-
-    done = asyncio.get_running_loop().create_future()
-    done.set_result(None)
-    assert await before(value(asyncio.Event(), 1), done) is None  # cancelled, never ran on
-    pending = asyncio.ensure_future(value(gate, 0))
-    quick = asyncio.Event()
-    quick.set()
-    assert await before(value(quick, 2), pending) == 2
-    # both done in the same moment: the result is never dropped (records fetched must be
-    # processed, or they would be skipped)
-    gate.set()
-    assert await before(value(gate, 3), asyncio.ensure_future(value(gate, 0))) == 3
-    assert await pending == 0
+async def test_without_a_wait_a_run_fetches_once_per_delivery() -> None:
+    """``batch_max_wait_ms = 0``: the run takes what the consumer holds, once per
+    delivery, instead of spinning on empty fetches until the delivery is done."""
+    broker = LateArrivalSink(_records(4), [], delivery_s=0.2)
+    service = Service(
+        _settings(batch_max_wait_ms=0),
+        sink_factory=lambda p: broker,
+        topic_check=_no_topics,
+        processor=JournalledProcessor(broker.journal),
+    )
+    await _run_until(service, lambda: service.batches == 1)
+    start = broker.journal.index(("deliver-start", {("ticks", 0): 2, ("ticks", 1): 2}))
+    end = broker.journal.index(("commit", {("ticks", 0): 2, ("ticks", 1): 2}))
+    assert [k for k, _ in broker.journal[start:end]].count("fetch") == 1
 
 
 def test_a_started_service_moves_its_startup_objects_out_of_the_collectors_reach() -> None:
