@@ -490,18 +490,23 @@ class LateArrivalSink(SlowDeliverySink):
         self.arrived.set()
 
 
-async def test_a_burst_that_lands_mid_delivery_is_processed_beside_it_not_after() -> None:
-    """The first burst's delivery takes 0.3 s (a slow acknowledgement); the second lands
-    20 ms into it, and the service waits for records up to 0.1 s per fetch: the second
-    is processed while the first is still being delivered, then delivered after it."""
-    records = _records(8)
-    broker = LateArrivalSink(records[:4], records[4:], delivery_s=0.3)
-    service = Service(
-        _settings(batch_max_wait_ms=100),
+def _journalled(broker: LateArrivalSink, **settings: object) -> Service:
+    """A service over ``broker`` whose processing is journalled beside its deliveries."""
+    return Service(
+        _settings(**settings),
         sink_factory=lambda p: broker,
         topic_check=_no_topics,
         processor=JournalledProcessor(broker.journal),
     )
+
+
+async def test_a_burst_that_lands_mid_delivery_is_processed_beside_it_not_after() -> None:
+    """The first burst's delivery takes 0.3 s (a slow acknowledgement); the second lands
+    20 ms into it, while the run's short fetches wait for records: the second is
+    processed while the first is still being delivered, then delivered after it."""
+    records = _records(8)
+    broker = LateArrivalSink(records[:4], records[4:], delivery_s=0.3)
+    service = _journalled(broker, batch_max_wait_ms=100)
     await _run_until(service, lambda: service.batches == 2)
     kinds = [kind for kind, _ in broker.journal if kind not in ("recover", "fetch")]
     assert kinds == ["process", "deliver-start", "process", "publish", "commit",
@@ -517,12 +522,7 @@ async def test_the_wait_during_a_delivery_never_cancels_a_fetch() -> None:
     records that come later are fetched, processed and committed by the loop."""
     records = _records(8)
     broker = LateArrivalSink(records[:4], [], delivery_s=0.05)
-    service = Service(
-        _settings(batch_max_wait_ms=1000),
-        sink_factory=lambda p: broker,
-        topic_check=_no_topics,
-        processor=JournalledProcessor(broker.journal),
-    )
+    service = _journalled(broker, batch_max_wait_ms=1000)
 
     async def later() -> None:
         await _poll(lambda: service.batches == 1)
@@ -544,12 +544,7 @@ async def test_without_a_wait_a_run_fetches_once_per_delivery() -> None:
     """``batch_max_wait_ms = 0``: the run takes what the consumer holds, once per
     delivery, instead of spinning on empty fetches until the delivery is done."""
     broker = LateArrivalSink(_records(4), [], delivery_s=0.2)
-    service = Service(
-        _settings(batch_max_wait_ms=0),
-        sink_factory=lambda p: broker,
-        topic_check=_no_topics,
-        processor=JournalledProcessor(broker.journal),
-    )
+    service = _journalled(broker, batch_max_wait_ms=0)
     await _run_until(service, lambda: service.batches == 1)
     start = broker.journal.index(("deliver-start", {("ticks", 0): 2, ("ticks", 1): 2}))
     end = broker.journal.index(("commit", {("ticks", 0): 2, ("ticks", 1): 2}))
