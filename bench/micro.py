@@ -7,7 +7,8 @@ streamcast uses a second thread), (e) streamcast's pipeline at ``--keys`` keys p
 micro-batch from encoded tick bytes to encoded forecast bytes, with 1 and 2 threads:
 :meth:`Processor.process` on consumed records (JSON ticks), which decodes, admits,
 aggregates, steps, scores, encodes the forecasts and the changelog records, exactly what
-the service's worker thread runs per batch.
+the service's worker thread runs per batch. Also one paced burst's batch (500 keys)
+back to back and 100 ms apart: the paced latency rows' processing, caches cold.
 
     .venv/bin/python bench/micro.py --model .bench/model/model.onnx
 """
@@ -36,6 +37,9 @@ from streamcast.kafka.changelog import release_free_memory  # noqa: E402
 from streamcast.kafka.wire import InRecord  # noqa: E402
 from streamcast.service.app import GC_THRESHOLDS  # noqa: E402
 from streamcast.service.processor import Processor, build_processor  # noqa: E402
+
+#: one burst of the paced runs (bench/table.py: 500 keys at 5,000 ticks/s, 100 ms apart)
+PACED_KEYS, PACED_GAP_S = 500, 0.1
 
 #: event time of the first interval: a fixed day well in the past (no tick is "future")
 EPOCH_S = 1_764_547_200  # 2025-12-01T00:00:00Z
@@ -136,9 +140,13 @@ def key_names(n: int) -> list[str]:
     return [f"k{i:07d}" for i in range(n)]
 
 
-def pipeline_rate(path: Path, keys: int, batches: int, threads: int = 1) -> dict[str, float]:
+def pipeline_rate(
+    path: Path, keys: int, batches: int, threads: int = 1, gap_s: float = 0.0
+) -> dict[str, float]:
     """(e) :meth:`Processor.process` per micro-batch of ``keys`` ticks (one per key), with
-    the collector tuned as ``serve`` tunes it and ``intra_op_threads = threads``."""
+    the collector tuned as ``serve`` tunes it and ``intra_op_threads = threads``; the
+    batches back to back, or ``gap_s`` apart as a paced stream's bursts come (the
+    process sleeps between them, and its caches go cold meanwhile)."""
     gc.set_threshold(*GC_THRESHOLDS)
     processor, t0 = warm_processor(path, keys, threads=threads)
     names = key_names(keys)
@@ -146,6 +154,8 @@ def pipeline_rate(path: Path, keys: int, batches: int, threads: int = 1) -> dict
     times, cpu, sizes = [], [], []
     for b in range(batches):
         records = tick_records(names, t0 + b, interval_s, 10**9 + b * keys)
+        if gap_s:
+            time.sleep(gap_s)
         began, began_cpu = time.perf_counter(), time.process_time()
         result = processor.process(records, time.time())
         times.append(time.perf_counter() - began)
@@ -222,6 +232,9 @@ def main() -> None:
         rows.update(pipeline_rate(args.model, args.keys, args.batches))
         two = pipeline_rate(args.model, args.keys, args.batches, threads=2)
         rows.update({f"{name}_t2": value for name, value in two.items()})
+        for gap_s in (0.0, PACED_GAP_S):  # one paced burst's batch (the p99 row's)
+            burst = pipeline_rate(args.model, PACED_KEYS, 60, gap_s=gap_s)
+            rows[f"burst_ms_gap_{gap_s * 1000:.0f}"] = burst["pipeline_ms_per_batch"]
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
     for name, value in rows.items():

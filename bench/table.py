@@ -214,6 +214,10 @@ def render(r: dict[str, Any], meta: dict[str, str]) -> list[tuple[str, str, str,
         per_batch = f" ({r['pipeline_ms_per_batch_t2']:,.0f} ms per batch)"
         add("(e) the same with intra_op_threads = 2 (the model's runs side by side)",
             r["pipeline_ticks_per_s_t2"], per_batch)  # fmt: skip
+    rows.append((
+        "(e) one paced burst's batch, 500 keys: ms back to back / 100 ms apart (as the "
+        "paced runs send; the caches go cold between bursts)",
+        f"{r['burst_ms_gap_0']:.1f} / {r['burst_ms_gap_100']:.1f} ms", "", ""))  # fmt: skip
     for mode, name in (("at_least_once", "at-least-once"), ("exactly_once", "exactly-once")):
         f, runs = r[f"flat_{mode}"], r.get(f"flat_{mode}_runs", [])
         each = f" (median of {' / '.join(f'{v:,.0f}' for v in runs)})" if len(runs) > 1 else ""

@@ -40,6 +40,8 @@ def test_the_pipeline_row_runs_bytes_to_bytes(model: Path) -> None:
     assert rows["pipeline_ticks_per_s"] > 0
     assert micro.pipeline_rate(model, 300, 2, threads=2)["pipeline_ticks_per_s"] > 0
     assert rows["forecast_bytes"] > 100  # a whole forecast record per key, bands included
+    paced = micro.pipeline_rate(model, 40, 2, gap_s=0.01)  # a paced burst, caches cold
+    assert paced["pipeline_ms_per_batch"] > 0
 
 
 def test_the_latency_trace_has_one_row_per_burst_in_the_order_sent(tmp_path: Path) -> None:
