@@ -1,4 +1,4 @@
-"""A fix of aiokafka 0.14 that streamcast's correctness depends on, applied once when the
+"""Fixes of aiokafka 0.14 that streamcast's correctness depends on, applied once when the
 Kafka edge is imported (:mod:`streamcast.kafka.clients` imports this module).
 
 **Committed offsets read as "none" while the group coordinator loads.** Since
@@ -14,16 +14,32 @@ retriable group error is raised, so aiokafka's own callers retry it, and
 ``NOT_COORDINATOR`` also marks the coordinator dead, exactly as the per-partition path
 does. ``tests/unit/test_kafka_patches.py`` reproduces the bug against the unpatched
 method.
+
+**A fetch that raises or is cancelled switches off ``max_poll_interval_ms`` for good.**
+``SubscriptionState.fetch_context`` counts the ``getone``/``getmany`` calls under way
+and stamps when the last one ended; the heartbeat task leaves the group once no fetch
+has been under way for ``max_poll_interval_ms``, so a consumer that stopped polling
+hands its partitions to the rest of the group. The context manager has no ``finally``:
+a fetch ended by an exception (a cancelled ``getmany``, an offset out of range, a
+corrupt record) leaves the count raised, the consumer then looks busy fetching forever,
+and a consumer that stops polling keeps its partitions until its process exits. The
+replacement is the same context manager with the count restored in a ``finally``;
+``tests/unit/test_kafka_patches.py`` reproduces the bug, and
+``tests/integration/test_broker.py`` shows the partitions moving on a real broker.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import aiokafka.errors as kafka_errors
 from aiokafka.consumer.group_coordinator import GroupCoordinator
+from aiokafka.consumer.subscription_state import SubscriptionState
 from aiokafka.protocol.commit import OffsetFetchRequest
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
@@ -31,8 +47,9 @@ log = logging.getLogger(__name__)
 
 UNKNOWN_OFFSET = -1
 
-#: the method as aiokafka ships it (kept for the test that reproduces the bug)
+#: the methods as aiokafka ships them (kept for the tests that reproduce the bugs)
 UNPATCHED = GroupCoordinator._do_fetch_commit_offsets
+UNPATCHED_FETCH_CONTEXT = SubscriptionState.fetch_context
 
 
 def _raise_for(coordinator: Any, code: int, where: str) -> None:
@@ -72,6 +89,19 @@ async def _do_fetch_commit_offsets(
     return offsets
 
 
+@contextlib.contextmanager
+def fetch_context(self: Any) -> Iterator[None]:
+    """aiokafka's ``SubscriptionState.fetch_context``, exception-safe."""
+    self._fetch_count += 1
+    try:
+        yield
+    finally:
+        self._fetch_count -= 1
+        if self._fetch_count == 0:
+            self._last_fetch_ended = time.monotonic()
+
+
 def apply() -> None:
-    """Install the fix (idempotent)."""
+    """Install the fixes (idempotent)."""
     GroupCoordinator._do_fetch_commit_offsets = _do_fetch_commit_offsets
+    SubscriptionState.fetch_context = fetch_context

@@ -316,10 +316,10 @@ class Service:
 
         The wait is a series of short fetches (:data:`RUN_POLL_MS` each, returning at
         once when records arrive), never a fetch cancelled when the delivery ends: a
-        cancelled ``getmany`` leaves aiokafka's fetch count raised for good (its
-        ``fetch_context`` has no ``finally``), which turns off the consumer's
-        ``max_poll_interval_ms`` check. With ``batch_max_wait_ms = 0`` it is one fetch
-        of what is held."""
+        cancelled ``getmany`` used to leave aiokafka's fetch count raised for good, which
+        turned off the consumer's ``max_poll_interval_ms`` check (fixed for every fetch in
+        :mod:`streamcast.kafka.patches`; the run cancels none either way). With
+        ``batch_max_wait_ms = 0`` it is one fetch of what is held."""
         s = self.settings
         ends = time.monotonic() + RUN_MAX_S
         poll_ms = min(s.batch_max_wait_ms, RUN_POLL_MS)

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+import streamcast.kafka.clients  # noqa: F401  (importing the edge applies its aiokafka fixes)
 from tests.support.kafka import create_topics, kafka_local, unique_topic
 
 pytestmark = pytest.mark.kafka
@@ -65,6 +70,35 @@ async def test_group_commit_resumes_where_it_stopped(bootstrap: str) -> None:
     second = await _consume(bootstrap, topic, group, 5)
     assert len(first) == 10
     assert second == [f"b{i}".encode() for i in range(5)]
+
+
+async def test_a_consumer_that_stops_polling_after_a_cancelled_fetch_leaves_its_group(
+    bootstrap: str,
+) -> None:
+    """``max_poll_interval_ms`` still hands a silent consumer's partitions to the rest of
+    its group after one of its fetches was cancelled (aiokafka counted such a fetch as
+    under way for good; ``streamcast.kafka.patches`` fixes it)."""
+    topic, group = unique_topic(), unique_topic("g")
+    await create_topics(bootstrap, [topic], partitions=2)
+    options: dict[str, Any] = {
+        "bootstrap_servers": bootstrap, "group_id": group, "max_poll_interval_ms": 2_000,
+        "heartbeat_interval_ms": 200, "auto_offset_reset": "earliest",
+    }  # fmt: skip
+    silent, healthy = AIOKafkaConsumer(topic, **options), AIOKafkaConsumer(topic, **options)
+    await silent.start()
+    try:
+        while not silent.assignment():
+            await silent.getmany(timeout_ms=100)
+        with contextlib.suppress(TimeoutError):  # a fetch cancelled, as a stop cancels one
+            await asyncio.wait_for(silent.getmany(timeout_ms=5_000), 0.1)
+        await healthy.start()  # the silent consumer polls no more
+        deadline = time.monotonic() + 30
+        while len(healthy.assignment()) < 2 and time.monotonic() < deadline:
+            await healthy.getmany(timeout_ms=200)
+        assert {tp.partition for tp in healthy.assignment()} == {0, 1}
+    finally:
+        await healthy.stop()
+        await silent.stop()
 
 
 async def test_broker_restart_keeps_data_and_offsets(tmp_path: Path) -> None:
