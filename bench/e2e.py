@@ -372,14 +372,16 @@ def _latencies(
 def _write_trace(path: Path, sent: np.ndarray, lat: np.ndarray, lat_out: np.ndarray) -> None:
     """One CSV row per burst (the ticks handed to the producer at one instant): when it
     was sent (s after the first forecasting burst), its forecasts, and the median and
-    worst latency to consumed and to published (ms)."""
+    worst latency to consumed and to published (ms), and when it was sent in Unix time
+    (to line a slow burst up with the broker's or the system's logs)."""
     bursts, burst_of = np.unique(sent, return_inverse=True)  # each forecast's burst
-    rows = ["sent_s,forecasts,p50_ms,max_ms,to_published_p50_ms,to_published_max_ms"]
+    rows = ["sent_s,forecasts,p50_ms,max_ms,to_published_p50_ms,to_published_max_ms,sent_unix"]
     for i, at in enumerate(bursts.tolist()):
         mine = burst_of == i
         rows.append(
             f"{at - bursts[0]:.3f},{int(mine.sum())},{np.median(lat[mine]):.1f},"
-            f"{lat[mine].max():.1f},{np.median(lat_out[mine]):.1f},{lat_out[mine].max():.1f}"
+            f"{lat[mine].max():.1f},{np.median(lat_out[mine]):.1f},{lat_out[mine].max():.1f},"
+            f"{at:.3f}"
         )
     path.write_text("\n".join(rows) + "\n")
 
