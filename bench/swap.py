@@ -11,7 +11,10 @@ load of the same artifact, twice per row:
 - **full step**: the same rebuild through the full step, rollout included (what it cost
   before), for comparison;
 
-and, for scale, one steady-state batch (one tick per key). Pass a trained LSTM with
+and, for scale, one steady-state batch (one tick per key). The state-only swap's peak
+memory above the process's resident set before it is printed too (sampled every 5 ms):
+the replay runs ``Pipeline.rebuild_keys`` keys at a time, so it stays flat in the keys.
+Pass a trained LSTM with
 ``--model`` (the default generated artifact has no in-graph rollout, so both rebuilds
 cost about the same for it).
 
@@ -21,11 +24,16 @@ cost about the same for it).
 from __future__ import annotations
 
 import argparse
+import ctypes
 import tempfile
+import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+import psutil
 from common import REPO, model_path  # noqa: F401  (REPO puts the repository on sys.path)
 
 from streamcast.core.artifact import ModelMeta
@@ -73,6 +81,29 @@ def warm_pipeline(path: Path, keys: int) -> tuple[Pipeline, float]:
     return pipe, steady
 
 
+@contextmanager
+def peak_rss_above() -> Iterator[Callable[[], float]]:
+    """Samples the process's RSS every 5 ms while the block runs; yields a function giving
+    the peak above the RSS at entry (MiB), once the block is done. Freed heap is handed
+    back to the system first, so the baseline is what the process holds."""
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    proc, stop = psutil.Process(), threading.Event()
+    base = peak = proc.memory_info().rss
+
+    def sample() -> None:
+        nonlocal peak
+        while not stop.wait(0.005):
+            peak = max(peak, proc.memory_info().rss)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        yield lambda: (peak - base) / 2**20
+    finally:
+        stop.set()
+        sampler.join()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, default=None, help="an exported artifact")
@@ -85,16 +116,23 @@ def main() -> None:
             f"model {path.name}: window {meta.window}, horizon {meta.horizon}, "
             f"state {meta.state_size}; one ONNX Runtime thread"
         )
-        print(f"{'keys':>7} {'state only s':>13} {'full step s':>12} {'steady batch s':>15}")
+        print(
+            f"{'keys':>7} {'state only s':>13} {'its peak MiB':>13} {'full step s':>12} "
+            f"{'steady batch s':>15}"
+        )
         for keys in args.keys:
             pipe, steady = warm_pipeline(path, keys)
-            timings = []
-            for model in (OnnxStepModel.load(path), FullStep(OnnxStepModel.load(path))):
+            with peak_rss_above() as peak_mib:
                 started = time.perf_counter()
-                rebuilt = pipe.swap_model(model)
-                timings.append(time.perf_counter() - started)
-                assert rebuilt == keys, rebuilt
-            print(f"{keys:>7} {timings[0]:>13.3f} {timings[1]:>12.3f} {steady:>15.3f}")
+                rebuilt = pipe.swap_model(OnnxStepModel.load(path))
+                state_only = time.perf_counter() - started
+            assert rebuilt == keys, rebuilt
+            started = time.perf_counter()
+            assert pipe.swap_model(FullStep(OnnxStepModel.load(path))) == keys
+            full = time.perf_counter() - started
+            print(
+                f"{keys:>7} {state_only:>13.3f} {peak_mib():>13.0f} {full:>12.3f} {steady:>15.3f}"
+            )
 
 
 if __name__ == "__main__":

@@ -92,6 +92,11 @@ class Pipeline:
     arrive in partition order; different keys may interleave freely.
     """
 
+    #: keys rebuilt from their windows together (a swap, a restore under another model):
+    #: bounds the replay's memory (~26 KB per key in flight, ~50 MB per block with the
+    #: hidden-64, window-48 model) while each round's runs stay full (``RUN_KEYS``)
+    rebuild_keys: int = 2048
+
     def __init__(
         self,
         model: StepModel,
@@ -277,8 +282,12 @@ class Pipeline:
             return 0
         # not yet stepped (warming up) keys keep zero state and adopt the model as they warm
         st.h[rows], st.c[rows], st.model_id[rows] = 0.0, 0.0, 0
-        steps = self.planner.replay_windows(rows)
-        self._run(steps, np.zeros(0, dtype=np.int64), Counters(), state_only=True)
+        # in blocks: a replay holds every step of its keys at once (~26 KB per key with
+        # the hidden-64, window-48 model), so a swap of 1,000,000 keys in one piece would
+        # need ~25 GB; a key's state does not depend on its block (the same bits)
+        for block in np.array_split(rows, -(-len(rows) // self.rebuild_keys)):
+            steps = self.planner.replay_windows(block)
+            self._run(steps, np.zeros(0, dtype=np.int64), Counters(), state_only=True)
         return int(np.count_nonzero(st.warm[rows]))
 
     @property

@@ -11,8 +11,10 @@ and measures something.
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.support.kafka import REPO, load_script
@@ -63,3 +65,16 @@ def test_the_latency_trace_has_one_row_per_burst_in_the_order_sent(tmp_path: Pat
         ["0.100", "2", "150.0", "200.0"],
     ]
     assert figures["latency_p50_ms"] == pytest.approx(85.0)  # of 50, 70, 100, 200
+
+
+def test_the_swap_rows_peak_memory_sees_a_transient_allocation() -> None:
+    sys.path.insert(0, str(REPO / "bench"))
+    try:
+        swap = load_script(REPO / "bench" / "swap.py", "bench_swap")
+    finally:
+        sys.path.remove(str(REPO / "bench"))
+    with swap.peak_rss_above() as peak_mib:
+        block = np.ones(64 * 2**20 // 8)  # 64 MiB, touched
+        time.sleep(0.05)  # a few of the sampler's periods
+        del block
+    assert 48 < peak_mib() < 200

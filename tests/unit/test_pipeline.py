@@ -787,3 +787,41 @@ def test_a_rebuild_steps_the_state_alone(tmp_path: Path) -> None:
     np.testing.assert_array_equal(
         after.forecasts.values, run(full, ticks("k", range(6, 10), values[6:])).forecasts.values
     )
+
+
+def test_a_rebuild_runs_in_blocks_of_keys_with_the_same_bits(tmp_path: Path) -> None:
+    """A swap replays its keys' windows ``rebuild_keys`` keys at a time (a replay holds
+    every step of its keys: one piece for a whole store would need gigabytes), and the
+    state it leaves is the one-piece replay's, bit for bit."""
+    path = make_tiny_model(tmp_path / "m.onnx", window=3)
+    new = make_tiny_model(tmp_path / "new.onnx", window=3, seed=2)
+    keys = [f"k{i}" for i in range(7)]
+
+    class Counting:
+        def __init__(self) -> None:
+            self.inner = OnnxStepModel.load(new)
+            self.meta, self.identity = self.inner.meta, self.inner.identity
+            self.keys_per_call: list[int] = []
+
+        def step(self, x: Float32Array, h: Float32Array, c: Float32Array,
+                 calendar: Float32Array | None) -> tuple[Float32Array, ...]:  # fmt: skip
+            return self.inner.step(x, h, c, calendar)
+
+        def advance(self, x: Float32Array, h: Float32Array, c: Float32Array,
+                    calendar: Float32Array | None) -> tuple[Float32Array, ...]:  # fmt: skip
+            self.keys_per_call.append(len(x))
+            return self.inner.advance(x, h, c, calendar)
+
+    pipes = [Pipeline(OnnxStepModel.load(path)) for _ in range(2)]
+    for pipe in pipes:
+        for i, key in enumerate(keys):
+            run(pipe, ticks(key, range(6), [float((3 * j + i) % 7) for j in range(6)]))
+    blocked, whole = Counting(), Counting()
+    pipes[0].rebuild_keys = 3
+    assert pipes[0].swap_model(blocked) == pipes[1].swap_model(whole) == len(keys)  # type: ignore[arg-type]
+    assert blocked.keys_per_call == [3] * 3 + [2] * 3 + [2] * 3  # 7 keys: blocks of 3, 2, 2
+    assert whole.keys_per_call == [7] * 3
+    for name in ("h", "c", "value_level", "value_scale", "model_id"):
+        np.testing.assert_array_equal(
+            getattr(pipes[0].store, name), getattr(pipes[1].store, name), err_msg=name
+        )
