@@ -25,7 +25,9 @@ Key lifecycle (identical to the offline evaluator, see :mod:`streamcast.core.art
 
 Steps are executed in *rounds*: round ``r`` runs, in one model call, the ``r``-th pending
 step of every key that has one, so a batch costs ``max pending steps of any key`` model
-calls (one in the steady state), never one per key.
+calls (one in the steady state), never one per key. Keys that finish their warm-up
+together step their windows :attr:`Pipeline.rebuild_keys` keys at a time, so that many
+keys' steps are in flight at most: each block past the first costs ``window`` more calls.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ from streamcast.core.features import (
 )
 from streamcast.core.intervals import REASONS, Aggregator, JumpRule, admit, aggregate
 from streamcast.core.isolation import Attempt, isolated, merge
-from streamcast.core.lifecycle import LifecyclePlanner, Steps
+from streamcast.core.lifecycle import LifecyclePlanner, Planned, Steps
 from streamcast.core.model import StateAdvancer, StepModel
 from streamcast.core.monitor import ForecastMonitor
 from streamcast.core.quality import QualityTotals
@@ -57,6 +59,8 @@ from streamcast.core.state import StateStore
 from streamcast.errors import ConfigurationError
 
 Float32Array = npt.NDArray[np.float32]
+#: the fields of :class:`InputSteps`, in order
+INPUT_FIELDS = ("row", "rank", "x", "start", "trigger")
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
@@ -282,13 +286,19 @@ class Pipeline:
             return 0
         # not yet stepped (warming up) keys keep zero state and adopt the model as they warm
         st.h[rows], st.c[rows], st.model_id[rows] = 0.0, 0.0, 0
-        # in blocks: a replay holds every step of its keys at once (~26 KB per key with
-        # the hidden-64, window-48 model), so a swap of 1,000,000 keys in one piece would
-        # need ~25 GB; a key's state does not depend on its block (the same bits)
-        for block in np.array_split(rows, -(-len(rows) // self.rebuild_keys)):
-            steps = self.planner.replay_windows(block)
+        for block in self._blocks(len(rows)):
+            steps = self.planner.replay_windows(rows[block])
             self._run(steps, np.zeros(0, dtype=np.int64), Counters(), state_only=True)
         return int(np.count_nonzero(st.warm[rows]))
+
+    def _blocks(self, n: int) -> list[IntArray]:
+        """Positions ``0..n-1`` in blocks of at most :attr:`rebuild_keys`: the keys whose
+        whole windows step together (a replay holds every step of its keys at once, ~26 KB
+        per key with the hidden-64, window-48 model: 1,000,000 keys in one piece would
+        need ~25 GB). A key's state does not depend on its block (the same bits)."""
+        if n == 0:
+            return []
+        return np.array_split(np.arange(n), -(-n // self.rebuild_keys))
 
     @property
     def active_keys(self) -> int:
@@ -372,11 +382,36 @@ class Pipeline:
         planned = self.planner.plan(closed)
         counters.imputed_steps += planned.imputed
         counters.resets += planned.resets
-        forecasts, rows_of, inputs = self._run(planned.steps, batch.index, counters)
+        forecasts, rows_of, inputs = self._run_planned(planned, batch.index, counters)
         alerts = self.monitor.observe(closed, batch.index, forecasts, rows_of, inputs)
         self._finish_bands(forecasts, rows_of)
         counters.alerts += len(alerts)
         return Attempt(forecasts, rejections, counters, changed, alerts)
+
+    def _run_planned(
+        self, planned: Planned, index: IntArray, counters: Counters
+    ) -> tuple[ForecastBatch, IntArray, InputSteps]:
+        """:meth:`_run` on the batch's steps with its keys' window warm-ups, a block of
+        keys at a time (:meth:`_blocks`: whatever ``batch_max_records``, the steps in
+        flight stay bounded). The first block runs with the rest of the batch, so up to
+        :attr:`rebuild_keys` warm-ups a batch still costs its most pending steps in model
+        calls; the results as one run gives them, the forecasts in their ticks' order."""
+        rows_w, triggers = planned.windows
+        blocks = self._blocks(len(rows_w))
+        windows = [self.planner.window_steps(rows_w[b], triggers[b]) for b in blocks[:1]]
+        parts = [self._run(Steps.concat([planned.steps, *windows]), index, counters)]
+        for block in blocks[1:]:
+            steps = self.planner.window_steps(rows_w[block], triggers[block])
+            parts.append(self._run(steps, index, counters))
+        if len(parts) == 1:
+            return parts[0]
+        forecasts = ForecastBatch.concat([f for f, _, _ in parts if len(f)] or [parts[0][0]])
+        order = np.lexsort((forecasts.origin_ts, forecasts.trigger_index))
+        rows_of = np.concatenate([r for _, r, _ in parts])[order]
+        inputs = InputSteps(
+            *(np.concatenate([getattr(i, name) for _, _, i in parts]) for name in INPUT_FIELDS)
+        )
+        return forecasts.take(order), rows_of, inputs
 
     def _finish_bands(self, forecasts: ForecastBatch, rows: IntArray) -> None:
         """Bands for the forecasts the monitor did not set (none in practice: every

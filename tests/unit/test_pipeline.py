@@ -789,6 +789,83 @@ def test_a_rebuild_steps_the_state_alone(tmp_path: Path) -> None:
     )
 
 
+class _CallSizes:
+    """An ONNX model recording the keys of every call (full step or state only)."""
+
+    def __init__(self, path: Path) -> None:
+        self.inner = OnnxStepModel.load(path)
+        self.meta, self.identity = self.inner.meta, self.inner.identity
+        self.keys_per_call: list[int] = []
+
+    def step(self, x: Float32Array, h: Float32Array, c: Float32Array,
+             calendar: Float32Array | None) -> tuple[Float32Array, ...]:  # fmt: skip
+        self.keys_per_call.append(len(x))
+        return self.inner.step(x, h, c, calendar)
+
+    def advance(self, x: Float32Array, h: Float32Array, c: Float32Array,
+                calendar: Float32Array | None) -> tuple[Float32Array, ...]:  # fmt: skip
+        self.keys_per_call.append(len(x))
+        return self.inner.advance(x, h, c, calendar)
+
+
+def test_keys_that_finish_warming_up_together_step_in_blocks_with_the_same_results(
+    tmp_path: Path,
+) -> None:
+    """A batch whose keys all finish their warm-up steps their windows ``rebuild_keys``
+    keys at a time (each key's whole window is in flight: ~26 KB per key, so a batch of
+    100,000 would need gigabytes), the first block beside the batch's other steps; the
+    forecasts, their order and every key's state equal the one-piece run's."""
+    path = make_tiny_model(
+        tmp_path / "m.onnx", window=3, calendar=("time_of_day",), levels=(0.8, 0.95)
+    )
+    lone = [f"k{i}" for i in range(7)]  # close one interval per batch: the vectorised path
+
+    def batch(keys_hours: list[tuple[str, Sequence[int]]]) -> TickBatch:
+        rows = [(k, h) for k, hs in keys_hours for h in hs]
+        return TickBatch.from_rows(
+            [k for k, _ in rows],
+            [int((T0 + h * HOUR) * 1000) for _, h in rows],
+            [[float((5 * h + ord(k[-1])) % 11)] for k, h in rows],
+        )
+
+    def batches() -> list[TickBatch]:
+        first = batch([(k, [0, 1, 2]) for k in lone] + [("steady", range(5))])
+        # the window of each lone key fills at hour 2; "multi" closes hours 0-2 at once
+        # (the planner's loop), "steady" is past its warm-up and steps once
+        last = batch([(k, [3]) for k in lone] + [("multi", range(4)), ("steady", [5])])
+        return [first, last]
+
+    results, models = [], []
+    for block in (3, Pipeline.rebuild_keys):
+        model = _CallSizes(path)
+        pipe = Pipeline(model)  # type: ignore[arg-type]
+        pipe.rebuild_keys = block
+        first, last = batches()
+        run(pipe, first)
+        model.keys_per_call.clear()
+        results.append((run(pipe, last), pipe.store))
+        models.append(model)
+    (blocked, blocked_store), (whole, whole_store) = results
+    assert len(blocked.forecasts) == len(whole.forecasts) == 9  # 8 warm-ups and "steady"
+    # 8 warm-ups of 3 steps in blocks of 3, 3, 2, the first beside "steady" (its round 0
+    # is two calls: "steady"'s full step, the block's state-only steps); in one piece, 8
+    assert models[0].keys_per_call == [1, 3, 3, 3, 3, 3, 3, 2, 2, 2]
+    assert models[1].keys_per_call == [1, 8, 8, 8]
+    assert blocked.forecasts.keys == whole.forecasts.keys
+    np.testing.assert_array_equal(blocked.forecasts.origin_ts, whole.forecasts.origin_ts)
+    np.testing.assert_array_equal(blocked.forecasts.trigger_index, whole.forecasts.trigger_index)
+    for name in ("values", "lower", "upper", "unit"):
+        np.testing.assert_array_equal(
+            getattr(blocked.forecasts, name), getattr(whole.forecasts, name), err_msg=name
+        )
+    for key in [*lone, "multi", "steady"]:
+        mine, theirs = blocked_store.rows[key], whole_store.rows[key]
+        for name in blocked_store.COLUMNS:
+            np.testing.assert_array_equal(
+                getattr(blocked_store, name)[mine], getattr(whole_store, name)[theirs], err_msg=name
+            )
+
+
 def test_a_rebuild_runs_in_blocks_of_keys_with_the_same_bits(tmp_path: Path) -> None:
     """A swap replays its keys' windows ``rebuild_keys`` keys at a time (a replay holds
     every step of its keys: one piece for a whole store would need gigabytes), and the
@@ -796,27 +873,11 @@ def test_a_rebuild_runs_in_blocks_of_keys_with_the_same_bits(tmp_path: Path) -> 
     path = make_tiny_model(tmp_path / "m.onnx", window=3)
     new = make_tiny_model(tmp_path / "new.onnx", window=3, seed=2)
     keys = [f"k{i}" for i in range(7)]
-
-    class Counting:
-        def __init__(self) -> None:
-            self.inner = OnnxStepModel.load(new)
-            self.meta, self.identity = self.inner.meta, self.inner.identity
-            self.keys_per_call: list[int] = []
-
-        def step(self, x: Float32Array, h: Float32Array, c: Float32Array,
-                 calendar: Float32Array | None) -> tuple[Float32Array, ...]:  # fmt: skip
-            return self.inner.step(x, h, c, calendar)
-
-        def advance(self, x: Float32Array, h: Float32Array, c: Float32Array,
-                    calendar: Float32Array | None) -> tuple[Float32Array, ...]:  # fmt: skip
-            self.keys_per_call.append(len(x))
-            return self.inner.advance(x, h, c, calendar)
-
     pipes = [Pipeline(OnnxStepModel.load(path)) for _ in range(2)]
     for pipe in pipes:
         for i, key in enumerate(keys):
             run(pipe, ticks(key, range(6), [float((3 * j + i) % 7) for j in range(6)]))
-    blocked, whole = Counting(), Counting()
+    blocked, whole = _CallSizes(new), _CallSizes(new)
     pipes[0].rebuild_keys = 3
     assert pipes[0].swap_model(blocked) == pipes[1].swap_model(whole) == len(keys)  # type: ignore[arg-type]
     assert blocked.keys_per_call == [3] * 3 + [2] * 3 + [2] * 3  # 7 keys: blocks of 3, 2, 2
