@@ -4,10 +4,14 @@ Builds genuine Kafka record batches with aiokafka's own batch builder (the code 
 producer runs, in the event loop, for every batch it sends) from real forecast records
 (:func:`streamcast.core.records.encode_forecasts`, horizon 24, calibrated at 0.9: the
 heaviest output the service writes) and prints, per codec, the bytes on the wire per
-record and the CPU time to build and compress one batch (the fastest of ``--repeat``).
-No broker is needed.
+record and the CPU time to build and compress one batch (the fastest of ``--repeat``);
+zstd once per level of ``--zstd-levels`` (set as the service sets it,
+:mod:`streamcast.kafka.zstd_level`). With ``--model`` the records are what the service's
+pipeline writes for one batch of ``--records`` keys with that model: its forecasts and
+its state changelog records, each kind in its own batches. No broker is needed.
 
     .venv/bin/python bench/compression.py --records 500 --horizon 24 --repeat 20
+    .venv/bin/python bench/compression.py --model .bench/model/model.onnx
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ if str(REPO) not in sys.path:
 from aiokafka.record.default_records import DefaultRecordBatchBuilder  # noqa: E402
 
 from streamcast.core.records import ForecastBatch, encode_forecasts  # noqa: E402
+from streamcast.kafka import zstd_level  # noqa: E402
 
 #: Kafka's attribute codes (the low three bits of a record batch's attributes)
 CODECS = {"none": 0, "gzip": 1, "snappy": 2, "lz4": 3, "zstd": 4}
@@ -68,30 +73,65 @@ def build(records: list[tuple[bytes, bytes]], codec: int) -> int:
     return len(builder.build())
 
 
-def main() -> None:
-    """Print one row per codec."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--records", type=int, default=500, help="records per batch")
-    parser.add_argument("--horizon", type=int, default=24)
-    parser.add_argument("--repeat", type=int, default=20, help="batches timed per codec")
-    args = parser.parse_args()
-    records = forecast_records(args.records, args.horizon)
-    raw = sum(len(k) + len(v) for k, v in records) / len(records)
-    print(f"{args.records} forecast records per batch, horizon {args.horizon}, {raw:.0f} B each")
+def pipeline_records(model: Path, keys: int) -> dict[str, list[tuple[bytes, bytes]]]:
+    """One batch's output of the service's pipeline with ``model``, ``keys`` keys past
+    warm-up: ``{"forecasts": [...], "state": [...]}`` as (key, value) records."""
+    sys.path.insert(0, str(REPO / "bench"))
+    from micro import key_names, tick_records, warm_processor  # noqa: PLC0415 - the model's rows only
+
+    processor, interval = warm_processor(model.resolve(), keys)
+    ticks = tick_records(key_names(keys), interval, processor.pipeline.interval_s, 10**9)
+    outputs = [r for part in processor.process(ticks, time.time()).outputs.values() for r in part]
+    kinds: dict[str, list[tuple[bytes, bytes]]] = {"forecasts": [], "state": []}
+    for r in outputs:
+        if r.value is not None:
+            kind = "forecasts" if r.topic == processor.topics.forecasts else "state"
+            kinds[kind].append((r.key or b"", r.value))
+    return kinds
+
+
+def codec_rows(records: list[tuple[bytes, bytes]], repeat: int, levels: list[int]) -> None:
+    """One row per codec (zstd once per level) for batches of ``records``."""
     print(f"{'codec':<8}{'B/record':>10}{'ratio':>8}{'ms/batch':>10}{'us/record':>11}")
     plain = build(records, 0)
-    for name, codec in CODECS.items():
-        build(records, codec)  # warm-up
+    runs: list[tuple[str, int, int | None]] = [
+        (name, code, None) for name, code in CODECS.items() if name != "zstd"
+    ]
+    runs += [(f"zstd {level}", CODECS["zstd"], level) for level in levels]
+    for name, code, level in runs:
+        if level is not None:
+            zstd_level.use(level)
+        build(records, code)  # warm-up
         times = []
-        for _ in range(args.repeat):
+        for _ in range(repeat):
             began = time.perf_counter()
-            size = build(records, codec)
+            size = build(records, code)
             times.append(time.perf_counter() - began)
         seconds = min(times)  # the machine is shared: the fastest run is the codec's cost
         print(
             f"{name:<8}{size / len(records):>10.0f}{plain / size:>8.2f}"
             f"{seconds * 1e3:>10.2f}{seconds * 1e6 / len(records):>11.1f}"
         )
+
+
+def main() -> None:
+    """Print one row per codec."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=500, help="records per batch")
+    parser.add_argument("--horizon", type=int, default=24)
+    parser.add_argument("--repeat", type=int, default=20, help="batches timed per codec")
+    parser.add_argument("--zstd-levels", default="1,3", help="zstd levels, comma-separated")
+    parser.add_argument("--model", type=Path, help="the pipeline's records with this model")
+    args = parser.parse_args()
+    levels = [int(level) for level in args.zstd_levels.split(",")]
+    if args.model is None:
+        kinds = {"forecast": forecast_records(args.records, args.horizon)}
+    else:
+        kinds = pipeline_records(args.model, args.records)
+    for kind, records in kinds.items():
+        raw = sum(len(k) + len(v) for k, v in records) / len(records)
+        print(f"\n{len(records)} {kind} records per batch, {raw:.0f} B each")
+        codec_rows(records, args.repeat, levels)
 
 
 if __name__ == "__main__":

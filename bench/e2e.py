@@ -68,6 +68,7 @@ async def _bench(args: argparse.Namespace, bootstrap: str, workdir: Path) -> dic
         processing_guarantee=args.guarantee, topics__state_changelog=f"{prefix}-state",
         **({"compression_type": args.compression} if args.compression else {}),
         **({"intra_op_threads": args.threads} if getattr(args, "threads", None) else {}),
+        **({"zstd_level": args.zstd_level} if getattr(args, "zstd_level", None) else {}),
     )  # fmt: skip
     ticks_topic, forecasts_topic = (
         env["STREAMCAST_TOPICS__TICKS"],
@@ -421,6 +422,7 @@ def main() -> None:
         choices=["none", "gzip", "snappy", "lz4", "zstd"],
         help="service compression_type (default: the setting's default)",
     )
+    parser.add_argument("--zstd-level", type=int, help="service zstd_level (default: its own)")
     args = parser.parse_args()
     with (
         tempfile.TemporaryDirectory(prefix="streamcast-bench-") as tmp,

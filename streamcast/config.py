@@ -168,6 +168,13 @@ class ClientSettings(BaseSettings):
     (every client since Kafka 2.1; the only ones a Kafka 4 broker accepts); choose lz4
     or none otherwise"""
 
+    zstd_level: int = Field(default=1, ge=-131_072, le=22)
+    """zstd level of those batches (with compression_type zstd). 1 by default, where Kafka's
+    clients use 3: on streamcast's batches (forecasts with bands, state records) level 1
+    compressed as well as 3 or better in about half the CPU (bench/compression.py), and
+    compression was a quarter of the service's CPU at level 3. Higher levels shrink the
+    bytes a little for much more CPU, negative ones the reverse; consumers read any"""
+
     # -- logs
     log_format: LogFormat = "auto"
     """json (one object per line, for collectors), text (readable lines), or auto: text

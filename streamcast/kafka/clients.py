@@ -21,7 +21,7 @@ from aiokafka.protocol.metadata import MetadataRequest
 
 from streamcast.config import ClientSettings, Settings
 from streamcast.errors import ConfigurationError, StreamcastError, TransientError
-from streamcast.kafka import patches
+from streamcast.kafka import patches, zstd_level
 from streamcast.kafka.errors import describe, map_kafka_errors, translate
 
 log = logging.getLogger(__name__)
@@ -112,8 +112,11 @@ def make_consumer(settings: Settings, *, subscribe: bool = True) -> AIOKafkaCons
 def producer_options(settings: ClientSettings) -> dict[str, Any]:
     """Keyword arguments of every producer streamcast creates (output, transactional,
     tools): ``acks=all``, idempotent, batched by ``linger_ms``, compressed with
-    ``compression_type``, plus the shared connection and security options."""
+    ``compression_type``, plus the shared connection and security options. Sets the
+    process's zstd level too (:mod:`streamcast.kafka.zstd_level`: aiokafka has no
+    per-producer setting), so every producer built from these options uses ``zstd_level``."""
     codec = settings.compression_type
+    zstd_level.use(settings.zstd_level)
     return {
         "acks": "all",
         "enable_idempotence": True,
