@@ -40,6 +40,7 @@ import tf2onnx
 from streamcast.core.artifact import METADATA_KEY, GraphNames, ModelMeta, SelfTestMeta
 from streamcast.core.features import FeatureSpec, Float32Array, calendar_features
 from streamcast.core.model import open_session
+from streamcast.core.onnx_passes import drop_noop_slices
 from training.errors import ExportError
 from training.model import StepModel
 from training.series import SeriesSet
@@ -214,6 +215,7 @@ def export_step(
         expected_inputs.append(names.calendar)
     _check_inputs(proto, expected_inputs)
     _rename_outputs(proto, [names.h_out, names.c_out, names.forecast])
+    drop_noop_slices(proto)
     entry = proto.metadata_props.add()
     entry.key = METADATA_KEY
     entry.value = meta.to_json()

@@ -47,6 +47,7 @@ from onnx.utils import Extractor
 
 from streamcast.core.artifact import ModelMeta
 from streamcast.core.features import Float32Array
+from streamcast.core.onnx_passes import drop_noop_slices
 from streamcast.errors import ModelError
 
 
@@ -223,7 +224,8 @@ class OnnxStepModel:
                 "streamcast-train (or fix the exporter that wrote it)"
             ) from err
         validate_signature(session, meta, file)
-        state = state_only_session(data, meta)
+        graph, session = lean_graph(data, session, meta)
+        state = state_only_session(graph, meta)
         return cls(session, meta, file, fingerprint(data), state_session=state, threads=threads)
 
     def step(
@@ -320,22 +322,55 @@ class OnnxStepModel:
     def _reproduces_state(self, session: ort.InferenceSession) -> bool:
         """Whether the pruned ``session`` gives the full graph's state bit for bit on a
         probe batch (random inputs of the model's shapes, fixed seed)."""
-        meta, spec = self._meta, self._meta.feature_spec()
-        rng = np.random.default_rng(0)
-        x, h, c = (
-            rng.standard_normal((16, n)).astype(np.float32)
-            for n in (meta.step_width, meta.state_size, meta.state_size)
-        )
-        calendar = None
-        if spec.n_calendar:
-            shape = (16, meta.horizon, spec.n_calendar)
-            calendar = rng.uniform(-1, 1, shape).astype(np.float32)
+        names = self._meta.graph
+        feeds = probe_feeds(self._meta, 16)
+        x, h, c = feeds[names.x], feeds[names.h], feeds[names.c]
+        calendar = feeds.get(names.calendar) if names.calendar is not None else None
         try:
             pruned = self._advance(session, x, h, c, calendar)
         except Exception:  # noqa: BLE001 - ORT raises many unrelated types; step serves
             return False
         full = self.step(x, h, c, calendar)
         return all(np.array_equal(a, b) for a, b in zip(pruned, full[:2], strict=True))
+
+
+def lean_graph(
+    data: bytes, session: ort.InferenceSession, meta: ModelMeta
+) -> tuple[bytes, ort.InferenceSession]:
+    """The graph in ``data`` without its no-op slices and a session over it
+    (:func:`~streamcast.core.onnx_passes.drop_noop_slices`: artifacts exported before the
+    exporter dropped them), or ``data`` and ``session`` themselves when it has none, or
+    when the rewritten graph does not give ``session``'s outputs bit for bit on a probe
+    batch."""
+    try:
+        proto = onnx.load_model_from_string(data)
+        if drop_noop_slices(proto) == 0:
+            return data, session
+        lean = proto.SerializeToString()
+        candidate = open_session(lean)
+        feeds = probe_feeds(meta, 16)
+        same = all(
+            np.array_equal(a, b)
+            for a, b in zip(candidate.run(None, feeds), session.run(None, feeds), strict=True)
+        )
+    except Exception:  # noqa: BLE001 - onnx and ORT raise many unrelated types; data serves
+        return data, session
+    return (lean, candidate) if same else (data, session)
+
+
+def probe_feeds(meta: ModelMeta, batch: int) -> Feeds:
+    """Random inputs of the model's shapes (fixed seed), by graph input name."""
+    spec, names = meta.feature_spec(), meta.graph
+    rng = np.random.default_rng(0)
+    feeds = {
+        name: rng.standard_normal((batch, n)).astype(np.float32)
+        for name, n in ((names.x, meta.step_width), (names.h, meta.state_size),
+                        (names.c, meta.state_size))
+    }  # fmt: skip
+    if spec.n_calendar and names.calendar is not None:
+        shape = (batch, meta.horizon, spec.n_calendar)
+        feeds[names.calendar] = rng.uniform(-1, 1, shape).astype(np.float32)
+    return feeds
 
 
 def state_only_session(data: bytes, meta: ModelMeta) -> ort.InferenceSession | None:

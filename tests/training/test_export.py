@@ -6,12 +6,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tf2onnx
 
 from streamcast.core.artifact import FeatureMeta, GraphNames, ModelMeta, ScalingMeta
 from streamcast.core.model import open_session
+from streamcast.core.onnx_passes import drop_noop_slices
 from training.config import TrainConfig
 from training.errors import ExportError
-from training.export import PARITY_TOLERANCE, export_step, random_inputs, reference_step
+from training.export import (
+    OPSET,
+    PARITY_TOLERANCE,
+    _step_function,
+    export_step,
+    random_inputs,
+    reference_step,
+)
 from training.model import StepModel
 
 
@@ -171,3 +180,22 @@ def test_trained_model_carries_the_input_drift_reference(tiny_model: Path) -> No
     assert list(ref.input_quantiles) == sorted(ref.input_quantiles)
     assert ref.input_threshold is not None and 0 < ref.input_threshold < 1
     assert ref.input_false_alarm_rate is not None and 0 <= ref.input_false_alarm_rate <= 1
+
+
+def test_slices_that_keep_all_their_input_become_identities_with_the_same_bits() -> None:
+    """tf2onnx writes a Slice for every ``t[:, :]`` and ``h[:, 0:units]``, and ONNX Runtime
+    copies each: the export turns them into identities, and the step computes the same
+    bits with and without them."""
+    config = TrainConfig(units=8, layers=1, horizon=6, calendar=("time_of_day",))
+    model = StepModel.from_config_values(config, n_inputs=1)
+    function, signature = _step_function(model, 6)
+    proto, _ = tf2onnx.convert.from_function(function, input_signature=signature, opset=OPSET)
+    original = proto.SerializeToString()
+    assert drop_noop_slices(proto) > 0
+    assert drop_noop_slices(proto) == 0, "no slice left keeps all of its input"
+    assert any(n.op_type == "Slice" for n in proto.graph.node), "the real slices stay"
+    feeds = random_inputs(model, 6, batch=7, seed=3).feeds(_meta(model, 6).graph)
+    before = open_session(original).run(None, feeds)
+    after = open_session(proto.SerializeToString()).run(None, feeds)
+    for a, b in zip(before, after, strict=True):
+        np.testing.assert_array_equal(a, b)

@@ -9,7 +9,15 @@ import numpy as np
 import onnx
 import pytest
 
-from streamcast.core.model import OnnxStepModel, session_options
+from streamcast.core import model as model_module
+from streamcast.core.model import (
+    OnnxStepModel,
+    fingerprint,
+    lean_graph,
+    open_session,
+    probe_feeds,
+    session_options,
+)
 from streamcast.errors import ModelError
 from tests.support.models import TinyReference, make_tiny_model, rewrite_meta
 
@@ -212,3 +220,64 @@ def test_advance_is_the_steps_state_from_a_graph_without_the_rollout(tiny: Path)
     got = model.advance(x, h, c, cal)
     np.testing.assert_array_equal(got[0], h_out)
     np.testing.assert_array_equal(got[1], c_out)
+
+
+def _with_a_noop_slice(tiny: Path, out: Path) -> bytes:
+    """``tiny`` with ``h`` read through ``h[:, 0:state]`` (as tf2onnx writes it)."""
+    proto = onnx.load(tiny)
+    size = OnnxStepModel.load(tiny).meta.state_size
+    bounds = {"starts": [0, 0], "ends": [2**31 - 1, size], "axes": [0, 1]}
+    for name, value in bounds.items():
+        array = np.asarray(value, dtype=np.int64)
+        proto.graph.initializer.append(onnx.numpy_helper.from_array(array, f"noop_{name}"))
+    for node in proto.graph.node:
+        node.input[:] = ["h_whole" if i == "h" else i for i in node.input]
+    inputs = ["h", *(f"noop_{name}" for name in bounds)]
+    proto.graph.node.insert(0, onnx.helper.make_node("Slice", inputs, ["h_whole"]))
+    onnx.save(proto, out)
+    return out.read_bytes()
+
+
+def test_an_artifact_with_noop_slices_runs_without_them_and_the_same_bits(
+    tiny: Path, tmp_path: Path
+) -> None:
+    data = _with_a_noop_slice(tiny, tmp_path / "sliced.onnx")
+    sliced = OnnxStepModel.load(tmp_path / "sliced.onnx")
+    session = open_session(data)
+    lean, lean_session = lean_graph(data, session, sliced.meta)
+    assert lean != data and lean_session is not session
+    assert [n.op_type for n in onnx.load_model_from_string(lean).graph.node].count("Slice") == 0
+    feeds = probe_feeds(sliced.meta, 5)
+    for a, b in zip(session.run(None, feeds), lean_session.run(None, feeds), strict=True):
+        np.testing.assert_array_equal(a, b)
+    # the loaded model steps as the original graph does, its identity the file's
+    names = sliced.meta.graph
+    want = session.run(None, feeds)
+    got = sliced.step(
+        feeds[names.x], feeds[names.h], feeds[names.c], feeds[names.calendar or "calendar"]
+    )
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert sliced.identity == fingerprint(data)
+
+
+def test_a_rewrite_that_changes_a_bit_is_not_used(
+    tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = _with_a_noop_slice(tiny, tmp_path / "sliced.onnx")
+    meta = OnnxStepModel.load(tiny).meta
+
+    def drop_and_damage(proto: onnx.ModelProto) -> int:
+        weights = proto.graph.initializer[0]
+        array = onnx.numpy_helper.to_array(weights) * np.float32(1.0001)
+        weights.CopyFrom(onnx.numpy_helper.from_array(array, weights.name))
+        return 1
+
+    monkeypatch.setattr(model_module, "drop_noop_slices", drop_and_damage)
+    session = open_session(data)
+    assert lean_graph(data, session, meta) == (data, session)
+    # and a graph with nothing to drop is left as it is
+    plain = tiny.read_bytes()
+    monkeypatch.undo()
+    plain_session = open_session(plain)
+    assert lean_graph(plain, plain_session, meta) == (plain, plain_session)
