@@ -206,10 +206,13 @@ def export_step(
     if meta.state_size != model.state_size:
         raise ExportError(f"metadata state_size {meta.state_size} != model {model.state_size}")
     function, signature = _step_function(model, meta.horizon)
+    model.one_product = True  # the gates as one Gemm in the graph (StepModel.one_product)
     try:
         proto, _ = tf2onnx.convert.from_function(function, input_signature=signature, opset=OPSET)
     except Exception as exc:  # tf2onnx raises assorted internal errors
         raise ExportError(f"tf2onnx could not convert the step function: {exc}") from exc
+    finally:
+        model.one_product = False
     expected_inputs = [names.x, names.h, names.c]
     if names.calendar is not None:
         expected_inputs.append(names.calendar)

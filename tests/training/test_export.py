@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 import tf2onnx
 
@@ -199,3 +200,20 @@ def test_slices_that_keep_all_their_input_become_identities_with_the_same_bits()
     after = open_session(proto.SerializeToString()).run(None, feeds)
     for a, b in zip(before, after, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_the_exported_cell_takes_one_product_per_layer_and_training_keeps_two(
+    tmp_path: Path, layers: int
+) -> None:
+    """The graph computes each cell's gates as one product of [input, h] by the stacked
+    kernels (one Gemm in ONNX Runtime, not two products and a sum); the model goes back
+    to the training form after the export, and the export still matches TensorFlow."""
+    model = StepModel.from_config_values(TrainConfig(units=8, layers=layers, horizon=6), n_inputs=1)
+    assert export_step(model, _meta(model, 6), tmp_path / "m.onnx") <= PARITY_TOLERANCE
+    assert model.one_product is False
+    proto = onnx.load(tmp_path / "m.onnx")
+    products = sum(n.op_type in {"MatMul", "Gemm"} for n in proto.graph.node)
+    # per step of the 6 (the origin's, then 5 of the rollout): one per layer, and the
+    # head's two (on h, and the skip on the cell input)
+    assert products == 6 * (layers + 2)
