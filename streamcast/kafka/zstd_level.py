@@ -9,9 +9,10 @@ compresses at the last level set (streamcast sets it from
 :attr:`~streamcast.config.ClientSettings.zstd_level` whenever it builds a producer's
 options, and one process has one configuration).
 
-On streamcast's own batches level 1 is about twice as fast as level 3 and compresses
-them as well or better (``bench/compression.py``); any level zstd accepts works, and
-consumers need nothing to read it (the level is not part of the format).
+On streamcast's own forecast batches level 1 compresses as well as level 3 (2.89x
+against 2.82x) and builds a batch in 4.0 instead of 6.3 us per record
+(``bench/compression.py``); any level zstd accepts works, and consumers need nothing to
+read it (the level is not part of the format).
 """
 
 from __future__ import annotations
