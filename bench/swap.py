@@ -24,7 +24,6 @@ cost about the same for it).
 from __future__ import annotations
 
 import argparse
-import ctypes
 import tempfile
 import threading
 import time
@@ -41,6 +40,7 @@ from streamcast.core.features import Float32Array
 from streamcast.core.model import OnnxStepModel
 from streamcast.core.pipeline import Pipeline
 from streamcast.core.records import TickBatch
+from streamcast.kafka.changelog import release_free_memory
 
 T0 = 1_700_000_000 // 3600 * 3600
 
@@ -86,7 +86,7 @@ def peak_rss_above() -> Iterator[Callable[[], float]]:
     """Samples the process's RSS every 5 ms while the block runs; yields a function giving
     the peak above the RSS at entry (MiB), once the block is done. Freed heap is handed
     back to the system first, so the baseline is what the process holds."""
-    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    release_free_memory()
     proc, stop = psutil.Process(), threading.Event()
     base = peak = proc.memory_info().rss
 

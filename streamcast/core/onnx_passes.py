@@ -19,9 +19,8 @@ from onnx import numpy_helper, shape_inference
 
 def drop_noop_slices(proto: onnx.ModelProto) -> int:
     """Turn every ``Slice`` that keeps all of its input into an ``Identity`` (which ONNX
-    Runtime then removes); returns how many. tf2onnx writes one for each ``t[:, :]`` and
-    ``h[:, 0:units]`` of the step (96 in the hidden-64, horizon-24 one), and ONNX Runtime
-    copies each: ~6 % of a step's time. The outputs are the same bits."""
+    Runtime then removes); returns how many (module docstring). The outputs are the same
+    bits."""
     inferred = shape_inference.infer_shapes(proto)
     graph = inferred.graph
     shapes = {

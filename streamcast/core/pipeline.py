@@ -33,7 +33,7 @@ keys' steps are in flight at most: each block past the first costs ``window`` mo
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import numpy.typing as npt
@@ -59,8 +59,6 @@ from streamcast.core.state import StateStore
 from streamcast.errors import ConfigurationError
 
 Float32Array = npt.NDArray[np.float32]
-#: the fields of :class:`InputSteps`, in order
-INPUT_FIELDS = ("row", "rank", "x", "start", "trigger")
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
@@ -409,7 +407,7 @@ class Pipeline:
         order = np.lexsort((forecasts.origin_ts, forecasts.trigger_index))
         rows_of = np.concatenate([r for _, r, _ in parts])[order]
         inputs = InputSteps(
-            *(np.concatenate([getattr(i, name) for _, _, i in parts]) for name in INPUT_FIELDS)
+            *(np.concatenate([getattr(i, f.name) for _, _, i in parts]) for f in fields(InputSteps))
         )
         return forecasts.take(order), rows_of, inputs
 
