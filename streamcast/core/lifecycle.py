@@ -210,9 +210,19 @@ class LifecyclePlanner:
 
     def _chronological(self, rows: IntArray) -> FloatArray:
         """``[n, window, F]`` the rows' window contents, oldest first."""
-        st, w = self.store, self.window
-        order = (st.wpos[rows, None] + np.arange(w)[None, :]) % w
-        return np.asarray(st.window[rows[:, None], order], dtype=np.float64)
+        return self._newest(rows, self.window, self.store.n_inputs)
+
+    def _newest(self, rows: IntArray, k: int, columns: int = 1) -> FloatArray:
+        """``[n, k, columns]`` the newest ``k`` rows of each row's window (of a full
+        window: the oldest is at ``wpos``), oldest first, its first ``columns`` values.
+
+        One ``take`` on the flat ring at computed positions: the ring's 2-d fancy index
+        and its ``%`` cost three times as much (10,000 keys: 6 against 2 ms)."""
+        st, w, f = self.store, self.window, self.store.n_inputs
+        pos = st.wpos[rows, None] + np.arange(w - k, w)[None, :]
+        pos -= w * (pos >= w)  # wpos < w, so one wrap at most
+        flat = (rows[:, None] * w + pos)[:, :, None] * f + np.arange(columns)
+        return np.asarray(st.window.reshape(-1).take(flat), dtype=np.float64)
 
     def _fast_paths(self, closed: ClosedIntervals) -> tuple[BoolArray, BoolArray]:
         """``(steady, warming)``: the intervals of rows that are warm and only advance
@@ -275,12 +285,19 @@ class LifecyclePlanner:
         rank = np.arange(len(sel)) - np.repeat(starts, count)
         last = np.append(starts[1:], len(sel)) - 1
         rows = row[starts]
-        # each step's last M values: this batch's rows up to it, then the window before it
-        old = self._chronological(rows)[:, :, 0]
-        back = rank[:, None] - (m - 1 - np.arange(m))[None, :]  # [n, M], < 0: before batch
-        new = np.repeat(starts, count)[:, None] + np.maximum(back, 0)
-        owner = np.repeat(np.arange(len(starts)), count)[:, None]
-        lags = np.where(back >= 0, value[new, 0], old[owner, w + np.minimum(back, -1)])
+        if len(starts) == len(sel):
+            # one interval per key (the steady state): its last M values are the window's
+            # newest M - 1, then its own
+            lags = np.empty((len(sel), m))
+            lags[:, : m - 1] = self._newest(rows, m - 1)[:, :, 0]
+            lags[:, m - 1] = value[:, 0]
+        else:
+            # each step's last M values: the batch's rows up to it, then the window's
+            old = self._chronological(rows)[:, :, 0]
+            back = rank[:, None] - (m - 1 - np.arange(m))[None, :]  # [n, M], < 0: before
+            new = np.repeat(starts, count)[:, None] + np.maximum(back, 0)
+            owner = np.repeat(np.arange(len(starts)), count)[:, None]
+            lags = np.where(back >= 0, value[new, 0], old[owner, w + np.minimum(back, -1)])
         # only a row's last `window` intervals stay in the ring: writing just those keeps
         # the positions distinct (numpy leaves repeated-index assignment order undefined)
         kept = rank >= np.repeat(count, count) - w

@@ -503,6 +503,36 @@ def test_equals_the_offline_evaluator(models: dict[str, Path]) -> None:
         np.testing.assert_allclose(got[where], values, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize(("level", "spread"), [(50_000.0, 5.0), (3e6, 1.0), (1e9, 3.0)])
+def test_a_large_valued_series_keeps_its_small_moves(
+    models: dict[str, Path], level: float, spread: float
+) -> None:
+    """A meter reading of 3,000,000 that moves by about 1 (a price of 50,000 by 5):
+    online equals offline to a millionth of the moves, not just to 1e-5 of the level.
+    The window holds the raw values in float64 for this: in float32 (the ulp of 3e6 is
+    0.25) the forecasts moved by up to 1.4 times the series' spread."""
+    rng = np.random.default_rng(3)
+    stream, _ = _random_stream(rng, ["a", "b", "c"], n_hours=80)
+    stream = [(k, t, [level + (v[0] - 40.0) / 15.0 * spread, v[1]]) for k, t, v in stream]
+    stream.sort(key=lambda t: t[1])
+    expected = {where: fc.values for where, fc in _offline(stream, models["rich"]).items()}
+    pipe = Pipeline(OnnxStepModel.load(models["rich"]))
+    got: dict[tuple[str, int], np.ndarray] = {}
+    for pos in range(0, len(stream), 25):
+        part = stream[pos : pos + 25]
+        batch = TickBatch.from_rows(
+            [t[0] for t in part], [t[1] for t in part], [t[2] for t in part]
+        )
+        fc = pipe.process(batch, 0.0).forecasts
+        got.update(
+            {(k, int(t)): v for k, t, v in zip(fc.keys, fc.origin_ts, fc.values, strict=True)}
+        )
+    assert len(expected) > 60
+    assert sorted(got) == sorted(expected)
+    for where, values in expected.items():
+        np.testing.assert_allclose(got[where], values, rtol=0.0, atol=1e-6 * spread)
+
+
 def test_a_non_negative_model_floors_forecasts_and_bands_as_the_offline_evaluator(
     models: dict[str, Path], tmp_path: Path
 ) -> None:
@@ -656,6 +686,36 @@ def test_long_steady_batches_match_the_reference(models: dict[str, Path]) -> Non
             rtol=1e-5,
             atol=F32_ATOL,
         )
+
+
+def test_one_interval_per_key_gives_the_bits_of_several_per_key(models: dict[str, Path]) -> None:
+    """The steady state's path (each key closes one interval: its lags are the window's
+    newest values) against the general one (several per key in one batch), bit for bit,
+    with an extra input so the ring holds more than one column."""
+    keys = ["a", "b", "c"]
+    hours = range(16)
+    series = {k: [[float((h * (j + 3)) % 11) + 40.0, float(h % 5)] for h in hours]
+              for j, k in enumerate(keys)}  # fmt: skip
+
+    def batch(hs: Sequence[int]) -> TickBatch:
+        rows = [(k, h) for h in hs for k in keys]
+        return TickBatch.from_rows(
+            [k for k, _ in rows], _ms([h for _, h in rows]), [series[k][h] for k, h in rows]
+        )
+
+    warm, rest = list(hours[:8]), list(hours[8:])
+    together, apart = (Pipeline(OnnxStepModel.load(models["rich"])) for _ in range(2))
+    for pipe in (together, apart):
+        run(pipe, batch(warm))
+    whole = run(together, batch(rest)).forecasts
+    parts = ForecastBatch.concat([run(apart, batch([h])).forecasts for h in rest])
+    assert len(whole) == len(parts) == 3 * len(rest)  # each tick closes the hour before
+    order = np.lexsort((whole.origin_ts, np.asarray(whole.keys)))
+    mine = np.lexsort((parts.origin_ts, np.asarray(parts.keys)))
+    np.testing.assert_array_equal(whole.origin_ts[order], parts.origin_ts[mine])
+    np.testing.assert_array_equal(whole.values[order], parts.values[mine])
+    np.testing.assert_array_equal(together.store.window, apart.store.window)
+    np.testing.assert_array_equal(together.store.h, apart.store.h)
 
 
 def test_model_swap_rebuilds_state_from_the_windows(tmp_path: Path) -> None:
