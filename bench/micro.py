@@ -36,6 +36,7 @@ from streamcast.core.model import OnnxStepModel, open_session  # noqa: E402
 from streamcast.kafka.changelog import release_free_memory  # noqa: E402
 from streamcast.kafka.wire import InRecord  # noqa: E402
 from streamcast.service.app import GC_THRESHOLDS  # noqa: E402
+from streamcast.service.heap import keep_freed_heap  # noqa: E402
 from streamcast.service.processor import Processor, build_processor  # noqa: E402
 
 #: one burst of the paced runs (bench/table.py: 500 keys at 5,000 ticks/s, 100 ms apart)
@@ -144,10 +145,11 @@ def pipeline_rate(
     path: Path, keys: int, batches: int, threads: int = 1, gap_s: float = 0.0
 ) -> dict[str, float]:
     """(e) :meth:`Processor.process` per micro-batch of ``keys`` ticks (one per key), with
-    the collector tuned as ``serve`` tunes it and ``intra_op_threads = threads``; the
-    batches back to back, or ``gap_s`` apart as a paced stream's bursts come (the
-    process sleeps between them, and its caches go cold meanwhile)."""
+    the collector and the C heap tuned as ``serve`` tunes them and ``intra_op_threads =
+    threads``; the batches back to back, or ``gap_s`` apart as a paced stream's bursts
+    come (the process sleeps between them, and its caches go cold meanwhile)."""
     gc.set_threshold(*GC_THRESHOLDS)
+    keep_freed_heap(Settings.model_fields["heap_keep_mb"].default)
     processor, t0 = warm_processor(path, keys, threads=threads)
     names = key_names(keys)
     interval_s = processor.pipeline.interval_s

@@ -46,6 +46,7 @@ from streamcast.kafka.topics import ensure_topics
 from streamcast.kafka.wire import Consumed
 from streamcast.service.batches import BatchHandler, More
 from streamcast.service.health import HealthServer
+from streamcast.service.heap import keep_freed_heap
 from streamcast.service.metrics import Metrics
 from streamcast.service.models import ModelWatcher, required_model_path, startup_model
 from streamcast.service.processor import BatchProcessor, build_processor
@@ -433,6 +434,8 @@ def freeze_startup_objects() -> None:
 async def serve(settings: Settings) -> None:
     """Run a :class:`Service` with SIGTERM/SIGINT wired to its drain."""
     gc.set_threshold(*GC_THRESHOLDS)
+    if not keep_freed_heap(settings.heap_keep_mb) and settings.heap_keep_mb:
+        log.info("the C library has no mallopt: STREAMCAST_HEAP_KEEP_MB has no effect")
     service = Service(settings, freeze_gc=True)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
