@@ -307,7 +307,7 @@ class Settings(ClientSettings):
     """most records per micro-batch"""
     batch_max_wait_ms: int = Field(default=100, ge=0)
     """longest wait for the first record of a micro-batch"""
-    heap_keep_mb: int = Field(default=64, ge=0, le=4096)
+    heap_keep_mb: int = Field(default=64, ge=0, le=2047)
     """MiB of freed C heap kept for the next micro-batch instead of returned to the
     operating system and faulted in again (streamcast/service/heap.py); 0: glibc's own"""
 

@@ -435,7 +435,7 @@ async def serve(settings: Settings) -> None:
     """Run a :class:`Service` with SIGTERM/SIGINT wired to its drain."""
     gc.set_threshold(*GC_THRESHOLDS)
     if not keep_freed_heap(settings.heap_keep_mb) and settings.heap_keep_mb:
-        log.info("the C library has no mallopt: STREAMCAST_HEAP_KEEP_MB has no effect")
+        log.info("STREAMCAST_HEAP_KEEP_MB has no effect: the C library has no mallopt or refused")
     service = Service(settings, freeze_gc=True)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

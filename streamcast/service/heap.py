@@ -32,6 +32,9 @@ from typing import cast
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
 #: glibc's largest mmap threshold on 64-bit systems (``DEFAULT_MMAP_THRESHOLD_MAX``)
 MMAP_THRESHOLD_MAX = 32 << 20
+#: the most ``keep_mb`` can be: ``mallopt`` takes a C int (2 GiB would wrap to 0, which
+#: trims everything)
+KEEP_MB_MAX = 2047
 
 
 @functools.cache
@@ -50,8 +53,8 @@ def keep_freed_heap(keep_mb: int) -> bool:
     """Let the C heap keep up to ``keep_mb`` MiB of freed pages (module docstring);
     ``keep_mb = 0`` leaves glibc's own thresholds. False when nothing was set (0, or a C
     library without ``mallopt``, or one that refused)."""
-    if keep_mb < 0:
-        raise ValueError(f"keep_mb must be >= 0, got {keep_mb}")
+    if not 0 <= keep_mb <= KEEP_MB_MAX:
+        raise ValueError(f"keep_mb must be 0 to {KEEP_MB_MAX}, got {keep_mb}")
     mallopt = _mallopt()
     if keep_mb == 0 or mallopt is None:
         return False

@@ -77,8 +77,11 @@ def test_zero_a_refusal_or_no_mallopt_sets_nothing(monkeypatch: pytest.MonkeyPat
     assert not heap.keep_freed_heap(64)  # mallopt returned 0: refused
     monkeypatch.setattr(heap, "_mallopt", lambda: None)
     assert not heap.keep_freed_heap(64)
-    with pytest.raises(ValueError, match="keep_mb"):
-        heap.keep_freed_heap(-1)
+    calls = _recording(monkeypatch, returns=1)
+    for wrong in (-1, heap.KEEP_MB_MAX + 1):  # 2048 MiB would wrap mallopt's C int to 0
+        with pytest.raises(ValueError, match="keep_mb"):
+            heap.keep_freed_heap(wrong)
+    assert calls == []
 
 
 def test_the_setting_defaults_to_64_and_is_bounded() -> None:
@@ -87,4 +90,5 @@ def test_the_setting_defaults_to_64_and_is_bounded() -> None:
     with pytest.raises(ValueError, match="heap_keep_mb"):
         Settings(_env_file=None, heap_keep_mb=-1)
     with pytest.raises(ValueError, match="heap_keep_mb"):
-        Settings(_env_file=None, heap_keep_mb=5000)
+        Settings(_env_file=None, heap_keep_mb=2048)
+    assert Settings(_env_file=None, heap_keep_mb=2047).heap_keep_mb == heap.KEEP_MB_MAX
