@@ -479,15 +479,11 @@ def _offline(stream: list[tuple[str, int, list[float]]], model: Path) -> dict[Or
     }
 
 
-def test_equals_the_offline_evaluator(models: dict[str, Path]) -> None:
-    """Invariant 1 without a broker: same ticks, training's regularise + stream_forecasts."""
-    rng = np.random.default_rng(11)
-    keys = ["known", "k1", "k2"]
-    stream, _ = _random_stream(rng, keys, n_hours=50)
-    stream.sort(key=lambda t: t[1])
-    expected = {where: fc.values for where, fc in _offline(stream, models["rich"]).items()}
-    pipe = Pipeline(OnnxStepModel.load(models["rich"]))
-    got: dict[tuple[str, int], np.ndarray] = {}
+def _online(stream: list[tuple[str, int, list[float]]], model: Path) -> dict[OriginKey, np.ndarray]:
+    """The pipeline's forecasts of ``stream`` fed 25 ticks a batch: ``(key, origin_ts)``
+    -> its values ``[H]``."""
+    pipe = Pipeline(OnnxStepModel.load(model))
+    got: dict[OriginKey, np.ndarray] = {}
     for pos in range(0, len(stream), 25):
         part = stream[pos : pos + 25]
         batch = TickBatch.from_rows(
@@ -497,6 +493,17 @@ def test_equals_the_offline_evaluator(models: dict[str, Path]) -> None:
         got.update(
             {(k, int(t)): v for k, t, v in zip(fc.keys, fc.origin_ts, fc.values, strict=True)}
         )
+    return got
+
+
+def test_equals_the_offline_evaluator(models: dict[str, Path]) -> None:
+    """Invariant 1 without a broker: same ticks, training's regularise + stream_forecasts."""
+    rng = np.random.default_rng(11)
+    keys = ["known", "k1", "k2"]
+    stream, _ = _random_stream(rng, keys, n_hours=50)
+    stream.sort(key=lambda t: t[1])
+    expected = {where: fc.values for where, fc in _offline(stream, models["rich"]).items()}
+    got = _online(stream, models["rich"])
     assert len(expected) > 30
     assert sorted(got) == sorted(expected)
     for where, values in expected.items():
@@ -516,17 +523,7 @@ def test_a_large_valued_series_keeps_its_small_moves(
     stream = [(k, t, [level + (v[0] - 40.0) / 15.0 * spread, v[1]]) for k, t, v in stream]
     stream.sort(key=lambda t: t[1])
     expected = {where: fc.values for where, fc in _offline(stream, models["rich"]).items()}
-    pipe = Pipeline(OnnxStepModel.load(models["rich"]))
-    got: dict[tuple[str, int], np.ndarray] = {}
-    for pos in range(0, len(stream), 25):
-        part = stream[pos : pos + 25]
-        batch = TickBatch.from_rows(
-            [t[0] for t in part], [t[1] for t in part], [t[2] for t in part]
-        )
-        fc = pipe.process(batch, 0.0).forecasts
-        got.update(
-            {(k, int(t)): v for k, t, v in zip(fc.keys, fc.origin_ts, fc.values, strict=True)}
-        )
+    got = _online(stream, models["rich"])
     assert len(expected) > 60
     assert sorted(got) == sorted(expected)
     for where, values in expected.items():
