@@ -33,7 +33,7 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from common import REPO, broker, create_topics, unique_topic
+from common import REPO, broker, broker_data_note, create_topics, unique_topic
 from e2e import SETTLE_S
 from e2e import bench as e2e_bench
 from eos import restore_bench
@@ -363,7 +363,8 @@ def main() -> None:
     meta = {"rate": f"{args.rate:,.0f}", "load_before": load_before, "load_after": load()}
     head = (
         f"streamcast bench, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(began))}: "
-        f"{os.cpu_count()} cores, broker co-located; load average {load_before} before, "
+        f"{os.cpu_count()} cores, broker co-located, {broker_data_note(args.bootstrap)}; "
+        f"load average {load_before} before, "
         f"{meta['load_after']} after (other jobs share the machine: ratios count more than "
         f"absolute figures); model: {describe()}; {time.time() - began:.0f} s"
     )

@@ -78,3 +78,29 @@ def test_the_swap_rows_peak_memory_sees_a_transient_allocation() -> None:
         time.sleep(0.05)  # a few of the sampler's periods
         del block
     assert 48 < peak_mib() < 200
+
+
+def test_the_bench_broker_keeps_its_data_in_ram_when_it_can(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sys.path.insert(0, str(REPO / "bench"))
+    try:
+        common = load_script(REPO / "bench" / "common.py", "bench_common")
+    finally:
+        sys.path.remove(str(REPO / "bench"))
+    monkeypatch.delenv("BENCH_BROKER_DIR", raising=False)
+    shm = tmp_path / "shm"
+    shm.mkdir()
+    monkeypatch.setattr(common, "SHM", shm)
+    monkeypatch.setattr(common, "SHM_NEEDS_BYTES", 1)
+    assert common.broker_data_parent() == shm
+    monkeypatch.setattr(common, "SHM_NEEDS_BYTES", 1 << 62)  # no tmpfs has that room
+    assert common.broker_data_parent() is None
+    monkeypatch.setattr(common, "SHM", tmp_path / "absent")
+    monkeypatch.setattr(common, "SHM_NEEDS_BYTES", 1)
+    assert common.broker_data_parent() is None
+    monkeypatch.setenv("BENCH_BROKER_DIR", str(tmp_path))  # the operator's choice wins
+    assert common.broker_data_parent() == tmp_path
+    assert common.broker_data_note(None).endswith(f"({tmp_path.resolve()})")
+    assert common.broker_data_note("h:9092") == "the given broker h:9092"
+    assert common.filesystem(Path("/proc/self")) == "proc"
