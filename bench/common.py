@@ -46,8 +46,9 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
 
 #: the local broker's data goes to this tmpfs when it has room (see broker_data_parent)
 SHM = Path("/dev/shm")
-#: room a whole ``make bench`` run's topics need on it, with margin (~1 GB is written)
-SHM_NEEDS_BYTES = 4 << 30
+#: room a whole ``make bench`` run's topics need on it, with margin (a run writes ~3.9 GB;
+#: tmpfs pages are RAM, so a machine without it spare keeps the broker on disk)
+SHM_NEEDS_BYTES = 8 << 30
 
 
 def broker_data_parent() -> Path | None:
