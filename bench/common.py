@@ -91,9 +91,10 @@ def broker(bootstrap: str | None) -> Iterator[str]:
         try:
             yield address
         finally:
-            held = sum(f.stat().st_size for f in Path(data).rglob("*") if f.is_file())
-            print(f"bench broker: {held / 1e6:,.0f} MB of data in {data}", file=sys.stderr)
             local.stop()
+            with contextlib.suppress(OSError):  # a report, never the run's failure
+                held = sum(f.stat().st_size for f in Path(data).rglob("*") if f.is_file())
+                print(f"bench broker: {held / 1e6:,.0f} MB of data in {data}", file=sys.stderr)
 
 
 def broker_data_note(bootstrap: str | None) -> str:
