@@ -496,18 +496,31 @@ def _online(stream: list[tuple[str, int, list[float]]], model: Path) -> dict[Ori
     return got
 
 
+def _assert_online_equals_offline(
+    stream: list[tuple[str, int, list[float]]],
+    model: Path,
+    *,
+    more_than: int,
+    rtol: float,
+    atol: float,
+) -> None:
+    """The pipeline's forecasts of ``stream`` are the offline evaluator's: the same
+    (key, origin) pairs, more than ``more_than`` of them, values within the tolerances."""
+    expected = {where: fc.values for where, fc in _offline(stream, model).items()}
+    got = _online(stream, model)
+    assert len(expected) > more_than
+    assert sorted(got) == sorted(expected)
+    for where, values in expected.items():
+        np.testing.assert_allclose(got[where], values, rtol=rtol, atol=atol)
+
+
 def test_equals_the_offline_evaluator(models: dict[str, Path]) -> None:
     """Invariant 1 without a broker: same ticks, training's regularise + stream_forecasts."""
     rng = np.random.default_rng(11)
     keys = ["known", "k1", "k2"]
     stream, _ = _random_stream(rng, keys, n_hours=50)
     stream.sort(key=lambda t: t[1])
-    expected = {where: fc.values for where, fc in _offline(stream, models["rich"]).items()}
-    got = _online(stream, models["rich"])
-    assert len(expected) > 30
-    assert sorted(got) == sorted(expected)
-    for where, values in expected.items():
-        np.testing.assert_allclose(got[where], values, rtol=1e-5, atol=1e-5)
+    _assert_online_equals_offline(stream, models["rich"], more_than=30, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize(("level", "spread"), [(50_000.0, 5.0), (3e6, 1.0), (1e9, 3.0)])
@@ -522,12 +535,9 @@ def test_a_large_valued_series_keeps_its_small_moves(
     stream, _ = _random_stream(rng, ["a", "b", "c"], n_hours=80)
     stream = [(k, t, [level + (v[0] - 40.0) / 15.0 * spread, v[1]]) for k, t, v in stream]
     stream.sort(key=lambda t: t[1])
-    expected = {where: fc.values for where, fc in _offline(stream, models["rich"]).items()}
-    got = _online(stream, models["rich"])
-    assert len(expected) > 60
-    assert sorted(got) == sorted(expected)
-    for where, values in expected.items():
-        np.testing.assert_allclose(got[where], values, rtol=0.0, atol=1e-6 * spread)
+    _assert_online_equals_offline(
+        stream, models["rich"], more_than=60, rtol=0.0, atol=1e-6 * spread
+    )
 
 
 def test_a_non_negative_model_floors_forecasts_and_bands_as_the_offline_evaluator(
