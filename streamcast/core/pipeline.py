@@ -339,10 +339,10 @@ class Pipeline:
         uniq, inverse = np.unique(np.asarray(batch.keys, dtype=object), return_inverse=True)
         key_rows, _ = self.store.rows_for([str(k) for k in uniq], now_s)
         rows = key_rows[inverse.ravel()]
-        if batch.partition is not None:
+        if batch.offset is None and batch.partition is not None:
             self.store.place(rows, batch.partition)
         if batch.offset is not None:
-            done = self.store.applied(rows, batch.offset)
+            done = self.store.arrive(rows, batch.offset, batch.partition)
             if done.any():
                 fresh = np.flatnonzero(~done)
                 attempt = isolated(

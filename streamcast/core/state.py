@@ -383,12 +383,32 @@ class StateStore:
         """Record the input partition of each row's key (where its ticks arrive)."""
         self.partition[rows] = partitions
 
-    def applied(self, rows: IntArray, offsets: IntArray) -> npt.NDArray[np.bool_]:
-        """Which ticks (one row and input offset each) a key applied already: at or before
-        its ``applied_offset``, restored from a changelog that is ahead of the committed
-        offsets (at-least-once). The others raise their key's ``applied_offset``."""
-        done = offsets <= self.applied_offset[rows]
-        np.maximum.at(self.applied_offset, rows[~done], offsets[~done])
+    def arrive(
+        self,
+        rows: IntArray,
+        offsets: IntArray,
+        partitions: npt.NDArray[np.integer] | None = None,
+    ) -> npt.NDArray[np.bool_]:
+        """Which ticks (one row, input offset and partition each) a key applied already:
+        on the partition it holds and at or before its ``applied_offset``, restored from
+        a changelog that is ahead of the committed offsets (at-least-once). Places each
+        key on its ticks' partition (:meth:`place`); the other ticks raise the key's
+        ``applied_offset``.
+
+        Offsets of two partitions do not compare: a key whose ticks come from another
+        partition now (a producer that keys by the body's ``key`` field alone, without a
+        Kafka key) forgets the offset it applied on the old one, and only ticks on the
+        partition it ends up on count towards the new one.
+        """
+        prior = self.partition[rows]
+        on = prior if partitions is None else partitions
+        done = (on == prior) & (offsets <= self.applied_offset[rows])
+        if partitions is not None:
+            self.place(rows, partitions)
+        held = self.partition[rows]
+        self.applied_offset[rows[prior != held]] = -1
+        rising = ~done & (on == held)
+        np.maximum.at(self.applied_offset, rows[rising], offsets[rising])
         return np.asarray(done, dtype=bool)
 
     def partitions_of(self, keys: Sequence[str]) -> npt.NDArray[np.int32]:

@@ -261,3 +261,57 @@ async def test_a_restore_frees_every_record_it_read_before_handing_pages_back(
     assert await states.restore({0, 1}, {0: None, 1: None}) == 6
     assert state.restored == [(0, 3), (1, 3)]
     assert seen == [[False, False]]
+
+
+def _restored(settings: Settings, records: list[InRecord]) -> Processor:
+    """A fresh processor restored from the changelog records of ``records``."""
+    before, after = build_processor(settings), build_processor(settings)
+    step, _ = before.step(records, 0.0)
+    for partition in (0, 1):
+        pairs = [
+            ((r.key or b"").decode(), r.value)
+            for r in before.state_records(step)
+            if r.partition == partition and r.value is not None
+        ]
+        after.restore(partition, pairs, 0.0)
+    return after
+
+
+def test_a_restored_key_skips_the_ticks_its_changelog_applied_and_takes_the_rest(
+    tmp_path: Path,
+) -> None:
+    """At-least-once: the changelog can be ahead of the committed offsets, so after a
+    restart the ticks it applied come again; each key skips exactly those."""
+    settings = _settings(tmp_path)
+    first, second = _records(_hours(KEYS, range(6))), _records(_hours(KEYS, range(6, 9)), 100)
+    after = _restored(settings, first)
+    again = after.process(first, 0.0)
+    assert (again.forecasts, again.rejections) == (0, [])
+    assert after.pipeline.totals.replayed == len(first)
+    assert after.process(second, 0.0).forecasts == len(second)
+    assert after.pipeline.totals.replayed == len(first)
+
+
+def test_a_key_whose_ticks_move_to_another_partition_loses_none_of_them(
+    tmp_path: Path,
+) -> None:
+    """A producer that keys by the body's ``key`` alone (no Kafka key) spreads a key over
+    partitions. Offsets of two partitions do not compare: a key that had applied offset
+    1,002 on partition 0 must still take partition 1's ticks at offsets 5-10 (they were
+    skipped as replays, silently: no forecast, no dead letter)."""
+    settings = _settings(tmp_path)
+    processor = build_processor(settings)
+    old = [(0, "a", hour, 10.0 + hour) for hour in range(3)]
+    new = [(1, "a", hour, 10.0 + hour) for hour in range(3, 9)]
+    processor.process(_records(old, 1_000), 0.0)
+    moved = processor.process(_records(new, 5), 0.0)
+    totals = processor.pipeline.totals
+    assert (totals.replayed, totals.accepted, moved.rejections) == (0, 9, [])
+    assert moved.forecasts > 0 and placement(processor) == {"a": 1}
+    # and back: ticks on partition 0 again count from there, not from partition 1's offsets
+    back = processor.process(_records([(0, "a", 9, 19.0)], 1_003), 0.0)
+    assert (back.forecasts, processor.pipeline.totals.replayed) == (1, 0)
+    # a restored key that moved keeps nothing of the old partition's offsets either
+    after = _restored(settings, _records(old, 1_000))
+    assert after.process(_records(new, 5), 0.0).rejections == []
+    assert after.pipeline.totals.replayed == 0
