@@ -25,7 +25,16 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: dead letters whose original bytes exceed this are truncated so the DLQ send cannot fail
+#: a record larger than this (key, value and headers) goes out on its own, truncated
+#: (:func:`truncated`), not packed: aiokafka's batch builder takes the first record of an
+#: empty batch whatever its size, and a broker that refused that batch would refuse it
+#: on every retry, inside a transaction too: a poison pill for its input partition. A
+#: dead letter of a near-limit input (its value plus ~400 bytes of headers) is the one
+#: record that gets this large.
 MAX_DEAD_LETTER_BYTES = 900 * 1024
+#: the key of a truncated record is cut to this (a dead letter keeps the input's Kafka
+#: key, and an input rejected as ``key_too_long`` can carry a key of ~1 MB)
+MAX_DEAD_LETTER_KEY_BYTES = 16 * 1024
 
 
 async def publish_packed(producer: AIOKafkaProducer, records: Sequence[OutRecord]) -> None:
@@ -43,14 +52,19 @@ async def publish_packed(producer: AIOKafkaProducer, records: Sequence[OutRecord
     for r, partition in zip(records, await _partitions(producer, records), strict=True):
         tp = (r.topic, partition)
         builder = builders.get(tp)
-        if builder is None:
-            builder = builders[tp] = producer.create_batch()
-        if builder.append(timestamp=None, key=r.key, value=r.value, headers=r.headers):
+        if builder is not None:
+            if builder.append(timestamp=None, key=r.key, value=r.value, headers=r.headers):
+                continue
+            futures.append(await _ship(producer, builder, r.topic, partition))
+            del builders[tp]
+        # r opens a batch: the one place a record of any size is taken (so its size is
+        # checked once per batch, not per record)
+        if _size(r) > MAX_DEAD_LETTER_BYTES:
+            singles.append(truncated(r))
             continue
-        # Full: ship it and start the next batch for this partition.
-        futures.append(await _ship(producer, builder, r.topic, partition))
         builder = builders[tp] = producer.create_batch()
         if not builder.append(timestamp=None, key=r.key, value=r.value, headers=r.headers):
+            del builders[tp]
             singles.append(r)  # larger than a whole batch: let send() judge it
     for (topic, partition), builder in builders.items():
         if builder.record_count():
@@ -112,8 +126,20 @@ async def _publish_singly(producer: AIOKafkaProducer, records: Sequence[OutRecor
             ))  # fmt: skip
 
 
+def _size(record: OutRecord) -> int:
+    """Bytes of the record's key, value and headers (what the broker's limit counts, bar
+    a few bytes of framing)."""
+    headers = sum(len(name) + len(value) for name, value in record.headers)
+    return len(record.key or b"") + len(record.value or b"") + headers
+
+
 def truncated(record: OutRecord) -> OutRecord:
-    """The record with its value cut to :data:`MAX_DEAD_LETTER_BYTES`, marked in a header."""
-    value = record.value or b""
+    """The record with its value cut to :data:`MAX_DEAD_LETTER_BYTES` and its key to
+    :data:`MAX_DEAD_LETTER_KEY_BYTES`, each cut marked in a header with the length it had
+    (``truncated_from``, ``key_truncated_from``)."""
+    value, key = record.value or b"", record.key
     headers = [*record.headers, ("truncated_from", str(len(value)).encode())]
-    return replace(record, value=value[:MAX_DEAD_LETTER_BYTES], headers=headers)
+    if key is not None and len(key) > MAX_DEAD_LETTER_KEY_BYTES:
+        headers.append(("key_truncated_from", str(len(key)).encode()))
+        key = key[:MAX_DEAD_LETTER_KEY_BYTES]
+    return replace(record, key=key, value=value[:MAX_DEAD_LETTER_BYTES], headers=headers)

@@ -21,6 +21,7 @@ import pytest
 from streamcast.config import load_settings
 from streamcast.core.codec import HEADER_OFFSET, HEADER_PARTITION, HEADER_REASON, HEADER_TOPIC
 from streamcast.errors import RejectReason
+from streamcast.kafka import publish
 from streamcast.service.app import Service
 from tests.support.kafka import create_topics, unique_topic
 from tests.support.models import make_tiny_model
@@ -270,3 +271,49 @@ async def test_key_flood_is_bounded_by_max_keys(bootstrap: str, tmp_path: Path) 
     assert service.metrics.active_keys._value.get() == cap
     evicted = service.metrics.evictions.labels(cause="lru")._value.get()
     assert evicted == 10 * cap - cap
+
+
+@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
+async def test_a_near_limit_tick_is_dead_lettered_truncated_and_its_partition_goes_on(
+    bootstrap: str, tmp_path: Path, guarantee: str
+) -> None:
+    """A tick just under the broker's 1 MB limit (incompressible) is accepted by the broker
+    and rejected as oversized; its dead letter (the same bytes plus ~300 bytes of headers)
+    is over the limit. It must go out truncated, not be refused on every retry: that held
+    the partition's later ticks back for good (a poison pill), in a transaction too."""
+    prefix = unique_topic("near-limit")
+    model = make_tiny_model(tmp_path / "tiny.onnx", window=4, horizon=3, interval_s=INTERVAL_S)
+    settings = load_settings(
+        {
+            "bootstrap_servers": bootstrap,
+            "model_path": model,
+            "group_id": f"{prefix}-group",
+            "processing_guarantee": guarantee,
+            "topics": {"ticks": f"{prefix}-ticks", "forecasts": f"{prefix}-forecasts",
+                       "alerts": f"{prefix}-alerts", "dead_letter": f"{prefix}-dlq",
+                       "state_changelog": f"{prefix}-state"},
+            "batch_max_wait_ms": 20,
+            "http_host": "127.0.0.1",
+            "http_port": 0,
+        },
+        env_file=None,
+    )  # fmt: skip
+    await create_topics(bootstrap, [settings.topics.ticks], partitions=1)
+    start = recent_hour()
+    huge = (b"pump-big", os.urandom(1_048_400))  # under the broker's 1,048,588 bytes
+    after = [(b"pump-0", tick("pump-0", start + t * INTERVAL_S + 1, 10.0 + t)) for t in range(8)]
+    await produce(bootstrap, settings.topics.ticks, [huge, *after])
+    service = Service(settings)
+    async with asyncio.TaskGroup() as tasks:
+        running = tasks.create_task(service.run())
+        dead = await consume(bootstrap, settings.topics.dead_letter, until=1, timeout_s=30)
+        forecasts = await consume(bootstrap, settings.topics.forecasts, until=4, timeout_s=30)
+        assert not running.done(), "the service must still be running"
+        service.request_stop()
+    assert len(dead) == 1
+    headers = dict(dead[0].headers)
+    assert headers[HEADER_REASON] == str(R.OVERSIZED).encode()
+    assert headers["truncated_from"] == b"1048400"
+    assert dead[0].key == b"pump-big"
+    assert dead[0].value == huge[1][: publish.MAX_DEAD_LETTER_BYTES]
+    assert len(forecasts) == 4  # window 4: ticks 1-4 warm up, each later one forecasts

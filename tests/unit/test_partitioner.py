@@ -16,7 +16,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamcast.kafka import partitioner
-from streamcast.kafka.publish import publish_packed
+from streamcast.kafka.publish import (
+    MAX_DEAD_LETTER_BYTES,
+    MAX_DEAD_LETTER_KEY_BYTES,
+    publish_packed,
+)
 from streamcast.kafka.wire import OutRecord
 
 
@@ -59,14 +63,21 @@ def test_a_topic_without_partitions_is_refused() -> None:
 
 
 class Builder:
-    """A record batch builder that keeps the keys appended to it."""
+    """A record batch builder that keeps the keys appended to it; as aiokafka's, it takes
+    records up to 1 MiB in all (the producer's ``max_batch_size``), and the first whatever
+    its size."""
 
     def __init__(self) -> None:
         self.keys: list[bytes | None] = []
         self.closed = False
+        self.size = 0
 
     def append(self, **fields: Any) -> bool:
+        size = len(fields["key"] or b"") + len(fields["value"] or b"")
+        if self.keys and self.size + size > 1024 * 1024:
+            return False
         self.keys.append(fields["key"])
+        self.size += size
         return True
 
     def record_count(self) -> int:
@@ -82,6 +93,7 @@ class RecordingProducer:
     def __init__(self, partitions: dict[str, set[int]]) -> None:
         self.partitions = partitions
         self.placed: list[tuple[str, int, bytes | None]] = []
+        self.sent: list[OutRecord] = []
 
     async def partitions_for(self, topic: str) -> set[int]:
         return self.partitions[topic]
@@ -92,6 +104,12 @@ class RecordingProducer:
     async def send_batch(self, builder: Builder, topic: str, *, partition: int) -> Any:
         assert builder.closed, "an open batch lingers in the accumulator"
         self.placed += [(topic, partition, key) for key in builder.keys]
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+    async def send(self, topic: str, value: bytes | None, **fields: Any) -> Any:
+        self.sent.append(OutRecord(topic, fields["key"], value, fields["headers"]))
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         done.set_result(None)
         return done
@@ -133,3 +151,28 @@ def test_a_closed_batch_does_not_linger() -> None:
     open_linger, closed_linger = asyncio.run(lingers())
     assert open_linger is not None and open_linger > 0.9
     assert closed_linger is None
+
+
+def test_a_record_too_large_for_any_batch_goes_out_alone_and_truncated() -> None:
+    """aiokafka's builder takes the first record of an empty batch whatever its size, and
+    a broker that refuses the batch refuses it on every retry: a record above
+    MAX_DEAD_LETTER_BYTES (a dead letter of a near-limit input, its key perhaps as long)
+    is sent on its own, value and key cut, each cut marked with the length it had. The
+    records around it are packed as before."""
+    big_key, big_value = b"k" * 1_048_000, b"v" * 1_048_000
+    records = [
+        OutRecord("dead", b"a", b"small"),
+        OutRecord("dead", big_key, big_value, [("streamcast.reason", b"oversized")]),
+        OutRecord("dead", b"b", b"small"),
+    ]
+    producer = RecordingProducer({"dead": {0}})
+    asyncio.run(publish_packed(producer, records))
+    assert sorted(key or b"" for _, _, key in producer.placed) == [b"a", b"b"]
+    (alone,) = producer.sent
+    assert alone.key == big_key[:MAX_DEAD_LETTER_KEY_BYTES]
+    assert alone.value == big_value[:MAX_DEAD_LETTER_BYTES]
+    assert dict(alone.headers) == {
+        "streamcast.reason": b"oversized",
+        "truncated_from": b"1048000",
+        "key_truncated_from": b"1048000",
+    }
