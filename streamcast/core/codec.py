@@ -66,7 +66,8 @@ EPOCH_UNITS: tuple[tuple[float, int, int], ...] = (
 _ONE_MS = timedelta(milliseconds=1)
 #: integer epoch times in [_MS_FROM, _MS_UNTIL) are milliseconds, below seconds (EPOCH_UNITS)
 _MS_FROM, _MS_UNTIL = 100_000_000_000, 100_000_000_000_000
-_NUMERIC = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+#: an epoch number as text: ASCII digits only (``\d`` and ``int`` take any script's)
+_NUMERIC = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$", re.ASCII)
 
 #: dead-letter header names (all values UTF-8 text)
 HEADER_REASON = "streamcast.reason"
@@ -450,6 +451,13 @@ def _is_utf8(body: bytes) -> bool:
     return True
 
 
+def _json_int(digits: str) -> int | float:
+    """A JSON integer as Python reads it, but one too long for ``int`` (past Python's
+    4,300-digit limit, far past float64) as the infinity it is (``non_finite``), not a
+    JSON error."""
+    return int(digits) if len(digits) <= 400 else float(digits)
+
+
 def _load_json(body: bytes) -> object:
     """orjson on the fast path; on failure, find out why (strict UTF-8, NaN literals)."""
     try:
@@ -462,7 +470,7 @@ def _load_json(body: bytes) -> object:
         # orjson refuses NaN/Infinity literals and out-of-range numbers; the standard
         # library reads them, so such ticks get the precise reason ``non_finite``.
         try:
-            return json.loads(text)
+            return json.loads(text, parse_int=_json_int)
         except (ValueError, RecursionError):
             raise _Reject(RejectReason.NOT_JSON, f"body is not JSON: {fast_err}") from None
 

@@ -68,6 +68,8 @@ CASES: list[tuple[bytes | None, bytes | None, RejectReason]] = [
     (None, body(key="a", ts="2024-13-45T00:00:00Z", value=1.0), RejectReason.BAD_TIMESTAMP),
     (None, body(key="a", ts=[2024], value=1.0), RejectReason.BAD_TIMESTAMP),
     (None, body(key="a", ts=True, value=1.0), RejectReason.BAD_TIMESTAMP),
+    # digits of another script: \d and int() read them, an epoch needs ASCII
+    (None, body(key="a", ts="\u0661\u0667" + "\u0660" * 8, value=1.0), RejectReason.BAD_TIMESTAMP),
     (None, body(key="a", ts="1969-07-20T20:17:00Z", value=1.0), RejectReason.ABSURD_TIMESTAMP),
     (None, body(key="a", ts=5, value=1.0), RejectReason.ABSURD_TIMESTAMP),
     (None, body(key="a", ts="2999-01-01T00:00:00Z", value=1.0), RejectReason.ABSURD_TIMESTAMP),
@@ -104,6 +106,15 @@ def test_each_bad_message_gets_its_reason(
     assert batch.index.tolist() == [0, 2]
     assert batch.keys == ["ok", "ok"]
     assert batch.values.tolist() == [[2.0, 1.0], [2.0, 1.0]]
+
+
+def test_an_integer_too_long_for_python_is_non_finite_not_a_json_error() -> None:
+    """Valid JSON that Python's ``int`` refuses (past 4,300 digits) is a number too large
+    for any float, as a 400-digit one is: ``non_finite``, not ``not_json``."""
+    for digits in (400, 5_000):
+        raw = b'{"key": "a", "ts": 1704067200, "value": ' + b"9" * digits + b"}"
+        _, rejected = decoder(max_bytes=10_000).decode([(None, raw)])
+        assert [r.reason for r in rejected] == [RejectReason.NON_FINITE], digits
 
 
 def test_kafka_key_wins_over_body_key() -> None:
