@@ -63,6 +63,22 @@ class JumpRule:
 
     max_jump_ms: int | None = None
     confirmations: int = 3
+    #: a tick more than this ahead of the wall clock may jump at most this far past its
+    #: key's last tick, whatever ``max_jump_ms`` (a key cannot really be ahead of now: a
+    #: bad clock or a typo dated days ahead, still inside ``max_future_s``, would
+    #: otherwise be taken as a gap and make the key's real ticks ``late`` until the wall
+    #: clock caught up with it). None: no such bound.
+    ahead_ms: int | None = None
+
+    def limits(self, ts_ms: IntArray, now_ms: int | None) -> IntArray | None:
+        """How far each tick may jump past its key's last tick (None: any jump)."""
+        if self.max_jump_ms is None:
+            return None
+        limit = np.full(len(ts_ms), self.max_jump_ms, dtype=np.int64)
+        if self.ahead_ms is not None and now_ms is not None:
+            ahead = ts_ms > now_ms + self.ahead_ms
+            limit[ahead] = min(self.max_jump_ms, self.ahead_ms)
+        return limit
 
 
 def admit(
@@ -73,19 +89,22 @@ def admit(
     *,
     jump: JumpRule | None = None,
     store: StateStore | None = None,
+    now_ms: int | None = None,
 ) -> IntArray:
     """Reason code per tick (``ACCEPTED`` or a rejection), ticks given in input order.
 
     ``rows`` is each tick's state row, ``last_ts_ms`` the full state column (``NONE`` for
     keys without an accepted tick). With a :class:`JumpRule` (and the ``store`` whose
     ``jump_ts``/``jump_n`` columns keep each key's unconfirmed jump), ticks too far ahead
-    are held to it; the keys that have such ticks are decided tick by tick.
+    are held to it (``now_ms``, the wall clock, bounds the jumps that land ahead of it);
+    the keys that have such ticks are decided tick by tick.
     """
     grid = as_grid(interval_s)
     codes, prev = _admit_in_order(rows, ts_ms, last_ts_ms, grid)
-    if jump is None or jump.max_jump_ms is None or store is None or len(rows) == 0:
+    limits = None if jump is None else jump.limits(ts_ms, now_ms)
+    if jump is None or limits is None or store is None or len(rows) == 0:
         return codes
-    jumps = (codes == ACCEPTED) & (prev != NONE) & (ts_ms - prev > jump.max_jump_ms)
+    jumps = (codes == ACCEPTED) & (prev != NONE) & (ts_ms - prev > limits)
     pending = store.jump_n[rows] > 0
     suspects = np.unique(rows[jumps | ((codes == ACCEPTED) & pending)])
     if len(suspects) == 0:
@@ -93,19 +112,29 @@ def admit(
     for row in suspects.tolist():
         mine = np.flatnonzero(rows == row)
         last = int(last_ts_ms[row])
-        codes[mine] = _admit_key(ts_ms[mine], last, grid, jump=jump, store=store, row=row)
+        codes[mine] = _admit_key(
+            ts_ms[mine], limits[mine], last, grid, jump=jump, store=store, row=row
+        )
     return codes
 
 
 def _admit_key(
-    ts_ms: IntArray, last: int, grid: Grid, *, jump: JumpRule, store: StateStore, row: int
+    ts_ms: IntArray,
+    limits: IntArray,
+    last: int,
+    grid: Grid,
+    *,
+    jump: JumpRule,
+    store: StateStore,
+    row: int,
 ) -> IntArray:
-    """The admission rules applied tick by tick to one key, the jump rule included."""
+    """The admission rules applied tick by tick to one key, the jump rule included
+    (``limits[i]``: how far tick ``i`` may jump)."""
     assert jump.max_jump_ms is not None
     jump_ts, jump_n = int(store.jump_ts[row]), int(store.jump_n[row])
     codes = np.zeros(len(ts_ms), dtype=np.int64)
-    for i, t in enumerate(ts_ms.tolist()):
-        if last != NONE and t > last + jump.max_jump_ms:
+    for i, (t, limit) in enumerate(zip(ts_ms.tolist(), limits.tolist(), strict=True)):
+        if last != NONE and t > last + limit:
             near = jump_n > 0 and t > jump_ts and t - jump_ts <= jump.max_jump_ms
             jump_n, jump_ts = (jump_n + 1 if near else 1), t
             if jump_n < jump.confirmations:

@@ -32,6 +32,7 @@ keys' steps are in flight at most: each block past the first costs ``window`` mo
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 
@@ -136,6 +137,9 @@ class Pipeline:
         self.jump = JumpRule(
             None if max_jump_intervals is None else max_jump_intervals * meta.interval_s * 1000,
             jump_confirmations,
+            # ahead of the wall clock a key may step, not jump: two intervals, a minute
+            # at least (producers' clocks run a little ahead)
+            max(2 * meta.interval_s * 1000, 60_000),
         )
         self._use_model(model)
         self.store = StateStore(
@@ -336,6 +340,7 @@ class Pipeline:
 
     def _process_chunk(self, batch: TickBatch, now_s: float) -> Attempt:
         """Allocate the chunk's keys, then advance them, isolating keys that raise."""
+        advance = functools.partial(self._advance, now_s=now_s)
         uniq, inverse = np.unique(np.asarray(batch.keys, dtype=object), return_inverse=True)
         key_rows, _ = self.store.rows_for([str(k) for k in uniq], now_s)
         rows = key_rows[inverse.ravel()]
@@ -346,14 +351,15 @@ class Pipeline:
             if done.any():
                 fresh = np.flatnonzero(~done)
                 attempt = isolated(
-                    self.store, batch.take(fresh), rows[fresh], self._advance, self.empty_forecasts
+                    self.store, batch.take(fresh), rows[fresh], advance, self.empty_forecasts
                 )
                 attempt.counters.replayed += int(np.count_nonzero(done))
                 return attempt
-        return isolated(self.store, batch, rows, self._advance, self.empty_forecasts)
+        return isolated(self.store, batch, rows, advance, self.empty_forecasts)
 
-    def _advance(self, batch: TickBatch, rows: IntArray) -> Attempt:
-        """Admit, aggregate, plan and step the ticks of ``batch`` (their rows allocated)."""
+    def _advance(self, batch: TickBatch, rows: IntArray, now_s: float) -> Attempt:
+        """Admit, aggregate, plan and step the ticks of ``batch`` (their rows allocated)
+        at wall clock ``now_s``."""
         counters = Counters()
         codes = admit(
             rows,
@@ -362,6 +368,7 @@ class Pipeline:
             self.grid,
             jump=self.jump,
             store=self.store,
+            now_ms=int(now_s * 1000),
         )
         rejections = [
             Rejection(int(batch.index[i]), REASONS[int(codes[i])], _reject_detail(int(codes[i])))

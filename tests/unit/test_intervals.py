@@ -216,11 +216,19 @@ def test_vectorised_admission_and_aggregation_equal_a_tick_by_tick_loop(
 JUMP = JumpRule(max_jump_ms=100 * HOUR * 1000, confirmations=3)
 
 
-def _admit_jumps(st: StateStore, key: str, hours: list[float]) -> list[int]:
+def _admit_jumps(
+    st: StateStore,
+    key: str,
+    hours: list[float],
+    *,
+    jump: JumpRule = JUMP,
+    now_hour: float | None = None,
+) -> list[int]:
     rows_of, _ = st.rows_for([key], 0.0)
     rows = np.full(len(hours), rows_of[0], dtype=np.int64)
     ts = np.array([ms(h) for h in hours], dtype=np.int64)
-    codes = admit(rows, ts, st.last_ts_ms, HOUR, jump=JUMP, store=st)
+    now_ms = None if now_hour is None else ms(now_hour)
+    codes = admit(rows, ts, st.last_ts_ms, HOUR, jump=jump, store=st, now_ms=now_ms)
     accepted = codes == ACCEPTED
     aggregate(
         st, rows=rows, ts_ms=ts, values=np.ones((len(hours), 1)), accepted=accepted,
@@ -253,6 +261,41 @@ def test_jumps_far_apart_do_not_confirm_each_other() -> None:
     _admit_jumps(st, "a", [0])
     assert _admit_jumps(st, "a", [1000, 3000, 6000, 9000]) == [TIME_JUMP] * 4
     assert _admit_jumps(st, "a", [1]) == [ACCEPTED], "still on its own timeline"
+
+
+AHEAD = JumpRule(max_jump_ms=1000 * HOUR * 1000, confirmations=3, ahead_ms=2 * HOUR * 1000)
+
+
+def test_a_tick_dated_days_ahead_of_the_wall_clock_is_a_jump_however_long_the_rule() -> None:
+    """An hourly key allows jumps of 1,000 intervals (41 days), longer than the decoder's
+    7 days of future: one tick dated 3 days ahead of now (a typo, a bad clock) was taken as
+    a gap, and every real tick of the next 3 days was dead-lettered late. Ahead of the wall
+    clock a key may step, not jump: that tick alone is rejected."""
+    st = store()
+    now = 20.5
+    assert _admit_jumps(st, "a", list(range(20)), jump=AHEAD, now_hour=now) == [ACCEPTED] * 20
+    real = [20, 21, 22]
+    got = _admit_jumps(st, "a", [now + 72, *real], jump=AHEAD, now_hour=now)
+    assert got == [TIME_JUMP, ACCEPTED, ACCEPTED, ACCEPTED]
+    # the same jump into the past of the wall clock (a key back from an outage, history
+    # replayed) is a gap, as before
+    st = store()
+    _admit_jumps(st, "a", [0, 1], jump=AHEAD, now_hour=now + 1000)
+    assert _admit_jumps(st, "a", [73], jump=AHEAD, now_hour=now + 1000) == [ACCEPTED]
+
+
+def test_a_key_ahead_of_the_wall_clock_steps_on_and_a_clock_that_jumped_is_confirmed() -> None:
+    """A producer whose clock runs ahead: its key steps interval by interval ahead of now
+    and is accepted; a clock that jumped ahead for good is confirmed by three ticks near
+    each other, as any jump; and without a wall clock the rule is the interval bound."""
+    st = store()
+    now = 0.0
+    assert _admit_jumps(st, "a", [10, 11, 12, 13], jump=AHEAD, now_hour=now) == [ACCEPTED] * 4
+    got = _admit_jumps(st, "a", [100, 101, 102, 103], jump=AHEAD, now_hour=now)
+    assert got == [TIME_JUMP, TIME_JUMP, ACCEPTED, ACCEPTED]
+    st = store()
+    _admit_jumps(st, "a", [0], jump=AHEAD)
+    assert _admit_jumps(st, "a", [900], jump=AHEAD) == [ACCEPTED]
 
 
 def test_without_a_rule_any_jump_is_accepted() -> None:

@@ -781,8 +781,10 @@ def test_a_key_that_makes_the_pipeline_raise_is_isolated_and_the_rest_goes_on(
     got = Pipeline(OnnxStepModel.load(models["rich"]))
     real_advance = Pipeline._advance
 
-    def buggy(self: Pipeline, batch: TickBatch, rows: npt.NDArray[np.int64]) -> Attempt:
-        attempt = real_advance(self, batch, rows)  # writes state first, then fails
+    def buggy(
+        self: Pipeline, batch: TickBatch, rows: npt.NDArray[np.int64], now_s: float
+    ) -> Attempt:
+        attempt = real_advance(self, batch, rows, now_s)  # writes state first, then fails
         if "poison" in batch.keys:
             raise ZeroDivisionError("a bug that only this key triggers")
         return attempt

@@ -4,6 +4,7 @@ the pipeline raises become records of the alerts topic."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -86,3 +87,27 @@ def test_next_offsets_are_each_partitions_last_offset_plus_one() -> None:
     mixed = [*records, rec("other", 0, 41)]
     assert next_offsets(mixed) == {("ticks", 0): 4, ("ticks", 1): 10, ("other", 0): 42}
     assert next_offsets([]) == {}
+
+
+def test_one_tick_dated_days_ahead_takes_down_neither_its_key_nor_its_forecasts(
+    tmp_path: Path,
+) -> None:
+    """Default settings, an hourly model: the jump bound (1,000 intervals, 41 days) is
+    longer than the decoder's future (7 days), so a tick dated 3 days ahead (a typo, a
+    bad clock) was accepted as a gap, and the key's real ticks of the next 3 days were all
+    dead-lettered late. Only that tick is dead-lettered now, and the key forecasts on."""
+    model = make_tiny_model(tmp_path / "m.onnx", window=4, horizon=2, interval_s=3600)
+    settings = Settings(_env_file=None, model_path=model)
+    assert settings.max_jump_intervals == 1000 and settings.max_future_s == 7 * 86_400
+    processor = build_processor(settings)
+    now = int(time.time())  # the decoder bounds the future by the wall clock
+    t0 = now - now % 3600 - 24 * 3600
+    ticks = [{"ts": t0 + 3600 * i, "value": float(i % 5)} for i in range(12)]
+    ticks.append({"ts": now + 3 * 86_400, "value": 2.0})
+    ticks += [{"ts": t0 + 3600 * i, "value": float(i % 5)} for i in range(12, 20)]
+    records = [
+        InRecord("ticks", 0, i, 0, b"a", orjson.dumps(tick)) for i, tick in enumerate(ticks)
+    ]
+    result = processor.process(records, float(now))
+    assert [(r.index, r.reason) for r in result.rejections] == [(12, RejectReason.TIME_JUMP)]
+    assert result.forecasts == 19 - 4 + 1  # 19 intervals closed, the 4th fills the window
