@@ -4,11 +4,13 @@ the pipeline raises become records of the alerts topic."""
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
 import numpy as np
 import orjson
+import pytest
 
 from streamcast.config import Settings
 from streamcast.core.records import ForecastBatch
@@ -105,9 +107,39 @@ def test_one_tick_dated_days_ahead_takes_down_neither_its_key_nor_its_forecasts(
     ticks = [{"ts": t0 + 3600 * i, "value": float(i % 5)} for i in range(12)]
     ticks.append({"ts": now + 3 * 86_400, "value": 2.0})
     ticks += [{"ts": t0 + 3600 * i, "value": float(i % 5)} for i in range(12, 20)]
-    records = [
-        InRecord("ticks", 0, i, 0, b"a", orjson.dumps(tick)) for i, tick in enumerate(ticks)
-    ]
+    records = [InRecord("ticks", 0, i, 0, b"a", orjson.dumps(tick)) for i, tick in enumerate(ticks)]
     result = processor.process(records, float(now))
     assert [(r.index, r.reason) for r in result.rejections] == [(12, RejectReason.TIME_JUMP)]
     assert result.forecasts == 19 - 4 + 1  # 19 intervals closed, the 4th fills the window
+
+
+def test_a_key_ttl_within_one_interval_is_warned_of_at_start(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An hourly model with STREAMCAST_KEY_TTL_S=1: live, every key expires between its
+    ticks and none ever forecasts. Warned, not refused (a replay of history sends many
+    intervals per second of wall clock); a TTL of several intervals says nothing."""
+    model = make_tiny_model(tmp_path / "m.onnx", window=4, horizon=2, interval_s=3600)
+    with caplog.at_level(logging.WARNING, logger="streamcast"):
+        build_processor(Settings(_env_file=None, model_path=model, key_ttl_s=1.0))
+    (warning,) = [r for r in caplog.records if "key_ttl_s" in r.getMessage()]
+    assert "never forecasts" in warning.getMessage()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="streamcast"):
+        build_processor(Settings(_env_file=None, model_path=model, key_ttl_s=6 * 3600.0))
+    assert not [r for r in caplog.records if "key_ttl_s" in r.getMessage()]
+
+
+def test_the_default_ttl_outlasts_three_intervals_of_a_weekly_or_monthly_model(
+    tmp_path: Path,
+) -> None:
+    """The 7-day default expired a weekly model's keys exactly between their ticks (and a
+    monthly one's long before): the default is 7 days or 3 intervals, whichever is longer;
+    a TTL set by the operator is kept as set."""
+    for interval_s, want in ((3600, 7 * 86_400.0), (7 * 86_400, 21 * 86_400.0)):
+        model = make_tiny_model(tmp_path / f"m{interval_s}.onnx", window=4, horizon=2,
+                                interval_s=interval_s)  # fmt: skip
+        default = build_processor(Settings(_env_file=None, model_path=model))
+        assert default.pipeline.store.key_ttl_s == want
+        chosen = build_processor(Settings(_env_file=None, model_path=model, key_ttl_s=7200.0))
+        assert chosen.pipeline.store.key_ttl_s == 7200.0
