@@ -7,6 +7,7 @@ programming errors still surface as tracebacks.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -15,7 +16,7 @@ from typing import Any
 
 from streamcast.core.features import CALENDAR_NAMES
 from streamcast.core.intervals import AGGREGATIONS
-from training.config import BASELINES, PROTOCOLS, TrainConfig
+from training.config import BASELINES, PROTOCOLS, TrainConfig, date_problem, zone_problem
 from training.errors import ConfigError, TrainingError
 
 EXIT_USAGE = 2
@@ -77,7 +78,7 @@ def _positive_float(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if value <= 0:
+    if not math.isfinite(value) or value <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
     return value
 
@@ -93,6 +94,32 @@ def _instant(text: str) -> int:
 
 def _names(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def _zone(text: str) -> str:
+    problem = zone_problem(text)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
+    return text
+
+
+def _dates(text: str) -> tuple[str, ...]:
+    dates = _names(text)
+    for day in dates:
+        problem = date_problem(day)
+        if problem is not None:
+            raise argparse.ArgumentTypeError(problem)
+    return dates
+
+
+def _file_name(text: str) -> str:
+    """A forecasts file name: written into --out, so no directories and a known format."""
+    path = Path(text)
+    if path.name != text or path.suffix not in (".csv", ".parquet"):
+        raise argparse.ArgumentTypeError(
+            f"expected a file name ending .csv or .parquet (written into --out), got {text!r}"
+        )
+    return text
 
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
@@ -142,7 +169,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--holidays",
-        type=_names,
+        type=_dates,
         help="with --trading-days: comma-separated ISO dates that are not trading days "
         "(default: the weekdays on which no key has a value)",
     )
@@ -157,7 +184,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
         help=f"calendar features, comma-separated from {','.join(CALENDAR_NAMES)}"
         " ('none' for none)",
     )
-    g.add_argument("--timezone", help="IANA zone for calendar features")
+    g.add_argument("--timezone", type=_zone, help="IANA zone for calendar features")
     g.add_argument("--max-gap", type=int, help="longest gap (intervals) bridged linearly")
     g.add_argument("--aggregation", choices=AGGREGATIONS)
     g.add_argument(
@@ -254,6 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument(
         "--forecasts",
         default="forecasts.parquet",
+        type=_file_name,
         help="forecasts file name in --out (.csv or .parquet)",
     )
     fit.add_argument(
@@ -292,6 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--forecasts",
         default="forecasts.parquet",
+        type=_file_name,
         help="forecasts file name in --out (.csv or .parquet)",
     )
     ev.add_argument("--quiet", action="store_true")
@@ -386,6 +415,8 @@ def config_from_args(args: argparse.Namespace, source: Any) -> TrainConfig:
         parse_grid(args.interval)  # a spelling it cannot read is a one-line error now
         values["interval"] = args.interval
     if getattr(args, "holidays", None) is not None:
+        if not values.get("trading_days"):
+            raise ConfigError("--holidays needs --trading-days (holidays are days off its grid)")
         values["holidays"] = args.holidays
     if args.calendar is not None:
         values["calendar"] = () if args.calendar == ("none",) else args.calendar
@@ -394,9 +425,34 @@ def config_from_args(args: argparse.Namespace, source: Any) -> TrainConfig:
     return TrainConfig.from_dict(values)
 
 
+def _check_out_dir(out: Path) -> None:
+    """ConfigError unless --out is a directory or can become one (before any work)."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: not a directory")
+    _check_parents(out)
+
+
+def _check_out_file(out: Path) -> None:
+    """ConfigError unless --out can be written as a config file ``fit --config`` reads."""
+    if out.suffix not in (".json", ".toml"):
+        raise ConfigError(f"--out {out}: give a .json or .toml file name (what --config reads)")
+    if out.is_dir():
+        raise ConfigError(f"--out {out}: is a directory; give a .json or .toml file name")
+    _check_parents(out)
+
+
+def _check_parents(out: Path) -> None:
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ConfigError(f"--out {out}: {parent}: not a directory")
+            return
+
+
 def _fit(args: argparse.Namespace) -> None:
     from training.workflow import fit_pipeline  # noqa: PLC0415
 
+    _check_out_dir(args.out)
     source = _data_source(args)
     config = config_from_args(args, source)
     if args.publish_to is not None:
@@ -435,6 +491,7 @@ def _evaluate(args: argparse.Namespace) -> None:
     if not args.model.is_file():
         raise ConfigError(f"--model {args.model}: no such file")
     out = args.out or args.model.parent / "evaluate"
+    _check_out_dir(out)
     overrides: dict[str, Any] = {}
     if args.baselines is not None:
         overrides["baselines"] = () if args.baselines == ("none",) else args.baselines
@@ -450,6 +507,7 @@ def _evaluate(args: argparse.Namespace) -> None:
 def _tune(args: argparse.Namespace) -> None:
     from training.tune import tune  # noqa: PLC0415
 
+    _check_out_file(args.out)
     source = _data_source(args)
     config = config_from_args(args, source)
     best, score = tune(

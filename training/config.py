@@ -13,10 +13,14 @@ A config round-trips through JSON or TOML (``TrainConfig.load`` / ``TrainConfig.
 from __future__ import annotations
 
 import json
+import math
+import re
 import tomllib
 from collections.abc import Mapping, Sequence
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal, get_args
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     BaseModel,
@@ -48,6 +52,32 @@ _CHOICES: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 #: the widest a setting's bad value is quoted in a message
 _SHOWN = 60
+#: how a holiday is written (numpy and date.fromisoformat read other spellings differently)
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+#: the seeds numpy and Keras accept
+_MAX_SEED = 2**32 - 1
+
+
+def zone_problem(name: str) -> str | None:
+    """Why ``name`` is not a time zone the service can load (None when it is one)."""
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a directory such as America
+        shown = repr(name)[:_SHOWN]
+        return f"unknown time zone {shown}: give an IANA name such as Australia/Melbourne or UTC"
+    return None
+
+
+def date_problem(text: str) -> str | None:
+    """Why ``text`` is not an ISO date ``YYYY-MM-DD`` (None when it is one)."""
+    if _ISO_DATE.fullmatch(text):
+        try:
+            date.fromisoformat(text)
+        except ValueError:
+            pass
+        else:
+            return None
+    return f"{repr(text)[:_SHOWN]} is not a date (YYYY-MM-DD)"
 
 
 class ConfigFileError(ConfigError):
@@ -158,6 +188,33 @@ class TrainConfig(BaseModel):
             problems.append("learning_rate, time_budget_s and epochs must be positive")
         if self.baseline_budget_s <= 0:
             problems.append("baseline_budget_s must be positive")
+        return problems + self._value_problems() + self._time_problems()
+
+    def _value_problems(self) -> list[str]:
+        """Numbers no run can use (NaN or inf, levels outside (0, 1), seeds Keras refuses)."""
+        problems = []
+        for name in ("learning_rate", "clipnorm", "time_budget_s", "baseline_budget_s"):
+            if not math.isfinite(getattr(self, name)):
+                problems.append(f"{name} must be a finite number (got {getattr(self, name)})")
+        if any(not 0.0 < level < 1.0 for level in self.interval_levels):
+            problems.append(f"interval_levels must be in (0, 1) (got {list(self.interval_levels)})")
+        if self.max_gap < 0:
+            problems.append(f"max_gap must be >= 0 (got {self.max_gap})")
+        if not 0 <= self.seed <= _MAX_SEED:
+            problems.append(f"seed must be in [0, 2**32 - 1] (got {self.seed})")
+        return problems
+
+    def _time_problems(self) -> list[str]:
+        """A zone the service cannot load, a holiday that is not a date (checked here, so
+        a bad one fails before training, not in the plots or the service after it)."""
+        problems = []
+        zone = zone_problem(self.timezone)
+        if zone is not None:
+            problems.append(zone)
+        bad = [p for p in map(date_problem, self.holidays) if p is not None]
+        if bad:
+            more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+            problems.append(f"holiday {bad[0]}{more}")
         return problems
 
     @property

@@ -478,6 +478,87 @@ def test_publish_settings_fail_before_training(
     assert not (tmp_path / "m").exists()
 
 
+@pytest.fixture
+def no_training(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A flag the CLI accepts but cannot use must stop it before any work starts."""
+    import training.tune
+    import training.workflow
+
+    def started(*args: object, **kwargs: object) -> None:
+        raise AssertionError("training started despite a bad flag")
+
+    monkeypatch.setattr(training.workflow, "fit_pipeline", started)
+    monkeypatch.setattr(training.workflow, "evaluate_pipeline", started)
+    monkeypatch.setattr(training.tune, "tune", started)
+
+
+@pytest.mark.usefixtures("no_training")
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (
+            ["--calendar", "time_of_day", "--timezone", "Mars/Base"],
+            "argument --timezone: unknown time zone 'Mars/Base': give an IANA name",
+        ),
+        (["--timezone", "Mars/Base"], "unknown time zone 'Mars/Base'"),  # no calendar
+        (["--timezone", "America"], "unknown time zone 'America'"),  # a directory
+        (["--timezone", "../etc/passwd"], "unknown time zone '../etc/passwd'"),
+        (
+            ["--trading-days", "--holidays", "2026-12-25,2026-13-45"],
+            "argument --holidays: '2026-13-45' is not a date (YYYY-MM-DD)",
+        ),
+        (["--trading-days", "--holidays", "20260101"], "'20260101' is not a date"),
+        (["--holidays", "2026-12-25"], "--holidays needs --trading-days"),
+        (["--forecasts", "out.txt"], "argument --forecasts: expected a file name ending"),
+        (["--forecasts", "../f.csv"], "argument --forecasts: expected a file name"),
+        (["--forecasts", ".csv"], "argument --forecasts: expected a file name"),
+        (["--seed", "-1"], "seed must be in [0, 2**32 - 1] (got -1)"),
+        (["--max-gap", "-1"], "max_gap must be >= 0 (got -1)"),
+        (["--learning-rate", "nan"], "argument --learning-rate: expected a positive number"),
+        (["--time-budget", "inf"], "argument --time-budget: expected a positive number"),
+    ],
+)
+def test_bad_flags_fail_before_any_work(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, flags: list[str], message: str
+) -> None:
+    argv = _fit_args(_csv(tmp_path / "d.csv", rows=48), tmp_path / "m", *flags)
+    assert message in _user_error(capsys, argv)
+    assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.usefixtures("no_training")
+def test_a_bad_zone_in_a_config_file_fails_before_any_work(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"timezone": "Mars/Base", "holidays": ["2026-02-30"]}))
+    argv = _fit_args(_csv(tmp_path / "d.csv", rows=48), tmp_path / "m", "--config", str(config))
+    msg = _user_error(capsys, argv)
+    assert "unknown time zone 'Mars/Base'" in msg and "'2026-02-30' is not a date" in msg
+    assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.usefixtures("no_training")
+def test_bad_outputs_of_evaluate_and_tune_fail_before_any_work(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    model = tmp_path / "m.onnx"
+    model.write_text("never read")
+    data = str(_csv(tmp_path / "d.csv", rows=48))
+    argv = ["evaluate", "--model", str(model), "--data", data, "--forecasts", "a/b.csv"]
+    assert "argument --forecasts" in _user_error(capsys, argv)
+    tune = ["tune", "--data", data, "--key-col", "sensor", "--time-col", "time"]
+    tune += ["--value-col", "count", "--quiet"]
+    (tmp_path / "d.json").mkdir()
+    assert "is a directory" in _user_error(capsys, [*tune, "--out", str(tmp_path / "d.json")])
+    assert "give a .json or .toml" in _user_error(capsys, [*tune, "--out", "best.yaml"])
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    msg = _user_error(capsys, [*tune, "--out", str(blocker / "best.json")])
+    assert f"{blocker}: not a directory" in msg
+    assert "--timezone" in _user_error(capsys, [*tune, "--out", "b.json", "--timezone", "x"])
+
+
 def test_out_is_a_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     data = tiny_data(tmp_path / "ped.csv", hours=24 * 14)
     blocker = tmp_path / "taken"

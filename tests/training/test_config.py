@@ -64,6 +64,16 @@ def test_frozen_and_updated_validates_again() -> None:
         ({"units": "many"}, "units: input should be a valid integer"),
         ({"window": 2.5}, "window: input should be a valid integer"),
         ({"calendar": "time_of_day"}, "calendar: input should be a valid tuple"),
+        ({"timezone": "Mars/Base"}, "unknown time zone 'Mars/Base'"),
+        ({"timezone": "America"}, "unknown time zone 'America'"),
+        ({"timezone": ""}, "unknown time zone ''"),
+        ({"holidays": ["2026-12-25", "2026-13-45"]}, "holiday '2026-13-45' is not a date"),
+        ({"holidays": ["2026"]}, "holiday '2026' is not a date (YYYY-MM-DD)"),
+        ({"max_gap": -1}, "max_gap must be >= 0 (got -1)"),
+        ({"seed": -1}, "seed must be in [0, 2**32 - 1] (got -1)"),
+        ({"seed": 2**32}, "seed must be in [0, 2**32 - 1]"),
+        ({"learning_rate": float("nan")}, "learning_rate must be a finite number"),
+        ({"time_budget_s": float("nan")}, "time_budget_s must be a finite number"),
     ],
 )
 def test_each_problem_is_named_on_one_line(settings: dict[str, Any], needle: str) -> None:
@@ -131,3 +141,9 @@ def test_bad_files(tmp_path: Path, name: str, text: str, needle: str) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigFileError, match="cannot read config"):
         TrainConfig.load(tmp_path / "nope.toml")
+
+
+def test_valid_zones_and_holidays_are_kept() -> None:
+    config = TrainConfig(timezone="Australia/Melbourne", holidays=("2026-12-25",))
+    assert (config.timezone, config.holidays) == ("Australia/Melbourne", ("2026-12-25",))
+    assert TrainConfig(timezone="Etc/GMT+5").timezone == "Etc/GMT+5"
