@@ -38,13 +38,14 @@ BoolArray = npt.NDArray[np.bool_]
 
 AGGREGATIONS: tuple[Aggregation, ...] = ("last", "mean", "sum", "min", "max")
 
-#: reason codes of :func:`admit` (0 = accepted)
-ACCEPTED, DUPLICATE, LATE, OUT_OF_ORDER, TIME_JUMP = 0, 1, 2, 3, 4
+#: reason codes of :func:`admit` (0 = accepted) and of :func:`sums_beyond`
+ACCEPTED, DUPLICATE, LATE, OUT_OF_ORDER, TIME_JUMP, SUM_OUT_OF_RANGE = 0, 1, 2, 3, 4, 5
 REASONS = {
     DUPLICATE: RejectReason.DUPLICATE,
     LATE: RejectReason.LATE,
     OUT_OF_ORDER: RejectReason.OUT_OF_ORDER,
     TIME_JUMP: RejectReason.TIME_JUMP,
+    SUM_OUT_OF_RANGE: RejectReason.OUT_OF_RANGE,
 }
 
 
@@ -253,6 +254,52 @@ class Aggregator:
         """
         counts = np.diff(np.append(starts, len(values)))
         return self.finalise(self.reduce(values, starts), counts)
+
+
+def sums_beyond(
+    store: StateStore,
+    *,
+    rows: IntArray,
+    ts_ms: IntArray,
+    values: FloatArray,
+    accepted: BoolArray,
+    interval_s: int | Grid,
+    limit: float,
+) -> BoolArray:
+    """The accepted ticks that would carry their interval's sum past ``±limit`` (sum
+    aggregation): the running sum of the key's interval up to each tick, the open
+    interval's accumulator included. Every tick is within the limit on its own (the
+    decoder's range), but 400 ticks of 1e37 sum to 4e39, past float32, and the key's
+    every later forecast would fail to encode. A refused tick does not count in the sum
+    of the ticks after it (the intervals that pass the limit, rare, are summed again
+    tick by tick).
+    """
+    beyond = np.zeros(len(rows), dtype=bool)
+    pos = np.flatnonzero(accepted)
+    if len(pos) == 0:
+        return beyond
+    order = pos[np.lexsort((ts_ms[pos], rows[pos]))]
+    r, v = rows[order], values[order]
+    s = as_grid(interval_s).floor(ts_ms[order] // 1000)
+    new_group = np.ones(len(order), dtype=bool)
+    new_group[1:] = (r[1:] != r[:-1]) | (s[1:] != s[:-1])
+    group = np.cumsum(new_group) - 1
+    total = np.cumsum(v, axis=0)
+    starts = np.flatnonzero(new_group)
+    running = total - (total[starts] - v[starts])[group]
+    continues = store.open_start[r] == s  # only a key's first group can continue it
+    running[continues] += store.acc[r[continues]]
+    over = ~(np.abs(running) <= limit).all(axis=1)
+    for g in np.unique(group[over]).tolist():
+        mine = np.flatnonzero(group == g)
+        acc = store.acc[r[mine[0]]].copy() if continues[mine[0]] else np.zeros(v.shape[1])
+        for i in mine.tolist():
+            with_it = acc + v[i]
+            over[i] = not (np.abs(with_it) <= limit).all()
+            if not over[i]:
+                acc = with_it
+    beyond[order] = over
+    return beyond
 
 
 def aggregate(

@@ -42,6 +42,7 @@ import numpy.typing as npt
 from streamcast.core.alerts import AlertBatch
 from streamcast.core.artifact import Aggregation
 from streamcast.core.bands import DEFAULT_RATE, Bands
+from streamcast.core.codec import MAX_MAGNITUDE
 from streamcast.core.drift import DriftSettings, InputSteps
 from streamcast.core.features import (
     calendar_features,
@@ -49,7 +50,15 @@ from streamcast.core.features import (
     step_inputs,
     unscale_forecast,
 )
-from streamcast.core.intervals import REASONS, Aggregator, JumpRule, admit, aggregate
+from streamcast.core.intervals import (
+    REASONS,
+    SUM_OUT_OF_RANGE,
+    Aggregator,
+    JumpRule,
+    admit,
+    aggregate,
+    sums_beyond,
+)
 from streamcast.core.isolation import Attempt, isolated, merge
 from streamcast.core.lifecycle import LifecyclePlanner, Planned, Steps
 from streamcast.core.model import StateAdvancer, StepModel
@@ -370,6 +379,13 @@ class Pipeline:
             store=self.store,
             now_ms=int(now_s * 1000),
         )
+        if self.aggregator.kind == "sum":
+            codes[
+                sums_beyond(
+                    self.store, rows=rows, ts_ms=batch.ts_ms, values=batch.values,
+                    accepted=codes == 0, interval_s=self.grid, limit=MAX_MAGNITUDE,
+                )
+            ] = SUM_OUT_OF_RANGE  # fmt: skip
         rejections = [
             Rejection(int(batch.index[i]), REASONS[int(codes[i])], _reject_detail(int(codes[i])))
             for i in np.flatnonzero(codes).tolist()
@@ -598,4 +614,5 @@ def _reject_detail(code: int) -> str:
         3: "earlier than the key's last accepted tick within the open interval",
         4: "too far ahead of the key's last accepted tick (max_jump_intervals) and not "
         "confirmed by the ticks after it",
+        5: f"the interval's sum would pass +-{MAX_MAGNITUDE:g} with it",
     }[code]

@@ -22,6 +22,7 @@ from streamcast.core.intervals import (
     JumpRule,
     admit,
     aggregate,
+    sums_beyond,
 )
 from streamcast.core.state import NONE, StateStore
 
@@ -304,3 +305,32 @@ def test_without_a_rule_any_jump_is_accepted() -> None:
     rows = np.full(2, rows_of[0], dtype=np.int64)
     ts = np.array([ms(0), ms(24 * 365)], dtype=np.int64)
     assert admit(rows, ts, st.last_ts_ms, HOUR).tolist() == [ACCEPTED, ACCEPTED]
+
+
+def test_ticks_that_would_carry_an_interval_sum_past_the_range_are_refused() -> None:
+    """Each tick within the decoder's range, 400 of 1e37 sum to 4e39, past float32. The
+    ticks that would carry the sum past the limit are refused (the open interval's
+    accumulator from an earlier batch counts); the others, before and after, are taken,
+    and a refused tick does not count in the sum of the ticks after it."""
+    st = store()
+    rows_of, _ = st.rows_for(["a", "b"], 0.0)
+    a, b = (int(x) for x in rows_of)
+
+    def beyond(row: int, hours: list[float], values: list[float]) -> list[bool]:
+        rows = np.full(len(hours), row, dtype=np.int64)
+        ts = np.array([ms(h) for h in hours], dtype=np.int64)
+        vals = np.array(values, dtype=np.float64)[:, None]
+        accepted = np.ones(len(hours), dtype=bool)
+        out = sums_beyond(st, rows=rows, ts_ms=ts, values=vals, accepted=accepted,
+                          interval_s=HOUR, limit=1e37)  # fmt: skip
+        aggregate(st, rows=rows, ts_ms=ts, values=vals, accepted=accepted & ~out,
+                  interval_s=HOUR, aggregator=Aggregator("sum"))  # fmt: skip
+        return [bool(x) for x in out]
+
+    assert beyond(a, [0.1, 0.2, 0.3, 0.4], [6e36, 6e36, -1e36, 3e36]) == [False, True, False, False]
+    assert float(st.acc[a, 0]) == pytest.approx(8e36)
+    # the open interval carries over batches; a new interval starts from zero
+    assert beyond(a, [0.5, 0.6, 1.1], [3e36, 2e36, 9e36]) == [True, False, False]
+    assert float(st.acc[a, 0]) == pytest.approx(9e36)
+    # hundreds of in-range ticks of one interval, and a key beside it that is fine
+    assert beyond(b, [2 + i / 1000 for i in range(400)], [1e37] * 400) == [False] + [True] * 399

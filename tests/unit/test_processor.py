@@ -143,3 +143,25 @@ def test_the_default_ttl_outlasts_three_intervals_of_a_weekly_or_monthly_model(
         assert default.pipeline.store.key_ttl_s == want
         chosen = build_processor(Settings(_env_file=None, model_path=model, key_ttl_s=7200.0))
         assert chosen.pipeline.store.key_ttl_s == 7200.0
+
+
+def test_ticks_that_would_overflow_a_summed_interval_are_dead_lettered_not_the_key(
+    tmp_path: Path,
+) -> None:
+    """aggregation=sum: 400 ticks of 1e37 in one interval, each within the decoder's
+    range. The sum reached 4e39 and the key's every later forecast failed to encode: its
+    good ticks were dead-lettered internal_error. Now the ticks that would carry the sum
+    past the range are dead-lettered out_of_range, and the key forecasts on."""
+    model = make_tiny_model(tmp_path / "m.onnx", window=4, horizon=2, interval_s=60,
+                            aggregation="sum")  # fmt: skip
+    processor = build_processor(Settings(_env_file=None, model_path=model))
+    t0 = 1_700_000_000 - 1_700_000_000 % 60
+    ticks = [{"ts": t0 + 60 * i, "value": 1.0} for i in range(6)]
+    ticks += [{"ts": (t0 + 360) * 1000 + j, "value": 1e37} for j in range(400)]
+    ticks += [{"ts": t0 + 60 * i, "value": 1.0} for i in range(7, 12)]
+    records = [InRecord("ticks", 0, i, 0, b"a", orjson.dumps(tick)) for i, tick in enumerate(ticks)]
+    result = processor.process(records, float(t0 + 100_000))
+    reasons = {(r.reason, r.index) for r in result.rejections}
+    assert reasons == {(RejectReason.OUT_OF_RANGE, 6 + j) for j in range(1, 400)}
+    assert result.counters["internal_errors"] == 0
+    assert result.forecasts == 11 - 4 + 1  # 11 intervals closed, the 4th fills the window
