@@ -9,18 +9,26 @@ a Prometheus scraper and a Kubernetes probe need.
 
 A request line or header longer than :data:`MAX_LINE_BYTES`, or more than
 :data:`MAX_HEADERS` header lines, is answered ``431`` (one debug line), never a traceback.
+
+An address it cannot listen on (a host that does not resolve or is not this machine's, a
+port in use or privileged) is a :class:`~streamcast.errors.ConfigurationError` naming the
+address and the setting to change.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
+import socket
 from collections.abc import Callable
 from types import TracebackType
 from typing import Self
 
 from prometheus_client import CONTENT_TYPE_LATEST
+
+from streamcast.errors import ConfigurationError
 
 log = logging.getLogger(__name__)
 
@@ -60,11 +68,37 @@ class HealthServer:
         return int(self._server.sockets[0].getsockname()[1])
 
     async def __aenter__(self) -> Self:
-        self._server = await asyncio.start_server(
-            self._handle, self._host, self._port, limit=MAX_LINE_BYTES
-        )
+        try:
+            self._server = await asyncio.start_server(
+                self._handle, self._host, self._port, limit=MAX_LINE_BYTES
+            )
+        except OSError as exc:
+            raise self._cannot_listen(exc) from None
         log.info("http endpoints listening", extra={"host": self._host, "port": self.port})
         return self
+
+    def _cannot_listen(self, exc: OSError) -> ConfigurationError:
+        host_setting = "STREAMCAST_HTTP_HOST (--http-host)"
+        port_setting = "STREAMCAST_HTTP_PORT (--http-port)"
+        if isinstance(exc, socket.gaierror):
+            why = f"the host {self._host!r} does not resolve ({exc.strerror})"
+            fix = f"set {host_setting} to an address or name of this machine, e.g. 0.0.0.0"
+        elif exc.errno == errno.EADDRINUSE:
+            why = "the port is in use (another process listens on it)"
+            fix = f"set {port_setting} to a free port, or stop the other process"
+        elif exc.errno == errno.EACCES:
+            why = "permission denied (ports below 1024 need privileges)"
+            fix = f"set {port_setting} to a port from 1024 up"
+        elif exc.errno == errno.EADDRNOTAVAIL:
+            why = "the address is not one of this machine's"
+            fix = f"set {host_setting} to an address of this machine, e.g. 0.0.0.0"
+        else:
+            why = exc.strerror or str(exc)
+            fix = f"check {host_setting} and {port_setting}"
+        return ConfigurationError(
+            f"cannot listen on {self._host}:{self._port} for /metrics, /healthz and /readyz: "
+            f"{why}; {fix}"
+        )
 
     async def __aexit__(
         self,

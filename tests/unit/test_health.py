@@ -52,3 +52,20 @@ async def test_a_client_closing_early_is_answered_quietly(caplog: pytest.LogCapt
     assert answer.startswith(b"HTTP/1.1 503 ")
     assert answer.endswith(b"no partitions\n")
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+async def test_an_address_it_cannot_listen_on_is_a_configuration_error() -> None:
+    import socket
+
+    from streamcast.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match=r"'not a host'.*STREAMCAST_HTTP_HOST"):
+        async with HealthServer("not a host", 0, lambda: b"", lambda: (True, "")):
+            pass
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(ConfigurationError, match=rf":{port} for .*: the port is in use.*_PORT"):
+            async with HealthServer("127.0.0.1", port, lambda: b"", lambda: (True, "")):
+                pass
