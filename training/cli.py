@@ -7,13 +7,13 @@ programming errors still surface as tracebacks.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from streamcast.core.cli_args import OneLineParser, positive_float, positive_int
 from streamcast.core.features import CALENDAR_NAMES
 from streamcast.core.intervals import AGGREGATIONS
 from training.config import BASELINES, PROTOCOLS, TrainConfig, date_problem, zone_problem
@@ -53,34 +53,6 @@ DATASETS_EXAMPLES = """examples:
   streamcast-train datasets list
   streamcast-train datasets export pedestrian --out pedestrian.csv
 """
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports usage errors as one line and exit code 2."""
-
-    def error(self, message: str) -> Any:  # argparse's signature returns NoReturn
-        print(f"error: {self.prog}: {message}", file=sys.stderr)
-        raise SystemExit(EXIT_USAGE)
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
 
 
 def _instant(text: str) -> int:
@@ -173,10 +145,10 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
         help="with --trading-days: comma-separated ISO dates that are not trading days "
         "(default: the weekdays on which no key has a value)",
     )
-    g.add_argument("--window", type=_positive_int, help="warm-up length in intervals")
-    g.add_argument("--horizon", type=_positive_int, help="forecast steps")
+    g.add_argument("--window", type=positive_int, help="warm-up length in intervals")
+    g.add_argument("--horizon", type=positive_int, help="forecast steps")
     g.add_argument(
-        "--season", type=_positive_int, help="seasonal period in intervals (seasonal naive, MASE)"
+        "--season", type=positive_int, help="seasonal period in intervals (seasonal naive, MASE)"
     )
     g.add_argument(
         "--calendar",
@@ -194,14 +166,14 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
         help="the series cannot go below 0 (counts, volumes): the model floors its "
         "forecasts and bands at 0, in the service as in the backtest",
     )
-    g.add_argument("--units", type=_positive_int)
-    g.add_argument("--layers", type=_positive_int)
+    g.add_argument("--units", type=positive_int)
+    g.add_argument("--layers", type=positive_int)
     g.add_argument("--dropout", type=float)
-    g.add_argument("--epochs", type=_positive_int)
-    g.add_argument("--batch-size", type=_positive_int)
-    g.add_argument("--seq-len", type=_positive_int, help="training sequence length (steps)")
-    g.add_argument("--learning-rate", type=_positive_float)
-    g.add_argument("--time-budget", type=_positive_float, help="training wall-clock seconds")
+    g.add_argument("--epochs", type=positive_int)
+    g.add_argument("--batch-size", type=positive_int)
+    g.add_argument("--seq-len", type=positive_int, help="training sequence length (steps)")
+    g.add_argument("--learning-rate", type=positive_float)
+    g.add_argument("--time-budget", type=positive_float, help="training wall-clock seconds")
     g.add_argument("--seed", type=int)
     _add_protocol(g)
     _add_baselines(g)
@@ -243,7 +215,7 @@ def _add_baselines(g: Any) -> None:
     )
     g.add_argument(
         "--baseline-budget",
-        type=_positive_float,
+        type=positive_float,
         help="wall-clock seconds the statistical baselines may take in all (default 360; "
         "one projected to exceed it is skipped, and the report says so)",
     )
@@ -261,13 +233,13 @@ def _add_protocol(g: Any) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line."""
-    root = _Parser(
+    root = OneLineParser(
         prog="streamcast-train",
         description="Train, evaluate and export streamcast's stateful LSTM.",
         epilog=FIT_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = root.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub = root.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     fit = sub.add_parser(
         "fit",
         help="train, export model.onnx, backtest and report",
@@ -300,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fit.add_argument(
         "--publish-keep",
-        type=_positive_int,
+        type=positive_int,
         metavar="N",
         help="after publishing, remove all but the newest N models in --publish-to",
     )
@@ -333,10 +305,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_data_args(tune)
     _add_model_args(tune)
-    tune.add_argument("--trials", type=_positive_int, default=6)
+    tune.add_argument("--trials", type=positive_int, default=6)
     tune.add_argument(
         "--search-budget",
-        type=_positive_float,
+        type=positive_float,
         default=600.0,
         help="wall-clock seconds for the whole search",
     )
@@ -349,7 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=DATASETS_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    ds_sub = ds.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    ds_sub = ds.add_subparsers(dest="action", required=True, parser_class=OneLineParser)
     ds_sub.add_parser("list", help="list the datasets and their settings")
     export = ds_sub.add_parser("export", help="write a dataset as CSV")
     export.add_argument("name")

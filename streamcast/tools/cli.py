@@ -31,6 +31,7 @@ from streamcast.config import (
     unknown_variables,
     unparsable,
 )
+from streamcast.core.cli_args import USAGE_ERROR, OneLineParser, positive_float, positive_int
 from streamcast.core.schemas import CURRENT, schema_text
 from streamcast.errors import SettingsError, StreamcastError, TransientError
 from streamcast.service.logs import configure_logging
@@ -39,7 +40,6 @@ from streamcast.tools.replay import ReplayOptions, replay
 from streamcast.tools.tail import TailOptions, tail
 from streamcast.tools.topics import TOPICS_EXAMPLES, add_actions, run_topics
 
-USAGE_ERROR = 2
 #: the settings file read when --env-file is not given (absent is fine)
 DEFAULT_ENV_FILE = Path(".env")
 
@@ -156,7 +156,8 @@ def _settings_flags(parser: argparse.ArgumentParser, kind: type[ClientSettings])
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``streamcast`` command."""
     fmt = argparse.RawDescriptionHelpFormatter
-    parser = argparse.ArgumentParser(
+    # usage errors are one line; the subcommands' parsers inherit the class
+    parser = OneLineParser(
         prog="streamcast",
         description="Real-time LSTM forecasting for Kafka streams.",
         epilog="run `streamcast COMMAND --help` for a command's flags and examples",
@@ -200,9 +201,16 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--features", nargs="*", default=[], help="extra feature columns")
     replay.add_argument("--topic", help="default: the ticks topic setting")
     pace = replay.add_mutually_exclusive_group()
-    pace.add_argument("--speed", type=float, help="event-time seconds per wall second")
-    pace.add_argument("--rate", type=float, help="messages per second")
-    replay.add_argument("--limit", type=int, help="send at most N ticks")
+    pace.add_argument(
+        "--speed",
+        type=positive_float,
+        help="event-time seconds per wall second (> 0; default: neither, as fast as the "
+        "broker accepts)",
+    )
+    pace.add_argument("--rate", type=positive_float, help="messages per second (> 0)")
+    replay.add_argument(
+        "--limit", type=positive_int, help="send at most N ticks (N >= 1; default: all)"
+    )
     replay.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     tail = sub.add_parser(
@@ -218,7 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="forecasts, alerts, dead-letter (the configured names) or any topic name",
     )
     tail.add_argument("--from-beginning", action="store_true")
-    tail.add_argument("--limit", type=int, help="stop after N messages")
+    tail.add_argument(
+        "--limit", type=positive_int, help="stop after N messages (N >= 1; default: no limit)"
+    )
     view = tail.add_mutually_exclusive_group()
     view.add_argument(
         "--plain",
@@ -226,7 +236,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="one plain line per message (the default when stdout is not a terminal)",
     )
     view.add_argument("--json", action="store_true", help="print raw values, one per line")
-    tail.add_argument("--idle-timeout", type=float, help="stop after S seconds without messages")
+    tail.add_argument(
+        "--idle-timeout",
+        type=positive_float,
+        help="stop after S seconds without messages (S > 0; default: never)",
+    )
     tail.add_argument(
         "--timezone", type=_zone, default=UTC, help="IANA zone of the times shown (default UTC)"
     )

@@ -8,12 +8,18 @@ of every record streamcast writes (``content-type: application/json``,
 their original form: datetimes become ISO-8601 UTC strings, epoch numbers stay numbers.
 
 Pacing: ``speed`` replays event time ``speed`` times faster than real time; ``rate`` sends
-a fixed number of messages per second; neither sends as fast as the broker accepts.
+a fixed number of messages per second; neither sends as fast as the broker accepts. Both,
+and ``limit``, must be positive (and finite): 0, negative or NaN mean nothing sensible.
+
+A file that cannot be read (empty, not UTF-8 CSV, no data rows, a timestamp that does not
+parse) is a :class:`~streamcast.errors.ConfigurationError` naming the file, the column
+and the row: one line, never pandas' traceback.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,18 +56,44 @@ class ReplayOptions:
     limit: int | None = None
     progress: bool = True
 
+    def __post_init__(self) -> None:
+        for name, pace in (("speed", self.speed), ("rate", self.rate)):
+            if pace is not None and not (math.isfinite(pace) and pace > 0):
+                raise ValueError(f"{name} must be a positive, finite number (got {pace})")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"limit must be at least 1 (got {self.limit})")
+
 
 def read_table(path: Path) -> pd.DataFrame:
-    """Load a CSV or Parquet file (chosen by suffix)."""
+    """Load a CSV or Parquet file (chosen by suffix); every way reading it can fail is a
+    one-line :class:`ConfigurationError` naming the file."""
     if not path.is_file():
         raise ConfigurationError(f"--data: file not found: {path}")
     suffix = path.suffix.lower()
     if suffix in PARQUET_SUFFIXES:
         require_parquet("--data", path)
-        return pd.read_parquet(path)
-    if suffix in (".csv", ".gz", ".txt"):
-        return pd.read_csv(path)
-    raise ConfigurationError(f"--data: {path.name} is neither .csv nor .parquet")
+        kind = "Parquet"
+    elif suffix in (".csv", ".gz", ".txt"):
+        kind = "CSV"
+    else:
+        raise ConfigurationError(f"--data: {path.name} is neither .csv nor .parquet")
+    try:
+        frame = pd.read_parquet(path) if kind == "Parquet" else pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        raise ConfigurationError(
+            f"--data {path}: the file is empty; it needs a header line and data rows"
+        ) from None
+    except (OSError, ValueError) as exc:  # pandas' and pyarrow's parse errors are ValueErrors
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise ConfigurationError(
+            f"--data {path}: cannot read the file as {kind} ({reason}); check that it is a "
+            f"valid {'UTF-8 ' if kind == 'CSV' else ''}{kind} file"
+        ) from None
+    if frame.empty:
+        raise ConfigurationError(
+            f"--data {path}: no data rows (columns {list(frame.columns)}); nothing to replay"
+        )
+    return frame
 
 
 @dataclass(frozen=True)
@@ -85,15 +117,30 @@ def encode_ticks(frame: pd.DataFrame, options: ReplayOptions, settings: ClientSe
             f"--data: columns {missing} not found; the file has {list(frame.columns)}"
         )
     table = frame[columns].dropna(subset=[options.key_col, options.time_col])
+    if table.empty and not frame.empty:
+        raise ConfigurationError(
+            f"--data {options.data}: no row has both a key ({options.key_col!r}) and a time "
+            f"({options.time_col!r}); nothing to replay"
+        )
     raw_time = table[options.time_col]
     if pd.api.types.is_numeric_dtype(raw_time):
         epoch = raw_time.astype("float64").to_numpy()
+        infinite = ~np.isfinite(epoch)
+        if infinite.any():
+            i = int(np.argmax(infinite))
+            raise _bad_time(
+                options, raw_time, i, f"timestamp {raw_time.iloc[i]} in", "is not finite"
+            )
         # Epoch numbers in ms/us are common; pacing only needs relative seconds.
         scale = 1.0 if np.nanmax(np.abs(epoch), initial=0) < 1e11 else 1e-3
         event_s = epoch * scale
         shown: list[object] = raw_time.tolist()
     else:
-        parsed = pd.to_datetime(raw_time, utc=True, format="mixed")
+        parsed = pd.to_datetime(raw_time, utc=True, format="mixed", errors="coerce")
+        unparsed = parsed.isna().to_numpy()
+        if unparsed.any():
+            i = int(np.argmax(unparsed))
+            raise _bad_time(options, raw_time, i, f"cannot parse timestamp {raw_time.iloc[i]!r} in")
         # in seconds whatever the resolution pandas parsed at (pandas 3: microseconds)
         event_s = ((parsed - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(seconds=1)).to_numpy()
         shown = list(parsed.dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ").str.replace(".000000Z", "Z"))
@@ -114,6 +161,24 @@ def encode_ticks(frame: pd.DataFrame, options: ReplayOptions, settings: ClientSe
         out_keys.append(keys[i].encode())
         out_values.append(orjson.dumps(doc))
     return TickRows(out_keys, out_values, np.asarray(event_s)[order])
+
+
+def _bad_time(
+    options: ReplayOptions, raw_time: pd.Series, i: int, what: str, why: str = ""
+) -> ConfigurationError:
+    """The error for the ``i``-th timestamp: the file, the column and the row (and the
+    CSV line: the header is line 1)."""
+    label = raw_time.index[i]
+    where = f"row {label!r}"
+    if isinstance(label, int | np.integer):
+        where = f"row {label + 1}"
+        if options.data.suffix.lower() not in PARQUET_SUFFIXES:
+            where += f" (line {label + 2})"
+    return ConfigurationError(
+        f"--data {options.data}: {what} column {options.time_col!r} at {where}"
+        f"{' ' + why if why else ''}; use ISO-8601 times (e.g. 2026-01-01T00:00:00Z) or "
+        "finite epoch seconds/milliseconds"
+    )
 
 
 def due_times(rows: TickRows, options: ReplayOptions) -> npt.NDArray[np.float64]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -61,6 +62,13 @@ class TailOptions:
     zone: tzinfo = UTC
     #: the band level shown (None: the widest the model publishes)
     level: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"limit must be at least 1 (got {self.limit})")
+        idle = self.idle_timeout_s
+        if idle is not None and not (math.isfinite(idle) and idle > 0):
+            raise ValueError(f"idle_timeout_s must be a positive, finite number (got {idle})")
 
 
 def describe(
@@ -118,7 +126,7 @@ class _Stop:
     def done(self) -> bool:
         if self.limit is not None and self.seen >= self.limit:
             return True
-        return bool(self.idle_s) and self._clock() - self._last > (self.idle_s or 0.0)
+        return self.idle_s is not None and self._clock() - self._last > self.idle_s
 
 
 async def _lines(settings: ClientSettings, options: TailOptions) -> int:

@@ -406,3 +406,143 @@ def test_extras_for_features_the_model_lacks_are_refused(
         "hum, rain are not extra features of model tiny@1 (its extra features: temp, "
         "humidity)" in _one_error_line(err)
     )
+
+
+_REPLAY = ["replay", "--key-col", "key", "--time-col", "ts", "--value-col", "value"]
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        (b"", "the file is empty; it needs a header line and data rows"),
+        (b"key,ts,value\n", "no data rows"),
+        (
+            b"key,ts,value\na,2026-01-01T00:00:00Z,1\nb,notatime,2\n",
+            "cannot parse timestamp 'notatime' in column 'ts' at row 2 (line 3)",
+        ),
+        (b"key,ts,value\na,1e400,1\n", "timestamp inf in column 'ts' at row 1 (line 2)"),
+        (b"key,ts,value\n\xff\xfe,\x80,1\n", "cannot read the file"),
+        (b'key,ts,value\na,"unterminated,1\n', "cannot read the file"),
+    ],
+    ids=["empty", "header only", "bad timestamp", "infinite epoch", "not utf-8", "bad quoting"],
+)
+def test_replay_data_it_cannot_read_is_one_line_naming_the_file(
+    content: bytes, says: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "d.csv"
+    data.write_bytes(content)
+    status, _, err = _run([*_REPLAY, "--data", str(data)], capsys)
+    assert status == 2
+    line = _one_error_line(err)
+    assert f"--data {data}: " in line and says in line
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "says"),
+    [
+        ("--limit", "-1", "expected a positive integer, got '-1'"),
+        ("--limit", "0", "expected a positive integer, got '0'"),
+        ("--rate", "0", "expected a positive number, got '0'"),
+        ("--rate", "-5", "expected a positive number, got '-5'"),
+        ("--rate", "inf", "expected a positive number, got 'inf'"),
+        ("--speed", "0", "expected a positive number, got '0'"),
+        ("--speed", "-1", "expected a positive number, got '-1'"),
+        ("--speed", "nan", "expected a positive number, got 'nan'"),
+    ],
+)
+def test_replay_pace_and_limit_must_be_positive(
+    flag: str, value: str, says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, _, err = _run([*_REPLAY, "--data", "d.csv", flag, value], capsys)
+    assert status == 2
+    line = _one_error_line(err)
+    assert f"argument {flag}: {says}" in line
+
+
+def test_replay_options_refuse_what_the_flags_refuse(tmp_path: Path) -> None:
+    from streamcast.tools.replay import ReplayOptions
+
+    for bad in ({"limit": 0}, {"limit": -1}, {"rate": 0.0}, {"speed": float("nan")}):
+        with pytest.raises(ValueError, match="must be"):
+            ReplayOptions(tmp_path, "k", "t", "v", "x", **bad)
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "says"),
+    [
+        ("--limit", "-1", "expected a positive integer, got '-1'"),
+        ("--limit", "0", "expected a positive integer, got '0'"),
+        ("--idle-timeout", "-1", "expected a positive number, got '-1'"),
+        ("--idle-timeout", "0", "expected a positive number, got '0'"),
+        ("--idle-timeout", "nan", "expected a positive number, got 'nan'"),
+    ],
+)
+def test_tail_limit_and_idle_timeout_must_be_positive(
+    flag: str, value: str, says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, _, err = _run(["tail", flag, value], capsys)
+    assert status == 2
+    assert f"argument {flag}: {says}" in _one_error_line(err)
+
+
+def test_tail_options_refuse_what_the_flags_refuse() -> None:
+    from streamcast.tools.tail import TailOptions
+
+    for bad in ({"limit": 0}, {"limit": -1}, {"idle_timeout_s": 0.0}, {"idle_timeout_s": -1.0}):
+        with pytest.raises(ValueError, match="must be"):
+            TailOptions(topic="f", **bad)
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["topics", "create", "--partitions", "0"], "error: streamcast topics create: argument "),
+        (["tail", "--timezone", "Mars/Base"], "error: streamcast tail: argument --timezone: "),
+        (["serve", "--max-keys"], "error: streamcast serve: argument --max-keys: expected one"),
+        (["replay", "--data", "d.csv"], "error: streamcast replay: the following arguments are"),
+        (["tail", "--bogus"], "error: streamcast: unrecognized arguments: --bogus"),
+        (["history"], "error: streamcast history: the following arguments are required: ACTION"),
+        ([], "error: streamcast: the following arguments are required: COMMAND"),
+        (["nope"], "error: streamcast: argument COMMAND: invalid choice: 'nope'"),
+    ],
+)
+def test_usage_errors_are_one_line_without_the_usage_text(
+    argv: list[str], says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, out, err = _run(argv, capsys)
+    assert status == 2
+    assert _one_error_line(err).startswith(says)
+    assert "usage:" not in err and out == ""
+
+
+def test_serve_on_a_host_that_does_not_resolve_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.support.models import make_tiny_model
+
+    model = make_tiny_model(tmp_path / "m.onnx")
+    argv = ["serve", "--model", str(model), "--http-host", "not a host", "--log-level", "ERROR"]
+    status, _, err = _run(argv, capsys)
+    assert status == 2
+    line = _one_error_line(err)
+    assert "'not a host'" in line and "STREAMCAST_HTTP_HOST (--http-host)" in line
+
+
+def test_serve_on_a_port_in_use_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import socket
+
+    from tests.support.models import make_tiny_model
+
+    model = make_tiny_model(tmp_path / "m.onnx")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        argv = ["serve", "--model", str(model), "--http-host", "127.0.0.1"]
+        status, _, err = _run([*argv, "--http-port", str(port), "--log-level", "ERROR"], capsys)
+    assert status == 2
+    line = _one_error_line(err)
+    assert f"127.0.0.1:{port}" in line and "in use" in line
+    assert "STREAMCAST_HTTP_PORT (--http-port)" in line
