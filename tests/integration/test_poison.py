@@ -71,8 +71,10 @@ async def test_poison_records_are_dead_lettered_and_the_stream_goes_on(
 ) -> None:
     real_advance = Pipeline._advance
 
-    def buggy(self: Pipeline, batch: TickBatch, rows: npt.NDArray[np.int64]) -> Attempt:
-        attempt = real_advance(self, batch, rows)
+    def buggy(
+        self: Pipeline, batch: TickBatch, rows: npt.NDArray[np.int64], now_s: float
+    ) -> Attempt:
+        attempt = real_advance(self, batch, rows, now_s)
         if "poison" in batch.keys:
             raise ArithmeticError("injected: a bug only the poison key triggers")
         return attempt
