@@ -47,8 +47,16 @@ from __future__ import annotations
 
 import json
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from streamcast.core.features import CalendarName, ExtraScaling, FeatureSpec, LevelScale
 from streamcast.core.grid import Grid, GridKind
@@ -86,6 +94,17 @@ class FeatureMeta(_Frozen):
     timezone: str = "UTC"
     #: exogenous extras during the rollout: held at their last observed value
     extra_rollout: Literal["hold_last"] = "hold_last"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, name: str) -> str:
+        # checked where the artifact is read: an unknown zone would otherwise fail at the
+        # first calendar feature or grid step, deep inside serving
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {name!r}") from None
+        return name
 
 
 class ScalingMeta(_Frozen):
