@@ -13,16 +13,19 @@ start with a message an operator can act on.
 from __future__ import annotations
 
 import difflib
+import io
 import json
 import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, TypeVar, overload
+from typing import Annotated, Any, ClassVar, Literal, TypeVar, overload
 
 from dotenv import dotenv_values
+from dotenv.parser import parse_stream
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
@@ -54,6 +57,40 @@ ApiAuth = Literal["jwt", "off"]
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 
 
+def _blank_is_unset(value: object) -> object:
+    """An empty (or blank) path means unset: ``Path("")`` would be the working directory,
+    and ``STREAMCAST_MODEL_PATH=`` would serve whatever model lies there."""
+    return None if isinstance(value, str) and not value.strip() else value
+
+
+#: a file or directory setting; empty means unset
+OptionalPath = Annotated[Path | None, BeforeValidator(_blank_is_unset)]
+
+#: what Kafka accepts as a topic name (and not ``.`` or ``..``)
+_TOPIC = re.compile(r"[A-Za-z0-9._-]+")
+TOPIC_MAX = 249
+
+
+def check_topic(name: str) -> str:
+    """``name`` if Kafka accepts it as a topic name, else ``ValueError`` saying why: a
+    name the broker refuses would otherwise fail only at the first request."""
+    if len(name) > TOPIC_MAX:
+        raise ValueError(f"a Kafka topic name has at most {TOPIC_MAX} characters, not {len(name)}")
+    if name in (".", "..") or not _TOPIC.fullmatch(name):
+        raise ValueError(
+            "not a Kafka topic name: use only letters A-Z a-z, digits, '.', '_' and '-' "
+            "(and not '.' or '..')"
+        )
+    return name
+
+
+def check_not_blank(value: str) -> str:
+    """``value`` unless it is only whitespace (which no broker resource should be named)."""
+    if not value.strip():
+        raise ValueError("must not be blank")
+    return value
+
+
 class TopicSettings(BaseModel):
     """Names of the topics the service reads and writes."""
 
@@ -69,6 +106,11 @@ class TopicSettings(BaseModel):
     """output: rejected messages, original bytes, reason and source in headers"""
     state_changelog: str = Field(default="streamcast-state-changelog", min_length=1)
     """compacted per-key state, partitioned like the ticks topic"""
+
+    @field_validator("*")
+    @classmethod
+    def _kafka_topic_name(cls, value: str) -> str:
+        return check_topic(value)
 
 
 class FieldSettings(BaseModel):
@@ -137,11 +179,11 @@ class ClientSettings(BaseSettings):
     """SASL user name"""
     sasl_password: SecretStr | None = None
     """SASL password (prefer the environment variable or .env to a flag)"""
-    ssl_cafile: Path | None = None
+    ssl_cafile: OptionalPath = None
     """PEM file of the CAs to trust (system CAs when unset)"""
-    ssl_certfile: Path | None = None
+    ssl_certfile: OptionalPath = None
     """PEM client certificate (mutual TLS)"""
-    ssl_keyfile: Path | None = None
+    ssl_keyfile: OptionalPath = None
     """PEM key of the client certificate"""
     ssl_key_password: SecretStr | None = None
     """password of the client key"""
@@ -204,8 +246,10 @@ class ClientSettings(BaseSettings):
     def _upper_choice(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
 
-    def check_security(self) -> None:
-        """Fail with a named setting when the chosen security protocol lacks credentials."""
+    def check_security(self, given: Mapping[str, Any] | None = None) -> None:
+        """Fail with a named setting when the chosen security protocol lacks credentials
+        (or a file it names is missing); ``given``: the settings given as flags, named
+        as those flags."""
         problems: list[str] = []
         if self.security_protocol.startswith("SASL") and not (
             self.sasl_username and self.sasl_password
@@ -218,7 +262,7 @@ class ClientSettings(BaseSettings):
         for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
             path = getattr(self, name)
             if path is not None and not Path(path).is_file():
-                problems.append(f"{env_name((name,))} ({name}): file not found: {path}")
+                problems.append(f"{source_name((name,), given)} ({name}): file not found: {path}")
         if problems:
             raise SettingsError(problems)
 
@@ -234,6 +278,11 @@ class Settings(ClientSettings):
                 "processing_guarantee exactly_once (its state commits with the offsets)"
             )
         return self
+
+    @field_validator("group_id", "transactional_id_prefix")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        return check_not_blank(value)
 
     # -- the consumer group and the processing guarantee
     group_id: str = Field(default="streamcast", min_length=1)
@@ -258,7 +307,7 @@ class Settings(ClientSettings):
     """consumer group session timeout: how soon a dead instance's partitions move on"""
 
     # -- model and input interpretation
-    model_path: Path | None = None
+    model_path: OptionalPath = None
     """the ONNX model exported by streamcast-train, or a models directory: the newest
     <version>.onnx in it serves"""
     model_poll_s: float = Field(default=10.0, ge=0)
@@ -351,9 +400,12 @@ class ApiSettings(ClientSettings):
     model the service serves.
     """
 
+    #: refuse settings whose auth is unusable (off only to show them, :func:`api_view`)
+    check_auth: ClassVar[bool] = True
+
     @model_validator(mode="after")
     def _auth_is_configured(self) -> ApiSettings:
-        problems = self.auth_problems()
+        problems = self.auth_problems() if self.check_auth else []
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -379,9 +431,9 @@ class ApiSettings(ClientSettings):
     reads every forecast)"""
     api_jwt_secret: SecretStr | None = None
     """HS256 shared secret (one of secret, public key file, JWKS file)"""
-    api_jwt_public_key_file: Path | None = None
+    api_jwt_public_key_file: OptionalPath = None
     """PEM public key: RSA for RS256, EC P-256 for ES256"""
-    api_jwt_jwks_file: Path | None = None
+    api_jwt_jwks_file: OptionalPath = None
     """JWKS file (RS256/ES256 keys, chosen by the token's kid; re-read when it changes)"""
     api_jwt_audience: str | None = None
     """the aud claim every token must carry"""
@@ -419,7 +471,7 @@ class ApiSettings(ClientSettings):
     """alerts kept overall"""
 
     # -- predict
-    model_path: Path | None = None
+    model_path: OptionalPath = None
     """the ONNX model POST /v1/predict runs (the one the service serves: a file, or a
     models directory whose newest artifact that passes its self-test is used, followed
     every model_poll_s); unset: /v1/predict answers 503"""
@@ -464,18 +516,20 @@ class ApiSettings(ClientSettings):
                 problems.append(f"{env_name((name,))} ({name}): required with api_auth=jwt")
         return problems
 
-    def check_security(self) -> None:
+    def check_security(self, given: Mapping[str, Any] | None = None) -> None:
         """The Kafka checks, and the key files the JWT settings name must exist."""
-        super().check_security()
+        super().check_security(given)
         for name in ("api_jwt_public_key_file", "api_jwt_jwks_file"):
             path = getattr(self, name)
             if path is not None and not Path(path).is_file():
-                raise SettingsError([f"{env_name((name,))} ({name}): file not found: {path}"])
+                raise SettingsError(
+                    [f"{source_name((name,), given)} ({name}): file not found: {path}"]
+                )
         model = self.model_path
         if model is not None and not (model.is_file() or model.is_dir()):
             raise SettingsError(
-                [f"{env_name(('model_path',))} (model_path): no such file or models directory: "
-                 f"{model}"]
+                [f"{source_name(('model_path',), given)} (model_path): no such file or models "
+                 f"directory: {model}"]
             )  # fmt: skip
 
 
@@ -484,8 +538,27 @@ def env_name(loc: tuple[str | int, ...]) -> str:
     return ENV_PREFIX + NESTED.join(str(part).upper() for part in loc)
 
 
-def explain(exc: ValidationError) -> list[str]:
-    """One line per invalid field: ``STREAMCAST_X (x): problem (got 'value')``."""
+def from_flags(loc: tuple[str | int, ...], given: Mapping[str, Any] | None) -> bool:
+    """Whether the setting at ``loc`` was given as a flag (``given``: the flags' values,
+    nested as :func:`load_settings` takes them); flags win, so its value is the flag's."""
+    top = str(loc[0]) if loc else ""
+    if not given or top not in given:
+        return False
+    group = given[top]
+    return len(loc) == 1 or not isinstance(group, Mapping) or loc[1] in group
+
+
+def source_name(loc: tuple[str | int, ...], given: Mapping[str, Any] | None = None) -> str:
+    """The flag (``--max-keys``, ``--topics.ticks``) when the setting at ``loc`` came from
+    one, else its environment variable."""
+    if from_flags(loc, given):
+        return "--" + ".".join(str(part).replace("_", "-") for part in loc)
+    return env_name(loc)
+
+
+def explain(exc: ValidationError, given: Mapping[str, Any] | None = None) -> list[str]:
+    """One line per invalid field: ``STREAMCAST_X (x): problem (got 'value')``, or
+    ``--x (x): ...`` when the value came from the flag ``--x`` (in ``given``)."""
     lines = []
     for error in exc.errors():
         loc = tuple(part for part in error["loc"] if part != "__root__")
@@ -493,7 +566,7 @@ def explain(exc: ValidationError) -> list[str]:
         if not loc:  # a check across fields: its message names the settings itself
             lines.append(describe(error))
             continue
-        lines.append(f"{env_name(loc)} ({dotted}): {describe(error)}{shown_input(error)}")
+        lines.append(f"{source_name(loc, given)} ({dotted}): {describe(error)}{shown_input(error)}")
     return lines
 
 
@@ -520,16 +593,56 @@ def load_settings(
     """Parse settings of ``kind`` from ``overrides`` (CLI flags), the environment and
     ``env_file``.
 
-    Raises :class:`SettingsError` naming every invalid setting.
+    Raises :class:`SettingsError` naming every invalid setting (the flag for a value
+    given as one), or each line of ``env_file`` that is not ``NAME=value`` UTF-8 text.
     """
+    settings = _parse(overrides, env_file, kind)
+    settings.check_security(overrides)
+    return settings
+
+
+def _parse(overrides: Mapping[str, Any] | None, env_file: Path | str | None, kind: type[S]) -> S:
+    """:func:`load_settings` without the checks of files and credentials."""
+    check_env_file(env_file)
     try:
-        settings = kind(_env_file=env_file, **dict(overrides or {}))
+        return kind(_env_file=env_file, **dict(overrides or {}))
     except ValidationError as exc:
-        raise SettingsError(explain(exc)) from None
+        raise SettingsError(explain(exc, overrides)) from None
     except SourceError as exc:
         raise SettingsError([unparsable(exc, env_file)]) from None
-    settings.check_security()
-    return settings
+
+
+_EOL = "\r\n"
+
+
+def check_env_file(env_file: Path | str | None) -> None:
+    """Raise :class:`SettingsError` with one line (file and line number) per line of
+    ``env_file`` that is not UTF-8 or not a ``NAME=value`` line (nothing when it is
+    absent). python-dotenv would warn, once per read, and go on without that line: a
+    typo would run with the defaults."""
+    if env_file is None or not Path(env_file).is_file():
+        return
+    data = Path(env_file).read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        byte = data[exc.start : exc.start + 1].hex()
+        raise SettingsError(
+            [f"{env_file} line {line}: not UTF-8 text (byte 0x{byte}): save it as UTF-8"]
+        ) from None
+    bad = []
+    for binding in parse_stream(io.StringIO(text)):
+        if binding.error:
+            # python-dotenv counts blank lines before a statement as part of it
+            raw = binding.original.string
+            head = raw[: len(raw) - len(raw.lstrip())]
+            start = head.rfind("\n") + 1
+            line = binding.original.line + head.count("\n")
+            shown = raw[start:].rstrip(_EOL)[:80]
+            bad.append(f"{env_file} line {line}: not a NAME=value line: {shown!r}")
+    if bad:
+        raise SettingsError(bad)
 
 
 #: pydantic-settings names the field it could not parse in one of these two forms
@@ -641,27 +754,64 @@ def unknown_variables(env_file: Path | str | None) -> list[str]:
 def setting_sources(
     settings: ClientSettings, overrides: Mapping[str, Any] | None, env_file: Path | str | None
 ) -> dict[str, str]:
-    """Where each (dotted) setting came from: ``cli``, ``env``, ``.env`` or ``default``."""
+    """Where each (dotted) setting came from: ``cli``, ``env``, ``.env`` or ``default``.
+
+    A nested value comes from a whole-group variable (``STREAMCAST_TOPICS='{...}'``) only
+    when its JSON holds that value; an env file line without a value (``NAME`` alone)
+    sets nothing."""
     environ = {k.upper(): v for k, v in os.environ.items()}
-    dotenv: dict[str, str | None] = {}
-    if env_file is not None and Path(env_file).is_file():
-        dotenv = {k.upper(): v for k, v in dotenv_values(env_file).items()}
-    given = dict(overrides or {})
+    dotenv = {k.upper(): v for k, v in _dotenv(env_file).items()}
     sources: dict[str, str] = {}
     for dotted, _ in flatten(settings):
         loc = tuple(dotted.split("."))
-        top = loc[0]
-        name = env_name(loc)
-        whole = env_name((top,))
-        if top in given and (len(loc) == 1 or loc[1] in dict(given[top])):
+        if from_flags(loc, overrides):
             sources[dotted] = "cli"
-        elif name in environ or (len(loc) > 1 and whole in environ):
+        elif _sets(environ, loc):
             sources[dotted] = "env"
-        elif name in dotenv or (len(loc) > 1 and whole in dotenv):
+        elif _sets(dotenv, loc):
             sources[dotted] = ".env"
         else:
             sources[dotted] = "default"
     return sources
+
+
+def _sets(variables: Mapping[str, str], loc: tuple[str, ...]) -> bool:
+    """Whether ``variables`` set the setting at ``loc``: its own variable, or for a nested
+    one a whole-group variable whose JSON object has it."""
+    if env_name(loc) in variables:
+        return True
+    whole = variables.get(env_name(loc[:1]))
+    if len(loc) < 2 or whole is None:
+        return False
+    try:
+        group = json.loads(whole)
+    except ValueError:
+        return False
+    return isinstance(group, dict) and loc[1] in group
+
+
+class _ApiView(ApiSettings):
+    """:class:`ApiSettings` without the auth check across fields, so that ``streamcast
+    config`` can show them while the API's auth is not configured (it says so instead)."""
+
+    check_auth: ClassVar[bool] = False
+
+
+def api_view(
+    overrides: Mapping[str, Any] | None, env_file: Path | str | None
+) -> tuple[ApiSettings, list[str]]:
+    """The settings ``streamcast api`` would read (flags of ``overrides`` it has too) and,
+    one line each, why it would refuse them (auth not configured, a file missing).
+
+    Raises :class:`SettingsError` for a value that is invalid in itself."""
+    shared = {k: v for k, v in (overrides or {}).items() if k in ApiSettings.model_fields}
+    view = _parse(shared, env_file, _ApiView)
+    problems = view.auth_problems()
+    try:
+        view.check_security(shared)
+    except SettingsError as exc:
+        problems += exc.problems
+    return view, problems
 
 
 def flatten(settings: ClientSettings) -> list[tuple[str, str]]:

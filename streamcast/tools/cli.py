@@ -400,11 +400,22 @@ def _api(args: argparse.Namespace, settings: ClientSettings, overrides: Override
 
 
 def _config(args: argparse.Namespace, settings: ClientSettings, overrides: Overrides) -> int:
+    # `streamcast api` reads the same environment: its own (api_*) settings follow serve's
+    from streamcast.config import api_view  # noqa: PLC0415
+
+    api, refusals = api_view(overrides, args.env_file)
     sources = setting_sources(settings, overrides, args.env_file)
+    api_sources = setting_sources(api, overrides, args.env_file)
     rows = flatten(settings)
-    width = max(len(name) for name, _ in rows)
+    api_rows = [(name, value) for name, value in flatten(api) if name not in dict(rows)]
+    width = max(len(name) for name, _ in rows + api_rows)
     for name, value in rows:
         print(f"{name:<{width}}  {value:<40}  [{sources.get(name, 'default')}]")
+    print("# streamcast api (api_* settings; the others are shared)")
+    for name, value in api_rows:
+        print(f"{name:<{width}}  {value:<40}  [{api_sources.get(name, 'default')}]")
+    for line in refusals:  # the auth is often left to the API's own deployment: a note
+        print(f"# streamcast api would refuse these settings: {line}")
     return 0
 
 

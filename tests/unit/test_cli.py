@@ -82,7 +82,7 @@ def test_invalid_setting_is_one_line_naming_it_with_status_2(
 def test_invalid_flag_value_names_the_setting(capsys: pytest.CaptureFixture[str]) -> None:
     status, _, err = _run(["config", "--batch-max-records", "-3"], capsys)
     assert status == 2
-    assert "STREAMCAST_BATCH_MAX_RECORDS (batch_max_records): must be > 0" in err
+    assert "--batch-max-records (batch_max_records): must be > 0" in err  # the flag given
 
 
 def test_serve_without_model_fails_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
@@ -307,7 +307,7 @@ def test_bootstrap_servers_that_are_not_host_port_fail_in_one_line(
     status, _, err = _run(argv, capsys)
     assert status == 2
     line = _one_error_line(err)
-    assert "STREAMCAST_BOOTSTRAP_SERVERS (bootstrap_servers): 'abc' is not a port" in line
+    assert "--bootstrap-servers (bootstrap_servers): 'abc' is not a port" in line
 
 
 @pytest.mark.parametrize(

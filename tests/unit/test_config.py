@@ -84,7 +84,7 @@ def test_every_invalid_field_is_reported(monkeypatch: pytest.MonkeyPatch) -> Non
 def test_sasl_needs_credentials_and_ssl_files_must_exist(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match="STREAMCAST_SASL_USERNAME"):
         load_settings({"security_protocol": "sasl_ssl"}, env_file=None)
-    with pytest.raises(SettingsError, match="STREAMCAST_SSL_CAFILE"):
+    with pytest.raises(SettingsError, match="--ssl-cafile"):  # overrides are flags
         load_settings({"ssl_cafile": tmp_path / "missing.pem"}, env_file=None)
     ok = load_settings(
         {"security_protocol": "SASL_PLAINTEXT", "sasl_username": "u", "sasl_password": "p"},
@@ -151,7 +151,7 @@ def test_every_producer_compresses_as_configured() -> None:
     )
     lz4 = producer_options(load_settings({"compression_type": "LZ4"}, env_file=None))
     assert (lz4["compression_type"], lz4["acks"], lz4["enable_idempotence"]) == ("lz4", "all", True)
-    with pytest.raises(SettingsError, match=r"STREAMCAST_COMPRESSION_TYPE \(compression_type\)"):
+    with pytest.raises(SettingsError, match=r"--compression-type \(compression_type\)"):
         load_settings({"compression_type": "brotli"}, env_file=None)
 
 
@@ -186,7 +186,7 @@ def test_bootstrap_servers_must_be_host_port_lists(servers: str, problem: str) -
     with pytest.raises(SettingsError) as info:
         load_settings({"bootstrap_servers": servers}, env_file=None)
     (line,) = info.value.problems
-    assert line.startswith("STREAMCAST_BOOTSTRAP_SERVERS (bootstrap_servers): ")
+    assert line.startswith("--bootstrap-servers (bootstrap_servers): ")
     assert problem in line
     assert "host:port" in line
 
@@ -252,3 +252,233 @@ def test_unknown_variables_are_named_with_the_closest_setting(
         "STREAMCAST_WHATEVER is not a streamcast setting and is ignored: "
         "`streamcast config` lists them",
     ]
+
+
+def _run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    from streamcast.tools.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    out, err = capsys.readouterr()
+    return int(info.value.code or 0), out, err
+
+
+def test_an_env_file_that_is_not_utf8_is_one_line_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    env_file = tmp_path / "latin.env"
+    env_file.write_bytes(b"STREAMCAST_GROUP_ID=g\nSTREAMCAST_MAX_KEYS=\xff\xfe\n")
+    with pytest.raises(SettingsError) as info:
+        load_settings(env_file=env_file)
+    (line,) = info.value.problems
+    assert line.startswith(f"{env_file} line 2: not UTF-8")
+    status, out, err = _run_cli(["config", "--env-file", str(env_file)], capsys)
+    assert status == 2
+    assert err.splitlines() == [f"error: {line}"]
+    assert out == ""
+
+
+def test_malformed_env_file_lines_are_an_error_naming_file_and_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    env_file = tmp_path / "typo.env"
+    env_file.write_text("# comment\n\nthis is not env\nSTREAMCAST_GROUP_ID=g\n=== \n")
+    with pytest.raises(SettingsError) as info:
+        load_settings(env_file=env_file)
+    assert info.value.problems == [
+        f"{env_file} line 3: not a NAME=value line: 'this is not env'",
+        f"{env_file} line 5: not a NAME=value line: '=== '",
+    ]
+    status, out, err = _run_cli(["config", "--env-file", str(env_file)], capsys)
+    assert status == 2
+    assert out == ""
+    assert err.splitlines() == [f"error: {p}" for p in info.value.problems]
+    # the default ./.env is checked as well
+    (tmp_path / ".env").write_text("STREAMCAST_GROUP_ID g\n")
+    status, _, err = _run_cli(["config"], capsys)
+    assert status == 2
+    assert err.splitlines() == [
+        "error: .env line 1: not a NAME=value line: 'STREAMCAST_GROUP_ID g'"
+    ]
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["model_path", "ssl_cafile", "ssl_certfile", "ssl_keyfile"],
+)
+@pytest.mark.parametrize("value", ["", "  "])
+def test_an_empty_path_setting_means_unset_not_the_current_directory(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, name: str, value: str
+) -> None:
+    monkeypatch.setenv(f"STREAMCAST_{name.upper()}", value)
+    assert getattr(load_settings(env_file=None), name) is None
+    monkeypatch.delenv(f"STREAMCAST_{name.upper()}")
+    env_file = tmp_path / "p.env"
+    env_file.write_text(f"STREAMCAST_{name.upper()}={value}\n")
+    assert getattr(load_settings(env_file=env_file), name) is None
+    assert getattr(load_settings({name: value}, env_file=None), name) is None
+
+
+@pytest.mark.parametrize(
+    "name", ["model_path", "api_jwt_public_key_file", "api_jwt_jwks_file", "ssl_cafile"]
+)
+def test_an_empty_api_path_setting_means_unset(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    from streamcast.config import ApiSettings
+
+    monkeypatch.setenv("STREAMCAST_API_AUTH", "off")
+    monkeypatch.setenv(f"STREAMCAST_{name.upper()}", "")
+    assert getattr(load_settings(None, None, ApiSettings), name) is None
+
+
+def test_an_empty_model_path_is_the_model_path_required_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from streamcast.errors import ConfigurationError
+    from streamcast.service.models import required_model_path
+
+    (tmp_path / "stray.onnx").write_bytes(b"")  # in the working directory: never picked up
+    monkeypatch.setenv("STREAMCAST_MODEL_PATH", "")
+    with pytest.raises(
+        ConfigurationError, match=r"^STREAMCAST_MODEL_PATH \(model_path\): required"
+    ):
+        required_model_path(load_settings(env_file=None).model_path)
+
+
+@pytest.mark.parametrize(
+    ("env", "value"),
+    [
+        ("STREAMCAST_TOPICS__TICKS", "bad topic"),
+        ("STREAMCAST_TOPICS__TICKS", " ticks"),
+        ("STREAMCAST_TOPICS__FORECASTS", "a/b"),
+        ("STREAMCAST_TOPICS__ALERTS", ".."),
+        ("STREAMCAST_TOPICS__DEAD_LETTER", "."),
+        ("STREAMCAST_TOPICS__STATE_CHANGELOG", "x" * 250),
+        ("STREAMCAST_TOPICS__TICKS", "tïcks"),
+    ],
+)
+def test_topic_names_kafka_refuses_are_refused_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, env: str, value: str
+) -> None:
+    monkeypatch.setenv(env, value)
+    with pytest.raises(SettingsError) as info:
+        load_settings(env_file=None)
+    (line,) = info.value.problems
+    dotted = "topics." + env.split("__")[1].lower()
+    assert line.startswith(f"{env} ({dotted}): ")
+    assert "topic name" in line
+    assert "\n" not in line
+
+
+def test_topic_names_kafka_accepts_are_accepted() -> None:
+    names = {"ticks": "a.b_c-D9", "forecasts": "x" * 249, "alerts": "..a", "dead_letter": "._"}
+    topics = load_settings({"topics": names}, env_file=None).topics
+    assert (topics.ticks, topics.forecasts, topics.alerts, topics.dead_letter) == (
+        "a.b_c-D9", "x" * 249, "..a", "._"
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ["group_id", "transactional_id_prefix"])
+@pytest.mark.parametrize("value", [" ", "\t  "])
+def test_blank_group_and_transactional_ids_are_refused(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv(f"STREAMCAST_{name.upper()}", value)
+    with pytest.raises(SettingsError) as info:
+        load_settings(env_file=None)
+    (line,) = info.value.problems
+    assert line.startswith(f"STREAMCAST_{name.upper()} ({name}): must not be blank")
+
+
+def test_group_ids_may_hold_characters_topics_may_not() -> None:
+    settings = load_settings({"group_id": "team a/forecasts"}, env_file=None)
+    assert settings.group_id == "team a/forecasts"
+
+
+def test_a_bad_flag_value_names_the_flag(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("STREAMCAST_LINGER_MS", "-1")  # from the environment: the variable
+    status, _, err = _run_cli(["config", "--max-keys", "abc", "--topics.ticks", "a b"], capsys)
+    assert status == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 3, lines
+    assert lines[1].startswith("error: STREAMCAST_LINGER_MS (linger_ms): must be >= 0")
+    assert lines[2].startswith("error: --max-keys (max_keys): input should be a valid integer")
+    assert lines[0] == (
+        "error: --topics.ticks (topics.ticks): not a Kafka topic name: use only letters "
+        "A-Z a-z, digits, '.', '_' and '-' (and not '.' or '..') (got 'a b')"
+    )
+    monkeypatch.delenv("STREAMCAST_LINGER_MS")
+    with pytest.raises(SettingsError) as info:
+        load_settings({"drift": {"span": 0}}, env_file=None)
+    assert info.value.problems[0].startswith("--drift.span (drift.span): must be >= 1")
+    with pytest.raises(SettingsError, match=r"^--ssl-cafile \(ssl_cafile\): file not found"):
+        load_settings({"ssl_cafile": "missing.pem"}, env_file=None)
+
+
+def test_config_shows_the_api_settings_in_their_own_section(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from streamcast.config import ApiSettings
+
+    monkeypatch.setenv("STREAMCAST_API_PORT", "9999")
+    monkeypatch.setenv("STREAMCAST_API_JWT_SECRET", "jwt-secret-value")
+    (tmp_path / ".env").write_text("STREAMCAST_API_MAX_KEYS=5\n")
+    status, out, err = _run_cli(["config", "--max-keys", "7"], capsys)
+    assert status == 0, err
+    assert "jwt-secret-value" not in out
+    lines = out.splitlines()
+    header = lines.index("# streamcast api (api_* settings; the others are shared)")
+    rows = {line.split()[0]: line for line in lines[header + 1 :] if line[0] != "#"}
+    api_only = [name for name in ApiSettings.model_fields if name not in Settings.model_fields]
+    assert list(rows) == api_only
+    assert rows["api_port"].split()[1] == "9999" and rows["api_port"].endswith("[env]")
+    assert rows["api_max_keys"].split()[1] == "5" and rows["api_max_keys"].endswith("[.env]")
+    assert rows["api_jwt_secret"].split()[1] == "**********"
+    assert rows["api_rate_per_s"].endswith("[default]")
+    # serve's settings come first, as before
+    assert lines[0].startswith("bootstrap_servers ")
+    assert any(line.startswith("max_keys ") and line.endswith("[cli]") for line in lines)
+    # the API's auth is not configured (no audience, issuer): a note, not a failure
+    notes = [line for line in lines if line.startswith("# streamcast api would refuse")]
+    assert len(notes) == 2 and "STREAMCAST_API_JWT_AUDIENCE" in notes[0], notes
+    assert err == ""
+
+
+def test_config_fails_on_an_invalid_api_setting(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("STREAMCAST_API_PORT", "abc")
+    status, out, err = _run_cli(["config"], capsys)
+    assert status == 2
+    assert out == ""
+    assert err.strip().splitlines() == [
+        "error: STREAMCAST_API_PORT (api_port): input should be a valid integer, unable to "
+        "parse string as an integer (got 'abc')"
+    ]
+
+
+def test_a_whole_group_variable_is_the_source_only_of_the_values_it_holds(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("STREAMCAST_TOPICS", '{"ticks": "x"}')
+    env_file = tmp_path / "g.env"
+    env_file.write_text('STREAMCAST_FIELDS={"ts": "time"}\nSTREAMCAST_TOPICS__ALERTS=al\n')
+    settings = load_settings(env_file=env_file)
+    sources = setting_sources(settings, None, env_file)
+    assert sources["topics.ticks"] == "env"
+    assert sources["topics.alerts"] == ".env"
+    assert sources["topics.forecasts"] == "default"
+    assert sources["topics.dead_letter"] == "default"
+    assert sources["fields.ts"] == ".env"
+    assert sources["fields.key"] == "default"
+
+
+def test_an_env_file_line_without_a_value_is_not_a_source(tmp_path: Path) -> None:
+    env_file = tmp_path / "n.env"
+    env_file.write_text("STREAMCAST_GROUP_ID\nSTREAMCAST_MAX_KEYS=9\n")
+    settings = load_settings(env_file=env_file)
+    assert settings.group_id == "streamcast"
+    sources = setting_sources(settings, None, env_file)
+    assert sources["group_id"] == "default"
+    assert sources["max_keys"] == ".env"
