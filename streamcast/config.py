@@ -94,7 +94,9 @@ def check_not_blank(value: str) -> str:
 class TopicSettings(BaseModel):
     """Names of the topics the service reads and writes."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", use_attribute_docstrings=True, allow_inf_nan=False
+    )
 
     ticks: str = Field(default="ticks", min_length=1)
     """input: the ticks (it must exist; its partition count is the parallelism ceiling)"""
@@ -116,7 +118,9 @@ class TopicSettings(BaseModel):
 class FieldSettings(BaseModel):
     """JSON field names of a tick."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", use_attribute_docstrings=True, allow_inf_nan=False
+    )
 
     key: str = Field(default="key", min_length=1)
     """series key field (used when the Kafka message has no key)"""
@@ -132,7 +136,9 @@ class DriftDetection(BaseModel):
     """The drift detectors: an EWMA chart of each key's clipped one-step residual
     deviations (error drift) and a periodic KS test of its inputs (input drift)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", use_attribute_docstrings=True, allow_inf_nan=False
+    )
 
     span: int = Field(default=24, ge=1)
     """error drift: residuals the error level averages over (higher: steadier, slower)"""
@@ -164,6 +170,10 @@ class ClientSettings(BaseSettings):
         extra="ignore",
         frozen=True,
         use_attribute_docstrings=True,
+        # no setting means "forever" by inf (a leeway of inf let a token that expired in
+        # 1970 through, a rate of inf turned limiting off): None says "no bound" where
+        # a setting has one
+        allow_inf_nan=False,
     )
 
     # -- Kafka connection
@@ -439,8 +449,8 @@ class ApiSettings(ClientSettings):
     """the aud claim every token must carry"""
     api_jwt_issuer: str | None = None
     """the iss claim every token must carry"""
-    api_jwt_leeway_s: float = Field(default=30.0, ge=0)
-    """clock skew allowed when checking exp and nbf"""
+    api_jwt_leeway_s: float = Field(default=30.0, ge=0, le=3600)
+    """clock skew allowed when checking exp and nbf (an hour at most)"""
 
     # -- limits
     api_rate_per_s: float = Field(default=50.0, ge=0)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from streamcast.config import Settings, flatten, load_settings, setting_sources
+from streamcast.config import ApiSettings, Settings, flatten, load_settings, setting_sources
 from streamcast.errors import SettingsError
 
 
@@ -69,6 +69,37 @@ def test_invalid_setting_names_variable_and_problem(
         load_settings(env_file=None)
     assert len(info.value.problems) == 1
     assert expected in info.value.problems[0]
+
+
+@pytest.mark.parametrize(
+    ("env", "kind"),
+    [
+        ("STREAMCAST_API_JWT_LEEWAY_S", ApiSettings),
+        ("STREAMCAST_API_RATE_PER_S", ApiSettings),
+        ("STREAMCAST_API_HEARTBEAT_S", ApiSettings),
+        ("STREAMCAST_DRAIN_TIMEOUT_S", Settings),
+        ("STREAMCAST_KEY_TTL_S", Settings),
+        ("STREAMCAST_DRIFT__THRESHOLD", Settings),
+    ],
+)
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan"])
+def test_no_setting_takes_infinity_or_nan(
+    monkeypatch: pytest.MonkeyPatch, env: str, kind: type[Settings | ApiSettings], value: str
+) -> None:
+    """A leeway of inf let a token that expired in 1970 through; a rate of inf turned the
+    limit off; nan passes no comparison but inf passes ``>= 0``. Every float setting is
+    finite (None says "no bound" where a setting has one)."""
+    monkeypatch.setenv(env, value)
+    with pytest.raises(SettingsError) as info:
+        load_settings(None, None, kind)
+    (problem,) = info.value.problems
+    assert problem.startswith(env)
+
+
+def test_the_jwt_leeway_is_an_hour_at_most(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STREAMCAST_API_JWT_LEEWAY_S", "7200")
+    with pytest.raises(SettingsError, match="must be <= 3600"):
+        load_settings(None, None, ApiSettings)
 
 
 def test_every_invalid_field_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
