@@ -52,19 +52,47 @@ class Principal:
 class AuthError(Exception):
     """A request that cannot be let through: ``status`` 401 or 403, an RFC 6750 code."""
 
-    def __init__(self, status: int, code: str, detail: str, scope: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        detail: str,
+        scope: str | None = None,
+        *,
+        description: str | None = None,
+    ) -> None:
         super().__init__(detail)
         self.status = status
         self.code = code
         self.detail = detail
         self.scope = scope
+        #: the challenge's ``error_description`` (default: the detail); a detail that
+        #: quotes the token passes a fixed one, the body carries the rest
+        self.description = detail if description is None else description
 
     @property
     def challenge(self) -> str:
-        """The ``WWW-Authenticate`` header value."""
+        """The ``WWW-Authenticate`` header value; its description is made safe for a
+        quoted header parameter (:func:`header_text`) whatever it says."""
         text = f'Bearer realm="streamcast", error="{self.code}"'
-        text += f', error_description="{self.detail}"'
+        text += f', error_description="{header_text(self.description)}"'
         return text + (f', scope="{self.scope}"' if self.scope else "")
+
+
+#: the longest ``error_description`` (and token text quoted in a detail)
+DESCRIPTION_CHARS = 200
+
+
+def header_text(text: str, limit: int = DESCRIPTION_CHARS) -> str:
+    """``text`` as an RFC 6750 ``error_description``: printable ASCII without ``"`` and
+    ``\\`` (anything else becomes ``?``, so no CR/LF, no second parameter, no header a
+    server cannot encode), at most ``limit`` characters.
+
+    >>> header_text('x", error="forged\\r\\n€')
+    "x', error='forged???"
+    """
+    safe = "".join("'" if c == '"' else c if " " <= c <= "~" and c != "\\" else "?" for c in text)
+    return safe if len(safe) <= limit else safe[: limit - 3] + "..."
 
 
 class KeySource(Protocol):
@@ -253,7 +281,15 @@ class Authenticator:
         except jwt.InvalidSignatureError:
             raise AuthError(401, "invalid_token", "the token's signature is invalid") from None
         except jwt.PyJWTError as err:
-            raise AuthError(401, "invalid_token", f"the token is invalid: {err}") from None
+            # PyJWT's text may quote the token (its header's ``crit``, say): only the
+            # JSON body carries it, bounded; the challenge says a fixed sentence
+            said = str(err)
+            if len(said) > DESCRIPTION_CHARS:
+                said = said[: DESCRIPTION_CHARS - 3] + "..."
+            raise AuthError(
+                401, "invalid_token", f"the token is invalid: {said}",
+                description="the token is invalid",
+            ) from None  # fmt: skip
         return claims
 
 
