@@ -6,9 +6,12 @@ record with the core's one reader of each format (:func:`~streamcast.core.record
 :func:`~streamcast.core.alerts.decode_alert`; forecasts in the row layout are put back
 together by :class:`~streamcast.core.forecast_rows.ForecastAssembler`), applies it to the
 view or the alert log, and, once caught up, publishes it to the event streams of its
-key. A record that does not decode is skipped and counted
-(``streamcast_api_records_total{result="rejected"}``), never fatal: the API must not stop
-because one producer wrote garbage.
+key. A record that does not decode, or holds a forecast the view cannot store (an
+interval, horizon or level count beyond :func:`~streamcast.api.view.check_storable`'s
+bounds), is skipped and counted (``streamcast_api_records_total{result="rejected"}``),
+never fatal: the API must not stop because one producer wrote garbage. Nor does a record
+whose applying fails unexpectedly (a bug): it is logged with its traceback, counted
+rejected and skipped, since every restart would read it again.
 
 Readiness (``/readyz``) is the first catch-up: every topic exists and was read up to the
 end offsets it had when reading began. Transient broker failures are retried with
@@ -32,7 +35,7 @@ from streamcast.api.alerts import AlertLog
 from streamcast.api.documents import alert_document, forecast_document
 from streamcast.api.events import EventHub, sse_frame
 from streamcast.api.metrics import ApiMetrics
-from streamcast.api.view import ForecastView
+from streamcast.api.view import ForecastView, check_storable
 from streamcast.core.alerts import decode_alert
 from streamcast.core.forecast_rows import ForecastAssembler, decode_forecast_row
 from streamcast.core.records import Forecast, decode_forecast
@@ -117,8 +120,13 @@ class ViewFeed:
         ``forecast_row``) the whole forecast once its last row arrived, else None."""
         for name, value in record.headers or ():
             if name == "streamcast.schema" and value.startswith(b"forecast_row/"):
-                return self._rows.add(decode_forecast_row(record.value, record.key))
-        return decode_forecast(record.value, record.key)
+                whole = self._rows.add(decode_forecast_row(record.value, record.key))
+                if whole is not None:
+                    check_storable(whole)
+                return whole
+        fc = decode_forecast(record.value, record.key)
+        check_storable(fc)
+        return fc
 
     def readiness(self) -> tuple[bool, str]:
         """``(ready, reason)`` for ``/readyz``."""
@@ -177,22 +185,24 @@ class ViewFeed:
         else:
             self._reason = f"restoring the view: {follower.behind()} records to read"
 
-    def _warn(self, record: Consumed, err: RecordError) -> None:
-        """Log a record that does not decode, at most every :data:`REJECT_LOG_S` per topic
-        (a producer writing garbage must not flood the log; the metric counts them all)."""
+    def _warn(self, record: Consumed, err: Exception) -> None:
+        """Log a record that does not decode (or failed to apply: with its traceback), at
+        most every :data:`REJECT_LOG_S` per topic (a producer writing garbage must not
+        flood the log; the metric counts them all)."""
         now = time.monotonic()
         last, quiet = self._warned.get(record.topic, (-REJECT_LOG_S, 0))
         if now - last < REJECT_LOG_S:
             self._warned[record.topic] = (last, quiet + 1)
             return
         self._warned[record.topic] = (now, 0)
-        log.warning(
-            "skipped a record that does not decode",
-            extra={
-                "topic": record.topic, "partition": record.partition, "offset": record.offset,
-                "error": str(err), "skipped_unlogged": quiet,
-            },
-        )  # fmt: skip
+        extra = {
+            "topic": record.topic, "partition": record.partition, "offset": record.offset,
+            "error": str(err), "skipped_unlogged": quiet,
+        }  # fmt: skip
+        if isinstance(err, RecordError):
+            log.warning("skipped a record that does not decode", extra=extra)
+        else:
+            log.error("skipped a record that failed to apply", extra=extra, exc_info=err)
 
     def apply(self, records: Sequence[Consumed], *, live: bool) -> None:
         """Apply records to the view and the alert log; publish them to the event streams
@@ -230,17 +240,10 @@ class ViewFeed:
                         self.hub.publish(alert.key, sse_frame("alert", data))
                 else:
                     continue
-            except RecordError as err:
+            # RecordError, or a bug: never fatal (module docstring)
+            except Exception as err:  # noqa: BLE001
                 rejected[topic] = rejected.get(topic, 0) + 1
-                log.warning(
-                    "skipped a record that does not decode",
-                    extra={
-                        "topic": topic,
-                        "partition": record.partition,
-                        "offset": record.offset,
-                        "error": str(err),
-                    },
-                )
+                self._warn(record, err)
                 continue
             applied[topic] = applied.get(topic, 0) + 1
         for topic, n in applied.items():

@@ -33,11 +33,36 @@ from dataclasses import dataclass
 import numpy as np
 
 from streamcast.core.records import Forecast
+from streamcast.errors import RecordError
 
 #: origin_ts, published_ms, offset (int64); partition, interval_s (int32); model id
 #: (uint32); horizon (uint16); level count (uint8); padding to 40 bytes
 HEADER = struct.Struct("<qqqiiIHB5x")
 _F64 = 8
+#: the largest interval, horizon and level count a packed entry holds (HEADER's int32,
+#: uint16 and uint8): a forecast beyond them is refused by :func:`check_storable`
+MAX_INTERVAL_S = 2**31 - 1
+MAX_HORIZON = 2**16 - 1
+MAX_LEVELS = 2**8 - 1
+
+
+def check_storable(fc: Forecast) -> None:
+    """RecordError unless the view can store ``fc``: a record the decoder reads may still
+    carry an interval, horizon or level count beyond any real forecast's (and the packed
+    header's fields).
+
+    >>> check_storable(Forecast("k", 3600, 2**31, np.array([1.0]), "m", "1"))
+    Traceback (most recent call last):
+    ...
+    streamcast.errors.RecordError: interval_s: 2147483648 is more than 2147483647
+    """
+    for field, value, most in (
+        ("interval_s", fc.interval_s, MAX_INTERVAL_S),
+        ("horizon", fc.horizon, MAX_HORIZON),
+        ("levels", len(fc.levels), MAX_LEVELS),
+    ):
+        if value > most:
+            raise RecordError(f"{field}: {value} is more than {most}")
 
 
 @dataclass(frozen=True, slots=True)
