@@ -16,7 +16,7 @@ import binascii
 import contextlib
 import math
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from importlib import resources
 from typing import Annotated, Any
@@ -27,6 +27,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Receive, Scope, Send
 
 from streamcast import __version__
 from streamcast.api.alerts import AlertLog
@@ -147,48 +149,42 @@ def _forecast_routes(app: FastAPI, ctx: ApiContext) -> None:
     """``/v1/forecasts``: the listing, a key's latest forecast and its event stream."""
     read = [_guard(ctx, SCOPE_READ)]
 
+    stream_responses: dict[int | str, dict[str, Any]] = {
+        200: {"content": {"text/event-stream": {}}, "description": "an event stream"},
+        503: {"model": ErrorOut, "description": "api_max_streams are open (see Retry-After)"},
+        **_ERRORS,
+    }
+
+    @app.get(
+        "/v1/events/{key:path}",
+        dependencies=read,
+        openapi_extra=_SECURED,
+        tags=["forecasts"],
+        responses=stream_responses,
+        summary="Server-sent events of a key: each new forecast and alert",
+        description="`event: forecast` carries the forecast document of GET "
+        "/v1/forecasts/{key}, `event: alert` an alert; a comment line every "
+        "api_heartbeat_s keeps idle streams open. Any key, also one ending in `/events`.",
+    )
+    async def events(key: str) -> StreamingResponse:
+        return _event_stream(ctx, key)
+
     @app.get(
         "/v1/forecasts/{key:path}/events",
         dependencies=read,
         openapi_extra=_SECURED,
         tags=["forecasts"],
-        responses={
-            200: {"content": {"text/event-stream": {}}, "description": "an event stream"},
-            **_ERRORS,
-        },
-        summary="Server-sent events of a key: each new forecast and alert",
-        description="`event: forecast` carries the forecast document of GET "
-        "/v1/forecasts/{key}, `event: alert` an alert; a comment line every "
-        "api_heartbeat_s keeps idle streams open.",
+        responses=stream_responses,
+        summary="The event stream of a key (the older URL of GET /v1/events/{key})",
+        description="The event stream of `{key}`, unless the view holds a key that is the "
+        "whole path, `{key}/events`: then that key's latest forecast, as GET "
+        "/v1/forecasts/{key} answers it. GET /v1/events/{key} is never ambiguous.",
     )
-    async def events(key: str) -> StreamingResponse:
-        if ctx.hub.open_streams >= ctx.hub.max_streams:
-            raise ApiError(
-                503, "too_many_streams",
-                f"{ctx.hub.open_streams} event streams are open (api_max_streams): retry later",
-                {"Retry-After": "5"},
-            )  # fmt: skip
-        heartbeat = ctx.settings.api_heartbeat_s
-
-        async def frames() -> AsyncIterator[bytes]:
-            # subscribed inside the generator: a stream is registered exactly while it is
-            # being sent, and its finally runs however the client leaves
-            try:
-                with ctx.hub.subscribe(key) as stream:
-                    ctx.metrics.streams.set(ctx.hub.open_streams)
-                    yield b"retry: 2000\n\n"
-                    while (frame := await stream.next(heartbeat)) is not None:
-                        yield frame
-            except TooManyStreamsError:
-                return
-            finally:
-                ctx.metrics.streams.set(ctx.hub.open_streams)
-
-        return StreamingResponse(
-            frames(),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        )
+    async def events_of_forecasts(key: str, request: Request) -> Response:
+        whole = f"{key}/events"
+        if whole in ctx.view:
+            return _latest(ctx, whole, request)
+        return _event_stream(ctx, key)
 
     @app.get(
         "/v1/forecasts/{key:path}",
@@ -204,19 +200,7 @@ def _forecast_routes(app: FastAPI, ctx: ApiContext) -> None:
         summary="The latest forecast of a key",
     )
     async def latest(key: str, request: Request) -> Response:
-        got = ctx.view.get(key)
-        if got is None:
-            raise ApiError(
-                404, "not_found",
-                f"no forecast for key {key!r}: the view holds {len(ctx.view)} keys; a key "
-                "appears after the service publishes its first forecast (see GET /v1/forecasts)",
-                key=key,
-            )  # fmt: skip
-        etag = got.etag
-        headers = {"ETag": etag, "Cache-Control": "no-cache"}
-        if _matches(request.headers.get("if-none-match"), etag):
-            return Response(status_code=304, headers=headers)
-        return Response(latest_json(got), media_type="application/json", headers=headers)
+        return _latest(ctx, key, request)
 
     @app.get(
         "/v1/forecasts",
@@ -247,6 +231,82 @@ def _forecast_routes(app: FastAPI, ctx: ApiContext) -> None:
         )
 
 
+#: the longest key an error body repeats (the query's ``key`` is refused beyond it)
+ECHO_KEY_CHARS = 256
+
+
+def _latest(ctx: ApiContext, key: str, request: Request) -> Response:
+    """The key's latest forecast (ETag, 304 on a matching If-None-Match); 404 if none."""
+    got = ctx.view.get(key)
+    if got is None:
+        shown = key
+        if len(key) > ECHO_KEY_CHARS:
+            shown = key[:ECHO_KEY_CHARS] + "..."
+        raise ApiError(
+            404, "not_found",
+            f"no forecast for key {shown!r}"
+            + (f" ({len(key)} characters)" if shown != key else "")
+            + f": the view holds {len(ctx.view)} keys; a key appears after the service "
+            "publishes its first forecast (see GET /v1/forecasts)",
+            key=shown,
+        )  # fmt: skip
+    etag = got.etag
+    headers = {"ETag": etag, "Cache-Control": "no-cache"}
+    if _matches(request.headers.get("if-none-match"), etag):
+        return Response(status_code=304, headers=headers)
+    return Response(latest_json(got), media_type="application/json", headers=headers)
+
+
+class _EventStreamResponse(StreamingResponse):
+    """A streaming response that gives its stream's slot back once it is done with,
+    however it ends (sent whole, the client gone, the server stopping)."""
+
+    def __init__(self, content: AsyncIterator[bytes], release: Callable[[], None]) -> None:
+        super().__init__(
+            content,
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+        self._release = release
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._release()
+
+
+def _event_stream(ctx: ApiContext, key: str) -> StreamingResponse:
+    """The event stream of ``key``; 503 ``too_many_streams`` when api_max_streams are open.
+
+    The stream is subscribed before the answer starts, so the limit is checked by the
+    subscription itself: two requests racing for the last slot get one stream and one
+    503, never a 200 with an empty body."""
+    slot = contextlib.ExitStack()
+    try:
+        stream = slot.enter_context(ctx.hub.subscribe(key))
+    except TooManyStreamsError:
+        raise ApiError(
+            503, "too_many_streams",
+            f"{ctx.hub.open_streams} event streams are open (api_max_streams): retry later",
+            {"Retry-After": "5"},
+        ) from None  # fmt: skip
+    ctx.metrics.streams.set(ctx.hub.open_streams)
+
+    def release() -> None:
+        slot.close()
+        ctx.metrics.streams.set(ctx.hub.open_streams)
+
+    heartbeat = ctx.settings.api_heartbeat_s
+
+    async def frames() -> AsyncIterator[bytes]:
+        yield b"retry: 2000\n\n"
+        while (frame := await stream.next(heartbeat)) is not None:
+            yield frame
+
+    return _EventStreamResponse(frames(), release)
+
+
 def _alert_and_predict_routes(app: FastAPI, ctx: ApiContext) -> None:
     """``/v1/alerts`` and ``/v1/predict``."""
 
@@ -268,9 +328,9 @@ def _alert_and_predict_routes(app: FastAPI, ctx: ApiContext) -> None:
         if since is not None:
             try:
                 since_s = parse_timestamp_ms(since) / 1000
-            except (ValueError, TypeError):
+            except (ValueError, TypeError, OverflowError):  # a 400-digit epoch overflows
                 raise ApiError(
-                    422, "invalid_request", f"since: {since!r} is not a timestamp",
+                    422, "invalid_request", f"since: {since[:64]!r} is not a timestamp",
                     errors=[{"field": "since", "reason": "ISO-8601 or epoch seconds"}],
                 ) from None  # fmt: skip
         found = ctx.alerts.recent(key=key, since_s=since_s, limit=limit)
@@ -410,6 +470,31 @@ def _errors(app: FastAPI) -> None:
         first = errors[0] if errors else {"field": "body", "reason": "invalid"}
         detail = f"{first['field']}: {first['reason']}"
         return JSONResponse(error_document("invalid_request", detail, errors=errors), 422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        # Starlette's and FastAPI's own answers (no route, a method the route does not
+        # take, a body that does not parse) in the documented shape
+        status, headers = exc.status_code, dict(exc.headers or {})
+        if status < 400:  # pragma: no cover - not raised by the routes here
+            return Response(status_code=status, headers=headers)
+        code, detail = _HTTP_ERRORS.get(status, ("http_error", str(exc.detail)))
+        allow = next((v for h, v in headers.items() if h.lower() == "allow"), None)
+        if status == 405 and allow:
+            detail = f"{request.method} is not allowed here: use {allow}"
+        return JSONResponse(error_document(code, detail), status, headers=headers)
+
+
+#: what the app says for Starlette's own errors: (code, sentence)
+_HTTP_ERRORS: dict[int, tuple[str, str]] = {
+    400: (
+        "invalid_request",
+        "body: not JSON this API can read: send uncompressed UTF-8 JSON (no "
+        "Content-Encoding), without numbers thousands of digits long or nesting that deep",
+    ),
+    404: ("not_found", "no such endpoint: see /docs for the API's endpoints"),
+    405: ("method_not_allowed", "the endpoint does not take this method (see Allow)"),
+}
 
 
 def _field(loc: tuple[object, ...] | list[object]) -> str:
