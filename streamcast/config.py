@@ -91,6 +91,10 @@ def check_not_blank(value: str) -> str:
     return value
 
 
+#: a browser origin (CORS): scheme://host[:port], no path
+_ORIGIN = re.compile(r"https?://(\[[0-9A-Fa-f:.]+\]|[^\s/?#:\[\]]+)(:\d{1,5})?")
+
+
 class TopicSettings(BaseModel):
     """Names of the topics the service reads and writes."""
 
@@ -521,10 +525,28 @@ class ApiSettings(ClientSettings):
                 "STREAMCAST_API_JWT_JWKS_FILE: exactly one is required with api_auth=jwt "
                 "(or STREAMCAST_API_AUTH=off for local use without auth)"
             )
+        secret = self.api_jwt_secret
+        if secret is not None and not secret.get_secret_value().strip():
+            problems.append(
+                f"{env_name(('api_jwt_secret',))} (api_jwt_secret): blank: use a random secret"
+            )
         for name in ("api_jwt_audience", "api_jwt_issuer"):
-            if not getattr(self, name):
+            if not (getattr(self, name) or "").strip():
                 problems.append(f"{env_name((name,))} ({name}): required with api_auth=jwt")
         return problems
+
+    @field_validator("api_cors_origins")
+    @classmethod
+    def _origins(cls, value: str) -> str:
+        # a browser sends its page's origin as scheme://host[:port]; anything else could
+        # never match, so CORS would silently stay shut for the page it was meant for
+        for origin in (o.strip() for o in value.split(",")):
+            if origin and origin != "*" and not _ORIGIN.fullmatch(origin):
+                raise ValueError(
+                    f"{origin!r} is not an origin: scheme://host[:port], such as "
+                    "https://dash.example.com (no path), or *"
+                )
+        return value
 
     def check_security(self, given: Mapping[str, Any] | None = None) -> None:
         """The Kafka checks, and the key files the JWT settings name must exist."""

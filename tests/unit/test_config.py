@@ -513,3 +513,31 @@ def test_an_env_file_line_without_a_value_is_not_a_source(tmp_path: Path) -> Non
     sources = setting_sources(settings, None, env_file)
     assert sources["group_id"] == "default"
     assert sources["max_keys"] == ".env"
+
+
+@pytest.mark.parametrize("origin", ["dash.example.com", "https://dash.example.com/page", "ftp://x"])
+def test_a_cors_origin_a_browser_never_sends_is_refused(origin: str) -> None:
+    """A browser sends its page's origin as scheme://host[:port]: an entry of any other
+    shape could never match, and CORS stayed shut for the page it was meant for."""
+    with pytest.raises(SettingsError, match="is not an origin"):
+        load_settings({"api_auth": "off", "api_cors_origins": origin}, None, ApiSettings)
+
+
+def test_cors_origins_of_every_browser_shape_are_accepted() -> None:
+    origins = "https://dash.example.com, http://localhost:3000,http://[::1]:8080, *"
+    settings = load_settings({"api_auth": "off", "api_cors_origins": origins}, None, ApiSettings)
+    assert settings.cors_origins == [
+        "https://dash.example.com", "http://localhost:3000", "http://[::1]:8080", "*"
+    ]  # fmt: skip
+
+
+def test_a_blank_jwt_secret_audience_or_issuer_is_refused() -> None:
+    """32 spaces passed the secret's length rule, and an audience or issuer of one space
+    passed as set."""
+    blank = {"api_auth": "jwt", "api_jwt_secret": " " * 32, "api_jwt_audience": " ",
+             "api_jwt_issuer": "\t"}  # fmt: skip
+    with pytest.raises(SettingsError) as info:
+        load_settings(blank, None, ApiSettings)
+    text = " ".join(info.value.problems)
+    for name in ("api_jwt_secret", "api_jwt_audience", "api_jwt_issuer"):
+        assert f"({name})" in text
