@@ -36,6 +36,7 @@ from streamcast.api.models import ModelFollower
 from streamcast.api.predict import Predictor
 from streamcast.api.view import ForecastView
 from streamcast.config import ApiSettings
+from streamcast.core.listening import listen
 from streamcast.core.models_dir import Refusal, Stamp, choose_model
 from streamcast.kafka.follow import TopicFollower
 
@@ -146,7 +147,20 @@ async def serve_api(
 ) -> None:
     """Run the API until SIGTERM/SIGINT (module docstring). The address actually bound is
     logged (``api_port=0`` picks a free port) and passed to ``on_listening``."""
-    ctx = build_context(settings, follower)
+    # bound first: an address it cannot listen on is one line naming the setting (uvicorn
+    # would log it and exit), before any Kafka client exists
+    sock = listen(
+        settings.bind_host,
+        settings.api_port,
+        what="the forecast API",
+        host_setting="STREAMCAST_API_HOST (--api-host)",
+        port_setting="STREAMCAST_API_PORT (--api-port)",
+    )
+    try:
+        ctx = build_context(settings, follower)
+    except BaseException:
+        sock.close()
+        raise
     config = uvicorn.Config(
         create_app(ctx),
         host=settings.bind_host,
@@ -193,9 +207,10 @@ async def serve_api(
             tasks.create_task(_announce(server, on_listening), name="announce")
             if ctx.models is not None:
                 tasks.create_task(ctx.models.run(stopping), name="model-follower")
-            await server.serve()
+            await server.serve(sockets=[sock])
             stop()
     finally:
+        sock.close()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
         if ctx.predictor is not None:

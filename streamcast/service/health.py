@@ -19,16 +19,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import logging
-import socket
 from collections.abc import Callable
 from types import TracebackType
 from typing import Self
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from streamcast.errors import ConfigurationError
+from streamcast.core.listening import cannot_listen
 
 log = logging.getLogger(__name__)
 
@@ -73,32 +71,16 @@ class HealthServer:
                 self._handle, self._host, self._port, limit=MAX_LINE_BYTES
             )
         except OSError as exc:
-            raise self._cannot_listen(exc) from None
+            raise cannot_listen(
+                exc,
+                self._host,
+                self._port,
+                what="/metrics, /healthz and /readyz",
+                host_setting="STREAMCAST_HTTP_HOST (--http-host)",
+                port_setting="STREAMCAST_HTTP_PORT (--http-port)",
+            ) from None
         log.info("http endpoints listening", extra={"host": self._host, "port": self.port})
         return self
-
-    def _cannot_listen(self, exc: OSError) -> ConfigurationError:
-        host_setting = "STREAMCAST_HTTP_HOST (--http-host)"
-        port_setting = "STREAMCAST_HTTP_PORT (--http-port)"
-        if isinstance(exc, socket.gaierror):
-            why = f"the host {self._host!r} does not resolve ({exc.strerror})"
-            fix = f"set {host_setting} to an address or name of this machine, e.g. 0.0.0.0"
-        elif exc.errno == errno.EADDRINUSE:
-            why = "the port is in use (another process listens on it)"
-            fix = f"set {port_setting} to a free port, or stop the other process"
-        elif exc.errno == errno.EACCES:
-            why = "permission denied (ports below 1024 need privileges)"
-            fix = f"set {port_setting} to a port from 1024 up"
-        elif exc.errno == errno.EADDRNOTAVAIL:
-            why = "the address is not one of this machine's"
-            fix = f"set {host_setting} to an address of this machine, e.g. 0.0.0.0"
-        else:
-            why = exc.strerror or str(exc)
-            fix = f"check {host_setting} and {port_setting}"
-        return ConfigurationError(
-            f"cannot listen on {self._host}:{self._port} for /metrics, /healthz and /readyz: "
-            f"{why}; {fix}"
-        )
 
     async def __aexit__(
         self,

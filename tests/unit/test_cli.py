@@ -546,3 +546,25 @@ def test_serve_on_a_port_in_use_is_one_line(
     line = _one_error_line(err)
     assert f"127.0.0.1:{port}" in line and "in use" in line
     assert "STREAMCAST_HTTP_PORT (--http-port)" in line
+
+
+def test_the_api_on_a_port_in_use_is_one_line_before_any_kafka_client(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """uvicorn logged '[Errno 98] ... address already in use', an 'Unclosed
+    AIOKafkaConsumer' error followed and the command exited 3. The API binds its port
+    itself now, first: one line naming the setting, exit status 2."""
+    import socket
+
+    monkeypatch.setenv("STREAMCAST_API_AUTH", "off")
+    monkeypatch.setenv("STREAMCAST_BOOTSTRAP_SERVERS", "127.0.0.1:1")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        status, _, err = _run(["api", "--api-port", str(port), "--log-level", "ERROR"], capsys)
+    assert status == 2
+    line = _one_error_line(err)
+    assert f"127.0.0.1:{port} for the forecast API" in line and "in use" in line
+    assert "STREAMCAST_API_PORT (--api-port)" in line
+    assert "AIOKafkaConsumer" not in err
