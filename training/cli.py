@@ -16,7 +16,8 @@ from typing import Any
 from streamcast.core.cli_args import OneLineParser, positive_float, positive_int
 from streamcast.core.features import CALENDAR_NAMES
 from streamcast.core.intervals import AGGREGATIONS
-from training.config import BASELINES, PROTOCOLS, TrainConfig, date_problem, zone_problem
+from streamcast.core.zones import zone_problem
+from training.config import BASELINES, PROTOCOLS, TrainConfig, date_problem
 from training.errors import ConfigError, TrainingError
 
 EXIT_USAGE = 2

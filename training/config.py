@@ -20,7 +20,6 @@ from collections.abc import Mapping, Sequence
 from datetime import date
 from pathlib import Path
 from typing import Any, Literal, get_args
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     BaseModel,
@@ -33,6 +32,7 @@ from pydantic import (
 from streamcast.core.artifact import Aggregation
 from streamcast.core.features import CALENDAR_NAMES, CalendarName
 from streamcast.core.intervals import AGGREGATIONS
+from streamcast.core.zones import zone_problem
 from training.errors import ConfigError
 
 Baseline = Literal["naive", "seasonal_naive", "auto_ets", "auto_theta", "auto_arima"]
@@ -56,16 +56,6 @@ _SHOWN = 60
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 #: the seeds numpy and Keras accept
 _MAX_SEED = 2**32 - 1
-
-
-def zone_problem(name: str) -> str | None:
-    """Why ``name`` is not a time zone the service can load (None when it is one)."""
-    try:
-        ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a directory such as America
-        shown = repr(name)[:_SHOWN]
-        return f"unknown time zone {shown}: give an IANA name such as Australia/Melbourne or UTC"
-    return None
 
 
 def date_problem(text: str) -> str | None:

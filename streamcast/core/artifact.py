@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import json
 from typing import Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     BaseModel,
@@ -61,6 +60,7 @@ from pydantic import (
 from streamcast.core.features import CalendarName, ExtraScaling, FeatureSpec, LevelScale
 from streamcast.core.grid import Grid, GridKind
 from streamcast.core.validation import problems
+from streamcast.core.zones import zone_problem
 
 METADATA_KEY = "streamcast"
 #: 2: level/scale scaling that follows the series, ``x = [u, extras, r, lags]``, grids
@@ -100,10 +100,9 @@ class FeatureMeta(_Frozen):
     def _known_zone(cls, name: str) -> str:
         # checked where the artifact is read: an unknown zone would otherwise fail at the
         # first calendar feature or grid step, deep inside serving
-        try:
-            ZoneInfo(name)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {name!r}") from None
+        problem = zone_problem(name)
+        if problem is not None:
+            raise ValueError(problem)
         return name
 
 

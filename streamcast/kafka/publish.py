@@ -24,13 +24,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: dead letters whose original bytes exceed this are truncated so the DLQ send cannot fail
-#: a record larger than this (key, value and headers) goes out on its own, truncated
-#: (:func:`truncated`), not packed: aiokafka's batch builder takes the first record of an
-#: empty batch whatever its size, and a broker that refused that batch would refuse it
-#: on every retry, inside a transaction too: a poison pill for its input partition. A
-#: dead letter of a near-limit input (its value plus ~400 bytes of headers) is the one
-#: record that gets this large.
+#: a dead letter larger than this (key, value and headers) is cut to it when it is made
+#: (:func:`truncated`): a near-limit input's dead letter, its bytes plus ~300 bytes of
+#: headers, would be over the broker's limit and refused on every retry, inside a
+#: transaction too: a poison pill for its input partition. Any record this large that
+#: would open a batch is sent on its own instead (aiokafka's batch builder takes the
+#: first record of an empty batch whatever its size), where a refusal is an error of its
+#: own (a dead letter is truncated then).
 MAX_DEAD_LETTER_BYTES = 900 * 1024
 #: the key of a truncated record is cut to this (a dead letter keeps the input's Kafka
 #: key, and an input rejected as ``key_too_long`` can carry a key of ~1 MB)
@@ -59,8 +59,8 @@ async def publish_packed(producer: AIOKafkaProducer, records: Sequence[OutRecord
             del builders[tp]
         # r opens a batch: the one place a record of any size is taken (so its size is
         # checked once per batch, not per record)
-        if _size(r) > MAX_DEAD_LETTER_BYTES:
-            singles.append(truncated(r))
+        if record_size(r) > MAX_DEAD_LETTER_BYTES:
+            singles.append(r)
             continue
         builder = builders[tp] = producer.create_batch()
         if not builder.append(timestamp=None, key=r.key, value=r.value, headers=r.headers):
@@ -126,7 +126,7 @@ async def _publish_singly(producer: AIOKafkaProducer, records: Sequence[OutRecor
             ))  # fmt: skip
 
 
-def _size(record: OutRecord) -> int:
+def record_size(record: OutRecord) -> int:
     """Bytes of the record's key, value and headers (what the broker's limit counts, bar
     a few bytes of framing)."""
     headers = sum(len(name) + len(value) for name, value in record.headers)

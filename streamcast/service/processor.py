@@ -44,6 +44,7 @@ from streamcast.core.schemas import (
 )
 from streamcast.errors import ConfigurationError, RejectReason
 from streamcast.kafka.changelog import marker
+from streamcast.kafka.publish import MAX_DEAD_LETTER_BYTES, record_size, truncated
 from streamcast.kafka.wire import Consumed, Offsets, OutRecord
 from streamcast.service.logs import log_model
 
@@ -395,7 +396,10 @@ def dead_letter(topics: OutputTopics, src: Consumed, rejection: Rejection) -> Ou
         src.offset,
         src.timestamp,
     )
-    return OutRecord(topics.dead_letter, src.key, value, headers)
+    record = OutRecord(topics.dead_letter, src.key, value, headers)
+    # a near-limit input's dead letter (its bytes plus the headers) would be over the
+    # broker's limit, refused on every retry: it goes out cut, marked (publish.truncated)
+    return truncated(record) if record_size(record) > MAX_DEAD_LETTER_BYTES else record
 
 
 def coordinates(records: Sequence[Consumed]) -> tuple[IntArray, IntArray]:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from pydantic_settings import CliSettingsSource
 from pydantic_settings import SettingsError as SourceError
@@ -33,6 +33,7 @@ from streamcast.config import (
 )
 from streamcast.core.cli_args import USAGE_ERROR, OneLineParser, positive_float, positive_int
 from streamcast.core.schemas import CURRENT, schema_text
+from streamcast.core.zones import zone_problem
 from streamcast.errors import SettingsError, StreamcastError, TransientError
 from streamcast.service.logs import configure_logging
 from streamcast.tools.history import ExportOptions, export_history
@@ -324,12 +325,10 @@ def _instant(text: str) -> datetime:
 
 
 def _zone(name: str) -> tzinfo:
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise argparse.ArgumentTypeError(
-            f"unknown time zone {name!r}: give an IANA name such as Australia/Melbourne or UTC"
-        ) from None
+    problem = zone_problem(name)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
+    return ZoneInfo(name)
 
 
 def overrides_from(args: argparse.Namespace) -> dict[str, Any]:

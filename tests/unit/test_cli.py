@@ -568,3 +568,14 @@ def test_the_api_on_a_port_in_use_is_one_line_before_any_kafka_client(
     assert f"127.0.0.1:{port} for the forecast API" in line and "in use" in line
     assert "STREAMCAST_API_PORT (--api-port)" in line
     assert "AIOKafkaConsumer" not in err
+
+
+@pytest.mark.parametrize("zone", ["Mars/Base", "America"])
+def test_a_zone_that_is_not_one_is_a_usage_error(
+    zone: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """'America' is a directory of the zone database: ZoneInfo raises IsADirectoryError,
+    which argparse does not catch, so it ended in a traceback."""
+    status, _, err = _run(["tail", "--timezone", zone], capsys)
+    assert status == 2
+    assert "unknown time zone" in _one_error_line(err)

@@ -191,6 +191,7 @@ def test_signature_mismatch_names_the_tensor(
         ({"aggregation": "median"}, "aggregation: must be one of"),
         ({"surprise": 1}, "surprise: not a known field"),
         ({"features": {"timezone": "Mars/Base"}}, "features.timezone: unknown time zone"),
+        ({"features": {"timezone": "America"}}, "features.timezone: unknown time zone"),
     ],
 )
 def test_invalid_metadata_is_one_line_naming_the_field(

@@ -20,6 +20,7 @@ from streamcast.kafka.publish import (
     MAX_DEAD_LETTER_BYTES,
     MAX_DEAD_LETTER_KEY_BYTES,
     publish_packed,
+    truncated,
 )
 from streamcast.kafka.wire import OutRecord
 
@@ -153,26 +154,26 @@ def test_a_closed_batch_does_not_linger() -> None:
     assert closed_linger is None
 
 
-def test_a_record_too_large_for_any_batch_goes_out_alone_and_truncated() -> None:
+def test_a_record_too_large_for_any_batch_goes_out_alone() -> None:
     """aiokafka's builder takes the first record of an empty batch whatever its size, and
     a broker that refuses the batch refuses it on every retry: a record above
-    MAX_DEAD_LETTER_BYTES (a dead letter of a near-limit input, its key perhaps as long)
-    is sent on its own, value and key cut, each cut marked with the length it had. The
-    records around it are packed as before."""
-    big_key, big_value = b"k" * 1_048_000, b"v" * 1_048_000
-    records = [
-        OutRecord("dead", b"a", b"small"),
-        OutRecord("dead", big_key, big_value, [("streamcast.reason", b"oversized")]),
-        OutRecord("dead", b"b", b"small"),
-    ]
+    MAX_DEAD_LETTER_BYTES is sent on its own (a refusal then is its own error, and a dead
+    letter is cut to fit: test_processor), the records around it packed as before."""
+    big = OutRecord("dead", b"k" * 1_000, b"v" * 1_048_000, [("streamcast.reason", b"oversized")])
+    records = [OutRecord("dead", b"a", b"small"), big, OutRecord("dead", b"b", b"small")]
     producer = RecordingProducer({"dead": {0}})
     asyncio.run(publish_packed(producer, records))
     assert sorted(key or b"" for _, _, key in producer.placed) == [b"a", b"b"]
-    (alone,) = producer.sent
-    assert alone.key == big_key[:MAX_DEAD_LETTER_KEY_BYTES]
-    assert alone.value == big_value[:MAX_DEAD_LETTER_BYTES]
-    assert dict(alone.headers) == {
-        "streamcast.reason": b"oversized",
+    assert producer.sent == [big]
+
+
+def test_truncated_cuts_value_and_key_and_says_what_they_were() -> None:
+    record = OutRecord("dead", b"k" * 1_048_000, b"v" * 1_048_000, [("streamcast.reason", b"x")])
+    small = truncated(record)
+    assert small.key == (record.key or b"")[:MAX_DEAD_LETTER_KEY_BYTES]
+    assert small.value == (record.value or b"")[:MAX_DEAD_LETTER_BYTES]
+    assert dict(small.headers) == {
+        "streamcast.reason": b"x",
         "truncated_from": b"1048000",
         "key_truncated_from": b"1048000",
     }

@@ -15,6 +15,7 @@ import pytest
 from streamcast.config import Settings
 from streamcast.core.records import ForecastBatch
 from streamcast.errors import RejectReason
+from streamcast.kafka.publish import MAX_DEAD_LETTER_BYTES, MAX_DEAD_LETTER_KEY_BYTES
 from streamcast.kafka.wire import InRecord
 from streamcast.service.processor import build_processor, encode_isolated, next_offsets
 from tests.support.models import make_tiny_model, normal_reference
@@ -165,3 +166,22 @@ def test_ticks_that_would_overflow_a_summed_interval_are_dead_lettered_not_the_k
     assert reasons == {(RejectReason.OUT_OF_RANGE, 6 + j) for j in range(1, 400)}
     assert result.counters["internal_errors"] == 0
     assert result.forecasts == 11 - 4 + 1  # 11 intervals closed, the 4th fills the window
+
+
+def test_the_dead_letter_of_a_near_limit_input_is_cut_to_fit_the_broker(tmp_path: Path) -> None:
+    """A tick just under the broker's 1 MB limit is oversized; its dead letter (the same
+    bytes plus ~300 bytes of headers) would be over it, refused on every retry. It is
+    cut when it is made, value and key, each cut marked; a small one is kept whole."""
+    model = make_tiny_model(tmp_path / "m.onnx", window=4, horizon=2, interval_s=60)
+    processor = build_processor(Settings(_env_file=None, model_path=model))
+    huge = InRecord("ticks", 0, 7, 0, b"k" * 20_000, b"x" * 1_048_400)
+    small = InRecord("ticks", 0, 8, 0, b"k", b"not json")
+    result = processor.process([huge, small], time.time())
+    cut, whole = [r for part in result.outputs.values() for r in part
+                  if r.topic == processor.topics.dead_letter]  # fmt: skip
+    assert cut.value == (huge.value or b"")[:MAX_DEAD_LETTER_BYTES]
+    assert cut.key == (huge.key or b"")[:MAX_DEAD_LETTER_KEY_BYTES]
+    headers = dict(cut.headers)
+    assert (headers["truncated_from"], headers["key_truncated_from"]) == (b"1048400", b"20000")
+    assert headers["streamcast.reason"] == b"oversized"
+    assert (whole.key, whole.value) == (small.key, small.value)
