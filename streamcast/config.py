@@ -91,8 +91,9 @@ def check_not_blank(value: str) -> str:
     return value
 
 
-#: a browser origin (CORS): scheme://host[:port], no path
-_ORIGIN = re.compile(r"https?://(\[[0-9A-Fa-f:.]+\]|[^\s/?#:\[\]]+)(:\d{1,5})?")
+#: a browser origin (CORS): scheme://host[:port], no path (any scheme: an extension's
+#: chrome-extension://id, a mobile shell's capacitor://localhost)
+_ORIGIN = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://(\[[0-9A-Fa-f:.]+\]|[^\s/?#:\[\]]+)(:\d{1,5})?")
 
 
 class TopicSettings(BaseModel):
@@ -541,10 +542,10 @@ class ApiSettings(ClientSettings):
         # a browser sends its page's origin as scheme://host[:port]; anything else could
         # never match, so CORS would silently stay shut for the page it was meant for
         for origin in (o.strip() for o in value.split(",")):
-            if origin and origin != "*" and not _ORIGIN.fullmatch(origin):
+            if origin and origin not in ("*", "null") and not _ORIGIN.fullmatch(origin):
                 raise ValueError(
                     f"{origin!r} is not an origin: scheme://host[:port], such as "
-                    "https://dash.example.com (no path), or *"
+                    "https://dash.example.com (no path), null, or *"
                 )
         return value
 

@@ -149,7 +149,7 @@ async def serve_api(
     logged (``api_port=0`` picks a free port) and passed to ``on_listening``."""
     # bound first: an address it cannot listen on is one line naming the setting (uvicorn
     # would log it and exit), before any Kafka client exists
-    sock = listen(
+    sockets = listen(
         settings.bind_host,
         settings.api_port,
         what="the forecast API",
@@ -159,7 +159,8 @@ async def serve_api(
     try:
         ctx = build_context(settings, follower)
     except BaseException:
-        sock.close()
+        for sock in sockets:
+            sock.close()
         raise
     config = uvicorn.Config(
         create_app(ctx),
@@ -207,10 +208,11 @@ async def serve_api(
             tasks.create_task(_announce(server, on_listening), name="announce")
             if ctx.models is not None:
                 tasks.create_task(ctx.models.run(stopping), name="model-follower")
-            await server.serve(sockets=[sock])
+            await server.serve(sockets=sockets)
             stop()
     finally:
-        sock.close()
+        for sock in sockets:
+            sock.close()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
         if ctx.predictor is not None:

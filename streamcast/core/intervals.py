@@ -272,7 +272,9 @@ def sums_beyond(
     decoder's range), but 400 ticks of 1e37 sum to 4e39, past float32, and the key's
     every later forecast would fail to encode. A refused tick does not count in the sum
     of the ticks after it (the intervals that pass the limit, rare, are summed again
-    tick by tick).
+    tick by tick). It runs after :func:`admit`, so within the batch a refused tick was
+    still the "last tick" the ticks after it were admitted against: one at the same
+    timestamp is a ``duplicate`` (dead-lettered with that reason, not lost).
     """
     beyond = np.zeros(len(rows), dtype=bool)
     pos = np.flatnonzero(accepted)

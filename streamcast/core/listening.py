@@ -43,13 +43,29 @@ def cannot_listen(
 
 def listen(
     host: str, port: int, *, what: str, host_setting: str, port_setting: str
-) -> socket.socket:
-    """A listening TCP socket on ``host:port`` (``port`` 0: a free one; an IPv6 host gets
-    an IPv6 socket), or :func:`cannot_listen`'s error."""
+) -> list[socket.socket]:
+    """Listening TCP sockets on every address ``host`` resolves to, as asyncio's
+    ``create_server`` binds them (a name with IPv4 and IPv6 addresses gets both; a blank
+    host, every interface; ``port`` 0, a free port each), or :func:`cannot_listen`'s
+    error with every socket it opened closed."""
+    sockets: list[socket.socket] = []
     try:
-        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-        return socket.create_server((host, port), family=family)
+        infos = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+        for family, kind, proto, _, address in dict.fromkeys(infos):
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:  # beside the IPv4 wildcard, as asyncio binds it
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+            sock.listen(socket.SOMAXCONN)
+            sock.setblocking(False)
     except OSError as exc:
+        for sock in sockets:
+            sock.close()
         raise cannot_listen(
             exc, host, port, what=what, host_setting=host_setting, port_setting=port_setting
         ) from None
+    return sockets

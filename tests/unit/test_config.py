@@ -515,7 +515,7 @@ def test_an_env_file_line_without_a_value_is_not_a_source(tmp_path: Path) -> Non
     assert sources["max_keys"] == ".env"
 
 
-@pytest.mark.parametrize("origin", ["dash.example.com", "https://dash.example.com/page", "ftp://x"])
+@pytest.mark.parametrize("origin", ["dash.example.com", "https://dash.example.com/page", "//x"])
 def test_a_cors_origin_a_browser_never_sends_is_refused(origin: str) -> None:
     """A browser sends its page's origin as scheme://host[:port]: an entry of any other
     shape could never match, and CORS stayed shut for the page it was meant for."""
@@ -524,10 +524,14 @@ def test_a_cors_origin_a_browser_never_sends_is_refused(origin: str) -> None:
 
 
 def test_cors_origins_of_every_browser_shape_are_accepted() -> None:
-    origins = "https://dash.example.com, http://localhost:3000,http://[::1]:8080, *"
+    origins = (
+        "https://dash.example.com, http://localhost:3000,http://[::1]:8080, *,"
+        "chrome-extension://abcdefghijklmnop, capacitor://localhost, null"
+    )
     settings = load_settings({"api_auth": "off", "api_cors_origins": origins}, None, ApiSettings)
     assert settings.cors_origins == [
-        "https://dash.example.com", "http://localhost:3000", "http://[::1]:8080", "*"
+        "https://dash.example.com", "http://localhost:3000", "http://[::1]:8080", "*",
+        "chrome-extension://abcdefghijklmnop", "capacitor://localhost", "null",
     ]  # fmt: skip
 
 
