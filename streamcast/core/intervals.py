@@ -256,6 +256,20 @@ class Aggregator:
         return self.finalise(self.reduce(values, starts), counts)
 
 
+def _interval_groups(
+    rows: IntArray, ts_ms: IntArray, accepted: BoolArray, interval_s: int | Grid
+) -> tuple[IntArray, IntArray, IntArray, BoolArray]:
+    """The accepted ticks sorted by key then time, as ``(order, row, interval start,
+    first of its group)``: a group is one key's ticks of one interval."""
+    pos = np.flatnonzero(accepted)
+    order = pos[np.lexsort((ts_ms[pos], rows[pos]))]
+    r = rows[order]
+    s = as_grid(interval_s).floor(ts_ms[order] // 1000)
+    new_group = np.ones(len(order), dtype=bool)
+    new_group[1:] = (r[1:] != r[:-1]) | (s[1:] != s[:-1])
+    return order, r, s, new_group
+
+
 def sums_beyond(
     store: StateStore,
     *,
@@ -277,14 +291,10 @@ def sums_beyond(
     timestamp is a ``duplicate`` (dead-lettered with that reason, not lost).
     """
     beyond = np.zeros(len(rows), dtype=bool)
-    pos = np.flatnonzero(accepted)
-    if len(pos) == 0:
+    if not accepted.any():
         return beyond
-    order = pos[np.lexsort((ts_ms[pos], rows[pos]))]
-    r, v = rows[order], values[order]
-    s = as_grid(interval_s).floor(ts_ms[order] // 1000)
-    new_group = np.ones(len(order), dtype=bool)
-    new_group[1:] = (r[1:] != r[:-1]) | (s[1:] != s[:-1])
+    order, r, s, new_group = _interval_groups(rows, ts_ms, accepted, interval_s)
+    v = values[order]
     group = np.cumsum(new_group) - 1
     total = np.cumsum(v, axis=0)
     starts = np.flatnonzero(new_group)
@@ -318,16 +328,12 @@ def aggregate(
 
     Updates the store's ``open_start``, ``acc``, ``acc_n`` and ``last_ts_ms`` columns.
     """
-    pos = np.flatnonzero(accepted)
     f = values.shape[1]
-    if len(pos) == 0:
+    if not accepted.any():
         empty = np.zeros(0, dtype=np.int64)
         return ClosedIntervals(empty, empty, np.zeros((0, f)), empty)
-    order = pos[np.lexsort((ts_ms[pos], rows[pos]))]
-    r, t, v = rows[order], ts_ms[order], values[order]
-    s = as_grid(interval_s).floor(t // 1000)
-    new_group = np.ones(len(order), dtype=bool)
-    new_group[1:] = (r[1:] != r[:-1]) | (s[1:] != s[:-1])
+    order, r, s, new_group = _interval_groups(rows, ts_ms, accepted, interval_s)
+    t, v = ts_ms[order], values[order]
     starts = np.flatnonzero(new_group)
     g_row, g_start = r[starts], s[starts]
     g_acc = aggregator.reduce(v, starts)
