@@ -40,7 +40,7 @@ import tf2onnx
 from streamcast.core.artifact import METADATA_KEY, GraphNames, ModelMeta, SelfTestMeta
 from streamcast.core.features import FeatureSpec, Float32Array, calendar_features
 from streamcast.core.model import open_session
-from streamcast.core.onnx_passes import drop_noop_slices
+from streamcast.core.onnx_passes import drop_noop_slices, split_gate_products
 from training.errors import ExportError
 from training.model import StepModel
 from training.series import SeriesSet
@@ -219,6 +219,7 @@ def export_step(
     _check_inputs(proto, expected_inputs)
     _rename_outputs(proto, [names.h_out, names.c_out, names.forecast])
     drop_noop_slices(proto)
+    split_gate_products(proto)
     entry = proto.metadata_props.add()
     entry.key = METADATA_KEY
     entry.value = meta.to_json()

@@ -10,7 +10,7 @@ import pytest
 import tf2onnx
 
 from streamcast.core.artifact import FeatureMeta, GraphNames, ModelMeta, ScalingMeta
-from streamcast.core.model import open_session
+from streamcast.core.model import lean_graph, open_session
 from streamcast.core.onnx_passes import drop_noop_slices
 from training.config import TrainConfig
 from training.errors import ExportError
@@ -203,17 +203,41 @@ def test_slices_that_keep_all_their_input_become_identities_with_the_same_bits()
 
 
 @pytest.mark.parametrize("layers", [1, 2])
-def test_the_exported_cell_takes_one_product_per_layer_and_training_keeps_two(
+def test_the_exported_cell_takes_one_product_per_gate_and_training_keeps_two_per_cell(
     tmp_path: Path, layers: int
 ) -> None:
-    """The graph computes each cell's gates as one product of [input, h] by the stacked
-    kernels (one Gemm in ONNX Runtime, not two products and a sum); the model goes back
-    to the training form after the export, and the export still matches TensorFlow."""
+    """The graph computes each cell's gates as one product per gate of [input, h] by
+    its columns of the stacked kernels (no Split; ONNX Runtime fuses each with its
+    activation), not two products and a sum; the model goes back to the training form
+    after the export, and the export still matches TensorFlow."""
     model = StepModel.from_config_values(TrainConfig(units=8, layers=layers, horizon=6), n_inputs=1)
     assert export_step(model, _meta(model, 6), tmp_path / "m.onnx") <= PARITY_TOLERANCE
     assert model.one_product is False
     proto = onnx.load(tmp_path / "m.onnx")
     products = sum(n.op_type in {"MatMul", "Gemm"} for n in proto.graph.node)
-    # per step of the 6 (the origin's, then 5 of the rollout): one per layer, and the
+    # per step of the 6 (the origin's, then 5 of the rollout): four per layer, and the
     # head's two (on h, and the skip on the cell input)
-    assert products == 6 * (layers + 2)
+    assert products == 6 * (4 * layers + 2)
+    assert not any(n.op_type == "Split" for n in proto.graph.node)
+
+
+def test_an_artifact_exported_with_split_gates_is_served_with_a_product_per_gate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An artifact written before the exporter split the gate products (one product and
+    a Split per cell) loads as the graph with one product per gate, which gives the very
+    bits the artifact's own graph gives."""
+    import training.export as export_module
+
+    model = StepModel.from_config_values(TrainConfig(units=8, layers=2, horizon=6), n_inputs=2)
+    meta = _meta(model, 6)
+    monkeypatch.setattr(export_module, "split_gate_products", lambda proto: 0)
+    export_step(model, meta, tmp_path / "old.onnx")
+    data = (tmp_path / "old.onnx").read_bytes()
+    assert sum(n.op_type == "Split" for n in onnx.load_model_from_string(data).graph.node) == 12
+    session = open_session(data)
+    lean, lean_session = lean_graph(data, session, meta)
+    assert not any(n.op_type == "Split" for n in onnx.load_model_from_string(lean).graph.node)
+    feeds = random_inputs(model, 6, batch=1500, seed=4).feeds(meta.graph)
+    for a, b in zip(session.run(None, feeds), lean_session.run(None, feeds), strict=True):
+        np.testing.assert_array_equal(a, b)

@@ -7,7 +7,7 @@ import numpy as np
 import onnx
 import pytest
 
-from streamcast.core.onnx_passes import drop_noop_slices
+from streamcast.core.onnx_passes import drop_noop_slices, split_gate_products
 
 OPSET = 17
 
@@ -49,3 +49,78 @@ def test_only_slices_that_provably_keep_everything_are_dropped(
 ) -> None:
     assert drop_noop_slices(graph) == dropped
     assert [n.op_type for n in graph.graph.node] == ["Identity" if dropped else "Slice"]
+
+
+def _gates_graph(
+    *, width: int = 8, parts: int = 4, axis: int = -1, sizes: list[int] | None = None,
+    weights_input: bool = False, product_used: bool = False, bias_width: int | None = None,
+) -> onnx.ModelProto:  # fmt: skip
+    """``Split(Add(MatMul(a, W), b))`` as an LSTM cell's gates are written, each part
+    through a sigmoid; variants that must not be rewritten by the keyword arguments."""
+    rng = np.random.default_rng(0)
+    helper, tensor = onnx.helper, onnx.TensorProto
+    inits = [
+        onnx.numpy_helper.from_array(rng.standard_normal((5, width)).astype(np.float32), "W"),
+        onnx.numpy_helper.from_array(
+            rng.standard_normal(bias_width or width).astype(np.float32), "b"
+        ),
+    ]
+    inputs = [helper.make_tensor_value_info("a", tensor.FLOAT, [None, 5])]
+    if weights_input:
+        inits = inits[1:]
+        inputs.append(helper.make_tensor_value_info("W", tensor.FLOAT, [5, width]))
+    split_inputs = ["z"]
+    if sizes is not None:
+        inits.append(onnx.numpy_helper.from_array(np.asarray(sizes, dtype=np.int64), "sizes"))
+        split_inputs.append("sizes")
+    outs = [f"g{j}" for j in range(parts)]
+    nodes = [
+        helper.make_node("MatMul", ["a", "W"], ["p"]),
+        helper.make_node("Add", ["p", "b"], ["z"]),
+        helper.make_node("Split", split_inputs, outs, axis=axis),
+        *(helper.make_node("Sigmoid", [o], [f"s{o}"]) for o in outs),
+    ]
+    outputs = [helper.make_tensor_value_info(f"s{o}", tensor.FLOAT, [None, None]) for o in outs]
+    if product_used:
+        outputs.append(helper.make_tensor_value_info("p", tensor.FLOAT, [None, None]))
+    graph = helper.make_graph(nodes, "gates", inputs, outputs, inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+
+
+def _run(proto: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    import onnxruntime as ort
+
+    return list(ort.InferenceSession(proto.SerializeToString()).run(None, feeds))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "rewritten"),
+    [
+        ({}, True),  # four equal gates
+        ({"parts": 2, "sizes": [3, 5]}, True),  # sizes given, uneven
+        ({"axis": 1}, True),  # the last axis of the [batch, width] product, by number
+        ({"axis": 0}, False),  # splits the batch
+        ({"weights_input": True}, False),  # W fed at run time
+        ({"product_used": True}, False),  # the product is read elsewhere too
+        ({"bias_width": 1}, False),  # a broadcast bias
+    ],
+)
+def test_gate_products_are_split_only_where_each_gate_is_its_columns(
+    kwargs: dict[str, object], rewritten: bool
+) -> None:
+    proto = _gates_graph(**kwargs)  # type: ignore[arg-type]
+    rng = np.random.default_rng(1)
+    feeds = {"a": rng.standard_normal((36, 5)).astype(np.float32)}  # 4 | 36: axis 0 runs
+    if kwargs.get("weights_input"):
+        feeds["W"] = rng.standard_normal((5, 8)).astype(np.float32)
+    before = _run(proto, feeds)
+    assert split_gate_products(proto) == int(rewritten)
+    ops = [n.op_type for n in proto.graph.node]
+    assert ("Split" in ops) is not rewritten
+    if rewritten:
+        parts = int(kwargs.get("parts", 4))  # type: ignore[call-overload]
+        assert ops.count("MatMul") == parts and ops.count("Add") == parts
+        assert split_gate_products(proto) == 0, "nothing left to split"
+        onnx.checker.check_model(proto)
+    for a, b in zip(before, _run(proto, feeds), strict=True):
+        np.testing.assert_array_equal(a, b)
