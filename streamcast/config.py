@@ -282,6 +282,11 @@ class ClientSettings(BaseSettings):
             raise SettingsError(problems)
 
 
+#: intervals a key may stay silent before the default TTL expires it (a weekly or monthly
+#: model's keys would otherwise expire between their ticks under the 7-day default)
+TTL_INTERVALS = 3
+
+
 class Settings(ClientSettings):
     """Everything ``streamcast serve`` needs, frozen once parsed."""
 
@@ -298,6 +303,13 @@ class Settings(ClientSettings):
     @classmethod
     def _not_blank(cls, value: str) -> str:
         return check_not_blank(value)
+
+    def effective_key_ttl_s(self, interval_s: int) -> float:
+        """The TTL the store applies with a model of ``interval_s``: ``key_ttl_s`` as set,
+        or its default but at least :data:`TTL_INTERVALS` of the model's intervals."""
+        if "key_ttl_s" in self.model_fields_set:
+            return self.key_ttl_s
+        return max(self.key_ttl_s, float(TTL_INTERVALS * interval_s))
 
     # -- the consumer group and the processing guarantee
     group_id: str = Field(default="streamcast", min_length=1)

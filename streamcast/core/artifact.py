@@ -46,6 +46,7 @@ days).
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Literal
 
 from pydantic import (
@@ -61,6 +62,7 @@ from streamcast.core.features import CalendarName, ExtraScaling, FeatureSpec, Le
 from streamcast.core.grid import Grid, GridKind
 from streamcast.core.validation import problems
 from streamcast.core.zones import zone_problem
+from streamcast.errors import ModelError
 
 METADATA_KEY = "streamcast"
 #: 2: level/scale scaling that follows the series, ``x = [u, extras, r, lags]``, grids
@@ -316,3 +318,20 @@ class ModelMeta(_Frozen):
         except ValidationError as exc:
             # pydantic's own text spans lines and links to its docs: one line per field
             raise ValueError("; ".join(problems(exc))) from None
+
+
+def read_meta(path: str | Path) -> ModelMeta:
+    """The metadata of the artifact at ``path``, read without ONNX Runtime (the graph is
+    not checked: :meth:`~streamcast.core.model.OnnxStepModel.load` does);
+    :class:`~streamcast.errors.ModelError` if it is not a streamcast artifact."""
+    import onnx  # noqa: PLC0415 - ~0.7 s to import: only the commands that read a model
+
+    file = Path(path)
+    try:
+        proto = onnx.load(str(file), load_external_data=False)
+    except Exception as err:  # OSError, protobuf's DecodeError, ...
+        raise ModelError(f"{file} is not a readable ONNX model: {err}") from err
+    try:
+        return ModelMeta.from_metadata_map({p.key: p.value for p in proto.metadata_props})
+    except ValueError as err:
+        raise ModelError(f"{file}: invalid streamcast metadata: {err}") from err

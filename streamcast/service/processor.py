@@ -305,7 +305,7 @@ def build_processor(settings: Settings, path: Path | None = None) -> Processor:
         aggregation=settings.aggregation or meta.aggregation,
         max_gap=meta.gap.max_gap if settings.max_gap is None else settings.max_gap,
         max_keys=settings.max_keys,
-        key_ttl_s=key_ttl_s(settings, meta.interval_s),
+        key_ttl_s=settings.effective_key_ttl_s(meta.interval_s),
         max_jump_intervals=settings.max_jump_intervals,
         jump_confirmations=settings.jump_confirmations,
         drift=DriftSettings(**settings.drift.model_dump()),
@@ -328,20 +328,6 @@ def build_processor(settings: Settings, path: Path | None = None) -> Processor:
         decoder, pipeline, output, name=meta.name, version=meta.version,
         layout=settings.forecast_layout,
     )  # fmt: skip
-
-
-#: intervals a key may stay silent before the default TTL expires it (a weekly or monthly
-#: model's keys would otherwise expire between their ticks under the 7-day default)
-TTL_INTERVALS = 3
-
-
-def key_ttl_s(settings: Settings, interval_s: int) -> float | None:
-    """The TTL the store applies: ``key_ttl_s`` as set, or its default (7 days) but at
-    least :data:`TTL_INTERVALS` of the model's intervals."""
-    ttl = settings.key_ttl_s
-    if "key_ttl_s" in settings.model_fields_set or ttl is None:
-        return ttl
-    return max(ttl, float(TTL_INTERVALS * interval_s))
 
 
 def encode_isolated(

@@ -10,8 +10,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from pydantic_settings import SettingsError as SourceError
 
 from streamcast import __version__
 from streamcast.config import (
+    TTL_INTERVALS,
     ApiSettings,
     ClientSettings,
     Settings,
@@ -126,6 +128,40 @@ SHORTCUTS: dict[str, str | list[str]] = {
     "topics.dead-letter": "dead-letter-topic",
     "topics.state-changelog": "state-changelog-topic",
 }
+
+
+def typed_flags(argv: Sequence[str]) -> dict[str, str]:
+    """Each setting given as a flag in ``argv``, by its dotted name (``model_path``,
+    ``topics.ticks``), and the flag as it was typed (``--model``, ``--ticks-topic``)."""
+    shortcuts = {
+        f"--{alias}": name
+        for name, aliases in SHORTCUTS.items()
+        for alias in ([aliases] if isinstance(aliases, str) else aliases)
+    }
+    typed: dict[str, str] = {}
+    for token in argv:
+        if token == "--":
+            break
+        if token.startswith("--"):
+            flag = token.split("=", 1)[0]
+            typed[shortcuts.get(flag, flag[2:]).replace("-", "_")] = flag
+    return typed
+
+
+#: the start of a message about one setting: ``STREAMCAST_X (x): `` or ``--x (x): ``
+_ABOUT_A_SETTING = re.compile(
+    r"(?:STREAMCAST_[A-Z0-9_]+|--[a-z0-9.-]+) \((?P<name>[a-z0-9_.]+)\): "
+)
+
+
+def as_typed(line: str, typed: Mapping[str, str]) -> str:
+    """``line`` naming the setting it is about by the flag the user typed, when it came
+    from one (messages name the environment variable by default: the code that raises
+    them does not know where each setting came from)."""
+    about = _ABOUT_A_SETTING.match(line)
+    if about is None or about["name"] not in typed:
+        return line
+    return f"{typed[about['name']]} ({about['name']}): {line[about.end() :]}"
 
 
 def _settings_flags(parser: argparse.ArgumentParser, kind: type[ClientSettings]) -> None:
@@ -355,6 +391,8 @@ def run(argv: Sequence[str] | None = None) -> int:
             ]
         )
     overrides = overrides_from(args)
+    # (set after the flags are read: the settings source reads every attribute of args)
+    args.typed_flags = typed_flags(sys.argv[1:] if argv is None else argv)
     settings = load_settings(overrides, args.env_file, args.settings_kind)
     if args.command in ("serve", "api"):
         configure_logging(settings.log_format, settings.log_level)
@@ -410,12 +448,39 @@ def _config(args: argparse.Namespace, settings: ClientSettings, overrides: Overr
     width = max(len(name) for name, _ in rows + api_rows)
     for name, value in rows:
         print(f"{name:<{width}}  {value:<40}  [{sources.get(name, 'default')}]")
+    ttl_note = _effective_ttl(settings)
+    if ttl_note is not None:
+        print(ttl_note)
     print("# streamcast api (api_* settings; the others are shared)")
     for name, value in api_rows:
         print(f"{name:<{width}}  {value:<40}  [{api_sources.get(name, 'default')}]")
+    typed = args.typed_flags
     for line in refusals:  # the auth is often left to the API's own deployment: a note
-        print(f"# streamcast api would refuse these settings: {line}")
+        print(f"# streamcast api would refuse these settings: {as_typed(line, typed)}")
     return 0
+
+
+def _effective_ttl(settings: ClientSettings) -> str | None:
+    """A note when the store's key TTL is not ``key_ttl_s`` as shown: left at its default
+    with a model whose intervals it would not outlast (:meth:`Settings.effective_key_ttl_s`);
+    None when it is, or when the model cannot be read (serve says why)."""
+    if not isinstance(settings, Settings) or settings.model_path is None:
+        return None
+    from streamcast.core.artifact import read_meta  # noqa: PLC0415 - reads ONNX (slow import)
+    from streamcast.core.models_dir import resolve_model  # noqa: PLC0415
+
+    try:
+        meta = read_meta(resolve_model(settings.model_path))
+    except StreamcastError:
+        return None
+    ttl = settings.effective_key_ttl_s(meta.interval_s)
+    if ttl == settings.key_ttl_s:
+        return None
+    return (
+        f"# key_ttl_s in effect: {ttl:.0f} s ({TTL_INTERVALS} intervals of {meta.name}@"
+        f"{meta.version}, {meta.interval_s} s each: the {settings.key_ttl_s:.0f} s default "
+        "would expire its keys between their ticks)"
+    )
 
 
 def _replay(args: argparse.Namespace, settings: ClientSettings, overrides: Overrides) -> int:
@@ -485,11 +550,12 @@ def _tail(args: argparse.Namespace, settings: ClientSettings, overrides: Overrid
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Console-script entry point: user errors are one line and exit status 2."""
+    typed = typed_flags(sys.argv[1:] if argv is None else argv)
     try:
         status = run(argv)
     except SettingsError as exc:
         for line in exc.problems:
-            print(f"error: {line}", file=sys.stderr)
+            print(f"error: {as_typed(line, typed)}", file=sys.stderr)
         status = USAGE_ERROR
     except TransientError as exc:
         print(
@@ -498,7 +564,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
         status = USAGE_ERROR
     except (StreamcastError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {as_typed(str(exc), typed)}", file=sys.stderr)
         status = USAGE_ERROR
     except KeyboardInterrupt:
         status = 130

@@ -579,3 +579,63 @@ def test_a_zone_that_is_not_one_is_a_usage_error(
     status, _, err = _run(["tail", "--timezone", zone], capsys)
     assert status == 2
     assert "unknown time zone" in _one_error_line(err)
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "want"),
+    [
+        # a shortcut is named as typed, not as the setting's long flag or variable
+        (["serve", "--model", "nope.onnx"], {}, "error: --model (model_path): file not found"),
+        (["serve", "--model-path=nope.onnx"], {}, "error: --model-path (model_path): file not"),
+        (
+            ["config", "--processing-guarantee", "exactly_once", "--durable-state", "false"],
+            {},
+            "error: --durable-state (durable_state): must be true with processing_guarantee",
+        ),
+        # from the environment, the variable is named
+        (
+            ["config", "--processing-guarantee", "exactly_once"],
+            {"STREAMCAST_DURABLE_STATE": "false"},
+            "error: STREAMCAST_DURABLE_STATE (durable_state): must be true",
+        ),
+        (["serve"], {"STREAMCAST_MODEL_PATH": "nope.onnx"}, "error: STREAMCAST_MODEL_PATH"),
+    ],
+)
+def test_errors_name_a_setting_as_the_user_gave_it(
+    argv: list[str],
+    env: dict[str, str],
+    want: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    status, _, err = _run([*argv, "--log-level", "ERROR"], capsys)
+    assert status == 2
+    (line,) = err.strip().splitlines()
+    assert line.startswith(want), line
+
+
+def test_config_names_the_api_refusals_by_the_flag_typed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, out, err = _run(["config", "--model", str(tmp_path / "gone.onnx")], capsys)
+    assert status == 0, err
+    (refusal,) = [line for line in out.splitlines() if "(model_path)" in line]
+    assert refusal.startswith("# streamcast api would refuse these settings: --model (model_path)")
+
+
+def test_config_shows_the_ttl_a_weekly_model_gets_when_the_default_is_too_short(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.support.models import make_tiny_model
+
+    weekly = make_tiny_model(tmp_path / "models" / "w.onnx", interval_s=7 * 86_400)
+    hourly = make_tiny_model(tmp_path / "h.onnx", interval_s=3600)
+    for where in (weekly, weekly.parent):  # the file, or the models directory holding it
+        _, out, _ = _run(["config", "--model", str(where)], capsys)
+        (note,) = [line for line in out.splitlines() if line.startswith("# key_ttl_s")]
+        assert note.startswith("# key_ttl_s in effect: 1814400 s (3 intervals of tiny@1")
+    for argv in (["--model", str(hourly)], ["--model", str(weekly), "--key-ttl-s", "3600"]):
+        _, out, _ = _run(["config", *argv], capsys)
+        assert "# key_ttl_s" not in out  # the TTL shown is the one applied
