@@ -65,6 +65,8 @@ def _blank_is_unset(value: object) -> object:
 
 #: a file or directory setting; empty means unset
 OptionalPath = Annotated[Path | None, BeforeValidator(_blank_is_unset)]
+#: a host setting; empty means unset (``API_HOST=${API_HOST:-}`` in a compose file)
+OptionalHost = Annotated[str | None, BeforeValidator(_blank_is_unset)]
 
 #: what Kafka accepts as a topic name (and not ``.`` or ``..``)
 _TOPIC = re.compile(r"[A-Za-z0-9._-]+")
@@ -438,7 +440,7 @@ class ApiSettings(ClientSettings):
         return self
 
     # -- HTTP
-    api_host: str | None = None
+    api_host: OptionalHost = None
     """address to listen on; unset: 0.0.0.0 with auth, 127.0.0.1 with api_auth=off"""
     api_port: int = Field(default=8400, ge=0, le=65535)
     """port of the API, its page, /metrics, /healthz and /readyz; 0 picks a free port"""

@@ -361,6 +361,18 @@ def test_an_empty_api_path_setting_means_unset(monkeypatch: pytest.MonkeyPatch, 
     assert getattr(load_settings(None, None, ApiSettings), name) is None
 
 
+def test_an_empty_api_host_means_the_default_address_not_every_address(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``API_HOST=${API_HOST:-}`` in a compose file: blank is unset, so without auth the
+    API listens on loopback (it was refused as "reachable from other machines")."""
+    monkeypatch.setenv("STREAMCAST_API_HOST", " ")
+    monkeypatch.setenv("STREAMCAST_API_AUTH", "off")
+    settings = load_settings(None, None, ApiSettings)
+    assert settings.api_host is None
+    assert settings.bind_host == "127.0.0.1"
+
+
 def test_an_empty_model_path_is_the_model_path_required_error(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
