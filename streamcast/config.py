@@ -216,7 +216,8 @@ class ClientSettings(BaseSettings):
     linger_ms: int = Field(default=5, ge=0)
     """producer linger: how long output waits to fill a record batch"""
     producer_max_batch_bytes: int = Field(default=1024 * 1024, gt=0)
-    """largest producer record batch"""
+    """largest producer record batch, before compression: at most the output topics'
+    max.message.bytes (1 MiB + 12 by default; serve checks it at start)"""
     compression_type: CompressionType = "zstd"
     """codec of every record batch streamcast produces (none, gzip, snappy, lz4, zstd).
     zstd by default: on forecast records (horizon 24, calibrated, ~2.1 KB) it makes batches

@@ -22,7 +22,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import for_code
 
 from streamcast.config import ClientSettings, Settings
-from streamcast.errors import StateLostError, TopicError, TransientError
+from streamcast.errors import AuthorizationError, StateLostError, TopicError, TransientError
 from streamcast.kafka.clients import client_options, start_client
 from streamcast.kafka.errors import map_kafka_errors, translate
 
@@ -74,6 +74,8 @@ async def _ensure_topics(admin: AIOKafkaAdminClient, settings: Settings) -> int:
         log.info("created output topics", extra={"topics": missing, "partitions": partitions})
     if settings.durable_state:
         await ensure_changelog(admin, settings, partitions, replication)
+        wanted.append(topics.state_changelog)
+    await check_batch_limits(admin, settings, wanted)
     return partitions
 
 
@@ -215,10 +217,18 @@ def _led(entry: dict[str, Any]) -> bool:
 async def cleanup_policy(
     admin: AIOKafkaAdminClient, topic: str, timeout_s: float = VISIBLE_TIMEOUT_S
 ) -> str:
-    """The topic's ``cleanup.policy``; waits (bounded) while the broker does not know the
-    topic yet, raises for any other error code."""
+    """The topic's ``cleanup.policy`` (:func:`topic_config`)."""
+    return await topic_config(admin, topic, "cleanup.policy", timeout_s)
+
+
+async def topic_config(
+    admin: AIOKafkaAdminClient, topic: str, name: str, timeout_s: float = VISIBLE_TIMEOUT_S
+) -> str:
+    """The topic's config ``name`` as in effect (the broker's default unless the topic
+    sets it); waits (bounded) while the broker does not know the topic yet, raises for
+    any other error code."""
     deadline = time.monotonic() + timeout_s
-    resource = ConfigResource(ConfigResourceType.TOPIC, topic, configs={"cleanup.policy": None})
+    resource = ConfigResource(ConfigResourceType.TOPIC, topic, configs={name: None})
     while True:
         for response in await admin.describe_configs([resource]):
             for entry in response.resources:
@@ -227,13 +237,39 @@ async def cleanup_policy(
                 if code == UNKNOWN_TOPIC_OR_PARTITION:
                     break
                 _raise_for(code, f"describe the configs of topic '{topic}' ({entry[1]})")
-                for name, value, *_ in entry[4]:
-                    if name == "cleanup.policy":
+                for key, value, *_ in entry[4]:
+                    if key == name:
                         return str(value)
-                raise TopicError(f"the broker did not report cleanup.policy of topic '{topic}'")
+                raise TopicError(f"the broker did not report {name} of topic '{topic}'")
         if time.monotonic() > deadline:
             raise TransientError(f"topic '{topic}' is not visible to describe-configs yet")
         await asyncio.sleep(VISIBLE_POLL_S)
+
+
+async def check_batch_limits(
+    admin: AIOKafkaAdminClient, settings: Settings, topics: Sequence[str]
+) -> None:
+    """Raise :class:`TopicError` when ``producer_max_batch_bytes`` is more than one of
+    ``topics`` takes (``max.message.bytes``: the limit of a whole record batch). The
+    broker would refuse a full batch on every retry, and the service would stop on it."""
+    wanted = settings.producer_max_batch_bytes
+    for topic in dict.fromkeys(topics):
+        try:
+            limit = int(await topic_config(admin, topic, "max.message.bytes"))
+        except AuthorizationError:  # DescribeConfigs not granted: the service can still run
+            log.warning(
+                "cannot read the topic's max.message.bytes (DescribeConfigs not granted): "
+                "producer_max_batch_bytes is not checked against it",
+                extra={"topic": topic, "producer_max_batch_bytes": wanted},
+            )
+            continue
+        if wanted > limit:
+            raise TopicError(
+                f"STREAMCAST_PRODUCER_MAX_BATCH_BYTES (producer_max_batch_bytes): {wanted} is "
+                f"more than topic '{topic}' takes (max.message.bytes={limit}): the broker "
+                f"would refuse full record batches and the service would stop on them; set "
+                f"it to {limit} or less, or raise the topic's max.message.bytes"
+            )
 
 
 def _raise_for(code: int, operation: str) -> None:

@@ -161,3 +161,24 @@ async def test_changelog_mismatch_is_a_clear_error(
             await ensure_changelog(admin, settings, 3, 1)
     finally:
         await admin.close()
+
+
+async def test_a_producer_batch_larger_than_an_output_topic_takes_is_refused_at_start(
+    bootstrap: str,
+) -> None:
+    """A full batch above the topic's max.message.bytes is refused by the broker on every
+    retry (the service stopped on its first large micro-batch, again after each restart):
+    the start names the setting, the topic and both sizes instead."""
+    ticks = unique_topic("limit-ticks")
+    await create_topics(bootstrap, [ticks])
+    settings = _settings(bootstrap, ticks, f"{ticks}-state")
+    await create_topics(bootstrap, [f"{ticks}-dl"], config={"max.message.bytes": "200000"})
+    small = settings.model_copy(update={"producer_max_batch_bytes": 200_000})
+    assert await ensure_topics(small) == 1  # at the limit: fine
+    large = settings.model_copy(update={"producer_max_batch_bytes": 200_001})
+    with pytest.raises(TopicError) as info:
+        await ensure_topics(large)
+    assert str(info.value).startswith(
+        "STREAMCAST_PRODUCER_MAX_BATCH_BYTES (producer_max_batch_bytes): 200001 is more than "
+        f"topic '{ticks}-dl' takes (max.message.bytes=200000)"
+    )
