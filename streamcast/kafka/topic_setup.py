@@ -5,7 +5,8 @@ the partitions and replication asked for, then the output topics and, with durab
 the compacted changelog, all with the ticks topic's partition count and replication
 factor. :func:`check_topics` reports, for each topic the service needs, whether it exists
 and is usable: the changelog must have the ticks topic's partition count (the state of
-ticks partition p lives in changelog partition p) and ``cleanup.policy=compact``.
+ticks partition p lives in changelog partition p) and ``cleanup.policy=compact``, and
+every output topic must take the producer's record batches (``max.message.bytes``).
 Each topic gets one :class:`TopicStatus`; nothing is ever deleted or altered.
 """
 
@@ -21,7 +22,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from streamcast.config import Settings
 from streamcast.kafka.clients import client_options, start_client
 from streamcast.kafka.errors import map_kafka_errors
-from streamcast.kafka.topics import cleanup_policy, create, describe
+from streamcast.kafka.topics import batch_limit_problem, cleanup_policy, create, describe
 
 State = Literal["ok", "created", "missing", "wrong"]
 #: the replication factor of a new ticks topic when none is asked for, capped by brokers
@@ -110,12 +111,13 @@ async def _check(admin: AIOKafkaAdminClient, settings: Settings) -> list[TopicSt
             continue
         have, replication = _shape(described)
         detail = f"{have} partitions, replication {replication}"
-        if role == "state changelog":
+        problem = await batch_limit_problem(admin, settings, name)
+        if problem is None and role == "state changelog":
             problem = await _changelog_problem(admin, name, have, partitions, ticks)
-            if problem is not None:
-                out.append(TopicStatus(role, name, "wrong", problem))
-                continue
             detail += ", compacted"
+        if problem is not None:
+            out.append(TopicStatus(role, name, "wrong", problem))
+            continue
         out.append(TopicStatus(role, name, "ok", detail))
     return out
 

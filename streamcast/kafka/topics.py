@@ -250,26 +250,38 @@ async def check_batch_limits(
     admin: AIOKafkaAdminClient, settings: Settings, topics: Sequence[str]
 ) -> None:
     """Raise :class:`TopicError` when ``producer_max_batch_bytes`` is more than one of
-    ``topics`` takes (``max.message.bytes``: the limit of a whole record batch). The
-    broker would refuse a full batch on every retry, and the service would stop on it."""
-    wanted = settings.producer_max_batch_bytes
+    ``topics`` takes (:func:`batch_limit_problem`)."""
     for topic in dict.fromkeys(topics):
-        try:
-            limit = int(await topic_config(admin, topic, "max.message.bytes"))
-        except AuthorizationError:  # DescribeConfigs not granted: the service can still run
-            log.warning(
-                "cannot read the topic's max.message.bytes (DescribeConfigs not granted): "
-                "producer_max_batch_bytes is not checked against it",
-                extra={"topic": topic, "producer_max_batch_bytes": wanted},
-            )
-            continue
-        if wanted > limit:
-            raise TopicError(
-                f"STREAMCAST_PRODUCER_MAX_BATCH_BYTES (producer_max_batch_bytes): {wanted} is "
-                f"more than topic '{topic}' takes (max.message.bytes={limit}): the broker "
-                f"would refuse full record batches and the service would stop on them; set "
-                f"it to {limit} or less, or raise the topic's max.message.bytes"
-            )
+        problem = await batch_limit_problem(admin, settings, topic)
+        if problem is not None:
+            raise TopicError(problem)
+
+
+async def batch_limit_problem(
+    admin: AIOKafkaAdminClient, settings: Settings, topic: str
+) -> str | None:
+    """Why ``producer_max_batch_bytes`` does not fit the topic's ``max.message.bytes``
+    (the limit of a whole record batch: the broker would refuse a full batch on every
+    retry, and the service would stop on it), or None. A topic whose configs may not be
+    described (no DescribeConfigs) is not checked: a warning says so."""
+    wanted = settings.producer_max_batch_bytes
+    try:
+        limit = int(await topic_config(admin, topic, "max.message.bytes"))
+    except AuthorizationError:  # the service can still run: only the check is skipped
+        log.warning(
+            "cannot read the topic's max.message.bytes (DescribeConfigs not granted): "
+            "producer_max_batch_bytes is not checked against it",
+            extra={"topic": topic, "producer_max_batch_bytes": wanted},
+        )
+        return None
+    if wanted <= limit:
+        return None
+    return (
+        f"STREAMCAST_PRODUCER_MAX_BATCH_BYTES (producer_max_batch_bytes): {wanted} is more "
+        f"than topic '{topic}' takes (max.message.bytes={limit}): the broker would refuse "
+        f"full record batches and the service would stop on them; set it to {limit} or "
+        "less, or raise the topic's max.message.bytes"
+    )
 
 
 def _raise_for(code: int, operation: str) -> None:

@@ -100,3 +100,21 @@ async def test_check_names_a_changelog_that_does_not_fit(bootstrap: str, tmp_pat
     env["STREAMCAST_DURABLE_STATE"] = "false"
     lines = run_cli("topics", "check", cwd=tmp_path, env=env).stdout.splitlines()
     assert len(lines) == 4 and not any("changelog" in line for line in lines)
+
+
+async def test_check_names_an_output_topic_the_producer_batches_do_not_fit(
+    bootstrap: str, tmp_path: Path
+) -> None:
+    prefix = unique_topic("limit")
+    env = {**_env(bootstrap, prefix), "STREAMCAST_PRODUCER_MAX_BATCH_BYTES": "300000"}
+    assert run_cli("topics", "create", "--partitions", "1", cwd=tmp_path, env=env).returncode == 0
+    assert run_cli("topics", "check", cwd=tmp_path, env=env).returncode == 0
+    await create_topics(bootstrap, [f"{prefix}-b-fc"], config={"max.message.bytes": "200000"})
+    env["STREAMCAST_TOPICS__FORECASTS"] = f"{prefix}-b-fc"
+    result = run_cli("topics", "check", cwd=tmp_path, env=env)
+    assert result.returncode == 1
+    (line,) = [line for line in result.stdout.splitlines() if line.startswith("wrong")]
+    assert line.startswith(
+        f"wrong    forecasts topic '{prefix}-b-fc': STREAMCAST_PRODUCER_MAX_BATCH_BYTES "
+        "(producer_max_batch_bytes): 300000 is more than"
+    )
