@@ -8,6 +8,7 @@ import asyncio
 from typing import Any
 
 from streamcast.config import Settings
+from streamcast.core.cli_args import positive_int
 from streamcast.kafka.topic_setup import TopicStatus, check_topics, create_topics
 
 #: exit status when a topic is missing or wrong
@@ -38,11 +39,11 @@ def add_actions(topics: argparse.ArgumentParser) -> list[argparse.ArgumentParser
         formatter_class=fmt,
     )
     create.add_argument(
-        "--partitions", type=_positive, help="partitions of a new ticks topic (required then)"
+        "--partitions", type=positive_int, help="partitions of a new ticks topic (required then)"
     )
     create.add_argument(
         "--replication-factor",
-        type=_positive,
+        type=positive_int,
         help="replication of a new ticks topic (default: 3, or the broker count if fewer)",
     )
     check = actions.add_parser(
@@ -52,16 +53,6 @@ def add_actions(topics: argparse.ArgumentParser) -> list[argparse.ArgumentParser
         formatter_class=fmt,
     )
     return [create, check]
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
-    return value
 
 
 def run_topics(args: Any, settings: Settings) -> int:

@@ -254,7 +254,7 @@ def test_tail_lines_are_readable_for_forecasts_and_dead_letters() -> None:
 @pytest.mark.parametrize(
     ("argv", "says"),
     [
-        (["topics", "create", "--partitions", "0"], "expected a positive whole number, got '0'"),
+        (["topics", "create", "--partitions", "0"], "expected a positive integer, got '0'"),
         (["tail", "--timezone", "Mars/Olympus"], "unknown time zone 'Mars/Olympus'"),
     ],
 )
