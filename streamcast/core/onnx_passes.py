@@ -87,40 +87,55 @@ def split_gate_products(proto: onnx.ModelProto) -> int:
     """Turn every ``Split(Add(MatMul(a, W), b))`` along the last axis, with ``W`` and
     ``b`` constant and the product and the sum used by nothing else, into one
     ``Add(MatMul(a, W[:, part]), b[part])`` per part; returns how many (module
-    docstring). Each output element is the same dot product over the same terms."""
+    docstring). Each output element is the same dot product over the same terms.
+
+    The steps of the unrolled graph share their weights, and so do their parts: each
+    ``(W, b, part)`` is one initializer pair, and a ``W`` or ``b`` no node reads any more
+    is dropped (the file stays its size). A graph with subgraphs (``If``, ``Loop``,
+    ``Scan``: uses this pass cannot see) is left as it is.
+    """
     graph = proto.graph
-    constants = {t.name: t for t in graph.initializer}
+    if any(a.type in _SUBGRAPHS for node in graph.node for a in node.attribute):
+        return 0
+    overridable = {i.name for i in graph.input}  # an initializer a feed may replace
+    constants = {t.name: t for t in graph.initializer if t.name not in overridable}
     producer = {out: node for node in graph.node for out in node.output}
-    uses: dict[str, int] = {}
-    for node in graph.node:
-        for name in node.input:
-            uses[name] = uses.get(name, 0) + 1
-    for output in graph.output:
-        uses[output.name] = uses.get(output.name, 0) + 1
-    taken = {*constants, *producer, *(i.name for i in graph.input)}
+    uses = _uses(graph)
+    taken = {*constants, *producer, *overridable}
     ranks = {
         info.name: len(info.type.tensor_type.shape.dim)
         for info in shape_inference.infer_shapes(proto).graph.value_info
         if info.type.tensor_type.HasField("shape")
     }
     replaced: dict[int, list[onnx.NodeProto]] = {}
+    slices: dict[tuple[str, str, int, int], tuple[str, str]] = {}
+    sources: set[str] = set()
     for node in graph.node:
         found = _gate_product(node, producer, constants, uses, ranks)
         if found is None:
             continue
-        product, add, a, weights, bias, sizes = found
+        product, add, a, bias_name, sizes = found
+        weights_name = product.input[1]
+        sources.update((weights_name, bias_name))
         parts: list[onnx.NodeProto] = []
         start = 0
         for j, (size, out) in enumerate(zip(sizes, node.output, strict=True)):
-            base = _fresh(f"{node.name or node.output[0]}/gate{j}", taken)
-            w_name, b_name, p_name = (_fresh(f"{base}/{s}", taken) for s in ("W", "b", "p"))
-            columns = slice(start, start + size)
-            graph.initializer.extend([
-                numpy_helper.from_array(np.ascontiguousarray(weights[:, columns]), w_name),
-                numpy_helper.from_array(np.ascontiguousarray(bias[columns]), b_name),
-            ])  # fmt: skip
-            parts.append(helper.make_node("MatMul", [a, w_name], [p_name]))
-            parts.append(helper.make_node("Add", [p_name, b_name], [out]))
+            pair = slices.get((weights_name, bias_name, start, size))
+            if pair is None:
+                base = _fresh(f"{weights_name}/gate{j}", taken)
+                pair = slices[weights_name, bias_name, start, size] = (
+                    _fresh(f"{base}/W", taken), _fresh(f"{base}/b", taken)
+                )  # fmt: skip
+                columns = slice(start, start + size)
+                weights = numpy_helper.to_array(constants[weights_name])
+                bias = numpy_helper.to_array(constants[bias_name])
+                graph.initializer.extend([
+                    numpy_helper.from_array(np.ascontiguousarray(weights[:, columns]), pair[0]),
+                    numpy_helper.from_array(np.ascontiguousarray(bias[columns]), pair[1]),
+                ])  # fmt: skip
+            product_name = _fresh(f"{node.name or node.output[0]}/gate{j}/p", taken)
+            parts.append(helper.make_node("MatMul", [a, pair[0]], [product_name]))
+            parts.append(helper.make_node("Add", [product_name, pair[1]], [out]))
             start += size
         replaced[id(node)], replaced[id(add)], replaced[id(product)] = parts, [], []
     if not replaced:
@@ -128,7 +143,26 @@ def split_gate_products(proto: onnx.ModelProto) -> int:
     nodes = [new for node in graph.node for new in replaced.get(id(node), [node])]
     del graph.node[:]
     graph.node.extend(nodes)
+    unused = sources - set(_uses(graph))
+    kept = [t for t in graph.initializer if t.name not in unused]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
     return sum(1 for parts in replaced.values() if parts)
+
+
+#: attribute types that hold a subgraph
+_SUBGRAPHS = (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+
+
+def _uses(graph: onnx.GraphProto) -> dict[str, int]:
+    """How many node inputs and graph outputs read each tensor."""
+    uses: dict[str, int] = {}
+    for node in graph.node:
+        for name in node.input:
+            uses[name] = uses.get(name, 0) + 1
+    for output in graph.output:
+        uses[output.name] = uses.get(output.name, 0) + 1
+    return uses
 
 
 def _gate_product(
@@ -137,12 +171,10 @@ def _gate_product(
     constants: dict[str, onnx.TensorProto],
     uses: dict[str, int],
     ranks: dict[str, int],
-) -> tuple[
-    onnx.NodeProto, onnx.NodeProto, str, npt.NDArray[np.generic], npt.NDArray[np.generic],
-    list[int],
-] | None:  # fmt: skip
-    """``(MatMul, Add, a, W, b, part sizes)`` when ``split`` splits a constant affine
-    product :func:`split_gate_products` can take apart, else None."""
+) -> tuple[onnx.NodeProto, onnx.NodeProto, str, str, list[int]] | None:
+    """``(MatMul, Add, a, the name of b, part sizes)`` when ``split`` splits a constant
+    affine product :func:`split_gate_products` can take apart (``W`` is the MatMul's
+    second input), else None."""
     if split.op_type != "Split" or len(split.output) < 2 or any(not o for o in split.output):
         return None
     add = producer.get(split.input[0])
@@ -162,7 +194,7 @@ def _gate_product(
     sizes = _split_sizes(split, constants, weights.shape[1], ranks.get(split.input[0]))
     if sizes is None:
         return None
-    return product, add, product.input[0], weights, bias, sizes
+    return product, add, product.input[0], bias_name, sizes
 
 
 def _split_sizes(

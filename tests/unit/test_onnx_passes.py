@@ -124,3 +124,59 @@ def test_gate_products_are_split_only_where_each_gate_is_its_columns(
         onnx.checker.check_model(proto)
     for a, b in zip(before, _run(proto, feeds), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_steps_sharing_their_weights_share_each_gates_slice_and_the_whole_goes() -> None:
+    """The unrolled steps read one W and b: after the rewrite they read one slice pair
+    per gate, and W and b, read by nothing, are gone (the artifact keeps its size)."""
+    rng = np.random.default_rng(2)
+    helper, tensor = onnx.helper, onnx.TensorProto
+    inits = [
+        onnx.numpy_helper.from_array(rng.standard_normal((4, 8)).astype(np.float32), "W"),
+        onnx.numpy_helper.from_array(rng.standard_normal(8).astype(np.float32), "b"),
+    ]
+    nodes, outputs = [], []
+    for step in range(3):  # a -> gates -> a' (4 wide) three times, as a rollout chains
+        a, p, z = f"a{step}", f"p{step}", f"z{step}"
+        gates = [f"g{step}_{j}" for j in range(2)]
+        nodes += [
+            helper.make_node("MatMul", [a, "W"], [p]),
+            helper.make_node("Add", [p, "b"], [z]),
+            helper.make_node("Split", [z], gates, axis=-1),
+            helper.make_node("Mul", gates, [f"a{step + 1}"]),
+        ]
+    outputs.append(helper.make_tensor_value_info("a3", tensor.FLOAT, [None, 4]))
+    inputs = [helper.make_tensor_value_info("a0", tensor.FLOAT, [None, 4])]
+    graph = helper.make_graph(nodes, "steps", inputs, outputs, inits)
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    feeds = {"a0": rng.standard_normal((9, 4)).astype(np.float32)}
+    before = _run(proto, feeds)
+    size = len(proto.SerializeToString())
+    assert split_gate_products(proto) == 3
+    names = sorted(t.name for t in proto.graph.initializer)
+    assert len(names) == 4 and "W" not in names and "b" not in names  # 2 gates x (W, b)
+    assert len(proto.SerializeToString()) < size + 400  # names and framing, no copies
+    onnx.checker.check_model(proto)
+    np.testing.assert_array_equal(before[0], _run(proto, feeds)[0])
+
+
+def test_graphs_with_subgraphs_and_weights_a_feed_may_replace_are_left_as_they_are() -> None:
+    # a weight that is also a graph input (IR < 4 lets a feed override it)
+    proto = _gates_graph()
+    weights = next(t for t in proto.graph.initializer if t.name == "W")
+    proto.graph.input.append(
+        onnx.helper.make_tensor_value_info("W", onnx.TensorProto.FLOAT, list(weights.dims))
+    )
+    assert split_gate_products(proto) == 0
+    # a subgraph may read the product (the pass counts the top-level graph's uses only)
+    proto = _gates_graph()
+    body = onnx.helper.make_graph(
+        [onnx.helper.make_node("Identity", ["p"], ["q"])], "body", [],
+        [onnx.helper.make_tensor_value_info("q", onnx.TensorProto.FLOAT, None)],
+    )  # fmt: skip
+    cond = onnx.numpy_helper.from_array(np.array(True), "cond")
+    proto.graph.initializer.append(cond)
+    proto.graph.node.append(
+        onnx.helper.make_node("If", ["cond"], ["branch"], then_branch=body, else_branch=body)
+    )
+    assert split_gate_products(proto) == 0
