@@ -63,10 +63,17 @@ def _blank_is_unset(value: object) -> object:
     return None if isinstance(value, str) and not value.strip() else value
 
 
+def _host(value: object) -> object:
+    """A host without the blanks around it (``" 127.0.0.1 "`` is loopback); blank is
+    unset (:func:`_blank_is_unset`)."""
+    value = _blank_is_unset(value)
+    return value.strip() if isinstance(value, str) else value
+
+
 #: a file or directory setting; empty means unset
 OptionalPath = Annotated[Path | None, BeforeValidator(_blank_is_unset)]
 #: a host setting; empty means unset (``API_HOST=${API_HOST:-}`` in a compose file)
-OptionalHost = Annotated[str | None, BeforeValidator(_blank_is_unset)]
+OptionalHost = Annotated[str | None, BeforeValidator(_host)]
 
 #: what Kafka accepts as a topic name (and not ``.`` or ``..``)
 _TOPIC = re.compile(r"[A-Za-z0-9._-]+")

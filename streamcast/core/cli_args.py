@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from typing import NoReturn
+from typing import Any, NoReturn
 
 #: the exit status of every user error of the command lines
 USAGE_ERROR = 2
@@ -18,7 +18,15 @@ USAGE_ERROR = 2
 
 class OneLineParser(argparse.ArgumentParser):
     """argparse that reports usage errors as one line and exit status 2; its subcommands'
-    parsers are of this class too (argparse's default for ``add_subparsers``)."""
+    parsers are of this class too (argparse's default for ``add_subparsers``).
+
+    Flags are taken as spelled only, not as unique prefixes (``--durable-st``): a flag
+    names its setting in errors, and a prefix would be named as the environment
+    variable the user never set (and would change meaning when a flag is added)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         print(f"error: {self.prog}: {' '.join(message.split())}", file=sys.stderr)

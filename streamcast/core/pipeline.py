@@ -106,8 +106,9 @@ class Pipeline:
     """
 
     #: keys rebuilt from their windows together (a swap, a restore under another model):
-    #: bounds the replay's memory (~26 KB per key in flight, ~50 MB per block with the
-    #: hidden-64, window-48 model) while each round's runs stay full (``RUN_KEYS``)
+    #: bounds the replay's memory (~36 KB per key in flight, the steps' inputs 9.6 KB of
+    #: it, ~70 MB per block with the hidden-64, window-48 model) while each round's runs
+    #: stay full (``RUN_KEYS``)
     rebuild_keys: int = 2048
 
     def __init__(

@@ -111,10 +111,11 @@ async def _check(admin: AIOKafkaAdminClient, settings: Settings) -> list[TopicSt
             continue
         have, replication = _shape(described)
         detail = f"{have} partitions, replication {replication}"
-        problem = await batch_limit_problem(admin, settings, name)
-        if problem is None and role == "state changelog":
+        problem = None
+        if role == "state changelog":
             problem = await _changelog_problem(admin, name, have, partitions, ticks)
             detail += ", compacted"
+        problem = problem or await batch_limit_problem(admin, settings, name)
         if problem is not None:
             out.append(TopicStatus(role, name, "wrong", problem))
             continue

@@ -501,6 +501,8 @@ def test_tail_options_refuse_what_the_flags_refuse() -> None:
         (["serve", "--max-keys"], "error: streamcast serve: argument --max-keys: expected one"),
         (["replay", "--data", "d.csv"], "error: streamcast replay: the following arguments are"),
         (["tail", "--bogus"], "error: streamcast: unrecognized arguments: --bogus"),
+        # a prefix of a flag is not the flag (its errors would name the variable instead)
+        (["config", "--durable-st", "false"], "error: streamcast: unrecognized arguments: --dur"),
         (["history"], "error: streamcast history: the following arguments are required: ACTION"),
         ([], "error: streamcast: the following arguments are required: COMMAND"),
         (["nope"], "error: streamcast: argument COMMAND: invalid choice: 'nope'"),

@@ -371,6 +371,8 @@ def test_an_empty_api_host_means_the_default_address_not_every_address(
     settings = load_settings(None, None, ApiSettings)
     assert settings.api_host is None
     assert settings.bind_host == "127.0.0.1"
+    monkeypatch.setenv("STREAMCAST_API_HOST", " 127.0.0.1 ")  # and blanks around a host
+    assert load_settings(None, None, ApiSettings).bind_host == "127.0.0.1"
 
 
 def test_an_empty_model_path_is_the_model_path_required_error(
