@@ -224,7 +224,8 @@ class ClientSettings(BaseSettings):
     """producer linger: how long output waits to fill a record batch"""
     producer_max_batch_bytes: int = Field(default=1024 * 1024, gt=0)
     """largest producer record batch, before compression: at most the output topics'
-    max.message.bytes (1 MiB + 12 by default; serve checks it at start)"""
+    max.message.bytes (1 MiB + 12 by default; serve checks it at start). Above that
+    default, the topics streamcast creates get max.message.bytes set to it"""
     compression_type: CompressionType = "zstd"
     """codec of every record batch streamcast produces (none, gzip, snappy, lz4, zstd).
     zstd by default: on forecast records (horizon 24, calibrated, ~2.1 KB) it makes batches

@@ -22,7 +22,13 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from streamcast.config import Settings
 from streamcast.kafka.clients import client_options, start_client
 from streamcast.kafka.errors import map_kafka_errors
-from streamcast.kafka.topics import batch_limit_problem, cleanup_policy, create, describe
+from streamcast.kafka.topics import (
+    batch_limit_problem,
+    cleanup_policy,
+    create,
+    describe,
+    output_topic_configs,
+)
 
 State = Literal["ok", "created", "missing", "wrong"]
 #: the replication factor of a new ticks topic when none is asked for, capped by brokers
@@ -191,7 +197,10 @@ async def _create(
             name,
             partitions,
             replication,
-            topic_configs={"cleanup.policy": "compact"} if role == "state changelog" else {},
+            topic_configs={
+                **output_topic_configs(settings),
+                **({"cleanup.policy": "compact"} if role == "state changelog" else {}),
+            },
         )
         for role, name in missing
     ]

@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 UNKNOWN_TOPIC_OR_PARTITION = 3
 #: error code of a CreateTopics request for a topic that exists already
 TOPIC_ALREADY_EXISTS = 36
+#: Kafka's default limit of a record batch (``message.max.bytes``: 1 MiB + 12)
+KAFKA_DEFAULT_BATCH_LIMIT = 1_048_588
 #: how long a new topic may take to become visible to every request
 VISIBLE_TIMEOUT_S = 15.0
 VISIBLE_POLL_S = 0.1
@@ -70,13 +72,25 @@ async def _ensure_topics(admin: AIOKafkaAdminClient, settings: Settings) -> int:
     found = await describe(admin, wanted)
     missing = [name for name in wanted if found[name] is None]
     if missing:
-        await create(admin, [NewTopic(name, partitions, replication) for name in missing])
+        configs = output_topic_configs(settings)
+        await create(
+            admin,
+            [NewTopic(name, partitions, replication, topic_configs=configs) for name in missing],
+        )
         log.info("created output topics", extra={"topics": missing, "partitions": partitions})
     if settings.durable_state:
         await ensure_changelog(admin, settings, partitions, replication)
         wanted.append(topics.state_changelog)
     await check_batch_limits(admin, settings, wanted)
     return partitions
+
+
+def output_topic_configs(settings: Settings) -> dict[str, str]:
+    """The configs an output topic streamcast creates gets: ``max.message.bytes`` to take
+    the producer's batches when ``producer_max_batch_bytes`` is above Kafka's default
+    (else none: the broker's own default stands)."""
+    wanted = settings.producer_max_batch_bytes
+    return {"max.message.bytes": str(wanted)} if wanted > KAFKA_DEFAULT_BATCH_LIMIT else {}
 
 
 async def require_topic(settings: ClientSettings, topic: str) -> int:
@@ -104,7 +118,7 @@ async def ensure_changelog(
     name = settings.topics.state_changelog
     found = (await describe(admin, [name]))[name]
     if found is None:
-        config = {"cleanup.policy": "compact"}
+        config = {**output_topic_configs(settings), "cleanup.policy": "compact"}
         await create(admin, [NewTopic(name, partitions, replication, topic_configs=config)])
         log.info("created state changelog", extra={"topic": name, "partitions": partitions})
         found = (await describe(admin, [name]))[name]

@@ -19,7 +19,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from streamcast.config import Settings
 from streamcast.errors import TopicError
 from streamcast.kafka.clients import client_options
-from streamcast.kafka.topics import cleanup_policy, ensure_changelog, ensure_topics
+from streamcast.kafka.topics import cleanup_policy, ensure_changelog, ensure_topics, topic_config
 from tests.support import chaos
 from tests.support.kafka import create_topics, kafka_local, unique_topic
 
@@ -182,3 +182,24 @@ async def test_a_producer_batch_larger_than_an_output_topic_takes_is_refused_at_
         "STREAMCAST_PRODUCER_MAX_BATCH_BYTES (producer_max_batch_bytes): 200001 is more than "
         f"topic '{ticks}-dl' takes (max.message.bytes=200000)"
     )
+
+
+async def test_output_topics_are_created_to_take_batches_larger_than_kafkas_default(
+    bootstrap: str,
+) -> None:
+    """With producer_max_batch_bytes above Kafka's 1 MiB default, the output topics the
+    service creates take such batches (else its own start-up check would refuse them)."""
+    ticks = unique_topic("big-ticks")
+    await create_topics(bootstrap, [ticks])
+    big = _settings(bootstrap, ticks, f"{ticks}-state").model_copy(
+        update={"producer_max_batch_bytes": 4 * 1024 * 1024}
+    )
+    assert await ensure_topics(big) == 1
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        for name in (f"{ticks}-fc", f"{ticks}-al", f"{ticks}-dl", f"{ticks}-state"):
+            assert await topic_config(admin, name, "max.message.bytes") == str(4 * 1024 * 1024)
+        assert await cleanup_policy(admin, f"{ticks}-state") == "compact"
+    finally:
+        await admin.close()

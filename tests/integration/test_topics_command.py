@@ -109,6 +109,10 @@ async def test_check_names_an_output_topic_the_producer_batches_do_not_fit(
     env = {**_env(bootstrap, prefix), "STREAMCAST_PRODUCER_MAX_BATCH_BYTES": "300000"}
     assert run_cli("topics", "create", "--partitions", "1", cwd=tmp_path, env=env).returncode == 0
     assert run_cli("topics", "check", cwd=tmp_path, env=env).returncode == 0
+    # above Kafka's 1 MiB default, the topics it creates are made to take such batches
+    big = {**_env(bootstrap, f"{prefix}-big"), "STREAMCAST_PRODUCER_MAX_BATCH_BYTES": "3000000"}
+    assert run_cli("topics", "create", "--partitions", "1", cwd=tmp_path, env=big).returncode == 0
+    assert run_cli("topics", "check", cwd=tmp_path, env=big).returncode == 0
     await create_topics(bootstrap, [f"{prefix}-b-fc"], config={"max.message.bytes": "200000"})
     env["STREAMCAST_TOPICS__FORECASTS"] = f"{prefix}-b-fc"
     result = run_cli("topics", "check", cwd=tmp_path, env=env)
