@@ -83,13 +83,18 @@ def isolated(
 
 
 def merge(parts: list[Attempt]) -> Attempt:
-    """One attempt from several over disjoint keys; forecasts in trigger then time order."""
+    """One attempt from several over disjoint keys; forecasts in trigger then time order
+    (taken in that order only when they are not in it already: a lone part's are, and a
+    copy of 10,000 forecasts with their bands costs ~3 ms)."""
     forecasts = ForecastBatch.concat([p.forecasts for p in parts])
+    order = np.lexsort((forecasts.origin_ts, forecasts.trigger_index))
+    if not np.array_equal(order, np.arange(len(order))):
+        forecasts = forecasts.take(order)
     counters = Counters()
     for part in parts:
         counters.add(part.counters)
     return Attempt(
-        forecasts=forecasts.take(np.lexsort((forecasts.origin_ts, forecasts.trigger_index))),
+        forecasts=forecasts,
         rejections=sorted((r for p in parts for r in p.rejections), key=lambda r: r.index),
         counters=counters,
         changed=set().union(*(p.changed for p in parts)),
