@@ -105,19 +105,22 @@ BEYOND_THE_VIEW: dict[str, dict[str, Any]] = {
 }
 
 
+def _apply(ctx: ApiContext, records: list[tuple[bytes, bytes]]) -> None:
+    """Feed ``(key, value)`` records to the view as forecasts-topic partition 0, offsets
+    0, 1, ... (a catch-up, not live)."""
+    now = int(time.time() * 1000)
+    ctx.feed.apply(
+        [InRecord("forecasts", 0, i, now, k, v) for i, (k, v) in enumerate(records)],
+        live=False,
+    )
+
+
 @pytest.mark.parametrize("field", sorted(BEYOND_THE_VIEW))
 def test_a_forecast_beyond_what_the_view_stores_is_rejected_not_fatal(field: str) -> None:
     ctx, _, _ = _app(api_auth="off")
     good_key, good = _record()
     bad_key, bad = _record(**BEYOND_THE_VIEW[field])
-    now = int(time.time() * 1000)
-    ctx.feed.apply(
-        [
-            InRecord("forecasts", 0, 0, now, bad_key, bad),
-            InRecord("forecasts", 0, 1, now, good_key, good),
-        ],
-        live=False,
-    )
+    _apply(ctx, [(bad_key, bad), (good_key, good)])
     got = ctx.view.get("k")
     assert got is not None and got.offset == 1
     exposition = ctx.metrics.exposition().decode()
@@ -137,14 +140,7 @@ def test_an_unexpected_failure_applying_a_record_is_counted_and_skipped(
         return put(fc, **kw)
 
     monkeypatch.setattr(ctx.view, "put", failing)
-    now = int(time.time() * 1000)
-    ctx.feed.apply(
-        [
-            InRecord("forecasts", 0, 0, now, key, value),
-            InRecord("forecasts", 0, 1, now, key, value),
-        ],
-        live=False,
-    )
+    _apply(ctx, [(key, value), (key, value)])
     got = ctx.view.get("k")
     assert got is not None and got.offset == 1
     assert 'result="rejected",topic="forecasts"} 1.0' in ctx.metrics.exposition().decode()
